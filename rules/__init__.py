@@ -1,0 +1,1 @@
+"""mllint's rules: one module per rule, discovered by ``mllint.registry``."""

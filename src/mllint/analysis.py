@@ -1,0 +1,88 @@
+"""Name resolution helpers shared by rules.
+
+Names are resolved with libcst's ``QualifiedNameProvider``, checking the whole set of
+candidate names, so ``import torch.nn.functional as F; F.softmax`` and
+``from torch.optim import AdamW as Opt; Opt(...)`` both resolve. Never match by suffix.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import libcst as cst
+from libcst.metadata import QualifiedNameProvider
+
+
+def qualified_names(visitor: cst.MetadataDependent, node: cst.CSTNode) -> set[str]:
+    """Fully qualified names ``node`` may refer to (empty when unresolvable)."""
+    try:
+        names = visitor.get_metadata(QualifiedNameProvider, node, set())
+    except KeyError:
+        return set()
+    return {q.name for q in names}
+
+
+def resolves_to(visitor: cst.MetadataDependent, node: cst.CSTNode, targets: Iterable[str]) -> bool:
+    wanted = set(targets)
+    return bool(qualified_names(visitor, node) & wanted)
+
+
+def dotted_name(expr: cst.BaseExpression) -> str | None:
+    """``a.b.c`` for a chain of Names/Attributes, else ``None``."""
+    parts: list[str] = []
+    while isinstance(expr, cst.Attribute):
+        parts.append(expr.attr.value)
+        expr = expr.value
+    if isinstance(expr, cst.Name):
+        parts.append(expr.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+def method_call(node: cst.CSTNode, *methods: str) -> cst.BaseExpression | None:
+    """The receiver of ``recv.method(...)`` when ``node`` is such a call, else ``None``."""
+    if (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Attribute)
+        and node.func.attr.value in methods
+    ):
+        return node.func.value
+    return None
+
+
+def receiver_name(node: cst.CSTNode, *methods: str) -> str | None:
+    recv = method_call(node, *methods)
+    return None if recv is None else dotted_name(recv)
+
+
+def keyword_arg(call: cst.Call, name: str) -> cst.Arg | None:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg
+    return None
+
+
+def positional_arg(call: cst.Call, index: int) -> cst.Arg | None:
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    return positional[index] if index < len(positional) else None
+
+
+def is_optimizer_constructor(qualified: set[str]) -> bool:
+    """Whether a callee's qualified names denote an optimizer class or factory.
+
+    ``torch.optim.X`` (not schedulers), and the optimizers of libraries users build
+    training loops with (transformers, timm, bitsandbytes, apex, torch_optimizer).
+    """
+    for name in qualified:
+        parts = name.split(".")
+        if name.startswith("torch.optim.") and "lr_scheduler" not in parts and "swa_utils" not in parts:
+            if parts[-1][:1].isupper() and parts[-1] != "Optimizer":
+                return True
+        if name in {"transformers.AdamW", "transformers.Adafactor", "transformers.optimization.AdamW",
+                    "transformers.optimization.Adafactor", "timm.optim.create_optimizer",
+                    "timm.optim.create_optimizer_v2"}:
+            return True
+        if parts[0] in {"bitsandbytes", "apex", "torch_optimizer"} and parts[-1][:1].isupper():
+            if "optim" in name or "optimizers" in name:
+                return True
+    return False

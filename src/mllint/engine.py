@@ -1,0 +1,124 @@
+"""Linting one file: prefilter, one parse, one batched traversal, suppressions.
+
+The engine knows rules only through the ``Rule`` interface; it never names one.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from typing import Iterable, Sequence
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper
+
+from mllint.rule import FileContext, Rule
+from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
+from mllint.types import ErrorKind, FileError, FileResult, Finding, Position
+
+_NOQA_RE = re.compile(
+    r"#\s*noqa(?::[\s]*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE
+)
+
+
+def noqa_map(lines: Sequence[str]) -> dict[int, frozenset[str] | None]:
+    """Line -> codes suppressed there (``None`` means a blanket ``# noqa``)."""
+    out: dict[int, frozenset[str] | None] = {}
+    for i, line in enumerate(lines, start=1):
+        if "noqa" not in line.lower():
+            continue
+        m = _NOQA_RE.search(line)
+        if m:
+            codes = m.group("codes")
+            out[i] = None if codes is None else frozenset(
+                c.upper() for c in re.split(r"[\s,]+", codes) if c
+            )
+    return out
+
+
+def is_suppressed(finding: Finding, noqa: dict[int, frozenset[str] | None]) -> bool:
+    for line in {finding.span.start.line, finding.span.end.line}:
+        if line in noqa:
+            codes = noqa[line]
+            if codes is None or finding.code in codes:
+                return True
+    return False
+
+
+def applicable_rules(text: str, rules: Iterable[type[Rule]]) -> list[type[Rule]]:
+    return [r for r in rules if r.may_match(text)]
+
+
+def _run(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
+    wrapper.visit_batched(visitors)
+
+
+def lint_text(
+    path: str, text: str, rules: Sequence[type[Rule]], *, prefilter: bool = True
+) -> FileResult:
+    active = applicable_rules(text, rules) if prefilter else list(rules)
+    if not active:
+        return FileResult(path)
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError as exc:
+        # raw_column is 0-based; editors count from 1.
+        pos = Position(exc.raw_line, exc.raw_column + 1)
+        msg = f"cannot parse: {exc.message}"
+        return FileResult(path, errors=(FileError(path, ErrorKind.SYNTAX, msg, pos),))
+    except RecursionError:
+        msg = "cannot parse: expression nested too deeply"
+        return FileResult(path, errors=(FileError(path, ErrorKind.SYNTAX, msg),))
+    context = FileContext(path, text)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    visitors = [rule(context) for rule in active]
+    errors: list[FileError] = []
+    try:
+        _run(wrapper, visitors)
+    except Exception:
+        # Find the rule(s) at fault by running each alone; the others keep their findings.
+        visitors = []
+        for rule in active:
+            visitor = rule(context)
+            try:
+                _run(wrapper, [visitor])
+                visitors.append(visitor)
+            except Exception as exc:  # noqa: BLE001 - reported as an internal error below
+                tb = traceback.extract_tb(exc.__traceback__)[-1]
+                errors.append(
+                    FileError(
+                        path,
+                        ErrorKind.INTERNAL,
+                        f"rule {rule.code} crashed: {type(exc).__name__}: {exc} "
+                        f"(at {tb.filename}:{tb.lineno}); please report this",
+                        rule=rule.code,
+                    )
+                )
+    noqa = noqa_map(context.lines)
+    findings = sorted(
+        (f for v in visitors for f in v.findings if not is_suppressed(f, noqa)),
+        key=Finding.sort_key,
+    )
+    return FileResult(path, tuple(findings), tuple(errors))
+
+
+def lint_path(
+    path: str,
+    rules: Sequence[type[Rule]],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    prefilter: bool = True,
+    display_path: str | None = None,
+) -> FileResult:
+    shown = display_path or path
+    data = read_bytes(path, max_bytes)
+    if isinstance(data, FileError):
+        return FileResult(shown, errors=(_rename(data, shown),))
+    text = decode(path, data)
+    if isinstance(text, FileError):
+        return FileResult(shown, errors=(_rename(text, shown),))
+    return lint_text(shown, text, rules, prefilter=prefilter)
+
+
+def _rename(error: FileError, path: str) -> FileError:
+    return FileError(path, error.kind, error.message, error.position, error.rule)

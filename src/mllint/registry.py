@@ -1,0 +1,66 @@
+"""Rule discovery: every ``Rule`` subclass defined in a module of ``mllint.rules``.
+
+Nothing lists rules by hand; adding a rule means adding one module to ``rules/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+
+from mllint.rule import Rule
+
+
+class UnknownRuleError(KeyError):
+    pass
+
+
+@functools.lru_cache(maxsize=1)
+def all_rules() -> tuple[type[Rule], ...]:
+    import mllint.rules as package
+
+    found: dict[str, type[Rule]] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Rule)
+                and obj is not Rule
+                and obj.__module__ == module.__name__
+                and getattr(obj, "code", None)
+            ):
+                if obj.code in found and found[obj.code] is not obj:
+                    raise RuntimeError(
+                        f"rule code {obj.code} defined twice: {found[obj.code]} and {obj}"
+                    )
+                found[obj.code] = obj
+    return tuple(found[c] for c in sorted(found))
+
+
+def rule_by_code(code: str) -> type[Rule]:
+    wanted = code.strip().upper()
+    for rule in all_rules():
+        if rule.code == wanted or rule.name == code.strip().lower():
+            return rule
+    raise UnknownRuleError(code)
+
+
+def select_rules(select: list[str] | None, ignore: list[str] | None) -> tuple[type[Rule], ...]:
+    """Rules chosen by code prefixes (``ML``, ``ML00``, ``ML001``) or names; ``ALL`` is all."""
+    rules = all_rules()
+
+    def matches(rule: type[Rule], selector: str) -> bool:
+        s = selector.strip()
+        if s.upper() == "ALL":
+            return True
+        return rule.code.startswith(s.upper()) or rule.name == s.lower()
+
+    for selector in [*(select or []), *(ignore or [])]:
+        if not any(matches(r, selector) for r in rules):
+            raise UnknownRuleError(selector)
+    chosen = [r for r in rules if not select or any(matches(r, s) for s in select)]
+    return tuple(r for r in chosen if not any(matches(r, s) for s in ignore or []))

@@ -1,0 +1,203 @@
+"""The rule unit: one class holds a rule's code, docs, examples, static check and probe.
+
+A rule is a libcst ``BatchableCSTVisitor``: the engine parses a file once, resolves the
+union of every active rule's ``METADATA_DEPENDENCIES`` once, and walks the tree once with
+all rules batched together. A rule gathers facts while visiting and decides when it
+leaves the scope that settles them (usually ``leave_Module``), then calls ``report``.
+
+The class docstring *is* the rule's documentation, under fixed headings (see
+``DOC_HEADINGS``). The "Example" and "Use instead" sections are generated from the first
+``INVALID`` and ``VALID`` examples, so the docs can never drift from the tested code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import textwrap
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+import libcst as cst
+from libcst.metadata import PositionProvider
+
+from mllint.types import Finding, Position, Severity, Span
+
+if TYPE_CHECKING:
+    from mllint.verify.probe import Probe
+
+DOC_HEADINGS = (
+    "What it does",
+    "Why is this bad?",
+    "Known problems",
+    "How --verify confirms it",
+)
+
+_CODE_RE = re.compile(r"^ML\d{3}$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A bad example and the 1-based lines on which this rule must report, in order."""
+
+    code: str
+    lines: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", textwrap.dedent(self.code).strip("\n") + "\n")
+        object.__setattr__(self, "lines", tuple(self.lines))
+
+
+@dataclass(frozen=True)
+class Valid:
+    code: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", textwrap.dedent(self.code).strip("\n") + "\n")
+
+
+@dataclass
+class FileContext:
+    """What a rule may know about the file it checks. Never the file's runtime behaviour."""
+
+    path: str
+    source: str
+    lines: Sequence[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.lines:
+            self.lines = self.source.splitlines()
+
+
+class Rule(cst.BatchableCSTVisitor):
+    """Base class of every rule. Subclasses live in ``mllint.rules`` and are discovered."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    #: One line: the bad pattern, for ``mllint rules`` and the README table.
+    summary: ClassVar[str]
+    #: What to do about it, shown under each finding.
+    hint: ClassVar[str]
+    severity: ClassVar[Severity] = Severity.ERROR
+    #: Sound textual prefilter: regexes that must *all* occur in a file's text for this
+    #: rule to be able to report anything there. Files that fail it are never parsed for
+    #: this rule, so a pattern must be implied by every way the rule can fire.
+    REQUIRES: ClassVar[Sequence[str]] = ()
+    VALID: ClassVar[Sequence[Valid]] = ()
+    INVALID: ClassVar[Sequence[Invalid]] = ()
+    #: The runtime probe paired with this rule, as ``"module:Class"`` so that static
+    #: linting never imports it (probes import torch).
+    PROBE: ClassVar[str | None] = None
+
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    _requires_re: ClassVar[tuple[re.Pattern[str], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if inspect.isabstract(cls) or cls.__dict__.get("abstract", False):
+            return
+        cls._requires_re = tuple(re.compile(p) for p in cls.REQUIRES)
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__()
+        self.context = context
+        self.findings: list[Finding] = []
+
+    # -- prefilter ---------------------------------------------------------------------
+
+    @classmethod
+    def may_match(cls, text: str) -> bool:
+        return all(p.search(text) for p in cls._requires_re)
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def span_of(self, node: cst.CSTNode) -> Span:
+        """The span to show for ``node``; a compound statement is cut to its header line."""
+        rng = self.get_metadata(PositionProvider, node)
+        start = Position(rng.start.line, rng.start.column + 1)
+        if isinstance(node, cst.BaseCompoundStatement):
+            line = self.context.lines[rng.start.line - 1] if self.context.lines else ""
+            return Span(start, Position(rng.start.line, len(line.rstrip()) + 1))
+        return Span(start, Position(rng.end.line, rng.end.column + 1))
+
+    def lines_of(self, node: cst.CSTNode) -> Span:
+        rng = self.get_metadata(PositionProvider, node)
+        return Span.lines(rng.start.line, rng.end.line)
+
+    def report(
+        self,
+        node: cst.CSTNode,
+        message: str,
+        *,
+        region: cst.CSTNode | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.findings.append(
+            Finding(
+                path=self.context.path,
+                code=self.code,
+                name=self.name,
+                message=message,
+                span=self.span_of(node),
+                severity=self.severity,
+                hint=self.hint,
+                region=None if region is None else self.lines_of(region),
+                data=dict(data or {}),
+            )
+        )
+
+    # -- documentation -----------------------------------------------------------------
+
+    @classmethod
+    def doc_sections(cls) -> dict[str, str]:
+        """The docstring split by its ``## Heading`` lines."""
+        doc = inspect.cleandoc(cls.__doc__ or "")
+        sections: dict[str, str] = {}
+        current = None
+        for line in doc.splitlines():
+            m = re.match(r"^##\s+(.*\S)\s*$", line)
+            if m:
+                current = m.group(1)
+                sections[current] = ""
+            elif current is not None:
+                sections[current] += line + "\n"
+        return {k: v.strip("\n") for k, v in sections.items()}
+
+    @classmethod
+    def documentation(cls) -> str:
+        """The rule's full documentation in Markdown, as ``mllint rule CODE`` prints it."""
+        sec = cls.doc_sections()
+        out = [f"# {cls.code} {cls.name}", "", cls.summary, ""]
+        for heading in DOC_HEADINGS[:3]:
+            if sec.get(heading):
+                out += [f"## {heading}", "", sec[heading], ""]
+        if cls.INVALID:
+            out += ["## Example", "", "```python", cls.INVALID[0].code.rstrip(), "```", ""]
+        if cls.VALID:
+            out += ["## Use instead", "", "```python", cls.VALID[0].code.rstrip(), "```", ""]
+        if sec.get(DOC_HEADINGS[3]):
+            out += [f"## {DOC_HEADINGS[3]}", "", sec[DOC_HEADINGS[3]], ""]
+        return "\n".join(out).rstrip() + "\n"
+
+    @classmethod
+    def validate_definition(cls) -> list[str]:
+        """Problems with the rule's own definition; the test suite asserts there are none."""
+        problems = []
+        if not _CODE_RE.match(getattr(cls, "code", "")):
+            problems.append(f"{cls.__name__}: code must look like ML001")
+        if not _NAME_RE.match(getattr(cls, "name", "")):
+            problems.append(f"{cls.__name__}: name must be kebab-case")
+        for attr in ("summary", "hint"):
+            if not getattr(cls, attr, None):
+                problems.append(f"{cls.__name__}: missing {attr}")
+        sec = cls.doc_sections()
+        for heading in DOC_HEADINGS:
+            if heading != "Known problems" and not sec.get(heading):
+                problems.append(f"{cls.__name__}: docstring lacks '## {heading}'")
+        if not cls.VALID or not cls.INVALID:
+            problems.append(f"{cls.__name__}: needs VALID and INVALID examples")
+        if not cls.REQUIRES:
+            problems.append(f"{cls.__name__}: needs a REQUIRES prefilter")
+        return problems
