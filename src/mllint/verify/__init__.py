@@ -1,0 +1,1 @@
+"""``mllint --verify``: run the user's script under runtime probes (torch needed only here)."""

@@ -1,0 +1,107 @@
+"""The contract between a rule's runtime probe and the ``--verify`` harness.
+
+A probe lives in its rule's module (``Rule.PROBE = "mllint.rules.x:XProbe"``) and runs
+only inside the child process that executes the user's script. This module must not
+import torch at import time: static linting imports rule modules, and with them this one.
+
+One probe instance is made per static finding. The harness calls ``install()`` before the
+user's script starts, lets the script run under the budgets, then asks every probe for
+its ``verdict()``. Probes never add hooks themselves; they ask the runtime, which keeps
+every handle and removes it at the end (see ``Runtime``).
+"""
+
+from __future__ import annotations
+
+from types import FrameType
+from typing import Any, Callable, ClassVar, Protocol
+
+from mllint.types import Finding, Verdict, VerdictStatus
+
+
+class Runtime(Protocol):
+    """What the harness offers probes. Implemented in ``mllint.verify.runtime``.
+
+    Paths: ``finding.path`` is absolute and symlink-resolved inside the child process, the
+    same form as ``frame.f_code.co_filename`` after ``os.path.realpath``.
+    """
+
+    #: The user's torch module (imported by the harness).
+    torch: Any
+    #: Optimizer steps completed so far, all optimizers together.
+    step: int
+    #: True during the second, fault-injection run (see ``Probe.fault_injection``).
+    fault_run: bool
+
+    def user_frame(self) -> FrameType | None:
+        """The innermost frame of the user's code (outside torch, mllint and stdlib)."""
+
+    def stack_in(self, finding: Finding) -> FrameType | None:
+        """The innermost frame currently on the stack that lies in ``finding``'s file
+        within its region (or its span when it has no region), else ``None``."""
+
+    def add_forward_pre_hook(self, fn: Callable[[Any, tuple], None]) -> None:
+        """Global ``fn(module, args)`` before every ``nn.Module`` forward."""
+
+    def add_forward_hook(self, fn: Callable[[Any, tuple, Any], None]) -> None:
+        """Global ``fn(module, args, output)`` after every ``nn.Module`` forward."""
+
+    def add_step_pre_hook(self, fn: Callable[[Any], None]) -> None:
+        """``fn(optimizer)`` before every ``optimizer.step()`` of any optimizer."""
+
+    def add_step_post_hook(self, fn: Callable[[Any], None]) -> None:
+        """``fn(optimizer)`` after every ``optimizer.step()``."""
+
+    def on_backward(self, fn: Callable[[Any], None]) -> None:
+        """``fn(tensor)`` just before ``tensor.backward()`` / ``torch.autograd.backward``."""
+
+    def on_save(self, fn: Callable[[Any, Any], None]) -> None:
+        """``fn(obj, f)`` for every ``torch.save(obj, f)``; the harness never writes
+        to ``f`` itself (payloads go to a scratch directory or nowhere)."""
+
+    def on_batch(self, fn: Callable[[Any, Any], None]) -> None:
+        """``fn(loader, batch)`` for every batch a ``DataLoader`` yields."""
+
+    def on_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
+        """``fn(frame)`` each time ``line`` of ``path`` is about to run (line tracing
+        limited to the code objects of that file)."""
+
+    def after_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
+        """``fn(frame)`` when the statement starting at ``line`` has finished, i.e. at the
+        next line event in that frame; use it to read a variable a line assigns."""
+
+    def patch(self, owner: Any, attr: str, replacement: Any) -> None:
+        """Replace ``owner.attr`` for the run; restored afterwards."""
+
+    def object_of(self, frame: FrameType, expr: str) -> Any:
+        """Evaluate a dotted name such as ``self.model`` or ``opt`` in ``frame``
+        (locals, then globals, then attribute access only; never calls anything).
+        Raises ``LookupError`` when it cannot be resolved."""
+
+
+class Probe:
+    """Base class of a rule's runtime probe: one instance watches one finding."""
+
+    #: The probe needs a second, short run where it injects a fault (``rt.fault_run``).
+    fault_injection: ClassVar[bool] = False
+
+    def __init__(self, finding: Finding, runtime: Runtime) -> None:
+        self.finding = finding
+        self.rt = runtime
+
+    def install(self) -> None:
+        """Register callbacks with ``self.rt``. Called once per run, before the script."""
+
+    def settled(self) -> bool:
+        """True once further running cannot change the verdict (lets the run end early)."""
+        return False
+
+    def verdict(self) -> Verdict | None:
+        """The verdict after the run; ``None`` when the watched code never ran."""
+        return None
+
+    # Helpers so probes read alike.
+    def confirmed(self, evidence: str, **figures: Any) -> Verdict:
+        return Verdict(VerdictStatus.CONFIRMED, evidence, figures)
+
+    def refuted(self, evidence: str, **figures: Any) -> Verdict:
+        return Verdict(VerdictStatus.REFUTED, evidence, figures)
