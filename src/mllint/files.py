@@ -1,0 +1,81 @@
+"""Which files a run lints: walking directories, skipping environments and build output."""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+from mllint.config import Settings
+from mllint.types import ErrorKind, FileError
+
+#: Directories that never hold the user's own training code.
+DEFAULT_EXCLUDED_DIRS = frozenset({
+    ".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".tox", ".nox", ".eggs",
+    "build", "dist", "node_modules", "site-packages", ".mypy_cache", ".pytest_cache",
+    ".ruff_cache", ".mllint_cache", ".ipynb_checkpoints",
+})
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str  # as given or joined from what was given: what the user sees
+
+
+def _is_virtualenv(dirpath: str) -> bool:
+    return os.path.isfile(os.path.join(dirpath, "pyvenv.cfg"))
+
+
+def iter_targets(paths: list[str], settings: Settings) -> Iterator[Target | FileError]:
+    seen: set[str] = set()
+    for given in paths:
+        try:
+            st = os.stat(given)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                yield FileError(given, ErrorKind.SYMLINK_LOOP, "symbolic link loop; not linted")
+            elif os.path.islink(given):
+                yield FileError(given, ErrorKind.MISSING, "dangling symbolic link; not linted")
+            elif exc.errno == errno.ENOENT:
+                yield FileError(given, ErrorKind.MISSING, "no such file or directory")
+            else:
+                yield FileError(given, ErrorKind.UNREADABLE, f"cannot access: {exc.strerror}")
+            continue
+        if os.path.isdir(given):
+            yield from _walk(given, settings, seen)
+        elif not settings.is_excluded(given):
+            real = os.path.realpath(given)
+            if real not in seen:
+                seen.add(real)
+                yield Target(given)
+        del st
+
+
+def _walk(top: str, settings: Settings, seen: set[str]) -> Iterator[Target | FileError]:
+    errors: list[OSError] = []
+    # followlinks=False: a symlinked directory is never entered, so links cannot loop.
+    for dirpath, dirnames, filenames in os.walk(top, onerror=errors.append):
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if d not in DEFAULT_EXCLUDED_DIRS
+            and not d.endswith(".egg-info")
+            and not _is_virtualenv(os.path.join(dirpath, d))
+            and not settings.is_excluded(os.path.join(dirpath, d) + "/")
+            and not settings.is_excluded(os.path.join(dirpath, d))
+        )
+        for name in sorted(filenames):
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, name)
+            if settings.is_excluded(path):
+                continue
+            real = os.path.realpath(path)
+            if real in seen:
+                continue
+            seen.add(real)
+            yield Target(path)
+        while errors:
+            exc = errors.pop()
+            yield FileError(exc.filename or top, ErrorKind.UNREADABLE,
+                            f"cannot list directory: {exc.strerror}")

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from typing import TextIO
+
+from mllint.reporters import Report
+
+
+def render(report: Report, out: TextIO) -> None:
+    for d in report.diagnostics:
+        f = d.finding
+        verdict = "" if d.verdict is None else f" [{d.verdict.status.value}]"
+        out.write(f"{f.path}:{f.line}:{f.span.start.column}: {f.code} {f.message}{verdict}\n")
+    for e in report.errors:
+        pos = "" if e.position is None else f"{e.position.line}:{e.position.column}:"
+        out.write(f"{e.path}:{pos} error[{e.kind.value}] {e.message}\n")

@@ -1,0 +1,73 @@
+"""The human format: code frame, rule, message, hint and --verify verdict (rich).
+
+Colour follows rich's detection: none when ``NO_COLOR`` is set or output is not a tty.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from rich.console import Console
+from rich.markup import escape
+
+from mllint.reporters import Report
+from mllint.types import VerdictStatus
+
+_VERDICT_STYLE = {
+    VerdictStatus.CONFIRMED: "bold red",
+    VerdictStatus.REFUTED: "green",
+    VerdictStatus.NOT_REACHED: "yellow",
+    VerdictStatus.ERROR: "magenta",
+}
+
+
+def _frame(console: Console, lines: list[str], line: int, col: int, end_col: int, end_line: int) -> None:
+    first = max(1, line - 1)
+    last = min(len(lines), line + 1)
+    width = len(str(last))
+    for n in range(first, last + 1):
+        text = lines[n - 1].rstrip("\n")
+        marker = ">" if n == line else " "
+        console.print(f"  [dim]{marker}{n:>{width}} │[/dim] {escape(text)}", highlight=False)
+        if n == line:
+            stop = end_col if end_line == line and end_col > col else len(text.rstrip()) + 1
+            carets = "^" * max(1, stop - col)
+            console.print(f"  [dim] {' ' * width} │[/dim] {' ' * (col - 1)}[red]{carets}[/red]")
+
+
+def render(report: Report, out: TextIO) -> None:
+    console = Console(file=out, soft_wrap=True, highlight=False)
+    for d in report.diagnostics:
+        f = d.finding
+        tag = "runtime " if d.runtime_only else ""
+        console.print(
+            f"[bold]{escape(f.path)}:{f.line}:{f.span.start.column}[/bold]: "
+            f"[bold red]{f.code}[/bold red] [cyan]{f.name}[/cyan] {tag}"
+        )
+        console.print(f"  {escape(f.message)}")
+        lines = report.sources.get(f.path)
+        if lines and 0 < f.line <= len(lines):
+            _frame(console, lines, f.line, f.span.start.column, f.span.end.column, f.span.end.line)
+        if f.hint:
+            console.print(f"  [blue]hint[/blue]: {escape(f.hint)}")
+        if d.verdict is not None:
+            style = _VERDICT_STYLE[d.verdict.status]
+            console.print(
+                f"  [{style}]--verify: {d.verdict.status.value}[/{style}]: {escape(d.verdict.evidence)}"
+            )
+        console.print()
+    for e in report.errors:
+        pos = "" if e.position is None else f"{e.position.line}:{e.position.column}:"
+        console.print(f"[bold]{escape(e.path)}:{pos}[/bold] [bold magenta]error[/bold magenta] "
+                      f"[magenta]{e.kind.value}[/magenta]: {escape(e.message)}")
+    if report.verify_summary:
+        console.print(escape(report.verify_summary))
+    n = len(report.diagnostics)
+    files = len({d.finding.path for d in report.diagnostics})
+    summary = (f"Found {n} problem{'s' if n != 1 else ''} in {files} file{'s' if files != 1 else ''}"
+               if n else "No problems found")
+    summary += f" ({report.files_checked} file{'s' if report.files_checked != 1 else ''} checked"
+    if report.errors:
+        summary += f", {len(report.errors)} could not be linted"
+    summary += ")."
+    console.print(f"[bold]{summary}[/bold]")

@@ -1,0 +1,36 @@
+"""GitHub Actions workflow commands: one ``::error``/``::warning`` annotation a line."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from mllint.reporters import Report
+
+
+def _data(s: str) -> str:
+    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _prop(s: str) -> str:
+    return _data(s).replace(":", "%3A").replace(",", "%2C")
+
+
+def render(report: Report, out: TextIO) -> None:
+    for d in report.diagnostics:
+        f = d.finding
+        level = "error" if f.severity.value == "error" else "warning"
+        msg = f.message
+        if d.verdict is not None:
+            msg += f"\n--verify: {d.verdict.status.value}: {d.verdict.evidence}"
+        props = (
+            f"file={_prop(f.path)},line={f.line},col={f.span.start.column},"
+            f"endLine={f.span.end.line},endColumn={f.span.end.column},"
+            f"title={_prop(f'{f.code} {f.name}')}"
+        )
+        out.write(f"::{level} {props}::{_data(msg)}\n")
+    for e in report.errors:
+        props = f"file={_prop(e.path)}"
+        if e.position is not None:
+            props += f",line={e.position.line},col={e.position.column}"
+        props += f",title={_prop('mllint ' + e.kind.value)}"
+        out.write(f"::error {props}::{_data(e.message)}\n")

@@ -1,0 +1,38 @@
+"""A JSON list of diagnostics; file errors appear with ``"code": null``."""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from mllint.reporters import Report
+
+
+def diagnostics(report: Report) -> list[dict]:
+    out = []
+    for d in report.diagnostics:
+        item = d.finding.to_dict()
+        if d.verdict is not None:
+            item["verification"] = d.verdict.to_dict()
+        if d.runtime_only:
+            item["runtime_only"] = True
+        out.append(item)
+    for e in report.errors:
+        out.append({
+            "path": e.path,
+            "line": None if e.position is None else e.position.line,
+            "column": None if e.position is None else e.position.column,
+            "end_line": None,
+            "end_column": None,
+            "code": None,
+            "name": e.kind.value,
+            "message": e.message,
+            "severity": "error",
+            "rule": e.rule,
+        })
+    return out
+
+
+def render(report: Report, out: TextIO) -> None:
+    json.dump(diagnostics(report), out, indent=2)
+    out.write("\n")
