@@ -98,7 +98,8 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
         diagnostics, summary = _verify(findings, script, script_args, run_cmd, device,
                                        max_batches, max_steps, timeout, fmt)
     sources = _sources(d.finding.path for d in diagnostics) if fmt == "full" else {}
-    report = Report(diagnostics, errors, len(results), summary, sources)
+    checked = sum(1 for r in results if not r.errors)
+    report = Report(diagnostics, errors, checked, summary, sources)
     _emit(fmt, report, output_file)
 
     if errors:
