@@ -8,6 +8,15 @@ One probe instance is made per static finding. The harness calls ``install()`` b
 user's script starts, lets the script run under the budgets, then asks every probe for
 its ``verdict()``. Probes never add hooks themselves; they ask the runtime, which keeps
 every handle and removes it at the end (see ``Runtime``).
+
+Isolation: every callback a probe registers runs guarded. An exception escaping a probe's
+callback (or its ``install``/``settled``/``verdict``) turns that probe's verdict into an
+"error" and switches its callbacks off; the user's run and the other probes go on. The
+only exception that is let through into the user's code is ``InjectedFault`` (below).
+
+Runtime-only findings: a rule module may define ``RUNTIME_WATCH = "module:Class"`` naming a
+``Watcher`` subclass. The harness installs one instance for the whole run, without a static
+finding, and reports what its ``findings()`` returns (see ``Watcher``).
 """
 
 from __future__ import annotations
@@ -16,6 +25,15 @@ from types import FrameType
 from typing import Any, Callable, ClassVar, Protocol
 
 from mllint.types import Finding, Verdict, VerdictStatus
+
+
+class InjectedFault(Exception):
+    """The one exception a probe may raise from a callback on purpose.
+
+    During the fault-injection run (``Runtime.fault_run``) a probe raises it, e.g. from an
+    ``on_line`` or ``on_backward`` callback, to simulate a failing training step. The
+    runtime lets it propagate into the user's code instead of marking the probe "error".
+    """
 
 
 class Runtime(Protocol):
@@ -31,6 +49,8 @@ class Runtime(Protocol):
     step: int
     #: True during the second, fault-injection run (see ``Probe.fault_injection``).
     fault_run: bool
+    #: Batches yielded so far by every ``DataLoader`` pass together.
+    batches: int
 
     def user_frame(self) -> FrameType | None:
         """The innermost frame of the user's code (outside torch, mllint and stdlib)."""
@@ -105,3 +125,29 @@ class Probe:
 
     def refuted(self, evidence: str, **figures: Any) -> Verdict:
         return Verdict(VerdictStatus.REFUTED, evidence, figures)
+
+
+class Watcher:
+    """A whole-run watcher that reports bugs the static pass missed (runtime-only findings).
+
+    Named by a rule module's ``RUNTIME_WATCH = "module:Class"``; installed once per main run
+    (never in the fault-injection run), with the same isolation as probes. It uses the same
+    ``Runtime`` callbacks. The harness drops a runtime finding that falls on a static
+    finding of the same code (same file, line within the static finding's span or region):
+    that finding's own verdict already covers it.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def install(self) -> None:
+        """Register callbacks with ``self.rt``."""
+
+    def settled(self) -> bool:
+        """True once the watcher needs no more steps (default: watch the whole budget)."""
+        return False
+
+    def findings(self) -> list[tuple[Finding, Verdict]]:
+        """Bugs seen during the run, each with the verdict (usually confirmed) and its
+        figures. ``Finding.path`` must be the realpath of the user's file."""
+        return []
