@@ -1,0 +1,143 @@
+"""The engine on its own: decoding, parse errors, crash isolation, noqa, the cache."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from mllint.cache import Cache
+from mllint.engine import lint_path, lint_text, noqa_map
+from mllint.rule import Invalid, Rule, Valid
+from mllint.types import ErrorKind, FileResult
+
+
+class FlagsBackward(Rule):
+    """## What it does
+    Test rule: flags every `.backward()` call.
+    ## Why is this bad?
+    It is not; this rule exists for the engine tests.
+    ## How --verify confirms it
+    It does not.
+    """
+
+    code = "ML901"
+    name = "test-backward"
+    summary = "test rule"
+    hint = "none"
+    REQUIRES = (r"backward",)
+    VALID = [Valid("x = 1")]
+    INVALID = [Invalid("loss.backward()", lines=(1,))]
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "backward":
+            self.report(node, "backward called")
+
+
+class Crashes(Rule):
+    code = "ML902"
+    name = "test-crash"
+    summary = "crashes"
+    hint = "none"
+    REQUIRES = (r"backward",)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        raise ValueError("boom")
+
+
+SRC = "import torch\nloss.backward()\nother.backward()  # noqa: ML901\nthird.backward()  # noqa\n"
+
+
+def test_reports_exact_line_and_column():
+    result = lint_text("f.py", "x = 1\n    \nif True:\n    loss.backward()\n", [FlagsBackward])
+    [finding] = result.findings
+    assert (finding.code, finding.line, finding.span.start.column) == ("ML901", 4, 5)
+    assert finding.span.end.column == 20
+
+
+def test_noqa_specific_and_blanket():
+    result = lint_text("f.py", SRC, [FlagsBackward])
+    assert [f.line for f in result.findings] == [2]
+
+
+def test_noqa_for_other_code_does_not_suppress():
+    result = lint_text("f.py", "loss.backward()  # noqa: ML002\n", [FlagsBackward])
+    assert [f.line for f in result.findings] == [1]
+
+
+def test_noqa_map_parses_code_lists():
+    m = noqa_map(["a  # noqa: ML001, ML002", "b # NOQA", "c"])
+    assert m == {1: frozenset({"ML001", "ML002"}), 2: None}
+
+
+def test_crashing_rule_becomes_internal_error_and_others_still_report():
+    result = lint_text("f.py", SRC, [Crashes, FlagsBackward])
+    assert [f.line for f in result.findings] == [2]
+    [error] = result.errors
+    assert error.kind is ErrorKind.INTERNAL and error.rule == "ML902"
+    assert "ValueError: boom" in error.message
+
+
+def test_syntax_error_reports_position():
+    result = lint_text("f.py", "loss.backward(\nx = = 2\n", [FlagsBackward])
+    [error] = result.errors
+    assert error.kind is ErrorKind.SYNTAX
+    assert error.position is not None and error.position.line == 2
+
+
+def test_prefilter_skips_parse_entirely():
+    # Unparsable text that cannot hold a finding is never parsed, so no error either.
+    assert lint_text("f.py", "def (:\n", [FlagsBackward]) == FileResult("f.py")
+
+
+def test_pep263_latin1_file(tmp_path):
+    p = tmp_path / "latin.py"
+    p.write_bytes("# -*- coding: latin-1 -*-\n# caf\xe9\nloss.backward()\n".encode("latin-1"))
+    result = lint_path(str(p), [FlagsBackward])
+    assert result.errors == () and [f.line for f in result.findings] == [3]
+
+
+def test_invalid_utf8_reports_line_and_column(tmp_path):
+    p = tmp_path / "bad.py"
+    p.write_bytes(b"x = 1\ny = '\xff'\nloss.backward()\n")
+    [error] = lint_path(str(p), [FlagsBackward]).errors
+    assert error.kind is ErrorKind.DECODE
+    assert (error.position.line, error.position.column) == (2, 6)
+
+
+def test_binary_and_empty_files(tmp_path):
+    b = tmp_path / "b.py"
+    b.write_bytes(b"\x00\x01backward")
+    e = tmp_path / "e.py"
+    e.write_bytes(b"")
+    assert lint_path(str(b), [FlagsBackward]).errors[0].kind is ErrorKind.BINARY
+    assert lint_path(str(e), [FlagsBackward]) == FileResult(str(e))
+
+
+def test_bom_is_accepted(tmp_path):
+    p = tmp_path / "bom.py"
+    p.write_bytes(b"\xef\xbb\xbfloss.backward()\n")
+    assert [f.line for f in lint_path(str(p), [FlagsBackward]).findings] == [1]
+
+
+def test_too_large_file(tmp_path):
+    p = tmp_path / "big.py"
+    p.write_text("loss.backward()\n" * 100)
+    [error] = lint_path(str(p), [FlagsBackward], max_bytes=100).errors
+    assert error.kind is ErrorKind.TOO_LARGE
+
+
+def test_cache_round_trip_and_key_depends_on_content_and_rules(tmp_path):
+    cache = Cache(tmp_path / "c", ("ML901",))
+    result = lint_text("f.py", SRC, [FlagsBackward])
+    key = cache.key("f.py", SRC.encode())
+    assert cache.get(key) is None
+    cache.put(key, result)
+    assert cache.get(key) == result
+    assert cache.key("f.py", SRC.encode() + b"\n") != key
+    assert Cache(tmp_path / "c", ("ML901", "ML902")).key("f.py", SRC.encode()) != key
+
+
+def test_cache_skips_results_with_internal_errors(tmp_path):
+    cache = Cache(tmp_path / "c", ("ML902",))
+    result = lint_text("f.py", SRC, [Crashes])
+    cache.put("k" * 40, result)
+    assert cache.get("k" * 40) is None
