@@ -7,26 +7,13 @@ fixtures are the precision suite as much as the recall suite.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
+from helpers import ROOT, all_fixtures, expected
 from mllint.engine import lint_path
 from mllint.registry import all_rules
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = sorted((ROOT / "fixtures").rglob("*.py"))
-_EXPECT = re.compile(r"#\s*expect:\s*(?P<codes>ML\d{3}(?:\s*,\s*ML\d{3})*)")
-
-
-def expected(path: Path) -> set[tuple[str, int]]:
-    out = set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        m = _EXPECT.search(line)
-        if m:
-            out |= {(c.strip(), n) for c in m.group("codes").split(",")}
-    return out
+FIXTURES = all_fixtures()
 
 
 def test_there_are_fixtures_for_every_rule():
