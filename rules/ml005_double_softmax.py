@@ -1,0 +1,354 @@
+"""ML005 double-softmax: probabilities passed to a loss that applies log-softmax itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libcst as cst
+
+from mllint.analysis import positional_arg, keyword_arg
+from mllint.analysis_flow import FLOW_METADATA, PASSTHROUGH_METHODS, Flow, source_of
+from mllint.rule import FileContext, Invalid, Rule, Valid
+from mllint.verify.probe import Probe
+
+SOFTMAX_FUNCTIONS = frozenset(
+    {"torch.nn.functional.softmax", "torch.softmax", "torch.special.softmax", "torch.Tensor.softmax"}
+)
+SOFTMAX_MODULES = frozenset({"torch.nn.Softmax", "torch.nn.modules.activation.Softmax"})
+SEQUENTIAL = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
+CE_FUNCTIONS = frozenset({"torch.nn.functional.cross_entropy"})
+CE_MODULES = frozenset({"torch.nn.CrossEntropyLoss", "torch.nn.modules.loss.CrossEntropyLoss"})
+ORDERED_DICT = frozenset({"collections.OrderedDict"})
+
+# How many assignments/calls deep a value is followed; real code rarely needs more.
+_DEPTH = 6
+
+
+class DoubleSoftmax(Rule):
+    """
+    ## What it does
+    Flags a call of `nn.CrossEntropyLoss` or `F.cross_entropy` whose input (the first
+    argument) is already a probability distribution: the output of `F.softmax`,
+    `torch.softmax`, `x.softmax(dim)`, `nn.Softmax()(x)`, of a model whose
+    `nn.Sequential` ends with `nn.Softmax`, or of a model whose `forward` returns a
+    softmax. Values are followed through local assignments, `self.` attributes and the
+    arguments of same-module functions.
+
+    ## Why is this bad?
+    Cross-entropy applies `log_softmax` to its input itself, so it expects raw logits.
+    Fed probabilities, it computes `log_softmax(softmax(z))`: every input now lies in
+    [0, 1], so the loss can never go much below `log(C) - 1`, its gradients are squashed
+    and the model learns slowly or stalls, without any error.
+
+    ## Known problems
+    Only models defined in the same file are looked into; a softmax applied inside a model
+    imported from elsewhere is not seen. Soft targets (probabilities as the *target*) are
+    fine and never flagged.
+
+    ## How --verify confirms it
+    Wraps `torch.nn.functional.cross_entropy` (which `nn.CrossEntropyLoss` calls) and,
+    when it is called from the flagged line, checks that its input is non-negative with
+    rows summing to 1 along the class dimension (within 1e-4). The evidence gives the
+    smallest value, the largest deviation of a row sum from 1 and the batch shape.
+    """
+
+    code = "ML005"
+    name = "double-softmax"
+    summary = "Softmax probabilities passed to cross-entropy, which applies log-softmax itself"
+    hint = "Pass the logits (the values before softmax) to the loss; keep softmax for metrics."
+    REQUIRES = (r"[Ss]oftmax", r"cross_entropy|CrossEntropyLoss")
+    PROBE = "mllint.rules.ml005_double_softmax:DoubleSoftmaxProbe"
+    METADATA_DEPENDENCIES = FLOW_METADATA
+
+    INVALID = [
+        Invalid(
+            """
+            import torch.nn.functional as F
+
+            def train_step(model, optimizer, x, y):
+                logits = model(x)
+                probs = F.softmax(logits, dim=1)
+                loss = F.cross_entropy(probs, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            """,
+            lines=(6,),
+        ),
+        Invalid(
+            """
+            from torch import nn
+            from torch.nn import CrossEntropyLoss as CE
+
+            model = nn.Sequential(nn.Linear(8, 3), nn.Softmax(dim=1)).to("cpu")
+            criterion = CE()
+
+            def step(x, y):
+                loss = criterion(model(x), y)
+                return loss
+            """,
+            lines=(8,),
+        ),
+        Invalid(
+            """
+            import torch
+            from torch import nn
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(8, 3)
+                    self.criterion = nn.CrossEntropyLoss()
+
+                def forward(self, x):
+                    return torch.softmax(self.fc(x), dim=-1)
+
+                def loss(self, x, y):
+                    out = self(x)
+                    return self.criterion(out, y)
+
+            def fit(net, x, y):
+                return nn.CrossEntropyLoss()(net(x).softmax(1), y)
+            """,
+            lines=(15, 18),
+        ),
+    ]
+    VALID = [
+        Valid(
+            """
+            import torch.nn.functional as F
+
+            def train_step(model, optimizer, x, y):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                probs = F.softmax(logits, dim=1)  # metrics only
+                return loss.item(), probs.argmax(1)
+            """
+        ),
+        Valid(
+            """
+            import torch.nn as nn
+            import torch.nn.functional as F
+
+            model = nn.Sequential(nn.Linear(8, 3), nn.LogSoftmax(dim=1))
+            nll = nn.NLLLoss()
+
+            def step(x, y, teacher_logits, T=2.0):
+                out = model(x)
+                soft = F.softmax(teacher_logits / T, dim=1)
+                kd = F.kl_div(F.log_softmax(out / T, dim=1), soft, reduction="batchmean")
+                return nll(out, y) + kd
+            """
+        ),
+        Valid(
+            """
+            import torch.nn.functional as F
+
+            def mixup_loss(logits, y_a, y_b, lam):
+                target = lam * F.softmax(y_a, 1) + (1 - lam) * y_b.softmax(1)
+                return F.cross_entropy(logits, target)
+            """
+        ),
+        Valid(
+            """
+            import torch
+            from torch import nn
+            import torch.nn.functional as F
+
+            class Net(nn.Module):
+                def forward(self, x, probs=False):
+                    z = self.fc(x)
+                    if probs:
+                        return torch.softmax(z, 1)
+                    return z
+
+            net = Net()
+
+            def step(x, y):
+                return F.cross_entropy(net(x), y)
+            """
+        ),
+    ]
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__(context)
+        self.flow = Flow(self)
+        self._loss_calls: list[tuple[cst.Call, cst.BaseExpression, str]] = []
+        self._forward_cache: dict[cst.ClassDef, int | None] = {}
+
+    # -- gathering -----------------------------------------------------------------------
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if not node.args:
+            return
+        func_names = self.flow.imported_names(node.func)
+        if func_names & CE_FUNCTIONS:
+            arg = keyword_arg(node, "input") or positional_arg(node, 0)
+            if arg is not None:
+                self._loss_calls.append((node, arg.value, source_of(node.func)))
+            return
+        if self._is_cross_entropy_module(node.func):
+            arg = keyword_arg(node, "input") or positional_arg(node, 0)
+            if arg is not None:
+                self._loss_calls.append((node, arg.value, source_of(node.func)))
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        for call, value, loss_name in self._loss_calls:
+            line = self._softmax_line(value, _DEPTH)
+            if line is None:
+                continue
+            shown = source_of(value)
+            self.report(
+                call,
+                f"`{shown}` is already a probability distribution (softmax at line {line}), "
+                f"but `{loss_name}` applies log-softmax to its input itself: the loss sees "
+                "softmax twice, its gradients are squashed and training stalls without "
+                "an error. Pass the logits (the values before the softmax) instead.",
+                data={"probs": shown, "softmax_line": line},
+            )
+
+    # -- what an expression holds --------------------------------------------------------
+
+    def _is_cross_entropy_module(self, func: cst.BaseExpression) -> bool:
+        """``func`` is (or names) an ``nn.CrossEntropyLoss`` instance."""
+        if isinstance(func, cst.Call):
+            return bool(self.flow.imported_names(func.func) & CE_MODULES)
+        if not isinstance(func, (cst.Name, cst.Attribute)):
+            return False
+        if isinstance(func, cst.Attribute) and not self.flow.is_self(func.value):
+            return False
+        for value in self.flow.resolve(func):
+            if isinstance(value, cst.Call) and self.flow.imported_names(value.func) & CE_MODULES:
+                return True
+        return False
+
+    def _softmax_line(self, expr: cst.BaseExpression, depth: int) -> int | None:
+        """The line of the softmax whose output ``expr`` holds, or ``None``."""
+        if depth <= 0:
+            return None
+        if isinstance(expr, (cst.Name, cst.Attribute)) and not (
+            isinstance(expr, cst.Attribute) and not self.flow.is_self(expr.value)
+        ):
+            for value in self.flow.values(expr):
+                line = self._softmax_line(value, depth - 1)
+                if line is not None:
+                    return line
+            return None
+        if not isinstance(expr, cst.Call):
+            return None
+        func = expr.func
+        names = self.flow.imported_names(func)
+        if names & SOFTMAX_FUNCTIONS:
+            return self.flow.line(expr)
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            # A tensor method: the receiver is a local value, not an imported module.
+            if method == "softmax" and not names:
+                return self.flow.line(expr)
+            if method in PASSTHROUGH_METHODS and not names:
+                return self._softmax_line(func.value, depth - 1)
+        return self._softmax_callable(func, depth - 1)
+
+    def _softmax_callable(self, expr: cst.BaseExpression, depth: int) -> int | None:
+        """The line of the softmax that calling ``expr`` (a module) ends with, or ``None``."""
+        if depth <= 0:
+            return None
+        if isinstance(expr, cst.Name) and self.flow.is_self(expr):
+            cls = self.flow.enclosing(expr, cst.ClassDef)
+            return self._forward_softmax(cls, depth) if isinstance(cls, cst.ClassDef) else None
+        if isinstance(expr, (cst.Name, cst.Attribute)):
+            if isinstance(expr, cst.Attribute) and not self.flow.is_self(expr.value):
+                return None
+            for value in self.flow.values(expr):
+                line = self._softmax_callable(value, depth - 1)
+                if line is not None:
+                    return line
+            return None
+        if not isinstance(expr, cst.Call):
+            return None
+        names = self.flow.imported_names(expr.func)
+        if names & SOFTMAX_MODULES:
+            return self.flow.line(expr)
+        if names & SEQUENTIAL:
+            last = _last_layer(expr, self.flow)
+            return None if last is None else self._softmax_callable(last, depth - 1)
+        if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in PASSTHROUGH_METHODS:
+            return self._softmax_callable(expr.func.value, depth - 1)
+        cls = self.flow.class_of(expr.func)
+        if cls is not None:
+            return self._forward_softmax(cls, depth)
+        return None
+
+    def _forward_softmax(self, cls: cst.ClassDef, depth: int) -> int | None:
+        """Line of the softmax when *every* return of ``cls.forward`` is a softmax output."""
+        if cls in self._forward_cache:
+            return self._forward_cache[cls]
+        self._forward_cache[cls] = None  # guards recursion through self(...)
+        forward = self.flow.method(cls, "forward")
+        result = None
+        if forward is not None:
+            returns = _returns(forward)
+            lines = [self._softmax_line(r.value, depth - 1) if r.value else None for r in returns]
+            if lines and all(line is not None for line in lines):
+                result = lines[0]
+        self._forward_cache[cls] = result
+        return result
+
+
+def _last_layer(sequential: cst.Call, flow: Flow) -> cst.BaseExpression | None:
+    """The last layer given to ``nn.Sequential(...)``: the last positional argument, or
+    the last entry of an ``OrderedDict([...])``."""
+    args = [a for a in sequential.args if a.keyword is None]
+    if not args or args[-1].star:
+        return None
+    last = args[-1].value
+    if (
+        len(args) == 1
+        and isinstance(last, cst.Call)
+        and flow.imported_names(last.func) & ORDERED_DICT
+        and last.args
+        and isinstance(last.args[0].value, (cst.List, cst.Tuple))
+        and last.args[0].value.elements
+    ):
+        entry = last.args[0].value.elements[-1].value
+        if isinstance(entry, cst.Tuple) and len(entry.elements) == 2:
+            return entry.elements[1].value
+        return None
+    return last
+
+
+def _returns(func: cst.FunctionDef) -> list[cst.Return]:
+    collector = _ReturnCollector()
+    func.body.visit(collector)
+    return collector.returns
+
+
+class _ReturnCollector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.returns: list[cst.Return] = []
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+    def visit_Return(self, node: cst.Return) -> None:
+        self.returns.append(node)
+
+
+class DoubleSoftmaxProbe(Probe):
+    """Checks that the input reaching cross-entropy at the flagged call is a distribution."""
+
+    TOLERANCE = 1e-4
+
+    def __init__(self, finding: Any, runtime: Any) -> None:
+        super().__init__(finding, runtime)
+        self.calls = 0
+        self.distribution_calls = 0
+        self.min_value: float | None = None
+        self.max_row_error: float | None = None
+        self.shape: list[int] | None = None

@@ -1,0 +1,299 @@
+"""ML008 swallowed-training-error: a broad ``except`` around training that never re-raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libcst as cst
+
+from mllint.analysis import qualified_names
+from mllint.analysis_flow import FLOW_METADATA, Flow
+from mllint.analysis_training import TrainingMap
+from mllint.rule import FileContext, Invalid, Rule, Valid
+from mllint.types import Position, Span
+from mllint.verify.probe import Probe
+
+BROAD = frozenset({"Exception", "BaseException"})
+EXITS = frozenset({"sys.exit", "os._exit", "os.abort", "builtins.exit", "builtins.quit"})
+
+
+class SwallowedTrainingError(Rule):
+    """
+    ## What it does
+    Flags a bare `except:`, `except Exception` or `except BaseException` (alone or in a
+    tuple) whose `try` body runs a training step or loop (`backward()`, an optimizer's
+    `step()`, or a same-module function that does) and whose handler neither re-raises
+    nor exits the process.
+
+    ## Why is this bad?
+    When a step fails (NaN checks, shape errors, out-of-memory, a bug in a new loss), the
+    handler swallows the error and training goes on with the next batch, or the script
+    carries on after the loop and exits 0. Even when the handler prints the error, a run
+    that skipped half its steps looks like one that finished: the metrics are wrong and
+    nobody knows why.
+
+    ## Known problems
+    Narrow handlers (`except RuntimeError`, `except torch.cuda.OutOfMemoryError`) are
+    never flagged, even when they skip a step: recovering from a known error is a choice.
+    `except KeyboardInterrupt:` that saves a checkpoint is fine.
+
+    ## How --verify confirms it
+    Runs the script a second time and raises an exception inside the flagged `try` body
+    once, at the first optimizer step reached from it. If further optimizer steps happen
+    after the injected error, the error was swallowed: the verdict gives the step counts
+    before and after. If the exception propagates out of the script, it is refuted.
+    """
+
+    code = "ML008"
+    name = "swallowed-training-error"
+    summary = "A broad except around a training step that does not re-raise"
+    hint = "Catch only the errors you can recover from, or re-raise after logging (`raise`)."
+    REQUIRES = (r"except", r"backward|step")
+    PROBE = "mllint.rules.ml008_swallowed_training_error:SwallowedTrainingErrorProbe"
+    METADATA_DEPENDENCIES = FLOW_METADATA
+
+    INVALID = [
+        Invalid(
+            """
+            def train(model, loader, optimizer, loss_fn):
+                for x, y in loader:
+                    try:
+                        optimizer.zero_grad()
+                        loss = loss_fn(model(x), y)
+                        loss.backward()
+                        optimizer.step()
+                    except Exception as exc:
+                        print(f"skipping batch: {exc}")
+                        continue
+            """,
+            lines=(8,),
+        ),
+        Invalid(
+            """
+            import torch
+
+            def train_epoch(model, loader, opt):
+                for x, y in loader:
+                    opt.zero_grad()
+                    model(x).sum().backward()
+                    opt.step()
+
+            def main(model, loader):
+                opt = torch.optim.SGD(model.parameters(), lr=0.1)
+                try:
+                    for epoch in range(10):
+                        train_epoch(model, loader, opt)
+                except:
+                    pass
+                torch.save(model.state_dict(), "model.pt")
+            """,
+            lines=(14,),
+        ),
+    ]
+    VALID = [
+        Valid(
+            """
+            import logging
+
+            def train(model, loader, optimizer, loss_fn):
+                for x, y in loader:
+                    try:
+                        optimizer.zero_grad()
+                        loss = loss_fn(model(x), y)
+                        loss.backward()
+                        optimizer.step()
+                    except Exception:
+                        logging.exception("step failed")
+                        raise
+            """
+        ),
+        Valid(
+            """
+            import sys
+            import torch
+
+            def run(model, loader, optimizer, loss_fn):
+                try:
+                    for x, y in loader:
+                        optimizer.zero_grad()
+                        loss_fn(model(x), y).backward()
+                        optimizer.step()
+                except KeyboardInterrupt:
+                    torch.save({"model": model.state_dict(),
+                                "optimizer": optimizer.state_dict()}, "interrupted.pt")
+                except BaseException as exc:
+                    print("training failed:", exc)
+                    sys.exit(1)
+            """
+        ),
+        Valid(
+            """
+            import torch
+
+            def train(model, loader, optimizer, loss_fn, log):
+                for x, y in loader:
+                    try:
+                        optimizer.zero_grad()
+                        loss_fn(model(x), y).backward()
+                        optimizer.step()
+                    except torch.cuda.OutOfMemoryError:
+                        torch.cuda.empty_cache()
+                        continue
+                    try:
+                        log.write(f"{loss_fn}\\n")
+                    except Exception:
+                        pass
+            """
+        ),
+        Valid(
+            """
+            def load_batches(loader):
+                batches = []
+                try:
+                    for batch in loader:
+                        batches.append(batch)
+                except Exception as exc:
+                    print("bad sample", exc)
+                return batches
+
+            def step(scheduler, model):
+                scheduler.step()
+            """
+        ),
+    ]
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__(context)
+        self.flow = Flow(self)
+        self.training = TrainingMap(self.flow)
+        self._tries: list[cst.Try | cst.TryStar] = []
+        self._try_bodies: dict[cst.BaseSuite, cst.CSTNode] = {}
+
+    # -- gathering -----------------------------------------------------------------------
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.training.enter(node)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.training.exit(original_node)
+
+    def visit_Try(self, node: cst.Try) -> None:
+        self._tries.append(node)
+        self._try_bodies[node.body] = node
+
+    def visit_TryStar(self, node: cst.TryStar) -> None:
+        self._tries.append(node)
+        self._try_bodies[node.body] = node
+
+    # Only the ``try`` body is watched: steps in handlers or ``finally`` are not guarded.
+    def visit_IndentedBlock(self, node: cst.IndentedBlock) -> None:
+        if node in self._try_bodies:
+            self.training.enter(node)
+
+    def leave_IndentedBlock(self, original_node: cst.IndentedBlock) -> None:
+        if original_node in self._try_bodies:
+            self.training.exit(original_node)
+
+    def visit_SimpleStatementSuite(self, node: cst.SimpleStatementSuite) -> None:
+        if node in self._try_bodies:
+            self.training.enter(node)
+
+    def leave_SimpleStatementSuite(self, original_node: cst.SimpleStatementSuite) -> None:
+        if original_node in self._try_bodies:
+            self.training.exit(original_node)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.training.call(node)
+        self.training.constructor(node)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self.training.assign([t.target for t in node.targets], node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.training.assign([node.target], node.value)
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        self.training.finish()
+        for try_node in self._tries:
+            step = self.training.trains(try_node.body)
+            if step is None:
+                continue
+            for handler in try_node.handlers:
+                caught = self._broad(handler)
+                if caught is None or _leaves(handler, self):
+                    continue
+                try_line = self.flow.line(try_node)
+                handler_line = self.flow.line(handler)
+                self.report(
+                    handler,
+                    f"`{caught}` catches every error of the training step at line "
+                    f"{step.line} (`{_short(step.text)}`) and does not re-raise: a failing "
+                    "step is skipped and the run goes on as if nothing happened, so a "
+                    "broken run looks like a finished one. Catch only the errors you can "
+                    "recover from, or re-raise after logging.",
+                    region=try_node,
+                    data={"handler_line": handler_line, "try_line": try_line},
+                )
+
+    def span_of(self, node: cst.CSTNode) -> Span:
+        # An ``except`` clause is shown by its header line, like a compound statement.
+        span = super().span_of(node)
+        if isinstance(node, (cst.ExceptHandler, cst.ExceptStarHandler)):
+            line = self.context.lines[span.start.line - 1] if self.context.lines else ""
+            return Span(span.start, Position(span.start.line, len(line.rstrip()) + 1))
+        return span
+
+    def _broad(self, handler: cst.ExceptHandler | cst.ExceptStarHandler) -> str | None:
+        """How the handler is written when it catches everything, else ``None``."""
+        kind = handler.type
+        if kind is None:
+            return "except:"
+        elements = [e.value for e in kind.elements] if isinstance(kind, cst.Tuple) else [kind]
+        for element in elements:
+            if isinstance(element, cst.Name) and element.value in BROAD:
+                names = qualified_names(self, element)
+                if not names or names & {f"builtins.{b}" for b in BROAD}:
+                    return f"except {element.value}"
+        return None
+
+
+def _leaves(handler: cst.CSTNode, rule: Rule) -> bool:
+    """The handler re-raises (any ``raise``) or ends the process (``sys.exit``...)."""
+    finder = _ExitFinder(rule)
+    handler.body.visit(finder)
+    return finder.found
+
+
+class _ExitFinder(cst.CSTVisitor):
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.found = False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False  # a raise in a nested function does not run here
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+    def visit_Raise(self, node: cst.Raise) -> None:
+        self.found = True
+
+    def visit_Call(self, node: cst.Call) -> None:
+        names = qualified_names(self.rule, node.func)
+        if names & EXITS or (isinstance(node.func, cst.Name) and node.func.value in ("exit", "quit")):
+            self.found = True
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class SwallowedTrainingErrorProbe(Probe):
+    """Injects one error into the flagged ``try`` body and watches whether training goes on."""
+
+    fault_injection = True
+
+    def __init__(self, finding: Any, runtime: Any) -> None:
+        super().__init__(finding, runtime)

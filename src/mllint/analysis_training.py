@@ -1,0 +1,203 @@
+"""Where the training happens in a module: which loops, functions and ``try`` bodies run a
+training step (``backward()`` or an optimizer's ``step()``), directly or through a
+same-module function they call.
+
+A rule feeds ``TrainingMap`` during its single traversal (``enter``/``exit`` around the
+nodes it wants to ask about, ``call`` and ``assign`` for every call and assignment) and
+asks its questions after ``finish()``, in ``leave_Module``.
+
+Optimizers are identified by how they were built (``analysis.is_optimizer_constructor``).
+A receiver whose builder the module does not show (a parameter ``optimizer`` of a
+``train`` function) is accepted when its name says it is an optimizer: ``opt``,
+``optimizer_g``, ``self.optim``. Schedulers' ``step()`` is never a training step.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from mllint.analysis import dotted_name, is_optimizer_constructor, qualified_names
+from mllint.analysis_flow import Flow, source_of
+
+#: Methods whose call back-propagates: ``loss.backward()``, ``accelerator.backward(loss)``,
+#: Lightning's ``self.manual_backward(loss)``.
+BACKWARD_METHODS = frozenset({"backward", "manual_backward"})
+BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+#: Methods that apply an update for the optimizer they are given (``scaler.step(opt)``,
+#: ``xm.optimizer_step(opt)``).
+STEP_WITH_OPTIMIZER = frozenset({"step", "optimizer_step"})
+
+_OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt($|_|[A-Z0-9])|^opt", re.IGNORECASE)
+_NOT_OPTIMIZER = re.compile(r"sched|scaler|warmup|lr_|option", re.IGNORECASE)
+
+
+def looks_like_optimizer(dotted: str) -> bool:
+    last = dotted.rsplit(".", 1)[-1]
+    return bool(_OPTIMIZER_NAME.search(last)) and not _NOT_OPTIMIZER.search(last)
+
+
+@dataclass(frozen=True)
+class StepSite:
+    """A training step or a call that may train, seen inside some containers."""
+
+    line: int
+    text: str
+    containers: tuple[cst.CSTNode, ...]
+
+
+@dataclass
+class _Call:
+    name: str
+    method: bool  # ``self.f(...)`` rather than ``f(...)``
+    site: StepSite
+
+
+@dataclass
+class _Optimizer:
+    target: str | None  # dotted name it was assigned to
+    kind: str  # the constructor as written, e.g. ``torch.optim.AdamW``
+    line: int
+    models: tuple[str, ...]  # receivers of ``.parameters()`` in its arguments
+
+
+@dataclass
+class TrainingMap:
+    flow: Flow
+    _stack: list[cst.CSTNode] = field(default_factory=list)
+    _steps: list[StepSite] = field(default_factory=list)
+    _maybe_steps: list[tuple[str, StepSite, tuple[str, ...]]] = field(default_factory=list)
+    _calls: list[_Call] = field(default_factory=list)
+    _functions: dict[tuple[str, bool], list[cst.FunctionDef]] = field(default_factory=dict)
+    optimizers: list[_Optimizer] = field(default_factory=list)
+    _trains: dict[cst.CSTNode, StepSite] = field(default_factory=dict)
+    _training_functions: dict[cst.FunctionDef, StepSite] = field(default_factory=dict)
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def enter(self, node: cst.CSTNode) -> None:
+        self._stack.append(node)
+        if isinstance(node, cst.FunctionDef):
+            is_method = isinstance(self.flow.parent(self.flow.parent(node) or node), cst.ClassDef)
+            self._functions.setdefault((node.name.value, is_method), []).append(node)
+
+    def exit(self, node: cst.CSTNode) -> None:
+        if self._stack and self._stack[-1] is node:
+            self._stack.pop()
+
+    @property
+    def containers(self) -> tuple[cst.CSTNode, ...]:
+        return tuple(self._stack)
+
+    def call(self, node: cst.Call) -> None:
+        func = node.func
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            if method in BACKWARD_METHODS:
+                self._steps.append(self._site(node))
+            elif method in STEP_WITH_OPTIMIZER:
+                receiver = dotted_name(func.value) or ""
+                args = tuple(dotted_name(a.value) or "" for a in node.args)
+                self._maybe_steps.append((receiver, self._site(node), args))
+            elif isinstance(func.value, cst.Name) and self.flow.is_self(func.value):
+                self._calls.append(_Call(method, True, self._site(node)))
+        elif isinstance(func, cst.Name):
+            if qualified_names(self.flow.v, func) & BACKWARD_FUNCTIONS:
+                self._steps.append(self._site(node))
+            else:
+                self._calls.append(_Call(func.value, False, self._site(node)))
+
+    def assign(self, targets: list[cst.BaseExpression], value: cst.BaseExpression | None) -> None:
+        if not isinstance(value, cst.Call):
+            return
+        names = qualified_names(self.flow.v, value.func)
+        if not is_optimizer_constructor(names):
+            return
+        kind = min(names, key=len) if names else source_of(value.func)
+        models = tuple(_parameter_owners(value))
+        line = self.flow.line(value)
+        dotted = [dotted_name(t) for t in targets]
+        for target in dotted or [None]:
+            self.optimizers.append(_Optimizer(target, kind, line, models))
+
+    def constructor(self, node: cst.Call) -> None:
+        """An optimizer built without being assigned (``return torch.optim.Adam(...)``)."""
+        names = qualified_names(self.flow.v, node.func)
+        if is_optimizer_constructor(names) and not any(
+            o.line == self.flow.line(node) for o in self.optimizers
+        ):
+            self.optimizers.append(
+                _Optimizer(None, min(names, key=len), self.flow.line(node),
+                           tuple(_parameter_owners(node)))
+            )
+
+    def _site(self, node: cst.Call) -> StepSite:
+        return StepSite(self.flow.line(node), source_of(node), tuple(self._stack))
+
+    # -- questions -----------------------------------------------------------------------
+
+    def is_optimizer(self, dotted: str) -> bool:
+        return any(o.target == dotted for o in self.optimizers) or looks_like_optimizer(dotted)
+
+    def finish(self) -> None:
+        """Settle which containers train, following same-module calls to a fixed point."""
+        steps = list(self._steps)
+        for receiver, site, args in self._maybe_steps:
+            if self.is_optimizer(receiver) or any(a and self.is_optimizer(a) for a in args):
+                steps.append(site)
+        for site in steps:
+            for container in site.containers:
+                self._trains.setdefault(container, site)
+        changed = True
+        while changed:
+            changed = False
+            for call in self._calls:
+                if not any(f in self._trains for f in self.callees(call.name, call.method)):
+                    continue
+                for container in call.site.containers:
+                    if container not in self._trains:
+                        self._trains[container] = call.site
+                        changed = True
+
+    def callees(self, name: str, method: bool) -> list[cst.FunctionDef]:
+        return self._functions.get((name, method), [])
+
+    def trains(self, container: cst.CSTNode) -> StepSite | None:
+        """The first training step (or training call) seen inside ``container``."""
+        return self._trains.get(container)
+
+    def calls(self) -> list[tuple[list[cst.FunctionDef], StepSite]]:
+        """Every call of a same-module function, with the functions it may reach."""
+        return [(self.callees(c.name, c.method), c.site) for c in self._calls]
+
+    def optimizer_for(self, model: str | None) -> _Optimizer | None:
+        """The optimizer built over ``model``'s parameters, else the first one built."""
+        for opt in self.optimizers:
+            if model is not None and model in opt.models:
+                return opt
+        return self.optimizers[0] if self.optimizers else None
+
+    def model_names(self) -> set[str]:
+        return {m for o in self.optimizers for m in o.models}
+
+
+def _parameter_owners(call: cst.Call) -> list[str]:
+    """``model`` for every ``model.parameters()`` / ``named_parameters()`` in the arguments."""
+    finder = _ParametersFinder()
+    for arg in call.args:
+        arg.visit(finder)
+    return finder.owners
+
+
+class _ParametersFinder(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.owners: list[str] = []
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters"):
+            name = dotted_name(func.value)
+            if name is not None:
+                self.owners.append(name)
