@@ -90,7 +90,13 @@ class Runtime(Protocol):
         next line event in that frame; use it to read a variable a line assigns."""
 
     def patch(self, owner: Any, attr: str, replacement: Any) -> None:
-        """Replace ``owner.attr`` for the run; restored afterwards."""
+        """Replace ``owner.attr`` for the run; restored afterwards. The replacement runs
+        unguarded inside the user's code: prefer ``on_call`` to inspect arguments."""
+
+    def on_call(self, owner: Any, attr: str, fn: Callable[..., None]) -> None:
+        """``fn(*args, **kwargs)`` (guarded) before every call of ``owner.attr`` made
+        through that attribute, e.g. ``on_call(torch.nn.functional, "cross_entropy",
+        ...)``; the original then runs unchanged. Restored afterwards."""
 
     def object_of(self, frame: FrameType, expr: str) -> Any:
         """Evaluate a dotted name such as ``self.model`` or ``opt`` in ``frame``

@@ -1,0 +1,357 @@
+"""The body of the ``--verify`` child process (entered through ``bootstrap.py``).
+
+Order matters: torch is imported from the user's environment, the core patches go in
+(budgets, the ``torch.save`` guard), every probe is loaded and installed, the user's
+target runs as ``__main__``, and whatever ends it (its own end, ``StopRun``, a crash, a
+``SystemExit``) is recorded. Verdicts are then collected, every hook and patch removed,
+the result written, and the process leaves with ``os._exit`` so that the script's
+``atexit`` handlers and stray non-daemon threads cannot hold the run open.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import runpy
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from mllint.types import Finding, Verdict, VerdictStatus
+from mllint.verify import sandbox
+from mllint.verify.runtime import ProbeRuntime, Runtime, Slot, StopRun
+from mllint.verify.spec import EXIT_FATAL, Fatal, RunResult, RunSpec
+
+
+class _Events:
+    """JSON lines to the parent; one ``os.write`` per event so lines never interleave."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def emit(self, event: dict) -> None:
+        import json
+
+        data = (json.dumps(event, default=str) + "\n").encode()
+        with self._lock:
+            try:
+                os.write(self._fd, data)
+            except OSError:
+                pass  # the parent stopped listening; the run itself goes on
+
+
+class _Child:
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.events = _Events(spec.events_fd)
+        self.result = RunResult()
+        self.runtime: Runtime | None = None
+        self.slots: list[Slot] = []
+        self._write_lock = threading.Lock()
+        self._final_written = False
+
+    # -- fatal: the run could not start ----------------------------------------------
+
+    def fatal(self, kind: str, message: str) -> None:
+        self.result.fatal = {"kind": kind, "message": message}
+        self.result.dump(self.spec.results)
+        _leave(EXIT_FATAL)
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        spec = self.spec
+        sys.dont_write_bytecode = True
+        try:
+            import torch
+        except ImportError as exc:
+            self.fatal(Fatal.TORCH_MISSING,
+                       f"torch is not installed in {sys.executable} ({exc}); install it "
+                       "there, or point --verify at the interpreter that has it")
+            return
+        if spec.device == "cuda" and not torch.cuda.is_available():
+            self.fatal(Fatal.CUDA_UNAVAILABLE,
+                       f"--device cuda, but torch.cuda.is_available() is False in "
+                       f"{sys.executable} (torch {torch.__version__}, CUDA build: "
+                       f"{torch.version.cuda or 'none'})")
+            return
+        self._check_target()
+
+        import mllint
+
+        runtime = self.runtime = Runtime(
+            torch,
+            max_batches=spec.max_batches,
+            max_steps=spec.max_steps,
+            fault_run=spec.fault_run,
+            emit=self.events.emit,
+            library_dirs=(os.path.dirname(mllint.__file__), spec.rules_path),
+        )
+        runtime.install_core()
+        self._redirect_tensorboard(runtime)
+        findings = [Finding.from_dict(d) for d in spec.findings]
+        for probe_spec in spec.probes:
+            finding = None if probe_spec.index is None else findings[probe_spec.index]
+            self.slots.append(self._load(probe_spec.target, probe_spec.label,
+                                         probe_spec.index, finding, runtime))
+        runtime.slots = self.slots
+        if spec.deadline is not None:
+            threading.Thread(target=self._watchdog, daemon=True).start()
+        self.events.emit({"type": "started", "pid": os.getpid(),
+                          "probes": sum(s.index is not None for s in self.slots),
+                          "fault_run": spec.fault_run})
+        runtime.refresh_settled()
+        self._prepare_sys()
+        start = time.perf_counter()
+        runtime.start()
+        try:
+            self._run_target()
+        except BaseException as exc:  # noqa: BLE001 - every ending is an outcome
+            self._record_ending(exc)
+        else:
+            self.result.exit_code = 0
+        finally:
+            runtime._lines.stop()
+        self.result.notes.append(f"ran for {time.perf_counter() - start:.2f}s")
+        self._finish()
+
+    def _check_target(self) -> None:
+        spec = self.spec
+        if spec.mode == "module":
+            try:
+                found = importlib.util.find_spec(spec.target)
+            except ModuleNotFoundError:
+                found = None
+            if found is None:
+                self.fatal(Fatal.TARGET_NOT_FOUND,
+                           f"no module named {spec.target!r} (looked in {spec.cwd} and "
+                           f"the sys.path of {sys.executable})")
+        elif not os.path.isfile(spec.target):
+            self.fatal(Fatal.TARGET_NOT_FOUND, f"script not found: {spec.target}")
+
+    def _prepare_sys(self) -> None:
+        spec = self.spec
+        if spec.mode == "module":
+            sys.argv = [spec.target, *spec.args]
+            sys.path.insert(0, spec.cwd)  # what `python -m` does
+        else:
+            sys.argv = [spec.target, *spec.args]
+            sys.path.insert(0, os.path.dirname(spec.target))  # what `python x.py` does
+
+    def _run_target(self) -> None:
+        if self.spec.mode == "module":
+            runpy.run_module(self.spec.target, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(self.spec.target, run_name="__main__")
+
+    def _record_ending(self, exc: BaseException) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        result = self.result
+        if _chain_has(exc, StopRun):
+            result.exit_code = 0
+            return
+        if isinstance(exc, SystemExit):
+            code = exc.code
+            if code is None:
+                result.exit_code = 0
+            elif isinstance(code, int):
+                result.exit_code = code
+            else:
+                print(code, file=sys.stderr)
+                result.exit_code = 1
+            if result.exit_code:
+                result.crashed = f"SystemExit: {code}{self._where(exc)}"
+            return
+        result.exit_code = 1
+        message = str(exc)
+        result.crashed = f"{type(exc).__name__}{': ' + message if message else ''}" + (
+            self._where(exc)
+        )
+        self._print_user_traceback(exc)
+
+    def _where(self, exc: BaseException) -> str:
+        frame_line = None
+        tb = exc.__traceback__
+        kinds = self.runtime._kinds if self.runtime else None
+        while tb is not None:
+            name = tb.tb_frame.f_code.co_filename
+            if kinds is None or kinds.is_user(name):
+                frame_line = (name, tb.tb_lineno)
+            tb = tb.tb_next
+        if frame_line is None:
+            return ""
+        path, line = frame_line
+        rel = os.path.relpath(path, self.spec.cwd)
+        return f" (at {path if rel.startswith('..') else rel}:{line})"
+
+    def _print_user_traceback(self, exc: BaseException) -> None:
+        """The traceback as Python would print it, minus runpy's and mllint's frames."""
+        tb = exc.__traceback__
+        kinds = self.runtime._kinds if self.runtime else None
+        while tb is not None and kinds is not None and not kinds.is_user(
+            tb.tb_frame.f_code.co_filename
+        ):
+            tb = tb.tb_next
+        traceback.print_exception(type(exc), exc, tb or exc.__traceback__, file=sys.stderr)
+
+    # -- probes -------------------------------------------------------------------------
+
+    def _load(self, target: str | None, label: str, index: int | None,
+              finding: Finding | None, runtime: Runtime) -> Slot:
+        slot = Slot(index, label)
+        try:
+            cls = self._import(target or "")
+            facade = ProbeRuntime(runtime, slot)
+            slot.probe = cls(finding, facade) if finding is not None else cls(facade)
+        except Exception as exc:  # noqa: BLE001 - isolation, see probe.py
+            slot.fail(f"loading {target}", exc)
+            return slot
+        try:
+            slot.probe.install()
+        except Exception as exc:  # noqa: BLE001
+            slot.fail("install()", exc)
+        return slot
+
+    def _import(self, target: str) -> Any:
+        module_name, _, class_name = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            if not self._add_fallback_path():
+                raise
+            module = importlib.import_module(module_name)
+        return getattr(module, class_name)
+
+    def _add_fallback_path(self) -> bool:
+        """Rule modules import libcst; when the user's environment lacks it, borrow the
+        harness's site directories (same Python version only), after the user's own."""
+        spec = self.spec
+        if list(sys.version_info[:2]) != spec.python_version:
+            return False
+        added = [p for p in spec.fallback_path if p not in sys.path]
+        sys.path.extend(added)
+        importlib.invalidate_caches()
+        return bool(added)
+
+    def _redirect_tensorboard(self, runtime: Runtime) -> None:
+        scratch = self.spec.scratch
+
+        def redirect(keyword: str):
+            return lambda module: sandbox.redirect_summary_writer(
+                module, scratch, runtime.patch, keyword)
+
+        hook = sandbox.AfterImport({
+            "torch.utils.tensorboard.writer": redirect("log_dir"),
+            "tensorboardX.writer": redirect("logdir"),
+        })
+        runtime._stack.callback(hook.install())
+
+    # -- results ------------------------------------------------------------------------
+
+    def _collect(self, partial: bool) -> RunResult:
+        runtime = self.runtime
+        result = self.result
+        if runtime is not None:
+            result.steps = runtime.step
+            result.batches = runtime.batches
+            result.saves = runtime.saves
+            result.stop_reason = runtime.stop_reason
+            result.stops_raised = runtime.stops_raised
+        result.partial = partial
+        result.fault_indices = [
+            s.index for s in self.slots
+            if s.index is not None and getattr(s.probe, "fault_injection", False)
+        ]
+        result.verdicts = {}
+        result.runtime_findings = []
+        for slot in self.slots:
+            if slot.index is None:
+                result.runtime_findings += self._watcher_findings(slot)
+            else:
+                verdict = self._verdict(slot)
+                result.verdicts[str(slot.index)] = None if verdict is None else verdict.to_dict()
+        if result.stops_raised > 1:
+            result.notes.append(
+                f"the script caught mllint's stop signal {result.stops_raised - 1} time(s) "
+                "(a bare `except:` or `except BaseException`); it was raised again at the "
+                "next hook")
+        return result
+
+    def _verdict(self, slot: Slot) -> Verdict | None:
+        if slot.error is None and slot.probe is not None:
+            try:
+                verdict = slot.probe.verdict()
+            except Exception as exc:  # noqa: BLE001 - isolation
+                slot.fail("verdict()", exc)
+            else:
+                if verdict is None or isinstance(verdict, Verdict):
+                    return verdict
+                slot.error = f"{slot.label}: verdict() returned {type(verdict).__name__}"
+        return Verdict(VerdictStatus.ERROR, slot.error or f"{slot.label}: not loaded")
+
+    def _watcher_findings(self, slot: Slot) -> list[dict]:
+        if slot.error is not None or slot.probe is None:
+            return []
+        try:
+            found = list(slot.probe.findings())
+            return [{"finding": f.to_dict(), "verdict": v.to_dict()} for f, v in found]
+        except Exception as exc:  # noqa: BLE001 - isolation
+            slot.fail("findings()", exc)
+            return []
+
+    def _watchdog(self) -> None:
+        delay = (self.spec.deadline or 0) - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        with self._write_lock:
+            if not self._final_written:
+                self._collect(partial=True).dump(self.spec.results)
+
+    def _finish(self) -> None:
+        with self._write_lock:
+            result = self._collect(partial=False)
+            if self.runtime is not None:
+                self.runtime.close()
+            result.dump(self.spec.results)
+            self._final_written = True
+        self.events.emit({"type": "finished", "steps": result.steps,
+                          "exit_code": result.exit_code})
+        _leave(result.exit_code or 0)
+
+
+def _chain_has(exc: BaseException | None, kind: type) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _leave(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or replaced stream
+            pass
+    os._exit(code if 0 <= code < 256 else 1)
+
+
+def run_child(spec_path: str) -> None:
+    spec = RunSpec.load(spec_path)
+    child = _Child(spec)
+    try:
+        child.run()
+    except BaseException as exc:  # noqa: BLE001 - an mllint bug must still be reported
+        child.result.fatal = {
+            "kind": Fatal.BOOTSTRAP,
+            "message": "".join(traceback.format_exception(exc)).strip(),
+        }
+        child.result.dump(spec.results)
+        _leave(EXIT_FATAL)

@@ -1,0 +1,500 @@
+"""The parent side of ``--verify``: run the user's target under the probes, in a child.
+
+``verify(findings, options)`` starts the user's interpreter on ``bootstrap.py`` in a new
+session (so the whole process group can be killed at the timeout), streams its progress
+events to ``on_event``, and turns the child's ``RunResult`` into one ``Verdict`` per
+finding. When a probe asks for fault injection (``Probe.fault_injection``), a second,
+short run with only those probes follows and its verdicts take precedence.
+
+What the run is kept from doing, and what it may still do: note "verify-safety" in
+``mllint.verify.sandbox``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import selectors
+import shlex
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from mllint.types import Finding, Verdict, VerdictStatus
+from mllint.verify import sandbox
+from mllint.verify.spec import Fatal, ProbeSpec, RunResult, RunSpec
+
+#: Optimizer steps of the fault-injection run (it only needs to reach the flagged step).
+FAULT_RUN_STEPS = 6
+_TAIL_CHARS = 4000
+_PYTHON_RE = re.compile(r"^python(\d+(\.\d+)?)?(\.exe)?$")
+
+
+class VerifyError(Exception):
+    """The run could not be started or set up; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    script: str | None = None
+    script_args: tuple[str, ...] = ()
+    #: A command line such as ``python -m pkg.train --cfg x``; its ``python`` is replaced
+    #: by ``python`` below (an explicit interpreter path in the command is used as given).
+    run: str | None = None
+    device: str = "cpu"  # cpu | cuda | auto
+    max_batches: int = 4
+    max_steps: int = 20
+    timeout: float = 120.0
+    python: str = sys.executable
+    cwd: str | None = None
+    #: For tests and extensions: the probe to use instead of the rule's ``PROBE``, keyed
+    #: by finding index (int) or by rule code (str), as ``"module:Class"``; the module
+    #: must be importable in the child (e.g. through ``env={"PYTHONPATH": ...}``).
+    probe_override: Mapping[int | str, str] | None = None
+    #: Extra environment for the child, applied last (may undo a sandbox variable).
+    env: Mapping[str, str] | None = None
+    #: Codes of rules whose ``RUNTIME_WATCH`` watcher runs; ``None``: every rule's.
+    watch: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    exit_code: int | None
+    timed_out: bool
+    #: "Type: message (at file:line)" of the exception that ended the script, if any.
+    crashed: str | None
+    steps: int
+    seconds: float
+    #: The run was ended by mllint: step budget spent or every finding settled.
+    stopped_early: bool
+    stderr_tail: str
+    stdout_tail: str = ""
+    batches: int = 0
+    #: "steps", "settled" or None.
+    stop_reason: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    #: One verdict per finding passed to ``verify``, in the same order.
+    verdicts: tuple[Verdict, ...]
+    #: Bugs seen only at run time (rule watchers), each with its verdict.
+    runtime_findings: tuple[tuple[Finding, Verdict], ...]
+    run: RunOutcome
+    fault_run: RunOutcome | None
+
+
+@dataclass(frozen=True)
+class _Target:
+    python: str
+    mode: str  # "script" | "module"
+    target: str
+    args: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str]
+
+
+def verify(
+    findings: Sequence[Finding],
+    options: VerifyOptions,
+    on_event: Callable[[dict], None] | None = None,
+) -> VerifyReport:
+    target = _resolve_target(options)
+    if options.device not in ("cpu", "cuda", "auto"):
+        raise VerifyError(f"unknown device {options.device!r} (cpu, cuda or auto)")
+    findings = list(findings)
+    resolved = [dataclasses.replace(f, path=os.path.realpath(f.path)) for f in findings]
+    probe_targets = [_probe_target(i, f, options) for i, f in enumerate(findings)]
+    emit = on_event or (lambda event: None)
+
+    with tempfile.TemporaryDirectory(prefix="mllint-verify-") as tmp:
+        probes = [
+            ProbeSpec(i, t, f"{f.code} probe ({os.path.basename(f.path)}:{f.line})")
+            for i, (f, t) in enumerate(zip(findings, probe_targets)) if t
+        ]
+        probes += [ProbeSpec(None, w, f"runtime watcher {w}") for w in _watchers(options)]
+        emit({"type": "phase", "phase": "main",
+              "message": f"running {os.path.basename(target.target)}"})
+        result, run = _run_child(target, options, resolved, probes, tmp, "main", emit)
+        verdicts: list[Any] = [result.verdicts.get(str(i)) for i in range(len(findings))]
+
+        fault_outcome = None
+        fault_probes = [p for p in probes if p.index in set(result.fault_indices)]
+        if fault_probes and not run.timed_out:
+            emit({"type": "phase", "phase": "fault-injection",
+                  "message": "fault-injection run"})
+            fault_options = dataclasses.replace(
+                options, max_steps=min(options.max_steps, FAULT_RUN_STEPS))
+            fault_result, fault_outcome = _run_child(
+                target, fault_options, resolved, fault_probes, tmp, "fault", emit)
+            for p in fault_probes:
+                found = fault_result.verdicts.get(str(p.index))
+                if found is not None and found.get("status") != "not-reached":
+                    verdicts[p.index] = found
+
+    final = tuple(
+        _final_verdict(f, probe_targets[i], verdicts[i], run, options)
+        for i, f in enumerate(findings)
+    )
+    runtime_findings = _runtime_findings(result, resolved)
+    return VerifyReport(final, runtime_findings, run, fault_outcome)
+
+
+# -- what to run -------------------------------------------------------------------------
+
+
+def _resolve_target(options: VerifyOptions) -> _Target:
+    cwd = os.path.abspath(options.cwd or os.getcwd())
+    if not os.path.isdir(cwd):
+        raise VerifyError(f"working directory not found: {cwd}")
+    if (options.script is None) == (options.run is None):
+        raise VerifyError("give either a script to run or a --run command (not both)")
+    if options.script is not None:
+        path = os.path.realpath(os.path.join(cwd, options.script))
+        if not os.path.isfile(path):
+            raise VerifyError(f"script not found: {options.script}")
+        return _Target(options.python, "script", path, tuple(options.script_args), cwd, {})
+    return _parse_run(options.run or "", options, cwd)
+
+
+def _parse_run(command: str, options: VerifyOptions, cwd: str) -> _Target:
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise VerifyError(f"cannot parse --run {command!r}: {exc}") from None
+    env: dict[str, str] = {}
+    while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    if not words or not _PYTHON_RE.match(os.path.basename(words[0])):
+        got = words[0] if words else ""
+        raise VerifyError(
+            f"--run must start with python (got {got!r}): mllint runs `python script.py "
+            "...` or `python -m module ...` under its probes; launchers such as torchrun "
+            "or accelerate are not supported, run the training module directly")
+    python = words[0] if os.sep in words[0] else options.python
+    rest = words[1:]
+    while rest and rest[0].startswith("-") and rest[0] != "-m":
+        flag = rest.pop(0)
+        if flag == "-c":
+            raise VerifyError("--run with `python -c` is not supported; use a script or -m")
+        if flag in ("-W", "-X") and rest:
+            rest.pop(0)
+    if not rest:
+        raise VerifyError(f"--run {command!r} names no script or module")
+    if rest[0] == "-m":
+        if len(rest) < 2:
+            raise VerifyError(f"--run {command!r}: -m needs a module name")
+        return _Target(python, "module", rest[1], tuple(rest[2:]), cwd, env)
+    path = os.path.realpath(os.path.join(cwd, rest[0]))
+    if not os.path.isfile(path):
+        raise VerifyError(f"script not found: {rest[0]} (in {cwd})")
+    return _Target(python, "script", path, tuple(rest[1:]), cwd, env)
+
+
+def _probe_target(index: int, finding: Finding, options: VerifyOptions) -> str | None:
+    override = options.probe_override or {}
+    if index in override:
+        return override[index]
+    if finding.code in override:
+        return override[finding.code]
+    from mllint.registry import UnknownRuleError, rule_by_code
+
+    try:
+        return rule_by_code(finding.code).PROBE
+    except UnknownRuleError:
+        return None
+
+
+def _watchers(options: VerifyOptions) -> list[str]:
+    if options.watch == ():
+        return []
+    from mllint.registry import all_rules
+
+    found: list[str] = []
+    for rule in all_rules():
+        if options.watch is not None and rule.code not in options.watch:
+            continue
+        watch = getattr(sys.modules.get(rule.__module__), "RUNTIME_WATCH", None)
+        if isinstance(watch, type):
+            watch = f"{watch.__module__}:{watch.__qualname__}"
+        if isinstance(watch, str) and watch not in found:
+            found.append(watch)
+    return found
+
+
+# -- running the child -------------------------------------------------------------------
+
+
+def _run_child(
+    target: _Target,
+    options: VerifyOptions,
+    findings: list[Finding],
+    probes: list[ProbeSpec],
+    tmp: str,
+    phase: str,
+    emit: Callable[[dict], None],
+) -> tuple[RunResult, RunOutcome]:
+    import mllint
+    import mllint.rules
+
+    scratch = os.path.join(tmp, "scratch")
+    os.makedirs(scratch, exist_ok=True)
+    grace = min(3.0, max(0.5, options.timeout * 0.1))
+    start_wall = time.time()
+    read_fd, write_fd = os.pipe()
+    spec = RunSpec(
+        mode=target.mode,
+        target=target.target,
+        args=list(target.args),
+        cwd=target.cwd,
+        findings=[f.to_dict() for f in findings],
+        probes=probes,
+        max_batches=options.max_batches,
+        max_steps=options.max_steps,
+        device=options.device,
+        results=os.path.join(tmp, f"result-{phase}.json"),
+        events_fd=write_fd,
+        scratch=scratch,
+        mllint_path=os.path.dirname(os.path.dirname(os.path.abspath(mllint.__file__))),
+        rules_path=os.path.dirname(os.path.abspath(mllint.rules.__file__)),
+        fault_run=phase == "fault",
+        deadline=start_wall + options.timeout - grace,
+        fallback_path=_site_dirs(),
+        python_version=list(sys.version_info[:2]),
+    )
+    spec_path = os.path.join(tmp, f"spec-{phase}.json")
+    spec.dump(spec_path)
+    env = sandbox.child_environment(os.environ, scratch, options.device,
+                                    {**target.env, **(options.env or {})})
+    out_path = os.path.join(tmp, f"stdout-{phase}.txt")
+    err_path = os.path.join(tmp, f"stderr-{phase}.txt")
+    bootstrap = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
+    started = time.monotonic()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        try:
+            proc = subprocess.Popen(
+                [target.python, bootstrap, spec_path],
+                cwd=target.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                pass_fds=(write_fd,), start_new_session=True,
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            raise VerifyError(f"cannot start {target.python}: {exc}") from None
+        finally:
+            os.close(write_fd)
+        reader = _EventReader(read_fd, emit)
+        try:
+            timed_out = _wait(proc, reader, started + options.timeout)
+        finally:
+            _kill_group(proc)
+            reader.drain()
+            reader.close()
+    seconds = time.monotonic() - started
+    stdout_tail, stderr_tail = _tail(out_path), _tail(err_path)
+    result = _read_result(spec.results)
+    if result is not None and result.fatal is not None:
+        raise VerifyError(result.fatal["message"])
+    if result is None and not reader.started and not timed_out:
+        raise VerifyError(
+            f"the verify bootstrap did not start in {target.python} (exit status "
+            f"{proc.returncode}): {stderr_tail.strip()[-1500:] or 'no output'}")
+    return _outcome(result, proc.returncode, timed_out, seconds, options,
+                    stdout_tail, stderr_tail)
+
+
+def _wait(proc: subprocess.Popen, reader: "_EventReader", deadline: float) -> bool:
+    """Forward events until the child exits (True if the deadline came first)."""
+    while True:
+        if _exited(proc):
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        reader.pump(min(0.1, remaining))
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether the child has exited, without reaping it: while it is an unreaped zombie
+    its process-group id cannot be reused, so killing the group afterwards is safe."""
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None and info.si_pid == proc.pid
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the child's whole session: the script, its DataLoader workers and anything
+    it started. Also done after a normal exit, so nothing the run started outlives it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+class _EventReader:
+    def __init__(self, fd: int, emit: Callable[[dict], None]) -> None:
+        self._fd = fd
+        self._emit = emit
+        self._buffer = b""
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(fd, selectors.EVENT_READ)
+        self._open = True
+        self.started = False
+
+    def pump(self, timeout: float) -> None:
+        if not self._open:
+            time.sleep(timeout)
+            return
+        if self._selector.select(timeout):
+            self._read_once()
+
+    def drain(self) -> None:
+        os.set_blocking(self._fd, False)
+        while self._open:
+            try:
+                if not self._read_once():
+                    break
+            except BlockingIOError:
+                break
+
+    def _read_once(self) -> bool:
+        chunk = os.read(self._fd, 65536)
+        if not chunk:
+            self._open = False
+            self._selector.unregister(self._fd)
+            return False
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("type") == "started":
+                self.started = True
+            self._emit(event)
+        return True
+
+    def close(self) -> None:
+        if self._open:
+            self._selector.unregister(self._fd)
+        self._selector.close()
+        os.close(self._fd)
+
+
+def _read_result(path: str) -> RunResult | None:
+    try:
+        return RunResult.load(path)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _tail(path: str) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - _TAIL_CHARS))
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def _site_dirs() -> list[str]:
+    dirs = list(site.getsitepackages())
+    user = site.getusersitepackages()
+    if isinstance(user, str):
+        dirs.append(user)
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def _outcome(
+    result: RunResult | None, returncode: int | None, timed_out: bool, seconds: float,
+    options: VerifyOptions, stdout_tail: str, stderr_tail: str,
+) -> tuple[RunResult, RunOutcome]:
+    notes: list[str] = []
+    if result is None:
+        result = RunResult()
+        if not timed_out:
+            notes.append("the script ended without mllint's report (os._exit or a "
+                         "signal); no verdicts could be collected")
+    crashed = result.crashed
+    exit_code = None if timed_out else returncode
+    if not timed_out and returncode is not None and returncode < 0:
+        crashed = f"killed by signal {signal.Signals(-returncode).name}"
+    elif not timed_out and result.exit_code is None and returncode:
+        crashed = crashed or f"exited with status {returncode} without a report"
+    if timed_out:
+        notes.append(
+            f"killed with its process group at the {options.timeout:g}s timeout"
+            + ("; verdicts are those reached before it" if result.partial else ""))
+    notes += result.notes
+    outcome = RunOutcome(
+        exit_code=exit_code,
+        timed_out=timed_out,
+        crashed=None if timed_out else crashed,
+        steps=result.steps,
+        seconds=round(seconds, 3),
+        stopped_early=not timed_out and result.stop_reason in ("steps", "settled"),
+        stderr_tail=stderr_tail,
+        stdout_tail=stdout_tail,
+        batches=result.batches,
+        stop_reason=None if timed_out else result.stop_reason,
+        notes=tuple(notes),
+    )
+    return result, outcome
+
+
+# -- verdicts ------------------------------------------------------------------------------
+
+
+def _final_verdict(
+    finding: Finding, probe: str | None, found: dict | None, run: RunOutcome,
+    options: VerifyOptions,
+) -> Verdict:
+    if probe is None:
+        return Verdict(VerdictStatus.NOT_REACHED,
+                       f"{finding.code} has no runtime probe, so the run could not check it")
+    if found is not None:
+        return Verdict.from_dict(found)
+    where = f"{os.path.relpath(finding.path)}:{finding.line}"
+    if run.timed_out:
+        why = f"before the run was killed at the {options.timeout:g}s timeout"
+    elif run.crashed:
+        why = f"before the script stopped ({run.crashed})"
+    else:
+        why = (f"within the budget ({run.steps} optimizer step(s), at most "
+               f"{options.max_batches} batch(es) per DataLoader pass)")
+    return Verdict(VerdictStatus.NOT_REACHED, f"the flagged code at {where} never ran {why}",
+                   {"steps": run.steps})
+
+
+def _runtime_findings(
+    result: RunResult, static: list[Finding]
+) -> tuple[tuple[Finding, Verdict], ...]:
+    out = []
+    for item in result.runtime_findings:
+        try:
+            finding = Finding.from_dict(item["finding"])
+            verdict = Verdict.from_dict(item["verdict"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        covered = any(
+            s.code == finding.code and s.path == os.path.realpath(finding.path)
+            and (s.region or s.span).contains_line(finding.line)
+            for s in static
+        )
+        if not covered:
+            out.append((finding, verdict))
+    return tuple(out)
+
+
+__all__ = ["RunOutcome", "VerifyError", "VerifyOptions", "VerifyReport", "verify", "Fatal"]

@@ -1,0 +1,493 @@
+"""The ``Runtime`` that probes program against, inside the ``--verify`` child process.
+
+One ``Runtime`` owns every piece of process-wide state a run adds: torch's global module
+and optimizer hooks, the trace function, and the attributes it patches (``torch.save``,
+``DataLoader.__iter__``/``__len__``, ``Tensor.backward``...). Each is registered once,
+lazily, the first time a probe asks for that kind of callback, and its handle or restore
+function goes into one ``ExitStack`` that ``close()`` unwinds.
+
+Each probe sees the runtime through its own ``ProbeRuntime`` facade, which wraps every
+callback the probe registers (see "Isolation" in ``mllint.verify.probe``).
+
+Budgets: each ``DataLoader`` pass stops after ``max_batches``; after every optimizer step
+and every batch the runtime asks the probes whether they are settled, and once the step
+budget is spent or every probe is settled it raises ``StopRun`` into the user's code. A
+bare ``except:`` in the script can swallow it; the runtime then raises it again at the
+next hook it gets (step, batch, forward, backward) and counts how often that happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import threading
+from types import FrameType
+from typing import Any, Callable
+
+from mllint.types import Finding, Verdict, VerdictStatus
+from mllint.verify import frames
+from mllint.verify.linetrace import LineTracer
+from mllint.verify.probe import InjectedFault
+
+Emit = Callable[[dict], None]
+
+
+class StopRun(BaseException):
+    """Raised into the user's code to end the run early (a budget, or all settled).
+
+    A ``BaseException`` so that ``except Exception`` in the script lets it through.
+    """
+
+
+class Slot:
+    """One installed probe (or watcher) and what the run did to it."""
+
+    def __init__(self, index: int | None, label: str) -> None:
+        self.index = index
+        self.label = label
+        self.probe: Any = None
+        self.error: str | None = None
+        self.settled = False
+
+    def fail(self, where: str, exc: BaseException) -> None:
+        if self.error is None:
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            at = "" if tb is None else (
+                f" ({os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})"
+            )
+            self.error = f"{self.label} failed in {where}: {type(exc).__name__}: {exc}{at}"
+
+
+class Runtime:
+    def __init__(
+        self,
+        torch: Any,
+        *,
+        max_batches: int,
+        max_steps: int,
+        fault_run: bool = False,
+        emit: Emit | None = None,
+        library_dirs: tuple[str, ...] = (),
+    ) -> None:
+        self.torch = torch
+        self.step = 0
+        self.batches = 0
+        self.saves = 0
+        self.fault_run = fault_run
+        self.max_batches = max_batches
+        self.max_steps = max_steps
+        self.slots: list[Slot] = []
+        self.stop_reason: str | None = None
+        self.stops_raised = 0
+        self._emit = emit or (lambda event: None)
+        self._stack = contextlib.ExitStack()
+        self._main_thread = threading.get_ident()
+        self._kinds = frames.FileKinds(
+            (os.path.dirname(torch.__file__), *library_dirs)
+        )
+        self._lines = LineTracer()
+        self._forward_pre: list[Callable] = []
+        self._forward: list[Callable] = []
+        self._step_pre: list[Callable] = []
+        self._step_post: list[Callable] = []
+        self._backward: list[Callable] = []
+        self._save: list[Callable] = []
+        self._batch: list[Callable] = []
+        self._saved_files: dict[str, bytes] = {}
+        self._inside_backward = threading.local()
+        self._registered: set[str] = set()
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def install_core(self) -> None:
+        """What every run needs, probes or not: the budgets and the torch.save guard."""
+        self._install_dataloader()
+        self._install_steps()
+        self._install_save()
+        self._hide_mps_if_cpu()
+
+    def start(self) -> None:
+        """Called right before the user's code runs (after every probe's ``install``)."""
+        self._lines.start()
+
+    def close(self) -> None:
+        self._lines.stop()
+        self._stack.close()
+
+    def patch(self, owner: Any, attr: str, replacement: Any) -> None:
+        had_own = attr in getattr(owner, "__dict__", {})
+        original = owner.__dict__[attr] if had_own else getattr(owner, attr, None)
+        setattr(owner, attr, replacement)
+
+        def restore() -> None:
+            if had_own:
+                setattr(owner, attr, original)
+            else:
+                with contextlib.suppress(AttributeError):
+                    delattr(owner, attr)
+
+        self._stack.callback(restore)
+
+    def on_call(self, owner: Any, attr: str, fn: Callable[..., None]) -> None:
+        original = getattr(owner, attr)
+        callbacks: list[Callable[..., None]] = getattr(original, "_mllint_callbacks", None)
+        if callbacks is not None:  # already wrapped: share the wrapper
+            callbacks.append(fn)
+            return
+        callbacks = [fn]
+        runtime = self
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            runtime._enforce_stop()
+            for cb in callbacks:
+                cb(*args, **kwargs)
+            return original(*args, **kwargs)
+
+        wrapper._mllint_callbacks = callbacks  # type: ignore[attr-defined]
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        for name in ("__name__", "__qualname__", "__doc__", "__module__"):
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(wrapper, name, getattr(original, name))
+        self.patch(owner, attr, wrapper)
+
+    # -- frames ------------------------------------------------------------------------
+
+    def user_frame(self, start: FrameType | None = None) -> FrameType | None:
+        return frames.user_frame(self._kinds, start or sys._getframe(1))
+
+    def stack_in(self, finding: Finding, start: FrameType | None = None) -> FrameType | None:
+        return frames.stack_in(self._kinds, finding, start or sys._getframe(1))
+
+    def object_of(self, frame: FrameType, expr: str) -> Any:
+        return frames.object_of(frame, expr)
+
+    def realpath(self, filename: str) -> str:
+        return self._kinds.realpath(filename)
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    def add_forward_pre_hook(self, fn: Callable[[Any, tuple], None]) -> None:
+        self._forward_pre.append(fn)
+        self._register_forward_pre()
+
+    def add_forward_hook(self, fn: Callable[[Any, tuple, Any], None]) -> None:
+        self._forward.append(fn)
+        if self._first("forward"):
+            module = self.torch.nn.modules.module
+            handle = module.register_module_forward_hook(self._dispatch_forward)
+            self._stack.callback(handle.remove)
+
+    def add_step_pre_hook(self, fn: Callable[[Any], None]) -> None:
+        self._step_pre.append(fn)
+        if self._first("step_pre"):
+            import torch.optim.optimizer as optim_module
+
+            handle = optim_module.register_optimizer_step_pre_hook(self._dispatch_step_pre)
+            self._stack.callback(handle.remove)
+
+    def add_step_post_hook(self, fn: Callable[[Any], None]) -> None:
+        self._step_post.append(fn)
+
+    def on_backward(self, fn: Callable[[Any], None]) -> None:
+        self._backward.append(fn)
+        if self._first("backward"):
+            self._install_backward()
+
+    def on_save(self, fn: Callable[[Any, Any], None]) -> None:
+        self._save.append(fn)
+
+    def on_batch(self, fn: Callable[[Any, Any], None]) -> None:
+        self._batch.append(fn)
+
+    def on_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
+        self._lines.add(path, line, fn, after=False)
+
+    def after_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
+        self._lines.add(path, line, fn, after=True)
+
+    def _first(self, kind: str) -> bool:
+        if kind in self._registered:
+            return False
+        self._registered.add(kind)
+        return True
+
+    # -- dispatchers (torch calls these) -----------------------------------------------
+
+    def _register_forward_pre(self) -> None:
+        if self._first("forward_pre"):
+            module = self.torch.nn.modules.module
+            handle = module.register_module_forward_pre_hook(self._dispatch_forward_pre)
+            self._stack.callback(handle.remove)
+
+    def _dispatch_forward_pre(self, module: Any, args: tuple) -> None:
+        self._enforce_stop()
+        for fn in self._forward_pre:
+            fn(module, args)
+
+    def _dispatch_forward(self, module: Any, args: tuple, output: Any) -> None:
+        for fn in self._forward:
+            fn(module, args, output)
+
+    def _dispatch_step_pre(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
+        self._enforce_stop()
+        for fn in self._step_pre:
+            fn(optimizer)
+
+    def _dispatch_step_post(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
+        self.step += 1
+        for fn in self._step_post:
+            fn(optimizer)
+        self._emit({"type": "step", "steps": self.step})
+        if self.step >= self.max_steps and self.stop_reason is None:
+            self.stop_reason = "steps"
+        self._progress()
+
+    def _dispatch_backward(self, tensors: Any) -> None:
+        self._enforce_stop()
+        if isinstance(tensors, self.torch.Tensor):
+            tensors = (tensors,)
+        for tensor in tensors or ():
+            for fn in self._backward:
+                fn(tensor)
+
+    def _dispatch_batch(self, loader: Any, batch: Any) -> None:
+        self.batches += 1
+        for fn in self._batch:
+            fn(loader, batch)
+        self._emit({"type": "batch", "batches": self.batches})
+        self._progress()
+
+    # -- budgets and settling ----------------------------------------------------------
+
+    def _progress(self) -> None:
+        """After a step or a batch: re-arm tracing, settle probes, stop if it is time."""
+        self._lines.resume(sys._getframe(2))
+        self.refresh_settled()
+        if self.stop_reason is None and self.slots and all(
+            s.settled or s.error for s in self.slots
+        ):
+            self.stop_reason = "settled"
+        self._enforce_stop()
+
+    def refresh_settled(self) -> None:
+        for slot in self.slots:
+            if slot.settled or slot.probe is None:
+                continue
+            if slot.error is None:
+                try:
+                    slot.settled = bool(slot.probe.settled())
+                except Exception as exc:  # noqa: BLE001 - isolation, see probe.py
+                    slot.fail("settled()", exc)
+            if slot.error is not None:
+                slot.settled = True
+            if slot.settled and slot.index is not None:
+                self._emit({"type": "settled", "index": slot.index,
+                            "status": self._status_now(slot)})
+
+    def _status_now(self, slot: Slot) -> str:
+        if slot.error is not None:
+            return VerdictStatus.ERROR.value
+        try:
+            verdict = slot.probe.verdict()
+        except Exception as exc:  # noqa: BLE001 - isolation
+            slot.fail("verdict()", exc)
+            return VerdictStatus.ERROR.value
+        return verdict.status.value if isinstance(verdict, Verdict) else (
+            VerdictStatus.NOT_REACHED.value
+        )
+
+    def _enforce_stop(self) -> None:
+        if self.stop_reason is None or threading.get_ident() != self._main_thread:
+            return
+        self.stops_raised += 1
+        if self.stops_raised == 2:
+            # The first StopRun was swallowed by the script: make sure some hook fires
+            # again soon, even in a loop that never steps an optimizer.
+            self._register_forward_pre()
+        raise StopRun(self.stop_reason)
+
+    # -- core patches ------------------------------------------------------------------
+
+    def _install_steps(self) -> None:
+        import torch.optim.optimizer as optim_module
+
+        handle = optim_module.register_optimizer_step_post_hook(self._dispatch_step_post)
+        self._stack.callback(handle.remove)
+
+    def _install_dataloader(self) -> None:
+        loader_class = self.torch.utils.data.DataLoader
+        original_iter = loader_class.__iter__
+        original_len = loader_class.__len__
+        runtime = self
+
+        def __iter__(loader: Any) -> Any:
+            return _CutIterator(original_iter(loader), loader, runtime)
+
+        def __len__(loader: Any) -> int:
+            return min(original_len(loader), runtime.max_batches)
+
+        self.patch(loader_class, "__iter__", __iter__)
+        self.patch(loader_class, "__len__", __len__)
+
+    def _install_save(self) -> None:
+        torch = self.torch
+        original_save = torch.serialization.save
+        original_load = torch.serialization.load
+        runtime = self
+
+        def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+            for fn in runtime._save:
+                fn(obj, f)
+            # Serialise anyway, so an unpicklable payload fails where it would have;
+            # never into the user's file (note "verify-safety" in sandbox.py).
+            buffer = f if type(f) is io.BytesIO else io.BytesIO()
+            original_save(obj, buffer, *args, **kwargs)
+            runtime.saves += 1
+            if isinstance(f, (str, os.PathLike)):
+                runtime._saved_files[os.path.realpath(os.fspath(f))] = buffer.getvalue()
+
+        def load(f: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(f, (str, os.PathLike)):
+                saved = runtime._saved_files.get(os.path.realpath(os.fspath(f)))
+                if saved is not None:
+                    f = io.BytesIO(saved)
+            return original_load(f, *args, **kwargs)
+
+        for owner in (torch, torch.serialization):
+            self.patch(owner, "save", save)
+            self.patch(owner, "load", load)
+
+    def _install_backward(self) -> None:
+        torch = self.torch
+        tensor_backward = torch.Tensor.backward
+        autograd_backward = torch.autograd.backward
+        runtime = self
+        inside = self._inside_backward
+
+        def backward(self: Any, *args: Any, **kwargs: Any) -> Any:
+            runtime._dispatch_backward(self)
+            # Tensor.backward calls torch.autograd.backward: report the call once.
+            inside.active = True
+            try:
+                return tensor_backward(self, *args, **kwargs)
+            finally:
+                inside.active = False
+
+        def autograd(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            if not getattr(inside, "active", False):
+                runtime._dispatch_backward(tensors)
+            return autograd_backward(tensors, *args, **kwargs)
+
+        backward.__doc__ = tensor_backward.__doc__
+        autograd.__doc__ = autograd_backward.__doc__
+        self.patch(torch.Tensor, "backward", backward)
+        self.patch(torch.autograd, "backward", autograd)
+
+    def _hide_mps_if_cpu(self) -> None:
+        if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+            mps = getattr(getattr(self.torch, "backends", None), "mps", None)
+            if mps is not None and hasattr(mps, "is_available"):
+                self.patch(mps, "is_available", lambda: False)
+
+
+class _CutIterator:
+    """A DataLoader pass that ends after ``max_batches`` batches and reports each one."""
+
+    def __init__(self, inner: Any, loader: Any, runtime: Runtime) -> None:
+        self._inner = inner
+        self._loader = loader
+        self._runtime = runtime
+        self._count = 0
+
+    def __iter__(self) -> "_CutIterator":
+        return self
+
+    def __next__(self) -> Any:
+        runtime = self._runtime
+        runtime._enforce_stop()
+        if self._count >= runtime.max_batches:
+            raise StopIteration
+        batch = next(self._inner)
+        self._count += 1
+        runtime._dispatch_batch(self._loader, batch)
+        return batch
+
+    def __len__(self) -> int:
+        return min(len(self._inner), self._runtime.max_batches)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class ProbeRuntime:
+    """One probe's view of the runtime: every callback it registers runs guarded."""
+
+    def __init__(self, core: Runtime, slot: Slot) -> None:
+        self._core = core
+        self._slot = slot
+
+    torch = property(lambda self: self._core.torch)
+    step = property(lambda self: self._core.step)
+    batches = property(lambda self: self._core.batches)
+    fault_run = property(lambda self: self._core.fault_run)
+
+    def _guard(self, fn: Callable, where: str) -> Callable:
+        slot = self._slot
+
+        def guarded(*args: Any, **kwargs: Any) -> None:
+            if slot.error is not None:
+                return
+            try:
+                fn(*args, **kwargs)
+            except InjectedFault:
+                raise
+            except Exception as exc:  # noqa: BLE001 - isolation, see probe.py
+                slot.fail(where, exc)
+
+        return guarded
+
+    def user_frame(self) -> FrameType | None:
+        return self._core.user_frame(sys._getframe(1))
+
+    def stack_in(self, finding: Finding) -> FrameType | None:
+        return self._core.stack_in(finding, sys._getframe(1))
+
+    def object_of(self, frame: FrameType, expr: str) -> Any:
+        return self._core.object_of(frame, expr)
+
+    def patch(self, owner: Any, attr: str, replacement: Any) -> None:
+        self._core.patch(owner, attr, replacement)
+
+    def on_call(self, owner: Any, attr: str, fn: Callable[..., None]) -> None:
+        self._core.on_call(owner, attr, self._guard(fn, f"on_call({attr})"))
+
+    def add_forward_pre_hook(self, fn: Callable[[Any, tuple], None]) -> None:
+        self._core.add_forward_pre_hook(self._guard(fn, "a forward pre-hook"))
+
+    def add_forward_hook(self, fn: Callable[[Any, tuple, Any], None]) -> None:
+        self._core.add_forward_hook(self._guard(fn, "a forward hook"))
+
+    def add_step_pre_hook(self, fn: Callable[[Any], None]) -> None:
+        self._core.add_step_pre_hook(self._guard(fn, "a step pre-hook"))
+
+    def add_step_post_hook(self, fn: Callable[[Any], None]) -> None:
+        self._core.add_step_post_hook(self._guard(fn, "a step post-hook"))
+
+    def on_backward(self, fn: Callable[[Any], None]) -> None:
+        self._core.on_backward(self._guard(fn, "on_backward"))
+
+    def on_save(self, fn: Callable[[Any, Any], None]) -> None:
+        self._core.on_save(self._guard(fn, "on_save"))
+
+    def on_batch(self, fn: Callable[[Any, Any], None]) -> None:
+        self._core.on_batch(self._guard(fn, "on_batch"))
+
+    def on_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
+        self._core.on_line(path, line, self._guard(fn, f"on_line({line})"))
+
+    def after_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
+        self._core.after_line(path, line, self._guard(fn, f"after_line({line})"))
