@@ -1,0 +1,148 @@
+"""ML006 model-only-checkpoint: fixtures, when a save is a training checkpoint, payloads."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from helpers import FIXTURES, expected
+from mllint.engine import lint_path, lint_text
+from mllint.rules.ml006_model_only_checkpoint import ModelOnlyCheckpoint
+
+FIXTURE_FILES = sorted((FIXTURES / "ml006").glob("*.py"))
+
+LOOP = """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+for epoch in range(3):
+    for x, y in loader:
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+"""
+
+
+def lint(code: str):
+    result = lint_text("t.py", textwrap.dedent(code).lstrip("\n"), [ModelOnlyCheckpoint])
+    assert result.errors == ()
+    return result.findings
+
+
+def lines(code: str) -> list[int]:
+    return [f.line for f in lint(code)]
+
+
+def in_loop(*saves: str, after: str = "") -> str:
+    """The LOOP script with ``saves`` at the end of the epoch body and ``after`` after it."""
+    body = "".join(f"    {s}\n" for s in saves)
+    return LOOP.lstrip("\n") + body + after
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.name)
+def test_fixture_markers(path):
+    got = {(f.code, f.line) for f in lint_path(str(path), [ModelOnlyCheckpoint]).findings}
+    assert got == {m for m in expected(path) if m[0] == "ML006"}
+
+
+def test_finding_data_names_model_and_optimizer():
+    (finding,) = lint_path(str(FIXTURES / "ml006" / "bad_weights_only_checkpoint.py"),
+                           [ModelOnlyCheckpoint]).findings
+    assert finding.line == 27
+    assert finding.data == {"model": "model", "optimizer": "optimizer"}
+    assert "`optimizer`" in finding.message and "`model`" in finding.message
+
+
+@pytest.mark.parametrize("save", [
+    'torch.save(model.state_dict(), f"epoch_{epoch}.pt")',
+    'torch.save({"model": model.state_dict(), "epoch": epoch}, "ckpt.pt")',
+    'torch.save(dict(state_dict=model.state_dict(), epoch=epoch), "ckpt.pt")',
+    'torch.save(model, "model.pt")',
+    # best weights are the only thing written during training
+    'torch.save(model.state_dict(), "best.pt")',
+])
+def test_weights_only_saves_in_the_epoch_loop_are_flagged(save):
+    assert lines(in_loop(save)) == [9]
+
+
+@pytest.mark.parametrize("saves", [
+    ['torch.save({"model": model.state_dict(), "optim": optimizer.state_dict()}, "c.pt")'],
+    ['torch.save({"model": model.state_dict(), "opt": optimizer}, "c.pt")'],
+    ['state = {"model": model.state_dict()}', 'state["optimizer"] = optimizer.state_dict()',
+     'torch.save(state, "c.pt")'],
+    ['state = {"model": model.state_dict()}', 'state.update(optimizer=optimizer.state_dict())',
+     'torch.save(state, "c.pt")'],
+    # a best-weights export beside a full checkpoint
+    ['torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "l.pt")',
+     'torch.save(model.state_dict(), "best.pt")'],
+    # payload from an unknown helper
+    ['torch.save(make_checkpoint(model, optimizer), "last.pt")'],
+    ['torch.save(get_state(), "last.pt")'],
+])
+def test_full_or_unknown_checkpoints_are_not_flagged(saves):
+    assert lint(in_loop(*saves)) == ()
+
+
+def test_final_exports_after_the_loop_are_not_flagged():
+    assert lint(in_loop(after='torch.save(model.state_dict(), "checkpoints/model.pt")\n'
+                              'torch.save(model, "final.pt")\n')) == ()
+
+
+def test_no_optimizer_no_finding():
+    assert lint("""
+        import torch
+        model = torch.nn.Linear(2, 2)
+        for epoch in range(3):
+            torch.save(model.state_dict(), f"ckpt_{epoch}.pt")
+        """) == ()
+
+
+def test_trainer_class_method_called_from_the_epoch_loop():
+    assert lines("""
+        import torch
+        class Trainer:
+            def __init__(self, model):
+                self.model = model
+                self.optimizer = torch.optim.AdamW(model.parameters())
+            def _save(self, epoch):
+                torch.save({"epoch": epoch, "model": self.model.state_dict()}, "e.pt")
+            def fit(self, loader, epochs):
+                for epoch in range(epochs):
+                    for batch in loader:
+                        self.optimizer.zero_grad()
+                        self.model(batch).mean().backward()
+                        self.optimizer.step()
+                    self._save(epoch)
+        """) == [7]
+
+
+def test_resume_named_path_in_a_callback_is_a_checkpoint():
+    found = lint("""
+        import torch
+        class SaveCallback:
+            def on_epoch_end(self, model, opt):
+                torch.save(model.state_dict(), "checkpoints/last.pt")
+        def build(model):
+            return torch.optim.Adam(model.parameters())
+        """)
+    assert [f.line for f in found] == [4]
+    assert found[0].data == {"model": "model", "optimizer": "torch.optim.Adam"}
+
+
+def test_framework_checkpoints_make_weight_saves_exports():
+    assert lint(in_loop("accelerator.save_state('ckpt')",
+                        'torch.save(model.state_dict(), f"w{epoch}.pt")')) == ()
+
+
+def test_scheduler_and_scaler_state_is_not_the_model():
+    assert lint(in_loop('torch.save(scheduler.state_dict(), "sched.pt")')) == ()
+
+
+def test_prefilter():
+    assert ModelOnlyCheckpoint.may_match("torch.save(m, p)")
+    assert not ModelOnlyCheckpoint.may_match("torch.load(p)")
+    for path in FIXTURE_FILES:
+        text = path.read_text()
+        assert lint_text(str(path), text, [ModelOnlyCheckpoint]).findings == lint_text(
+            str(path), text, [ModelOnlyCheckpoint], prefilter=False).findings
