@@ -1,0 +1,357 @@
+"""ML001 missing-zero-grad: gradients never cleared between optimizer steps."""
+
+from __future__ import annotations
+
+import enum
+
+import libcst as cst
+
+from mllint.analysis import dotted_name
+from mllint.analysis_grads import Events, GradEvents, Step
+from mllint.analysis_index import CodeIndex, IndexedRule, LoopChain
+from mllint.analysis_flow import source_of
+from mllint.rule import Invalid, Valid
+
+#: Calls that take an optimizer without clearing its gradients, so passing it to them
+#: does not hide a ``zero_grad()`` from us.
+_HARMLESS_METHODS = frozenset({"step", "unscale_", "update", "scale", "append", "state_dict", "format"})
+_HARMLESS_PREFIXES = ("torch.", "builtins.", "math.", "numpy.", "logging.")
+
+
+class Kind(str, enum.Enum):
+    NEVER_CLEARED = "never-cleared"
+    CLEARED_BEFORE_STEP = "cleared-before-step"
+
+
+class MissingZeroGrad(IndexedRule):
+    """
+    ## What it does
+    Finds training loops that call `backward()` and an optimizer's `step()` but never
+    clear the gradients on the way (no `optimizer.zero_grad()`, `model.zero_grad()`,
+    `p.grad = None`, nor a same-module helper that does one of these), and straight-line
+    code that clears them *between* `backward()` and `step()`.
+
+    Optimizers are recognised by how they were built (`torch.optim.*` and the optimizers
+    of common libraries, aliases included, `self.optimizer = ...` in a trainer class,
+    factories and `accelerator.prepare`), `scaler.step(optimizer)` counts as a step of
+    `optimizer`, and helpers, `step(closure)` closures and callers' loops are followed.
+
+    ## Why is this bad?
+    `backward()` *adds* to `.grad`. Without clearing, step *n* applies the sum of the
+    gradients of all *n* batches so far: the effective learning rate grows with every
+    step and old batches keep pushing the weights. Training often still "works" a little,
+    so nothing crashes; the model is just worse. Clearing between `backward()` and
+    `step()` is the opposite bug: every step applies zero gradients.
+
+    ## Known problems
+    Gradient accumulation is recognised by the clearing being somewhere in the loop
+    (typically under `if (i + 1) % k == 0:`); a loop that deliberately never clears is
+    flagged. An optimizer handed to a function from another module inside the loop is
+    assumed to be cleared there.
+
+    ## How --verify confirms it
+    At every `backward()` inside the flagged loop, the probe looks at the parameters of
+    the stepped optimizer: gradients that survived an earlier `step()` confirm the
+    finding (with the step number, the leftover gradient norm and the optimizer class);
+    so does a `step()` applying all-zero gradients. Gradients that are `None` or zero
+    before each backward following a step refute it.
+    """
+
+    code = "ML001"
+    name = "missing-zero-grad"
+    summary = "Gradients are never cleared between optimizer steps (or cleared before the step)"
+    hint = "Call `optimizer.zero_grad()` once per step: before `loss.backward()` or right after `optimizer.step()`."
+    REQUIRES = (r"backward", r"\.\s*step\b")
+    PROBE = "mllint.rules.ml001_missing_zero_grad:MissingZeroGradProbe"
+
+    VALID = [
+        Valid(
+            """
+            import torch
+
+            model = torch.nn.Linear(4, 1)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                optimizer.step()
+            """
+        ),
+        Valid(  # gradient accumulation
+            """
+            import torch
+
+            opt = torch.optim.AdamW(model.parameters())
+            for i, (x, y) in enumerate(loader):
+                loss = model(x).sum() / 4
+                loss.backward()
+                if (i + 1) % 4 == 0:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+            """
+        ),
+        Valid(  # a helper clears them; zero_grad on the model
+            """
+            import torch
+
+            def reset(model):
+                model.zero_grad()
+
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            for x in data:
+                reset(model)
+                model(x).sum().backward()
+                opt.step()
+            """
+        ),
+        Valid(  # LBFGS closure
+            """
+            import torch
+
+            opt = torch.optim.LBFGS(model.parameters())
+            for _ in range(10):
+                def closure():
+                    opt.zero_grad()
+                    loss = model(x).sum()
+                    loss.backward()
+                    return loss
+                opt.step(closure)
+            """
+        ),
+        Valid(  # GradScaler steps, p.grad = None clears
+            """
+            import torch
+
+            opt = torch.optim.Adam(model.parameters())
+            scaler = torch.amp.GradScaler()
+            for x in data:
+                for p in model.parameters():
+                    p.grad = None
+                scaler.scale(model(x).sum()).backward()
+                scaler.step(opt)
+                scaler.update()
+            """
+        ),
+        Valid(  # a scheduler's step is not an optimizer's; backward without step
+            """
+            import torch
+
+            sched = torch.optim.lr_scheduler.StepLR(opt, 10)
+            for x in data:
+                model(x).sum().backward()
+                sched.step()
+            """
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch
+
+            model = torch.nn.Linear(4, 1)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            for x, y in loader:
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                optimizer.step()
+            """,
+            lines=(8,),
+        ),
+        Invalid(  # cleared between backward and step
+            """
+            from torch.optim import AdamW as Opt
+
+            opt = Opt(model.parameters())
+            for x in data:
+                loss = model(x).sum()
+                loss.backward()
+                opt.zero_grad()
+                opt.step()
+            """,
+            lines=(8,),
+        ),
+        Invalid(  # trainer class: the optimizer is an attribute, the step a method
+            """
+            import torch
+
+            class Trainer:
+                def __init__(self, model):
+                    self.model = model
+                    self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+                def train_step(self, x):
+                    self.model(x).sum().backward()
+                    self.optimizer.step()
+
+                def fit(self, data):
+                    for x in data:
+                        self.train_step(x)
+            """,
+            lines=(10,),
+        ),
+        Invalid(  # cleared once per epoch only
+            """
+            import torch
+
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            for epoch in range(3):
+                opt.zero_grad()
+                for x in data:
+                    model(x).sum().backward()
+                    opt.step()
+            """,
+            lines=(8,),
+        ),
+    ]
+
+    def check(self, index: CodeIndex) -> None:
+        events = GradEvents(index)
+        if not events.backwards:
+            return
+        for step in events.steps():
+            if not self._check_cleared_before_step(index, events, step):
+                self._check_never_cleared(index, events, step)
+
+    # -- never cleared -----------------------------------------------------------------
+
+    def _check_never_cleared(self, ix: CodeIndex, ev: GradEvents, step: Step) -> None:
+        for chain in ix.loop_chains(step.call):
+            loop = chain.loops[0]
+            inner = ev.events_in(loop, ix.function_of(loop))
+            if not inner.backwards or inner.unknown_closures:
+                continue
+            if self._clears(ev, inner, step) or self._cleared_by_outer_loop(ix, ev, chain, step):
+                continue
+            if self._passes_optimizer_away(ix, loop, step):
+                continue
+            backward = min(inner.backwards, key=ix.position)
+            self._report(ix, ev, step, loop, backward, None, Kind.NEVER_CLEARED)
+            return
+
+    def _clears(self, ev: GradEvents, events: Events, step: Step) -> bool:
+        return any(ev.clears_optimizer(c, step) for c in events.clears)
+
+    def _cleared_by_outer_loop(self, ix: CodeIndex, ev: GradEvents, chain: LoopChain, step: Step) -> bool:
+        """A step taken only on some iterations of its loop (accumulation over an inner
+        loop of micro-batches) is cleared per step by an outer loop that clears."""
+        if not chain.guarded:
+            return False
+        return any(
+            self._clears(ev, ev.events_in(outer, ix.function_of(outer)), step)
+            for outer in chain.loops[1:]
+        )
+
+    def _passes_optimizer_away(self, ix: CodeIndex, loop: cst.CSTNode, step: Step) -> bool:
+        """The loop hands the optimizer to code this module does not show, which may
+        clear its gradients (``train_utils.optimizer_step(opt)``)."""
+        func = ix.function_of(loop)
+        if ix.function_of(step.call) is not func:
+            return False
+        wanted = dotted_name(step.optimizer)
+        for call in ix.calls_in_function(func):
+            if call is step.call or not ix.within(call, loop) or ix.resolve_call(call) is not None:
+                continue
+            if isinstance(call.func, cst.Attribute) and call.func.attr.value in _HARMLESS_METHODS:
+                continue
+            if any(n.startswith(_HARMLESS_PREFIXES) for n in ix.qualified(call.func)):
+                continue
+            if any(dotted_name(a.value) == wanted for a in call.args):
+                return True
+        return False
+
+    # -- cleared between backward() and step() -----------------------------------------
+
+    def _check_cleared_before_step(self, ix: CodeIndex, ev: GradEvents, step: Step) -> bool:
+        stmt = ix.statement_of(step.call)
+        if not (
+            isinstance(stmt, cst.SimpleStatementLine)
+            and any(isinstance(s, cst.Expr) and s.value is step.call for s in stmt.body)
+        ):
+            return False
+        func = ix.function_of(step.call)
+        sole = self._sole_optimizer(ix, ev, step, func)
+        clear: cst.CSTNode | None = None
+        current: cst.CSTNode = stmt
+        while True:
+            block = ix.parent(current)
+            body = getattr(block, "body", ())
+            before = list(body[: next(i for i, s in enumerate(body) if s is current)])
+            for prev in reversed(before):
+                backwards = ev.events_in(prev, func).backwards
+                if backwards:
+                    if clear is None:
+                        return False
+                    loops = ix.loops_of(step.call)
+                    region = loops[0] if loops else func
+                    self._report(ix, ev, step, region, backwards[-1], clear, Kind.CLEARED_BEFORE_STEP)
+                    return True
+                if clear is None:
+                    clear = self._unconditional_clear(ix, ev, prev, step, sole, set())
+            owner = ix.parent(block)
+            if not isinstance(owner, cst.With):
+                return False
+            current = owner
+
+    def _sole_optimizer(self, ix: CodeIndex, ev: GradEvents, step: Step, func) -> bool:
+        """Whether ``step``'s optimizer is the only one stepped in its function, so that
+        ``model.zero_grad()`` or ``p.grad = None`` there surely reaches its parameters."""
+        mine = ev.identity(step.optimizer)
+        return all(ev.identity(s.optimizer) == mine for s in ev.steps() if ix.function_of(s.call) is func)
+
+    def _unconditional_clear(
+        self, ix: CodeIndex, ev: GradEvents, stmt: cst.CSTNode, step: Step, sole: bool, seen: set[int]
+    ) -> cst.CSTNode | None:
+        """``stmt`` itself if it always clears ``step``'s gradients when it runs."""
+        if isinstance(stmt, cst.For):
+            body = stmt.body.body
+            if body and all(self._unconditional_clear(ix, ev, s, step, sole, seen) for s in body):
+                return stmt
+            return None
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            return None
+        for small in stmt.body:
+            node = small.value if isinstance(small, cst.Expr) else small
+            for clear in ev._clears:
+                if clear.node is node:
+                    same = clear.receiver is not None and ev.identity(clear.receiver) == ev.identity(step.optimizer)
+                    if same or (sole and (clear.receiver is None or not ev.is_optimizer(clear.receiver))):
+                        return stmt
+            if isinstance(node, cst.Call) and sole:
+                callee = ix.resolve_call(node)
+                if callee is not None and id(callee) not in seen:
+                    seen.add(id(callee))
+                    if any(self._unconditional_clear(ix, ev, s, step, sole, seen) for s in callee.body.body):
+                        return stmt
+        return None
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def _report(self, ix, ev, step: Step, region, backward: cst.Call, clear, kind: Kind) -> None:
+        opt = source_of(step.optimizer)
+        stepper = source_of(step.call.func) + "(" + (opt if step.call.func.value is not step.optimizer else "") + ")"
+        targets = ev.backward_targets(backward)
+        loss = source_of(targets[0]) if targets else "loss"
+        bwd = source_of(backward)
+        if kind is Kind.NEVER_CLEARED:
+            message = (
+                f"`{stepper}` runs after `{bwd}` in this loop, but `{opt}`'s gradients are never "
+                f"cleared: `backward()` adds to `.grad`, so every step applies the sum of all "
+                f"earlier batches' gradients. Call `{opt}.zero_grad()` once per step."
+            )
+        else:
+            message = (
+                f"`{source_of(clear)}` (line {ix.line(clear)}) clears the gradients that `{bwd}` "
+                f"just computed, before `{stepper}` applies them: every step applies zero "
+                f"gradients. Clear them before the backward pass or after the step."
+            )
+        data = {
+            "kind": kind.value,
+            "optimizer": opt,
+            "loss": loss,
+            "step_line": ix.line(step.call),
+            "backward_line": ix.line(backward),
+        }
+        if clear is not None:
+            data["clear_line"] = ix.line(clear)
+        self.report(step.call, message, region=region, data=data)

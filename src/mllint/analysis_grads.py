@@ -1,0 +1,325 @@
+"""Backward passes, optimizer steps and gradient clearing in one module's code.
+
+``GradEvents`` classifies the calls and assignments a ``CodeIndex`` collected and sums
+them up per loop or function, following same-module helpers (and ``step(closure)``
+closures) into their bodies. Optimizers are identified by how they were built, never by
+their variable's name alone: a constructor call (``torch.optim.*``, the optimizers of
+libraries people train with, same-module ``Optimizer`` subclasses), a same-module
+factory returning one, a wrapper such as ``accelerator.prepare(opt)``, a parameter
+annotated as an optimizer or passed one by a same-module caller. Only as a last resort
+is a parameter accepted by name (``optimizer``, ``opt_g``), and then only when the module
+calls ``zero_grad()`` on a receiver of that name elsewhere, i.e. uses the name for one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from mllint.analysis import dotted_name, is_optimizer_constructor
+from mllint.analysis_index import CodeIndex, Function, Origin
+
+BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+OPTIMIZER_BASES = frozenset({"torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"})
+#: Optimizer classes ``analysis.is_optimizer_constructor`` does not cover.
+EXTRA_OPTIMIZERS = frozenset(
+    {
+        "torch.distributed.optim.ZeroRedundancyOptimizer",
+        "torch.distributed.optim.zero_redundancy_optimizer.ZeroRedundancyOptimizer",
+    }
+)
+#: Wrappers that return the optimizer they are given (accelerate, fabric, apex, horovod).
+OPTIMIZER_WRAPPERS = frozenset({"prepare", "prepare_optimizer", "setup_optimizers", "DistributedOptimizer"})
+#: ``x.grad.zero_()`` and friends clear a gradient in place.
+GRAD_ZEROING_METHODS = frozenset({"zero_", "fill_", "mul_"})
+GRAD_ZEROING_FUNCTIONS = frozenset({"torch._foreach_zero_"})
+#: Callees from other modules whose name says they clear gradients (``utils.zero_grads``).
+#: Used only to *suppress* findings, never to raise one.
+_CLEARING_NAME = re.compile(r"zero_?grad|clear_?grad|reset_?grad", re.IGNORECASE)
+_OPTIMIZER_PARAM = re.compile(
+    r"^(opt|optim|optimizer|optimiser)(_?\w+)?$|^\w+_(opt|optim|optimizer|optimiser)$"
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """``optimizer.step(...)``, or ``scaler.step(optimizer)`` which steps ``optimizer``."""
+
+    call: cst.Call
+    optimizer: cst.BaseExpression
+    #: The argument ``step`` is given (an LBFGS-style closure), if any.
+    closure: cst.BaseExpression | None
+
+
+@dataclass(frozen=True)
+class Clear:
+    """A statement or call that clears gradients."""
+
+    node: cst.CSTNode
+    #: The receiver of ``.zero_grad()``; ``None`` when it reaches any parameter
+    #: (``p.grad = None``, an external ``zero_grads(model)``).
+    receiver: cst.BaseExpression | None
+
+
+@dataclass
+class Events:
+    backwards: list[cst.Call] = field(default_factory=list)
+    #: Every ``x.step(...)`` call, optimizer or not (a training iteration's marker).
+    step_calls: list[cst.Call] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    clears: list[Clear] = field(default_factory=list)
+    #: Closures passed to ``step()`` that this module does not define.
+    unknown_closures: list[Step] = field(default_factory=list)
+
+    def merge(self, other: "Events") -> None:
+        self.backwards += other.backwards
+        self.step_calls += other.step_calls
+        self.steps += other.steps
+        self.clears += other.clears
+        self.unknown_closures += other.unknown_closures
+
+
+class GradEvents:
+    """The gradient-relevant events of one module."""
+
+    def __init__(self, index: CodeIndex) -> None:
+        self.ix = index
+        self._backwards: list[cst.Call] = []
+        self._step_calls: list[cst.Call] = []
+        self._clears: list[Clear] = []
+        self._steps: list[Step] | None = None
+        self._summaries: dict[int, Events] = {}
+        self._in_progress: set[int] = set()
+        self._optimizer_memo: dict[int, bool] = {}
+        for call in index.nodes.calls:
+            self._classify_call(call)
+        for node in index.nodes.assigns:
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            if any(_is_grad_attribute(t) for t in targets):
+                self._clears.append(Clear(node, None))
+        for node in index.nodes.dels:
+            if _is_grad_attribute(node.target) or (
+                isinstance(node.target, cst.Tuple)
+                and any(_is_grad_attribute(e.value) for e in node.target.elements)
+            ):
+                self._clears.append(Clear(node, None))
+
+    # -- classifying -------------------------------------------------------------------
+
+    def _classify_call(self, call: cst.Call) -> None:
+        func = call.func
+        names = self.ix.qualified(func)
+        if names & BACKWARD_FUNCTIONS:
+            self._backwards.append(call)
+        elif names & GRAD_ZEROING_FUNCTIONS:
+            self._clears.append(Clear(call, None))
+        if not isinstance(func, cst.Attribute):
+            if isinstance(func, cst.Name) and _CLEARING_NAME.search(func.value):
+                if self.ix.resolve_call(call) is None:
+                    self._clears.append(Clear(call, None))
+            return
+        method = func.attr.value
+        if method == "backward":
+            self._backwards.append(call)
+        elif method == "step":
+            self._step_calls.append(call)
+        elif method == "zero_grad":
+            self._clears.append(Clear(call, func.value))
+        elif method in GRAD_ZEROING_METHODS and _mentions_grad(func.value):
+            self._clears.append(Clear(call, None))
+        elif _CLEARING_NAME.search(method) and self.ix.resolve_call(call) is None:
+            self._clears.append(Clear(call, None))
+
+    @property
+    def backwards(self) -> list[cst.Call]:
+        return self._backwards
+
+    def steps(self) -> list[Step]:
+        """Every optimizer step in the module (calls of ``.step`` on an optimizer)."""
+        if self._steps is None:
+            self._steps = [s for s in map(self._as_step, self._step_calls) if s is not None]
+        return self._steps
+
+    def _as_step(self, call: cst.Call) -> Step | None:
+        recv = call.func.value  # type: ignore[union-attr] - only attribute calls get here
+        positional = [a.value for a in call.args if a.keyword is None and not a.star]
+        closure_kw = next((a.value for a in call.args if a.keyword and a.keyword.value == "closure"), None)
+        if self.is_optimizer(recv):
+            return Step(call, recv, closure_kw or (positional[0] if positional else None))
+        if positional and self.is_optimizer(positional[0]):
+            # ``scaler.step(optimizer)`` (GradScaler) steps ``optimizer``.
+            return Step(call, positional[0], None)
+        return None
+
+    # -- optimizers --------------------------------------------------------------------
+
+    def is_optimizer(self, expr: cst.BaseExpression) -> bool:
+        key = id(expr)
+        if key not in self._optimizer_memo:
+            self._optimizer_memo[key] = False  # recursion guard
+            self._optimizer_memo[key] = self._is_optimizer(expr)
+        return self._optimizer_memo[key]
+
+    def _is_optimizer(self, expr: cst.BaseExpression) -> bool:
+        origins = self.ix.origins(expr)
+        if any(self._origin_is_optimizer(o) for o in origins):
+            return True
+        # Last resort: a parameter named like an optimizer, in a module that clears a
+        # receiver of that name elsewhere (so it uses the name for optimizers).
+        params = [o.param for o in origins if o.param is not None]
+        return any(self._named_like_optimizer(p) for p in params)
+
+    def _origin_is_optimizer(self, origin: Origin) -> bool:
+        if origin.param is not None:
+            ann = origin.param.annotation
+            if ann is None:
+                return False
+            names = self.ix.qualified(ann.annotation)
+            return bool(names & OPTIMIZER_BASES) or is_optimizer_constructor(names)
+        value = origin.expr
+        if not isinstance(value, cst.Call):
+            return False
+        names = self.ix.qualified(value.func)
+        if is_optimizer_constructor(names) or names & EXTRA_OPTIMIZERS:
+            return True
+        callee = self.ix.resolve_call(value)
+        if callee is not None:
+            cls = self.ix.class_of(callee) if callee.name.value == "__init__" else None
+            if cls is not None:
+                return self._subclasses_optimizer(cls)
+            return any(
+                r.value is not None and self.is_optimizer(r.value)
+                for r in self.ix.nodes.returns
+                if self.ix.function_of(r) is callee
+            )
+        cls = self.ix.class_named(value.func)
+        if cls is not None:
+            return self._subclasses_optimizer(cls)
+        method = value.func.attr.value if isinstance(value.func, cst.Attribute) else None
+        method = method or (value.func.value if isinstance(value.func, cst.Name) else None)
+        if method in OPTIMIZER_WRAPPERS:
+            return any(self.is_optimizer(a.value) for a in value.args if not a.star)
+        return False
+
+    def _subclasses_optimizer(self, cls: cst.ClassDef) -> bool:
+        for c in self.ix.related_classes(cls):
+            for base in c.bases:
+                names = self.ix.qualified(base.value)
+                if names & OPTIMIZER_BASES or is_optimizer_constructor(names):
+                    return True
+        return False
+
+    def _named_like_optimizer(self, param: cst.Param) -> bool:
+        name = param.name.value
+        if not _OPTIMIZER_PARAM.match(name):
+            return False
+        home = self.ix.function_of(param)
+        for clear in self._clears:
+            recv = clear.receiver
+            if recv is None or self.ix.function_of(clear.node) is home:
+                continue
+            dotted = dotted_name(recv)
+            if dotted is not None and dotted.rsplit(".", 1)[-1] == name:
+                return True
+        return False
+
+    def identity(self, expr: cst.BaseExpression) -> tuple | None:
+        """A key equal for two mentions of the same variable in the same scope."""
+        dotted = dotted_name(expr)
+        if dotted is None:
+            return None
+        if dotted.startswith("self."):
+            cls = self.ix.class_of(self.ix.function_of(expr))
+            return ("class", id(cls), dotted)
+        return ("function", id(self.ix.function_of(expr)), dotted)
+
+    def clears_optimizer(self, clear: Clear, step: Step) -> bool:
+        """Whether ``clear`` may clear the gradients ``step`` applies.
+
+        ``zero_grad()`` on a *different* optimizer of the same scope does not; a module's
+        ``zero_grad()``, ``p.grad = None`` or an optimizer we cannot tell apart does.
+        """
+        if clear.receiver is None:
+            return True
+        mine, theirs = self.identity(step.optimizer), self.identity(clear.receiver)
+        if mine is None or theirs is None or mine == theirs:
+            return True
+        if mine[:2] != theirs[:2]:
+            return True  # different scopes: may well be the same object
+        return not self.is_optimizer(clear.receiver)
+
+    # -- summaries ---------------------------------------------------------------------
+
+    def events_in(self, container: cst.CSTNode, func: Function | None) -> Events:
+        """Events inside ``container`` (a loop, a statement, a function body) of ``func``,
+        with the events of same-module functions called there, transitively."""
+        out = Events()
+        inside = lambda n: self.ix.function_of(n) is func and self.ix.within(n, container)  # noqa: E731
+        out.backwards = [c for c in self._backwards if inside(c)]
+        out.step_calls = [c for c in self._step_calls if inside(c)]
+        out.clears = [c for c in self._clears if inside(c.node)]
+        out.steps = [s for s in self.steps() if inside(s.call)]
+        for step in list(out.steps):
+            if step.closure is None:
+                continue
+            closure = self._function_named(step.closure)
+            if closure is not None:
+                out.merge(self.summary(closure))
+            elif not isinstance(step.closure, cst.Lambda):
+                out.unknown_closures.append(step)
+        for call in self.ix.calls_in_function(func):
+            callee = self.ix.resolve_call(call)
+            if callee is not None and self.ix.within(call, container):
+                out.merge(self.summary(callee))
+        return out
+
+    def summary(self, func: Function) -> Events:
+        key = id(func)
+        if key in self._summaries:
+            return self._summaries[key]
+        if key in self._in_progress:
+            return Events()  # recursion: the outer call is still collecting
+        self._in_progress.add(key)
+        try:
+            events = self.events_in(func.body, func)
+        finally:
+            self._in_progress.discard(key)
+        self._summaries[key] = events
+        return events
+
+    def _function_named(self, expr: cst.BaseExpression) -> Function | None:
+        if isinstance(expr, cst.Name):
+            for node in self.ix.bindings(expr):
+                if isinstance(node, cst.FunctionDef):
+                    return node
+        return None
+
+    def backward_targets(self, call: cst.Call) -> list[cst.BaseExpression]:
+        """What a backward call back-propagates from: ``loss`` in ``loss.backward()``,
+        ``scaler.scale(loss).backward()``, ``accelerator.backward(loss)``,
+        ``torch.autograd.backward(loss)``."""
+        out: list[cst.BaseExpression] = []
+        if isinstance(call.func, cst.Attribute):
+            recv = call.func.value
+            if isinstance(recv, cst.Call) and isinstance(recv.func, cst.Attribute) and recv.func.attr.value == "scale":
+                out += [a.value for a in recv.args[:1]]
+            else:
+                out.append(recv)
+        positional = [a.value for a in call.args if a.keyword is None and not a.star]
+        out += positional[:1]
+        return out
+
+
+def _is_grad_attribute(expr: cst.BaseExpression) -> bool:
+    return isinstance(expr, cst.Attribute) and expr.attr.value == "grad"
+
+
+def _mentions_grad(expr: cst.BaseExpression) -> bool:
+    """``p.grad`` or ``p.grad.data`` (the receiver of an in-place zeroing)."""
+    while isinstance(expr, cst.Attribute):
+        if expr.attr.value == "grad":
+            return True
+        expr = expr.value
+    return False
