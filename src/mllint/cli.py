@@ -182,7 +182,7 @@ def _run_summary(result) -> str:
 
 
 @click.command("rules")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
 def list_rules(fmt: str) -> None:
     """List every rule."""
     from mllint.registry import all_rules
@@ -192,9 +192,19 @@ def list_rules(fmt: str) -> None:
         click.echo(json.dumps([{"code": r.code, "name": r.name, "summary": r.summary,
                                 "severity": r.severity.value} for r in rules], indent=2))
         return
+    if fmt == "markdown":
+        click.echo(rules_table(rules), nl=False)
+        return
     width = max((len(r.name) for r in rules), default=0)
     for r in rules:
         click.echo(f"{r.code}  {r.name:<{width}}  {r.summary}")
+
+
+def rules_table(rules) -> str:
+    """The README's rule table (a test keeps the README equal to this)."""
+    rows = ["| Code | Name | What it finds |", "| --- | --- | --- |"]
+    rows += [f"| {r.code} | `{r.name}` | {r.summary} |" for r in rules]
+    return "\n".join(rows) + "\n"
 
 
 @click.command("rule")
