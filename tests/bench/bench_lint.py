@@ -1,6 +1,6 @@
 """Side-by-side lint benchmark: mllint against ``ruff check --select ALL`` on one tree.
 
-Usage: python bench/bench_lint.py TREE [--jobs N] [--repeat R]
+Usage: python tests/bench/bench_lint.py TREE [--jobs N] [--repeat R]
 
 Runs, in one process and one sitting so the ratios are comparable:
   ruff (no cache), mllint cold (no cache), mllint with a warm cache, mllint with the
@@ -78,7 +78,7 @@ def main() -> None:
         rows.append(("mllint, prefilter off (parse every file)",
                      timed(mllint + ["--no-cache", "--no-prefilter", "--exit-zero", "-j",
                                      str(args.jobs), "--format", "concise", tree], 1)))
-    small = HERE.parent / "fixtures"
+    small = HERE.parent.parent / "fixtures"
     one = next(iter(sorted(small.rglob("good_*.py"))), None)
     if one is not None:
         rows.append((f"mllint start-up, one file ({one.name})",
