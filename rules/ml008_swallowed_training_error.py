@@ -238,11 +238,12 @@ class SwallowedTrainingError(Rule):
                 )
 
     def span_of(self, node: cst.CSTNode) -> Span:
-        # An ``except`` clause is shown by its header line, like a compound statement.
+        # An ``except`` clause is shown by its header, up to the colon (no comment).
         span = super().span_of(node)
         if isinstance(node, (cst.ExceptHandler, cst.ExceptStarHandler)):
             line = self.context.lines[span.start.line - 1] if self.context.lines else ""
-            return Span(span.start, Position(span.start.line, len(line.rstrip()) + 1))
+            header = line.split("#", 1)[0].rstrip()
+            return Span(span.start, Position(span.start.line, len(header) + 1))
         return span
 
     def _broad(self, handler: cst.ExceptHandler | cst.ExceptStarHandler) -> str | None:

@@ -97,12 +97,13 @@ class TrainingMap:
             method = func.attr.value
             if method in BACKWARD_METHODS:
                 self._steps.append(self._site(node))
+            elif isinstance(func.value, cst.Name) and self.flow.is_self(func.value):
+                # ``self.train_step(batch)``, also when the method is called ``step``.
+                self._calls.append(_Call(method, True, self._site(node)))
             elif method in STEP_WITH_OPTIMIZER:
                 receiver = dotted_name(func.value) or ""
                 args = tuple(dotted_name(a.value) or "" for a in node.args)
                 self._maybe_steps.append((receiver, self._site(node), args))
-            elif isinstance(func.value, cst.Name) and self.flow.is_self(func.value):
-                self._calls.append(_Call(method, True, self._site(node)))
         elif isinstance(func, cst.Name):
             if qualified_names(self.flow.v, func) & BACKWARD_FUNCTIONS:
                 self._steps.append(self._site(node))

@@ -1,0 +1,143 @@
+"""ML008 swallowed-training-error: fixtures, broad handlers, re-raising, what counts as training."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from helpers import FIXTURES, expected
+from mllint.engine import lint_path, lint_text
+from mllint.rules.ml008_swallowed_training_error import SwallowedTrainingError
+from mllint.types import Position, Span
+
+FIXTURE_FILES = sorted((FIXTURES / "ml008").glob("*.py"))
+
+
+def lint(code: str):
+    result = lint_text("t.py", textwrap.dedent(code).lstrip("\n"), [SwallowedTrainingError])
+    assert result.errors == ()
+    return result.findings
+
+
+def step_with_handler(handler: str, body: str = "pass") -> str:
+    return (
+        "import sys, os, torch\n"
+        "def train(model, loader, optimizer):\n"
+        "    for x, y in loader:\n"
+        "        try:\n"
+        "            optimizer.zero_grad()\n"
+        "            model(x).sum().backward()\n"
+        "            optimizer.step()\n"
+        f"        {handler}\n"
+        + "".join(f"            {line}\n" for line in body.split(";"))
+    )
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.name)
+def test_fixture_markers(path):
+    got = {(f.code, f.line) for f in lint_path(str(path), [SwallowedTrainingError]).findings}
+    assert got == {m for m in expected(path) if m[0] == "ML008"}
+
+
+def test_span_is_the_except_line_and_region_the_try():
+    (finding,) = lint_path(str(FIXTURES / "ml008" / "bad_skip_failed_step.py"),
+                           [SwallowedTrainingError]).findings
+    assert finding.span == Span(Position(24, 9), Position(24, 33))
+    assert finding.region == Span.lines(18, 27)
+    assert finding.data == {"handler_line": 24, "try_line": 18}
+    assert "line 21" in finding.message and "`except Exception`" in finding.message
+
+
+@pytest.mark.parametrize("handler", [
+    "except:", "except Exception:", "except Exception as e:", "except BaseException:",
+    "except (ValueError, Exception) as e:", "except (KeyboardInterrupt, BaseException):",
+])
+def test_broad_handlers_without_reraise_are_flagged(handler):
+    assert [f.line for f in lint(step_with_handler(handler, "print('skip');continue"))] == [8]
+
+
+@pytest.mark.parametrize("handler,body", [
+    ("except Exception:", "raise"),
+    ("except Exception as e:", "raise RuntimeError('step') from e"),
+    ("except Exception as e:", "if 'out of memory' in str(e):;    torch.cuda.empty_cache();else:;    raise"),
+    ("except BaseException:", "sys.exit(1)"),
+    ("except Exception:", "os._exit(2)"),
+    ("except KeyboardInterrupt:", "torch.save({}, 'x.pt')"),
+    ("except RuntimeError:", "continue"),
+    ("except torch.cuda.OutOfMemoryError:", "continue"),
+])
+def test_reraising_exiting_or_narrow_handlers_are_not_flagged(handler, body):
+    assert lint(step_with_handler(handler, body)) == ()
+
+
+def test_raise_only_in_a_nested_function_does_not_count():
+    code = step_with_handler("except Exception:", "def later():;    raise;later_cb = later")
+    assert [f.line for f in lint(code)] == [8]
+
+
+def test_a_shadowed_exception_name_is_not_broad():
+    code = "class Exception(ValueError): pass\n" + step_with_handler("except Exception:", "pass")
+    assert lint(code) == ()
+
+
+def test_training_through_same_module_functions_and_methods():
+    assert [f.line for f in lint("""
+        class Trainer:
+            def step(self, batch):
+                self.optimizer.zero_grad()
+                self.model(batch).mean().backward()
+                self.optimizer.step()
+            def epoch(self, loader):
+                for batch in loader:
+                    self.step(batch)
+            def fit(self, loader):
+                try:
+                    self.epoch(loader)
+                except Exception as e:
+                    self.log(e)
+        """)] == [12]
+
+
+@pytest.mark.parametrize("code", [
+    # data loading only
+    """
+    def load(loader):
+        try:
+            return next(iter(loader))
+        except Exception:
+            return None
+    def train(model, opt, batch):
+        opt.zero_grad(); model(batch).sum().backward(); opt.step()
+    """,
+    # a scheduler's or an environment's step is not a training step
+    """
+    def tick(scheduler, env, action):
+        try:
+            scheduler.step()
+            env.step(action)
+        except Exception:
+            pass
+    """,
+    # a training step in the handler or finally is not guarded by the try
+    """
+    def f(model, opt, x):
+        try:
+            y = model(x)
+        except Exception:
+            y = None
+        finally:
+            opt.step()
+    """,
+])
+def test_tries_without_training_are_not_flagged(code):
+    assert lint(code) == ()
+
+
+def test_prefilter():
+    assert SwallowedTrainingError.may_match("try:\n loss.backward()\nexcept: pass")
+    assert not SwallowedTrainingError.may_match("try:\n x()\nexcept: pass")
+    for path in FIXTURE_FILES:
+        text = path.read_text()
+        assert lint_text(str(path), text, [SwallowedTrainingError]).findings == lint_text(
+            str(path), text, [SwallowedTrainingError], prefilter=False).findings
