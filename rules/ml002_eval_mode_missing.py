@@ -1,0 +1,201 @@
+"""ML002 eval-mode-missing: a validation pass runs with the model still in training mode."""
+
+from __future__ import annotations
+
+from mllint.analysis_validation import (
+    NO_GRAD_WORD,
+    VAL_WORD,
+    Mode,
+    ValidationAnalysis,
+    ValidationRule,
+)
+from mllint.rule import Invalid, Valid
+
+
+class EvalModeMissing(ValidationRule):
+    """
+    ## What it does
+    Flags the model's forward call inside a validation pass (a loop or evaluation function
+    whose forward outputs are only measured, never back-propagated) when nothing on the
+    path to it puts the model in eval mode: no `model.eval()` / `model.train(False)` in
+    the function before the pass, in the same-module helpers it calls first, or - for an
+    evaluation helper - at every call site. A model built in the module starts in
+    training mode, and `model.train()` in the training loop keeps it there.
+
+    ## Why is this bad?
+    In training mode dropout keeps zeroing activations and batch norm normalises each
+    batch with its own statistics and folds the validation data into its running
+    averages. Validation metrics come out noisy and pessimistic, model selection and
+    early stopping act on them, and the batch-norm statistics the model is saved with are
+    polluted by validation data - all without an error.
+
+    ## Known problems
+    Only code in the same file is followed: a model put in eval mode by a caller in
+    another module is not seen (evaluation helpers with no caller in the file are
+    reported only when the file puts the model in training mode). Models whose class is
+    in the file and that hold no dropout or batch-norm layers are not reported, since
+    the mode changes nothing for them. Lightning modules and Hugging Face `Trainer`
+    subclasses are skipped: the framework sets the mode.
+
+    ## How --verify confirms it
+    A forward pre-hook watches forwards called from the flagged pass. It confirms when the
+    model ran in training mode and holds mode-dependent layers (it names them: dropout,
+    batch norm, ...), and says whether batch-norm running statistics changed during the
+    pass, i.e. were updated with validation data. It refutes when the model was in eval
+    mode there, or when it has no mode-dependent layers (then the mode changes nothing).
+    """
+
+    code = "ML002"
+    name = "eval-mode-missing"
+    summary = "Validation pass runs while the model is still in training mode (no model.eval())"
+    hint = "Call `model.eval()` before evaluating and `model.train()` before training resumes."
+    # A pass needs a held-out-looking name, an evaluation-named function or a no_grad block.
+    REQUIRES = (rf"{VAL_WORD}|{NO_GRAD_WORD}",)
+    PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"
+
+    INVALID = [
+        Invalid(
+            """
+            import torch
+            from torch import nn
+
+            model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 2))
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+            for epoch in range(3):
+                model.train()
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+                with torch.no_grad():
+                    for x, y in val_loader:
+                        correct = (model(x).argmax(1) == y).sum().item()
+            """,
+            lines=(15,),
+        ),
+        Invalid(
+            """
+            import torch
+
+            def train_one_epoch(model, loader, optimizer):
+                model.train()
+                for x, y in loader:
+                    optimizer.zero_grad()
+                    model(x).sum().backward()
+                    optimizer.step()
+
+            @torch.no_grad()
+            def evaluate(model, loader):
+                total = 0.0
+                for x, y in loader:
+                    total += (model(x).argmax(1) == y).float().mean().item()
+                return total
+
+            def main(model, train_loader, val_loader, optimizer):
+                for epoch in range(10):
+                    train_one_epoch(model, train_loader, optimizer)
+                    print(evaluate(model, val_loader))
+            """,
+            lines=(14,),
+        ),
+    ]
+    VALID = [
+        Valid(
+            """
+            import torch
+            from torch import nn
+
+            model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 2))
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+            for epoch in range(3):
+                model.train()
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+                model.eval()
+                with torch.no_grad():
+                    for x, y in val_loader:
+                        correct = (model(x).argmax(1) == y).sum().item()
+            """
+        ),
+        Valid(
+            # The caller switches modes around an evaluation helper.
+            """
+            import torch
+
+            @torch.no_grad()
+            def validate(model, loader):
+                hits = 0
+                for x, y in loader:
+                    hits += (model(x).argmax(1) == y).sum().item()
+                return hits
+
+            def fit(model, train_loader, val_loader, optimizer):
+                for epoch in range(10):
+                    model.train()
+                    for x, y in train_loader:
+                        optimizer.zero_grad()
+                        model(x).sum().backward()
+                        optimizer.step()
+                    model.train(False)
+                    validate(model, val_loader)
+            """
+        ),
+        Valid(
+            # Lightning owns the loop: it calls eval() and no_grad around validation_step.
+            """
+            import lightning as L
+            import torch.nn.functional as F
+
+            class Classifier(L.LightningModule):
+                def validation_step(self, batch, batch_idx):
+                    x, y = batch
+                    self.log("val_acc", (self.model(x).argmax(1) == y).float().mean())
+            """
+        ),
+        Valid(
+            # An inference script: eval() at load time.
+            """
+            import torch
+            from transformers import AutoModelForSequenceClassification
+
+            model = torch.load("model.pt")
+            model.eval()
+            with torch.inference_mode():
+                for batch in test_loader:
+                    preds = model(batch).argmax(-1)
+            """
+        ),
+    ]
+
+    def decide(self, analysis: ValidationAnalysis) -> None:
+        for vp in analysis.passes():
+            names = analysis.aliases(vp.scope, vp.model)
+            state = analysis.mode_at(vp.scope, names, vp.forward.pos)
+            if state.value is not Mode.TRAIN:
+                continue
+            if analysis.deliberate_train(vp, state):
+                continue
+            layers = analysis.mode_dependent_layers(vp.scope, names, vp.forward.pos)
+            if layers is False:
+                continue
+            where = f"the loop on line {vp.loop_line}" if vp.loop else "this evaluation"
+            self.report(
+                vp.forward.node,
+                f"`{vp.model}` is evaluated in {where} while still in training mode "
+                f"({state.why}): dropout stays active and batch norm normalises with batch "
+                "statistics and updates its running averages with this data, so the "
+                f"metrics are noisy and wrong. Call `{vp.model}.eval()` before the pass "
+                f"and `{vp.model}.train()` before training resumes.",
+                region=vp.region,
+                data={
+                    "model": vp.model,
+                    "loop_line": vp.loop_line,
+                    "forward_line": vp.forward.line,
+                    "mode_line": state.line,
+                    "evidence": sorted(e.name for e in vp.evidence),
+                },
+            )

@@ -1,0 +1,187 @@
+"""ML003 no-grad-missing: a validation pass runs with autograd on."""
+
+from __future__ import annotations
+
+from mllint.analysis_validation import VAL_WORD, Grad, ValidationAnalysis, ValidationRule
+from mllint.rule import Invalid, Valid
+
+
+class NoGradMissing(ValidationRule):
+    """
+    ## What it does
+    Flags the first model forward inside a validation pass (a loop or evaluation function
+    whose forward outputs are only measured, never back-propagated) when autograd is on
+    there: no `torch.no_grad()` / `torch.inference_mode()` / `torch.set_grad_enabled(False)`
+    around it, as a `with` block or as a decorator, on the function or on every caller
+    that reaches it in the same file. `torch.enable_grad()` inside such a block turns
+    autograd back on. Aliases (`from torch import no_grad`) are resolved.
+
+    ## Why is this bad?
+    With autograd on, every forward records its graph and keeps each layer's
+    activations alive for a backward pass that never comes. Validation then needs several
+    times the memory it should (often the cause of an out-of-memory error during
+    validation only, or of a batch size cut for nothing) and runs slower. Anything
+    accumulated from the outputs without `.item()` keeps those graphs alive across batches.
+
+    ## Known problems
+    Only code in the same file is followed: an evaluation helper whose caller in another
+    module sets `no_grad` is reported only when the file itself trains a model. A model
+    whose parameters were frozen with `model.requires_grad_(False)` records no graph and
+    is not reported. Lightning modules and Hugging Face `Trainer` subclasses are skipped.
+
+    ## How --verify confirms it
+    A forward hook watches forwards called from the flagged pass. It confirms when they
+    ran with `torch.is_grad_enabled()` and returned tensors that require grad, and reports
+    how many autograd graph nodes one forward kept alive and the bytes of the tensors
+    those nodes save. It refutes when autograd was off there, or when no output required
+    grad (e.g. frozen parameters).
+    """
+
+    code = "ML003"
+    name = "no-grad-missing"
+    summary = "Validation pass runs with autograd on (no torch.no_grad() / inference_mode)"
+    hint = "Wrap the evaluation in `with torch.no_grad():` or decorate it with `@torch.no_grad()`."
+    # A pass needs a held-out-looking name, an evaluation-named function or model.eval():
+    # a no_grad block as the only sign of evaluation cannot lack no_grad.
+    REQUIRES = (VAL_WORD,)
+    PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
+
+    INVALID = [
+        Invalid(
+            """
+            import torch
+            from torch import nn
+
+            model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+            optimizer = torch.optim.Adam(model.parameters())
+
+            for epoch in range(3):
+                model.train()
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+                model.eval()
+                for x, y in val_loader:
+                    val_loss = nn.functional.cross_entropy(model(x), y).item()
+            """,
+            lines=(15,),
+        ),
+        Invalid(
+            """
+            import torch
+
+            def evaluate(net, loader):
+                net.eval()
+                correct = 0
+                for inputs, labels in loader:
+                    outputs = net(inputs)
+                    correct += (outputs.argmax(1) == labels).sum().item()
+                return correct
+
+            def main(net, train_loader, test_loader, opt):
+                for epoch in range(5):
+                    net.train()
+                    for inputs, labels in train_loader:
+                        opt.zero_grad()
+                        net(inputs).sum().backward()
+                        opt.step()
+                    print(evaluate(net, test_loader))
+            """,
+            lines=(7,),
+        ),
+    ]
+    VALID = [
+        Valid(
+            """
+            import torch
+            from torch import nn
+
+            model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+            optimizer = torch.optim.Adam(model.parameters())
+
+            for epoch in range(3):
+                model.train()
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+                model.eval()
+                with torch.no_grad():
+                    for x, y in val_loader:
+                        val_loss = nn.functional.cross_entropy(model(x), y).item()
+            """
+        ),
+        Valid(
+            # no_grad set by the caller of the evaluation helper, or as a decorator.
+            """
+            import torch
+            from torch import inference_mode
+
+            def evaluate(net, loader):
+                net.eval()
+                return [net(x).argmax(1) for x, _ in loader]
+
+            @inference_mode()
+            def test(net, loader):
+                net.eval()
+                for x, y in loader:
+                    print((net(x).argmax(1) == y).float().mean().item())
+
+            def main(net, train_loader, val_loader, test_loader, opt):
+                for epoch in range(5):
+                    net.train()
+                    for x, y in train_loader:
+                        opt.zero_grad()
+                        net(x).sum().backward()
+                        opt.step()
+                    with torch.no_grad():
+                        evaluate(net, val_loader)
+                test(net, test_loader)
+            """
+        ),
+        Valid(
+            # Gradients are the point: an attack evaluated on the test set back-propagates.
+            """
+            import torch
+
+            def evaluate_robustness(model, test_loader, eps=0.03):
+                model.eval()
+                for x, y in test_loader:
+                    x.requires_grad_(True)
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                    grad, = torch.autograd.grad(loss, x)
+                    adv = x + eps * grad.sign()
+                    print((model(adv).argmax(1) == y).float().mean().item())
+            """
+        ),
+    ]
+
+    def decide(self, analysis: ValidationAnalysis) -> None:
+        reported: set[int] = set()
+        for vp in analysis.passes():
+            key = id(vp.region)
+            if key in reported:
+                continue
+            state = analysis.grad_at(vp.forward)
+            if state.value is not Grad.ON:
+                continue
+            names = analysis.aliases(vp.scope, vp.model)
+            if analysis.frozen(vp.scope, names, vp.forward.pos):
+                continue
+            reported.add(key)
+            where = f"the loop on line {vp.loop_line}" if vp.loop else "this evaluation"
+            self.report(
+                vp.forward.node,
+                f"`{vp.model}` is evaluated in {where} with autograd on ({state.why}): "
+                "every forward records its graph and keeps its activations alive for a "
+                "backward pass that never comes, multiplying validation memory and time. "
+                "Wrap the pass in `with torch.no_grad():` (or `torch.inference_mode()`).",
+                region=vp.region,
+                data={
+                    "model": vp.model,
+                    "loop_line": vp.loop_line,
+                    "forward_line": vp.forward.line,
+                    "evidence": sorted(e.name for e in vp.evidence),
+                },
+            )

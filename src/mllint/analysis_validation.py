@@ -1,0 +1,1406 @@
+"""What a validation pass is, and the facts ML002/ML003/ML007 decide from.
+
+A *validation pass* is a forward pass of a model whose output is only measured (metrics,
+loss values, argmax), never back-propagated, in a place that says it evaluates:
+
+* the innermost loop around the forward call, when neither that loop nor any same-module
+  helper it calls runs ``backward()``/``step()``; or, without a loop, the body of a
+  function that never trains;
+* and at least one sign that it evaluates (``Evidence``): the loop iterates something named
+  like held-out data (``val_loader``, ``testloader``, ``loaders["val"]``, ``X_test``), the
+  function is named like an evaluation (``evaluate``, ``validate``, ``test``), the forward
+  runs under ``torch.no_grad()``/``inference_mode``, or ``model.eval()`` was called.
+
+The *model* is a called object that is an ``nn.Module`` by how it was built: a class of the
+module that subclasses ``nn.Module``, a ``torch.nn`` layer, torchvision/timm/hub builders,
+``from_pretrained``, wrappers (``DataParallel``, ``torch.compile``, ``.to(device)``), or -
+when what built it is out of sight (imported builders, parameters) - a name that says it
+(``model``, ``net``, ``self.model``, ``netG``...). ``self.x`` inside an ``nn.Module`` class is
+a submodule whose mode belongs to the outer module, so it is never the model of a pass.
+
+The facts are gathered during the engine's single traversal (``ValidationRule`` visits),
+then ``ValidationAnalysis`` answers, per pass, "which mode is the model in here?",
+"is autograd on here?" and "which data does this pass iterate?", following same-module
+helpers into their bodies and evaluation helpers back to their call sites.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import libcst as cst
+from libcst.metadata import PositionProvider, QualifiedNameProvider
+
+from mllint.analysis import dotted_name
+from mllint.rule import FileContext, Rule
+
+Pos = tuple[int, int]
+
+# -- names -------------------------------------------------------------------------------
+
+#: A word naming held-out data or an evaluation, as a segment of an identifier or string
+#: (``val_loader``, ``testloader``, ``X_val``, ``valLoader``, ``"val"``, ``evaluate``).
+#: The rules' REQUIRES prefilters use this same pattern, so the prefilter is sound for
+#: every name-based sign of a validation pass.
+VAL_WORD = (
+    r"(?<![a-z])(?i:val|valid|validation|validate|validating|test|testing|eval|evaluate"
+    r"|evaluation|dev|holdout|heldout)(?i:loader|loaders|dl|ds|set|data|dataset|iter|batches"
+    r"|split|x|y|gen)?(?![a-z])"
+)
+VAL_RE = re.compile(VAL_WORD)
+#: Text that any ``no_grad``-style context or decorator must contain.
+NO_GRAD_WORD = r"no_grad|inference_mode|set_grad_enabled"
+TRAIN_WORD = (
+    r"(?<![a-z])(?i:train|training|trn)(?i:loader|loaders|dl|ds|set|data|dataset|iter"
+    r"|batches|split|x|y|gen)?(?![a-z])"
+)
+TRAIN_RE = re.compile(TRAIN_WORD)
+
+_MODEL_WORDS = (
+    "model|net|network|classifier|backbone|encoder|decoder|generator|discriminator"
+    "|policy|critic|actor|student|teacher|autoencoder|vae|gan|cnn|rnn|lstm|mlp|transformer"
+)
+_MODEL_NAME_RE = re.compile(
+    rf"^(?:[a-z0-9]+_)*(?:{_MODEL_WORDS})(?:_(?:ft|ema|eval|copy|s|t|g|d|a|b|\d+))?$"
+    r"|^[a-z0-9]*net\d*$|^net[A-Z0-9_].*$|^model[A-Z0-9].*$"
+)
+
+
+def is_val_name(name: str) -> bool:
+    return bool(VAL_RE.search(name))
+
+
+def is_train_name(name: str) -> bool:
+    return bool(TRAIN_RE.search(name)) and not is_val_name(name)
+
+
+def is_model_name(dotted: str) -> bool:
+    last = dotted.rsplit(".", 1)[-1]
+    return bool(_MODEL_NAME_RE.match(last) or _MODEL_NAME_RE.match(last.lower()))
+
+
+# -- what torch names mean ---------------------------------------------------------------
+
+GRAD_OFF = frozenset(
+    {
+        "torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
+        "torch.inference_mode", "torch.autograd.inference_mode",
+        "torch.autograd.grad_mode.inference_mode",
+    }
+)
+GRAD_SET = frozenset(
+    {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
+     "torch.autograd.grad_mode.set_grad_enabled"}
+)
+GRAD_ON = frozenset(
+    {"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"}
+)
+AUTOGRAD_CALLS = frozenset(
+    {"torch.autograd.backward", "torch.autograd.grad", "torch.autograd.functional.vjp"}
+)
+#: Method names whose call means "this code trains": back-propagation or a parameter update.
+TRAIN_METHODS = frozenset({"backward", "manual_backward", "step", "optimizer_step"})
+#: Methods returning the module they are called on: aliases of the model.
+MODULE_PASSTHROUGH = frozenset(
+    {"to", "cuda", "cpu", "half", "float", "double", "bfloat16", "eval", "train",
+     "requires_grad_", "share_memory", "to_empty", "apply", "xpu", "mps"}
+)
+WRAPPERS = frozenset(
+    {
+        "torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
+        "torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.data_parallel",
+        "torch.compile", "torch.jit.script", "torch.jit.trace",
+        "torch.nn.SyncBatchNorm.convert_sync_batchnorm",
+        "torch.nn.parallel.distributed.DistributedDataParallel",
+        "torch.distributed.fsdp.FullyShardedDataParallel",
+        "torch.optim.swa_utils.AveragedModel",
+    }
+)
+#: ``torch.nn`` classes that are modules but never "the model" of a validation pass.
+_NOT_MODELS = frozenset(
+    {"Softmax", "LogSoftmax", "Softmin", "Sigmoid", "Tanh", "ReLU", "GELU", "Identity",
+     "Flatten", "Unflatten", "Module", "ModuleList", "ModuleDict", "ParameterList",
+     "ParameterDict", "Parameter", "Upsample", "PixelShuffle", "CosineSimilarity",
+     "PairwiseDistance"}
+)
+LOADER_KWARGS_SPLIT = frozenset({"sampler", "batch_sampler"})
+SPLITTERS = frozenset(
+    {"torch.utils.data.random_split", "torch.utils.data.Subset",
+     "torch.utils.data.dataset.random_split", "torch.utils.data.dataset.Subset",
+     "sklearn.model_selection.train_test_split"}
+)
+#: Base classes whose subclasses' hooks run inside a framework that owns the loop, the
+#: model's mode and autograd (Lightning's ``validation_step``, HF ``Trainer``...).
+_FRAMEWORK_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "trl.")
+_FRAMEWORK_HOOKS = re.compile(
+    r"^(validation_step|test_step|predict_step|eval_step|validation_epoch_end|test_epoch_end"
+    r"|on_validation_\w+|on_test_\w+|on_predict_\w+|on_evaluate|prediction_step"
+    r"|evaluation_loop|prediction_loop)$"
+)
+
+
+def is_module_constructor(qnames: Iterable[str]) -> bool:
+    for q in qnames:
+        parts = q.split(".")
+        if q.startswith("torch.nn.") and "functional" not in parts and "init" not in parts:
+            last = parts[-1]
+            if last[:1].isupper() and last not in _NOT_MODELS and not last.endswith("Loss"):
+                return True
+        if q.startswith("torchvision.models.") and parts[-1][:1].islower():
+            return True
+        if q in ("timm.create_model", "timm.models.create_model", "torch.hub.load"):
+            return True
+    return False
+
+
+def is_module_base(qnames: Iterable[str]) -> bool:
+    for q in qnames:
+        if q.startswith("torch.nn.") and q.split(".")[-1][:1].isupper():
+            return True
+        if "LightningModule" in q or q.endswith("PreTrainedModel"):
+            return True
+    return False
+
+
+def is_framework_base(qnames: Iterable[str]) -> bool:
+    for q in qnames:
+        if q.startswith(_FRAMEWORK_PREFIXES) and not q.endswith(("Fabric", "LightningDataModule")):
+            return True
+        if q.startswith("transformers.") and q.endswith("Trainer"):
+            return True
+    return False
+
+
+# -- states --------------------------------------------------------------------------------
+
+
+class Mode(enum.Enum):
+    EVAL = "eval"
+    TRAIN = "train"
+    UNKNOWN = "unknown"
+
+
+class Grad(enum.Enum):
+    OFF = "off"
+    ON = "on"
+    UNKNOWN = "unknown"
+
+
+class Evidence(enum.Enum):
+    """Why a forward counts as evaluation rather than some other use of the model."""
+
+    DATA_NAME = "it iterates data named like held-out data"
+    FUNCTION_NAME = "its function is named like an evaluation"
+    NO_GRAD = "it runs under no_grad/inference_mode"
+    EVAL_MODE = "the model was put in eval mode"
+
+
+@dataclass(frozen=True)
+class State:
+    """A mode or autograd state at a point, with the line that set it (for messages)."""
+
+    value: Mode | Grad
+    line: int | None = None
+    why: str = ""
+
+
+# -- facts gathered during the traversal ---------------------------------------------------
+
+
+@dataclass(eq=False)
+class GradCtx:
+    """One ``with`` block (or decorator) that sets autograd state."""
+
+    node: cst.CSTNode
+    state: Grad
+    text: str
+
+
+@dataclass(eq=False)
+class Loop:
+    node: cst.For | cst.While
+    pos: Pos
+    scope: "Scope"
+    parent: "Loop | None"
+    #: The iterated object after unwrapping ``enumerate``/``tqdm``/``zip``/``iter``.
+    iterables: tuple[str, ...]
+    #: Every dotted name and string constant in the iterator expression.
+    iter_words: tuple[str, ...]
+    trains: bool = False
+    calls: list["CallRec"] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class CallRec:
+    node: cst.Call
+    pos: Pos
+    scope: "Scope"
+    func: str | None
+    qnames: frozenset[str]
+    loops: tuple[Loop, ...]
+    grad: GradCtx | None
+    with_node: cst.With | None
+    flow: "FlowRec | None"
+
+    @property
+    def attr(self) -> str | None:
+        f = self.node.func
+        return f.attr.value if isinstance(f, cst.Attribute) else None
+
+    @property
+    def receiver(self) -> str | None:
+        f = self.node.func
+        return dotted_name(f.value) if isinstance(f, cst.Attribute) else None
+
+    @property
+    def line(self) -> int:
+        return self.pos[0]
+
+
+@dataclass(eq=False)
+class FlowRec:
+    """A statement moving values: ``a = f(b)``, ``a += b``, ``acc.append(b)``."""
+
+    pos: Pos
+    targets: tuple[str, ...]
+    value: cst.BaseExpression | None
+    index: int | None = None  # position in a tuple-unpacking target
+
+
+@dataclass(eq=False)
+class ClassInfo:
+    node: cst.ClassDef
+    name: str
+    base_qnames: frozenset[str]
+    base_names: tuple[str, ...]
+    methods: dict[str, "Scope"] = field(default_factory=dict)
+    attrs: dict[str, list[FlowRec]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Scope:
+    """The module, or one function (methods included); class bodies belong to their scope."""
+
+    node: cst.Module | cst.FunctionDef
+    name: str
+    parent: "Scope | None"
+    cls: ClassInfo | None
+    params: tuple[str, ...] = ()
+    decorator: GradCtx | None = None
+    calls: list[CallRec] = field(default_factory=list)
+    loops: list[Loop] = field(default_factory=list)
+    flows: list[FlowRec] = field(default_factory=list)
+    children: dict[str, "Scope"] = field(default_factory=dict)
+    trains: bool = False
+    # traversal state
+    loop_stack: list[Loop] = field(default_factory=list)
+    grad_stack: list[GradCtx] = field(default_factory=list)
+    with_stack: list[cst.With] = field(default_factory=list)
+    flow_stack: list[FlowRec] = field(default_factory=list)
+
+    @property
+    def is_module(self) -> bool:
+        return isinstance(self.node, cst.Module)
+
+    @property
+    def self_name(self) -> str | None:
+        return self.params[0] if self.cls is not None and self.params else None
+
+    def assigned(self, name: str) -> bool:
+        return any(name in f.targets for f in self.flows)
+
+
+@dataclass(eq=False)
+class Facts:
+    module: Scope
+    scopes: list[Scope] = field(default_factory=list)
+    classes: dict[str, ClassInfo] = field(default_factory=dict)
+    path: str = ""
+
+
+class ValidationRule(Rule):
+    """Base of ML002/ML003/ML007: gathers ``Facts`` in the single traversal, then decides.
+
+    Subclasses implement ``decide(analysis)``.
+    """
+
+    abstract = True
+    METADATA_DEPENDENCIES = (PositionProvider, QualifiedNameProvider)
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__(context)
+        self._scope_stack: list[Scope] = []
+        self._class_stack: list[ClassInfo] = []
+        self.facts: Facts | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _pos(self, node: cst.CSTNode) -> Pos:
+        start = self.get_metadata(PositionProvider, node).start
+        return (start.line, start.column)
+
+    def _qnames(self, node: cst.CSTNode) -> frozenset[str]:
+        try:
+            names = self.get_metadata(QualifiedNameProvider, node, set())
+        except KeyError:
+            return frozenset()
+        return frozenset(q.name for q in names)
+
+    def _cur(self) -> Scope:
+        # A method, not a property: libcst's batching inspects every attribute.
+        return self._scope_stack[-1]
+
+    def _grad_of(self, expr: cst.BaseExpression) -> GradCtx | None:
+        """The autograd state a ``with`` item or decorator sets, if it is about autograd."""
+        call = expr if isinstance(expr, cst.Call) else None
+        target = call.func if call is not None else expr
+        q = self._qnames(target)
+        text = dotted_name(target) or ""
+        if q & GRAD_OFF:
+            if call is not None and call.args and _is_false_literal(call.args[0].value) is True:
+                return None  # inference_mode(False): leaves autograd as it was
+            return GradCtx(expr, Grad.OFF, text)
+        if q & GRAD_ON:
+            return GradCtx(expr, Grad.ON, text)
+        if q & GRAD_SET and call is not None and call.args:
+            flag = _is_false_literal(call.args[0].value)
+            state = Grad.UNKNOWN if flag is None else (Grad.OFF if flag else Grad.ON)
+            return GradCtx(expr, state, text)
+        if isinstance(expr, cst.IfExp):
+            # ``torch.no_grad() if not train else nullcontext()``: chosen at run time.
+            for branch in (expr.body, expr.orelse):
+                if self._grad_of(branch) is not None:
+                    return GradCtx(expr, Grad.UNKNOWN, text)
+        return None
+
+    # -- scopes ----------------------------------------------------------------------------
+
+    def visit_Module(self, node: cst.Module) -> None:
+        module = Scope(node, "", None, None)
+        self.facts = Facts(module, [module], path=self.context.path)
+        self._scope_stack = [module]
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        qn: set[str] = set()
+        names = []
+        for base in node.bases:
+            qn |= self._qnames(base.value)
+            d = dotted_name(base.value)
+            if d:
+                names.append(d)
+        info = ClassInfo(node, node.name.value, frozenset(qn), tuple(names))
+        if not self._class_stack and self._cur().is_module:
+            self.facts.classes.setdefault(info.name, info)
+        self._class_stack.append(info)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self._class_stack.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        parent = self._cur()
+        cls = None
+        if self._class_stack and self._class_stack[-1].node.body is _parent_block(node, self._class_stack[-1].node):
+            cls = self._class_stack[-1]
+        p = node.params
+        params = tuple(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
+        scope = Scope(node, node.name.value, parent, cls, params)
+        for dec in node.decorators:
+            ctx = self._grad_of(dec.decorator)
+            if ctx is not None:
+                scope.decorator = ctx
+        if cls is not None:
+            cls.methods.setdefault(scope.name, scope)
+        else:
+            parent.children.setdefault(scope.name, scope)
+        self.facts.scopes.append(scope)
+        self._scope_stack.append(scope)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._scope_stack.pop()
+
+    # -- loops and blocks ------------------------------------------------------------------
+
+    def visit_For(self, node: cst.For) -> None:
+        self._push_loop(node, node.iter)
+
+    def leave_For(self, original_node: cst.For) -> None:
+        self._cur().loop_stack.pop()
+
+    def visit_While(self, node: cst.While) -> None:
+        self._push_loop(node, node.test)
+
+    def leave_While(self, original_node: cst.While) -> None:
+        self._cur().loop_stack.pop()
+
+    def _push_loop(self, node: cst.For | cst.While, expr: cst.BaseExpression) -> None:
+        scope = self._cur()
+        iterables = tuple(_iterables(expr)) if isinstance(node, cst.For) else ()
+        loop = Loop(
+            node, self._pos(node), scope, scope.loop_stack[-1] if scope.loop_stack else None,
+            iterables, tuple(_words(expr)),
+        )
+        scope.loops.append(loop)
+        scope.loop_stack.append(loop)
+
+    def visit_With(self, node: cst.With) -> None:
+        scope = self._cur()
+        ctx = None
+        for item in node.items:
+            ctx = self._grad_of(item.item) or ctx
+        scope.with_stack.append(node)
+        if ctx is not None:
+            ctx.node = node
+            scope.grad_stack.append(ctx)
+
+    def leave_With(self, original_node: cst.With) -> None:
+        scope = self._cur()
+        scope.with_stack.pop()
+        if scope.grad_stack and scope.grad_stack[-1].node is original_node:
+            scope.grad_stack.pop()
+
+    # -- value flow ----------------------------------------------------------------------
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for t in node.targets:
+            self._flow(node, t.target, node.value)
+
+    def leave_Assign(self, original_node: cst.Assign) -> None:
+        self._pop_flows(original_node)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._flow(node, node.target, node.value)
+
+    def leave_AnnAssign(self, original_node: cst.AnnAssign) -> None:
+        self._pop_flows(original_node)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._flow(node, node.target, node.value)
+
+    def leave_AugAssign(self, original_node: cst.AugAssign) -> None:
+        self._pop_flows(original_node)
+
+    def _flow(self, stmt: cst.CSTNode, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        scope = self._cur()
+        pos = self._pos(stmt)
+        if isinstance(target, (cst.Tuple, cst.List)):
+            names = [_target_name(e.value) for e in target.elements]
+            rec = FlowRec(pos, tuple(n for n in names if n), value)
+            scope.flows.append(rec)
+            scope.flow_stack.append(rec)
+            # Each part separately too, so a name maps to its own piece of the value.
+            for i, n in enumerate(names):
+                if n:
+                    scope.flows.append(FlowRec(pos, (n,), value, i))
+            rec.stmt = stmt  # type: ignore[attr-defined]
+            return
+        name = _target_name(target)
+        rec = FlowRec(pos, (name,) if name else (), value)
+        rec.stmt = stmt  # type: ignore[attr-defined]
+        scope.flows.append(rec)
+        scope.flow_stack.append(rec)
+        if name and scope.self_name and name.startswith(scope.self_name + "."):
+            attr = name[len(scope.self_name) + 1:]
+            scope.cls.attrs.setdefault(attr, []).append(rec)  # type: ignore[union-attr]
+
+    def _pop_flows(self, stmt: cst.CSTNode) -> None:
+        stack = self._cur().flow_stack
+        while stack and getattr(stack[-1], "stmt", None) is stmt:
+            stack.pop()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def visit_Call(self, node: cst.Call) -> None:
+        scope = self._cur()
+        func = dotted_name(node.func)
+        qnames = self._qnames(node.func)
+        rec = CallRec(
+            node, self._pos(node), scope, func, qnames, tuple(scope.loop_stack),
+            scope.grad_stack[-1] if scope.grad_stack else None,
+            scope.with_stack[-1] if scope.with_stack else None,
+            scope.flow_stack[-1] if scope.flow_stack else None,
+        )
+        scope.calls.append(rec)
+        for loop in scope.loop_stack:
+            loop.calls.append(rec)
+        if _is_training_call(rec):
+            scope.trains = True
+            for loop in scope.loop_stack:
+                loop.trains = True
+        attr = rec.attr
+        if attr in ("append", "extend", "add", "update", "put") and rec.receiver:
+            # ``outputs.append(model(x))`` moves the forward's output into ``outputs``.
+            flow = FlowRec(rec.pos, (rec.receiver,), node)
+            flow.stmt = node  # type: ignore[attr-defined]
+            scope.flows.append(flow)
+            scope.flow_stack.append(flow)
+
+    def leave_Call(self, original_node: cst.Call) -> None:
+        self._pop_flows(original_node)
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        if self.facts is None:
+            return
+        self.decide(ValidationAnalysis(self.facts))
+
+    def decide(self, analysis: "ValidationAnalysis") -> None:
+        raise NotImplementedError
+
+
+def _parent_block(node: cst.FunctionDef, cls: cst.ClassDef) -> cst.BaseSuite | None:
+    """``cls.body`` when ``node`` is one of its direct statements (a method)."""
+    body = cls.body
+    stmts = getattr(body, "body", ())
+    return body if any(s is node for s in stmts) else None
+
+
+def _is_false_literal(expr: cst.BaseExpression) -> bool | None:
+    """True for ``False``, False for ``True``, None for anything decided at run time."""
+    if isinstance(expr, cst.Name) and expr.value in ("True", "False"):
+        return expr.value == "False"
+    return None
+
+
+def _target_name(expr: cst.BaseExpression) -> str | None:
+    if isinstance(expr, cst.Subscript):
+        expr = expr.value
+    if isinstance(expr, cst.StarredElement):
+        expr = expr.value
+    return dotted_name(expr)
+
+
+_UNWRAP = frozenset({"enumerate", "tqdm", "iter", "zip", "tqdm.tqdm", "trange", "progress_bar",
+                     "track", "islice", "itertools.islice", "cycle", "itertools.cycle"})
+
+
+def _iterables(expr: cst.BaseExpression) -> Iterator[str]:
+    """The objects a ``for`` iterates: ``val_loader`` in ``enumerate(tqdm(val_loader))``."""
+    if isinstance(expr, cst.Call):
+        func = dotted_name(expr.func)
+        if func in _UNWRAP or (func or "").endswith(("tqdm", "progress_bar")):
+            for arg in expr.args:
+                if arg.keyword is None:
+                    yield from _iterables(arg.value)
+                    if func not in ("zip",):
+                        break
+            return
+        return
+    if isinstance(expr, cst.Subscript):
+        name = dotted_name(expr.value)
+        if name:
+            key = expr.slice[0].slice if len(expr.slice) == 1 else None
+            if isinstance(key, cst.Index) and isinstance(key.value, cst.SimpleString):
+                yield f"{name}[{key.value.value}]"
+                return
+            yield name
+        return
+    name = dotted_name(expr)
+    if name:
+        yield name
+
+
+def _words(expr: cst.BaseExpression) -> Iterator[str]:
+    """Names and string constants in an expression (small subtrees only)."""
+    stack: list[cst.CSTNode] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            d = dotted_name(node)
+            if d:
+                yield d
+                continue
+        if isinstance(node, cst.SimpleString):
+            yield node.value
+            continue
+        stack.extend(node.children)
+
+
+def names_in(expr: cst.CSTNode) -> set[str]:
+    """Dotted names (and their roots) an expression reads."""
+    out: set[str] = set()
+    for w in _words(expr):  # type: ignore[arg-type]
+        if w[:1] in "\"'" or w[:1] in "bfrBFR" and w[1:2] in "\"'":
+            continue
+        out.add(w)
+        out.add(w.split(".", 1)[0])
+    return out
+
+
+def _is_training_call(rec: CallRec) -> bool:
+    if rec.qnames & AUTOGRAD_CALLS:
+        return True
+    attr = rec.attr
+    if attr in TRAIN_METHODS:
+        # ``scheduler.step()`` moves no weights; everything else named step() does.
+        recv = (rec.receiver or "").lower()
+        return not (attr == "step" and ("sched" in recv or "lr" == recv.rsplit(".", 1)[-1]))
+    return False
+
+
+# -- the analysis ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ValidationPass:
+    """One model's forward inside one validation pass."""
+
+    scope: Scope
+    loop: Loop | None
+    forward: CallRec
+    model: str
+    evidence: frozenset[Evidence]
+
+    @property
+    def region(self) -> cst.CSTNode:
+        if self.loop is not None:
+            return self.loop.node
+        if not self.scope.is_module and self.forward.with_node is None:
+            return self.scope.node
+        return self.forward.with_node or self.forward.node
+
+    @property
+    def loop_line(self) -> int | None:
+        return None if self.loop is None else self.loop.pos[0]
+
+
+_MAX_DEPTH = 4
+
+
+class ValidationAnalysis:
+    def __init__(self, facts: Facts) -> None:
+        self.facts = facts
+        self.module = facts.module
+        self._callers: dict[Scope, list[CallRec]] | None = None
+        self._trains_cache: dict[Scope, bool] = {}
+        self._passes: list[ValidationPass] | None = None
+        self._model_cache: dict[tuple[int, str], bool] = {}
+        base = os.path.basename(facts.path)
+        self.is_test_file = base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
+
+    # -- structure ------------------------------------------------------------------------
+
+    def helper_of(self, call: CallRec) -> Scope | None:
+        """The same-module function ``call`` calls: ``f(...)`` or ``self.f(...)``."""
+        func = call.func
+        if func is None:
+            return None
+        scope = call.scope
+        if "." not in func:
+            s: Scope | None = scope
+            while s is not None:
+                if func in s.children:
+                    return s.children[func]
+                s = s.parent
+            return None
+        recv, _, meth = func.rpartition(".")
+        if scope.cls is not None and recv == scope.self_name:
+            return scope.cls.methods.get(meth)
+        return None
+
+    def callers(self, scope: Scope) -> list[CallRec]:
+        if self._callers is None:
+            self._callers = {}
+            for s in self.facts.scopes:
+                for c in s.calls:
+                    target = self.helper_of(c)
+                    if target is not None and target is not s:
+                        self._callers.setdefault(target, []).append(c)
+        return self._callers.get(scope, [])
+
+    def trains(self, scope: Scope, depth: int = 0) -> bool:
+        """``scope`` back-propagates or steps, itself or through same-module helpers."""
+        if scope in self._trains_cache:
+            return self._trains_cache[scope]
+        self._trains_cache[scope] = scope.trains
+        if not scope.trains and depth < _MAX_DEPTH:
+            for c in scope.calls:
+                h = self.helper_of(c)
+                if h is not None and h is not scope and self.trains(h, depth + 1):
+                    self._trains_cache[scope] = True
+                    break
+        return self._trains_cache[scope]
+
+    def loop_trains(self, loop: Loop) -> bool:
+        if loop.trains:
+            return True
+        return any((h := self.helper_of(c)) is not None and self.trains(h) for c in loop.calls)
+
+    def framework_owned(self, scope: Scope) -> bool:
+        """Hooks a framework calls inside its own loop, with its own mode and no_grad."""
+        s: Scope | None = scope
+        while s is not None and not s.is_module:
+            if s.cls is not None:
+                if _FRAMEWORK_HOOKS.match(s.name) or self.class_is(s.cls, is_framework_base):
+                    return True
+            if self.is_test_file and s.name.startswith("test_"):
+                return True  # a pytest test, not an evaluation
+            s = s.parent
+        return False
+
+    def class_is(self, cls: ClassInfo, pred, depth: int = 0) -> bool:
+        if pred(cls.base_qnames):
+            return True
+        if depth >= _MAX_DEPTH:
+            return False
+        return any(
+            (b in self.facts.classes and self.class_is(self.facts.classes[b], pred, depth + 1))
+            for b in cls.base_names
+        )
+
+    # -- models -------------------------------------------------------------------------------
+
+    def assignments(self, scope: Scope, name: str, before: Pos | None = None) -> list[FlowRec]:
+        """Assignments of ``name`` in ``scope``: the last one before ``before`` when there is
+        one, else all of them (a use at the top of a loop may see a later one)."""
+        found = [f for f in scope.flows if name in f.targets and (len(f.targets) == 1)]
+        if before is not None:
+            earlier = [f for f in found if f.pos < before]
+            if earlier:
+                return [earlier[-1]]
+        return found
+
+    def origins(self, scope: Scope, name: str, before: Pos | None = None) -> list[tuple[Scope, FlowRec]]:
+        """Where ``name`` (read in ``scope``) got its value: local, self attribute or global."""
+        if scope.self_name and name.startswith(scope.self_name + ".") and scope.cls is not None:
+            attr = name[len(scope.self_name) + 1:]
+            return [(m, f) for f in scope.cls.attrs.get(attr, []) for m in [scope]]
+        root = name.split(".", 1)[0]
+        if scope.assigned(name) or (root != name and scope.assigned(root)):
+            return [(scope, f) for f in self.assignments(scope, name, before)]
+        if root in scope.params:
+            return []
+        s = scope.parent
+        while s is not None:
+            if s.assigned(name):
+                return [(s, f) for f in self.assignments(s, name)]
+            s = s.parent
+        return []
+
+    def _is_model_cached(self, scope: Scope, name: str) -> bool:
+        key = (id(scope), name)
+        if key not in self._model_cache:
+            self._model_cache[key] = self.is_model(scope, name)
+        return self._model_cache[key]
+
+    def is_model(self, scope: Scope, name: str, depth: int = 0) -> bool:
+        root = name.split(".", 1)[0]
+        if scope.cls is not None and root == scope.self_name:
+            if self.class_is(scope.cls, is_module_base):
+                return False  # a submodule: its mode is the outer module's
+            if name.count(".") != 1:
+                return False
+        origins = self.origins(scope, name)
+        if not origins:
+            if root in scope.params and name == root:
+                return is_model_name(name)
+            return is_model_name(name) and "." not in name.replace(f"{scope.self_name}.", "", 1)
+        for s, f in origins:
+            verdict = self.is_model_value(s, f, depth + 1)
+            if verdict is not None:
+                return verdict
+        return is_model_name(name)
+
+    def is_model_value(self, scope: Scope, flow: FlowRec, depth: int) -> bool | None:
+        """True/False when how ``flow``'s value was built says, None when it does not."""
+        value = flow.value
+        if value is None or depth > _MAX_DEPTH:
+            return None
+        if flow.index is not None:
+            # ``model, opt = accelerator.prepare(model, opt)``: the i-th argument comes back.
+            if isinstance(value, cst.Tuple) and flow.index < len(value.elements):
+                part = value.elements[flow.index].value
+                return self.is_model_value(scope, FlowRec(flow.pos, flow.targets, part), depth + 1)
+            if isinstance(value, cst.Call):
+                args = [a.value for a in value.args if a.keyword is None]
+                if flow.index < len(args):
+                    d = dotted_name(args[flow.index])
+                    if d:
+                        return self.is_model(scope, d, depth + 1)
+            return None
+        call = self._call_rec(scope, value)
+        if isinstance(value, (cst.Name, cst.Attribute)):
+            d = dotted_name(value)
+            return self.is_model(scope, d, depth + 1) if d else None
+        if call is None:
+            return False if isinstance(value, (cst.BaseString, cst.BaseNumber, cst.Dict, cst.List,
+                                               cst.Tuple, cst.Lambda)) else None
+        return self.call_builds_model(call, depth)
+
+    def call_builds_model(self, call: CallRec, depth: int) -> bool | None:
+        if is_module_constructor(call.qnames):
+            return True
+        if call.qnames & WRAPPERS or call.attr in MODULE_PASSTHROUGH:
+            inner = _first_arg(call.node) if call.qnames & WRAPPERS else call.node.func.value  # type: ignore[attr-defined]
+            d = dotted_name(inner) if inner is not None else None
+            if d:
+                return self.is_model(call.scope, d, depth + 1)
+            sub = self._call_rec(call.scope, inner) if inner is not None else None
+            return None if sub is None else self.call_builds_model(sub, depth + 1)
+        if call.attr == "from_pretrained":
+            recv = (call.receiver or "").lower()
+            return not any(w in recv for w in ("token", "processor", "config", "extractor",
+                                                "scheduler", "pipeline"))
+        if call.func and "." not in call.func:
+            cls = self.facts.classes.get(call.func)
+            if cls is not None:
+                return self.class_is(cls, is_module_base)
+            helper = self.helper_of(call)
+            if helper is not None:
+                return self._returns_model(helper, depth + 1)
+        return None
+
+    def _returns_model(self, helper: Scope, depth: int) -> bool | None:
+        # The function's own assignments decide: ``m = Net(); return m``.
+        for f in helper.flows:
+            if f.targets and self.is_model_value(helper, f, depth) and (
+                helper.name.startswith(("build", "create", "make", "get", "load", "init"))
+            ):
+                return True
+        return None
+
+    def _call_rec(self, scope: Scope, node: cst.CSTNode | None) -> CallRec | None:
+        if not isinstance(node, cst.Call):
+            return None
+        for c in scope.calls:
+            if c.node is node:
+                return c
+        return None
+
+    def aliases(self, scope: Scope, name: str) -> set[str]:
+        """Names in ``scope`` (and globals) bound to the same module object as ``name``."""
+        out = {name}
+        changed = True
+        scopes = [scope] + ([self.module] if scope is not self.module else [])
+        while changed:
+            changed = False
+            for s in scopes:
+                for f in s.flows:
+                    if len(f.targets) != 1 or f.value is None:
+                        continue
+                    src = _alias_source(f)
+                    t = f.targets[0]
+                    if src is None:
+                        continue
+                    if src in out and t not in out:
+                        out.add(t)
+                        changed = True
+                    elif t in out and src not in out:
+                        out.add(src)
+                        changed = True
+        return out
+
+    # -- passes -------------------------------------------------------------------------------
+
+    def passes(self) -> list[ValidationPass]:
+        if self._passes is not None:
+            return self._passes
+        out: list[ValidationPass] = []
+        seen: set[tuple[int, str]] = set()
+        for scope in self.facts.scopes:
+            if self.framework_owned(scope):
+                continue
+            for call in scope.calls:
+                model = self.forward_target(call)
+                if model is None or not self._is_model_cached(scope, model):
+                    continue
+                vp = self._as_pass(call, model)
+                if vp is None:
+                    continue
+                key = (id(vp.loop.node if vp.loop else vp.region), model)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(vp)
+        self._passes = out
+        return out
+
+    @staticmethod
+    def forward_target(call: CallRec) -> str | None:
+        """The callee of a module forward: ``model`` in ``model(x)`` / ``model.forward(x)``."""
+        if call.func is None or not call.node.args:
+            return None
+        if call.attr == "forward":
+            return call.receiver
+        return call.func
+
+    def _as_pass(self, call: CallRec, model: str) -> ValidationPass | None:
+        scope = call.scope
+        loop = call.loops[-1] if call.loops else None
+        evidence: set[Evidence] = set()
+        if loop is not None:
+            if self.loop_trains(loop):
+                return None
+            cur: Loop | None = loop
+            while cur is not None and not self.loop_trains(cur):
+                words = cur.iter_words
+                if any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words):
+                    evidence.add(Evidence.DATA_NAME)
+                cur = cur.parent
+        elif self._val_args(call):
+            evidence.add(Evidence.DATA_NAME)
+        if not scope.is_module and is_val_name(scope.name) and not is_train_name(scope.name):
+            if not self.trains(scope):
+                evidence.add(Evidence.FUNCTION_NAME)
+        if loop is None and not evidence:
+            return None  # a lone forward in a function of no telling name: could be anything
+        if self._backpropagated(call):
+            return None
+        grad = self.grad_local(call)
+        if grad is not None and grad.value is Grad.OFF:
+            evidence.add(Evidence.NO_GRAD)
+        mode = self.mode_local(scope, self.aliases(scope, model), call.pos)
+        if mode is not None and mode.value is Mode.EVAL:
+            evidence.add(Evidence.EVAL_MODE)
+        if not evidence:
+            return None
+        return ValidationPass(scope, loop, call, model, frozenset(evidence))
+
+    def _val_args(self, call: CallRec) -> bool:
+        words = [w for a in call.node.args for w in _words(a.value)]
+        return any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words)
+
+    def _backpropagated(self, call: CallRec) -> bool:
+        """The forward's output reaches a ``backward()``/``autograd.grad`` in its scope."""
+        scope = call.scope
+        if call.flow is None or not call.flow.targets:
+            return False
+        tainted = set(call.flow.targets)
+        for f in scope.flows:
+            if f.pos <= call.flow.pos or f.value is None or f.index is not None:
+                continue
+            if names_in(f.value) & tainted:
+                tainted |= set(f.targets)
+            elif isinstance(getattr(f, "stmt", None), (cst.Assign, cst.AnnAssign)):
+                tainted -= set(f.targets)  # reassigned from something else: a new value
+        for c in scope.calls:
+            if c.pos < call.pos:
+                continue
+            if c.attr in ("backward", "manual_backward") or c.qnames & AUTOGRAD_CALLS:
+                reads = names_in(c.node)
+                if reads & tainted:
+                    return True
+        return False
+
+    # -- mode -------------------------------------------------------------------------------
+
+    @staticmethod
+    def mode_call(call: CallRec) -> Mode | None:
+        attr = call.attr
+        if attr == "eval" and not call.node.args:
+            return Mode.EVAL
+        if attr == "train":
+            if not call.node.args:
+                return Mode.TRAIN
+            arg = call.node.args[0]
+            if arg.keyword is not None and arg.keyword.value != "mode":
+                return None
+            flag = _is_false_literal(arg.value)
+            return Mode.UNKNOWN if flag is None else (Mode.EVAL if flag else Mode.TRAIN)
+        return None
+
+    @staticmethod
+    def _matches(receiver: str | None, names: set[str]) -> bool:
+        if not receiver:
+            return False
+        for n in names:
+            if receiver == n or n.startswith(receiver + ".") or receiver.startswith(n + "."):
+                return True
+        return False
+
+    def mode_local(self, scope: Scope, names: set[str], before: Pos, depth: int = 0) -> State | None:
+        """The last mode ``scope`` sets on ``names`` before ``before`` (helpers followed)."""
+        last: State | None = None
+        for c in scope.calls:
+            if c.pos >= before:
+                break
+            m = self.mode_call(c)
+            if m is not None and self._matches(c.receiver, names):
+                last = State(m, c.line, f"{_show(c)} on line {c.line}")
+                continue
+            if depth < _MAX_DEPTH:
+                helper = self.helper_of(c)
+                if helper is not None and helper is not scope:
+                    mapped = self.map_names(helper, c, names, inward=True)
+                    if mapped:
+                        effect = self.mode_local(helper, mapped, (10**9, 0), depth + 1)
+                        if effect is not None:
+                            last = State(effect.value, c.line,
+                                         f"`{c.func}(...)` on line {c.line} calls {effect.why}")
+        return last
+
+    def map_names(self, callee: Scope, call: CallRec, names: set[str], inward: bool) -> set[str]:
+        """Translate names across ``call``: the caller's names to the callee's (``inward``),
+        or the callee's names back to the caller's. Arguments map to their parameters;
+        ``self.x`` maps across ``self.method(...)``; globals keep their names."""
+        bound = _bind_params(callee, call)
+        caller = call.scope
+        same_self = (
+            callee.self_name is not None and caller.self_name is not None
+            and call.func is not None and call.func.startswith(caller.self_name + ".")
+        )
+        out: set[str] = set()
+        for n in names:
+            root, dot, rest = n.partition(".")
+            if inward:
+                for p, d in bound.items():
+                    if n == d or n.startswith(d + "."):
+                        out.add(p + n[len(d):])
+                if same_self and root == caller.self_name:
+                    out.add(f"{callee.self_name}{dot}{rest}")
+                elif caller.is_module or root not in caller.params and not caller.assigned(root):
+                    if root not in callee.params and not callee.assigned(root):
+                        out.add(n)  # a global seen by both
+            else:
+                if root in bound:
+                    out.add(bound[root] + dot + rest)
+                elif same_self and root == callee.self_name:
+                    out.add(f"{caller.self_name}{dot}{rest}")
+                elif root not in callee.params and not callee.assigned(root) and root != callee.self_name:
+                    out.add(n)
+        return out
+
+    def mode_at(self, scope: Scope, names: set[str], before: Pos, depth: int = 0) -> State:
+        """The model's mode at ``before`` in ``scope``: what this scope sets, else what the
+        callers set, else how the model was built."""
+        local = self.mode_local(scope, names, before)
+        if local is not None:
+            return local
+        if depth < _MAX_DEPTH and not scope.is_module and self._comes_from_outside(scope, names):
+            callers = self.callers(scope)
+            if callers:
+                states = []
+                for c in callers:
+                    mapped = self.map_names(scope, c, names, inward=False)
+                    if not mapped:
+                        states.append(State(Mode.UNKNOWN))
+                        continue
+                    caller_aliases = set().union(*(self.aliases(c.scope, m) for m in mapped))
+                    s = self.mode_at(c.scope, caller_aliases, c.pos, depth + 1)
+                    if s.value is Mode.TRAIN:
+                        return State(Mode.TRAIN, c.line,
+                                     f"it is called on line {c.line}, after {s.why}")
+                    states.append(s)
+                if all(s.value is Mode.EVAL for s in states):
+                    return states[0]
+                return State(Mode.UNKNOWN)
+            demo = self.demonstrated_train(names)
+            return demo if demo is not None else State(Mode.UNKNOWN)
+        return self.origin_mode(scope, names, before)
+
+    def _comes_from_outside(self, scope: Scope, names: set[str]) -> bool:
+        for n in names:
+            root = n.split(".", 1)[0]
+            if root in scope.params or not scope.assigned(root):
+                if not scope.assigned(n):
+                    return True
+        return False
+
+    def origin_mode(self, scope: Scope, names: set[str], before: Pos) -> State:
+        """The mode the model was built in, when no code on the path sets one."""
+        for n in sorted(names):
+            for s, f in self.origins(scope, n, before):
+                value = _strip_passthrough(f.value) if f.value is not None else None
+                call = self._call_rec(s, value)
+                if call is None or f.index is not None:
+                    continue  # an alias (its source is among ``names``) or unknown
+                if call.qnames & WRAPPERS:
+                    continue
+                if call.attr == "from_pretrained" and self.call_builds_model(call, 0):
+                    return State(Mode.EVAL, f.pos[0], f"`from_pretrained` (line {f.pos[0]}) "
+                                 "returns the model in eval mode")
+                helper = self.helper_of(call)
+                if helper is not None:
+                    # A builder helper: the last mode it sets is the mode it returns.
+                    modes = [(c, m) for c in helper.calls if (m := self.mode_call(c)) is not None]
+                    if modes:
+                        c, m = modes[-1]
+                        return State(m, f.pos[0], f"`{call.func}()` returns it after {_show(c)} "
+                                     f"on line {c.line}")
+                built = self.call_builds_model(call, 0)
+                if built or (built is None and (call.func or "").rpartition(".")[2][:1].isupper()):
+                    return State(Mode.TRAIN, f.pos[0],
+                                 f"`{n}` is built on line {f.pos[0]} and a new module starts "
+                                 "in training mode")
+        return self.demonstrated_train(names) or State(Mode.UNKNOWN)
+
+    def mode_dependent_layers(self, scope: Scope, names: set[str], before: Pos) -> bool | None:
+        """Whether the model holds layers that behave differently in eval mode (dropout,
+        batch norm...): True/False when its construction is in sight, else None."""
+        for n in sorted(names):
+            for s, f in self.origins(scope, n, before):
+                value = _strip_passthrough(f.value) if f.value is not None else None
+                call = self._call_rec(s, value)
+                if call is None or f.index is not None or call.qnames & WRAPPERS:
+                    continue
+                return self._call_mode_dependent(call, 0)
+        return None
+
+    def _call_mode_dependent(self, call: CallRec, depth: int) -> bool | None:
+        if depth > _MAX_DEPTH:
+            return None
+        if any(_mode_dependent_layer(q, call.node) for q in call.qnames):
+            return True
+        if is_module_constructor(call.qnames):
+            if not any(q.startswith("torch.nn.") for q in call.qnames):
+                return None  # torchvision/timm/hub: not in sight
+            # ``nn.Sequential(...)``: its layers are the calls among its arguments.
+            found: bool | None = False
+            for sub in self._nested_calls(call):
+                d = self._call_mode_dependent(sub, depth + 1)
+                if d:
+                    return True
+                if d is None:
+                    found = None
+            return found
+        cls = self.facts.classes.get(call.func or "")
+        if cls is not None and self.class_is(cls, is_module_base):
+            return self._class_mode_dependent(cls, depth + 1)
+        return None
+
+    def _nested_calls(self, call: CallRec) -> list[CallRec]:
+        inside: set[int] = set()
+        stack: list[cst.CSTNode] = [a.value for a in call.node.args]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, cst.Call):
+                inside.add(id(node))
+                stack.extend(a.value for a in node.args)
+            elif isinstance(node, (cst.List, cst.Tuple)):
+                stack.extend(e.value for e in node.elements)
+        # Direct children only: a layer's own arguments are not layers.
+        direct = {id(a.value) for a in call.node.args}
+        return [c for c in call.scope.calls if id(c.node) in inside and id(c.node) in direct]
+
+    def _class_mode_dependent(self, cls: ClassInfo, depth: int) -> bool | None:
+        if depth > _MAX_DEPTH:
+            return None
+        if "training" in cst.Module([]).code_for_node(cls.node):
+            return True  # ``self.training`` / ``F.dropout(training=...)``: mode decides
+        result: bool | None = False
+        if not any(q in ("torch.nn.Module", "torch.nn.modules.module.Module") for q in cls.base_qnames):
+            result = None
+            for b in cls.base_names:
+                if b in self.facts.classes:
+                    result = self._class_mode_dependent(self.facts.classes[b], depth + 1)
+        for method in cls.methods.values():
+            for c in method.calls:
+                if any(_mode_dependent_layer(q, c.node) for q in c.qnames):
+                    return True
+                if c.flow is None or not any(t.startswith(f"{method.self_name}.") for t in c.flow.targets):
+                    continue
+                if c.flow.value is not c.node:
+                    continue
+                d = self._call_mode_dependent(c, depth + 1)
+                if d:
+                    return True
+                if d is None and not _is_known_stateless(c):
+                    result = None
+        return result
+
+    def deliberate_train(self, vp: ValidationPass, state: State) -> bool:
+        """``model.train()`` right before a no-backward pass, with no training in between,
+        is deliberate (re-estimating batch-norm statistics, MC dropout)."""
+        scope = vp.scope
+        set_at = None
+        for c in scope.calls:
+            if c.line == state.line and self.mode_call(c) is Mode.TRAIN:
+                set_at = c.pos
+        if set_at is None or set_at >= vp.forward.pos:
+            return False
+        for c in scope.calls:
+            if set_at < c.pos < vp.forward.pos:
+                h = self.helper_of(c)
+                if _is_training_call(c) or (h is not None and self.trains(h)):
+                    return False
+        # The pass's loop header may come before ``train()`` inside it, or after.
+        return not (vp.loop is not None and self.loop_trains(vp.loop))
+
+    def demonstrated_train(self, names: set[str]) -> State | None:
+        """The module puts the model in training mode somewhere (``model.train()``)."""
+        for s in self.facts.scopes:
+            for c in s.calls:
+                if self.mode_call(c) is Mode.TRAIN and self._matches(c.receiver, names):
+                    return State(Mode.TRAIN, c.line,
+                                 f"the module puts `{c.receiver}` in training mode on line "
+                                 f"{c.line} and nothing switches it to eval mode before this pass")
+        return None
+
+    # -- autograd ---------------------------------------------------------------------------
+
+    def grad_local(self, call: CallRec) -> State | None:
+        """Autograd state set inside the call's own scope (with-blocks, set_grad_enabled
+        statements, decorator), or ``None`` when the scope leaves it to its caller."""
+        if call.grad is not None:
+            g = call.grad
+            return State(g.state, self._line_of(call.scope, g.node), f"`{g.text}`")
+        last = None
+        for c in call.scope.calls:
+            if c.pos >= call.pos:
+                break
+            if c.qnames & GRAD_SET and c.node.args and c.grad is None and _is_statement(c):
+                flag = _is_false_literal(c.node.args[0].value)
+                state = Grad.UNKNOWN if flag is None else (Grad.OFF if flag else Grad.ON)
+                last = State(state, c.line, f"`torch.set_grad_enabled(...)` on line {c.line}")
+            elif c.qnames & GRAD_OFF and not _in_with_items(c) and not _is_decorator(c):
+                # ``stack.enter_context(torch.no_grad())``, ``ctx = torch.no_grad()``: its
+                # extent is not visible, so autograd may well be off here.
+                last = State(Grad.UNKNOWN, c.line, "")
+        if last is not None:
+            return last
+        if call.scope.decorator is not None:
+            d = call.scope.decorator
+            return State(d.state, None, f"`@{d.text}`")
+        return None
+
+    def _line_of(self, scope: Scope, node: cst.CSTNode) -> int | None:
+        for c in scope.calls:
+            if isinstance(node, cst.With) and any(c.node is i.item for i in node.items):
+                return c.line
+        return None
+
+    def frozen(self, scope: Scope, names: set[str], before: Pos) -> bool:
+        """``model.requires_grad_(False)`` before the pass: no graph is recorded."""
+        for s in {scope, self.module}:
+            for c in s.calls:
+                if s is scope and c.pos >= before:
+                    break
+                if c.attr == "requires_grad_" and self._matches(c.receiver, names):
+                    if c.node.args and _is_false_literal(c.node.args[0].value):
+                        return True
+        return False
+
+    def grad_at(self, call: CallRec, depth: int = 0) -> State:
+        local = self.grad_local(call)
+        if local is not None:
+            return local
+        scope = call.scope
+        if scope.is_module:
+            return State(Grad.ON, None, "autograd is on by default")
+        if depth >= _MAX_DEPTH:
+            return State(Grad.UNKNOWN)
+        callers = self.callers(scope)
+        if not callers:
+            if self.module_trains():
+                return State(Grad.ON, None, f"`{scope.name}` enables nothing and autograd is on "
+                             "by default")
+            return State(Grad.UNKNOWN)
+        states = []
+        for c in callers:
+            s = self.grad_at(c, depth + 1)
+            if s.value is Grad.ON:
+                return State(Grad.ON, c.line, f"its call on line {c.line} runs with autograd on")
+            states.append(s)
+        if all(s.value is Grad.OFF for s in states):
+            return states[0]
+        return State(Grad.UNKNOWN)
+
+    def module_trains(self) -> bool:
+        return any(s.trains for s in self.facts.scopes)
+
+
+_MODE_LAYERS = re.compile(r"Dropout|BatchNorm|^Transformer|^dropout|^alpha_dropout|^batch_norm")
+
+
+def _mode_dependent_layer(qname: str, node: cst.Call) -> bool:
+    """A torch layer/function that computes differently in training and eval mode."""
+    if not qname.startswith("torch.nn."):
+        return False
+    last = qname.rsplit(".", 1)[-1]
+    if _MODE_LAYERS.search(last):
+        return True
+    kwargs = {a.keyword.value: a.value for a in node.args if a.keyword is not None}
+    if last.startswith(("InstanceNorm", "LazyInstanceNorm")):
+        flag = kwargs.get("track_running_stats")
+        return flag is not None and _is_false_literal(flag) is not True
+    if last in ("RNN", "LSTM", "GRU", "MultiheadAttention"):
+        p = kwargs.get("dropout")
+        return p is not None and not (isinstance(p, (cst.Integer, cst.Float)) and float(p.value) == 0)
+    return False
+
+
+def _is_known_stateless(call: CallRec) -> bool:
+    return any(q.startswith("torch.") for q in call.qnames)
+
+
+def _bind_params(callee: Scope, call: CallRec) -> dict[str, str]:
+    """Parameter of ``callee`` -> dotted name the caller passes for it."""
+    params = callee.params
+    offset = 1 if callee.cls is not None and call.func and "." in call.func else 0
+    bound: dict[str, str] = {}
+    positional = [a for a in call.node.args if a.keyword is None]
+    for i, a in enumerate(positional):
+        if a.star:
+            break
+        if i + offset < len(params):
+            d = dotted_name(_strip_passthrough(a.value))
+            if d:
+                bound[params[i + offset]] = d
+    for a in call.node.args:
+        if a.keyword is not None:
+            d = dotted_name(_strip_passthrough(a.value))
+            if d:
+                bound[a.keyword.value] = d
+    return bound
+
+
+def _alias_source(flow: FlowRec) -> str | None:
+    """``src`` when ``flow`` is ``t = src`` / ``src.to(...)`` / ``DataParallel(src)``..."""
+    value = flow.value
+    inner = _strip_passthrough(value) if value is not None else None
+    if inner is not value or isinstance(value, (cst.Name, cst.Attribute)):
+        return dotted_name(inner) if inner is not None else None
+    if isinstance(value, cst.Call):
+        func = dotted_name(value.func) or ""
+        if func.rpartition(".")[2] in ("DataParallel", "DistributedDataParallel", "DDP",
+                                       "compile", "script", "AveragedModel"):
+            a = _first_arg(value)
+            return dotted_name(_strip_passthrough(a)) if a is not None else None
+    return None
+
+
+def _strip_passthrough(expr: cst.BaseExpression) -> cst.BaseExpression:
+    while (
+        isinstance(expr, cst.Call)
+        and isinstance(expr.func, cst.Attribute)
+        and expr.func.attr.value in MODULE_PASSTHROUGH
+    ):
+        expr = expr.func.value
+    return expr
+
+
+def _first_arg(call: cst.Call) -> cst.BaseExpression | None:
+    for a in call.args:
+        if a.keyword is None and not a.star:
+            return a.value
+        if a.keyword is not None and a.keyword.value in ("model", "module"):
+            return a.value
+    return None
+
+
+def _show(call: CallRec) -> str:
+    args = "" if not call.node.args else "..." if len(call.node.args) > 1 else (
+        cst.Module([]).code_for_node(call.node.args[0]).strip())
+    return f"`{call.receiver}.{call.attr}({args})`"
+
+
+def _is_decorator(call: CallRec) -> bool:
+    node = call.scope.node
+    return isinstance(node, cst.FunctionDef) and any(call.node is d.decorator for d in node.decorators)
+
+
+def _in_with_items(call: CallRec) -> bool:
+    ctx = call.grad
+    return ctx is not None and isinstance(ctx.node, cst.With) and any(
+        call.node is i.item for i in ctx.node.items
+    )
+
+
+def _is_statement(call: CallRec) -> bool:
+    """A call standing alone as a statement (its result unused)."""
+    return call.flow is None
