@@ -215,7 +215,7 @@ class GradEvents:
         name = param.name.value
         if not _OPTIMIZER_PARAM.match(name):
             return False
-        home = self.ix.function_of(param)
+        home = self.ix.function_defining(param)
         for clear in self._clears:
             recv = clear.receiver
             if recv is None or self.ix.function_of(clear.node) is home:

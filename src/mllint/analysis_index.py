@@ -197,6 +197,15 @@ class CodeIndex:
             self._function_of[key] = found
         return self._function_of[key]
 
+    def function_defining(self, param: cst.Param) -> Function | None:
+        """The ``def`` whose parameter list holds ``param`` (lambdas give ``None``)."""
+        for anc in self.ancestors(param):
+            if isinstance(anc, cst.FunctionDef):
+                return anc
+            if isinstance(anc, cst.Lambda):
+                return None
+        return None
+
     def class_of(self, func: Function | None) -> cst.ClassDef | None:
         """The class ``func`` is a method of, looking through nested defs (closures)."""
         while func is not None:
@@ -344,11 +353,22 @@ class CodeIndex:
         or a name assigned from ``SomeClass(...)``."""
         if recv.value in ("self", "cls"):
             return self.class_of(self.function_of(at))
-        for origin in self.origins(recv):
-            if isinstance(origin.expr, cst.Call):
-                cls = self.class_named(origin.expr.func)
+        # Direct assignments only: following parameters would need the call sites this
+        # very resolution is building.
+        for node in self.bindings(recv):
+            value = self._assigned_value(node)
+            if isinstance(value, cst.Call):
+                cls = self.class_named(value.func)
                 if cls is not None:
                     return cls
+        return None
+
+    def _assigned_value(self, target: cst.CSTNode) -> cst.BaseExpression | None:
+        parent = self.parent(target)
+        if isinstance(parent, cst.AssignTarget) and parent.target is target:
+            return self.parent(parent).value
+        if isinstance(parent, cst.AnnAssign) and parent.target is target:
+            return parent.value
         return None
 
     def call_sites(self, func: Function) -> list[cst.Call]:
@@ -458,7 +478,7 @@ class CodeIndex:
     def _origins_of_binding(self, node: cst.CSTNode, depth: int, seen: set[int]) -> list[Origin]:
         if isinstance(node, cst.Param):
             out = [Origin(None, param=node)]
-            func = self.function_of(node)
+            func = self.function_defining(node)
             if func is not None and depth <= MAX_TRACE_DEPTH:
                 if node.default is not None:
                     out += self.origins(node.default, depth, seen)
