@@ -18,8 +18,8 @@ BAD = sorted(FIXTURES.glob("ml00*/bad_*.py"))
 
 
 def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "MLLINT_NO_CACHE": "1", **(env or {})}
-    full_env.pop("FORCE_COLOR", None)
+    base = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    full_env = {**base, "MLLINT_NO_CACHE": "1", **(env or {})}
     return subprocess.run([MLLINT, *args], capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=120)
 
