@@ -1,0 +1,420 @@
+"""ML004 loss-tensor-accumulated: a loss kept with its autograd graph across iterations."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import libcst as cst
+
+from mllint.analysis import dotted_name
+from mllint.analysis_flow import source_of
+from mllint.analysis_grads import GradEvents
+from mllint.analysis_index import MAX_CALLER_DEPTH, CodeIndex, GradMode, IndexedRule, LoopChain
+from mllint.analysis_loss import LOSS_TEXT, LossOracle, LossValue, names_in
+from mllint.rule import Invalid, Valid
+
+_ACCUMULATING_METHODS = {"append": 0, "appendleft": 0, "extend": 0, "insert": 1}
+
+
+class Kind(str, enum.Enum):
+    #: The accumulator outlives optimizer steps (or backward passes) of a training loop.
+    TRAINING = "training"
+    #: A pass with autograd on: the accumulator keeps every batch's forward graph.
+    EVALUATION = "evaluation"
+
+
+@dataclass(frozen=True)
+class Accumulation:
+    node: cst.CSTNode  # what to report: the augmented assignment or the append call
+    target: cst.BaseExpression  # the accumulator as written (``meters["loss"]``)
+    value: cst.BaseExpression  # what is added to it
+    #: ``+=`` / ``x = x + ...``: a new tensor, which has no graph under ``no_grad``.
+    arithmetic: bool
+
+
+class LossTensorAccumulated(IndexedRule):
+    """
+    ## What it does
+    Finds a loss tensor that is accumulated or stored across loop iterations while it
+    still carries its autograd graph: `total += loss`, `total = total + loss`,
+    `losses.append(loss)`, `meters["loss"] += loss * bs`, `history.extend([loss])`,
+    where the accumulator outlives the training step (or, in a pass with autograd on,
+    the batch) that computed the loss.
+
+    A loss is recognised by how it was computed: a `torch.nn.functional` loss, a loss
+    module (`nn.CrossEntropyLoss()`, `self.criterion`), a callable named like a
+    criterion, a same-module function returning one, a model output's `.loss`, or a
+    variable that is back-propagated.
+
+    ## Why is this bad?
+    A loss tensor references the graph that produced it, and with it the activations
+    of the forward pass. Summing it into a running total, or keeping it in a list,
+    chains every step's graph to the next: memory grows with every step until the run
+    slows down or dies with an out-of-memory error hours in. `loss.item()` (or
+    `loss.detach()`) keeps the number without the graph.
+
+    ## Known problems
+    Summing micro-batch losses into one tensor that is then back-propagated (gradient
+    accumulation of a summed loss within one step) is not flagged, nor is a total that
+    is reset every step. Accumulation inside helper classes (an `AverageMeter.update`
+    defined elsewhere) is not followed.
+
+    ## How --verify confirms it
+    After the flagged line runs, the probe reads the accumulator: a tensor with a
+    `grad_fn` (or a container holding one) after two or more steps confirms the finding,
+    with the `grad_fn`, the number of graph nodes it keeps reachable and the step count.
+    Plain numbers or detached tensors refute it.
+    """
+
+    code = "ML004"
+    name = "loss-tensor-accumulated"
+    summary = "A loss tensor is accumulated across iterations with its autograd graph"
+    hint = "Accumulate `loss.item()` (or `loss.detach()`), not the loss tensor itself."
+    REQUIRES = (LOSS_TEXT, r"\+|append|extend|insert")
+    PROBE = "mllint.rules.ml004_loss_tensor_accumulated:LossTensorAccumulatedProbe"
+
+    VALID = [
+        Valid(
+            """
+            import torch.nn.functional as F
+
+            total = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+            """
+        ),
+        Valid(  # detached, or under no_grad
+            """
+            import torch
+            from torch import nn
+
+            criterion = nn.MSELoss()
+            history = []
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                history.append(loss.detach())
+                with torch.no_grad():
+                    running = running + loss
+            """
+        ),
+        Valid(  # micro-batch losses summed and back-propagated within one step
+            """
+            import torch.nn.functional as F
+
+            for batch in loader:
+                total_loss = 0
+                for x, y in batch:
+                    total_loss += F.mse_loss(model(x), y)
+                total_loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            """
+        ),
+        Valid(  # an auxiliary loss added before backward
+            """
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss = loss + 0.01 * model.l2()
+                loss += aux_weight * aux_criterion(model.aux, y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            """
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch.nn.functional as F
+
+            total = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+                total += loss
+            """,
+            lines=(9,),
+        ),
+        Invalid(
+            """
+            from torch import nn
+
+            criterion = nn.CrossEntropyLoss()
+            losses, meters = [], {"loss": 0.0}
+            for epoch in range(10):
+                for x, y in loader:
+                    loss = criterion(model(x), y)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    losses.append(loss)
+                    meters["loss"] += loss * x.size(0)
+            """,
+            lines=(11, 12),
+        ),
+        Invalid(  # a logging window that resets only every 100 steps
+            """
+            running_loss = 0.0
+            for i, batch in enumerate(loader):
+                outputs = model(**batch)
+                outputs.loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                running_loss = running_loss + outputs.loss
+                if i % 100 == 99:
+                    print(running_loss / 100)
+                    running_loss = 0.0
+            """,
+            lines=(7,),
+        ),
+    ]
+
+    def check(self, index: CodeIndex) -> None:
+        events = GradEvents(index)
+        oracle = LossOracle(index, events)
+        checker = _Checker(index, events, oracle)
+        for acc in _accumulations(index):
+            verdict = checker.judge(acc)
+            if verdict is not None:
+                self._report(index, acc, *verdict)
+
+    def _report(self, ix: CodeIndex, acc: Accumulation, loss: LossValue, base: str, region, kind: Kind) -> None:
+        statement = source_of(acc.node)
+        loss_text = source_of(loss.expr)
+        if kind is Kind.TRAINING:
+            why = (
+                f"`{base}` lives across optimizer steps, so it keeps every step's graph (and "
+                f"its activations) alive and memory grows with each step"
+            )
+            fix = f"Accumulate `{loss_text}.item()` (or `{loss_text}.detach()`) instead."
+        else:
+            why = (
+                f"this pass runs with autograd on, so `{base}` keeps every batch's graph "
+                f"(and its activations) alive"
+            )
+            fix = f"Accumulate `{loss_text}.item()`, or run the pass under `torch.no_grad()`."
+        message = (
+            f"`{statement}` stores `{loss_text}`, a tensor that still carries its autograd "
+            f"graph, in `{base}` on every iteration: {why}. {fix}"
+        )
+        data = {
+            "kind": kind.value,
+            "accumulator": base,
+            "accumulator_expr": source_of(acc.target),
+            "loss": loss_text,
+        }
+        self.report(acc.node, message, region=region, data=data)
+
+
+def _accumulations(ix: CodeIndex) -> list[Accumulation]:
+    out = []
+    for node in ix.nodes.assigns:
+        if isinstance(node, cst.AugAssign) and isinstance(node.operator, cst.AddAssign):
+            out.append(Accumulation(node, node.target, node.value, True))
+        elif isinstance(node, cst.Assign) and len(node.targets) == 1:
+            target = node.targets[0].target
+            added = _added_to(node.value, source_of(target))
+            if added is not None:
+                out.append(Accumulation(node, target, added, True))
+    for call in ix.nodes.calls:
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value in _ACCUMULATING_METHODS:
+            positional = [a.value for a in call.args if a.keyword is None and not a.star]
+            index = _ACCUMULATING_METHODS[func.attr.value]
+            if len(positional) > index:
+                out.append(Accumulation(call, func.value, positional[index], False))
+    return out
+
+
+def _added_to(value: cst.BaseExpression, target: str) -> cst.BaseExpression | None:
+    """For ``t = t + x`` (or ``t = a * t + b * x``), the sum without ``t``'s own terms."""
+    if not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
+        return None
+    terms = []
+
+    def collect(e: cst.BaseExpression) -> None:
+        if isinstance(e, cst.BinaryOperation) and isinstance(e.operator, cst.Add):
+            collect(e.left)
+            collect(e.right)
+        else:
+            terms.append(e)
+
+    collect(value)
+    mine = [t for t in terms if target in {source_of(t)} | names_in(t)]
+    others = [t for t in terms if not any(t is m for m in mine)]
+    if not mine or not others:
+        return None
+    return others[0] if len(others) == 1 else cst.List([cst.Element(t) for t in others])
+
+
+def _base(target: cst.BaseExpression) -> str | None:
+    """The variable an accumulator lives in: ``meters`` for ``meters["loss"]``."""
+    dotted = dotted_name(target)
+    if dotted is not None:
+        return dotted
+    if isinstance(target, (cst.Subscript, cst.Attribute)):
+        return _base(target.value)
+    return None
+
+
+class _Checker:
+    def __init__(self, index: CodeIndex, events: GradEvents, oracle: LossOracle) -> None:
+        self.ix = index
+        self.ev = events
+        self.oracle = oracle
+        self._enabled: dict[int, bool] = {}
+
+    def judge(self, acc: Accumulation) -> tuple[LossValue, str, cst.CSTNode, Kind] | None:
+        ix = self.ix
+        loss = self.oracle.carried_loss(acc.value, acc.node)
+        base = _base(acc.target)
+        if loss is None or base is None or self.oracle.grad_free(loss):
+            return None
+        if ix.grad_mode(acc.node) in (GradMode.DISABLED, GradMode.MAYBE_DISABLED):
+            # ``total += loss`` under no_grad makes a new tensor without a graph; storing
+            # the very tensor (``losses.append(loss)``) still keeps its graph.
+            if acc.arithmetic or acc.value is not loss.expr:
+                return None
+        if self._feeds_backward(acc, base):
+            return None
+        lifetime = self._lifetime(acc, base)
+        if not lifetime:
+            return None
+        outer = lifetime[-1]
+        if loss.definition is not None and ix.function_of(loss.definition) is ix.function_of(outer):
+            if not ix.within(loss.definition, outer):
+                return None  # the same tensor every time: no new graph per iteration
+        kind = self._kind(acc, loss, outer)
+        return None if kind is None else (loss, base, outer, kind)
+
+    def _feeds_backward(self, acc: Accumulation, base: str) -> bool:
+        """The accumulator is (part of) what gets back-propagated: a summed loss built
+        within one step (``total_loss += loss; total_loss.backward()``)."""
+        func = self.ix.function_of(acc.node)
+        backwarded = self.oracle.backwarded_names(func)
+        fed = set(backwarded)
+        for node in self.ix.nodes.assigns:
+            if self.ix.function_of(node) is not func or node.value is None:
+                continue
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            if any(dotted_name(t) in backwarded for t in targets):
+                fed |= names_in(node.value)
+        return base in fed
+
+    def _persistent(self, acc: Accumulation, base: str) -> bool:
+        """An attribute or a module-level variable outlives one call of its function."""
+        if "." in base or self.ix.function_of(acc.node) is None:
+            return True
+        root = acc.target
+        while isinstance(root, (cst.Subscript, cst.Attribute)):
+            root = root.value
+        if isinstance(root, cst.Name):
+            return any(self.ix.function_of(b) is None and not isinstance(b, cst.Param) for b in self.ix.bindings(root))
+        return False
+
+    def _lifetime(self, acc: Accumulation, base: str) -> list[cst.CSTNode]:
+        """The loops whose iterations the accumulator outlives, innermost first."""
+        if self._persistent(acc, base):
+            chains = self.ix.loop_chains(acc.node)
+        else:
+            chains = [LoopChain(tuple(self.ix.loops_of(acc.node)), False)]
+        for chain in chains:
+            lifetime = []
+            for loop in chain.loops:
+                if self._resets(loop, acc, base):
+                    break
+                lifetime.append(loop)
+            if lifetime:
+                return lifetime
+        return []
+
+    def _resets(self, loop: cst.CSTNode, acc: Accumulation, base: str, depth: int = 0) -> bool:
+        """``loop`` gives the accumulator a fresh value on every iteration."""
+        ix = self.ix
+        func = ix.function_of(loop)
+        written = source_of(acc.target)
+        for node in ix.nodes.assigns:
+            if node is acc.node or isinstance(node, cst.AugAssign) or node.value is None:
+                continue
+            if ix.function_of(node) is not func or not ix.within(node, loop.body):
+                continue
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            if any(dotted_name(t) == base or source_of(t) == written for t in targets):
+                if not ix.conditional_within(node, loop):
+                    return True
+        for call in ix.calls_in_function(func):
+            if not ix.within(call, loop.body) or ix.conditional_within(call, loop):
+                continue
+            if isinstance(call.func, cst.Attribute) and call.func.attr.value == "clear":
+                if dotted_name(call.func.value) == base:
+                    return True
+            callee = ix.resolve_call(call)
+            if callee is not None and base.startswith("self.") and depth < MAX_CALLER_DEPTH:
+                if self._helper_resets(callee, base):
+                    return True
+        return False
+
+    def _helper_resets(self, func: cst.FunctionDef, base: str) -> bool:
+        for stmt in func.body.body:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign) and any(dotted_name(t.target) == base for t in small.targets):
+                        return True
+        return False
+
+    def _kind(self, acc: Accumulation, loss: LossValue, outer: cst.CSTNode) -> Kind | None:
+        ix = self.ix
+        func = ix.function_of(outer)
+        inside = self.ev.events_in(outer, func)
+        if inside.step_calls:
+            return Kind.TRAINING
+        if inside.backwards:
+            # Backward on every iteration but the step outside these loops: micro-batches
+            # of one step, whose graphs are freed once the step is done.
+            around = self.ev.summary(func) if func is not None else self.ev.events_in(ix.module, None)
+            return None if around.step_calls else Kind.TRAINING
+        where = loss.definition if loss.definition is not None else acc.node
+        if ix.grad_mode(where) is GradMode.ENABLED or (
+            ix.grad_mode(where) is GradMode.INHERITED and self._grad_enabled(ix.function_of(where), 0)
+        ):
+            return None if self._grad_switched_off_globally() else Kind.EVALUATION
+        return None
+
+    def _grad_enabled(self, func: cst.FunctionDef | None, depth: int) -> bool:
+        """Whether ``func`` provably runs with autograd on: it is module-level code, it
+        back-propagates itself, or a same-module caller calls it with autograd on."""
+        if func is None:
+            return True
+        key = id(func)
+        if key in self._enabled:
+            return self._enabled[key]
+        self._enabled[key] = False  # recursion guard
+        result = bool(self.ev.summary(func).backwards)
+        if not result and depth < MAX_CALLER_DEPTH:
+            for site in self.ix.call_sites(func):
+                mode = self.ix.grad_mode(site)
+                if mode is GradMode.ENABLED or (
+                    mode is GradMode.INHERITED and self._grad_enabled(self.ix.function_of(site), depth + 1)
+                ):
+                    result = True
+                    break
+        self._enabled[key] = result
+        return result
+
+    def _grad_switched_off_globally(self) -> bool:
+        """``torch.set_grad_enabled(False)`` as a statement: we cannot tell where it holds."""
+        for call in self.ix.nodes.calls:
+            if self.ix.qualified(call.func) & {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}:
+                if isinstance(self.ix.parent(call), cst.Expr):
+                    return True
+        return False
