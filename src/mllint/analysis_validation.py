@@ -269,6 +269,7 @@ class FlowRec:
     targets: tuple[str, ...]
     value: cst.BaseExpression | None
     index: int | None = None  # position in a tuple-unpacking target
+    scope: "Scope | None" = None
 
 
 @dataclass(eq=False)
@@ -489,17 +490,17 @@ class ValidationRule(Rule):
         pos = self._pos(stmt)
         if isinstance(target, (cst.Tuple, cst.List)):
             names = [_target_name(e.value) for e in target.elements]
-            rec = FlowRec(pos, tuple(n for n in names if n), value)
+            rec = FlowRec(pos, tuple(n for n in names if n), value, None, scope)
             scope.flows.append(rec)
             scope.flow_stack.append(rec)
             # Each part separately too, so a name maps to its own piece of the value.
             for i, n in enumerate(names):
                 if n:
-                    scope.flows.append(FlowRec(pos, (n,), value, i))
+                    scope.flows.append(FlowRec(pos, (n,), value, i, scope))
             rec.stmt = stmt  # type: ignore[attr-defined]
             return
         name = _target_name(target)
-        rec = FlowRec(pos, (name,) if name else (), value)
+        rec = FlowRec(pos, (name,) if name else (), value, None, scope)
         rec.stmt = stmt  # type: ignore[attr-defined]
         scope.flows.append(rec)
         scope.flow_stack.append(rec)
@@ -534,7 +535,7 @@ class ValidationRule(Rule):
         attr = rec.attr
         if attr in ("append", "extend", "add", "update", "put") and rec.receiver:
             # ``outputs.append(model(x))`` moves the forward's output into ``outputs``.
-            flow = FlowRec(rec.pos, (rec.receiver,), node)
+            flow = FlowRec(rec.pos, (rec.receiver,), node, None, scope)
             flow.stmt = node  # type: ignore[attr-defined]
             scope.flows.append(flow)
             scope.flow_stack.append(flow)
@@ -769,7 +770,7 @@ class ValidationAnalysis:
         """Where ``name`` (read in ``scope``) got its value: local, self attribute or global."""
         if scope.self_name and name.startswith(scope.self_name + ".") and scope.cls is not None:
             attr = name[len(scope.self_name) + 1:]
-            return [(m, f) for f in scope.cls.attrs.get(attr, []) for m in [scope]]
+            return [(f.scope or scope, f) for f in scope.cls.attrs.get(attr, [])]
         root = name.split(".", 1)[0]
         if scope.assigned(name) or (root != name and scope.assigned(root)):
             return [(scope, f) for f in self.assignments(scope, name, before)]

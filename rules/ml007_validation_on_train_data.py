@@ -1,0 +1,270 @@
+"""ML007 validation-on-train-data: the validation pass iterates the training data."""
+
+from __future__ import annotations
+
+from mllint.analysis import dotted_name
+from mllint.analysis_validation import (
+    NO_GRAD_WORD,
+    TRAIN_WORD,
+    VAL_WORD,
+    ValidationAnalysis,
+    ValidationRule,
+    is_train_name,
+    is_val_name,
+)
+from mllint.analysis_validation_data import DataAnalysis, Kind, Source
+from mllint.rule import Invalid, Valid
+
+
+class ValidationOnTrainData(ValidationRule):
+    """
+    ## What it does
+    Flags a validation pass that iterates the training data: a loader named like
+    held-out data but built from the training set (`val_loader = DataLoader(train_ds)`,
+    `test_set = MNIST(root, train=True)`), or an evaluation fed the training loader
+    (`evaluate(model, train_loader)`, a `no_grad` accuracy loop over `train_loader`)
+    while nothing held-out is evaluated anywhere in the file. Loaders are followed to
+    their datasets and evaluation helpers to their callers.
+
+    ## Why is this bad?
+    The model is measured on examples it was fitted to. Validation accuracy then tracks
+    training accuracy: it overstates how the model does on new data, cannot show
+    overfitting, and early stopping, checkpoint selection and hyper-parameter search all
+    optimise the wrong number - with no error anywhere.
+
+    ## Known problems
+    Training accuracy computed *in addition* to a held-out evaluation is fine and not
+    reported; so are splits made with `random_split`, `Subset`, samplers, or datasets
+    built with `train=False` / `split="val"`. Data prepared in another module is judged
+    by its name only.
+
+    ## How --verify confirms it
+    Records which loader and dataset objects, and which samples (by content hash), the
+    training steps consume and which ones the flagged validation pass consumes. It confirms
+    when the pass iterates the very loader or dataset training uses, or when its samples
+    were also trained on (it reports the fraction), and refutes when the two are disjoint.
+    """
+
+    code = "ML007"
+    name = "validation-on-train-data"
+    summary = "Validation pass iterates the training data (no held-out data is evaluated)"
+    hint = "Evaluate on a held-out split: build the validation loader from the validation dataset."
+    # Training data is named like it, built with train=True/split="train", or is what a
+    # training loop (backward/step) iterates; a pass needs a sign of evaluation.
+    REQUIRES = (rf"{VAL_WORD}|{NO_GRAD_WORD}", rf"{TRAIN_WORD}|backward|step|train")
+    PROBE = "mllint.rules.ml007_validation_on_train_data:TrainDataProbe"
+
+    INVALID = [
+        Invalid(
+            """
+            import torch
+            from torch.utils.data import DataLoader, random_split
+
+            train_ds, val_ds = random_split(dataset, [800, 200])
+            train_loader = DataLoader(train_ds, batch_size=32, shuffle=True)
+            val_loader = DataLoader(train_ds, batch_size=32)
+
+            for epoch in range(5):
+                model.train()
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    loss_fn(model(x), y).backward()
+                    optimizer.step()
+                model.eval()
+                with torch.no_grad():
+                    for x, y in val_loader:
+                        acc = (model(x).argmax(1) == y).float().mean().item()
+            """,
+            lines=(6,),
+        ),
+        Invalid(
+            """
+            import torch
+
+            @torch.no_grad()
+            def evaluate(model, loader):
+                model.eval()
+                hits = 0
+                for x, y in loader:
+                    hits += (model(x).argmax(1) == y).sum().item()
+                return hits / len(loader.dataset)
+
+            def main(model, train_loader, optimizer):
+                for epoch in range(5):
+                    model.train()
+                    for x, y in train_loader:
+                        optimizer.zero_grad()
+                        model(x).logsumexp(1).mean().backward()
+                        optimizer.step()
+                    print("accuracy", evaluate(model, train_loader))
+            """,
+            lines=(18,),
+        ),
+        Invalid(
+            """
+            from torchvision.datasets import MNIST
+            from torch.utils.data import DataLoader
+
+            train_set = MNIST("data", train=True, download=True)
+            test_set = MNIST("data", train=True, download=True)
+            test_loader = DataLoader(test_set, batch_size=256)
+
+            def test(model):
+                model.eval()
+                for images, labels in test_loader:
+                    print((model(images).argmax(1) == labels).float().mean())
+            """,
+            lines=(5,),
+        ),
+    ]
+    VALID = [
+        Valid(
+            """
+            import torch
+            from torch.utils.data import DataLoader, random_split
+
+            train_ds, val_ds = random_split(dataset, [800, 200])
+            train_loader = DataLoader(train_ds, batch_size=32, shuffle=True)
+            val_loader = DataLoader(val_ds, batch_size=32)
+
+            for epoch in range(5):
+                model.train()
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    loss_fn(model(x), y).backward()
+                    optimizer.step()
+                model.eval()
+                with torch.no_grad():
+                    for x, y in val_loader:
+                        acc = (model(x).argmax(1) == y).float().mean().item()
+            """
+        ),
+        Valid(
+            # Training accuracy in addition to validation accuracy.
+            """
+            import torch
+
+            @torch.no_grad()
+            def evaluate(model, loader):
+                model.eval()
+                return sum((model(x).argmax(1) == y).sum().item() for x, y in loader)
+
+            def main(model, train_loader, val_loader, optimizer):
+                for epoch in range(5):
+                    model.train()
+                    for x, y in train_loader:
+                        optimizer.zero_grad()
+                        model(x).logsumexp(1).mean().backward()
+                        optimizer.step()
+                    print("train", evaluate(model, train_loader))
+                    print("val", evaluate(model, val_loader))
+            """
+        ),
+        Valid(
+            # The same dataset object split by indices: Subset and samplers hold out data.
+            """
+            import torch
+            from torch.utils.data import DataLoader, Subset, SubsetRandomSampler
+            from torchvision.datasets import CIFAR10
+
+            train_set = CIFAR10("data", train=True, transform=augment)
+            val_set = CIFAR10("data", train=True, transform=plain)
+            val_set = Subset(val_set, val_idx)
+            val_loader = DataLoader(val_set, batch_size=64)
+            probe_loader = DataLoader(train_set, sampler=SubsetRandomSampler(val_idx))
+
+            def validate(model):
+                model.eval()
+                with torch.no_grad():
+                    for x, y in val_loader:
+                        model(x)
+                    for x, y in probe_loader:
+                        model(x)
+            """
+        ),
+    ]
+
+    def decide(self, analysis: ValidationAnalysis) -> None:
+        data = DataAnalysis(analysis)
+        heldout_seen = False
+        candidates: list[tuple[object, object, Source]] = []
+        done: set[int] = set()
+        for vp in analysis.passes():
+            key = id(vp.region)
+            if key in done:
+                continue
+            done.add(key)
+            if vp.loop is not None:
+                names = list(vp.loop.iterables)
+                pos = vp.loop.pos
+            else:
+                names = [d for a in vp.forward.node.args if (d := dotted_name(a.value))]
+                pos = vp.forward.pos
+            for name in names:
+                for src in data.sources(vp.scope, name, pos):
+                    if src.kind is not Kind.TRAIN:
+                        heldout_seen = True
+                        continue
+                    if is_val_name(src.name) and not is_train_name(src.name):
+                        # Meant to be held out, built from training data: always a bug.
+                        self._report_copy_paste(src, vp)
+                    else:
+                        at = src.call_site.node if src.call_site else (vp.loop.node if vp.loop else vp.forward.node)
+                        candidates.append((at, vp, src))
+        for call in data.external_evaluations():
+            for arg in call.node.args:
+                d = dotted_name(arg.value)
+                if not d or analysis.is_model(call.scope, d):
+                    continue
+                src = data.classify(call.scope, d, call.pos, 0)
+                if src.kind is Kind.TRAIN and not is_val_name(d):
+                    candidates.append((call.node, None, src))
+                elif src.kind is Kind.HELDOUT or is_val_name(d):
+                    heldout_seen = True
+        if heldout_seen:
+            return
+        reported: set[int] = set()
+        for at, vp, src in candidates:
+            if id(at) in reported:
+                continue
+            reported.add(id(at))
+            self.report(
+                at,
+                f"This evaluation iterates `{src.name}`, the training data ({src.why}), and "
+                "nothing held-out is evaluated in this file: the number it reports is "
+                "training accuracy, which cannot show overfitting and overstates how the "
+                "model does on new data. Evaluate a validation or test split as well.",
+                region=vp.region if vp is not None else None,
+                data={
+                    "loader": src.name,
+                    "train_loader": src.train_name,
+                    "loop_line": vp.loop_line if vp is not None else None,
+                },
+            )
+
+    def _report_copy_paste(self, src: Source, vp) -> None:
+        at = src.culprit.node if src.culprit else (vp.loop.node if vp.loop else vp.forward.node)
+        if any(f.span == self.span_of(at) for f in self.findings):
+            return
+        self.report(
+            at,
+            f"`{src.name}` is meant to hold out data, but {_because(src)}: the validation pass "
+            f"(line {vp.loop_line or vp.forward.line}) measures the model on examples it "
+            "was trained on, so validation accuracy overstates real performance and "
+            "early stopping or model selection cannot see overfitting. Build it from the "
+            "validation split.",
+            region=vp.region,
+            data={
+                "loader": src.name,
+                "train_loader": src.train_name,
+                "loop_line": vp.loop_line,
+            },
+        )
+
+
+def _because(src: Source) -> str:
+    if src.culprit is not None and src.train_name and src.why == "the training loop iterates it":
+        return f"it is built from `{src.train_name}`, which the training loop iterates"
+    if src.train_name and src.train_name != src.name and "is built" not in src.why:
+        return f"it is built from `{src.train_name}`, the training data"
+    return src.why
