@@ -10,9 +10,11 @@ the result written, and the process leaves with ``os._exit`` so that the script'
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
+import inspect
 import runpy
 import sys
 import threading
@@ -79,7 +81,6 @@ class _Child:
                        f"{sys.executable} (torch {torch.__version__}, CUDA build: "
                        f"{torch.version.cuda or 'none'})")
             return
-        self._check_target()
 
         import mllint
 
@@ -106,6 +107,7 @@ class _Child:
                           "fault_run": spec.fault_run})
         runtime.refresh_settled()
         self._prepare_sys()
+        self._check_target()
         start = time.perf_counter()
         runtime.start()
         try:
@@ -120,6 +122,7 @@ class _Child:
         self._finish()
 
     def _check_target(self) -> None:
+        """After the probes are installed: finding a module imports its parent package."""
         spec = self.spec
         if spec.mode == "module":
             try:
@@ -206,6 +209,8 @@ class _Child:
         slot = Slot(index, label)
         try:
             cls = self._import(target or "")
+            with contextlib.suppress(TypeError, OSError):
+                runtime.exclude_file(inspect.getfile(cls))
             facade = ProbeRuntime(runtime, slot)
             slot.probe = cls(finding, facade) if finding is not None else cls(facade)
         except Exception as exc:  # noqa: BLE001 - isolation, see probe.py

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import sys
 import sysconfig
 import types
@@ -32,8 +33,14 @@ class FileKinds:
         site = {paths[k] for k in ("purelib", "platlib") if k in paths}
         site |= {p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p)}
         self._site = tuple(_as_dir(d) for d in site)
+        self._files: set[str] = set()
         self._cache: dict[str, bool] = {}
         self._real: dict[str, str] = {}
+
+    def exclude_file(self, filename: str) -> None:
+        """A probe's own module is never the user's code, wherever it lives."""
+        self._files.add(os.path.realpath(filename))
+        self._cache.clear()
 
     def realpath(self, filename: str) -> str:
         real = self._real.get(filename)
@@ -47,7 +54,7 @@ class FileKinds:
         known = self._cache.get(filename)
         if known is None:
             real = self.realpath(filename)
-            if real.startswith("<") or real.startswith(self._libs):
+            if real.startswith("<") or real.startswith(self._libs) or real in self._files:
                 known = False
             elif real.startswith(self._site):
                 known = True
@@ -82,7 +89,7 @@ def stack_in(kinds: FileKinds, finding: Finding, start: FrameType | None) -> Fra
     return None
 
 
-_MISSING = object()
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.\w+)*$")
 
 
 def object_of(frame: FrameType, expr: str) -> Any:
@@ -90,9 +97,16 @@ def object_of(frame: FrameType, expr: str) -> Any:
     anything the user defined: attributes come from instance dictionaries, ``nn.Module``
     parameter/buffer/submodule tables and plain class attributes; properties and
     ``__getattr__`` are never run; subscripts only index built-in dicts, lists and tuples
-    with literal keys."""
+    with literal keys. ``model.0.weight`` (torch's qualified names) works too."""
+    text = expr.strip()
+    if _DOTTED.match(text):
+        head, *rest = text.split(".")
+        value = _resolve(frame, ast.Name(id=head), expr)
+        for attr in rest:
+            value = _attribute(value, attr, expr)
+        return value
     try:
-        node = ast.parse(expr.strip(), mode="eval").body
+        node = ast.parse(text, mode="eval").body
     except SyntaxError:
         raise LookupError(f"not a dotted name: {expr!r}") from None
     return _resolve(frame, node, expr)

@@ -60,7 +60,8 @@ class VerifyOptions:
     probe_override: Mapping[int | str, str] | None = None
     #: Extra environment for the child, applied last (may undo a sandbox variable).
     env: Mapping[str, str] | None = None
-    #: Codes of rules whose ``RUNTIME_WATCH`` watcher runs; ``None``: every rule's.
+    #: Codes of rules whose ``RUNTIME_WATCH`` watcher runs (``None``: every rule's; ``()``:
+    #: none); an entry with a colon names a ``Watcher`` class directly ("module:Class").
     watch: tuple[str, ...] | None = None
 
 
@@ -219,9 +220,10 @@ def _watchers(options: VerifyOptions) -> list[str]:
         return []
     from mllint.registry import all_rules
 
-    found: list[str] = []
+    found = [w for w in options.watch or () if ":" in w]
+    codes = None if options.watch is None else {w.upper() for w in options.watch}
     for rule in all_rules():
-        if options.watch is not None and rule.code not in options.watch:
+        if codes is not None and rule.code not in codes:
             continue
         watch = getattr(sys.modules.get(rule.__module__), "RUNTIME_WATCH", None)
         if isinstance(watch, type):

@@ -86,8 +86,9 @@ class Runtime:
         self._emit = emit or (lambda event: None)
         self._stack = contextlib.ExitStack()
         self._main_thread = threading.get_ident()
+        mllint_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self._kinds = frames.FileKinds(
-            (os.path.dirname(torch.__file__), *library_dirs)
+            (os.path.dirname(torch.__file__), mllint_dir, *library_dirs)
         )
         self._lines = LineTracer()
         self._forward_pre: list[Callable] = []
@@ -168,6 +169,9 @@ class Runtime:
     def realpath(self, filename: str) -> str:
         return self._kinds.realpath(filename)
 
+    def exclude_file(self, filename: str) -> None:
+        self._kinds.exclude_file(filename)
+
     # -- callbacks ---------------------------------------------------------------------
 
     def add_forward_pre_hook(self, fn: Callable[[Any, tuple], None]) -> None:
@@ -183,11 +187,6 @@ class Runtime:
 
     def add_step_pre_hook(self, fn: Callable[[Any], None]) -> None:
         self._step_pre.append(fn)
-        if self._first("step_pre"):
-            import torch.optim.optimizer as optim_module
-
-            handle = optim_module.register_optimizer_step_pre_hook(self._dispatch_step_pre)
-            self._stack.callback(handle.remove)
 
     def add_step_post_hook(self, fn: Callable[[Any], None]) -> None:
         self._step_post.append(fn)
@@ -315,8 +314,12 @@ class Runtime:
     def _install_steps(self) -> None:
         import torch.optim.optimizer as optim_module
 
-        handle = optim_module.register_optimizer_step_post_hook(self._dispatch_step_post)
-        self._stack.callback(handle.remove)
+        # The pre-hook also re-raises a swallowed StopRun before another step is taken.
+        for register, hook in (
+            (optim_module.register_optimizer_step_pre_hook, self._dispatch_step_pre),
+            (optim_module.register_optimizer_step_post_hook, self._dispatch_step_post),
+        ):
+            self._stack.callback(register(hook).remove)
 
     def _install_dataloader(self) -> None:
         loader_class = self.torch.utils.data.DataLoader
