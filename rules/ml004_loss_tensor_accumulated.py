@@ -350,6 +350,8 @@ class _Checker:
                 continue
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
             if any(dotted_name(t) == base or source_of(t) == written for t in targets):
+                if base in names_in(node.value):
+                    continue  # ``total = total + x`` carries the old value on
                 if not ix.conditional_within(node, loop):
                     return True
         for call in ix.calls_in_function(func):

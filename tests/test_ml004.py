@@ -1,0 +1,367 @@
+"""ML004 loss-tensor-accumulated: exact lines on real-world shapes of training code."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+import pytest
+
+from mllint.analysis_loss import LOSS_CALLEE, LOSS_FUNCTIONS, LOSS_TEXT
+from mllint.engine import lint_text
+from mllint.registry import rule_by_code
+
+RULE = rule_by_code("ML004")
+
+
+def findings(code: str):
+    result = lint_text("train.py", textwrap.dedent(code).lstrip("\n"), [RULE])
+    assert result.errors == ()
+    return result.findings
+
+
+def lines(code: str) -> list[int]:
+    return [f.line for f in findings(code)]
+
+
+FLAGGED = {
+    "nanogpt_style_tuple_output": (
+        """
+        losses = []
+        while iter_num < max_iters:
+            for micro_step in range(accum):
+                logits, loss = model(X, Y)
+                loss = loss / accum
+                scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss)
+        """,
+        [10],
+    ),
+    "hf_outputs_loss_in_meters": (
+        """
+        meters = {"loss": 0.0}
+        for batch in loader:
+            outputs = model(**batch)
+            loss = outputs.loss
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+            meters["loss"] += loss
+        """,
+        [8],
+    ),
+    "extend_and_list_concatenation": (
+        """
+        import torch.nn.functional as F
+
+        history = []
+        for x, y in loader:
+            loss = F.nll_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            history.extend([loss])
+            history = history + [loss.mean()]
+        """,
+        [9, 10],
+    ),
+    "self_criterion_in_trainer_epoch_total": (
+        """
+        from torch import nn
+
+        class Trainer:
+            def __init__(self, model):
+                self.model = model
+                self.criterion = nn.BCEWithLogitsLoss()
+
+            def train_epoch(self, loader):
+                total = 0
+                for x, y in loader:
+                    self.optimizer.zero_grad()
+                    loss = self.criterion(self.model(x), y)
+                    loss.backward()
+                    self.optimizer.step()
+                    total += loss * x.size(0)
+                return total / len(loader.dataset)
+        """,
+        [15],
+    ),
+    "loss_from_same_module_helper": (
+        """
+        import torch.nn.functional as F
+
+        def compute(model, batch):
+            x, y = batch
+            return F.cross_entropy(model(x), y)
+
+        epoch_loss = 0
+        for batch in loader:
+            loss = compute(model, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            epoch_loss = epoch_loss + loss
+        """,
+        [13],
+    ),
+    "direct_criterion_call_appended": (
+        """
+        from torch.nn import MSELoss as Mse
+
+        crit = Mse()
+        seen = []
+        for x, y in loader:
+            out = model(x)
+            seen.append(crit(out, y))
+            crit(out, y).backward()
+            opt.step()
+            opt.zero_grad()
+        """,
+        [7],
+    ),
+    "append_under_no_grad_still_keeps_the_graph": (
+        """
+        import torch
+
+        kept = []
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            with torch.no_grad():
+                kept.append(loss)
+        """,
+        [10],
+    ),
+    "attribute_accumulator_across_calls": (
+        """
+        class Runner:
+            def step(self, x, y):
+                loss = self.loss_fn(self.model(x), y)
+                loss.backward()
+                self.opt.step()
+                self.opt.zero_grad()
+                self.running += loss
+
+            def run(self, loader):
+                self.running = 0.0
+                for x, y in loader:
+                    self.step(x, y)
+        """,
+        [7],
+    ),
+    "evaluation_with_autograd_on": (
+        """
+        import torch.nn.functional as F
+
+        def evaluate(model, loader):
+            total = 0
+            for x, y in loader:
+                total += F.cross_entropy(model(x), y)
+            return total
+
+        def main():
+            evaluate(model, val_loader)
+
+        if __name__ == "__main__":
+            main()
+        """,
+        [6],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FLAGGED)
+def test_flagged(name):
+    code, expected = FLAGGED[name]
+    assert lines(code) == expected
+
+
+NOT_FLAGGED = {
+    "item_and_float_and_numpy": """
+        total, values = 0.0, []
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            total += loss.item() * x.size(0)
+            total = total + float(loss)
+            values.append(loss.detach().cpu().numpy())
+            values.append(loss.data)
+        """,
+    "loss_rebound_to_a_number": """
+        total = 0.0
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            loss = loss.item()
+            total += loss
+        """,
+    "reset_every_iteration": """
+        for x, y in loader:
+            parts = []
+            parts.append(criterion(model(x), y))
+            opt.step()
+        """,
+    "evaluation_called_under_no_grad": """
+        import torch
+        import torch.nn.functional as F
+
+        def evaluate(model, loader):
+            total = 0
+            for x, y in loader:
+                total += F.cross_entropy(model(x), y)
+            return total
+
+        def main():
+            with torch.no_grad():
+                evaluate(model, val_loader)
+        """,
+    "evaluation_caller_never_called": """
+        import torch.nn.functional as F
+
+        def evaluate(model, loader):
+            total = 0
+            for x, y in loader:
+                total += F.cross_entropy(model(x), y)
+            return total
+
+        def main():
+            evaluate(model, val_loader)
+        """,
+    "evaluation_never_called_here": """
+        import torch.nn.functional as F
+
+        def evaluate(model, loader):
+            total = 0
+            for x, y in loader:
+                total += F.cross_entropy(model(x), y)
+            return total
+        """,
+    "inference_mode_decorator": """
+        import torch
+
+        @torch.inference_mode()
+        def evaluate(model, loader):
+            losses = []
+            for x, y in loader:
+                losses.append(criterion(model(x), y))
+            return losses
+
+        evaluate(model, loader)
+        """,
+    "set_grad_enabled_by_phase": """
+        import torch
+
+        for phase in ["train", "val"]:
+            running = 0.0
+            for x, y in loaders[phase]:
+                with torch.set_grad_enabled(phase == "train"):
+                    loss = criterion(model(x), y)
+                    if phase == "train":
+                        loss.backward()
+                        opt.step()
+                running += loss
+        """,
+    "micro_batch_backward_total_reset_per_step": """
+        for batch in loader:
+            total = 0
+            for chunk in batch.split(4):
+                loss = criterion(model(chunk), target)
+                loss.backward()
+                total += loss
+            opt.step()
+            opt.zero_grad()
+        """,
+    "summed_micro_losses_backpropagated": """
+        for step in range(steps):
+            total_loss = 0.0
+            for micro in range(accum):
+                total_loss += criterion(model(x[micro]), y[micro]) / accum
+            total_loss.backward()
+            opt.step()
+            opt.zero_grad()
+        """,
+    "losses_list_feeds_the_backward": """
+        import torch
+
+        for x, y in loader:
+            losses = []
+            for head in heads:
+                losses.append(criterion(head(x), y))
+            loss = torch.stack(losses).sum()
+            loss.backward()
+            opt.step()
+        """,
+    "not_a_loss": """
+        total, outs = 0, []
+        for x, y in loader:
+            out = model(x)
+            total += out.sum()
+            outs.append(out)
+        """,
+    "accumulated_outside_any_loop": """
+        def log_once(loss):
+            summary = []
+            summary.append(loss)
+            return summary
+        """,
+    "lightning_training_step": """
+        import lightning as L
+        import torch.nn.functional as F
+
+        class Model(L.LightningModule):
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                loss = F.cross_entropy(self(x), y)
+                self.log("train_loss", loss)
+                return loss
+        """,
+}
+
+
+@pytest.mark.parametrize("name", NOT_FLAGGED)
+def test_not_flagged(name):
+    assert lines(NOT_FLAGGED[name]) == []
+
+
+def test_data_for_the_probe():
+    (f,) = findings(FLAGGED["hf_outputs_loss_in_meters"][0])
+    assert f.data == {
+        "kind": "training",
+        "accumulator": "meters",
+        "accumulator_expr": 'meters["loss"]',
+        "loss": "loss",
+    }
+    assert (f.region.start.line, f.region.end.line) == (2, 8)
+    assert "`meters` lives across optimizer steps" in f.message
+    assert "`loss.item()`" in f.message
+
+
+def test_evaluation_kind_says_so():
+    (f,) = findings(FLAGGED["evaluation_with_autograd_on"][0])
+    assert f.data["kind"] == "evaluation"
+    assert "torch.no_grad()" in f.message
+
+
+def test_attribute_accumulator_region_is_the_callers_loop():
+    (f,) = findings(FLAGGED["attribute_accumulator_across_calls"][0])
+    assert f.data["accumulator"] == "self.running"
+    assert (f.region.start.line, f.region.end.line) == (11, 12)
+
+
+def test_prefilter_covers_every_way_a_loss_is_recognised():
+    text = re.compile(LOSS_TEXT)
+    for name in LOSS_FUNCTIONS:
+        assert text.search(name.rsplit(".", 1)[-1]), name
+    for callee in ("criterion", "crit", "loss_fn", "compute_loss", "dice_loss", "loss"):
+        assert LOSS_CALLEE.match(callee) and text.search(callee)
+    assert not RULE.may_match("total += out\nouts.append(out)")
+    assert RULE.may_match("total += x\ny = nn.KLDivLoss()")
