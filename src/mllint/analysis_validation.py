@@ -222,7 +222,8 @@ class GradCtx:
 
 @dataclass(eq=False)
 class Loop:
-    node: cst.For | cst.While
+    #: A ``For``/``While`` statement or a comprehension.
+    node: cst.CSTNode
     pos: Pos
     scope: "Scope"
     parent: "Loop | None"
@@ -437,15 +438,40 @@ class ValidationRule(Rule):
     def leave_While(self, original_node: cst.While) -> None:
         self._cur().loop_stack.pop()
 
-    def _push_loop(self, node: cst.For | cst.While, expr: cst.BaseExpression) -> None:
+    def _push_loop(self, node: cst.CSTNode, expr: cst.BaseExpression) -> None:
         scope = self._cur()
-        iterables = tuple(_iterables(expr)) if isinstance(node, cst.For) else ()
+        iterables = tuple(_iterables(expr)) if not isinstance(node, cst.While) else ()
         loop = Loop(
             node, self._pos(node), scope, scope.loop_stack[-1] if scope.loop_stack else None,
             iterables, tuple(_words(expr)),
         )
         scope.loops.append(loop)
         scope.loop_stack.append(loop)
+
+    # A comprehension is a loop too: ``[model(x) for x, _ in val_loader]``.
+    def visit_ListComp(self, node: cst.ListComp) -> None:
+        self._push_loop(node, node.for_in.iter)
+
+    def leave_ListComp(self, original_node: cst.ListComp) -> None:
+        self._cur().loop_stack.pop()
+
+    def visit_GeneratorExp(self, node: cst.GeneratorExp) -> None:
+        self._push_loop(node, node.for_in.iter)
+
+    def leave_GeneratorExp(self, original_node: cst.GeneratorExp) -> None:
+        self._cur().loop_stack.pop()
+
+    def visit_SetComp(self, node: cst.SetComp) -> None:
+        self._push_loop(node, node.for_in.iter)
+
+    def leave_SetComp(self, original_node: cst.SetComp) -> None:
+        self._cur().loop_stack.pop()
+
+    def visit_DictComp(self, node: cst.DictComp) -> None:
+        self._push_loop(node, node.for_in.iter)
+
+    def leave_DictComp(self, original_node: cst.DictComp) -> None:
+        self._cur().loop_stack.pop()
 
     def visit_With(self, node: cst.With) -> None:
         scope = self._cur()
@@ -1287,9 +1313,13 @@ class ValidationAnalysis:
             return State(Grad.UNKNOWN)
         callers = self.callers(scope)
         if not callers:
-            if self.module_trains():
-                return State(Grad.ON, None, f"`{scope.name}` enables nothing and autograd is on "
-                             "by default")
+            # Nobody in the file calls it: autograd is on unless its caller elsewhere
+            # switches it off. Say so only when the file trains (it runs as a script
+            # with autograd on) or the function itself switches autograd off elsewhere.
+            manages = any(c.grad is not None and c.grad.state is Grad.OFF for c in scope.calls)
+            if self.module_trains() or manages:
+                return State(Grad.ON, None, "autograd is on by default and nothing on the "
+                             "path to it switches it off")
             return State(Grad.UNKNOWN)
         states = []
         for c in callers:

@@ -184,8 +184,11 @@ class DataAnalysis:
             if inner is None:
                 return None
             if inner.kind is Kind.TRAIN:
-                return Source(Kind.TRAIN, name, inner.train_name or d, inner.culprit or call,
-                              None, inner.why)
+                # The slip is where held-out-named data first takes in training data:
+                # ``val_ds = MNIST(train=True)`` itself, else this ``DataLoader(train_ds)``.
+                held = d is not None and is_val_name(d) and not is_train_name(d)
+                culprit = inner.culprit if held and inner.culprit else call
+                return Source(Kind.TRAIN, name, inner.train_name or d, culprit, None, inner.why)
             return inner
         return self._constructed(call, name)
 
@@ -203,10 +206,11 @@ class DataAnalysis:
             text = _string(arg.value)
             if text is None or (kw is not None and kw not in _SPLIT_KEYWORDS):
                 continue
-            if text.lower() in _TRAIN_VALUES or text.lower().startswith("train["):
+            # ``"train[90%:]"`` is a slice of the training split, often the held-out one.
+            if text.lower() in _TRAIN_VALUES:
                 return Source(Kind.TRAIN, name, name, call, None,
                               f"`{name}` is built from the \"{text}\" split on line {call.line}")
-            if is_val_name(text):
+            if is_val_name(text) or "[" in text:
                 return Source(Kind.HELDOUT, name)
         return None
 

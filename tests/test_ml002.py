@@ -1,0 +1,216 @@
+"""ML002 eval-mode-missing: where the model's mode comes from, and what is not a pass."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from helpers import FIXTURES
+from mllint.engine import lint_path, lint_text
+from mllint.rules.ml002_eval_mode_missing import EvalModeMissing
+
+RULE = [EvalModeMissing]
+
+
+def lines(code: str, path: str = "train.py") -> list[int]:
+    result = lint_text(path, textwrap.dedent(code).lstrip("\n"), RULE)
+    assert result.errors == ()
+    assert all(f.code == "ML002" for f in result.findings)
+    return [f.line for f in result.findings]
+
+
+HEADER = """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.fc(self.drop(x))
+"""
+
+
+def test_fixture_twins():
+    bad = lint_path(str(FIXTURES / "ml002" / "bad_validation_in_train_mode.py"), RULE)
+    good = lint_path(str(FIXTURES / "ml002" / "good_validation_in_eval_mode.py"), RULE)
+    assert [(f.code, f.line) for f in bad.findings] == [("ML002", 43)]
+    assert bad.findings[0].data["model"] == "model"
+    assert bad.findings[0].data["loop_line"] == 42
+    assert bad.findings[0].region is not None and bad.findings[0].region.start.line == 42
+    assert good.findings == ()
+
+
+def test_fresh_model_is_in_training_mode():
+    code = HEADER + """
+model = Net().to("cpu")
+with torch.no_grad():
+    for x, y in val_loader:
+        print(model(x).argmax(1))
+"""
+    assert lines(code) == [16]
+
+
+def test_model_without_mode_dependent_layers_is_not_reported():
+    code = """
+    import torch
+    from torch import nn
+
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return torch.relu(self.fc(x))
+
+    model = Plain()
+    with torch.no_grad():
+        for x, y in val_loader:
+            print(model(x).argmax(1))
+    """
+    assert lines(code) == []
+
+
+@pytest.mark.parametrize(
+    "switch,expected",
+    [("net.eval()", []), ("net.train(False)", []), ("net.train(mode=False)", []),
+     ("net.train()", [15]), ("pass", [15])],
+)
+def test_mode_switch_before_the_call_of_a_helper(switch, expected):
+    code = HEADER + f"""
+def evaluate(model, loader):
+    for x, y in loader:
+        yield (model(x).argmax(1) == y).float().mean().item()
+
+def run(net, val_loader):
+    net.train()
+    {switch}
+    with torch.no_grad():
+        return list(evaluate(net, val_loader))
+"""
+    assert lines(code) == expected
+
+
+def test_every_caller_must_set_eval():
+    code = HEADER + """
+def evaluate(model, loader):
+    with torch.no_grad():
+        for x, y in loader:
+            model(x)
+
+def main(train_loader, val_loader, test_loader):
+    net = Net()
+    net.eval()
+    evaluate(net, val_loader)
+    net.train()
+    evaluate(net, test_loader)
+"""
+    assert lines(code) == [16]
+
+
+def test_helper_without_callers_needs_a_file_that_trains():
+    helper = HEADER + """
+@torch.no_grad()
+def validate(model, loader):
+    return [model(x) for x, _ in loader]
+"""
+    assert lines(helper) == []
+    trains = helper + """
+def train_one_epoch(model, loader, opt):
+    model.train()
+    for x, y in loader:
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+"""
+    assert lines(trains) == [15]
+
+
+def test_pretrained_and_loaded_models():
+    code = """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    clf_model = AutoModelForSequenceClassification.from_pretrained("bert-base-uncased")
+    with torch.no_grad():
+        for batch in eval_dataloader:
+            print(clf_model(**batch).logits.argmax(-1))
+    """
+    assert lines(code) == []
+
+
+def test_trainer_class_attribute():
+    code = HEADER + """
+class Trainer:
+    def __init__(self, loaders):
+        self.model = Net()
+        self.loaders = loaders
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+    def train_epoch(self):
+        self.model.train()
+        for x, y in self.loaders["train"]:
+            self.opt.zero_grad()
+            self.model(x).sum().backward()
+            self.opt.step()
+
+    @torch.no_grad()
+    def validate(self):
+        return [self.model(x) for x, _ in self.loaders["val"]]
+
+    def fit(self):
+        for epoch in range(3):
+            self.train_epoch()
+            self.validate()
+"""
+    assert lines(code) == [28]
+    fixed = code.replace("    def validate(self):\n", "    def validate(self):\n        self.model.eval()\n")
+    assert lines(fixed) == []
+
+
+def test_submodules_of_a_module_and_pytest_tests_are_not_passes():
+    code = HEADER + """
+class TwoStage(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = Net()
+
+    def test(self, batches):
+        return [self.net(b) for b in batches]
+
+    def forward(self, x):
+        return self.net(x)
+"""
+    assert lines(code) == []
+    test_file = HEADER + """
+def test_forward_shapes():
+    model = Net()
+    with torch.no_grad():
+        for x in [torch.randn(2, 4)]:
+            assert model(x).shape == (2, 2)
+"""
+    assert lines(test_file, "tests/test_net.py") == []
+
+
+def test_deliberate_train_mode_without_training_in_between():
+    code = HEADER + """
+model = Net()
+model.train()  # Monte-Carlo dropout: several stochastic passes
+with torch.no_grad():
+    samples = [model(x) for x in test_batches]
+    for x in test_batches:
+        print(model(x).std())
+"""
+    assert lines(code) == []
+
+
+def test_prefilter_rejects_files_without_any_sign_of_evaluation():
+    assert not EvalModeMissing.may_match("for x, y in loader:\n    model(x)\n")
+    assert EvalModeMissing.may_match("for x, y in valLoader:\n    model(x)\n")
+    assert EvalModeMissing.may_match("with torch.no_grad():\n    model(x)\n")
+    assert not EvalModeMissing.may_match("interval = retrieval(device)\n")

@@ -1,0 +1,140 @@
+"""ML003 no-grad-missing: where autograd is switched off, and what re-enables it."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from helpers import FIXTURES
+from mllint.engine import lint_path, lint_text
+from mllint.rules.ml003_no_grad_missing import NoGradMissing
+
+RULE = [NoGradMissing]
+
+
+def lines(code: str) -> list[int]:
+    result = lint_text("train.py", textwrap.dedent(code).lstrip("\n"), RULE)
+    assert result.errors == ()
+    assert all(f.code == "ML003" for f in result.findings)
+    return [f.line for f in result.findings]
+
+
+def test_fixture_twins():
+    bad = lint_path(str(FIXTURES / "ml003" / "bad_validation_with_autograd.py"), RULE)
+    good = lint_path(str(FIXTURES / "ml003" / "good_validation_under_no_grad.py"), RULE)
+    assert [(f.code, f.line) for f in bad.findings] == [("ML003", 22)]
+    assert bad.findings[0].data == {
+        "model": "model", "loop_line": 21, "forward_line": 22,
+        "evidence": ["EVAL_MODE", "FUNCTION_NAME"],
+    }
+    assert good.findings == ()
+
+
+LOOP = """
+import torch
+from torch import nn
+{imports}
+model = nn.Linear(4, 2)
+model.eval()
+{before}
+{context}
+    for x, y in val_loader:
+        print(model(x).argmax(1))
+"""
+
+
+@pytest.mark.parametrize(
+    "imports,before,context,expected",
+    [
+        ("", "", "if True:", [9]),
+        ("", "", "with torch.no_grad():", []),
+        ("", "", "with torch.inference_mode():", []),
+        ("from torch import no_grad as ng", "", "with ng():", []),
+        ("import torch.autograd as ag", "", "with ag.no_grad():", []),
+        ("", "torch.set_grad_enabled(False)", "if True:", []),
+        ("", "", "with torch.set_grad_enabled(False):", []),
+        ("", "", "with torch.no_grad(), torch.enable_grad():", [9]),
+        ("", "model.requires_grad_(False)", "if True:", []),
+        ("", "", "with torch.autocast('cpu'):", [9]),
+    ],
+)
+def test_autograd_contexts(imports, before, context, expected):
+    code = LOOP.format(imports=imports, before=before, context=context)
+    assert lines(code) == expected
+
+
+def test_enable_grad_inside_no_grad_turns_autograd_back_on():
+    code = """
+    import torch
+
+    @torch.no_grad()
+    def evaluate(model, val_loader):
+        model.eval()
+        with torch.enable_grad():
+            for x, y in val_loader:
+                print(model(x).sum().item())
+    """
+    assert lines(code) == [8]
+
+
+def test_callers_decide_for_a_helper():
+    code = """
+    import torch
+
+    def validate(net, loader):
+        net.eval()
+        for x, y in loader:
+            print((net(x).argmax(1) == y).sum().item())
+
+    def main(net, val_loader, test_loader):
+        with torch.no_grad():
+            validate(net, val_loader)
+        validate(net, test_loader)
+    """
+    assert lines(code) == [6]
+    assert lines(code.replace("    validate(net, test_loader)", "    pass")) == []
+
+
+@pytest.mark.parametrize("decorator", ["@torch.no_grad()", "@torch.no_grad", "@torch.inference_mode()"])
+def test_decorated_caller(decorator):
+    code = f"""
+    import torch
+
+    def validate(net, loader):
+        net.eval()
+        for x, y in loader:
+            print((net(x).argmax(1) == y).sum().item())
+
+    {decorator}
+    def main(net, val_loader):
+        validate(net, val_loader)
+    """
+    assert lines(code) == []
+
+
+def test_lightning_and_training_loops_are_not_passes():
+    code = """
+    import lightning.pytorch as pl
+    import torch
+
+    class Lit(pl.LightningModule):
+        def validation_step(self, batch, batch_idx):
+            for x in batch:
+                self.log("v", self.model(x).mean())
+
+    def train(model, train_loader, opt):
+        model.train()
+        for x, y in train_loader:
+            opt.zero_grad()
+            out = model(x)
+            acc = (out.argmax(1) == y).float().mean()
+            torch.nn.functional.cross_entropy(out, y).backward()
+            opt.step()
+    """
+    assert lines(code) == []
+
+
+def test_prefilter():
+    assert NoGradMissing.may_match("for x in test_loader:\n    net(x)\n")
+    assert not NoGradMissing.may_match("with torch.no_grad():\n    for x in loader:\n        net(x)\n")
