@@ -89,6 +89,7 @@ class _Child:
             max_batches=spec.max_batches,
             max_steps=spec.max_steps,
             fault_run=spec.fault_run,
+            stop_when_settled=spec.stop_when_settled,
             emit=self.events.emit,
             library_dirs=(os.path.dirname(mllint.__file__), spec.rules_path),
         )

@@ -63,6 +63,9 @@ class VerifyOptions:
     #: Codes of rules whose ``RUNTIME_WATCH`` watcher runs (``None``: every rule's; ``()``:
     #: none); an entry with a colon names a ``Watcher`` class directly ("module:Class").
     watch: tuple[str, ...] | None = None
+    #: End the run as soon as every finding is settled (the default). ``False`` runs the
+    #: whole step budget, e.g. to measure the probes' overhead.
+    stop_when_settled: bool = True
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,7 @@ def _run_child(
         mllint_path=os.path.dirname(os.path.dirname(os.path.abspath(mllint.__file__))),
         rules_path=os.path.dirname(os.path.abspath(mllint.rules.__file__)),
         fault_run=phase == "fault",
+        stop_when_settled=options.stop_when_settled,
         deadline=start_wall + options.timeout - grace,
         fallback_path=_site_dirs(),
         python_version=list(sys.version_info[:2]),

@@ -70,6 +70,7 @@ class Runtime:
         max_batches: int,
         max_steps: int,
         fault_run: bool = False,
+        stop_when_settled: bool = True,
         emit: Emit | None = None,
         library_dirs: tuple[str, ...] = (),
     ) -> None:
@@ -80,6 +81,7 @@ class Runtime:
         self.fault_run = fault_run
         self.max_batches = max_batches
         self.max_steps = max_steps
+        self.stop_when_settled = stop_when_settled
         self.slots: list[Slot] = []
         self.stop_reason: str | None = None
         self.stops_raised = 0
@@ -266,7 +268,7 @@ class Runtime:
         """After a step or a batch: re-arm tracing, settle probes, stop if it is time."""
         self._lines.resume(sys._getframe(2))
         self.refresh_settled()
-        if self.stop_reason is None and self.slots and all(
+        if self.stop_reason is None and self.stop_when_settled and self.slots and all(
             s.settled or s.error for s in self.slots
         ):
             self.stop_reason = "settled"

@@ -54,6 +54,7 @@ class RunSpec:
     mllint_path: str
     rules_path: str
     fault_run: bool = False
+    stop_when_settled: bool = True
     #: Unix time at which the child writes the verdicts it has, before the hard kill.
     deadline: float | None = None
     #: The harness's own site directories, appended (last) to the child's sys.path only

@@ -1,0 +1,88 @@
+"""``--verify`` overhead on a training step: the same script, plain and under the probes.
+
+Usage: python tests/bench/bench_verify_overhead.py [--epochs N] [--repeat R]
+
+Runs ``overhead_train.py`` (one bug of every rule, so every rule's probe is installed on a
+finding of its own) in one sitting: plainly (``python overhead_train.py``) and under
+``verify()`` with the findings mllint makes on it, the budgets lifted and
+``stop_when_settled=False`` so that both runs take the same steps. A step's time is the
+interval between consecutive optimizer steps within an epoch (the validation pass and the
+checkpoint between epochs are left out); the first epoch is warm-up. Prints the median
+step time of each and their ratio (target: under 1.3x). With ``--repeat`` the runs
+alternate and the best median of each is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mllint.engine import lint_path
+from mllint.registry import all_rules
+from mllint.verify.harness import VerifyOptions, verify
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "overhead_train.py"
+
+
+def step_ms(times_file: Path) -> float:
+    epochs = json.loads(times_file.read_text())[1:]  # the first epoch warms up
+    gaps = [b - a for stamps in epochs for a, b in zip(stamps, stamps[1:])]
+    return statistics.median(gaps) * 1000
+
+
+def plain(workdir: Path, epochs: int) -> float:
+    times = workdir / "plain.json"
+    subprocess.run([sys.executable, str(SCRIPT), "--epochs", str(epochs), "--times",
+                    str(times)], cwd=workdir, check=True, stdout=subprocess.DEVNULL)
+    return step_ms(times)
+
+
+def under_verify(workdir: Path, epochs: int, findings) -> tuple[float, object]:
+    times = workdir / "verify.json"
+    options = VerifyOptions(
+        script=str(SCRIPT), script_args=("--epochs", str(epochs), "--times", str(times)),
+        max_batches=10**6, max_steps=10**6, timeout=900, cwd=str(workdir),
+        stop_when_settled=False,
+    )
+    report = verify(findings, options)
+    if report.run.exit_code != 0:
+        raise SystemExit(f"the instrumented run failed: {report.run}")
+    return step_ms(times), report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+
+    findings = list(lint_path(str(SCRIPT), all_rules()).findings)
+    workdir = Path(tempfile.mkdtemp(prefix="mllint-bench-"))
+    try:
+        plain_ms, verify_ms, report = [], [], None
+        for _ in range(args.repeat):
+            plain_ms.append(plain(workdir, args.epochs))
+            ms, report = under_verify(workdir, args.epochs, findings)
+            verify_ms.append(ms)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    base, instrumented = min(plain_ms), min(verify_ms)
+    print(f"script: {SCRIPT.name}, {args.epochs} epochs of 64 steps, "
+          f"{len(findings)} findings ({', '.join(sorted({f.code for f in findings}))})")
+    for finding, verdict in zip(findings, report.verdicts):
+        print(f"  {finding.code} line {finding.line}: {verdict.status.value}")
+    print(f"plain:        {base:.3f} ms/step")
+    print(f"instrumented: {instrumented:.3f} ms/step")
+    print(f"ratio:        {instrumented / base:.2f}x (target < 1.3x)")
+
+
+if __name__ == "__main__":
+    main()
