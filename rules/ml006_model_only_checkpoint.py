@@ -330,17 +330,22 @@ class ModelOnlyCheckpoint(Rule):
         return found
 
     def _during_training(self, save: _Save, in_training: set[cst.FunctionDef]) -> bool:
-        for c in save.containers:
-            if self._is_training_loop(c) or c in in_training:
-                return True
-            if isinstance(c, cst.FunctionDef) and _CHECKPOINT_FUNCTION.search(c.name.value):
-                return True
+        if any(self._is_training_loop(c) or c in in_training for c in save.containers):
+            return True
+        # The names below say "checkpoint", but only a module that trains writes one
+        # during training (a test that builds a legacy checkpoint file does not).
+        module = save.containers[0] if save.containers else None
+        if module is None or self.training.trains(module) is None:
+            return False
+        if any(isinstance(c, cst.FunctionDef) and _CHECKPOINT_FUNCTION.search(c.name.value)
+               for c in save.containers):
+            return True
         # Named for resuming, e.g. saved from a callback the module does not call itself;
         # but not a final export written after this function's own training loop.
         if _RESUME_WORDS.search(save.path_text) and not _EXPORT_WORDS.search(save.path_text):
-            owner = next((c for c in reversed(save.containers)
-                          if isinstance(c, (cst.FunctionDef, cst.Module))), None)
-            return owner is None or not self._has_training_loop(owner)
+            owner = next(c for c in reversed(save.containers)
+                         if isinstance(c, (cst.FunctionDef, cst.Module)))
+            return not self._has_training_loop(owner)
         return False
 
     def _has_training_loop(self, owner: cst.CSTNode) -> bool:

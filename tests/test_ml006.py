@@ -118,16 +118,25 @@ def test_trainer_class_method_called_from_the_epoch_loop():
 
 
 def test_resume_named_path_in_a_callback_is_a_checkpoint():
-    found = lint("""
+    code = """
         import torch
         class SaveCallback:
             def on_epoch_end(self, model, opt):
                 torch.save(model.state_dict(), "checkpoints/last.pt")
-        def build(model):
-            return torch.optim.Adam(model.parameters())
-        """)
+        def fit(model, batches, callbacks):
+            opt = torch.optim.Adam(model.parameters())
+            for batch in batches:
+                opt.zero_grad()
+                model(batch).sum().backward()
+                opt.step()
+        """
+    found = lint(code)
     assert [f.line for f in found] == [4]
-    assert found[0].data == {"model": "model", "optimizer": "torch.optim.Adam"}
+    assert found[0].data == {"model": "model", "optimizer": "opt"}
+    # Without any training in the module, a file named "last.pt" is no training checkpoint.
+    no_training = code.split("        def fit")[0] + (
+        "        def build(model):\n            return torch.optim.Adam(model.parameters())\n")
+    assert lint(no_training) == ()
 
 
 def test_framework_checkpoints_make_weight_saves_exports():
