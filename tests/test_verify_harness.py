@@ -18,14 +18,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mllint.types import Finding, Position, Span, VerdictStatus  # noqa: E402
-from mllint.verify.harness import VerifyError, VerifyOptions, verify  # noqa: E402
-from mllint.verify.runtime import ProbeRuntime, Runtime, Slot, StopRun  # noqa: E402
+from mllint.types import Finding, Position, Span, VerdictStatus
+from mllint.verify.harness import VerifyError, VerifyOptions, verify
+from mllint.verify.runtime import ProbeRuntime, Runtime, Slot, StopRun
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "verify"
 TESTS = Path(__file__).resolve().parent
 PROBES = "verify_test_probes"
+#: Tests that start a child process running a training script (a few seconds each).
+slow = pytest.mark.slow
 
 
 def line_of(path: Path, text: str) -> int:
@@ -254,6 +256,7 @@ def test_user_frame_skips_torch_and_stack_in_matches_the_finding_lines():
 # -- the harness, on child processes --------------------------------------------------------
 
 
+@slow
 def test_probes_see_the_run_and_report_with_events():
     script = FIXTURES / "train_small.py"
     loss_line = line_of(script, "loss = criterion(model(xb), yb)")
@@ -283,6 +286,7 @@ def test_probes_see_the_run_and_report_with_events():
     assert [e["steps"] for e in events if e["type"] == "step"] == list(range(1, 9))
 
 
+@slow
 def test_step_budget_ends_the_run_early_with_a_complete_report():
     script = FIXTURES / "train_small.py"
     line = line_of(script, "loss = criterion(model(xb), yb)")
@@ -295,6 +299,7 @@ def test_step_budget_ends_the_run_early_with_a_complete_report():
     assert report.verdicts[0].figures["step_post"] == 5
 
 
+@slow
 def test_run_stops_once_every_probe_is_settled():
     script = FIXTURES / "train_small.py"
     events: list[dict] = []
@@ -306,6 +311,7 @@ def test_run_stops_once_every_probe_is_settled():
     assert {"type": "settled", "index": 0, "status": "refuted"} in events
 
 
+@slow
 def test_probe_failures_become_error_verdicts_and_the_run_goes_on():
     script = FIXTURES / "train_small.py"
     line = line_of(script, "loss = criterion(model(xb), yb)")
@@ -326,6 +332,7 @@ def test_probe_failures_become_error_verdicts_and_the_run_goes_on():
     assert unprobed.status is VerdictStatus.NOT_REACHED and "no runtime probe" in unprobed.evidence
 
 
+@slow
 def test_not_reached_says_the_flagged_code_never_ran():
     script = FIXTURES / "train_small.py"
     line = line_of(script, 'print(f"epoch {epoch}')
@@ -338,6 +345,7 @@ def test_not_reached_says_the_flagged_code_never_ran():
         verdict.evidence)
 
 
+@slow
 def test_a_hang_is_killed_with_its_whole_process_group_at_the_timeout():
     script = FIXTURES / "hang.py"
     line = line_of(script, "loss = criterion(model(xb), yb)")
@@ -363,6 +371,7 @@ def test_a_hang_is_killed_with_its_whole_process_group_at_the_timeout():
     assert any("timeout" in note for note in run.notes)
 
 
+@slow
 def test_a_crash_is_summarised_and_verdicts_reached_before_it_are_kept():
     script = FIXTURES / "crash.py"
     line = line_of(script, "loss = criterion(model(xb), yb)")
@@ -378,6 +387,7 @@ def test_a_crash_is_summarised_and_verdicts_reached_before_it_are_kept():
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "pre-existing"])
+@slow
 def test_torch_save_never_writes_the_users_path(tmp_path, existing):
     script = tmp_path / "checkpoint.py"
     shutil.copy(FIXTURES / "checkpoint.py", script)
@@ -402,6 +412,7 @@ def test_torch_save_never_writes_the_users_path(tmp_path, existing):
         assert not target.exists()
 
 
+@slow
 def test_missing_torch_is_a_clear_error(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -410,6 +421,7 @@ def test_missing_torch_is_a_clear_error(tmp_path):
         verify([], VerifyOptions(script=str(FIXTURES / "train_small.py"), python=str(python)))
 
 
+@slow
 def test_run_python_dash_m_runs_a_module_from_the_working_directory():
     module_file = FIXTURES / "vpkg" / "train.py"
     line = line_of(module_file, "loss = criterion(model(xb), yb)")
@@ -421,6 +433,7 @@ def test_run_python_dash_m_runs_a_module_from_the_working_directory():
     assert report.verdicts[0].figures["line"] == 4
 
 
+@slow
 def test_run_python_script_with_flags_and_environment():
     report = verify([], options(None, run="FOO=1 python -u train_small.py --epochs 1",
                                 cwd=str(FIXTURES)))
@@ -436,17 +449,20 @@ def test_run_python_script_with_flags_and_environment():
     ({"script": "train_small.py", "device": "tpu"}, "unknown device"),
     ({"run": "python -m no_such_module_here"}, "no module named 'no_such_module_here'"),
 ])
+@slow
 def test_bad_targets_are_clear_errors(kw, message):
     with pytest.raises(VerifyError, match=message.replace("(", r"\(")):
         verify([], VerifyOptions(cwd=str(FIXTURES), **kw))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@slow
 def test_device_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(VerifyError, match=r"--device cuda.*is_available\(\) is False"):
         verify([], VerifyOptions(script=str(FIXTURES / "train_small.py"), device="cuda"))
 
 
+@slow
 def test_fault_injection_runs_a_second_short_run_with_only_those_probes():
     script = FIXTURES / "train_small.py"
     line = line_of(script, "loss = criterion(model(xb), yb)")
@@ -464,6 +480,7 @@ def test_fault_injection_runs_a_second_short_run_with_only_those_probes():
     assert phases == ["main", "fault-injection"]
 
 
+@slow
 def test_a_bare_except_that_swallows_the_stop_cannot_keep_the_run_going(tmp_path):
     script = tmp_path / "swallow.py"
     script.write_text(
@@ -482,6 +499,7 @@ def test_a_bare_except_that_swallows_the_stop_cannot_keep_the_run_going(tmp_path
     assert any("caught mllint's stop signal" in note for note in report.run.notes)
 
 
+@slow
 def test_watcher_reports_runtime_only_findings_unless_a_static_finding_covers_them():
     script = FIXTURES / "train_small.py"
     backward = line_of(script, "loss.backward()")
@@ -497,6 +515,7 @@ def test_watcher_reports_runtime_only_findings_unless_a_static_finding_covers_th
     assert covered.runtime_findings == ()
 
 
+@slow
 def test_several_findings_get_verdicts_in_order():
     script = FIXTURES / "several_findings.py"
     step = line_of(script, "optimizer.step()")

@@ -14,7 +14,6 @@ killed, and again at the end); progress events go to ``spec.events_fd`` as JSON 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 if __name__ == "__main__":
@@ -27,8 +26,7 @@ def _import_mllint(spec_path: str) -> None:
         mllint_path = json.load(fh)["mllint_path"]
     sys.path.insert(0, mllint_path)
     try:
-        import mllint.verify.runtime  # noqa: F401  (torch-free, imports the rest)
-        import mllint.verify.spec  # noqa: F401
+        import mllint.verify.child  # noqa: F401  (torch-free; imports the rest of mllint)
     finally:
         sys.path.remove(mllint_path)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import os
 import inspect
+import os
 import runpy
 import sys
 import threading
@@ -113,12 +113,12 @@ class _Child:
         runtime.start()
         try:
             self._run_target()
-        except BaseException as exc:  # noqa: BLE001 - every ending is an outcome
+        except BaseException as exc:
             self._record_ending(exc)
         else:
             self.result.exit_code = 0
         finally:
-            runtime._lines.stop()
+            runtime.stop_tracing()
         self.result.notes.append(f"ran for {time.perf_counter() - start:.2f}s")
         self._finish()
 
@@ -181,10 +181,10 @@ class _Child:
     def _where(self, exc: BaseException) -> str:
         frame_line = None
         tb = exc.__traceback__
-        kinds = self.runtime._kinds if self.runtime else None
+        is_user = self.runtime.is_user_file if self.runtime else None
         while tb is not None:
             name = tb.tb_frame.f_code.co_filename
-            if kinds is None or kinds.is_user(name):
+            if is_user is None or is_user(name):
                 frame_line = (name, tb.tb_lineno)
             tb = tb.tb_next
         if frame_line is None:
@@ -196,8 +196,8 @@ class _Child:
     def _print_user_traceback(self, exc: BaseException) -> None:
         """The traceback as Python would print it, minus runpy's and mllint's frames."""
         tb = exc.__traceback__
-        kinds = self.runtime._kinds if self.runtime else None
-        while tb is not None and kinds is not None and not kinds.is_user(
+        is_user = self.runtime.is_user_file if self.runtime else None
+        while tb is not None and is_user is not None and not is_user(
             tb.tb_frame.f_code.co_filename
         ):
             tb = tb.tb_next
@@ -214,12 +214,12 @@ class _Child:
                 runtime.exclude_file(inspect.getfile(cls))
             facade = ProbeRuntime(runtime, slot)
             slot.probe = cls(finding, facade) if finding is not None else cls(facade)
-        except Exception as exc:  # noqa: BLE001 - isolation, see probe.py
+        except Exception as exc:
             slot.fail(f"loading {target}", exc)
             return slot
         try:
             slot.probe.install()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             slot.fail("install()", exc)
         return slot
 
@@ -255,7 +255,7 @@ class _Child:
             "torch.utils.tensorboard.writer": redirect("log_dir"),
             "tensorboardX.writer": redirect("logdir"),
         })
-        runtime._stack.callback(hook.install())
+        runtime.on_close(hook.install())
 
     # -- results ------------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class _Child:
         if slot.error is None and slot.probe is not None:
             try:
                 verdict = slot.probe.verdict()
-            except Exception as exc:  # noqa: BLE001 - isolation
+            except Exception as exc:
                 slot.fail("verdict()", exc)
             else:
                 if verdict is None or isinstance(verdict, Verdict):
@@ -306,7 +306,7 @@ class _Child:
         try:
             found = list(slot.probe.findings())
             return [{"finding": f.to_dict(), "verdict": v.to_dict()} for f, v in found]
-        except Exception as exc:  # noqa: BLE001 - isolation
+        except Exception as exc:
             slot.fail("findings()", exc)
             return []
 
@@ -344,7 +344,7 @@ def _leave(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001 - a closed or replaced stream
+        except Exception:
             pass
     os._exit(code if 0 <= code < 256 else 1)
 
@@ -354,7 +354,7 @@ def run_child(spec_path: str) -> None:
     child = _Child(spec)
     try:
         child.run()
-    except BaseException as exc:  # noqa: BLE001 - an mllint bug must still be reported
+    except BaseException as exc:
         child.result.fatal = {
             "kind": Fatal.BOOTSTRAP,
             "message": "".join(traceback.format_exception(exc)).strip(),

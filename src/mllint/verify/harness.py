@@ -317,7 +317,7 @@ def _run_child(
                     stdout_tail, stderr_tail)
 
 
-def _wait(proc: subprocess.Popen, reader: "_EventReader", deadline: float) -> bool:
+def _wait(proc: subprocess.Popen, reader: _EventReader, deadline: float) -> bool:
     """Forward events until the child exits (True if the deadline came first)."""
     while True:
         if _exited(proc):

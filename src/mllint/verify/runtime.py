@@ -63,6 +63,8 @@ class Slot:
 
 
 class Runtime:
+    """The shared runtime of one run; probes reach it through ``ProbeRuntime``."""
+
     def __init__(
         self,
         torch: Any,
@@ -116,6 +118,13 @@ class Runtime:
     def start(self) -> None:
         """Called right before the user's code runs (after every probe's ``install``)."""
         self._lines.start()
+
+    def stop_tracing(self) -> None:
+        """Called as soon as the user's code has ended, before verdicts are collected."""
+        self._lines.stop()
+
+    def on_close(self, fn: Callable[[], Any]) -> None:
+        self._stack.callback(fn)
 
     def close(self) -> None:
         self._lines.stop()
@@ -173,6 +182,9 @@ class Runtime:
 
     def exclude_file(self, filename: str) -> None:
         self._kinds.exclude_file(filename)
+
+    def is_user_file(self, filename: str) -> bool:
+        return self._kinds.is_user(filename)
 
     # -- callbacks ---------------------------------------------------------------------
 
@@ -281,7 +293,7 @@ class Runtime:
             if slot.error is None:
                 try:
                     slot.settled = bool(slot.probe.settled())
-                except Exception as exc:  # noqa: BLE001 - isolation, see probe.py
+                except Exception as exc:
                     slot.fail("settled()", exc)
             if slot.error is not None:
                 slot.settled = True
@@ -294,7 +306,7 @@ class Runtime:
             return VerdictStatus.ERROR.value
         try:
             verdict = slot.probe.verdict()
-        except Exception as exc:  # noqa: BLE001 - isolation
+        except Exception as exc:
             slot.fail("verdict()", exc)
             return VerdictStatus.ERROR.value
         return verdict.status.value if isinstance(verdict, Verdict) else (
@@ -408,7 +420,7 @@ class _CutIterator:
         self._runtime = runtime
         self._count = 0
 
-    def __iter__(self) -> "_CutIterator":
+    def __iter__(self) -> _CutIterator:
         return self
 
     def __next__(self) -> Any:
@@ -450,7 +462,7 @@ class ProbeRuntime:
                 fn(*args, **kwargs)
             except InjectedFault:
                 raise
-            except Exception as exc:  # noqa: BLE001 - isolation, see probe.py
+            except Exception as exc:
                 slot.fail(where, exc)
 
         return guarded

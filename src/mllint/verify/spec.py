@@ -68,7 +68,7 @@ class RunSpec:
         _write_json(path, asdict(self))
 
     @classmethod
-    def load(cls, path: str) -> "RunSpec":
+    def load(cls, path: str) -> RunSpec:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
         data["probes"] = [ProbeSpec(**p) for p in data["probes"]]
@@ -96,7 +96,7 @@ class RunResult:
         _write_json(path, asdict(self))
 
     @classmethod
-    def load(cls, path: str) -> "RunResult":
+    def load(cls, path: str) -> RunResult:
         with open(path, encoding="utf-8") as fh:
             return cls(**json.load(fh))
 
