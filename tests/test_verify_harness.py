@@ -198,6 +198,42 @@ def test_line_callbacks_fire_once_per_statement_and_after_it_finishes(tmp_path):
     assert sys.gettrace() is None
 
 
+def test_a_fault_injected_from_a_line_callback_reaches_the_users_except(tmp_path):
+    from mllint.verify.probe import InjectedFault
+
+    path = tmp_path / "loop.py"
+    path.write_text(
+        "def run(loader):\n"
+        "    failures = 0\n"
+        "    for batch in loader:\n"
+        "        try:\n"
+        "            batch = batch * 2\n"
+        "        except Exception:\n"
+        "            failures += 1\n"
+        "    return failures\n")
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    rt = _runtime(max_batches=5)
+    slot = Slot(0, "fault probe")
+    hits = []
+
+    def inject(frame):
+        hits.append(frame.f_lineno)
+        if len(hits) == 2:
+            raise InjectedFault("injected")
+
+    ProbeRuntime(rt, slot).on_line(str(path), 5, inject)
+    rt.start()
+    try:
+        failures = namespace["run"](_loader(80))
+    finally:
+        rt.close()
+    assert failures == 1 and slot.error is None
+    # Tracing, switched off by CPython when the callback raised, is re-armed at the next
+    # batch: the line is seen on every one of the 5 batches.
+    assert hits == [5] * 5
+
+
 def test_object_of_reads_without_calling_user_code():
     class Holder:
         calls = 0

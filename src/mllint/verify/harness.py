@@ -499,6 +499,10 @@ def _runtime_findings(
             for s in static
         )
         if not covered:
+            # Shown like the static findings, which carry paths as the user gave them.
+            rel = os.path.relpath(finding.path)
+            if not rel.startswith(".."):
+                finding = dataclasses.replace(finding, path=rel)
             out.append((finding, verdict))
     return tuple(out)
 
