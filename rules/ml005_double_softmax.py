@@ -9,6 +9,7 @@ import libcst as cst
 from mllint.analysis import positional_arg, keyword_arg
 from mllint.analysis_flow import FLOW_METADATA, PASSTHROUGH_METHODS, Flow, source_of
 from mllint.rule import FileContext, Invalid, Rule, Valid
+from mllint.types import Verdict
 from mllint.verify.probe import Probe
 
 SOFTMAX_FUNCTIONS = frozenset(
@@ -341,9 +342,16 @@ class _ReturnCollector(cst.CSTVisitor):
 
 
 class DoubleSoftmaxProbe(Probe):
-    """Checks that the input reaching cross-entropy at the flagged call is a distribution."""
+    """Checks that the input reaching cross-entropy at the flagged call is a distribution.
+
+    ``nn.CrossEntropyLoss.forward`` calls ``torch.nn.functional.cross_entropy`` through the
+    module attribute, so watching that one attribute covers both spellings; a call counts
+    when the flagged line is on the stack.
+    """
 
     TOLERANCE = 1e-4
+    #: Calls at the flagged line after which the verdict cannot change much.
+    ENOUGH_CALLS = 3
 
     def __init__(self, finding: Any, runtime: Any) -> None:
         super().__init__(finding, runtime)
@@ -352,3 +360,55 @@ class DoubleSoftmaxProbe(Probe):
         self.min_value: float | None = None
         self.max_row_error: float | None = None
         self.shape: list[int] | None = None
+
+    def install(self) -> None:
+        self.rt.on_call(self.rt.torch.nn.functional, "cross_entropy", self._cross_entropy)
+
+    def _cross_entropy(self, *args: Any, **kwargs: Any) -> None:
+        logits = args[0] if args else kwargs.get("input")
+        torch = self.rt.torch
+        if not isinstance(logits, torch.Tensor) or self.rt.stack_in(self.finding) is None:
+            return
+        with torch.no_grad():
+            x = logits.detach().float()
+            class_dim = 0 if x.dim() == 1 else 1
+            if x.numel() == 0:
+                return
+            min_value = x.min().item()
+            row_error = (x.sum(dim=class_dim) - 1).abs().max().item()
+        self.calls += 1
+        if min_value >= -self.TOLERANCE and row_error <= self.TOLERANCE:
+            self.distribution_calls += 1
+        self.min_value = min_value if self.min_value is None else min(self.min_value, min_value)
+        self.max_row_error = max(self.max_row_error or 0.0, row_error)
+        self.shape = list(x.shape)
+
+    def settled(self) -> bool:
+        return self.calls >= self.ENOUGH_CALLS
+
+    def verdict(self) -> Verdict | None:
+        if not self.calls:
+            return None
+        figures = {
+            "calls": self.calls,
+            "distribution_calls": self.distribution_calls,
+            "min_value": self.min_value,
+            "max_row_sum_error": self.max_row_error,
+            "batch_shape": "x".join(map(str, self.shape or [])),
+        }
+        where = f"line {self.finding.line}"
+        if self.distribution_calls:
+            return self.confirmed(
+                f"the input to cross_entropy at {where} was already a probability "
+                f"distribution in {self.distribution_calls} of {self.calls} call(s): "
+                f"smallest value {self.min_value:.3g}, rows sum to 1 within "
+                f"{self.max_row_error:.2g} (batch shape {figures['batch_shape']}); "
+                "cross_entropy applied log-softmax on top of it",
+                **figures,
+            )
+        return self.refuted(
+            f"the input to cross_entropy at {where} was not a probability distribution in "
+            f"any of {self.calls} call(s): smallest value {self.min_value:.3g}, row sums "
+            f"off by up to {self.max_row_error:.3g} (batch shape {figures['batch_shape']})",
+            **figures,
+        )
