@@ -12,6 +12,7 @@ from mllint.analysis import dotted_name, keyword_arg, positional_arg, qualified_
 from mllint.analysis_flow import FLOW_METADATA, Flow, source_of
 from mllint.analysis_training import TrainingMap, looks_like_optimizer
 from mllint.rule import FileContext, Invalid, Rule, Valid
+from mllint.types import Verdict
 from mllint.verify.probe import Probe
 
 SAVE_FUNCTIONS = frozenset({"torch.save", "torch.serialization.save"})
@@ -501,7 +502,100 @@ class _NameFinder(cst.CSTVisitor):
 
 
 class ModelOnlyCheckpointProbe(Probe):
-    """Inspects the payload saved at the flagged line for the optimizer's state."""
+    """Inspects each payload saved at the flagged line for the optimizer's state.
+
+    Optimizers are learnt from the step hook (every optimizer that steps), held weakly.
+    The payload counts as holding optimizer state when it contains, at any depth, an
+    ``Optimizer`` object or a dict with both ``state`` and ``param_groups`` keys (the
+    shape of ``Optimizer.state_dict()``).
+    """
+
+    #: How deep the payload's dicts/lists are searched.
+    MAX_DEPTH = 6
 
     def __init__(self, finding: Any, runtime: Any) -> None:
         super().__init__(finding, runtime)
+        self.optimizers: Any = None
+        self.saves = 0
+        self.saves_without_state = 0
+        self.lost: tuple[str, int, int] | None = None  # class, tensors, bytes at a save
+        self.kept = False
+
+    def install(self) -> None:
+        import weakref
+
+        self.optimizers = weakref.WeakSet()
+        self.rt.add_step_post_hook(self.optimizers.add)
+        self.rt.on_save(self._save)
+
+    def _save(self, obj: Any, f: Any) -> None:
+        if self.rt.stack_in(self.finding) is None:
+            return
+        self.saves += 1
+        if self._holds_optimizer_state(obj, self.MAX_DEPTH):
+            self.kept = True
+            return
+        self.saves_without_state += 1
+        live = [self._state_size(opt) for opt in list(self.optimizers)]
+        live = [entry for entry in live if entry[1]]
+        if live:
+            biggest = max(live, key=lambda entry: entry[2])
+            if self.lost is None or biggest[2] > self.lost[2]:
+                self.lost = biggest
+
+    def _holds_optimizer_state(self, obj: Any, depth: int) -> bool:
+        if depth <= 0:
+            return False
+        if isinstance(obj, self.rt.torch.optim.Optimizer):
+            return True
+        if isinstance(obj, dict):
+            if "state" in obj and "param_groups" in obj:
+                return True
+            return any(self._holds_optimizer_state(v, depth - 1) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return any(self._holds_optimizer_state(v, depth - 1) for v in obj)
+        return False
+
+    def _state_size(self, optimizer: Any) -> tuple[str, int, int]:
+        """(class name, tensors, bytes) of what ``optimizer.state`` holds now."""
+        torch = self.rt.torch
+        tensors = size = 0
+        for per_param in list(optimizer.state.values()):
+            for value in per_param.values() if isinstance(per_param, dict) else ():
+                if isinstance(value, torch.Tensor):
+                    tensors += 1
+                    size += value.numel() * value.element_size()
+        return type(optimizer).__name__, tensors, size
+
+    def settled(self) -> bool:
+        return self.lost is not None or self.kept
+
+    def verdict(self) -> Verdict | None:
+        if not self.saves:
+            return None
+        where = f"torch.save at line {self.finding.line}"
+        if self.lost is not None:
+            name, tensors, size = self.lost
+            return self.confirmed(
+                f"{where} wrote a payload without optimizer state while {name} held "
+                f"{tensors} state tensor(s) ({_bytes(size)}): resuming from this file "
+                "restarts the optimizer",
+                optimizer=name, state_tensors=tensors, state_bytes=size, saves=self.saves,
+            )
+        if self.kept:
+            return self.refuted(f"the payload of {where} holds the optimizer's state",
+                                saves=self.saves)
+        names = sorted({type(o).__name__ for o in list(self.optimizers)}) or ["no optimizer"]
+        return self.refuted(
+            f"{where} wrote no optimizer state, but {', '.join(names)} held none to lose "
+            "when it was called (e.g. plain SGD keeps no state)",
+            saves=self.saves,
+        )
+
+
+def _bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"

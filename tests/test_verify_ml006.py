@@ -1,0 +1,76 @@
+"""ML006's probe on real runs: weights-only checkpoints confirmed, full ones refuted."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytest.importorskip("torch")
+
+from helpers import FIXTURES
+from mllint.engine import lint_path
+from mllint.rules.ml006_model_only_checkpoint import ModelOnlyCheckpoint
+from mllint.types import Finding, VerdictStatus
+from mllint.verify.harness import VerifyOptions, verify
+
+pytestmark = pytest.mark.slow
+DIR = FIXTURES / "ml006"
+
+
+def run(name: str, tmp_path, findings: list[Finding] | None = None):
+    script = tmp_path / name
+    shutil.copy(DIR / name, script)
+    if findings is None:
+        findings = list(lint_path(str(script), [ModelOnlyCheckpoint]).findings)
+    report = verify(findings, VerifyOptions(script=str(script), cwd=str(tmp_path), timeout=60))
+    return findings, report
+
+
+def saved_files(tmp_path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "checkpoints").glob("*")) if (
+        tmp_path / "checkpoints").exists() else []
+
+
+@pytest.mark.parametrize("name,optimizer", [
+    ("bad_weights_only_checkpoint.py", "Adam"),
+    ("bad_checkpoint_helper.py", "SGD"),
+])
+def test_bad_fixture_is_confirmed_and_nothing_is_written(name, optimizer, tmp_path):
+    findings, report = run(name, tmp_path)
+    assert len(findings) == 1
+    (verdict,) = report.verdicts
+    assert verdict.status is VerdictStatus.CONFIRMED, verdict.evidence
+    assert verdict.figures["optimizer"] == optimizer
+    assert verdict.figures["state_tensors"] > 0 and verdict.figures["state_bytes"] > 0
+    assert optimizer in verdict.evidence
+    assert saved_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["good_weights_only_checkpoint.py", "good_checkpoint_helper.py"])
+def test_good_twin_is_not_flagged_and_its_payload_refutes_the_bug(name, tmp_path):
+    assert lint_path(str(DIR / name), [ModelOnlyCheckpoint]).findings == ()
+    bad_path = DIR / name.replace("good_", "bad_")
+    (bad,) = lint_path(str(bad_path), [ModelOnlyCheckpoint]).findings
+    good_lines = (DIR / name).read_text().splitlines()
+    line = next(n for n, text in enumerate(good_lines, 1) if "torch.save(" in text)
+    moved = Finding.from_dict({**bad.to_dict(), "path": str(tmp_path / name),
+                               "line": line, "end_line": line})
+    _, report = run(name, tmp_path, [moved])
+    (verdict,) = report.verdicts
+    assert verdict.status is VerdictStatus.REFUTED, verdict.evidence
+    assert "holds the optimizer's state" in verdict.evidence
+    assert saved_files(tmp_path) == []
+
+
+def test_stateless_optimizer_refutes(tmp_path):
+    script = tmp_path / "plain_sgd.py"
+    script.write_text(
+        (DIR / "bad_weights_only_checkpoint.py").read_text().replace(
+            "torch.optim.Adam(model.parameters(), lr=1e-2)",
+            "torch.optim.SGD(model.parameters(), lr=1e-2)"))
+    (finding,) = lint_path(str(script), [ModelOnlyCheckpoint]).findings
+    report = verify([finding], VerifyOptions(script=str(script), cwd=str(tmp_path), timeout=60))
+    (verdict,) = report.verdicts
+    assert verdict.status is VerdictStatus.REFUTED, verdict.evidence
+    assert "SGD held none" in verdict.evidence
