@@ -11,7 +11,8 @@ from mllint.analysis_flow import FLOW_METADATA, Flow
 from mllint.analysis_training import TrainingMap
 from mllint.rule import FileContext, Invalid, Rule, Valid
 from mllint.types import Position, Span
-from mllint.verify.probe import Probe
+from mllint.types import Verdict
+from mllint.verify.probe import InjectedFault, Probe
 
 BROAD = frozenset({"Exception", "BaseException"})
 EXITS = frozenset({"sys.exit", "os._exit", "os.abort", "builtins.exit", "builtins.quit"})
@@ -292,9 +293,103 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 class SwallowedTrainingErrorProbe(Probe):
-    """Injects one error into the flagged ``try`` body and watches whether training goes on."""
+    """Injects one error into the flagged ``try`` body and watches whether training goes on.
+
+    The main run has nothing to measure (the script may never fail there), so the probe
+    settles at once. In the fault-injection run it raises ``InjectedFault`` from the first
+    ``backward()`` or optimizer step taken while the flagged ``try`` is on the stack, then
+    counts what still happens: optimizer steps, the ``try`` entered again (next batch), or
+    code after the ``try`` statement running (the script carried on after the loop).
+    """
 
     fault_injection = True
+    #: Lines after the ``try`` statement watched for "the script carried on".
+    LINES_AFTER = 4
 
     def __init__(self, finding: Any, runtime: Any) -> None:
         super().__init__(finding, runtime)
+        self.injected_step: int | None = None
+        self.injected_line: int | None = None
+        self.steps_after = 0
+        self.reentered = 0
+        self.handler_ran = False
+        self.after_line: int | None = None
+
+    def install(self) -> None:
+        if not self.rt.fault_run:
+            return
+        data = self.finding.data
+        path = self.finding.path
+        region = self.finding.region or self.finding.span
+        self.rt.on_backward(lambda tensor: self._inject("backward()"))
+        self.rt.add_step_pre_hook(lambda optimizer: self._inject("optimizer.step()"))
+        self.rt.add_step_post_hook(self._stepped)
+        self.rt.on_line(path, data.get("try_line", region.start.line), self._try_entered)
+        self.rt.on_line(path, data.get("handler_line", self.finding.line), self._handler)
+        for line in range(region.end.line + 1, region.end.line + 1 + self.LINES_AFTER):
+            self.rt.on_line(path, line, self._after)
+
+    def _inject(self, what: str) -> None:
+        if self.injected_step is not None or self.rt.stack_in(self.finding) is None:
+            return
+        frame = self.rt.user_frame()
+        self.injected_step = self.rt.step
+        self.injected_line = frame.f_lineno if frame is not None else None
+        raise InjectedFault(
+            f"mllint --verify: injected failure of {what} at step {self.rt.step} "
+            f"inside the try at line {self.finding.data.get('try_line')}"
+        )
+
+    def _stepped(self, optimizer: Any) -> None:
+        if self.injected_step is not None:
+            self.steps_after += 1
+
+    def _try_entered(self, frame: Any) -> None:
+        if self.injected_step is not None:
+            self.reentered += 1
+
+    def _handler(self, frame: Any) -> None:
+        if self.injected_step is not None:
+            self.handler_ran = True
+
+    def _after(self, frame: Any) -> None:
+        if self.injected_step is not None and self.after_line is None:
+            self.after_line = frame.f_lineno
+
+    def _went_on(self) -> bool:
+        return bool(self.steps_after or self.reentered or self.after_line is not None)
+
+    def settled(self) -> bool:
+        return not self.rt.fault_run or self._went_on()
+
+    def verdict(self) -> Verdict | None:
+        if not self.rt.fault_run or self.injected_step is None:
+            return None
+        figures = {
+            "injected_at_step": self.injected_step,
+            "injected_line": self.injected_line,
+            "steps_after": self.steps_after,
+            "try_entered_again": self.reentered,
+            "handler_line": self.finding.data.get("handler_line"),
+            "handler_ran": self.handler_ran,
+        }
+        injected = f"an error injected at step {self.injected_step}" + (
+            f" (line {self.injected_line})" if self.injected_line else "")
+        if self.steps_after or self.reentered:
+            return self.confirmed(
+                f"{injected} was caught by the except at line {self.finding.line} and "
+                f"training went on: {self.steps_after} more optimizer step(s) ran after it",
+                **figures,
+            )
+        if self.after_line is not None:
+            return self.confirmed(
+                f"{injected} was caught by the except at line {self.finding.line} and the "
+                f"script carried on after the try (line {self.after_line} ran) as if "
+                "training had finished",
+                after_line=self.after_line, **figures,
+            )
+        return self.refuted(
+            f"{injected} propagated: no optimizer step and no code after the try ran once "
+            "it was raised, so the failure was not swallowed",
+            **figures,
+        )
