@@ -141,3 +141,17 @@ def test_cache_skips_results_with_internal_errors(tmp_path):
     result = lint_text("f.py", SRC, [Crashes])
     cache.put("k" * 40, result)
     assert cache.get("k" * 40) is None
+
+
+def test_fast_parent_map_equals_libcst_parent_provider():
+    from libcst.metadata import MetadataWrapper, ParentNodeProvider
+
+    from mllint.engine import _parent_map
+
+    module = cst.parse_module(
+        "import torch\nclass A:\n    def f(self, x):\n        for i in x:\n"
+        "            with y:\n                z = [a for a in i if a]\n        return lambda q: q\n")
+    expected = MetadataWrapper(module, unsafe_skip_copy=True).resolve(ParentNodeProvider)
+    got = _parent_map(module)
+    assert set(got) == set(expected)
+    assert all(got[node] is parent for node, parent in expected.items())
