@@ -91,7 +91,11 @@ class ModelOnlyCheckpoint(Rule):
         "Save a dict with `model.state_dict()` and `optimizer.state_dict()` (and the "
         "scheduler's and scaler's, the epoch) and restore all of them when resuming."
     )
-    REQUIRES = (r"save",)
+    # ``torch.save`` (however imported) and an optimizer constructor: every name that
+    # ``analysis.is_optimizer_constructor`` accepts contains "optim" (torch.optim,
+    # timm.optim, bitsandbytes.optim, apex.optimizers, torch_optimizer) or is
+    # transformers' AdamW / Adafactor.
+    REQUIRES = (r"save", r"optim|AdamW|Adafactor")
     PROBE = "mllint.rules.ml006_model_only_checkpoint:ModelOnlyCheckpointProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA
 

@@ -49,7 +49,12 @@ class SwallowedTrainingError(Rule):
     name = "swallowed-training-error"
     summary = "A broad except around a training step that does not re-raise"
     hint = "Catch only the errors you can recover from, or re-raise after logging (`raise`)."
-    REQUIRES = (r"except", r"backward|step")
+    # A training step is a call of ``.backward(``/``.manual_backward(``, of
+    # ``torch.autograd.backward`` (possibly imported under another name, hence "autograd
+    # import"), or of a ``.step(`` / ``.optimizer_step(`` method; a same-module function
+    # that trains contains one of them too. Words in comments ("backward compatible",
+    # "one step") do not match.
+    REQUIRES = (r"except", r"backward\s*\(|autograd\s+import|\.\s*(?:optimizer_)?step\s*\(")
     PROBE = "mllint.rules.ml008_swallowed_training_error:SwallowedTrainingErrorProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA
 

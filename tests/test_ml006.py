@@ -149,8 +149,11 @@ def test_scheduler_and_scaler_state_is_not_the_model():
 
 
 def test_prefilter():
-    assert ModelOnlyCheckpoint.may_match("torch.save(m, p)")
-    assert not ModelOnlyCheckpoint.may_match("torch.load(p)")
+    may = ModelOnlyCheckpoint.may_match
+    assert may("torch.save(m, p); torch.optim.SGD(ps)")
+    assert may("from torch import save\nfrom transformers import AdamW as A")
+    assert not may("torch.load(p); torch.optim.SGD(ps)")
+    assert not may("torch.save(model.state_dict(), p)")  # no optimizer: nothing to lose
     for path in FIXTURE_FILES:
         text = path.read_text()
         assert lint_text(str(path), text, [ModelOnlyCheckpoint]).findings == lint_text(

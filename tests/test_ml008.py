@@ -135,8 +135,24 @@ def test_tries_without_training_are_not_flagged(code):
 
 
 def test_prefilter():
-    assert SwallowedTrainingError.may_match("try:\n loss.backward()\nexcept: pass")
-    assert not SwallowedTrainingError.may_match("try:\n x()\nexcept: pass")
+    may = SwallowedTrainingError.may_match
+    assert may("try:\n loss.backward()\nexcept: pass")
+    assert may("try:\n opt .step ()\nexcept: pass")
+    assert may("from torch.autograd import (\n backward as bw)\ntry:\n bw(l)\nexcept: pass")
+    assert not may("try:\n x()\nexcept: pass")
+    # words in comments or names are not calls
+    assert not may("# backward compatible, one step at a time\ntry:\n train_step(b)\nexcept: pass")
+
+
+def test_aliased_autograd_backward_is_a_training_step():
+    assert [f.line for f in lint("""
+        from torch.autograd import backward as bw
+        def f(loss):
+            try:
+                bw(loss)
+            except Exception:
+                pass
+        """)] == [5]
     for path in FIXTURE_FILES:
         text = path.read_text()
         assert lint_text(str(path), text, [SwallowedTrainingError]).findings == lint_text(
