@@ -39,10 +39,11 @@ class SwallowedTrainingError(Rule):
     `except KeyboardInterrupt:` that saves a checkpoint is fine.
 
     ## How --verify confirms it
-    Runs the script a second time and raises an exception inside the flagged `try` body
-    once, at the first optimizer step reached from it. If further optimizer steps happen
-    after the injected error, the error was swallowed: the verdict gives the step counts
-    before and after. If the exception propagates out of the script, it is refuted.
+    Runs the script a second, short time and raises an exception once inside the flagged
+    `try` body, at the first `backward()` or optimizer step taken from it. If optimizer
+    steps still happen afterwards, or the script carries on past the `try`, the error was
+    swallowed: confirmed, with the step it was injected at and the steps that followed.
+    If the exception propagates and ends the run, the finding is refuted.
     """
 
     code = "ML008"
