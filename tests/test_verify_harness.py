@@ -160,59 +160,103 @@ def test_step_budget_raises_stop_into_the_training_loop():
     assert rt.step == 2 and rt.stop_reason == "steps"
 
 
-def _lines_script(tmp_path: Path) -> Path:
-    path = tmp_path / "lines.py"
-    path.write_text(
-        "def run():\n"
-        "    out = []\n"
-        "    total = 0\n"
-        "    for i in range(3):\n"
-        "        total = (total +\n"
-        "                 i)\n"
-        "        out.append(total)\n"
-        "    n = 0\n"
-        "    while n < 4:\n"
-        "        n += 1\n"
-        "    return out, n\n")
-    return path
+LINES_SOURCE = (
+    "def run():\n"
+    "    out = []\n"
+    "    total = 0\n"
+    "    for i in range(3):\n"
+    "        total = (total +\n"
+    "                 i)\n"
+    "        out.append(total)\n"
+    "    n = 0\n"
+    "    while n < 4:\n"
+    "        n += 1\n"
+    "    return out, n\n")
+
+LOOP_SOURCE = (
+    "def run(loader):\n"
+    "    failures = 0\n"
+    "    for batch in loader:\n"
+    "        try:\n"
+    "            batch = batch * 2\n"
+    "        except Exception:\n"
+    "            failures += 1\n"
+    "    return failures\n")
+
+#: How a watched file gets its line callbacks: compiled in when it is imported after the
+#: lines were registered, or the trace-function fallback when it was imported before.
+LINE_MODES = ["rewrite", "trace"]
 
 
-def test_line_callbacks_fire_once_per_statement_and_after_it_finishes(tmp_path):
-    path = _lines_script(tmp_path)
-    namespace: dict = {}
-    exec(compile(path.read_text(), str(path), "exec"), namespace)
+def _module(tmp_path: Path, source: str, mode: str, register) -> object:
+    """Import ``source`` as a fresh module, registering the callbacks before (rewrite) or
+    after (trace) the import."""
+    import importlib
+
+    name = f"watched_{mode}_{abs(hash(tmp_path))}"
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        if mode == "rewrite":
+            register(str(path))
+            return importlib.import_module(name)
+        module = importlib.import_module(name)
+        register(str(path))
+        return module
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("mode", LINE_MODES)
+def test_line_callbacks_fire_once_per_statement_and_after_it_finishes(tmp_path, mode):
     rt = _runtime()
     before, after, loop = [], [], []
-    rt.on_line(str(path), 6, lambda f: before.append(f.f_locals.get("total")))  # inside it
-    rt.after_line(str(path), 5, lambda f: after.append(rt.object_of(f, "total")))
-    rt.on_line(str(path), 10, lambda f: loop.append(f.f_locals["n"]))
+
+    def register(path):
+        rt.on_line(path, 6, lambda f: before.append(f.f_locals.get("total")))  # inside it
+        rt.after_line(path, 5, lambda f: after.append(rt.object_of(f, "total")))
+        rt.on_line(path, 9, lambda f: loop.append(f.f_locals["n"]))
+
+    module = _module(tmp_path, LINES_SOURCE, mode, register)
     rt.start()
     try:
-        result = namespace["run"]()
+        result = module.run()
     finally:
         rt.close()
     assert result == ([0, 1, 3], 4)
     assert before == [0, 0, 1]  # statement of lines 5-6, once per iteration, before it runs
     assert after == [0, 1, 3]  # the value it assigned
-    assert loop == [0, 1, 2, 3]  # a statement re-run by a jump back is a new execution
+    # A loop header fires before the loop and again for each of its 4 iterations (which
+    # values it sees differs: the fallback fires at the condition, rewriting at the body).
+    assert len(loop) == 5
     assert sys.gettrace() is None
 
 
-def test_a_fault_injected_from_a_line_callback_reaches_the_users_except(tmp_path):
+def test_watched_lines_are_compiled_in_without_a_trace_function(tmp_path):
+    rt = _runtime()
+    traced = []
+    module = _module(tmp_path, LINES_SOURCE, "rewrite",
+                     lambda path: rt.on_line(path, 7, lambda f: traced.append(sys.gettrace())))
+    rt.start()
+    try:
+        module.run()
+        # The injected call keeps the statement's line: tracebacks are unchanged.
+        lines = {ln for _, _, ln in module.run.__code__.co_lines()}
+    finally:
+        rt.close()
+    assert traced == [None, None, None]
+    assert lines <= set(range(1, 12))
+    import builtins
+
+    assert not hasattr(builtins, "__mllint_line__")
+
+
+@pytest.mark.parametrize("mode", LINE_MODES)
+def test_a_fault_injected_from_a_line_callback_reaches_the_users_except(tmp_path, mode):
     from mllint.verify.probe import InjectedFault
 
-    path = tmp_path / "loop.py"
-    path.write_text(
-        "def run(loader):\n"
-        "    failures = 0\n"
-        "    for batch in loader:\n"
-        "        try:\n"
-        "            batch = batch * 2\n"
-        "        except Exception:\n"
-        "            failures += 1\n"
-        "    return failures\n")
-    namespace: dict = {}
-    exec(compile(path.read_text(), str(path), "exec"), namespace)
     rt = _runtime(max_batches=5)
     slot = Slot(0, "fault probe")
     hits = []
@@ -222,15 +266,16 @@ def test_a_fault_injected_from_a_line_callback_reaches_the_users_except(tmp_path
         if len(hits) == 2:
             raise InjectedFault("injected")
 
-    ProbeRuntime(rt, slot).on_line(str(path), 5, inject)
+    module = _module(tmp_path, LOOP_SOURCE, mode,
+                     lambda path: ProbeRuntime(rt, slot).on_line(path, 5, inject))
     rt.start()
     try:
-        failures = namespace["run"](_loader(80))
+        failures = module.run(_loader(80))
     finally:
         rt.close()
     assert failures == 1 and slot.error is None
-    # Tracing, switched off by CPython when the callback raised, is re-armed at the next
-    # batch: the line is seen on every one of the 5 batches.
+    # With the trace function, CPython switches tracing off when the callback raises; it
+    # is re-armed at the next batch, so the line is still seen on every one of 5 batches.
     assert hits == [5] * 5
 
 

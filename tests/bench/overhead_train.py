@@ -2,7 +2,8 @@
 
 Each bug is one a real script might have; none changes the cost of a step much, so the
 same script measures the probes' overhead on a representative loop. It records the time
-of every optimizer step into ``--times`` (a JSON list per epoch).
+of every optimizer step into ``--times``: per epoch, a list of [wall, main-thread CPU]
+stamps (torch runs single-threaded here, so CPU time is robust to a busy machine).
 """
 
 import argparse
@@ -59,7 +60,7 @@ def main():
                 print("skipping a step:", exc)
                 continue
             running += loss  # ML004: keeps every step's graph alive until the epoch ends
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.thread_time()))
         times.append(stamps)
 
         correct = 0

@@ -23,7 +23,7 @@ import traceback
 from typing import Any
 
 from mllint.types import Finding, Verdict, VerdictStatus
-from mllint.verify import sandbox
+from mllint.verify import linerewrite, sandbox
 from mllint.verify.runtime import ProbeRuntime, Runtime, Slot, StopRun
 from mllint.verify.spec import EXIT_FATAL, Fatal, RunResult, RunSpec
 
@@ -147,10 +147,15 @@ class _Child:
             sys.path.insert(0, os.path.dirname(spec.target))  # what `python x.py` does
 
     def _run_target(self) -> None:
-        if self.spec.mode == "module":
-            runpy.run_module(self.spec.target, run_name="__main__", alter_sys=True)
+        spec = self.spec
+        if spec.mode == "module":
+            runpy.run_module(spec.target, run_name="__main__", alter_sys=True)
+            return
+        code = self.runtime.compile_script(spec.target) if self.runtime else None
+        if code is None:
+            runpy.run_path(spec.target, run_name="__main__")
         else:
-            runpy.run_path(self.spec.target, run_name="__main__")
+            linerewrite.run_script(spec.target, code)
 
     def _record_ending(self, exc: BaseException) -> None:
         runtime = self.runtime

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from mllint.types import Finding, Verdict, VerdictStatus
 from mllint.verify import frames
+from mllint.verify import linerewrite
 from mllint.verify.linetrace import LineTracer
 from mllint.verify.probe import InjectedFault
 
@@ -94,7 +95,10 @@ class Runtime:
         self._kinds = frames.FileKinds(
             (os.path.dirname(torch.__file__), mllint_dir, *library_dirs)
         )
-        self._lines = LineTracer()
+        self._sites = linerewrite.LineSites()
+        self._lines = LineTracer()  # fallback for files loaded before their lines were watched
+        self._started = False
+        self._module_files: dict[str, str] = {}
         self._forward_pre: list[Callable] = []
         self._forward: list[Callable] = []
         self._step_pre: list[Callable] = []
@@ -114,10 +118,18 @@ class Runtime:
         self._install_steps()
         self._install_save()
         self._hide_mps_if_cpu()
+        self._stack.callback(linerewrite.install_hook(self._sites))
 
     def start(self) -> None:
         """Called right before the user's code runs (after every probe's ``install``)."""
+        self._started = True
         self._lines.start()
+
+    def compile_script(self, path: str) -> Any:
+        """The script's code with its watched lines compiled in, or None when none of its
+        lines is watched (then ``runpy`` runs it as usual)."""
+        real = os.path.realpath(path)
+        return self._sites.compile_file(real) if self._sites.watched(real) else None
 
     def stop_tracing(self) -> None:
         """Called as soon as the user's code has ended, before verdicts are collected."""
@@ -217,10 +229,31 @@ class Runtime:
         self._batch.append(fn)
 
     def on_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
-        self._lines.add(path, line, fn, after=False)
+        self._add_line(path, line, fn, "before")
 
     def after_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
-        self._lines.add(path, line, fn, after=True)
+        self._add_line(path, line, fn, "after")
+
+    def _add_line(self, path: str, line: int, fn: Callable[[FrameType], None],
+                  kind: str) -> None:
+        path = os.path.realpath(path)
+        if self._sites.want(path, line, kind, fn) and path not in self._loaded_files():
+            return  # compiled in when the file is loaded (see linerewrite)
+        self._lines.add(path, line, fn, after=kind == "after")
+        if self._started:
+            self._lines.start()
+
+    def _loaded_files(self) -> set[str]:
+        """Files of modules already imported without our rewriting."""
+        loaded = set()
+        for module in list(sys.modules.values()):
+            filename = getattr(module, "__file__", None)
+            if isinstance(filename, str):
+                real = self._module_files.get(filename)
+                if real is None:
+                    real = self._module_files[filename] = os.path.realpath(filename)
+                loaded.add(real)
+        return loaded - set(self._sites.compiled)
 
     def _first(self, kind: str) -> bool:
         if kind in self._registered:
