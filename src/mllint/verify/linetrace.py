@@ -1,4 +1,7 @@
-"""Line callbacks for probes: ``sys.settrace`` limited to the code that holds watched lines.
+"""Line callbacks through ``sys.settrace``: the fallback of ``linerewrite``.
+
+Used only for watched files that were already imported before their lines were watched
+(``linerewrite`` compiles the call into every other watched file, at no cost elsewhere).
 
 Why this shape: a global trace function is called for every new frame in the process,
 so it must decide in one dictionary lookup per code object whether the frame is worth a

@@ -82,12 +82,17 @@ class Runtime(Protocol):
         """``fn(loader, batch)`` for every batch a ``DataLoader`` yields."""
 
     def on_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
-        """``fn(frame)`` each time ``line`` of ``path`` is about to run (line tracing
-        limited to the code objects of that file)."""
+        """``fn(frame)`` each time the statement that covers ``line`` of ``path`` is about
+        to run (a multi-line statement fires once); for a ``for``/``while`` header, before
+        the loop and again for every iteration. ``frame`` is the user's frame. Works by
+        compiling a call into the watched file (``mllint.verify.linerewrite``), so it
+        costs nothing elsewhere; register during ``install()`` so the file is compiled
+        with it (later registrations fall back to a trace function)."""
 
     def after_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
-        """``fn(frame)`` when the statement starting at ``line`` has finished, i.e. at the
-        next line event in that frame; use it to read a variable a line assigns."""
+        """``fn(frame)`` when the statement that covers ``line`` has finished normally
+        (for a compound statement: its whole block); use it to read what a statement
+        assigned. A statement that raises, returns or breaks has not finished."""
 
     def patch(self, owner: Any, attr: str, replacement: Any) -> None:
         """Replace ``owner.attr`` for the run; restored afterwards. The replacement runs
