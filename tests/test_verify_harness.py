@@ -607,3 +607,57 @@ def test_several_findings_get_verdicts_in_order():
     report = verify(findings, options(script, {0: "NeverProbe", 1: "NeverProbe",
                                                 2: "NeverProbe"}))
     assert [v.figures.get("hits") for v in report.verdicts] == [12, 12, 1]
+
+
+@slow
+def test_the_run_is_sandboxed_offline_and_writes_no_bytecode(tmp_path):
+    (tmp_path / "helper_mod.py").write_text("VALUE = 3\n")
+    script = tmp_path / "env_script.py"
+    script.write_text(
+        "import os, sys\n"
+        "import helper_mod\n"
+        "for name in ('WANDB_MODE', 'HF_HUB_OFFLINE', 'MLFLOW_TRACKING_URI',\n"
+        "             'CUDA_VISIBLE_DEVICES', 'NEPTUNE_MODE'):\n"
+        "    print(name, repr(os.environ.get(name)))\n"
+        "print('stdin', repr(sys.stdin.read()))\n"
+        "print('helper', helper_mod.VALUE)\n")
+    report = verify([], VerifyOptions(script=str(script), cwd=str(tmp_path)))
+    out = report.run.stdout_tail
+    assert report.run.exit_code == 0, report.run.stderr_tail
+    assert "WANDB_MODE 'disabled'" in out and "HF_HUB_OFFLINE '1'" in out
+    assert "CUDA_VISIBLE_DEVICES ''" in out and "NEPTUNE_MODE 'debug'" in out
+    assert "MLFLOW_TRACKING_URI 'file://" in out and str(tmp_path) not in out.split(
+        "MLFLOW_TRACKING_URI")[1].split("\n")[0]
+    assert "stdin ''" in out and "helper 3" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["env_script.py", "helper_mod.py"]
+
+
+def test_summary_writer_logs_are_redirected_to_the_scratch_directory(tmp_path):
+    from mllint.verify import sandbox
+
+    package = tmp_path / "fake_board"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "writer.py").write_text(
+        "class SummaryWriter:\n"
+        "    def __init__(self, log_dir=None, comment=''):\n"
+        "        self.log_dir = log_dir\n")
+    rt = _runtime()
+    hook = sandbox.AfterImport({"fake_board.writer": lambda module: sandbox.
+                                redirect_summary_writer(module, str(tmp_path / "scratch"),
+                                                        rt.patch, "log_dir")})
+    rt.on_close(hook.install())
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from fake_board.writer import SummaryWriter
+
+        positional = SummaryWriter("runs/exp1").log_dir
+        keyword = SummaryWriter(log_dir="runs/exp2").log_dir
+    finally:
+        rt.close()
+        sys.path.remove(str(tmp_path))
+    assert positional == str(tmp_path / "scratch" / "tensorboard" / "1")
+    assert keyword == str(tmp_path / "scratch" / "tensorboard" / "2")
+    assert SummaryWriter("runs/exp3").log_dir == "runs/exp3"  # restored after the run
+    for name in ("fake_board.writer", "fake_board"):
+        sys.modules.pop(name, None)
