@@ -253,6 +253,35 @@ def test_watched_lines_are_compiled_in_without_a_trace_function(tmp_path):
     assert not hasattr(builtins, "__mllint_line__")
 
 
+def test_a_watched_file_loaded_behind_the_import_system_is_traced_from_the_next_batch(
+        tmp_path):
+    import importlib.util
+
+    path = tmp_path / "custom_loaded.py"
+    path.write_text(
+        "def run(loader):\n"
+        "    seen = 0\n"
+        "    for batch in loader:\n"
+        "        seen += 1\n"
+        "    return seen\n")
+    rt = _runtime(max_batches=3)
+    hits = []
+    rt.on_line(str(path), 4, lambda frame: hits.append(frame.f_locals["seen"]))
+    rt.start()
+    # Loaded the way config systems load files: no finder sees it, nothing is rewritten.
+    spec = importlib.util.spec_from_file_location("custom_loaded_xyz", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["custom_loaded_xyz"] = module
+    try:
+        spec.loader.exec_module(module)
+        assert module.run(_loader()) == 3
+    finally:
+        rt.close()
+        sys.modules.pop("custom_loaded_xyz")
+    assert hits == [0, 1, 2]
+    assert sys.gettrace() is None
+
+
 @pytest.mark.parametrize("mode", LINE_MODES)
 def test_a_fault_injected_from_a_line_callback_reaches_the_users_except(tmp_path, mode):
     from mllint.verify.probe import InjectedFault

@@ -72,6 +72,16 @@ class LineSites:
     def paths(self) -> set[str]:
         return set(self._wanted)
 
+    def uncompiled_sites(self, path: str) -> list[tuple[int, str, list[LineCallback]]]:
+        """(line, kind, callbacks) of every site of ``path`` its compiled code (if any)
+        does not call: what a fallback must fire for that file."""
+        compiled = self.compiled.get(path, set())
+        return [
+            (line, kind, self._sites[site])
+            for (p, line, kind), site in self._index.items()
+            if p == path and (line, kind) not in compiled
+        ]
+
     def hit(self, site: int) -> None:
         """The injected call. Exceptions from callbacks propagate into the user's code on
         purpose: only ``InjectedFault`` gets this far (see ``ProbeRuntime._guard``)."""

@@ -99,6 +99,8 @@ class Runtime:
         self._lines = LineTracer()  # fallback for files loaded before their lines were watched
         self._started = False
         self._module_files: dict[str, str] = {}
+        self._modules_seen = 0
+        self._adopted: set[str] = set()
         self._forward_pre: list[Callable] = []
         self._forward: list[Callable] = []
         self._step_pre: list[Callable] = []
@@ -243,6 +245,20 @@ class Runtime:
         if self._started:
             self._lines.start()
 
+    def _adopt_unrewritten(self) -> None:
+        """Watched files that got loaded without rewriting (a custom loader, ``exec`` of
+        the source, a nested ``runpy``) are handed to the trace-function fallback. Checked
+        at steps and batches whenever ``sys.modules`` has grown."""
+        count = len(sys.modules)
+        if count == self._modules_seen:
+            return
+        self._modules_seen = count
+        for path in self._sites.paths() & self._loaded_files() - self._adopted:
+            self._adopted.add(path)
+            for line, kind, fns in self._sites.uncompiled_sites(path):
+                self._lines.add(path, line, _fan_out(fns), after=kind == "after")
+            self._lines.start()
+
     def _loaded_files(self) -> set[str]:
         """Files of modules already imported without our rewriting."""
         loaded = set()
@@ -311,6 +327,8 @@ class Runtime:
 
     def _progress(self) -> None:
         """After a step or a batch: re-arm tracing, settle probes, stop if it is time."""
+        if self._sites.paths():
+            self._adopt_unrewritten()
         self._lines.resume(sys._getframe(2))
         self.refresh_settled()
         if self.stop_reason is None and self.stop_when_settled and self.slots and all(
@@ -442,6 +460,16 @@ class Runtime:
             mps = getattr(getattr(self.torch, "backends", None), "mps", None)
             if mps is not None and hasattr(mps, "is_available"):
                 self.patch(mps, "is_available", lambda: False)
+
+
+def _fan_out(fns: list[Callable[[FrameType], None]]) -> Callable[[FrameType], None]:
+    """One callback that fires a site's list as it stands at each call."""
+
+    def fire(frame: FrameType) -> None:
+        for fn in list(fns):
+            fn(frame)
+
+    return fire
 
 
 class _CutIterator:
