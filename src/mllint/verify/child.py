@@ -55,6 +55,7 @@ class _Child:
         self.slots: list[Slot] = []
         self._write_lock = threading.Lock()
         self._final_written = False
+        self._pid = os.getpid()
 
     # -- fatal: the run could not start ----------------------------------------------
 
@@ -324,6 +325,10 @@ class _Child:
                 self._collect(partial=True).dump(self.spec.results)
 
     def _finish(self) -> None:
+        if os.getpid() != self._pid:
+            # A process the script forked ran on to the end of the script: only the
+            # run's own process reports (DataLoader workers never get here).
+            _leave(0)
         with self._write_lock:
             result = self._collect(partial=False)
             if self.runtime is not None:
