@@ -299,7 +299,7 @@ class ModelOnlyCheckpoint(Rule):
             self.report(
                 save.call,
                 f"This checkpoint, written during training, holds `{model}`'s weights but "
-                f"not the state of `{opt_name}` (momentum / Adam moments, step counts): "
+                f"not the state of `{opt_name}` ({_state_of(optimizer.kind if optimizer else '')}): "
                 "resuming from it silently restarts the optimizer, so the resumed run "
                 f"diverges from the interrupted one. Save `{opt_name}.state_dict()` "
                 "alongside the weights and load both when resuming.",
@@ -477,6 +477,16 @@ class ModelOnlyCheckpoint(Rule):
         finder = _NameFinder()
         expr.visit(finder)
         return any(self.training.is_optimizer(n) or looks_like_optimizer(n) for n in finder.names)
+
+
+def _state_of(kind: str) -> str:
+    """What an optimizer class keeps between steps, for messages."""
+    cls = kind.rsplit(".", 1)[-1].lower()
+    if cls.startswith("sgd"):
+        return "its momentum buffers"
+    if "adam" in cls or cls in ("lamb", "nadam", "radam", "adamax"):
+        return "its first and second moments and step counts"
+    return "its per-parameter state, e.g. momentum"
 
 
 def _key_text(key: cst.CSTNode | None) -> str:
