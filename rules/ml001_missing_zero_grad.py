@@ -7,7 +7,7 @@ import enum
 import libcst as cst
 
 from mllint.analysis import dotted_name
-from mllint.analysis_grads import Events, GradEvents, Step
+from mllint.analysis_grads import BACKWARD_TEXT, STEP_TEXT, Events, GradEvents, Step
 from mllint.analysis_index import CodeIndex, IndexedRule, LoopChain
 from mllint.analysis_flow import source_of
 from mllint.rule import Invalid, Valid
@@ -61,7 +61,7 @@ class MissingZeroGrad(IndexedRule):
     name = "missing-zero-grad"
     summary = "Gradients are never cleared between optimizer steps (or cleared before the step)"
     hint = "Call `optimizer.zero_grad()` once per step: before `loss.backward()` or right after `optimizer.step()`."
-    REQUIRES = (r"backward", r"\.\s*step\b")
+    REQUIRES = (BACKWARD_TEXT, STEP_TEXT)
     PROBE = "mllint.rules.ml001_missing_zero_grad:MissingZeroGradProbe"
 
     VALID = [

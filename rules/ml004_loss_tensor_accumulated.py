@@ -9,12 +9,23 @@ import libcst as cst
 
 from mllint.analysis import dotted_name
 from mllint.analysis_flow import source_of
-from mllint.analysis_grads import GradEvents
+from mllint.analysis_grads import BACKWARD_TEXT, STEP_TEXT, GradEvents
 from mllint.analysis_index import MAX_CALLER_DEPTH, CodeIndex, GradMode, IndexedRule, LoopChain
 from mllint.analysis_loss import LOSS_TEXT, LossOracle, LossValue, names_in
 from mllint.rule import Invalid, Valid
 
 _ACCUMULATING_METHODS = {"append": 0, "appendleft": 0, "extend": 0, "insert": 1}
+#: Every way this rule proves autograd is on leaves one of these in the file: a backward
+#: pass or a step (training), ``enable_grad``/``set_grad_enabled``, or a script entry
+#: point at module level (``if __name__ == "__main__":``, a loop, a bare call).
+GRAD_ON_TEXT = "|".join(
+    (
+        BACKWARD_TEXT,
+        STEP_TEXT,
+        r"__main__|enable_grad|set_grad_enabled",
+        r"(?m:^(?:for|while)\b|^[A-Za-z_][\w.]*\s*\()",
+    )
+)
 
 
 class Kind(str, enum.Enum):
@@ -71,7 +82,7 @@ class LossTensorAccumulated(IndexedRule):
     name = "loss-tensor-accumulated"
     summary = "A loss tensor is accumulated across iterations with its autograd graph"
     hint = "Accumulate `loss.item()` (or `loss.detach()`), not the loss tensor itself."
-    REQUIRES = (LOSS_TEXT, r"\+|append|extend|insert")
+    REQUIRES = (LOSS_TEXT, r"\+|append|extend|insert", GRAD_ON_TEXT)
     PROBE = "mllint.rules.ml004_loss_tensor_accumulated:LossTensorAccumulatedProbe"
 
     VALID = [
@@ -387,16 +398,18 @@ class _Checker:
             return None if around.step_calls else Kind.TRAINING
         where = loss.definition if loss.definition is not None else acc.node
         if ix.grad_mode(where) is GradMode.ENABLED or (
-            ix.grad_mode(where) is GradMode.INHERITED and self._grad_enabled(ix.function_of(where), 0)
+            ix.grad_mode(where) is GradMode.INHERITED and self._grad_enabled(where, 0)
         ):
             return None if self._grad_switched_off_globally() else Kind.EVALUATION
         return None
 
-    def _grad_enabled(self, func: cst.FunctionDef | None, depth: int) -> bool:
-        """Whether ``func`` provably runs with autograd on: it is module-level code, it
-        back-propagates itself, or a same-module caller calls it with autograd on."""
+    def _grad_enabled(self, node: cst.CSTNode, depth: int) -> bool:
+        """Whether the code around ``node`` provably runs with autograd on: it is a script's
+        module-level entry code, its function back-propagates, or a same-module caller
+        calls that function with autograd on."""
+        func = self.ix.function_of(node)
         if func is None:
-            return True
+            return self._script_entry(node)
         key = id(func)
         if key in self._enabled:
             return self._enabled[key]
@@ -406,12 +419,31 @@ class _Checker:
             for site in self.ix.call_sites(func):
                 mode = self.ix.grad_mode(site)
                 if mode is GradMode.ENABLED or (
-                    mode is GradMode.INHERITED and self._grad_enabled(self.ix.function_of(site), depth + 1)
+                    mode is GradMode.INHERITED and self._grad_enabled(site, depth + 1)
                 ):
                     result = True
                     break
         self._enabled[key] = result
         return result
+
+    def _script_entry(self, node: cst.CSTNode) -> bool:
+        """``node`` is in module-level code a script runs: a top-level loop, the
+        ``if __name__ == "__main__":`` block, or a bare top-level call (``main()``).
+        Anything else at module level (an assignment, a ``with`` or ``try``) is not taken
+        as proof; ``GRAD_ON_TEXT`` relies on this list."""
+        top = node
+        for anc in self.ix.ancestors(node):
+            if isinstance(anc, cst.Module):
+                break
+            top = anc
+        if isinstance(top, (cst.For, cst.While)):
+            return True
+        if isinstance(top, cst.If):
+            return "__main__" in source_of(top.test)
+        if isinstance(top, cst.SimpleStatementLine) and top.body:
+            first = top.body[0]
+            return isinstance(first, cst.Expr) and isinstance(first.value, cst.Call)
+        return False
 
     def _grad_switched_off_globally(self) -> bool:
         """``torch.set_grad_enabled(False)`` as a statement: we cannot tell where it holds."""

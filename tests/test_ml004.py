@@ -363,5 +363,41 @@ def test_prefilter_covers_every_way_a_loss_is_recognised():
         assert text.search(name.rsplit(".", 1)[-1]), name
     for callee in ("criterion", "crit", "loss_fn", "compute_loss", "dice_loss", "loss"):
         assert LOSS_CALLEE.match(callee) and text.search(callee)
-    assert not RULE.may_match("total += out\nouts.append(out)")
-    assert RULE.may_match("total += x\ny = nn.KLDivLoss()")
+    assert not RULE.may_match("total += out\nouts.append(out)\ny.backward()")
+    assert RULE.may_match("total += x\ny = nn.KLDivLoss()\nloss.backward()")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        'if __name__ == "__main__":\n    main()\n',
+        "main()\n",
+        "for epoch in range(3):\n    main()\n",
+    ],
+)
+def test_evaluation_needs_a_visible_script_entry(entry):
+    code = textwrap.dedent(
+        """
+        import torch.nn.functional as F
+
+        def main():
+            total = 0
+            for x, y in loader:
+                total += F.cross_entropy(model(x), y)
+        """
+    ).lstrip("\n") + entry
+    assert RULE.may_match(code)
+    assert lines(code) == [6]
+
+
+def test_library_code_without_an_entry_is_not_parsed():
+    code = """
+        class Model(nn.Module):
+            def forward(self, x, labels):
+                loss = 0
+                for head in self.heads:
+                    loss += F.cross_entropy(head(x), labels)
+                return loss
+        result = evaluate(model, loader)
+    """
+    assert not RULE.may_match(textwrap.dedent(code))

@@ -22,6 +22,10 @@ from mllint.analysis import dotted_name, is_optimizer_constructor
 from mllint.analysis_index import CodeIndex, Function, Origin
 
 BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+#: Text every backward call this module recognises leaves in a file: a ``.backward``
+#: method call, or ``backward`` imported from ``torch.autograd`` (a sound prefilter).
+BACKWARD_TEXT = r"\.\s*backward\b|from\s+torch\.autograd\s+import[^;]*?\bbackward\b"
+STEP_TEXT = r"\.\s*step\b"
 OPTIMIZER_BASES = frozenset({"torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"})
 #: Optimizer classes ``analysis.is_optimizer_constructor`` does not cover.
 EXTRA_OPTIMIZERS = frozenset(
