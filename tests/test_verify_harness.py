@@ -690,3 +690,31 @@ def test_summary_writer_logs_are_redirected_to_the_scratch_directory(tmp_path):
     assert SummaryWriter("runs/exp3").log_dir == "runs/exp3"  # restored after the run
     for name in ("fake_board.writer", "fake_board"):
         sys.modules.pop(name, None)
+
+
+@slow
+def test_an_interpreter_without_mllint_or_libcst_still_runs_the_rules_probes(tmp_path):
+    """The user's environment has torch but neither mllint nor libcst (rule modules import
+    it): the bootstrap brings mllint, and borrows libcst from the harness's site dirs."""
+    site_dir = Path(torch.__file__).resolve().parent.parent
+    links = tmp_path / "site"
+    links.mkdir()
+    for name in ("torch", "torchgen", "functorch", "typing_extensions.py", "sympy", "mpmath",
+                 "filelock", "jinja2", "markupsafe", "networkx", "fsspec"):
+        if (site_dir / name).exists():
+            (links / name).symlink_to(site_dir / name)
+    python = tmp_path / "python"  # `-S`: no site-packages, no .pth import hooks
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
+    env = {"PYTHONPATH": str(links)}
+    check = subprocess.run([str(python), "-c", "import libcst"], env={**os.environ, **env},
+                           capture_output=True)
+    assert check.returncode != 0  # the premise: libcst is not importable there
+
+    script = FIXTURES / "checkpoint.py"
+    line = line_of(script, "torch.save(")
+    report = verify([finding(script, line, "ML006")],
+                    VerifyOptions(script=str(script), python=str(python), env=env,
+                                  cwd=str(tmp_path), watch=()))
+    assert report.run.exit_code == 0, report.run.stderr_tail
+    assert report.verdicts[0].status is not VerdictStatus.ERROR, report.verdicts[0].evidence

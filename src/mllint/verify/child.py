@@ -231,6 +231,8 @@ class _Child:
 
     def _import(self, target: str) -> Any:
         module_name, _, class_name = target.partition(":")
+        if module_name.startswith("mllint.rules."):
+            self._ensure_rules_package()
         try:
             module = importlib.import_module(module_name)
         except ImportError:
@@ -238,6 +240,26 @@ class _Child:
                 raise
             module = importlib.import_module(module_name)
         return getattr(module, class_name)
+
+    def _ensure_rules_package(self) -> None:
+        """``mllint.rules`` lives outside the ``mllint`` directory in a source checkout
+        (an editable install maps it with an import hook the user's interpreter may not
+        have): load it from the harness's own location."""
+        if "mllint.rules" in sys.modules:
+            return
+        try:
+            if importlib.util.find_spec("mllint.rules") is not None:
+                return
+        except ImportError:
+            pass
+        init = os.path.join(self.spec.rules_path, "__init__.py")
+        spec = importlib.util.spec_from_file_location(
+            "mllint.rules", init, submodule_search_locations=[self.spec.rules_path])
+        if spec is None or spec.loader is None:
+            return
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["mllint.rules"] = module
+        spec.loader.exec_module(module)
 
     def _add_fallback_path(self) -> bool:
         """Rule modules import libcst; when the user's environment lacks it, borrow the
