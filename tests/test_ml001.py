@@ -360,6 +360,17 @@ NOT_FLAGGED = {
         for _ in range(5):
             opt.step(lambda: evaluate())
         """,
+    "fake_gradients_filled_in": """
+        import torch
+
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x in data:
+            opt.zero_grad()
+            model(x).sum().backward()
+            for p in model.parameters():
+                p.grad.fill_(0.01)
+            opt.step()
+        """,
     "scheduler_step_only": """
         import torch
 

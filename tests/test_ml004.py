@@ -300,6 +300,17 @@ NOT_FLAGGED = {
             loss.backward()
             opt.step()
         """,
+    "outputs_computed_under_no_grad": """
+        import torch
+
+        losses = []
+        for batch in eval_loader:
+            with torch.no_grad():
+                outputs = model(**batch)
+            loss = outputs.loss
+            losses.append(loss)
+            losses.append(outputs["loss"])
+        """,
     "not_a_loss": """
         total, outs = 0, []
         for x, y in loader:

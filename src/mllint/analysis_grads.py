@@ -131,7 +131,7 @@ class GradEvents:
             self._step_calls.append(call)
         elif method == "zero_grad":
             self._clears.append(Clear(call, func.value))
-        elif method in GRAD_ZEROING_METHODS and _mentions_grad(func.value):
+        elif method in GRAD_ZEROING_METHODS and _mentions_grad(func.value) and _zeroes(call):
             self._clears.append(Clear(call, None))
         elif _CLEARING_NAME.search(method) and self.ix.resolve_call(call) is None:
             self._clears.append(Clear(call, None))
@@ -318,6 +318,14 @@ class GradEvents:
 
 def _is_grad_attribute(expr: cst.BaseExpression) -> bool:
     return isinstance(expr, cst.Attribute) and expr.attr.value == "grad"
+
+
+def _zeroes(call: cst.Call) -> bool:
+    """``zero_()``, ``fill_(0)``, ``mul_(0.0)``: not ``fill_(0.01)`` (fake gradients)."""
+    if not call.args:
+        return True
+    value = call.args[0].value
+    return isinstance(value, (cst.Integer, cst.Float)) and float(value.value) == 0.0
 
 
 def _mentions_grad(expr: cst.BaseExpression) -> bool:

@@ -210,8 +210,23 @@ class LossOracle:
         return False
 
     def grad_free(self, loss: LossValue) -> bool:
-        """The loss was computed with autograd off (so it has no graph)."""
+        """The loss was computed with autograd off (so it has no graph): where it was
+        assigned, or, for ``outputs.loss`` / ``outputs[0]``, where ``outputs`` was."""
         node = loss.definition if loss.definition is not None else loss.expr
+        if self._off(node):
+            return True
+        expr = loss.expr
+        if isinstance(node, (cst.Assign, cst.AnnAssign)) and node.value is not None:
+            expr = node.value
+        root = expr
+        while isinstance(root, (cst.Attribute, cst.Subscript)):
+            root = root.value
+        if root is expr or not isinstance(root, cst.Name):
+            return False
+        earlier = self.assignments_before(root.value, node)
+        return bool(earlier) and self._off(earlier[0])
+
+    def _off(self, node: cst.CSTNode) -> bool:
         return self.ix.grad_mode(node) in (GradMode.DISABLED, GradMode.MAYBE_DISABLED)
 
 
