@@ -56,6 +56,7 @@ class _Child:
         self._write_lock = threading.Lock()
         self._final_written = False
         self._pid = os.getpid()
+        self._borrowed: list[str] = []
 
     # -- fatal: the run could not start ----------------------------------------------
 
@@ -102,6 +103,10 @@ class _Child:
             self.slots.append(self._load(probe_spec.target, probe_spec.label,
                                          probe_spec.index, finding, runtime))
         runtime.slots = self.slots
+        # The script must not see packages of mllint's environment it does not have.
+        for path in self._borrowed:
+            if path in sys.path:
+                sys.path.remove(path)
         if spec.deadline is not None:
             threading.Thread(target=self._watchdog, daemon=True).start()
         self.events.emit({"type": "started", "pid": os.getpid(),
@@ -263,12 +268,14 @@ class _Child:
 
     def _add_fallback_path(self) -> bool:
         """Rule modules import libcst; when the user's environment lacks it, borrow the
-        harness's site directories (same Python version only), after the user's own."""
+        harness's site directories (same Python version only), after the user's own, for
+        as long as the probes are being loaded."""
         spec = self.spec
         if list(sys.version_info[:2]) != spec.python_version:
             return False
         added = [p for p in spec.fallback_path if p not in sys.path]
         sys.path.extend(added)
+        self._borrowed += added
         importlib.invalidate_caches()
         return bool(added)
 
