@@ -135,7 +135,10 @@ def test_noqa_suppresses_on_the_reported_line(tmp_path, bad_copy):
 
 def test_bad_inputs_are_reported_and_the_run_goes_on(tmp_path, bad_copy):
     path, want = bad_copy
-    (tmp_path / "broken.py").write_text("import torch\ndef f(:\n    loss.backward()\n")
+    # Files are parsed only when some rule could flag them, so the broken file holds a
+    # training step (a file that cannot hold a finding is never parsed, see README).
+    (tmp_path / "broken.py").write_text(
+        "import torch\ndef f(:\n    loss.backward()\n    optimizer.step()\n")
     (tmp_path / "latin.py").write_bytes(b"x = '\xe9'\nloss.backward()\n")
     proc = run("--format", "json", str(tmp_path), str(tmp_path / "missing.py"))
     assert proc.returncode == 2

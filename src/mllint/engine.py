@@ -5,6 +5,7 @@ The engine knows rules only through the ``Rule`` interface; it never names one.
 
 from __future__ import annotations
 
+import ast
 import re
 import traceback
 from typing import Iterable, Sequence
@@ -71,6 +72,21 @@ def _run(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     wrapper.visit_batched(visitors)
 
 
+def _syntax_error(path: str, text: str, exc: cst.ParserSyntaxError) -> FileError:
+    """Where the file is broken. Python's own parser pinpoints it better than libcst's
+    (which reports where it gave up), so ask it, only for this one failing file."""
+    try:
+        ast.parse(text, filename=path)
+    except SyntaxError as py:
+        pos = Position(py.lineno or 1, py.offset or 1)
+        return FileError(path, ErrorKind.SYNTAX, f"cannot parse: {py.msg}", pos)
+    except (ValueError, RecursionError, MemoryError):
+        pass
+    # Python accepts it but libcst does not (e.g. syntax newer than libcst knows).
+    pos = Position(exc.raw_line, exc.raw_column + 1)  # raw_column is 0-based
+    return FileError(path, ErrorKind.SYNTAX, f"libcst cannot parse this file: {exc.message}", pos)
+
+
 def lint_text(
     path: str, text: str, rules: Sequence[type[Rule]], *, prefilter: bool = True
 ) -> FileResult:
@@ -80,10 +96,7 @@ def lint_text(
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
-        # raw_column is 0-based; editors count from 1.
-        pos = Position(exc.raw_line, exc.raw_column + 1)
-        msg = f"cannot parse: {exc.message}"
-        return FileResult(path, errors=(FileError(path, ErrorKind.SYNTAX, msg, pos),))
+        return FileResult(path, errors=(_syntax_error(path, text, exc),))
     except RecursionError:
         msg = "cannot parse: expression nested too deeply"
         return FileResult(path, errors=(FileError(path, ErrorKind.SYNTAX, msg),))

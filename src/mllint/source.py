@@ -41,7 +41,10 @@ def decode(path: str, data: bytes) -> str | FileError:
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except SyntaxError as exc:
-        return FileError(path, ErrorKind.DECODE, f"bad encoding declaration: {exc.msg}")
+        if b"coding" in data[:400]:
+            return FileError(path, ErrorKind.DECODE, f"bad encoding declaration: {exc.msg}")
+        # No declaration, and the first lines are not UTF-8: report where, below.
+        encoding = "utf-8"
     try:
         text = data.decode(encoding)
     except (UnicodeDecodeError, LookupError) as exc:

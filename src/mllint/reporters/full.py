@@ -5,6 +5,7 @@ Colour follows rich's detection: none when ``NO_COLOR`` is set or output is not 
 
 from __future__ import annotations
 
+import os
 from typing import TextIO
 
 from rich.console import Console
@@ -36,7 +37,10 @@ def _frame(console: Console, lines: list[str], line: int, col: int, end_col: int
 
 
 def render(report: Report, out: TextIO) -> None:
-    console = Console(file=out, soft_wrap=True, highlight=False)
+    # NO_COLOR (no-color.org) means no styling at all, not merely no hues.
+    plain = bool(os.environ.get("NO_COLOR"))
+    console = Console(file=out, soft_wrap=True, highlight=False,
+                      **({"color_system": None} if plain else {}))
     for d in report.diagnostics:
         f = d.finding
         tag = "runtime " if d.runtime_only else ""
