@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mllint.analysis_validation import (
-    NO_GRAD_WORD,
-    VAL_WORD,
+    EVAL_SIGN,
+    NO_GRAD_SIGN,
     Mode,
     ValidationAnalysis,
     ValidationRule,
@@ -49,8 +49,9 @@ class EvalModeMissing(ValidationRule):
     name = "eval-mode-missing"
     summary = "Validation pass runs while the model is still in training mode (no model.eval())"
     hint = "Call `model.eval()` before evaluating and `model.train()` before training resumes."
-    # A pass needs a held-out-looking name, an evaluation-named function or a no_grad block.
-    REQUIRES = (rf"{VAL_WORD}|{NO_GRAD_WORD}",)
+    # A pass needs a sign of evaluation: a loop over held-out-looking data, an
+    # evaluation-named function, a forward on held-out data, or a no_grad block.
+    REQUIRES = (rf"{EVAL_SIGN}|{NO_GRAD_SIGN}",)
     PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"
 
     INVALID = [

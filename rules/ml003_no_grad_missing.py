@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mllint.analysis_validation import VAL_WORD, Grad, ValidationAnalysis, ValidationRule
+from mllint.analysis_validation import EVAL_SIGN, MODE_SIGN, Grad, ValidationAnalysis, ValidationRule
 from mllint.rule import Invalid, Valid
 
 
@@ -41,9 +41,10 @@ class NoGradMissing(ValidationRule):
     name = "no-grad-missing"
     summary = "Validation pass runs with autograd on (no torch.no_grad() / inference_mode)"
     hint = "Wrap the evaluation in `with torch.no_grad():` or decorate it with `@torch.no_grad()`."
-    # A pass needs a held-out-looking name, an evaluation-named function or model.eval():
-    # a no_grad block as the only sign of evaluation cannot lack no_grad.
-    REQUIRES = (VAL_WORD,)
+    # A pass needs a sign of evaluation other than no_grad (a no_grad block as the only
+    # sign cannot lack no_grad): held-out-looking data, an evaluation-named function, or
+    # `model.eval()` / `model.train(False)`.
+    REQUIRES = (rf"{EVAL_SIGN}|{MODE_SIGN}",)
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
 
     INVALID = [

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from mllint.analysis import dotted_name
 from mllint.analysis_validation import (
-    NO_GRAD_WORD,
+    CALL_VAL,
+    EVAL_SIGN,
+    MODE_SIGN,
+    NO_GRAD_SIGN,
     TRAIN_WORD,
-    VAL_WORD,
     ValidationAnalysis,
     ValidationRule,
     is_train_name,
@@ -49,9 +51,13 @@ class ValidationOnTrainData(ValidationRule):
     name = "validation-on-train-data"
     summary = "Validation pass iterates the training data (no held-out data is evaluated)"
     hint = "Evaluate on a held-out split: build the validation loader from the validation dataset."
-    # Training data is named like it, built with train=True/split="train", or is what a
-    # training loop (backward/step) iterates; a pass needs a sign of evaluation.
-    REQUIRES = (rf"{VAL_WORD}|{NO_GRAD_WORD}", rf"{TRAIN_WORD}|backward|step|train")
+    # A validation pass (any sign of evaluation) or a call of an evaluation-named
+    # function; training data is named like it, built with train=True/split="train",
+    # or is what a training loop (backward/step/autograd) iterates.
+    REQUIRES = (
+        rf"{EVAL_SIGN}|{NO_GRAD_SIGN}|{MODE_SIGN}|{CALL_VAL}",
+        rf"{TRAIN_WORD}|backward|step|autograd",
+    )
     PROBE = "mllint.rules.ml007_validation_on_train_data:TrainDataProbe"
 
     INVALID = [

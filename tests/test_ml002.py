@@ -212,5 +212,6 @@ with torch.no_grad():
 def test_prefilter_rejects_files_without_any_sign_of_evaluation():
     assert not EvalModeMissing.may_match("for x, y in loader:\n    model(x)\n")
     assert EvalModeMissing.may_match("for x, y in valLoader:\n    model(x)\n")
-    assert EvalModeMissing.may_match("with torch.no_grad():\n    model(x)\n")
+    assert EvalModeMissing.may_match("with torch.no_grad():\n    for x in loader:\n        model(x)\n")
+    assert not EvalModeMissing.may_match("with torch.no_grad():\n    model(x)\n")
     assert not EvalModeMissing.may_match("interval = retrieval(device)\n")

@@ -132,5 +132,7 @@ evaluate(model, test_loader)
 
 
 def test_prefilter():
-    assert ValidationOnTrainData.may_match("val_loader = DataLoader(train_ds)\n")
+    assert ValidationOnTrainData.may_match("val_loader = DataLoader(train_ds)\nfor x in val_loader: m(x)\n")
+    assert ValidationOnTrainData.may_match("print(evaluate(model, train_loader))\n")
+    assert not ValidationOnTrainData.may_match("val_loader = DataLoader(train_ds)\n")
     assert not ValidationOnTrainData.may_match("for x in loader:\n    model(x)\n")

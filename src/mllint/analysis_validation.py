@@ -30,7 +30,7 @@ import enum
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import libcst as cst
 from libcst.metadata import PositionProvider, QualifiedNameProvider
@@ -42,22 +42,71 @@ Pos = tuple[int, int]
 
 # -- names -------------------------------------------------------------------------------
 
-#: A word naming held-out data or an evaluation, as a segment of an identifier or string
+#: What may follow a data word: ``val_loader``, ``valLoader``, ``testset``, ``val_epoch``.
+_DATA_SUFFIX = (
+    r"(?i:_?(?:loader|loaders|dataloader|dl|ds|set|data|dataset|datasets|iter|iterator"
+    r"|batch|batches|split|x|y|gen|generator|inputs|images|imgs|samples|examples|features"
+    r"|feats|labels|targets|queue|files|epoch|one_epoch|step|loop|pass|model|net))"
+)
+_DATA_PREFIX = (
+    r"(?<![A-Za-z0-9])(?:x|y|X|Y|data|dataset|ds|loader|dl|data_loader|set|images|imgs"
+    r"|labels|targets|inputs|features|split)_"
+)
+#: A word naming held-out data or an evaluation, in an identifier or string
 #: (``val_loader``, ``testloader``, ``X_val``, ``valLoader``, ``"val"``, ``evaluate``).
-#: The rules' REQUIRES prefilters use this same pattern, so the prefilter is sound for
-#: every name-based sign of a validation pass.
+#: Words that often mean something else - ``val``/``valid``/``dev`` (``max_val``,
+#: ``is_valid``, ``std_dev``) and ``validate`` (``validate_config``) - count only where
+#: the name around them is about data. The rules' REQUIRES prefilters are built from this
+#: same pattern, so they are sound for every name-based sign of a validation pass.
 VAL_WORD = (
-    r"(?<![a-z])(?i:val|valid|validation|validate|validating|test|testing|eval|evaluate"
-    r"|evaluation|dev|holdout|heldout)(?i:loader|loaders|dl|ds|set|data|dataset|iter|batches"
-    r"|split|x|y|gen)?(?![a-z])"
+    r"(?:(?<![a-z])(?i:validation|validating|evaluate|evaluation|eval|test|testing|holdout"
+    r"|heldout)" + _DATA_SUFFIX + r"?(?![a-z])"
+    r"|(?<![A-Za-z0-9_])(?i:val|valid|dev)" + _DATA_SUFFIX + r"(?![a-z])"
+    r"|(?<=['\"])(?i:val|valid|dev)(?=['\"])"
+    r"|" + _DATA_PREFIX + r"(?i:val|valid|dev)(?![a-z])"
+    r"|(?<![A-Za-z0-9_])validate(?:_(?:epoch|one_epoch|model|loop|step|net))?(?![A-Za-z0-9_]))"
 )
 VAL_RE = re.compile(VAL_WORD)
 #: Text that any ``no_grad``-style context or decorator must contain.
 NO_GRAD_WORD = r"no_grad|inference_mode|set_grad_enabled"
+#: Training data: ``train_loader``, ``X_train``, ``"train"``, ``train=True``. Not after a
+#: dot: ``self.training`` is in every module, and ``self.train_loader`` is judged by use.
 TRAIN_WORD = (
-    r"(?<![a-z])(?i:train|training|trn)(?i:loader|loaders|dl|ds|set|data|dataset|iter"
+    r"(?<![a-z.])(?i:train|training|trn)(?i:loader|loaders|dl|ds|set|data|dataset|iter"
     r"|batches|split|x|y|gen)?(?![a-z])"
 )
+
+# Where a name-based sign of evaluation may come from, as text on one physical line. The
+# analysis counts a sign only where its line matches, and the rules' REQUIRES prefilters
+# use the same patterns, so the prefilters are sound by construction.
+#: ``for x, y in val_loader`` / ``[m(x) for x in test_batches]``, on the ``for`` line.
+FOR_VAL = rf"\bfor\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?{VAL_WORD}"
+#: ``while step < len(val_loader)``.
+WHILE_VAL = rf"\bwhile\b[^\n]*?{VAL_WORD}"
+#: ``def evaluate(``, ``def run_validation(``.
+DEF_VAL = rf"\bdef\s+\w*?{VAL_WORD}"
+#: ``model(X_test)``: a forward whose first argument is held-out data.
+ARG_VAL = rf"\([ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
+#: ``evaluate(model, loader)``: a call (with arguments) of an evaluation-named function.
+CALL_VAL = rf"{VAL_WORD}\w*\s*\((?!\s*\))"
+#: ``model.eval()``, ``model.train(False)``.
+MODE_CALL = r"\.\s*(?:eval|train)\s*\("
+#: A loop over batches of data: ``for x, y in loader``, ``for batch in tqdm(dataloader)``.
+FOR_DATA = r"\bfor\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?(?i:loader|_dl\b|batches)"
+FOR_DATA_RE = re.compile(FOR_DATA)
+#: ``with torch.no_grad():`` (a decorator is no sign: optimizers and initialisers use it).
+WITH_NO_GRAD = rf"\bwith\b[^\n]*?(?:{NO_GRAD_WORD})"
+WITH_NO_GRAD_RE = re.compile(WITH_NO_GRAD)
+#: Any name-based sign that a loop or function evaluates.
+EVAL_SIGN = "|".join((FOR_VAL, WHILE_VAL, DEF_VAL, ARG_VAL))
+#: ``with torch.no_grad():`` and, somewhere, a loop over batches: a file-wide pattern
+#: (both lookaheads anchored at the start), for the rules' REQUIRES.
+NO_GRAD_SIGN = rf"(?s:\A(?=.*?{WITH_NO_GRAD})(?=.*?{FOR_DATA}))"
+#: ``model.eval()`` and a loop over batches.
+MODE_SIGN = rf"(?s:\A(?=.*?{MODE_CALL})(?=.*?{FOR_DATA}))"
+FOR_VAL_RE = re.compile(FOR_VAL)
+WHILE_VAL_RE = re.compile(WHILE_VAL)
+ARG_VAL_RE = re.compile(ARG_VAL)
 TRAIN_RE = re.compile(TRAIN_WORD)
 
 _MODEL_WORDS = (
@@ -195,8 +244,8 @@ class Evidence(enum.Enum):
 
     DATA_NAME = "it iterates data named like held-out data"
     FUNCTION_NAME = "its function is named like an evaluation"
-    NO_GRAD = "it runs under no_grad/inference_mode"
-    EVAL_MODE = "the model was put in eval mode"
+    NO_GRAD = "it loops over batches in a `with torch.no_grad()` block"
+    EVAL_MODE = "it loops over batches after `model.eval()`"
 
 
 @dataclass(frozen=True)
@@ -218,6 +267,7 @@ class GradCtx:
     node: cst.CSTNode
     state: Grad
     text: str
+    pos: Pos = (0, 0)
 
 
 @dataclass(eq=False)
@@ -231,6 +281,8 @@ class Loop:
     iterables: tuple[str, ...]
     #: Every dotted name and string constant in the iterator expression.
     iter_words: tuple[str, ...]
+    #: Where its ``for``/``while`` keyword is.
+    kw_pos: Pos = (0, 0)
     trains: bool = False
     calls: list["CallRec"] = field(default_factory=list)
 
@@ -322,6 +374,13 @@ class Facts:
     scopes: list[Scope] = field(default_factory=list)
     classes: dict[str, ClassInfo] = field(default_factory=dict)
     path: str = ""
+    lines: Sequence[str] = ()
+
+    def line_matches(self, pos: Pos, pattern: re.Pattern[str]) -> bool:
+        """``pattern`` occurs on line ``pos[0]`` from column ``pos[1]`` on."""
+        if not 0 < pos[0] <= len(self.lines):
+            return False
+        return pattern.search(self.lines[pos[0] - 1], pos[1]) is not None
 
 
 class ValidationRule(Rule):
@@ -383,7 +442,7 @@ class ValidationRule(Rule):
 
     def visit_Module(self, node: cst.Module) -> None:
         module = Scope(node, "", None, None)
-        self.facts = Facts(module, [module], path=self.context.path)
+        self.facts = Facts(module, [module], path=self.context.path, lines=self.context.lines)
         self._scope_stack = [module]
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
@@ -427,48 +486,49 @@ class ValidationRule(Rule):
     # -- loops and blocks ------------------------------------------------------------------
 
     def visit_For(self, node: cst.For) -> None:
-        self._push_loop(node, node.iter)
+        self._push_loop(node, node.iter, node)
 
     def leave_For(self, original_node: cst.For) -> None:
         self._cur().loop_stack.pop()
 
     def visit_While(self, node: cst.While) -> None:
-        self._push_loop(node, node.test)
+        self._push_loop(node, node.test, node)
 
     def leave_While(self, original_node: cst.While) -> None:
         self._cur().loop_stack.pop()
 
-    def _push_loop(self, node: cst.CSTNode, expr: cst.BaseExpression) -> None:
+    def _push_loop(self, node: cst.CSTNode, expr: cst.BaseExpression, kw: cst.CSTNode) -> None:
         scope = self._cur()
         iterables = tuple(_iterables(expr)) if not isinstance(node, cst.While) else ()
+        kw_pos = self._pos(kw)  # ``async for`` starts at ``async``; the sign search skips it
         loop = Loop(
             node, self._pos(node), scope, scope.loop_stack[-1] if scope.loop_stack else None,
-            iterables, tuple(_words(expr)),
+            iterables, tuple(_words(expr)), kw_pos,
         )
         scope.loops.append(loop)
         scope.loop_stack.append(loop)
 
     # A comprehension is a loop too: ``[model(x) for x, _ in val_loader]``.
     def visit_ListComp(self, node: cst.ListComp) -> None:
-        self._push_loop(node, node.for_in.iter)
+        self._push_loop(node, node.for_in.iter, node.for_in)
 
     def leave_ListComp(self, original_node: cst.ListComp) -> None:
         self._cur().loop_stack.pop()
 
     def visit_GeneratorExp(self, node: cst.GeneratorExp) -> None:
-        self._push_loop(node, node.for_in.iter)
+        self._push_loop(node, node.for_in.iter, node.for_in)
 
     def leave_GeneratorExp(self, original_node: cst.GeneratorExp) -> None:
         self._cur().loop_stack.pop()
 
     def visit_SetComp(self, node: cst.SetComp) -> None:
-        self._push_loop(node, node.for_in.iter)
+        self._push_loop(node, node.for_in.iter, node.for_in)
 
     def leave_SetComp(self, original_node: cst.SetComp) -> None:
         self._cur().loop_stack.pop()
 
     def visit_DictComp(self, node: cst.DictComp) -> None:
-        self._push_loop(node, node.for_in.iter)
+        self._push_loop(node, node.for_in.iter, node.for_in)
 
     def leave_DictComp(self, original_node: cst.DictComp) -> None:
         self._cur().loop_stack.pop()
@@ -481,6 +541,7 @@ class ValidationRule(Rule):
         scope.with_stack.append(node)
         if ctx is not None:
             ctx.node = node
+            ctx.pos = self._pos(node)
             scope.grad_stack.append(ctx)
 
     def leave_With(self, original_node: cst.With) -> None:
@@ -967,7 +1028,9 @@ class ValidationAnalysis:
             while cur is not None and not self.loop_trains(cur):
                 words = cur.iter_words
                 if any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words):
-                    evidence.add(Evidence.DATA_NAME)
+                    sign = WHILE_VAL_RE if isinstance(cur.node, cst.While) else FOR_VAL_RE
+                    if self.facts.line_matches(cur.kw_pos, sign):
+                        evidence.add(Evidence.DATA_NAME)
                 cur = cur.parent
         elif self._val_args(call):
             evidence.add(Evidence.DATA_NAME)
@@ -978,19 +1041,31 @@ class ValidationAnalysis:
             return None  # a lone forward in a function of no telling name: could be anything
         if self._backpropagated(call):
             return None
-        grad = self.grad_local(call)
-        if grad is not None and grad.value is Grad.OFF:
+        # Autograd or mode switched off are signs of evaluation only around a loop over
+        # batches: optimizers, initialisers and generation code switch them off too.
+        over_batches = loop is not None and self.facts.line_matches(loop.kw_pos, FOR_DATA_RE)
+        ctx = call.grad
+        if (
+            over_batches and ctx is not None and ctx.state is Grad.OFF
+            and self.facts.line_matches(ctx.pos, WITH_NO_GRAD_RE)
+        ):
             evidence.add(Evidence.NO_GRAD)
-        mode = self.mode_local(scope, self.aliases(scope, model), call.pos)
-        if mode is not None and mode.value is Mode.EVAL:
-            evidence.add(Evidence.EVAL_MODE)
+        if over_batches:
+            mode = self.mode_local(scope, self.aliases(scope, model), call.pos)
+            if mode is not None and mode.value is Mode.EVAL:
+                evidence.add(Evidence.EVAL_MODE)
         if not evidence:
             return None
         return ValidationPass(scope, loop, call, model, frozenset(evidence))
 
     def _val_args(self, call: CallRec) -> bool:
-        words = [w for a in call.node.args for w in _words(a.value)]
-        return any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words)
+        """``model(X_test)``: the first argument, on the call's line, is held-out data."""
+        if not call.node.args:
+            return False
+        first = dotted_name(call.node.args[0].value)
+        if first is None or not is_val_name(first) or is_train_name(first):
+            return False
+        return self.facts.line_matches(call.pos, ARG_VAL_RE)
 
     def _backpropagated(self, call: CallRec) -> bool:
         """The forward's output reaches a ``backward()``/``autograd.grad`` in its scope."""
