@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import weakref
+from typing import Any
 
 import libcst as cst
 
@@ -11,6 +14,8 @@ from mllint.analysis_grads import BACKWARD_TEXT, STEP_TEXT, Events, GradEvents, 
 from mllint.analysis_index import CodeIndex, IndexedRule, LoopChain
 from mllint.analysis_flow import source_of
 from mllint.rule import Invalid, Valid
+from mllint.types import Verdict
+from mllint.verify.probe import Probe
 
 #: Calls that take an optimizer without clearing its gradients, so passing it to them
 #: does not hide a ``zero_grad()`` from us.
@@ -355,3 +360,172 @@ class MissingZeroGrad(IndexedRule):
         if clear is not None:
             data["clear_line"] = ix.line(clear)
         self.report(step.call, message, region=region, data=data)
+
+
+# -- runtime probe -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grads:
+    """The gradients an optimizer's parameters hold at one moment."""
+
+    norm: float
+    holding: int  # parameters whose .grad is non-zero
+    params: int
+
+    @property
+    def clear(self) -> bool:
+        return self.holding == 0
+
+
+class MissingZeroGradProbe(Probe):
+    """Watches the optimizer stepped at the flagged line.
+
+    The optimizer is the one whose ``step()`` runs while the flagged line is on the stack
+    (``scaler.step(opt)`` included, as GradScaler calls ``opt.step()``). For a
+    never-cleared finding, each interval between two of its steps is judged: the bug is
+    an interval in which a backward ran inside the flagged loop yet its gradients were
+    never seen cleared (None or zero) at any backward or at the closing step, so the
+    closing step applied the previous step's gradients too. Checking whole intervals,
+    not just the first backward after a step, keeps correct GANs refuted: there another
+    network's backward may run before this optimizer's ``zero_grad()``. For a
+    cleared-before-step finding, the probe reads the gradients as the flagged ``step()``
+    starts.
+    """
+
+    #: Intervals (or steps) after which a clean record refutes the finding.
+    ENOUGH = 3
+
+    def __init__(self, finding: Any, runtime: Any) -> None:
+        super().__init__(finding, runtime)
+        self.kind = Kind(finding.data.get("kind", Kind.NEVER_CLEARED.value))
+        self.name = finding.data.get("optimizer", "the optimizer")
+        # The step call itself, not the loop: identifies the optimizer.
+        self._step_site = dataclasses.replace(finding, region=None)
+        self._optimizer: weakref.ref | None = None
+        self.optimizer_class: str | None = None
+        self.steps = 0
+        # The interval since the latest step: a backward in the loop ran; grads seen clear.
+        self._backward_in_loop = False
+        self._seen_clear = False
+        self._first_leftover: _Grads | None = None
+        self.clean = 0
+        self.bad: tuple[int, _Grads] | None = None  # (step that re-applied, leftover)
+
+    def install(self) -> None:
+        self.rt.add_step_pre_hook(self._before_step)
+        self.rt.add_step_post_hook(self._after_step)
+        if self.kind is Kind.NEVER_CLEARED:
+            self.rt.on_backward(self._before_backward)
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    def _watched(self) -> Any:
+        return None if self._optimizer is None else self._optimizer()
+
+    def _before_step(self, optimizer: Any) -> None:
+        if self._watched() is None and self.rt.stack_in(self._step_site) is not None:
+            self._optimizer = weakref.ref(optimizer)
+            self.optimizer_class = type(optimizer).__name__
+        if optimizer is not self._watched() or self.bad is not None:
+            return
+        grads = self._grads(optimizer)
+        if self.kind is Kind.CLEARED_BEFORE_STEP:
+            if self.rt.stack_in(self._step_site) is None:
+                return
+            if grads.clear:
+                self.bad = (self.steps + 1, grads)
+            else:
+                self.clean += 1
+            return
+        if self.steps == 0 or not self._backward_in_loop:
+            return  # no previous step, or nothing of the loop's to judge
+        if self._seen_clear or grads.clear:
+            self.clean += 1
+        else:
+            self.bad = (self.steps + 1, self._first_leftover or grads)
+
+    def _after_step(self, optimizer: Any) -> None:
+        if optimizer is self._watched():
+            self.steps += 1
+            self._backward_in_loop = False
+            self._seen_clear = False
+            self._first_leftover = None
+
+    def _before_backward(self, tensor: Any) -> None:
+        optimizer = self._watched()
+        if optimizer is None or self.steps == 0 or self.bad is not None:
+            return
+        if self.rt.stack_in(self.finding) is not None:
+            self._backward_in_loop = True
+        if self._seen_clear:
+            return
+        grads = self._grads(optimizer)
+        if grads.clear:
+            self._seen_clear = True
+        elif self._first_leftover is None:
+            self._first_leftover = grads
+
+    def _grads(self, optimizer: Any) -> _Grads:
+        torch = self.rt.torch
+        total, holding, params = 0.0, 0, 0
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    params += 1
+                    g = p.grad
+                    if g is None:
+                        continue
+                    norm = float(torch.linalg.vector_norm(g.detach().float()))
+                    if norm > 0:
+                        holding += 1
+                        total += norm * norm
+        return _Grads(total ** 0.5, holding, params)
+
+    # -- verdict -----------------------------------------------------------------------
+
+    def settled(self) -> bool:
+        return self.bad is not None or self.clean >= self.ENOUGH
+
+    def verdict(self) -> Verdict | None:
+        if self._watched() is None and self.optimizer_class is None:
+            return None
+        figures: dict[str, Any] = {
+            "optimizer_class": self.optimizer_class,
+            "steps": self.steps,
+            "clean_checks": self.clean,
+        }
+        who = f"`{self.name}` ({self.optimizer_class})"
+        if self.bad is not None:
+            step, grads = self.bad
+            figures.update(
+                step=step,
+                leftover_grad_norm=round(grads.norm, 6),
+                params_with_grad=grads.holding,
+                params=grads.params,
+            )
+            if self.kind is Kind.CLEARED_BEFORE_STEP:
+                return self.confirmed(
+                    f"step {step} of {who} applied all-zero gradients: every one of its "
+                    f"{grads.params} parameters had a None or zero .grad when step() ran",
+                    **figures,
+                )
+            return self.confirmed(
+                f"step {step} of {who} applied gradients left over from step {step - 1}: "
+                f"they were never cleared in between (norm {grads.norm:.4g} over "
+                f"{grads.holding} of {grads.params} parameters before the next backward)",
+                **figures,
+            )
+        if not self.clean:
+            return None  # the loop never ran a full step-to-step interval
+        if self.kind is Kind.CLEARED_BEFORE_STEP:
+            return self.refuted(
+                f"{who} had non-zero gradients at the flagged step() in {self.clean} "
+                f"step(s): they are not cleared before it runs",
+                **figures,
+            )
+        return self.refuted(
+            f"between each of {self.clean} pair(s) of consecutive steps, the gradients of "
+            f"{who} were cleared (None or zero) before they were applied again",
+            **figures,
+        )

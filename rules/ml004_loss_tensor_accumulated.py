@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 import libcst as cst
 
@@ -13,6 +14,8 @@ from mllint.analysis_grads import BACKWARD_TEXT, STEP_TEXT, GradEvents
 from mllint.analysis_index import MAX_CALLER_DEPTH, CodeIndex, GradMode, IndexedRule, LoopChain
 from mllint.analysis_loss import LOSS_TEXT, LossOracle, LossValue, names_in
 from mllint.rule import Invalid, Valid
+from mllint.types import Verdict
+from mllint.verify.probe import Probe
 
 _ACCUMULATING_METHODS = {"append": 0, "appendleft": 0, "extend": 0, "insert": 1}
 #: Every way this rule proves autograd is on leaves one of these in the file: a backward
@@ -452,3 +455,131 @@ class _Checker:
                 if isinstance(self.ix.parent(call), cst.Expr):
                     return True
         return False
+
+
+# -- runtime probe -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Observation:
+    step: int
+    graph_tensors: int  # tensors in the accumulator that still have a grad_fn
+    nodes: int  # autograd nodes reachable from them (capped)
+    grad_fn: str | None
+
+
+class LossTensorAccumulatedProbe(Probe):
+    """Reads the accumulator each time the flagged statement has run.
+
+    A tensor with a ``grad_fn`` (or a list, tuple, deque or dict holding such tensors)
+    still references its graph; seen after two or more optimizer steps (two or more
+    passes for an evaluation finding), it confirms the finding, with the number of
+    autograd nodes it keeps reachable then and at the first observation. Plain numbers
+    and detached tensors refute it.
+    """
+
+    ENOUGH = 3
+    #: Graph walks stop here: enough to show growth, bounded on huge graphs.
+    NODE_CAP = 200_000
+    #: Container elements looked at (the newest ones, where a leak shows first).
+    ELEMENT_CAP = 1_000
+
+    def __init__(self, finding: Any, runtime: Any) -> None:
+        super().__init__(finding, runtime)
+        self.name = finding.data.get("accumulator", "")
+        self.evaluation = finding.data.get("kind") == Kind.EVALUATION.value
+        self.runs = 0
+        self.detached_runs = 0
+        self.held_type: str | None = None
+        self.first: _Observation | None = None
+        self.last: _Observation | None = None
+
+    def install(self) -> None:
+        self.rt.after_line(self.finding.path, self.finding.line, self._after)
+
+    def _after(self, frame: Any) -> None:
+        try:
+            value = self.rt.object_of(frame, self.name)
+        except LookupError:
+            return
+        self.runs += 1
+        self.held_type = type(value).__name__
+        tensors = self._graph_tensors(value)
+        if not tensors:
+            self.detached_runs += 1
+            return
+        seen = _Observation(self.rt.step, len(tensors), self._reachable(tensors),
+                            type(tensors[-1].grad_fn).__name__)
+        self.first = self.first or seen
+        self.last = seen
+
+    def _graph_tensors(self, value: Any, depth: int = 0) -> list:
+        torch = self.rt.torch
+        if isinstance(value, torch.Tensor):
+            return [value] if value.grad_fn is not None else []
+        if depth > 1:
+            return []
+        if isinstance(value, dict):
+            items = list(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)) or type(value).__name__ == "deque":
+            items = list(value)
+        else:
+            return []
+        out = []
+        for item in items[-self.ELEMENT_CAP:]:
+            out += self._graph_tensors(item, depth + 1)
+        return out
+
+    def _reachable(self, tensors: list) -> int:
+        seen: set[int] = set()
+        todo = [t.grad_fn for t in tensors]
+        while todo and len(seen) < self.NODE_CAP:
+            fn = todo.pop()
+            if fn is None or id(fn) in seen:
+                continue
+            seen.add(id(fn))
+            todo.extend(next_fn for next_fn, _ in getattr(fn, "next_functions", ()))
+        return len(seen)
+
+    def _span(self) -> int:
+        """Steps (passes, for evaluation) the accumulator has outlived with a graph."""
+        if self.first is None or self.last is None:
+            return 0
+        if self.evaluation:
+            return self.runs - self.detached_runs
+        return self.last.step - self.first.step + 1
+
+    def settled(self) -> bool:
+        return self._span() >= 2 or self.detached_runs >= self.ENOUGH
+
+    def verdict(self) -> Verdict | None:
+        if not self.runs:
+            return None
+        where = f"`{self.name}` (line {self.finding.line})"
+        if self.last is None:
+            return self.refuted(
+                f"{where} held no tensor with an autograd graph after any of {self.runs} "
+                f"run(s) of the line (it held a {self.held_type})",
+                runs=self.runs, held_type=self.held_type,
+            )
+        first, last = self.first, self.last
+        unit = "pass(es)" if self.evaluation else "optimizer step(s)"
+        figures = {
+            "runs": self.runs,
+            "steps": self._span(),
+            "grad_fn": last.grad_fn,
+            "graph_nodes": last.nodes,
+            "graph_nodes_first": first.nodes,
+            "graph_tensors": last.graph_tensors,
+        }
+        growth = (
+            f", up from {first.nodes} after the first"
+            if last.nodes > first.nodes else ""
+        )
+        return self.confirmed(
+            f"after {self._span()} {unit}, {where} still held "
+            f"{'a tensor' if last.graph_tensors == 1 else f'{last.graph_tensors} tensors'} "
+            f"with grad_fn={last.grad_fn}, keeping {last.nodes} autograd node(s) "
+            f"reachable{growth}: every step's graph stays alive",
+            **figures,
+        )
