@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mllint.analysis_validation import (
     EVAL_SIGN,
     NO_GRAD_SIGN,
@@ -10,6 +12,14 @@ from mllint.analysis_validation import (
     ValidationRule,
 )
 from mllint.rule import Invalid, Valid
+from mllint.types import Verdict
+from mllint.verify.pass_watch import (
+    RegionForwards,
+    batch_norm_shift,
+    batch_norm_state,
+    mode_dependent_layers,
+)
+from mllint.verify.probe import Probe
 
 
 class EvalModeMissing(ValidationRule):
@@ -200,3 +210,88 @@ class EvalModeMissing(ValidationRule):
                     "evidence": sorted(e.name for e in vp.evidence),
                 },
             )
+
+
+class EvalModeProbe(Probe):
+    """Watches the flagged model's forwards from the validation pass: its mode, its
+    mode-dependent layers, and whether batch-norm statistics moved during the pass."""
+
+    #: Forwards from the pass after which the verdict cannot change.
+    ENOUGH = 3
+
+    def __init__(self, finding: Any, runtime: Any) -> None:
+        super().__init__(finding, runtime)
+        self.forwards = RegionForwards(finding, runtime)
+        self.calls = 0
+        self.train_calls = 0
+        self.model_class = ""
+        self.layers: list[tuple[str, str]] = []
+        self.bn_shift: float | None = None
+        self._bn_before: dict | None = None
+
+    def install(self) -> None:
+        self.rt.add_forward_pre_hook(self._pre)
+        self.rt.add_forward_hook(self._post)
+
+    def _pre(self, module: Any, args: tuple) -> None:
+        if self.forwards.enter(module) is None:
+            return
+        torch = self.rt.torch
+        if not self.calls:
+            self.model_class = type(module).__name__
+            self.layers = mode_dependent_layers(torch, module)
+        self.calls += 1
+        if module.training:
+            self.train_calls += 1
+            self._bn_before = batch_norm_state(torch, module)
+
+    def _post(self, module: Any, args: tuple, output: Any) -> None:
+        if not self.forwards.leave(module) or self._bn_before is None:
+            return
+        shift = batch_norm_shift(self.rt.torch, module, self._bn_before)
+        self._bn_before = None
+        if shift is not None:
+            self.bn_shift = shift if self.bn_shift is None else max(self.bn_shift, shift)
+
+    def settled(self) -> bool:
+        return self.calls >= self.ENOUGH
+
+    def verdict(self) -> Verdict | None:
+        if not self.calls:
+            return None
+        model = f"`{self.finding.data.get('model') or self.model_class}` ({self.model_class})"
+        kinds = sorted({kind for _, kind in self.layers})
+        figures = {
+            "forwards": self.calls,
+            "train_mode_forwards": self.train_calls,
+            "mode_dependent_layers": ", ".join(f"{n} ({k})" for n, k in self.layers[:8]),
+            "batch_norm_updated": self.bn_shift is not None,
+            "batch_norm_mean_shift": self.bn_shift,
+        }
+        where = f"line {self.finding.line}"
+        if not self.train_calls:
+            return self.refuted(
+                f"{model} was in eval mode in all {self.calls} forward(s) at {where}",
+                **figures,
+            )
+        if not self.layers:
+            return self.refuted(
+                f"{model} ran {self.train_calls} of {self.calls} forward(s) at {where} in "
+                "training mode, but it has no dropout or batch-norm layers, so the mode "
+                "changes nothing (it would once such a layer is added)",
+                **figures,
+            )
+        names = ", ".join(f"{n or '<model>'} ({k})" for n, k in self.layers[:4])
+        more = f" and {len(self.layers) - 4} more" if len(self.layers) > 4 else ""
+        bn = ""
+        if any("Norm" in k for k in kinds):
+            bn = (
+                f"; validation batches changed the batch-norm running statistics (running "
+                f"mean moved by up to {self.bn_shift:.3g})" if self.bn_shift is not None
+                else "; the batch-norm running statistics did not change"
+            )
+        return self.confirmed(
+            f"{model} ran {self.train_calls} of {self.calls} validation forward(s) at "
+            f"{where} in training mode, with mode-dependent layers {names}{more}{bn}",
+            **figures,
+        )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mllint.analysis_validation import EVAL_SIGN, MODE_SIGN, Grad, ValidationAnalysis, ValidationRule
 from mllint.rule import Invalid, Valid
+from mllint.types import Verdict
+from mllint.verify.pass_watch import RegionForwards, graph_size, human_bytes, tensors_in
+from mllint.verify.probe import Probe
 
 
 class NoGradMissing(ValidationRule):
@@ -186,3 +191,79 @@ class NoGradMissing(ValidationRule):
                     "evidence": sorted(e.name for e in vp.evidence),
                 },
             )
+
+
+class NoGradProbe(Probe):
+    """Watches the flagged model's forwards from the validation pass: whether autograd
+    was on, and how much graph one forward kept alive."""
+
+    ENOUGH = 3
+
+    def __init__(self, finding: Any, runtime: Any) -> None:
+        super().__init__(finding, runtime)
+        self.forwards = RegionForwards(finding, runtime)
+        self.calls = 0
+        self.grad_calls = 0
+        self.graph_calls = 0
+        self.nodes = 0
+        self.saved_bytes = 0
+        self.model_class = ""
+        self._grad_now = False
+
+    def install(self) -> None:
+        self.rt.add_forward_pre_hook(self._pre)
+        self.rt.add_forward_hook(self._post)
+
+    def _pre(self, module: Any, args: tuple) -> None:
+        if self.forwards.enter(module) is None:
+            return
+        self.calls += 1
+        self.model_class = type(module).__name__
+        self._grad_now = bool(self.rt.torch.is_grad_enabled())
+        self.grad_calls += self._grad_now
+
+    def _post(self, module: Any, args: tuple, output: Any) -> None:
+        if not self.forwards.leave(module) or not self._grad_now:
+            return
+        torch = self.rt.torch
+        outs = [t for t in tensors_in(output, torch) if t.requires_grad]
+        if not outs:
+            return
+        self.graph_calls += 1
+        if self.graph_calls == 1:
+            params = {p.data_ptr() for p in module.parameters()}
+            self.nodes, self.saved_bytes = graph_size(torch, outs, params)
+
+    def settled(self) -> bool:
+        return self.calls >= self.ENOUGH
+
+    def verdict(self) -> Verdict | None:
+        if not self.calls:
+            return None
+        model = f"`{self.finding.data.get('model') or self.model_class}` ({self.model_class})"
+        where = f"line {self.finding.line}"
+        figures = {
+            "forwards": self.calls,
+            "grad_enabled_forwards": self.grad_calls,
+            "graph_forwards": self.graph_calls,
+            "graph_nodes": self.nodes,
+            "saved_bytes": self.saved_bytes,
+        }
+        if not self.grad_calls:
+            return self.refuted(
+                f"autograd was off in all {self.calls} forward(s) of {model} at {where}",
+                **figures,
+            )
+        if not self.graph_calls:
+            return self.refuted(
+                f"autograd was on in {self.grad_calls} forward(s) of {model} at {where}, but "
+                "no output required grad (its parameters are frozen), so no graph was kept",
+                **figures,
+            )
+        return self.confirmed(
+            f"{self.graph_calls} of {self.calls} validation forward(s) of {model} at {where} "
+            f"ran with autograd on and recorded a graph: one forward kept {self.nodes} "
+            f"autograd node(s) holding {human_bytes(self.saved_bytes)} of saved activations "
+            "alive until its outputs were dropped",
+            **figures,
+        )

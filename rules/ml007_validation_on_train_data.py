@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mllint.analysis import dotted_name
 from mllint.analysis_validation import (
     CALL_VAL,
@@ -16,6 +18,9 @@ from mllint.analysis_validation import (
 )
 from mllint.analysis_validation_data import DataAnalysis, Kind, Source
 from mllint.rule import Invalid, Valid
+from mllint.types import Verdict
+from mllint.verify.pass_watch import data_source, sample_hashes
+from mllint.verify.probe import Probe
 
 
 class ValidationOnTrainData(ValidationRule):
@@ -274,3 +279,128 @@ def _because(src: Source) -> str:
     if src.train_name and src.train_name != src.name and "is built" not in src.why:
         return f"it is built from `{src.train_name}`, the training data"
     return src.why
+
+
+class TrainDataProbe(Probe):
+    """Compares the data the flagged pass iterates with the data training steps consume.
+
+    A batch counts as trained on once a ``backward()`` or optimizer step follows it;
+    batches consumed inside the finding's region are the pass's. Identity is checked on
+    three levels: the loader object, the dataset object under any ``Subset``/sampler
+    (with the indices each side may read), and the samples' content.
+    """
+
+    #: Pass batches after which the verdict cannot change much.
+    ENOUGH = 2
+
+    def __init__(self, finding: Any, runtime: Any) -> None:
+        super().__init__(finding, runtime)
+        self.pass_batches = 0
+        self.trained_batches = 0
+        self._pending: list[tuple[Any, list[bytes]]] = []
+        self._train_loaders: set[int] = set()
+        self._train_sources: dict[int, tuple[Any, frozenset[int] | None, str]] = {}
+        self._train_samples: set[bytes] = set()
+        self._pass_loaders: set[int] = set()
+        self._pass_sources: dict[int, tuple[Any, frozenset[int] | None, str]] = {}
+        self._pass_samples: set[bytes] = set()
+        self._seen_at_pass: set[bytes] = set()
+
+    def install(self) -> None:
+        self.rt.on_batch(self._batch)
+        self.rt.on_backward(lambda tensor: self._commit())
+        self.rt.add_step_post_hook(lambda optimizer: self._commit())
+
+    def _source(self, loader: Any) -> tuple[Any, frozenset[int] | None, str]:
+        dataset, indices = data_source(loader)
+        kind = type(dataset).__name__
+        try:
+            kind += f" of {len(dataset)} samples"
+        except TypeError:
+            pass
+        return dataset, indices, kind
+
+    def _batch(self, loader: Any, batch: Any) -> None:
+        torch = self.rt.torch
+        hashes = sample_hashes(batch, torch)
+        if self.rt.stack_in(self.finding) is not None:
+            self.pass_batches += 1
+            self._pass_loaders.add(id(loader))
+            self._pass_sources.setdefault(id(loader), self._source(loader))
+            self._pass_samples.update(hashes)
+            return
+        # A batch outside the pass is training data once backward/step follows it; a
+        # newer batch of the same loader with none in between was not trained on.
+        self._pending = [(lo, hs) for lo, hs in self._pending if lo is not loader]
+        self._pending.append((loader, hashes))
+
+    def _commit(self) -> None:
+        for loader, hashes in self._pending:
+            self.trained_batches += 1
+            self._train_loaders.add(id(loader))
+            self._train_sources.setdefault(id(loader), self._source(loader))
+            self._train_samples.update(hashes)
+        self._pending = []
+
+    def settled(self) -> bool:
+        return self.pass_batches >= self.ENOUGH and self.trained_batches > 0
+
+    def _shared_dataset(self) -> tuple[str, int | None] | None:
+        """The dataset both sides read from, and how many indices they share (None: the
+        whole dataset is open to both)."""
+        for ds, idx, kind in self._pass_sources.values():
+            for tds, tidx, _ in self._train_sources.values():
+                if ds is None or ds is not tds:
+                    continue
+                if idx is None or tidx is None:
+                    return kind, None
+                common = len(idx & tidx)
+                if common:
+                    return kind, common
+        return None
+
+    def verdict(self) -> Verdict | None:
+        if not self.pass_batches:
+            return None
+        loader = self.finding.data.get("loader") or "the pass's data"
+        shared = self._pass_samples & self._train_samples
+        fraction = len(shared) / len(self._pass_samples) if self._pass_samples else 0.0
+        figures = {
+            "pass_batches": self.pass_batches,
+            "training_batches": self.trained_batches,
+            "pass_samples": len(self._pass_samples),
+            "training_samples": len(self._train_samples),
+            "shared_samples": len(shared),
+            "shared_fraction": round(fraction, 4),
+            "same_loader": bool(self._pass_loaders & self._train_loaders),
+        }
+        if not self.trained_batches:
+            return None  # nothing was trained on while the run lasted: nothing to compare
+        dataset = self._shared_dataset()
+        figures["same_dataset"] = dataset is not None
+        seen = (
+            f"{len(shared)} of the {len(self._pass_samples)} samples it evaluated "
+            f"({fraction:.0%}) were among the {len(self._train_samples)} training samples "
+            "seen so far"
+        )
+        if figures["same_loader"]:
+            return self.confirmed(
+                f"the pass at line {self.finding.line} iterates `{loader}`, the very "
+                f"DataLoader training steps consume; {seen}",
+                **figures,
+            )
+        if dataset is not None:
+            kind, common = dataset
+            part = "the whole dataset" if common is None else f"{common} shared indices"
+            return self.confirmed(
+                f"`{loader}` reads the same {kind} that training reads ({part}); {seen}",
+                **figures,
+            )
+        if shared:
+            return self.confirmed(f"`{loader}`: {seen}", **figures)
+        return self.refuted(
+            f"`{loader}` is not the training loader and reads different data: none of the "
+            f"{len(self._pass_samples)} samples the pass evaluated were among the "
+            f"{len(self._train_samples)} training samples seen",
+            **figures,
+        )

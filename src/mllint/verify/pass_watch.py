@@ -1,0 +1,228 @@
+"""Runtime helpers for the validation-pass probes (ML002, ML003, ML007).
+
+Nothing here imports torch: everything reaches it through ``runtime.torch``, since rule
+modules - and with them this one - are imported by static linting too.
+
+``RegionForwards`` picks, among all ``nn.Module`` forwards, the *top-level* forwards of
+the flagged model called from the finding's region (its submodules' forwards and other
+modules such as a loss are ignored). The model is the object the static finding names
+(``finding.data["model"]``), read from the region's frame without running user code;
+when it cannot be read, the first module called from the region that is not inside
+another tracked forward stands in for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from types import FrameType
+from typing import Any, Iterator
+
+from mllint.types import Finding
+
+
+class RegionForwards:
+    def __init__(self, finding: Finding, runtime: Any) -> None:
+        self.finding = finding
+        self.rt = runtime
+        self.name = str((finding.data or {}).get("model") or "")
+        self._subs: dict[int, tuple[weakref.ref, frozenset[int]]] = {}
+        self._running: list[int] = []
+
+    def submodule_ids(self, module: Any) -> frozenset[int]:
+        cached = self._subs.get(id(module))
+        if cached is not None and cached[0]() is module:
+            return cached[1]
+        ids = frozenset(id(m) for m in module.modules())
+        self._subs[id(module)] = (weakref.ref(module), ids)
+        return ids
+
+    def enter(self, module: Any) -> FrameType | None:
+        """The region's frame when ``module``'s forward (starting now) is a top-level
+        forward of the flagged model from the region, else ``None``. Pair with ``leave``."""
+        if self._running and any(id(module) in self._subs.get(r, (None, frozenset()))[1]
+                                 for r in self._running):
+            return None  # a submodule of a forward we already track
+        frame = self.rt.stack_in(self.finding)
+        if frame is None:
+            return None
+        target = self._target(frame)
+        torch = self.rt.torch
+        if target is not None:
+            if module is not target and id(target) not in self.submodule_ids(module):
+                return None  # another module (a loss, a metric) called from the region
+        elif not any(True for _ in module.parameters()) or isinstance(
+            module, torch.nn.modules.loss._Loss
+        ):
+            return None
+        self.submodule_ids(module)
+        self._running.append(id(module))
+        return frame
+
+    def leave(self, module: Any) -> bool:
+        """True when ``module`` is the tracked forward that ``enter`` accepted."""
+        if self._running and self._running[-1] == id(module):
+            self._running.pop()
+            return True
+        return False
+
+    def _target(self, frame: FrameType) -> Any:
+        if not self.name:
+            return None
+        try:
+            value = self.rt.object_of(frame, self.name)
+        except LookupError:
+            return None
+        return value if isinstance(value, self.rt.torch.nn.Module) else None
+
+
+# -- what makes a module mode-dependent ----------------------------------------------------
+
+
+def mode_dependent_layers(torch: Any, model: Any) -> list[tuple[str, str]]:
+    """``(qualified name, class name)`` of the submodules that compute differently in
+    training and eval mode: dropout, batch norm, instance norm tracking statistics,
+    recurrent layers and attention with dropout."""
+    nn = torch.nn
+    out = []
+    for name, m in model.named_modules():
+        kind = type(m).__name__
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            out.append((name, kind))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            out.append((name, kind))
+        elif isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats:
+            out.append((name, kind))
+        elif isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1:
+            out.append((name, kind))
+        elif isinstance(m, nn.MultiheadAttention) and m.dropout > 0:
+            out.append((name, kind))
+    return out
+
+
+def batch_norm_state(torch: Any, model: Any) -> dict[str, tuple[Any, int]]:
+    """Running mean (a copy) and batch counter of every batch-norm layer."""
+    state = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            tracked = int(m.num_batches_tracked) if m.num_batches_tracked is not None else 0
+            state[name] = (m.running_mean.detach().clone(), tracked)
+    return state
+
+
+def batch_norm_shift(torch: Any, model: Any, before: dict[str, tuple[Any, int]]) -> float | None:
+    """Largest change of a running mean since ``before`` (None: nothing changed)."""
+    shift = None
+    after = batch_norm_state(torch, model)
+    for name, (mean, tracked) in before.items():
+        now = after.get(name)
+        if now is None:
+            continue
+        if now[1] != tracked or not torch.equal(now[0], mean):
+            d = float((now[0].float() - mean.float()).abs().max()) if now[0].numel() else 0.0
+            shift = d if shift is None else max(shift, d)
+    return shift
+
+
+# -- autograd graphs -----------------------------------------------------------------------
+
+
+def tensors_in(value: Any, torch: Any, depth: int = 0) -> Iterator[Any]:
+    """Tensors in a forward's output: a tensor, tuple/list, dict or dict-like output."""
+    if depth > 4:
+        return
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from tensors_in(v, torch, depth + 1)
+    elif isinstance(value, dict) or hasattr(value, "values") and callable(value.values):
+        try:
+            items = list(value.values())
+        except Exception:  # noqa: BLE001 - an exotic output type: nothing to count
+            return
+        for v in items:
+            yield from tensors_in(v, torch, depth + 1)
+
+
+def graph_size(torch: Any, outputs: list[Any], exclude_ptrs: set[int],
+               limit: int = 20000) -> tuple[int, int]:
+    """Autograd nodes reachable from ``outputs`` and the bytes of the tensors those nodes
+    saved for backward (parameters, in ``exclude_ptrs``, are alive anyway)."""
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    seen: set[int] = set()
+    ptrs: set[int] = set()
+    saved = 0
+    while stack and len(seen) < limit:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        for attr in dir(fn):
+            if not attr.startswith("_saved_"):
+                continue
+            try:
+                value = getattr(fn, attr)
+            except Exception:  # noqa: BLE001 - a freed or unreadable saved value
+                continue
+            for t in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(t, torch.Tensor) and t.numel():
+                    ptr = t.data_ptr()
+                    if ptr and ptr not in ptrs and ptr not in exclude_ptrs:
+                        ptrs.add(ptr)
+                        saved += t.numel() * t.element_size()
+        stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+    return len(seen), saved
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# -- data identity ---------------------------------------------------------------------------
+
+
+def first_tensor(batch: Any, torch: Any) -> Any:
+    for t in tensors_in(batch, torch):
+        return t
+    return None
+
+
+def sample_hashes(batch: Any, torch: Any, limit: int = 512) -> list[bytes]:
+    """A content hash per sample of a batch (its first tensor, split on dim 0)."""
+    t = first_tensor(batch, torch)
+    if t is None or t.dim() == 0:
+        return []
+    rows = t.detach()[:limit].cpu()
+    if rows.dtype in (torch.bfloat16, torch.float16):
+        rows = rows.float()
+    out = []
+    for row in rows:
+        flat = row.reshape(-1)
+        h = hashlib.blake2b(digest_size=12)
+        h.update(flat[:1024].contiguous().numpy().tobytes())
+        h.update(str(tuple(row.shape)).encode())
+        h.update(repr(float(flat.double().sum())).encode())
+        out.append(h.digest())
+    return out
+
+
+def data_source(loader: Any) -> tuple[Any, frozenset[int] | None]:
+    """The dataset a loader finally reads and the indices it may read from it (``None``:
+    all of them): ``Subset``/``random_split`` parts and index samplers are unwrapped."""
+    dataset = getattr(loader, "dataset", None)
+    indices: list[int] | None = None
+    while dataset is not None and hasattr(dataset, "dataset") and hasattr(dataset, "indices"):
+        own = [int(i) for i in dataset.indices]
+        indices = own if indices is None else [own[i] for i in indices]
+        dataset = dataset.dataset
+    sampler = getattr(loader, "sampler", None)
+    picked = getattr(sampler, "indices", None)
+    if picked is not None:
+        chosen = [int(i) for i in picked]
+        indices = chosen if indices is None else [indices[i] for i in chosen]
+    return dataset, None if indices is None else frozenset(indices)
