@@ -249,8 +249,11 @@ class ModelOnlyCheckpoint(Rule):
         self.training.assign([t.target for t in node.targets], node.value)
         for t in node.targets:
             # ``ckpt["optimizer"] = optimizer.state_dict()`` adds to a dict built earlier.
-            if isinstance(t.target, cst.Subscript) and isinstance(t.target.value, cst.Name):
-                self._note_item(t.target.value, t.target.slice[0].slice, node.value)
+            target = t.target
+            if isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name):
+                index = target.slice[0].slice
+                key = index.value if isinstance(index, cst.Index) else index
+                self._note_item(target.value, key, node.value)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         self.training.assign([node.target], node.value)

@@ -71,6 +71,8 @@ def test_weights_only_saves_in_the_epoch_loop_are_flagged(save):
     ['torch.save({"model": model.state_dict(), "opt": optimizer}, "c.pt")'],
     ['state = {"model": model.state_dict()}', 'state["optimizer"] = optimizer.state_dict()',
      'torch.save(state, "c.pt")'],
+    ['state = {"model": model.state_dict()}', 'state["opt"] = get_state()',
+     'torch.save(state, "c.pt")'],
     ['state = {"model": model.state_dict()}', 'state.update(optimizer=optimizer.state_dict())',
      'torch.save(state, "c.pt")'],
     # a best-weights export beside a full checkpoint
