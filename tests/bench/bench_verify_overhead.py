@@ -1,6 +1,6 @@
 """``--verify`` overhead on a training step: the same script, plain and under the probes.
 
-Usage: python tests/bench/bench_verify_overhead.py [--epochs N] [--repeat R]
+Usage: python tests/bench/bench_verify_overhead.py [--epochs N] [--repeat R] [--each]
 
 Runs ``overhead_train.py`` (one bug of every rule, so every rule's probe is installed on a
 finding of its own) in one sitting: plainly (``python overhead_train.py``) and under
@@ -9,7 +9,8 @@ finding of its own) in one sitting: plainly (``python overhead_train.py``) and u
 interval between consecutive optimizer steps within an epoch (the validation pass and the
 checkpoint between epochs are left out); the first epoch is warm-up. Prints the median
 step time of each, in wall time and in main-thread CPU time (torch runs single-threaded,
-so CPU time stays meaningful on a busy machine), and their ratio (target: under 1.3x). With ``--repeat`` the runs
+so CPU time stays meaningful on a busy machine), and their ratio (target: under 1.3x).
+``--each`` also runs every finding's probe alone, to show what each one costs. With ``--repeat`` the runs
 alternate and the best median of each is kept.
 """
 
@@ -63,16 +64,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--each", action="store_true",
+                        help="also measure every finding's probe on its own")
     args = parser.parse_args()
 
     findings = list(lint_path(str(SCRIPT), all_rules()).findings)
     workdir = Path(tempfile.mkdtemp(prefix="mllint-bench-"))
+    each: dict[int, list[tuple[float, float]]] = {}
     try:
         plain_ms, verify_ms, report = [], [], None
         for _ in range(args.repeat):
             plain_ms.append(plain(workdir, args.epochs))
             ms, report = under_verify(workdir, args.epochs, findings)
             verify_ms.append(ms)
+            for i, finding in enumerate(findings if args.each else ()):
+                each.setdefault(i, []).append(under_verify(workdir, args.epochs,
+                                                           [finding])[0])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -82,6 +89,10 @@ def main() -> None:
           f"{len(findings)} findings ({', '.join(sorted({f.code for f in findings}))})")
     for finding, verdict in zip(findings, report.verdicts):
         print(f"  {finding.code} line {finding.line}: {verdict.status.value}")
+    for i, runs in each.items():
+        cpu = min(run[1] for run in runs)
+        print(f"  {findings[i].code} probe alone: {cpu:.3f} ms/step CPU, "
+              f"{cpu / base[1]:.2f}x")
     for k, kind in enumerate(("wall", "CPU")):
         print(f"{kind:>4}: plain {base[k]:.3f} ms/step, instrumented {instrumented[k]:.3f} "
               f"ms/step, ratio {instrumented[k] / base[k]:.2f}x (target < 1.3x)")

@@ -253,23 +253,26 @@ class Runtime:
         if count == self._modules_seen:
             return
         self._modules_seen = count
-        for path in self._sites.paths() & self._loaded_files() - self._adopted:
+        for path in self._loaded_files() - self._adopted:
             self._adopted.add(path)
             for line, kind, fns in self._sites.uncompiled_sites(path):
                 self._lines.add(path, line, _fan_out(fns), after=kind == "after")
             self._lines.start()
 
     def _loaded_files(self) -> set[str]:
-        """Files of modules already imported without our rewriting."""
+        """Watched files already imported as modules without our rewriting."""
+        watched = self._sites.paths()
+        names = {os.path.basename(p) for p in watched}
         loaded = set()
         for module in list(sys.modules.values()):
             filename = getattr(module, "__file__", None)
-            if isinstance(filename, str):
+            # realpath only for a name that could match: torch alone loads ~1,500 modules.
+            if isinstance(filename, str) and os.path.basename(filename) in names:
                 real = self._module_files.get(filename)
                 if real is None:
                     real = self._module_files[filename] = os.path.realpath(filename)
                 loaded.add(real)
-        return loaded - set(self._sites.compiled)
+        return (loaded & watched) - set(self._sites.compiled)
 
     def _first(self, kind: str) -> bool:
         if kind in self._registered:
