@@ -337,8 +337,11 @@ class _Checker:
         return False
 
     def _lifetime(self, acc: Accumulation, base: str) -> list[cst.CSTNode]:
-        """The loops whose iterations the accumulator outlives, innermost first."""
-        if self._persistent(acc, base):
+        """The loops whose iterations the accumulator outlives, innermost first; for an
+        attribute or global written in a function that itself steps an optimizer (a
+        ``train_step`` method), that function, whose calls are steps."""
+        persistent = self._persistent(acc, base)
+        if persistent:
             chains = self.ix.loop_chains(acc.node)
         else:
             chains = [LoopChain(tuple(self.ix.loops_of(acc.node)), False)]
@@ -350,26 +353,31 @@ class _Checker:
                 lifetime.append(loop)
             if lifetime:
                 return lifetime
+        func = self.ix.function_of(acc.node)
+        if persistent and func is not None and not chains and self.ev.summary(func).step_calls:
+            if not self._resets(func, acc, base):
+                return [func]
         return []
 
-    def _resets(self, loop: cst.CSTNode, acc: Accumulation, base: str, depth: int = 0) -> bool:
-        """``loop`` gives the accumulator a fresh value on every iteration."""
+    def _resets(self, scope: cst.CSTNode, acc: Accumulation, base: str, depth: int = 0) -> bool:
+        """Each run of ``scope`` (a loop's iteration, a function's call) gives the
+        accumulator a fresh value, unconditionally or together with an optimizer step."""
         ix = self.ix
-        func = ix.function_of(loop)
+        func = scope if isinstance(scope, cst.FunctionDef) else ix.function_of(scope)
         written = source_of(acc.target)
         for node in ix.nodes.assigns:
             if node is acc.node or isinstance(node, cst.AugAssign) or node.value is None:
                 continue
-            if ix.function_of(node) is not func or not ix.within(node, loop.body):
+            if ix.function_of(node) is not func or not ix.within(node, scope.body):
                 continue
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
             if any(dotted_name(t) == base or source_of(t) == written for t in targets):
                 if base in names_in(node.value):
                     continue  # ``total = total + x`` carries the old value on
-                if not ix.conditional_within(node, loop):
+                if not ix.conditional_within(node, scope) or self._with_a_step(node, scope):
                     return True
         for call in ix.calls_in_function(func):
-            if not ix.within(call, loop.body) or ix.conditional_within(call, loop):
+            if not ix.within(call, scope.body) or ix.conditional_within(call, scope):
                 continue
             if isinstance(call.func, cst.Attribute) and call.func.attr.value == "clear":
                 if dotted_name(call.func.value) == base:
@@ -378,6 +386,18 @@ class _Checker:
             if callee is not None and base.startswith("self.") and depth < MAX_CALLER_DEPTH:
                 if self._helper_resets(callee, base):
                     return True
+        return False
+
+    def _with_a_step(self, node: cst.CSTNode, scope: cst.CSTNode) -> bool:
+        """``node`` sits in an ``if`` branch that also steps (``if (i + 1) % k == 0:
+        opt.step(); total = 0``): the accumulator lives for one optimizer step."""
+        child = node
+        for anc in self.ix.ancestors(node):
+            if anc is scope:
+                return False
+            if isinstance(anc, cst.IndentedBlock) and isinstance(self.ix.parent(anc), (cst.If, cst.Else)):
+                return bool(self.ev.events_in(anc, self.ix.function_of(node)).step_calls)
+            child = anc
         return False
 
     def _helper_resets(self, func: cst.FunctionDef, base: str) -> bool:

@@ -154,6 +154,26 @@ FLAGGED = {
         """,
         [7],
     ),
+    "train_step_method_without_a_loop_here": (
+        """
+        import torch
+
+        class Agent:
+            def __init__(self, model):
+                self.model = model
+                self.loss_function = torch.nn.MSELoss()
+                self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+                self.running_loss = 0
+
+            def train(self, data, target):
+                self.model.zero_grad()
+                loss = self.loss_function(self.model(data), target)
+                loss.backward()
+                self.running_loss += loss
+                self.optimizer.step()
+        """,
+        [14],
+    ),
     "evaluation_with_autograd_on": (
         """
         import torch.nn.functional as F
@@ -310,6 +330,30 @@ NOT_FLAGGED = {
             loss = outputs.loss
             losses.append(loss)
             losses.append(outputs["loss"])
+        """,
+    "reset_with_the_step_of_an_accumulating_method": """
+        class Recipe:
+            def run(self, batch):
+                loss = self._loss_fn(self._model(batch), batch) / self._accum
+                self._running_loss += loss
+                loss.backward()
+                if (self._step + 1) % self._accum == 0:
+                    self._optimizer.step()
+                    self._optimizer.zero_grad(set_to_none=True)
+                    print(self._running_loss.item())
+                    self._running_loss = 0
+                self._step += 1
+        """,
+    "reset_with_the_step_in_a_loop": """
+        running = 0
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y) / 4
+            loss.backward()
+            running += loss
+            if (i + 1) % 4 == 0:
+                opt.step()
+                opt.zero_grad()
+                running = 0
         """,
     "not_a_loss": """
         total, outs = 0, []
