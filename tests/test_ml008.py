@@ -147,12 +147,50 @@ def test_prefilter():
 def test_aliased_autograd_backward_is_a_training_step():
     assert [f.line for f in lint("""
         from torch.autograd import backward as bw
-        def f(loss):
+        def f(loss, optimizer):
             try:
                 bw(loss)
             except Exception:
                 pass
+            optimizer.step()
         """)] == [5]
+
+
+def test_backward_without_an_optimizer_step_in_reach_is_not_training():
+    # Profiling a layer's backward pass (as benchmarking utilities do).
+    code = """
+        import torch
+        def profile(module, x, n=10):
+            for _ in range(n):
+                try:
+                    module(x).sum().backward()
+                except Exception:
+                    pass
+        def build(model):
+            return torch.optim.SGD(model.parameters(), lr=0.1)
+        """
+    assert lint(code) == ()
+    # ...but it is once an optimizer steps after it, or in its caller.
+    stepped = code + """
+        def train(model, batches, opt):
+            for x in batches:
+                profile(model, x, 1)
+                opt.step()
+        """
+    assert [f.line for f in lint(stepped)] == [6]
+
+
+def test_deepspeed_engine_step_is_training():
+    assert [f.line for f in lint("""
+        def train(model_engine, loader):
+            for batch in loader:
+                try:
+                    loss = model_engine(batch)
+                    model_engine.backward(loss)
+                    model_engine.step()
+                except Exception:
+                    continue
+        """)] == [7]
     for path in FIXTURE_FILES:
         text = path.read_text()
         assert lint_text(str(path), text, [SwallowedTrainingError]).findings == lint_text(

@@ -30,7 +30,8 @@ BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
 #: ``xm.optimizer_step(opt)``).
 STEP_WITH_OPTIMIZER = frozenset({"step", "optimizer_step"})
 
-_OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt($|_|[A-Z0-9])|^opt", re.IGNORECASE)
+# ``engine``: DeepSpeed's ``model_engine.step()`` applies the update itself.
+_OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt($|_|[A-Z0-9])|^opt|engine", re.IGNORECASE)
 _NOT_OPTIMIZER = re.compile(r"sched|scaler|warmup|lr_|option", re.IGNORECASE)
 
 
@@ -143,12 +144,19 @@ class TrainingMap:
         return any(o.target == dotted for o in self.optimizers) or looks_like_optimizer(dotted)
 
     def finish(self) -> None:
-        """Settle which containers train, following same-module calls to a fixed point."""
-        steps = list(self._steps)
-        for receiver, site, args in self._maybe_steps:
-            if self.is_optimizer(receiver) or any(a and self.is_optimizer(a) for a in args):
-                steps.append(site)
-        for site in steps:
+        """Settle which containers train, following same-module calls to a fixed point.
+
+        An optimizer step always counts. A ``backward()`` counts only where an optimizer
+        steps: in a function that steps (itself or through a function it calls), in a
+        function called from one, or in a closure inside one (LBFGS). A backward with no
+        optimizer step in reach is profiling or gradient inspection, not training.
+        """
+        steps = [site for receiver, site, args in self._maybe_steps
+                 if self.is_optimizer(receiver) or any(a and self.is_optimizer(a) for a in args)]
+        context = self._stepping_functions(steps)
+        steps += [site for site in self._steps
+                  if any(f in context for f in _functions_on(site))]
+        for site in sorted(steps, key=lambda s: s.line):
             for container in site.containers:
                 self._trains.setdefault(container, site)
         changed = True
@@ -161,6 +169,31 @@ class TrainingMap:
                     if container not in self._trains:
                         self._trains[container] = call.site
                         changed = True
+
+    def _stepping_functions(self, steps: list[StepSite]) -> set[cst.CSTNode | None]:
+        """Functions (``None``: module level) from which an optimizer step is in reach."""
+        stepping: set[cst.CSTNode | None] = {_functions_on(s)[0] for s in steps}
+        changed = True
+        while changed:  # a function that calls a stepping function steps too
+            changed = False
+            for call in self._calls:
+                caller = _functions_on(call.site)[0]
+                if caller not in stepping and any(
+                    f in stepping for f in self.callees(call.name, call.method)
+                ):
+                    stepping.add(caller)
+                    changed = True
+        context = set(stepping)
+        changed = True
+        while changed:  # ...and so does what it calls: the step follows their backward
+            changed = False
+            for call in self._calls:
+                if any(f in context for f in _functions_on(call.site)):
+                    for f in self.callees(call.name, call.method):
+                        if f not in context:
+                            context.add(f)
+                            changed = True
+        return context
 
     def callees(self, name: str, method: bool) -> list[cst.FunctionDef]:
         return self._functions.get((name, method), [])
@@ -182,6 +215,13 @@ class TrainingMap:
 
     def model_names(self) -> set[str]:
         return {m for o in self.optimizers for m in o.models}
+
+
+def _functions_on(site: StepSite) -> list[cst.CSTNode | None]:
+    """The functions enclosing ``site``, innermost first; ``[None]`` at module level."""
+    found: list[cst.CSTNode | None] = [
+        c for c in reversed(site.containers) if isinstance(c, cst.FunctionDef)]
+    return found or [None]
 
 
 def _parameter_owners(call: cst.Call) -> list[str]:
