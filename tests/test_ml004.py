@@ -355,6 +355,22 @@ NOT_FLAGGED = {
                 opt.zero_grad()
                 running = 0
         """,
+    "logged_dicts_from_a_training_generator": """
+        def train_batches(loader, net, optimizer, criterion):
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(net(x), y)
+                loss.backward()
+                optimizer.step()
+                yield {"loss": loss.data}
+
+        def train_epoch(loader, net, optimizer, criterion):
+            running_loss = 0.0
+            for stats in train_batches(loader, net, optimizer, criterion):
+                loss = stats["loss"]
+                running_loss += loss
+            return running_loss
+        """,
     "not_a_loss": """
         total, outs = 0, []
         for x, y in loader:

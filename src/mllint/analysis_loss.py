@@ -139,10 +139,10 @@ class LossOracle:
         ):
             return self.variable_loss(expr, at, depth)
         if isinstance(expr, cst.Attribute):
-            return LossValue(expr, None) if expr.attr.value == "loss" else None
+            return LossValue(expr, None) if expr.attr.value == "loss" and self._model_output(expr.value) else None
         if isinstance(expr, cst.Subscript):
             if _string_index(expr) == "loss":
-                return LossValue(expr, None)
+                return LossValue(expr, None) if self._model_output(expr.value) else None
             return self.carried_loss(expr.value, at, depth + 1)
         if isinstance(expr, cst.BinaryOperation):
             return self.carried_loss(expr.left, at, depth + 1) or self.carried_loss(expr.right, at, depth + 1)
@@ -174,6 +174,15 @@ class LossOracle:
         if self.computes_loss(call, depth):
             return LossValue(call, None)
         return None
+
+    def _model_output(self, expr: cst.BaseExpression) -> bool:
+        """``outputs`` in ``outputs.loss`` is what a call returned (``model(**batch)``),
+        not a loop variable or parameter, which is as often a dict of logged floats."""
+        if isinstance(expr, cst.Call):
+            return True
+        if isinstance(expr, cst.Name):
+            return any(isinstance(o.expr, cst.Call) for o in self.ix.origins(expr))
+        return False
 
     def computes_loss(self, call: cst.Call, depth: int = 0) -> bool:
         """Whether ``call`` computes a fresh loss tensor."""
