@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 import libcst as cst
-from libcst.metadata import PositionProvider, QualifiedNameProvider
+from libcst.metadata import PositionProvider, QualifiedNameProvider, QualifiedNameSource
 
 from mllint.analysis import dotted_name
 from mllint.rule import FileContext, Rule
@@ -150,6 +150,11 @@ GRAD_ON = frozenset(
 )
 AUTOGRAD_CALLS = frozenset(
     {"torch.autograd.backward", "torch.autograd.grad", "torch.autograd.functional.vjp"}
+)
+#: Tensors made up on the spot: a forward on them checks shapes, it evaluates nothing.
+SYNTHETIC = frozenset(
+    f"torch.{f}" for f in ("randn", "rand", "randint", "zeros", "ones", "empty", "full",
+                           "arange", "randn_like", "rand_like", "zeros_like", "ones_like")
 )
 #: Method names whose call means "this code trains": back-propagation or a parameter update.
 TRAIN_METHODS = frozenset({"backward", "manual_backward", "step", "optimizer_step"})
@@ -298,6 +303,8 @@ class CallRec:
     grad: GradCtx | None
     with_node: cst.With | None
     flow: "FlowRec | None"
+    #: The callee is reached through an import (``from timm import create_model``).
+    imported: bool = False
 
     @property
     def attr(self) -> str | None:
@@ -405,11 +412,13 @@ class ValidationRule(Rule):
         return (start.line, start.column)
 
     def _qnames(self, node: cst.CSTNode) -> frozenset[str]:
+        return frozenset(q.name for q in self._qualified(node))
+
+    def _qualified(self, node: cst.CSTNode) -> set:
         try:
-            names = self.get_metadata(QualifiedNameProvider, node, set())
+            return self.get_metadata(QualifiedNameProvider, node, set())
         except KeyError:
-            return frozenset()
-        return frozenset(q.name for q in names)
+            return set()
 
     def _cur(self) -> Scope:
         # A method, not a property: libcst's batching inspects every attribute.
@@ -605,12 +614,14 @@ class ValidationRule(Rule):
     def visit_Call(self, node: cst.Call) -> None:
         scope = self._cur()
         func = dotted_name(node.func)
-        qnames = self._qnames(node.func)
+        qualified = self._qualified(node.func)
+        qnames = frozenset(q.name for q in qualified)
         rec = CallRec(
             node, self._pos(node), scope, func, qnames, tuple(scope.loop_stack),
             scope.grad_stack[-1] if scope.grad_stack else None,
             scope.with_stack[-1] if scope.with_stack else None,
             scope.flow_stack[-1] if scope.flow_stack else None,
+            imported=any(q.source is QualifiedNameSource.IMPORT for q in qualified),
         )
         scope.calls.append(rec)
         for loop in scope.loop_stack:
@@ -995,7 +1006,9 @@ class ValidationAnalysis:
                 continue
             for call in scope.calls:
                 model = self.forward_target(call)
-                if model is None or not self._is_model_cached(scope, model):
+                if model is None or self._is_callable_definition(call):
+                    continue
+                if not self._is_model_cached(scope, model):
                     continue
                 vp = self._as_pass(call, model)
                 if vp is None:
@@ -1007,6 +1020,15 @@ class ValidationAnalysis:
                 out.append(vp)
         self._passes = out
         return out
+
+    def _is_callable_definition(self, call: CallRec) -> bool:
+        """``create_model(...)``, ``Net(...)``: calling an imported or defined function or
+        class builds something; it is no forward, whatever the name says."""
+        if call.attr == "forward" or call.func is None:
+            return False
+        if call.imported:
+            return True
+        return self.helper_of(call) is not None or call.func in self.facts.classes
 
     @staticmethod
     def forward_target(call: CallRec) -> str | None:
@@ -1039,6 +1061,8 @@ class ValidationAnalysis:
                 evidence.add(Evidence.FUNCTION_NAME)
         if loop is None and not evidence:
             return None  # a lone forward in a function of no telling name: could be anything
+        if self._synthetic_input(call):
+            return None  # ``net(torch.randn(1, 3, 32, 32))``: a smoke test of shapes
         if self._backpropagated(call):
             return None
         # Autograd or mode switched off are signs of evaluation only around a loop over
@@ -1057,6 +1081,17 @@ class ValidationAnalysis:
         if not evidence:
             return None
         return ValidationPass(scope, loop, call, model, frozenset(evidence))
+
+    def _synthetic_input(self, call: CallRec) -> bool:
+        if not call.node.args:
+            return False
+        value: cst.CSTNode | None = call.node.args[0].value
+        name = dotted_name(value) if value is not None else None
+        if name:
+            found = self.origins(call.scope, name, call.pos)
+            value = found[-1][1].value if found else None
+        rec = self._call_rec(call.scope, value)
+        return rec is not None and bool(rec.qnames & SYNTHETIC)
 
     def _val_args(self, call: CallRec) -> bool:
         """``model(X_test)``: the first argument, on the call's line, is held-out data."""
