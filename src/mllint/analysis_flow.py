@@ -113,10 +113,7 @@ class Flow:
         scope = self.scope(name)
         if scope is None:
             return []
-        try:
-            assignments = list(scope[name.value])
-        except Exception:  # noqa: BLE001 - libcst raises for names it cannot track
-            return []
+        assignments = list(scope[name.value])
         local = [a for a in assignments if getattr(a, "scope", None) is scope]
         chosen = assignments
         if local:
