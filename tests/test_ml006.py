@@ -160,3 +160,16 @@ def test_prefilter():
         text = path.read_text()
         assert lint_text(str(path), text, [ModelOnlyCheckpoint]).findings == lint_text(
             str(path), text, [ModelOnlyCheckpoint], prefilter=False).findings
+
+
+@pytest.mark.parametrize("name", [
+    "torch.optim.SGD", "torch.optim.adamw.AdamW", "transformers.AdamW",
+    "transformers.optimization.Adafactor", "timm.optim.create_optimizer_v2",
+    "bitsandbytes.optim.Adam8bit", "apex.optimizers.FusedAdam", "torch_optimizer.Lamb",
+])
+def test_prefilter_admits_every_optimizer_the_rule_recognises(name):
+    from mllint.analysis import is_optimizer_constructor
+
+    assert is_optimizer_constructor({name})
+    # The import that makes ``name`` resolvable always spells this much of it.
+    assert ModelOnlyCheckpoint.may_match(f"torch.save(x, p)\n{name}")
