@@ -424,6 +424,8 @@ class MissingZeroGradProbe(Probe):
         return None if self._optimizer is None else self._optimizer()
 
     def _before_step(self, optimizer: Any) -> None:
+        if self.settled():
+            return
         if self._watched() is None and self.rt.stack_in(self._step_site) is not None:
             self._optimizer = weakref.ref(optimizer)
             self.optimizer_class = type(optimizer).__name__
@@ -454,7 +456,7 @@ class MissingZeroGradProbe(Probe):
 
     def _before_backward(self, tensor: Any) -> None:
         optimizer = self._watched()
-        if optimizer is None or self.steps == 0 or self.bad is not None:
+        if optimizer is None or self.steps == 0 or self.settled():
             return
         if self.rt.stack_in(self.finding) is not None:
             self._backward_in_loop = True
@@ -468,19 +470,19 @@ class MissingZeroGradProbe(Probe):
 
     def _grads(self, optimizer: Any) -> _Grads:
         torch = self.rt.torch
-        total, holding, params = 0.0, 0, 0
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return _Grads(0.0, 0, len(params))
         with torch.no_grad():
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    params += 1
-                    g = p.grad
-                    if g is None:
-                        continue
-                    norm = float(torch.linalg.vector_norm(g.detach().float()))
-                    if norm > 0:
-                        holding += 1
-                        total += norm * norm
-        return _Grads(total ** 0.5, holding, params)
+            # Stacked per device: one sync per device however many parameters.
+            per_device: dict[Any, list] = {}
+            for g in grads:
+                per_device.setdefault(g.device, []).append(torch.linalg.vector_norm(g.detach().float()))
+            norms = torch.cat([torch.stack(n).cpu() for n in per_device.values()])
+            holding = int((norms > 0).sum())
+            total = float(torch.linalg.vector_norm(norms))
+        return _Grads(total, holding, len(params))
 
     # -- verdict -----------------------------------------------------------------------
 

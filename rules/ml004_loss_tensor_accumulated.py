@@ -518,6 +518,8 @@ class LossTensorAccumulatedProbe(Probe):
         self.rt.after_line(self.finding.path, self.finding.line, self._after)
 
     def _after(self, frame: Any) -> None:
+        if self.settled():
+            return  # the verdict cannot change; spare the graph walks
         try:
             value = self.rt.object_of(frame, self.name)
         except LookupError:
