@@ -156,3 +156,18 @@ def test_fast_parent_map_equals_libcst_parent_provider():
     got = _parent_map(module)
     assert set(got) == set(expected)
     assert all(got[node] is parent for node, parent in expected.items())
+
+
+def test_seeded_metadata_gives_the_same_findings_as_libcst_providers(monkeypatch):
+    """The engine's cheaper parent links and lazy qualified names change no result."""
+    import mllint.engine as engine
+    from helpers import all_fixtures
+    from mllint.registry import all_rules
+
+    rules = all_rules()
+    texts = [(str(p), p.read_text(encoding="utf-8")) for p in all_fixtures()]
+    seeded = [engine.lint_text(p, t, rules) for p, t in texts]
+    monkeypatch.setattr(engine, "_seed_metadata", lambda wrapper, visitors: None)
+    plain = [engine.lint_text(p, t, rules) for p, t in texts]
+    assert seeded == plain
+    assert sum(len(r.findings) for r in plain) > 10
