@@ -87,8 +87,11 @@ def main() -> None:
     instrumented = tuple(min(run[k] for run in verify_ms) for k in (0, 1))
     print(f"script: {SCRIPT.name}, {args.epochs} epochs of 64 steps, "
           f"{len(findings)} findings ({', '.join(sorted({f.code for f in findings}))})")
-    for finding, verdict in zip(findings, report.verdicts):
-        print(f"  {finding.code} line {finding.line}: {verdict.status.value}")
+    steps = report.run.steps or 1
+    spent = dict(report.run.probe_seconds)
+    for i, (finding, verdict) in enumerate(zip(findings, report.verdicts)):
+        print(f"  {finding.code} line {finding.line}: {verdict.status.value}; its callbacks "
+              f"took {spent.get(i, 0.0) * 1000 / steps:.3f} ms/step")
     for i, runs in each.items():
         cpu = min(run[1] for run in runs)
         print(f"  {findings[i].code} probe alone: {cpu:.3f} ms/step CPU, "

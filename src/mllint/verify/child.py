@@ -310,6 +310,10 @@ class _Child:
         ]
         result.verdicts = {}
         result.runtime_findings = []
+        result.probe_seconds = {
+            (str(s.index) if s.index is not None else f"watch:{n}"): round(s.seconds, 6)
+            for n, s in enumerate(self.slots)
+        }
         for slot in self.slots:
             if slot.index is None:
                 result.runtime_findings += self._watcher_findings(slot)

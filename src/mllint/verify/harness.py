@@ -84,6 +84,8 @@ class RunOutcome:
     #: "steps", "settled" or None.
     stop_reason: str | None = None
     notes: tuple[str, ...] = ()
+    #: (finding index, seconds spent in its probe's callbacks), slowest first.
+    probe_seconds: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -455,6 +457,9 @@ def _outcome(
         batches=result.batches,
         stop_reason=None if timed_out else result.stop_reason,
         notes=tuple(notes),
+        probe_seconds=tuple(sorted(
+            ((int(k), v) for k, v in result.probe_seconds.items() if k.isdigit()),
+            key=lambda item: -item[1])),
     )
     return result, outcome
 

@@ -23,6 +23,7 @@ import io
 import os
 import sys
 import threading
+from time import perf_counter
 from types import FrameType
 from typing import Any, Callable
 
@@ -51,6 +52,8 @@ class Slot:
         self.probe: Any = None
         self.error: str | None = None
         self.settled = False
+        #: Time spent in this probe's callbacks (its share of the run's overhead).
+        self.seconds = 0.0
 
     def fail(self, where: str, exc: BaseException) -> None:
         if self.error is None:
@@ -522,12 +525,15 @@ class ProbeRuntime:
         def guarded(*args: Any, **kwargs: Any) -> None:
             if slot.error is not None:
                 return
+            start = perf_counter()
             try:
                 fn(*args, **kwargs)
             except InjectedFault:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # isolation, see probe.py
                 slot.fail(where, exc)
+            finally:
+                slot.seconds += perf_counter() - start
 
         return guarded
 

@@ -89,6 +89,8 @@ class RunResult:
     partial: bool = False
     notes: list[str] = field(default_factory=list)
     fatal: dict[str, str] | None = None
+    #: Seconds spent in each probe's callbacks, by finding index (watchers: "watch:N").
+    probe_seconds: dict[str, float] = field(default_factory=dict)
     #: Indices of findings whose probe asked for a fault-injection run.
     fault_indices: list[int] = field(default_factory=list)
 
