@@ -391,6 +391,7 @@ def test_probes_see_the_run_and_report_with_events():
     assert f["forward_pre"] == f["forward"] > 0
     assert f["user_files"] == "train_small.py" and f["max_batch_rows"] == 8
     assert report.verdicts[1].figures["hits"] == 1
+    assert {i for i, seconds in run.probe_seconds if seconds > 0} == {0, 1}
     kinds = [e["type"] for e in events]
     assert kinds[0] == "phase" and "started" in kinds and kinds[-1] == "finished"
     assert [e["steps"] for e in events if e["type"] == "step"] == list(range(1, 9))
