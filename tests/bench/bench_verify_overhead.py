@@ -10,7 +10,9 @@ interval between consecutive optimizer steps within an epoch (the validation pas
 checkpoint between epochs are left out); the first epoch is warm-up. Prints the median
 step time of each, in wall time and in main-thread CPU time (torch runs single-threaded,
 so CPU time stays meaningful on a busy machine), and their ratio (target: under 1.3x).
-``--each`` also runs every finding's probe alone, to show what each one costs. With ``--repeat`` the runs
+It also runs the harness with no probe (its own cost: budgets, hooks, the torch.save guard)
+and reports the time each probe's callbacks took per step; ``--each`` runs every finding's
+probe alone as well. With ``--repeat`` the runs
 alternate and the best median of each is kept.
 """
 
@@ -72,11 +74,12 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mllint-bench-"))
     each: dict[int, list[tuple[float, float]]] = {}
     try:
-        plain_ms, verify_ms, report = [], [], None
+        plain_ms, verify_ms, bare_ms, report = [], [], [], None
         for _ in range(args.repeat):
             plain_ms.append(plain(workdir, args.epochs))
             ms, report = under_verify(workdir, args.epochs, findings)
             verify_ms.append(ms)
+            bare_ms.append(under_verify(workdir, args.epochs, [])[0])
             for i, finding in enumerate(findings if args.each else ()):
                 each.setdefault(i, []).append(under_verify(workdir, args.epochs,
                                                            [finding])[0])
@@ -96,6 +99,8 @@ def main() -> None:
         cpu = min(run[1] for run in runs)
         print(f"  {findings[i].code} probe alone: {cpu:.3f} ms/step CPU, "
               f"{cpu / base[1]:.2f}x")
+    bare = min(run[1] for run in bare_ms)
+    print(f"  the harness alone (no probe): {bare:.3f} ms/step CPU, {bare / base[1]:.2f}x")
     for k, kind in enumerate(("wall", "CPU")):
         print(f"{kind:>4}: plain {base[k]:.3f} ms/step, instrumented {instrumented[k]:.3f} "
               f"ms/step, ratio {instrumented[k] / base[k]:.2f}x (target < 1.3x)")
