@@ -44,6 +44,7 @@ class VerifyError(Exception):
 @dataclass(frozen=True)
 class VerifyOptions:
     script: str | None = None
+    #: Arguments for the script (with ``run``: appended to the command's own).
     script_args: tuple[str, ...] = ()
     #: A command line such as ``python -m pkg.train --cfg x``; its ``python`` is replaced
     #: by ``python`` below (an explicit interpreter path in the command is used as given).
@@ -116,6 +117,9 @@ def verify(
     target = _resolve_target(options)
     if options.device not in ("cpu", "cuda", "auto"):
         raise VerifyError(f"unknown device {options.device!r} (cpu, cuda or auto)")
+    if options.max_batches < 1 or options.max_steps < 1 or not options.timeout > 0:
+        raise VerifyError("--max-batches and --max-steps must be at least 1 and --timeout "
+                          "positive")
     findings = list(findings)
     resolved = [dataclasses.replace(f, path=os.path.realpath(f.path)) for f in findings]
     probe_targets = [_probe_target(i, f, options) for i, f in enumerate(findings)]
@@ -196,14 +200,15 @@ def _parse_run(command: str, options: VerifyOptions, cwd: str) -> _Target:
             rest.pop(0)
     if not rest:
         raise VerifyError(f"--run {command!r} names no script or module")
+    extra = tuple(options.script_args)  # `mllint --verify --run CMD -- more args`
     if rest[0] == "-m":
         if len(rest) < 2:
             raise VerifyError(f"--run {command!r}: -m needs a module name")
-        return _Target(python, "module", rest[1], tuple(rest[2:]), cwd, env)
+        return _Target(python, "module", rest[1], (*rest[2:], *extra), cwd, env)
     path = os.path.realpath(os.path.join(cwd, rest[0]))
     if not os.path.isfile(path):
         raise VerifyError(f"script not found: {rest[0]} (in {cwd})")
-    return _Target(python, "script", path, tuple(rest[1:]), cwd, env)
+    return _Target(python, "script", path, (*rest[1:], *extra), cwd, env)
 
 
 def _probe_target(index: int, finding: Finding, options: VerifyOptions) -> str | None:
