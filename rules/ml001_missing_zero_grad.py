@@ -10,9 +10,9 @@ from typing import Any
 import libcst as cst
 
 from mllint.analysis import dotted_name
+from mllint.analysis_flow import source_of
 from mllint.analysis_grads import BACKWARD_TEXT, STEP_TEXT, Events, GradEvents, Step
 from mllint.analysis_index import CodeIndex, IndexedRule, LoopChain
-from mllint.analysis_flow import source_of
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
@@ -317,7 +317,7 @@ class MissingZeroGrad(IndexedRule):
             return None
         for small in stmt.body:
             node = small.value if isinstance(small, cst.Expr) else small
-            for clear in ev._clears:
+            for clear in ev.clears:
                 if clear.node is node:
                     same = clear.receiver is not None and ev.identity(clear.receiver) == ev.identity(step.optimizer)
                     if same or (sole and (clear.receiver is None or not ev.is_optimizer(clear.receiver))):

@@ -11,7 +11,13 @@ import libcst as cst
 from mllint.analysis import dotted_name
 from mllint.analysis_flow import source_of
 from mllint.analysis_grads import BACKWARD_TEXT, STEP_TEXT, GradEvents
-from mllint.analysis_index import MAX_CALLER_DEPTH, CodeIndex, GradMode, IndexedRule, LoopChain
+from mllint.analysis_index import (
+    MAX_CALLER_DEPTH,
+    CodeIndex,
+    GradMode,
+    IndexedRule,
+    LoopChain,
+)
 from mllint.analysis_loss import LOSS_TEXT, LossOracle, LossValue, names_in
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
@@ -391,13 +397,11 @@ class _Checker:
     def _with_a_step(self, node: cst.CSTNode, scope: cst.CSTNode) -> bool:
         """``node`` sits in an ``if`` branch that also steps (``if (i + 1) % k == 0:
         opt.step(); total = 0``): the accumulator lives for one optimizer step."""
-        child = node
         for anc in self.ix.ancestors(node):
             if anc is scope:
                 return False
             if isinstance(anc, cst.IndentedBlock) and isinstance(self.ix.parent(anc), (cst.If, cst.Else)):
                 return bool(self.ev.events_in(anc, self.ix.function_of(node)).step_calls)
-            child = anc
         return False
 
     def _helper_resets(self, func: cst.FunctionDef, base: str) -> bool:

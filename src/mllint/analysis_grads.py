@@ -77,7 +77,7 @@ class Events:
     #: Closures passed to ``step()`` that this module does not define.
     unknown_closures: list[Step] = field(default_factory=list)
 
-    def merge(self, other: "Events") -> None:
+    def merge(self, other: Events) -> None:
         self.backwards += other.backwards
         self.step_calls += other.step_calls
         self.steps += other.steps
@@ -139,6 +139,10 @@ class GradEvents:
     @property
     def backwards(self) -> list[cst.Call]:
         return self._backwards
+
+    @property
+    def clears(self) -> list[Clear]:
+        return self._clears
 
     def steps(self) -> list[Step]:
         """Every optimizer step in the module (calls of ``.step`` on an optimizer)."""
@@ -260,7 +264,10 @@ class GradEvents:
         """Events inside ``container`` (a loop, a statement, a function body) of ``func``,
         with the events of same-module functions called there, transitively."""
         out = Events()
-        inside = lambda n: self.ix.function_of(n) is func and self.ix.within(n, container)  # noqa: E731
+
+        def inside(node: cst.CSTNode) -> bool:
+            return self.ix.function_of(node) is func and self.ix.within(node, container)
+
         out.backwards = [c for c in self._backwards if inside(c)]
         out.step_calls = [c for c in self._step_calls if inside(c)]
         out.clears = [c for c in self._clears if inside(c.node)]

@@ -11,8 +11,8 @@ lexical and lazy: nothing is computed for a file unless a rule asks.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import libcst as cst
 from libcst.metadata import (
@@ -22,7 +22,7 @@ from libcst.metadata import (
     ScopeProvider,
 )
 
-from mllint.analysis import dotted_name, qualified_names
+from mllint.analysis import qualified_names
 from mllint.rule import Rule
 
 Loop = cst.For | cst.While
@@ -137,7 +137,7 @@ class IndexedRule(Rule):
     def leave_Module(self, original_node: cst.Module) -> None:
         self.check(CodeIndex(self, self._nodes, original_node))
 
-    def check(self, index: "CodeIndex") -> None:  # pragma: no cover - abstract
+    def check(self, index: CodeIndex) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -422,7 +422,7 @@ class CodeIndex:
             return []
         try:
             accesses = scope.accesses[name]
-        except Exception:  # noqa: BLE001 - names the scope analysis did not record
+        except Exception:
             return []
         return [
             ref.node
@@ -545,6 +545,3 @@ class CodeIndex:
                 return GradMode.ENABLED if value.value == "True" else GradMode.DISABLED
             return GradMode.MAYBE_DISABLED
         return None
-
-    def receiver_key(self, expr: cst.BaseExpression) -> str | None:
-        return dotted_name(expr)

@@ -45,7 +45,7 @@ GRAPH_KEEPING_METHODS = frozenset(
     {
         "mean", "sum", "cpu", "cuda", "to", "float", "double", "half", "bfloat16", "clone",
         "view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "mul", "div",
-        "add", "sub", "abs", "sqrt", "exp", "log", "pow", "expand", "unsqueeze", "type",
+        "add", "sub", "abs", "sqrt", "exp", "log", "pow", "expand", "type",
     }
 )
 #: Callables that combine tensors into one attached to all of them.
