@@ -10,9 +10,8 @@ import pytest
 pytest.importorskip("torch")
 
 from helpers import FIXTURES
-from mllint.rules.ml001_missing_zero_grad import MissingZeroGrad
-
 from mllint.engine import lint_path
+from mllint.rules.ml001_missing_zero_grad import MissingZeroGrad
 from mllint.types import Finding, Position, Span, VerdictStatus
 from mllint.verify.harness import VerifyOptions, verify
 
