@@ -52,7 +52,10 @@ class MissingZeroGrad(IndexedRule):
     Gradient accumulation is recognised by the clearing being somewhere in the loop
     (typically under `if (i + 1) % k == 0:`); a loop that deliberately never clears is
     flagged. An optimizer handed to a function from another module inside the loop is
-    assumed to be cleared there.
+    assumed to be cleared there. An optimizer that arrives as an unannotated parameter
+    no same-module caller fills is recognised only when the module calls `zero_grad()`
+    on that name elsewhere, so such a `train(model, optimizer, loader)` with no clearing
+    anywhere in its file is missed.
 
     ## How --verify confirms it
     At every `backward()` inside the flagged loop, the probe looks at the parameters of

@@ -78,7 +78,10 @@ class LossTensorAccumulated(IndexedRule):
     Summing micro-batch losses into one tensor that is then back-propagated (gradient
     accumulation of a summed loss within one step) is not flagged, nor is a total that
     is reset every step. Accumulation inside helper classes (an `AverageMeter.update`
-    defined elsewhere) is not followed.
+    defined elsewhere) is not followed. In a pass that does not back-propagate, the
+    finding needs proof that autograd is on: a same-module call path from a script's
+    entry (`if __name__ == "__main__":`, a top-level loop or call) or from code that
+    back-propagates; an evaluation helper only called from other files is left alone.
 
     ## How --verify confirms it
     After the flagged line runs, the probe reads the accumulator: a tensor with a
