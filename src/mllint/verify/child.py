@@ -24,7 +24,8 @@ from typing import Any
 
 from mllint.types import Finding, Verdict, VerdictStatus
 from mllint.verify import linerewrite, sandbox
-from mllint.verify.runtime import ProbeRuntime, Runtime, Slot, StopRun
+from mllint.verify.isolation import ProbeRuntime, Slot
+from mllint.verify.runtime import Runtime, StopRun
 from mllint.verify.spec import EXIT_FATAL, Fatal, RunResult, RunSpec
 
 

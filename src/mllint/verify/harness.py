@@ -13,14 +13,9 @@ What the run is kept from doing, and what it may still do: note "verify-safety" 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import re
-import selectors
-import shlex
 import signal
 import site
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,17 +23,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from mllint.types import Finding, Verdict, VerdictStatus
-from mllint.verify import sandbox
-from mllint.verify.spec import Fatal, ProbeSpec, RunResult, RunSpec
+from mllint.verify import process, sandbox
+from mllint.verify.command import Target, resolve_target
+from mllint.verify.errors import VerifyError
+from mllint.verify.spec import ProbeSpec, RunResult, RunSpec
 
 #: Optimizer steps of the fault-injection run (it only needs to reach the flagged step).
 FAULT_RUN_STEPS = 6
-_TAIL_CHARS = 4000
-_PYTHON_RE = re.compile(r"^python(\d+(\.\d+)?)?(\.exe)?$")
-
-
-class VerifyError(Exception):
-    """The run could not be started or set up; the message is for the user."""
 
 
 @dataclass(frozen=True)
@@ -99,22 +90,13 @@ class VerifyReport:
     fault_run: RunOutcome | None
 
 
-@dataclass(frozen=True)
-class _Target:
-    python: str
-    mode: str  # "script" | "module"
-    target: str
-    args: tuple[str, ...]
-    cwd: str
-    env: Mapping[str, str]
-
-
 def verify(
     findings: Sequence[Finding],
     options: VerifyOptions,
     on_event: Callable[[dict], None] | None = None,
 ) -> VerifyReport:
-    target = _resolve_target(options)
+    target = resolve_target(script=options.script, script_args=options.script_args,
+                            run=options.run, python=options.python, cwd=options.cwd)
     if options.device not in ("cpu", "cuda", "auto"):
         raise VerifyError(f"unknown device {options.device!r} (cpu, cuda or auto)")
     if options.max_batches < 1 or options.max_steps < 1 or not options.timeout > 0:
@@ -158,59 +140,6 @@ def verify(
     return VerifyReport(final, runtime_findings, run, fault_outcome)
 
 
-# -- what to run -------------------------------------------------------------------------
-
-
-def _resolve_target(options: VerifyOptions) -> _Target:
-    cwd = os.path.abspath(options.cwd or os.getcwd())
-    if not os.path.isdir(cwd):
-        raise VerifyError(f"working directory not found: {cwd}")
-    if (options.script is None) == (options.run is None):
-        raise VerifyError("give either a script to run or a --run command (not both)")
-    if options.script is not None:
-        path = os.path.realpath(os.path.join(cwd, options.script))
-        if not os.path.isfile(path):
-            raise VerifyError(f"script not found: {options.script}")
-        return _Target(options.python, "script", path, tuple(options.script_args), cwd, {})
-    return _parse_run(options.run or "", options, cwd)
-
-
-def _parse_run(command: str, options: VerifyOptions, cwd: str) -> _Target:
-    try:
-        words = shlex.split(command)
-    except ValueError as exc:
-        raise VerifyError(f"cannot parse --run {command!r}: {exc}") from None
-    env: dict[str, str] = {}
-    while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
-        name, _, value = words.pop(0).partition("=")
-        env[name] = value
-    if not words or not _PYTHON_RE.match(os.path.basename(words[0])):
-        got = words[0] if words else ""
-        raise VerifyError(
-            f"--run must start with python (got {got!r}): mllint runs `python script.py "
-            "...` or `python -m module ...` under its probes; launchers such as torchrun "
-            "or accelerate are not supported, run the training module directly")
-    python = words[0] if os.sep in words[0] else options.python
-    rest = words[1:]
-    while rest and rest[0].startswith("-") and rest[0] != "-m":
-        flag = rest.pop(0)
-        if flag == "-c":
-            raise VerifyError("--run with `python -c` is not supported; use a script or -m")
-        if flag in ("-W", "-X") and rest:
-            rest.pop(0)
-    if not rest:
-        raise VerifyError(f"--run {command!r} names no script or module")
-    extra = tuple(options.script_args)  # `mllint --verify --run CMD -- more args`
-    if rest[0] == "-m":
-        if len(rest) < 2:
-            raise VerifyError(f"--run {command!r}: -m needs a module name")
-        return _Target(python, "module", rest[1], (*rest[2:], *extra), cwd, env)
-    path = os.path.realpath(os.path.join(cwd, rest[0]))
-    if not os.path.isfile(path):
-        raise VerifyError(f"script not found: {rest[0]} (in {cwd})")
-    return _Target(python, "script", path, (*rest[1:], *extra), cwd, env)
-
-
 def _probe_target(index: int, finding: Finding, options: VerifyOptions) -> str | None:
     override = options.probe_override or {}
     if index in override:
@@ -247,7 +176,7 @@ def _watchers(options: VerifyOptions) -> list[str]:
 
 
 def _run_child(
-    target: _Target,
+    target: Target,
     options: VerifyOptions,
     findings: list[Finding],
     probes: list[ProbeSpec],
@@ -261,8 +190,7 @@ def _run_child(
     scratch = os.path.join(tmp, "scratch")
     os.makedirs(scratch, exist_ok=True)
     grace = min(3.0, max(0.5, options.timeout * 0.1))
-    start_wall = time.time()
-    read_fd, write_fd = os.pipe()
+    pipe = process.EventPipe()
     spec = RunSpec(
         mode=target.mode,
         target=target.target,
@@ -274,13 +202,14 @@ def _run_child(
         max_steps=options.max_steps,
         device=options.device,
         results=os.path.join(tmp, f"result-{phase}.json"),
-        events_fd=write_fd,
+        events_fd=pipe.write_fd,
         scratch=scratch,
         mllint_path=os.path.dirname(os.path.dirname(os.path.abspath(mllint.__file__))),
         rules_path=os.path.dirname(os.path.abspath(mllint.rules.__file__)),
         fault_run=phase == "fault",
         stop_when_settled=options.stop_when_settled,
-        deadline=start_wall + options.timeout - grace,
+        # The child writes the verdicts it has this long before the hard kill.
+        deadline=time.time() + options.timeout - grace,
         fallback_path=_site_dirs(),
         python_version=list(sys.version_info[:2]),
     )
@@ -291,119 +220,21 @@ def _run_child(
     out_path = os.path.join(tmp, f"stdout-{phase}.txt")
     err_path = os.path.join(tmp, f"stderr-{phase}.txt")
     bootstrap = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
-    started = time.monotonic()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        try:
-            proc = subprocess.Popen(
-                [target.python, bootstrap, spec_path],
-                cwd=target.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                pass_fds=(write_fd,), start_new_session=True,
-            )
-        except OSError as exc:
-            os.close(read_fd)
-            raise VerifyError(f"cannot start {target.python}: {exc}") from None
-        finally:
-            os.close(write_fd)
-        reader = _EventReader(read_fd, emit)
-        try:
-            timed_out = _wait(proc, reader, started + options.timeout)
-        finally:
-            _kill_group(proc)
-            reader.drain()
-            reader.close()
-    seconds = time.monotonic() - started
-    stdout_tail, stderr_tail = _tail(out_path), _tail(err_path)
+    try:
+        ended = process.run([target.python, bootstrap, spec_path], cwd=target.cwd, env=env,
+                            pipe=pipe, out_path=out_path, err_path=err_path,
+                            timeout=options.timeout, emit=emit)
+    except OSError as exc:
+        raise VerifyError(f"cannot start {target.python}: {exc}") from None
+    stdout_tail, stderr_tail = process.tail(out_path), process.tail(err_path)
     result = _read_result(spec.results)
     if result is not None and result.fatal is not None:
         raise VerifyError(result.fatal["message"])
-    if result is None and not reader.started and not timed_out:
+    if result is None and not ended.started and not ended.timed_out:
         raise VerifyError(
             f"the verify bootstrap did not start in {target.python} (exit status "
-            f"{proc.returncode}): {stderr_tail.strip()[-1500:] or 'no output'}")
-    return _outcome(result, proc.returncode, timed_out, seconds, options,
-                    stdout_tail, stderr_tail)
-
-
-def _wait(proc: subprocess.Popen, reader: _EventReader, deadline: float) -> bool:
-    """Forward events until the child exits (True if the deadline came first)."""
-    while True:
-        if _exited(proc):
-            return False
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return True
-        reader.pump(min(0.1, remaining))
-
-
-def _exited(proc: subprocess.Popen) -> bool:
-    """Whether the child has exited, without reaping it: while it is an unreaped zombie
-    its process-group id cannot be reused, so killing the group afterwards is safe."""
-    try:
-        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return info is not None and info.si_pid == proc.pid
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the child's whole session: the script, its DataLoader workers and anything
-    it started. Also done after a normal exit, so nothing the run started outlives it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
-class _EventReader:
-    def __init__(self, fd: int, emit: Callable[[dict], None]) -> None:
-        self._fd = fd
-        self._emit = emit
-        self._buffer = b""
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(fd, selectors.EVENT_READ)
-        self._open = True
-        self.started = False
-
-    def pump(self, timeout: float) -> None:
-        if not self._open:
-            time.sleep(timeout)
-            return
-        if self._selector.select(timeout):
-            self._read_once()
-
-    def drain(self) -> None:
-        os.set_blocking(self._fd, False)
-        while self._open:
-            try:
-                if not self._read_once():
-                    break
-            except BlockingIOError:
-                break
-
-    def _read_once(self) -> bool:
-        chunk = os.read(self._fd, 65536)
-        if not chunk:
-            self._open = False
-            self._selector.unregister(self._fd)
-            return False
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("type") == "started":
-                self.started = True
-            self._emit(event)
-        return True
-
-    def close(self) -> None:
-        if self._open:
-            self._selector.unregister(self._fd)
-        self._selector.close()
-        os.close(self._fd)
+            f"{ended.returncode}): {stderr_tail.strip()[-1500:] or 'no output'}")
+    return _outcome(result, ended, options, stdout_tail, stderr_tail)
 
 
 def _read_result(path: str) -> RunResult | None:
@@ -411,14 +242,6 @@ def _read_result(path: str) -> RunResult | None:
         return RunResult.load(path)
     except (OSError, ValueError, TypeError):
         return None
-
-
-def _tail(path: str) -> str:
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - _TAIL_CHARS))
-        return fh.read().decode("utf-8", errors="replace")
 
 
 def _site_dirs() -> list[str]:
@@ -430,9 +253,10 @@ def _site_dirs() -> list[str]:
 
 
 def _outcome(
-    result: RunResult | None, returncode: int | None, timed_out: bool, seconds: float,
-    options: VerifyOptions, stdout_tail: str, stderr_tail: str,
+    result: RunResult | None, ended: process.Exit, options: VerifyOptions,
+    stdout_tail: str, stderr_tail: str,
 ) -> tuple[RunResult, RunOutcome]:
+    returncode, timed_out, seconds = ended.returncode, ended.timed_out, ended.seconds
     notes: list[str] = []
     if result is None:
         result = RunResult()
@@ -517,4 +341,4 @@ def _runtime_findings(
     return tuple(out)
 
 
-__all__ = ["RunOutcome", "VerifyError", "VerifyOptions", "VerifyReport", "verify", "Fatal"]
+__all__ = ["RunOutcome", "VerifyError", "VerifyOptions", "VerifyReport", "verify"]

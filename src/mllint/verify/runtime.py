@@ -6,8 +6,9 @@ and optimizer hooks, the trace function, and the attributes it patches (``torch.
 lazily, the first time a probe asks for that kind of callback, and its handle or restore
 function goes into one ``ExitStack`` that ``close()`` unwinds.
 
-Each probe sees the runtime through its own ``ProbeRuntime`` facade, which wraps every
-callback the probe registers (see "Isolation" in ``mllint.verify.probe``).
+Each probe sees the runtime through its own ``ProbeRuntime`` facade (``isolation``), which
+guards every callback the probe registers; the torch functions the run intercepts are in
+``interception``.
 
 Budgets: each ``DataLoader`` pass stops after ``max_batches``; after every optimizer step
 and every batch the runtime asks the probes whether they are settled, and once the step
@@ -19,21 +20,20 @@ next hook it gets (step, batch, forward, backward) and counts how often that hap
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import sys
 import threading
-from time import perf_counter
 from types import FrameType
 from typing import Any, Callable
 
 from mllint.types import Finding, Verdict, VerdictStatus
-from mllint.verify import frames
-from mllint.verify import linerewrite
+from mllint.verify import frames, interception, linerewrite
+from mllint.verify.isolation import ProbeRuntime, Slot
 from mllint.verify.linetrace import LineTracer
-from mllint.verify.probe import InjectedFault
 
 Emit = Callable[[dict], None]
+
+__all__ = ["ProbeRuntime", "Runtime", "Slot", "StopRun"]
 
 
 class StopRun(BaseException):
@@ -41,29 +41,6 @@ class StopRun(BaseException):
 
     A ``BaseException`` so that ``except Exception`` in the script lets it through.
     """
-
-
-class Slot:
-    """One installed probe (or watcher) and what the run did to it."""
-
-    def __init__(self, index: int | None, label: str) -> None:
-        self.index = index
-        self.label = label
-        self.probe: Any = None
-        self.error: str | None = None
-        self.settled = False
-        #: Time spent in this probe's callbacks (its share of the run's overhead).
-        self.seconds = 0.0
-
-    def fail(self, where: str, exc: BaseException) -> None:
-        if self.error is None:
-            tb = exc.__traceback__
-            while tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-            at = "" if tb is None else (
-                f" ({os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})"
-            )
-            self.error = f"{self.label} failed in {where}: {type(exc).__name__}: {exc}{at}"
 
 
 class Runtime:
@@ -111,18 +88,16 @@ class Runtime:
         self._backward: list[Callable] = []
         self._save: list[Callable] = []
         self._batch: list[Callable] = []
-        self._saved_files: dict[str, bytes] = {}
-        self._inside_backward = threading.local()
         self._registered: set[str] = set()
 
     # -- life cycle --------------------------------------------------------------------
 
     def install_core(self) -> None:
         """What every run needs, probes or not: the budgets and the torch.save guard."""
-        self._install_dataloader()
+        interception.install_dataloader_cut(self)
         self._install_steps()
-        self._install_save()
-        self._hide_mps_if_cpu()
+        interception.install_save_guard(self)
+        interception.hide_mps_on_cpu(self)
         self._stack.callback(linerewrite.install_hook(self._sites))
 
     def start(self) -> None:
@@ -171,7 +146,7 @@ class Runtime:
         runtime = self
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            runtime._enforce_stop()
+            runtime.enforce_stop()
             for cb in callbacks:
                 cb(*args, **kwargs)
             return original(*args, **kwargs)
@@ -225,7 +200,7 @@ class Runtime:
     def on_backward(self, fn: Callable[[Any], None]) -> None:
         self._backward.append(fn)
         if self._first("backward"):
-            self._install_backward()
+            interception.install_backward_interception(self)
 
     def on_save(self, fn: Callable[[Any, Any], None]) -> None:
         self._save.append(fn)
@@ -292,7 +267,7 @@ class Runtime:
             self._stack.callback(handle.remove)
 
     def _dispatch_forward_pre(self, module: Any, args: tuple) -> None:
-        self._enforce_stop()
+        self.enforce_stop()
         for fn in self._forward_pre:
             fn(module, args)
 
@@ -300,8 +275,12 @@ class Runtime:
         for fn in self._forward:
             fn(module, args, output)
 
+    def dispatch_save(self, obj: Any, f: Any) -> None:
+        for fn in self._save:
+            fn(obj, f)
+
     def _dispatch_step_pre(self, optimizer: Any, args: tuple, kwargs: dict) -> None:
-        self._enforce_stop()
+        self.enforce_stop()
         for fn in self._step_pre:
             fn(optimizer)
 
@@ -314,15 +293,15 @@ class Runtime:
             self.stop_reason = "steps"
         self._progress()
 
-    def _dispatch_backward(self, tensors: Any) -> None:
-        self._enforce_stop()
+    def dispatch_backward(self, tensors: Any) -> None:
+        self.enforce_stop()
         if isinstance(tensors, self.torch.Tensor):
             tensors = (tensors,)
         for tensor in tensors or ():
             for fn in self._backward:
                 fn(tensor)
 
-    def _dispatch_batch(self, loader: Any, batch: Any) -> None:
+    def dispatch_batch(self, loader: Any, batch: Any) -> None:
         self.batches += 1
         for fn in self._batch:
             fn(loader, batch)
@@ -341,7 +320,7 @@ class Runtime:
             s.settled or s.error for s in self.slots
         ):
             self.stop_reason = "settled"
-        self._enforce_stop()
+        self.enforce_stop()
 
     def refresh_settled(self) -> None:
         for slot in self.slots:
@@ -370,7 +349,7 @@ class Runtime:
             VerdictStatus.NOT_REACHED.value
         )
 
-    def _enforce_stop(self) -> None:
+    def enforce_stop(self) -> None:
         if self.stop_reason is None or threading.get_ident() != self._main_thread:
             return
         self.stops_raised += 1
@@ -392,82 +371,6 @@ class Runtime:
         ):
             self._stack.callback(register(hook).remove)
 
-    def _install_dataloader(self) -> None:
-        loader_class = self.torch.utils.data.DataLoader
-        original_iter = loader_class.__iter__
-        original_len = loader_class.__len__
-        runtime = self
-
-        def __iter__(loader: Any) -> Any:
-            return _CutIterator(original_iter(loader), loader, runtime)
-
-        def __len__(loader: Any) -> int:
-            return min(original_len(loader), runtime.max_batches)
-
-        self.patch(loader_class, "__iter__", __iter__)
-        self.patch(loader_class, "__len__", __len__)
-
-    def _install_save(self) -> None:
-        torch = self.torch
-        original_save = torch.serialization.save
-        original_load = torch.serialization.load
-        runtime = self
-
-        def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
-            for fn in runtime._save:
-                fn(obj, f)
-            # Serialise anyway, so an unpicklable payload fails where it would have;
-            # never into the user's file (note "verify-safety" in sandbox.py).
-            buffer = f if type(f) is io.BytesIO else io.BytesIO()
-            original_save(obj, buffer, *args, **kwargs)
-            runtime.saves += 1
-            if isinstance(f, (str, os.PathLike)):
-                runtime._saved_files[os.path.realpath(os.fspath(f))] = buffer.getvalue()
-
-        def load(f: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(f, (str, os.PathLike)):
-                saved = runtime._saved_files.get(os.path.realpath(os.fspath(f)))
-                if saved is not None:
-                    f = io.BytesIO(saved)
-            return original_load(f, *args, **kwargs)
-
-        for owner in (torch, torch.serialization):
-            self.patch(owner, "save", save)
-            self.patch(owner, "load", load)
-
-    def _install_backward(self) -> None:
-        torch = self.torch
-        tensor_backward = torch.Tensor.backward
-        autograd_backward = torch.autograd.backward
-        runtime = self
-        inside = self._inside_backward
-
-        def backward(self: Any, *args: Any, **kwargs: Any) -> Any:
-            runtime._dispatch_backward(self)
-            # Tensor.backward calls torch.autograd.backward: report the call once.
-            inside.active = True
-            try:
-                return tensor_backward(self, *args, **kwargs)
-            finally:
-                inside.active = False
-
-        def autograd(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-            if not getattr(inside, "active", False):
-                runtime._dispatch_backward(tensors)
-            return autograd_backward(tensors, *args, **kwargs)
-
-        backward.__doc__ = tensor_backward.__doc__
-        autograd.__doc__ = autograd_backward.__doc__
-        self.patch(torch.Tensor, "backward", backward)
-        self.patch(torch.autograd, "backward", autograd)
-
-    def _hide_mps_if_cpu(self) -> None:
-        if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
-            mps = getattr(getattr(self.torch, "backends", None), "mps", None)
-            if mps is not None and hasattr(mps, "is_available"):
-                self.patch(mps, "is_available", lambda: False)
-
-
 def _fan_out(fns: list[Callable[[FrameType], None]]) -> Callable[[FrameType], None]:
     """One callback that fires a site's list as it stands at each call."""
 
@@ -478,103 +381,3 @@ def _fan_out(fns: list[Callable[[FrameType], None]]) -> Callable[[FrameType], No
     return fire
 
 
-class _CutIterator:
-    """A DataLoader pass that ends after ``max_batches`` batches and reports each one."""
-
-    def __init__(self, inner: Any, loader: Any, runtime: Runtime) -> None:
-        self._inner = inner
-        self._loader = loader
-        self._runtime = runtime
-        self._count = 0
-
-    def __iter__(self) -> _CutIterator:
-        return self
-
-    def __next__(self) -> Any:
-        runtime = self._runtime
-        runtime._enforce_stop()
-        if self._count >= runtime.max_batches:
-            raise StopIteration
-        batch = next(self._inner)
-        self._count += 1
-        runtime._dispatch_batch(self._loader, batch)
-        return batch
-
-    def __len__(self) -> int:
-        return min(len(self._inner), self._runtime.max_batches)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class ProbeRuntime:
-    """One probe's view of the runtime: every callback it registers runs guarded."""
-
-    def __init__(self, core: Runtime, slot: Slot) -> None:
-        self._core = core
-        self._slot = slot
-
-    torch = property(lambda self: self._core.torch)
-    step = property(lambda self: self._core.step)
-    batches = property(lambda self: self._core.batches)
-    fault_run = property(lambda self: self._core.fault_run)
-
-    def _guard(self, fn: Callable, where: str) -> Callable:
-        slot = self._slot
-
-        def guarded(*args: Any, **kwargs: Any) -> None:
-            if slot.error is not None:
-                return
-            start = perf_counter()
-            try:
-                fn(*args, **kwargs)
-            except InjectedFault:
-                raise
-            except Exception as exc:  # isolation, see probe.py
-                slot.fail(where, exc)
-            finally:
-                slot.seconds += perf_counter() - start
-
-        return guarded
-
-    def user_frame(self) -> FrameType | None:
-        return self._core.user_frame(sys._getframe(1))
-
-    def stack_in(self, finding: Finding) -> FrameType | None:
-        return self._core.stack_in(finding, sys._getframe(1))
-
-    def object_of(self, frame: FrameType, expr: str) -> Any:
-        return self._core.object_of(frame, expr)
-
-    def patch(self, owner: Any, attr: str, replacement: Any) -> None:
-        self._core.patch(owner, attr, replacement)
-
-    def on_call(self, owner: Any, attr: str, fn: Callable[..., None]) -> None:
-        self._core.on_call(owner, attr, self._guard(fn, f"on_call({attr})"))
-
-    def add_forward_pre_hook(self, fn: Callable[[Any, tuple], None]) -> None:
-        self._core.add_forward_pre_hook(self._guard(fn, "a forward pre-hook"))
-
-    def add_forward_hook(self, fn: Callable[[Any, tuple, Any], None]) -> None:
-        self._core.add_forward_hook(self._guard(fn, "a forward hook"))
-
-    def add_step_pre_hook(self, fn: Callable[[Any], None]) -> None:
-        self._core.add_step_pre_hook(self._guard(fn, "a step pre-hook"))
-
-    def add_step_post_hook(self, fn: Callable[[Any], None]) -> None:
-        self._core.add_step_post_hook(self._guard(fn, "a step post-hook"))
-
-    def on_backward(self, fn: Callable[[Any], None]) -> None:
-        self._core.on_backward(self._guard(fn, "on_backward"))
-
-    def on_save(self, fn: Callable[[Any, Any], None]) -> None:
-        self._core.on_save(self._guard(fn, "on_save"))
-
-    def on_batch(self, fn: Callable[[Any, Any], None]) -> None:
-        self._core.on_batch(self._guard(fn, "on_batch"))
-
-    def on_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
-        self._core.on_line(path, line, self._guard(fn, f"on_line({line})"))
-
-    def after_line(self, path: str, line: int, fn: Callable[[FrameType], None]) -> None:
-        self._core.after_line(path, line, self._guard(fn, f"after_line({line})"))
