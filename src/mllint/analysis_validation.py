@@ -80,15 +80,24 @@ TRAIN_WORD = (
 # analysis counts a sign only where its line matches, and the rules' REQUIRES prefilters
 # use the same patterns, so the prefilters are sound by construction.
 #: ``for x, y in val_loader`` / ``[m(x) for x in test_batches]``, on the ``for`` line.
-FOR_VAL = rf"\bfor\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?{VAL_WORD}"
+FOR_VAL = rf"\bfor\s+[\w\s,()\[\]*]+?\s+in\b[^\n]*?{VAL_WORD}"
 #: ``while step < len(val_loader)``.
 WHILE_VAL = rf"\bwhile\b[^\n]*?{VAL_WORD}"
+#: The name of an evaluation function: ``evaluate``, ``validate_one_epoch``,
+#: ``run_validation``, ``test``, ``eval_model`` - not ``test_vit`` or ``validate_config``.
+EVAL_FUNCTION = (
+    r"_*(?:(?:run|do|perform|compute)_)?"
+    r"(?i:eval|evaluate|evaluation|validate|validation|val|test|testing)"
+    r"(?:_?(?i:epoch|one_epoch|step|loop|pass|model|net|loader|dataset|data|set|accuracy"
+    r"|acc|metrics|score|loss|all|batch|batches|fn|func|impl))*"
+)
+EVAL_FUNCTION_RE = re.compile(EVAL_FUNCTION)
 #: ``def evaluate(``, ``def run_validation(``.
-DEF_VAL = rf"\bdef\s+\w*?{VAL_WORD}"
+DEF_VAL = rf"\bdef\s+{EVAL_FUNCTION}\s*\("
 #: ``model(X_test)``: a forward whose first argument is held-out data.
 ARG_VAL = rf"\([ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
 #: ``evaluate(model, loader)``: a call (with arguments) of an evaluation-named function.
-CALL_VAL = rf"{VAL_WORD}\w*\s*\((?!\s*\))"
+CALL_VAL = rf"(?<![\w]){EVAL_FUNCTION}\((?!\s*\))"
 #: ``model.eval()``, ``model.train(False)``.
 MODE_CALL = r"\.\s*(?:eval|train)\s*\("
 #: A loop over batches of data: ``for x, y in loader``, ``for batch in tqdm(dataloader)``.
@@ -125,6 +134,10 @@ def is_val_name(name: str) -> bool:
 
 def is_train_name(name: str) -> bool:
     return bool(TRAIN_RE.search(name)) and not is_val_name(name)
+
+
+def is_eval_function(name: str) -> bool:
+    return EVAL_FUNCTION_RE.fullmatch(name) is not None
 
 
 def is_model_name(dotted: str) -> bool:
@@ -1056,7 +1069,7 @@ class ValidationAnalysis:
                 cur = cur.parent
         elif self._val_args(call):
             evidence.add(Evidence.DATA_NAME)
-        if not scope.is_module and is_val_name(scope.name) and not is_train_name(scope.name):
+        if not scope.is_module and is_eval_function(scope.name):
             if not self.trains(scope):
                 evidence.add(Evidence.FUNCTION_NAME)
         if loop is None and not evidence:

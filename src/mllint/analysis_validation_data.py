@@ -31,6 +31,7 @@ from mllint.analysis_validation import (
     Pos,
     Scope,
     ValidationAnalysis,
+    is_eval_function,
     is_train_name,
     is_val_name,
 )
@@ -225,8 +226,10 @@ class DataAnalysis:
             for c in scope.calls:
                 if c.func is None or self.va.helper_of(c) is not None or not c.node.args:
                     continue
+                if c.node.whitespace_after_func.value:
+                    continue  # ``evaluate (x)``: REQUIRES looks for ``evaluate(`` only
                 last = c.func.rpartition(".")[2]
-                if is_val_name(last) and not is_train_name(last) and last[:1].islower():
+                if is_eval_function(last):
                     out.append(c)
         return out
 
