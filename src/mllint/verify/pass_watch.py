@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from collections.abc import Iterator
 from types import FrameType
-from typing import Any, Iterator
+from typing import Any
 
 from mllint.types import Finding
 
@@ -87,15 +88,7 @@ def mode_dependent_layers(torch: Any, model: Any) -> list[tuple[str, str]]:
     out = []
     for name, m in model.named_modules():
         kind = type(m).__name__
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
-            out.append((name, kind))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            out.append((name, kind))
-        elif isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats:
-            out.append((name, kind))
-        elif isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1:
-            out.append((name, kind))
-        elif isinstance(m, nn.MultiheadAttention) and m.dropout > 0:
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 or isinstance(m, nn.modules.batchnorm._BatchNorm) or isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats or isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1 or isinstance(m, nn.MultiheadAttention) and m.dropout > 0:
             out.append((name, kind))
     return out
 
@@ -204,7 +197,8 @@ def sample_hashes(batch: Any, torch: Any, limit: int = 512) -> list[bytes]:
     for row in rows:
         flat = row.reshape(-1)
         h = hashlib.blake2b(digest_size=12)
-        h.update(flat[:1024].contiguous().numpy().tobytes())
+        # Raw bytes without numpy, which the user's environment may not have.
+        h.update(bytes(flat[:1024].contiguous().view(torch.uint8).tolist()))
         h.update(str(tuple(row.shape)).encode())
         h.update(repr(float(flat.double().sum())).encode())
         out.append(h.digest())
