@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mllint.analysis_validation import (
-    EVAL_SIGN,
-    NO_GRAD_SIGN,
-    Mode,
-    ValidationAnalysis,
-    ValidationRule,
-)
+from mllint.analysis_validation import ValidationAnalysis, ValidationRule
+from mllint.analysis_validation_facts import Mode
+from mllint.analysis_validation_names import EVAL_SIGN, NO_GRAD_SIGN
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import (

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mllint.analysis_validation import EVAL_SIGN, MODE_SIGN, Grad, ValidationAnalysis, ValidationRule
+from mllint.analysis_validation import ValidationAnalysis, ValidationRule
+from mllint.analysis_validation_facts import Grad
+from mllint.analysis_validation_names import EVAL_SIGN, MODE_SIGN
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import RegionForwards, graph_size, human_bytes, tensors_in

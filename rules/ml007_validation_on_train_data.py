@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from mllint.analysis import dotted_name
-from mllint.analysis_validation import (
+from mllint.analysis_validation import ValidationAnalysis, ValidationRule
+from mllint.analysis_validation_data import DataAnalysis, Kind, Source
+from mllint.analysis_validation_names import (
     CALL_VAL,
     EVAL_SIGN,
     MODE_SIGN,
     NO_GRAD_SIGN,
     TRAIN_WORD,
-    ValidationAnalysis,
-    ValidationRule,
     is_train_name,
     is_val_name,
 )
-from mllint.analysis_validation_data import DataAnalysis, Kind, Source
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import data_source, sample_hashes

@@ -5,10 +5,10 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from helpers import FIXTURES
-from mllint.engine import lint_path, lint_text
 from mllint.rules.ml003_no_grad_missing import NoGradMissing
+
+from mllint.engine import lint_path, lint_text
 
 RULE = [NoGradMissing]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import textwrap
 
 from helpers import FIXTURES
-from mllint.engine import lint_path, lint_text
 from mllint.rules.ml007_validation_on_train_data import ValidationOnTrainData
+
+from mllint.engine import lint_path, lint_text
 
 RULE = [ValidationOnTrainData]
 

@@ -9,8 +9,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from validation_probe_support import run, run_moved
 from mllint.rules.ml002_eval_mode_missing import EvalModeMissing
+from validation_probe_support import run, run_moved
+
 from mllint.types import Finding, Position, Span, VerdictStatus
 from mllint.verify.harness import VerifyOptions, verify
 

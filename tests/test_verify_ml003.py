@@ -7,8 +7,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from validation_probe_support import run, run_moved
 from mllint.rules.ml003_no_grad_missing import NoGradMissing
+from validation_probe_support import run, run_moved
+
 from mllint.types import Finding, Position, Span, VerdictStatus
 
 pytestmark = pytest.mark.slow

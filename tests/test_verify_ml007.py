@@ -7,8 +7,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from validation_probe_support import run, run_moved
 from mllint.rules.ml007_validation_on_train_data import ValidationOnTrainData
+from validation_probe_support import run, run_moved
+
 from mllint.types import VerdictStatus
 
 pytestmark = pytest.mark.slow

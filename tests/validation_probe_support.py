@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from helpers import FIXTURES
+
 from mllint.engine import lint_path
 from mllint.types import Finding
 from mllint.verify.harness import VerifyOptions, verify

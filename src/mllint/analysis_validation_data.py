@@ -24,13 +24,11 @@ from dataclasses import dataclass
 import libcst as cst
 
 from mllint.analysis import dotted_name
-from mllint.analysis_validation import (
+from mllint.analysis_validation import ValidationAnalysis
+from mllint.analysis_validation_facts import CallRec, FlowRec, Scope
+from mllint.analysis_validation_names import (
     SPLITTERS,
-    CallRec,
-    FlowRec,
     Pos,
-    Scope,
-    ValidationAnalysis,
     is_eval_function,
     is_train_name,
     is_val_name,

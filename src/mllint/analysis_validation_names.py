@@ -1,0 +1,219 @@
+"""Names and textual signs that the validation-pass rules (ML002, ML003, ML007) read.
+
+Two kinds of knowledge live here: what a *name* says (``val_loader`` is held-out data,
+``evaluate`` is an evaluation, ``netG`` is a model) and what torch's *qualified names*
+mean (``torch.no_grad`` switches autograd off, ``torch.nn.Dropout`` depends on the mode).
+Each name-based sign of evaluation is also a regex over one physical line; the analysis
+counts a sign only where its line matches, and the rules' REQUIRES prefilters are built
+from the same regexes, so the prefilters are sound by construction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+Pos = tuple[int, int]
+
+# -- names -------------------------------------------------------------------------------
+
+#: What may follow a data word: ``val_loader``, ``valLoader``, ``testset``, ``val_epoch``.
+_DATA_SUFFIX = (
+    r"(?i:_?(?:loader|loaders|dataloader|dl|ds|set|data|dataset|datasets|iter|iterator"
+    r"|batch|batches|split|x|y|gen|generator|inputs|images|imgs|samples|examples|features"
+    r"|feats|labels|targets|queue|files|epoch|one_epoch|step|loop|pass|model|net))"
+)
+_DATA_PREFIX = (
+    r"(?<![A-Za-z0-9])(?:x|y|X|Y|data|dataset|ds|loader|dl|data_loader|set|images|imgs"
+    r"|labels|targets|inputs|features|split)_"
+)
+#: A word naming held-out data or an evaluation, in an identifier or string
+#: (``val_loader``, ``testloader``, ``X_val``, ``valLoader``, ``"val"``, ``evaluate``).
+#: Words that often mean something else - ``val``/``valid``/``dev`` (``max_val``,
+#: ``is_valid``, ``std_dev``) and ``validate`` (``validate_config``) - count only where
+#: the name around them is about data. The rules' REQUIRES prefilters are built from this
+#: same pattern, so they are sound for every name-based sign of a validation pass.
+VAL_WORD = (
+    r"(?:(?<![a-z])(?i:validation|validating|evaluate|evaluation|eval|test|testing|holdout"
+    r"|heldout)" + _DATA_SUFFIX + r"?(?![a-z])"
+    r"|(?<![A-Za-z0-9_])(?i:val|valid|dev)" + _DATA_SUFFIX + r"(?![a-z])"
+    r"|(?<=['\"])(?i:val|valid|dev)(?=['\"])"
+    r"|" + _DATA_PREFIX + r"(?i:val|valid|dev)(?![a-z])"
+    r"|(?<![A-Za-z0-9_])validate(?:_(?:epoch|one_epoch|model|loop|step|net))?(?![A-Za-z0-9_]))"
+)
+VAL_RE = re.compile(VAL_WORD)
+#: Text that any ``no_grad``-style context or decorator must contain.
+NO_GRAD_WORD = r"no_grad|inference_mode|set_grad_enabled"
+#: Training data: ``train_loader``, ``X_train``, ``"train"``, ``train=True``. Not after a
+#: dot: ``self.training`` is in every module, and ``self.train_loader`` is judged by use.
+TRAIN_WORD = (
+    r"(?<![a-z.])(?i:train|training|trn)(?i:loader|loaders|dl|ds|set|data|dataset|iter"
+    r"|batches|split|x|y|gen)?(?![a-z])"
+)
+
+# Where a name-based sign of evaluation may come from, as text on one physical line. The
+# analysis counts a sign only where its line matches, and the rules' REQUIRES prefilters
+# use the same patterns, so the prefilters are sound by construction.
+#: ``for x, y in val_loader`` / ``[m(x) for x in test_batches]``, on the ``for`` line.
+FOR_VAL = rf"\bfor\s+[\w\s,()\[\]*]+?\s+in\b[^\n]*?{VAL_WORD}"
+#: ``while step < len(val_loader)``.
+WHILE_VAL = rf"\bwhile\b[^\n]*?{VAL_WORD}"
+#: The name of an evaluation function: ``evaluate``, ``validate_one_epoch``,
+#: ``run_validation``, ``test``, ``eval_model`` - not ``test_vit`` or ``validate_config``.
+EVAL_FUNCTION = (
+    r"_*(?:(?:run|do|perform|compute)_)?"
+    r"(?i:eval|evaluate|evaluation|validate|validation|val|test|testing)"
+    r"(?:_?(?i:epoch|one_epoch|step|loop|pass|model|net|loader|dataset|data|set|accuracy"
+    r"|acc|metrics|score|loss|all|batch|batches|fn|func|impl))*"
+)
+EVAL_FUNCTION_RE = re.compile(EVAL_FUNCTION)
+#: ``def evaluate(``, ``def run_validation(``.
+DEF_VAL = rf"\bdef\s+{EVAL_FUNCTION}\s*\("
+#: ``model(X_test)``: a forward whose first argument is held-out data.
+ARG_VAL = rf"\([ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
+#: ``evaluate(model, loader)``: a call (with arguments) of an evaluation-named function.
+CALL_VAL = rf"(?<![\w]){EVAL_FUNCTION}\((?!\s*\))"
+#: ``model.eval()``, ``model.train(False)``.
+MODE_CALL = r"\.\s*(?:eval|train)\s*\("
+#: A loop over batches of data: ``for x, y in loader``, ``for batch in tqdm(dataloader)``.
+FOR_DATA = r"\bfor\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?(?i:loader|_dl\b|batches)"
+FOR_DATA_RE = re.compile(FOR_DATA)
+#: ``with torch.no_grad():`` (a decorator is no sign: optimizers and initialisers use it).
+WITH_NO_GRAD = rf"\bwith\b[^\n]*?(?:{NO_GRAD_WORD})"
+WITH_NO_GRAD_RE = re.compile(WITH_NO_GRAD)
+#: Any name-based sign that a loop or function evaluates.
+EVAL_SIGN = "|".join((FOR_VAL, WHILE_VAL, DEF_VAL, ARG_VAL))
+#: ``with torch.no_grad():`` and, somewhere, a loop over batches: a file-wide pattern
+#: (both lookaheads anchored at the start), for the rules' REQUIRES.
+NO_GRAD_SIGN = rf"(?s:\A(?=.*?{WITH_NO_GRAD})(?=.*?{FOR_DATA}))"
+#: ``model.eval()`` and a loop over batches.
+MODE_SIGN = rf"(?s:\A(?=.*?{MODE_CALL})(?=.*?{FOR_DATA}))"
+FOR_VAL_RE = re.compile(FOR_VAL)
+WHILE_VAL_RE = re.compile(WHILE_VAL)
+ARG_VAL_RE = re.compile(ARG_VAL)
+TRAIN_RE = re.compile(TRAIN_WORD)
+
+_MODEL_WORDS = (
+    "model|net|network|classifier|backbone|encoder|decoder|generator|discriminator"
+    "|policy|critic|actor|student|teacher|autoencoder|vae|gan|cnn|rnn|lstm|mlp|transformer"
+)
+_MODEL_NAME_RE = re.compile(
+    rf"^(?:[a-z0-9]+_)*(?:{_MODEL_WORDS})(?:_(?:ft|ema|eval|copy|s|t|g|d|a|b|\d+))?$"
+    r"|^[a-z0-9]*net\d*$|^net[A-Z0-9_].*$|^model[A-Z0-9].*$"
+)
+
+
+def is_val_name(name: str) -> bool:
+    return bool(VAL_RE.search(name))
+
+
+def is_train_name(name: str) -> bool:
+    return bool(TRAIN_RE.search(name)) and not is_val_name(name)
+
+
+def is_eval_function(name: str) -> bool:
+    return EVAL_FUNCTION_RE.fullmatch(name) is not None
+
+
+def is_model_name(dotted: str) -> bool:
+    last = dotted.rsplit(".", 1)[-1]
+    return bool(_MODEL_NAME_RE.match(last) or _MODEL_NAME_RE.match(last.lower()))
+
+
+# -- what torch names mean ---------------------------------------------------------------
+
+GRAD_OFF = frozenset(
+    {
+        "torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
+        "torch.inference_mode", "torch.autograd.inference_mode",
+        "torch.autograd.grad_mode.inference_mode",
+    }
+)
+GRAD_SET = frozenset(
+    {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
+     "torch.autograd.grad_mode.set_grad_enabled"}
+)
+GRAD_ON = frozenset(
+    {"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"}
+)
+AUTOGRAD_CALLS = frozenset(
+    {"torch.autograd.backward", "torch.autograd.grad", "torch.autograd.functional.vjp"}
+)
+#: Tensors made up on the spot: a forward on them checks shapes, it evaluates nothing.
+SYNTHETIC = frozenset(
+    f"torch.{f}" for f in ("randn", "rand", "randint", "zeros", "ones", "empty", "full",
+                           "arange", "randn_like", "rand_like", "zeros_like", "ones_like")
+)
+#: Method names whose call means "this code trains": back-propagation or a parameter update.
+TRAIN_METHODS = frozenset({"backward", "manual_backward", "step", "optimizer_step"})
+#: Methods returning the module they are called on: aliases of the model.
+MODULE_PASSTHROUGH = frozenset(
+    {"to", "cuda", "cpu", "half", "float", "double", "bfloat16", "eval", "train",
+     "requires_grad_", "share_memory", "to_empty", "apply", "xpu", "mps"}
+)
+WRAPPERS = frozenset(
+    {
+        "torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
+        "torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.data_parallel",
+        "torch.compile", "torch.jit.script", "torch.jit.trace",
+        "torch.nn.SyncBatchNorm.convert_sync_batchnorm",
+        "torch.nn.parallel.distributed.DistributedDataParallel",
+        "torch.distributed.fsdp.FullyShardedDataParallel",
+        "torch.optim.swa_utils.AveragedModel",
+    }
+)
+#: ``torch.nn`` classes that are modules but never "the model" of a validation pass.
+_NOT_MODELS = frozenset(
+    {"Softmax", "LogSoftmax", "Softmin", "Sigmoid", "Tanh", "ReLU", "GELU", "Identity",
+     "Flatten", "Unflatten", "Module", "ModuleList", "ModuleDict", "ParameterList",
+     "ParameterDict", "Parameter", "Upsample", "PixelShuffle", "CosineSimilarity",
+     "PairwiseDistance"}
+)
+LOADER_KWARGS_SPLIT = frozenset({"sampler", "batch_sampler"})
+SPLITTERS = frozenset(
+    {"torch.utils.data.random_split", "torch.utils.data.Subset",
+     "torch.utils.data.dataset.random_split", "torch.utils.data.dataset.Subset",
+     "sklearn.model_selection.train_test_split"}
+)
+#: Base classes whose subclasses' hooks run inside a framework that owns the loop, the
+#: model's mode and autograd (Lightning's ``validation_step``, HF ``Trainer``...).
+_FRAMEWORK_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "trl.")
+_FRAMEWORK_HOOKS = re.compile(
+    r"^(validation_step|test_step|predict_step|eval_step|validation_epoch_end|test_epoch_end"
+    r"|on_validation_\w+|on_test_\w+|on_predict_\w+|on_evaluate|prediction_step"
+    r"|evaluation_loop|prediction_loop)$"
+)
+
+
+def is_module_constructor(qnames: Iterable[str]) -> bool:
+    for q in qnames:
+        parts = q.split(".")
+        if q.startswith("torch.nn.") and "functional" not in parts and "init" not in parts:
+            last = parts[-1]
+            if last[:1].isupper() and last not in _NOT_MODELS and not last.endswith("Loss"):
+                return True
+        if q.startswith("torchvision.models.") and parts[-1][:1].islower():
+            return True
+        if q in ("timm.create_model", "timm.models.create_model", "torch.hub.load"):
+            return True
+    return False
+
+
+def is_module_base(qnames: Iterable[str]) -> bool:
+    for q in qnames:
+        if q.startswith("torch.nn.") and q.split(".")[-1][:1].isupper():
+            return True
+        if "LightningModule" in q or q.endswith("PreTrainedModel"):
+            return True
+    return False
+
+
+def is_framework_base(qnames: Iterable[str]) -> bool:
+    for q in qnames:
+        if q.startswith(_FRAMEWORK_PREFIXES) and not q.endswith(("Fabric", "LightningDataModule")):
+            return True
+        if q.startswith("transformers.") and q.endswith("Trainer"):
+            return True
+    return False
+
+
