@@ -219,8 +219,7 @@ class ValidationOnTrainData(ValidationRule):
                         # Meant to be held out, built from training data: always a bug.
                         self._report_copy_paste(src, vp)
                     else:
-                        at = src.call_site.node if src.call_site else (vp.loop.node if vp.loop else vp.forward.node)
-                        candidates.append((at, vp, src))
+                        candidates.append((self._where(src, vp), vp, src))
         for call in data.external_evaluations():
             for arg in call.node.args:
                 d = dotted_name(arg.value)
@@ -251,6 +250,14 @@ class ValidationOnTrainData(ValidationRule):
                     "loop_line": vp.loop_line if vp is not None else None,
                 },
             )
+
+    @staticmethod
+    def _where(src: Source, vp) -> object:
+        """Report an evaluation of training data where it is fed: the helper's call, else
+        the loop (or the forward of a loop-less pass)."""
+        if src.call_site is not None:
+            return src.call_site.node
+        return vp.loop.node if vp.loop is not None else vp.forward.node
 
     def _report_copy_paste(self, src: Source, vp) -> None:
         at = src.culprit.node if src.culprit else (vp.loop.node if vp.loop else vp.forward.node)

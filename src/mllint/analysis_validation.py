@@ -282,7 +282,10 @@ class ValidationAnalysis:
         if is_module_constructor(call.qnames):
             return True
         if call.qnames & WRAPPERS or call.attr in MODULE_PASSTHROUGH:
-            inner = _first_arg(call.node) if call.qnames & WRAPPERS else call.node.func.value  # type: ignore[attr-defined]
+            if call.qnames & WRAPPERS:
+                inner = _first_arg(call.node)
+            else:
+                inner = call.node.func.value  # type: ignore[attr-defined]
             d = dotted_name(inner) if inner is not None else None
             if d:
                 return self.is_model(call.scope, d, depth + 1)

@@ -268,8 +268,9 @@ class FactsCollector(Rule):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         parent = self._cur()
         cls = None
-        if self._class_stack and self._class_stack[-1].node.body is _parent_block(node, self._class_stack[-1].node):
-            cls = self._class_stack[-1]
+        owner = self._class_stack[-1] if self._class_stack else None
+        if owner is not None and owner.node.body is _parent_block(node, owner.node):
+            cls = owner  # a method, not a function nested in one
         p = node.params
         params = tuple(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
         scope = Scope(node, node.name.value, parent, cls, params)

@@ -84,13 +84,22 @@ def mode_dependent_layers(torch: Any, model: Any) -> list[tuple[str, str]]:
     """``(qualified name, class name)`` of the submodules that compute differently in
     training and eval mode: dropout, batch norm, instance norm tracking statistics,
     recurrent layers and attention with dropout."""
-    nn = torch.nn
-    out = []
-    for name, m in model.named_modules():
-        kind = type(m).__name__
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 or isinstance(m, nn.modules.batchnorm._BatchNorm) or isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats or isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1 or isinstance(m, nn.MultiheadAttention) and m.dropout > 0:
-            out.append((name, kind))
-    return out
+    return [(name, type(m).__name__) for name, m in model.named_modules()
+            if _depends_on_mode(torch.nn, m)]
+
+
+def _depends_on_mode(nn: Any, m: Any) -> bool:
+    if isinstance(m, nn.modules.dropout._DropoutNd):
+        return m.p > 0
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return True
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+        return bool(m.track_running_stats)
+    if isinstance(m, nn.RNNBase):
+        return m.dropout > 0 and m.num_layers > 1
+    if isinstance(m, nn.MultiheadAttention):
+        return m.dropout > 0
+    return False
 
 
 def batch_norm_state(torch: Any, model: Any) -> dict[str, tuple[Any, int]]:
