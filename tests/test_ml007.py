@@ -137,3 +137,27 @@ def test_prefilter():
     assert ValidationOnTrainData.may_match("print(evaluate(model, train_loader))\n")
     assert not ValidationOnTrainData.may_match("val_loader = DataLoader(train_ds)\n")
     assert not ValidationOnTrainData.may_match("for x in loader:\n    model(x)\n")
+
+
+def test_the_slip_is_reported_where_the_data_goes_wrong():
+    code = """
+    import torch
+    from torchvision import datasets
+    from torch.utils.data import DataLoader
+
+    def test(model, loader):
+        model.eval()
+        with torch.no_grad():
+            for data, target in loader:
+                print(model(data).argmax(1).eq(target).sum().item())
+
+    dataset1 = datasets.MNIST("data", train=True)
+    dataset2 = datasets.MNIST("data", train=True)
+    train_loader = DataLoader(dataset1)
+    test_loader = DataLoader(dataset2)
+    test(model, test_loader)
+    """
+    # ``dataset2`` is no training set by name, but is built from the training split.
+    assert lines(code) == [12]
+    assert lines(code.replace("dataset2 = datasets.MNIST(\"data\", train=True)",
+                              "dataset2 = datasets.MNIST(\"data\", train=False)")) == []

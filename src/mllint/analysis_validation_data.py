@@ -183,9 +183,10 @@ class DataAnalysis:
             if inner is None:
                 return None
             if inner.kind is Kind.TRAIN:
-                # The slip is where held-out-named data first takes in training data:
-                # ``val_ds = MNIST(train=True)`` itself, else this ``DataLoader(train_ds)``.
-                held = d is not None and is_val_name(d) and not is_train_name(d)
+                # The slip is where the data stops being what its name says: a dataset
+                # not named for training but built from the training split
+                # (``val_ds = MNIST(train=True)``), else this ``DataLoader(train_ds)``.
+                held = d is not None and not is_train_name(d)
                 culprit = inner.culprit if held and inner.culprit else call
                 return Source(Kind.TRAIN, name, inner.train_name or d, culprit, None, inner.why)
             return inner
