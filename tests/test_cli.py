@@ -203,3 +203,18 @@ def test_never_imports_torch_or_the_linted_code(tmp_path):
                           cwd=tmp_path, env={**os.environ, "MLLINT_NO_CACHE": "1"})
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_file_no_rule_can_flag_costs_no_libcst_import(tmp_path):
+    """The pre-commit case: the prefilter runs from the manifest, nothing is parsed."""
+    target = tmp_path / "utils.py"
+    target.write_text("def add(a, b):\n    return a + b\n")
+    code = ("import sys, runpy; sys.argv=['mllint', %r];\n"
+            "try:\n    runpy.run_module('mllint', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "assert 'libcst' not in sys.modules, 'libcst imported'\n") % str(target)
+    env = {**os.environ, "MLLINT_NO_CACHE": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    for _ in range(2):  # the first run writes the manifest, the second only reads it
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr

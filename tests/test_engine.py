@@ -171,3 +171,19 @@ def test_seeded_metadata_gives_the_same_findings_as_libcst_providers(monkeypatch
     plain = [engine.lint_text(p, t, rules) for p, t in texts]
     assert seeded == plain
     assert sum(len(r.findings) for r in plain) > 10
+
+
+def test_manifest_describes_every_rule_and_its_prefilter(tmp_path, monkeypatch):
+    from mllint import manifest
+    from mllint.registry import all_rules
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    manifest.rule_infos.cache_clear()
+    fresh = manifest.rule_infos()  # made by importing the rules, then stored
+    manifest.rule_infos.cache_clear()
+    stored = manifest.rule_infos()  # read back from the file
+    want = [(r.code, r.name, tuple(r.REQUIRES)) for r in all_rules()]
+    assert [(i.code, i.name, i.requires) for i in fresh] == want
+    assert [(i.code, i.name, i.requires) for i in stored] == want
+    assert len(list((tmp_path / "mllint").glob("rules-*.json"))) == 1
+    manifest.rule_infos.cache_clear()

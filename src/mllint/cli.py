@@ -75,7 +75,8 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     chosen_select = _split_codes(select) or list(settings.select)
     chosen_ignore = _split_codes(ignore) + list(settings.ignore)
     try:
-        rules = select_rules(chosen_select or None, chosen_ignore)
+        from mllint.manifest import rule_infos
+        rules = select_rules(chosen_select or None, chosen_ignore, rule_infos())
     except UnknownRuleError as exc:
         raise click.UsageError(f"unknown rule selector: {exc.args[0]} (see `mllint rules`)") from None
 

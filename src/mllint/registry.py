@@ -8,8 +8,12 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING, Sequence, TypeVar
 
-from mllint.rule import Rule
+if TYPE_CHECKING:
+    from mllint.rule import Rule
+
+R = TypeVar("R")
 
 
 class UnknownRuleError(KeyError):
@@ -17,8 +21,9 @@ class UnknownRuleError(KeyError):
 
 
 @functools.lru_cache(maxsize=1)
-def all_rules() -> tuple[type[Rule], ...]:
+def all_rules() -> tuple[type["Rule"], ...]:
     import mllint.rules as package
+    from mllint.rule import Rule
 
     found: dict[str, type[Rule]] = {}
     for info in pkgutil.iter_modules(package.__path__):
@@ -41,7 +46,7 @@ def all_rules() -> tuple[type[Rule], ...]:
     return tuple(found[c] for c in sorted(found))
 
 
-def rule_by_code(code: str) -> type[Rule]:
+def rule_by_code(code: str) -> type["Rule"]:
     wanted = code.strip().upper()
     for rule in all_rules():
         if rule.code == wanted or rule.name == code.strip().lower():
@@ -49,11 +54,17 @@ def rule_by_code(code: str) -> type[Rule]:
     raise UnknownRuleError(code)
 
 
-def select_rules(select: list[str] | None, ignore: list[str] | None) -> tuple[type[Rule], ...]:
-    """Rules chosen by code prefixes (``ML``, ``ML00``, ``ML001``) or names; ``ALL`` is all."""
-    rules = all_rules()
+def select_rules(
+    select: list[str] | None, ignore: list[str] | None, rules: Sequence[R] | None = None
+) -> tuple[R, ...]:
+    """Rules chosen by code prefixes (``ML``, ``ML00``, ``ML001``) or names; ``ALL`` is all.
 
-    def matches(rule: type[Rule], selector: str) -> bool:
+    ``rules`` may be rule classes or anything with ``code`` and ``name`` (the manifest).
+    """
+    if rules is None:
+        rules = all_rules()  # type: ignore[assignment]
+
+    def matches(rule, selector: str) -> bool:
         s = selector.strip()
         if s.upper() == "ALL":
             return True

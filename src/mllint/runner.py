@@ -15,17 +15,17 @@ from typing import Iterable, Iterator, Sequence
 
 from mllint.cache import Cache
 from mllint.config import Settings
-from mllint.engine import applicable_rules, lint_text
 from mllint.files import Target
-from mllint.registry import all_rules
-from mllint.rule import Rule
+from mllint.manifest import RuleInfo
 from mllint.source import decode, read_bytes
 from mllint.types import FileError, FileResult
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    rules: tuple[type[Rule], ...]
+    #: The rules to run, as the manifest describes them: libcst and the rule classes are
+    #: imported only once some file passes a prefilter and is not in the cache.
+    rules: tuple[RuleInfo, ...]
     settings: Settings
     jobs: int = 0  # 0: all cores
     cache: Cache | None = None
@@ -35,6 +35,9 @@ class RunOptions:
 def _lint_one(path: str, rule_codes: tuple[str, ...], max_bytes: int,
               cache: Cache | None) -> FileResult:
     """Worker: read, decode, parse and lint one file with the given rules."""
+    from mllint.engine import lint_text
+    from mllint.registry import all_rules
+
     by_code = {r.code: r for r in all_rules()}
     rules = [by_code[c] for c in rule_codes]
     data = read_bytes(path, max_bytes)
@@ -57,7 +60,7 @@ def _prepare(target: Target, opts: RunOptions) -> FileResult | tuple[str, ...]:
     text = decode(target.path, data)
     if isinstance(text, FileError):
         return FileResult(target.path, errors=(text,))
-    rules = applicable_rules(text, opts.rules) if opts.prefilter else list(opts.rules)
+    rules = [r for r in opts.rules if r.may_match(text)] if opts.prefilter else list(opts.rules)
     if not rules:
         return FileResult(target.path)
     if opts.cache is not None:
@@ -100,6 +103,10 @@ def _parse_all(pending: Sequence[tuple[str, tuple[str, ...]]], opts: RunOptions)
         for path, codes in pending:
             yield _lint_one(path, codes, max_bytes, opts.cache)
         return
+    import mllint.engine  # noqa: F401 - imported once here, inherited by forked workers
+    from mllint.registry import all_rules
+
+    all_rules()
     methods = multiprocessing.get_all_start_methods()
     # fork reuses the parent's imported rules and libcst: workers start in milliseconds.
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
