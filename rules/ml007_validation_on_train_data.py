@@ -18,7 +18,7 @@ from mllint.analysis_validation_names import (
 )
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
-from mllint.verify.pass_watch import data_source, sample_hashes
+from mllint.verify.pass_watch import SampleKeys, data_source
 from mllint.verify.probe import Probe
 
 
@@ -303,14 +303,14 @@ class TrainDataProbe(Probe):
         super().__init__(finding, runtime)
         self.pass_batches = 0
         self.trained_batches = 0
-        self._pending: list[tuple[Any, list[bytes]]] = []
+        self._pending: list[tuple[Any, list]] = []
         self._train_loaders: set[int] = set()
         self._train_sources: dict[int, tuple[Any, frozenset[int] | None, str]] = {}
-        self._train_samples: set[bytes] = set()
+        self._train_samples: set = set()
         self._pass_loaders: set[int] = set()
         self._pass_sources: dict[int, tuple[Any, frozenset[int] | None, str]] = {}
-        self._pass_samples: set[bytes] = set()
-        self._seen_at_pass: set[bytes] = set()
+        self._pass_samples: set = set()
+        self._keys: SampleKeys | None = None
 
     def install(self) -> None:
         self.rt.on_batch(self._batch)
@@ -327,8 +327,9 @@ class TrainDataProbe(Probe):
         return dataset, indices, kind
 
     def _batch(self, loader: Any, batch: Any) -> None:
-        torch = self.rt.torch
-        hashes = sample_hashes(batch, torch)
+        if self._keys is None:
+            self._keys = SampleKeys(self.rt.torch)
+        hashes = self._keys(batch)
         if self.rt.stack_in(self.finding) is not None:
             self.pass_batches += 1
             self._pass_loaders.add(id(loader))

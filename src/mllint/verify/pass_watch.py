@@ -13,7 +13,6 @@ another tracked forward stands in for it.
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from collections.abc import Iterator
 from types import FrameType
@@ -28,7 +27,8 @@ class RegionForwards:
         self.rt = runtime
         self.name = str((finding.data or {}).get("model") or "")
         self._subs: dict[int, tuple[weakref.ref, frozenset[int]]] = {}
-        self._running: list[int] = []
+        #: Forwards under way, outermost first: (module id, is it a tracked forward).
+        self._open: list[tuple[int, bool]] = []
 
     def submodule_ids(self, module: Any) -> frozenset[int]:
         cached = self._subs.get(id(module))
@@ -40,32 +40,32 @@ class RegionForwards:
 
     def enter(self, module: Any) -> FrameType | None:
         """The region's frame when ``module``'s forward (starting now) is a top-level
-        forward of the flagged model from the region, else ``None``. Pair with ``leave``."""
-        if self._running and any(id(module) in self._subs.get(r, (None, frozenset()))[1]
-                                 for r in self._running):
-            return None  # a submodule of a forward we already track
+        forward of the flagged model from the region, else ``None``. Pair with ``leave``.
+
+        Only a top-level forward costs a walk of the stack: the forwards of its
+        submodules are recognised as such and skipped, in the region or outside it."""
+        for outer, _ in self._open:
+            if id(module) in self._subs.get(outer, (None, frozenset()))[1]:
+                return None
         frame = self.rt.stack_in(self.finding)
-        if frame is None:
-            return None
-        target = self._target(frame)
-        torch = self.rt.torch
-        if target is not None:
-            if module is not target and id(target) not in self.submodule_ids(module):
-                return None  # another module (a loss, a metric) called from the region
-        elif not any(True for _ in module.parameters()) or isinstance(
-            module, torch.nn.modules.loss._Loss
-        ):
-            return None
+        tracked = frame is not None and self._is_model(module, frame)
         self.submodule_ids(module)
-        self._running.append(id(module))
-        return frame
+        self._open.append((id(module), tracked))
+        return frame if tracked else None
 
     def leave(self, module: Any) -> bool:
         """True when ``module`` is the tracked forward that ``enter`` accepted."""
-        if self._running and self._running[-1] == id(module):
-            self._running.pop()
-            return True
+        if self._open and self._open[-1][0] == id(module):
+            return self._open.pop()[1]
         return False
+
+    def _is_model(self, module: Any, frame: FrameType) -> bool:
+        target = self._target(frame)
+        if target is not None:
+            # Not another module called from the region (a loss, a metric).
+            return module is target or id(target) in self.submodule_ids(module)
+        loss = self.rt.torch.nn.modules.loss._Loss
+        return any(True for _ in module.parameters()) and not isinstance(module, loss)
 
     def _target(self, frame: FrameType) -> Any:
         if not self.name:
@@ -194,24 +194,36 @@ def first_tensor(batch: Any, torch: Any) -> Any:
     return None
 
 
-def sample_hashes(batch: Any, torch: Any, limit: int = 512) -> list[bytes]:
-    """A content hash per sample of a batch (its first tensor, split on dim 0)."""
-    t = first_tensor(batch, torch)
-    if t is None or t.dim() == 0:
-        return []
-    rows = t.detach()[:limit].cpu()
-    if rows.dtype in (torch.bfloat16, torch.float16):
-        rows = rows.float()
-    out = []
-    for row in rows:
-        flat = row.reshape(-1)
-        h = hashlib.blake2b(digest_size=12)
-        # Raw bytes without numpy, which the user's environment may not have.
-        h.update(bytes(flat[:1024].contiguous().view(torch.uint8).tolist()))
-        h.update(str(tuple(row.shape)).encode())
-        h.update(repr(float(flat.double().sum())).encode())
-        out.append(h.digest())
-    return out
+class SampleKeys:
+    """A content key per sample of a batch (its first tensor, split on dim 0).
+
+    Vectorised, so that training batches cost a matrix-vector product and no Python loop
+    over their bytes: a sample's key is its projection on a fixed random vector and its
+    sum. Equal samples get equal keys; different ones collide with negligible odds.
+    """
+
+    def __init__(self, torch: Any, limit: int = 512, width: int = 4096) -> None:
+        self.torch = torch
+        self.limit = limit
+        self.width = width
+        self._weights: dict[int, Any] = {}
+
+    def __call__(self, batch: Any) -> list[tuple[float, float, tuple[int, ...]]]:
+        torch = self.torch
+        t = first_tensor(batch, torch)
+        if t is None or t.dim() == 0 or t.shape[0] == 0:
+            return []
+        rows = t.detach()[: self.limit]
+        flat = rows.reshape(rows.shape[0], -1)[:, : self.width].to("cpu", torch.float64)
+        d = flat.shape[1]
+        w = self._weights.get(d)
+        if w is None:
+            g = torch.Generator().manual_seed(d)
+            w = self._weights[d] = torch.randn(d, generator=g, dtype=torch.float64)
+        shape = tuple(rows.shape[1:])
+        proj = (flat @ w).tolist()
+        sums = flat.sum(dim=1).tolist()
+        return [(p, s, shape) for p, s in zip(proj, sums)]
 
 
 def data_source(loader: Any) -> tuple[Any, frozenset[int] | None]:
