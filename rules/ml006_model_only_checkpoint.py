@@ -10,7 +10,7 @@ import libcst as cst
 
 from mllint.analysis import dotted_name, keyword_arg, positional_arg, qualified_names
 from mllint.analysis_flow import FLOW_METADATA, Flow, source_of
-from mllint.analysis_training import TrainingMap, looks_like_optimizer
+from mllint.analysis_training import Optimizer, TrainingMap, looks_like_optimizer
 from mllint.rule import FileContext, Invalid, Rule, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
@@ -76,6 +76,9 @@ class ModelOnlyCheckpoint(Rule):
     Weights saved for inference (a "best" or "final" model) inside the loop are fine when
     a full checkpoint is also written; they are flagged only when they are the sole
     checkpoint of the run. Payloads built by functions of other modules are trusted.
+    A plain `torch.optim.SGD` (momentum absent or a literal 0) keeps no state, so when
+    every optimizer the checkpoint concerns is one, nothing is lost and nothing is
+    flagged; momentum given as a variable is assumed non-zero.
 
     ## How --verify confirms it
     Intercepts `torch.save` at the flagged line (the file is never written to the user's
@@ -129,6 +132,26 @@ class ModelOnlyCheckpoint(Rule):
                     save_checkpoint({"epoch": epoch, "state_dict": model.state_dict()})
             """,
             lines=(4,),
+        ),
+        Invalid(  # momentum from a variable may be non-zero; the other optimizer keeps state
+            """
+            import torch
+
+            class Trainer:
+                def __init__(self, model, gen, args):
+                    self.model = model
+                    self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=args.momentum)
+                    self.opt_g = torch.optim.SGD(gen.parameters(), 0.1)
+
+                def train(self, loader, epochs):
+                    for epoch in range(epochs):
+                        for x, y in loader:
+                            self.optimizer.zero_grad()
+                            self.model(x).sum().backward()
+                            self.optimizer.step()
+                        torch.save(self.model.state_dict(), "checkpoints/last.pt")
+            """,
+            lines=(15,),
         ),
     ]
     VALID = [
@@ -189,6 +212,30 @@ class ModelOnlyCheckpoint(Rule):
                     if step % 100 == 0:
                         accelerator.save_state("checkpoints/")
                         torch.save(accelerator.unwrap_model(model).state_dict(), "weights_best.pt")
+            """
+        ),
+        Valid(  # plain SGD (no momentum, or a literal 0) keeps no state: nothing to lose
+            """
+            import torch
+
+            def load_train_objs(model):
+                return torch.optim.SGD(model.parameters(), lr=1e-3)
+
+            class Trainer:
+                def __init__(self, model, optimizer):
+                    self.model = model
+                    self.optimizer = optimizer
+                    self.opt_head = torch.optim.SGD(model.head.parameters(), 0.1, 0, weight_decay=1e-4)
+                    self.opt_tail = torch.optim.SGD(model.tail.parameters(), lr=0.1, momentum=0.0)
+
+                def train(self, loader, epochs):
+                    for epoch in range(epochs):
+                        for x, y in loader:
+                            self.optimizer.zero_grad()
+                            self.model(x).sum().backward()
+                            self.optimizer.step()
+                        ckp = self.model.module.state_dict()
+                        torch.save(ckp, "checkpoint.pt")
             """
         ),
     ]
@@ -296,13 +343,17 @@ class ModelOnlyCheckpoint(Rule):
         for save in during:
             if not save.payload.weights_only:
                 continue
-            optimizer = self.training.optimizer_for(save.payload.weights)
+            stateful = [o for o in self.training.optimizers_for(save.payload.weights)
+                        if not o.stateless]
+            if not stateful:
+                continue  # SGD without momentum: its state_dict holds nothing to lose
+            optimizer = stateful[0]
             opt_name = (optimizer.target or optimizer.kind) if optimizer else "optimizer"
             model = save.payload.weights
             self.report(
                 save.call,
                 f"This checkpoint, written during training, holds `{model}`'s weights but "
-                f"not the state of `{opt_name}` ({_state_of(optimizer.kind if optimizer else '')}): "
+                f"not the state of `{opt_name}` ({_state_of(optimizer)}): "
                 "resuming from it silently restarts the optimizer, so the resumed run "
                 f"diverges from the interrupted one. Save `{opt_name}.state_dict()` "
                 "alongside the weights and load both when resuming.",
@@ -482,10 +533,14 @@ class ModelOnlyCheckpoint(Rule):
         return any(self.training.is_optimizer(n) or looks_like_optimizer(n) for n in finder.names)
 
 
-def _state_of(kind: str) -> str:
-    """What an optimizer class keeps between steps, for messages."""
+def _state_of(optimizer: Optimizer | None) -> str:
+    """What an optimizer keeps between steps, for messages; never claims momentum
+    buffers for an SGD built without momentum."""
+    kind = optimizer.kind if optimizer is not None else ""
     cls = kind.rsplit(".", 1)[-1].lower()
     if cls.startswith("sgd"):
+        if optimizer.maybe_momentum:
+            return "its momentum buffers, if momentum is non-zero"
         return "its momentum buffers"
     if "adam" in cls or cls in ("lamb", "nadam", "radam", "adamax"):
         return "its first and second moments and step counts"

@@ -173,3 +173,31 @@ def test_prefilter_admits_every_optimizer_the_rule_recognises(name):
     assert is_optimizer_constructor({name})
     # The import that makes ``name`` resolvable always spells this much of it.
     assert ModelOnlyCheckpoint.may_match(f"torch.save(x, p)\n{name}")
+
+
+@pytest.mark.parametrize("sgd, flagged, state", [
+    ("torch.optim.SGD(model.parameters(), lr=0.1)", False, None),
+    ("torch.optim.SGD(model.parameters(), 0.1)", False, None),
+    ("torch.optim.SGD(model.parameters(), lr=0.1, momentum=0)", False, None),
+    ("torch.optim.SGD(model.parameters(), 0.1, 0.0, weight_decay=5e-4)", False, None),
+    ("torch.optim.SGD(model.parameters(), 0.1, 0.9)", True, "(its momentum buffers)"),
+    ("torch.optim.SGD(model.parameters(), lr=0.1, momentum=args.momentum)", True,
+     "(its momentum buffers, if momentum is non-zero)"),
+    ("torch.optim.SGD(model.parameters(), **cfg)", True, "if momentum is non-zero"),
+])
+def test_sgd_without_momentum_keeps_no_state(sgd, flagged, state):
+    code = in_loop('torch.save(model.state_dict(), f"epoch_{epoch}.pt")').replace(
+        "torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)", sgd)
+    findings = lint(code)
+    assert [f.line for f in findings] == ([9] if flagged else [])
+    if flagged:
+        assert state in findings[0].message
+
+
+def test_a_stateful_optimizer_beside_a_plain_sgd_is_still_lost():
+    code = in_loop('torch.save(model.state_dict(), f"epoch_{epoch}.pt")',
+                   ).replace("for epoch", "critic_opt = torch.optim.Adam(model.parameters())\nfor epoch")
+    code = code.replace("lr=0.1, momentum=0.9", "lr=0.1")
+    (finding,) = lint(code)
+    assert finding.line == 10 and finding.data["optimizer"] == "critic_opt"
+    assert "momentum buffers" not in finding.message

@@ -64,11 +64,13 @@ def test_good_twin_is_not_flagged_and_its_payload_refutes_the_bug(name, tmp_path
 
 
 def test_stateless_optimizer_refutes(tmp_path):
+    # Momentum the linter cannot read (a plain SGD is not flagged at all) that is 0 at
+    # run time: SGD keeps no state, so the probe refutes.
     script = tmp_path / "plain_sgd.py"
     script.write_text(
         (DIR / "bad_weights_only_checkpoint.py").read_text().replace(
             "torch.optim.Adam(model.parameters(), lr=1e-2)",
-            "torch.optim.SGD(model.parameters(), lr=1e-2)"))
+            'torch.optim.SGD(model.parameters(), lr=1e-2, momentum=float("0"))'))
     (finding,) = lint_path(str(script), [ModelOnlyCheckpoint]).findings
     report = verify([finding], VerifyOptions(script=str(script), cwd=str(tmp_path), timeout=60))
     (verdict,) = report.verdicts

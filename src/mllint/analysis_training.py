@@ -14,6 +14,7 @@ A receiver whose builder the module does not show (a parameter ``optimizer`` of 
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 
@@ -62,6 +63,14 @@ class _Optimizer:
     kind: str  # the constructor as written, e.g. ``torch.optim.AdamW``
     line: int
     models: tuple[str, ...]  # receivers of ``.parameters()`` in its arguments
+    #: SGD without momentum (absent or a literal 0): it keeps no state between steps.
+    stateless: bool = False
+    #: SGD whose momentum is given but not as a literal: it may or may not keep buffers.
+    maybe_momentum: bool = False
+
+
+#: The public name rules use in annotations.
+Optimizer = _Optimizer
 
 
 @dataclass
@@ -121,8 +130,10 @@ class TrainingMap:
         models = tuple(_parameter_owners(value))
         line = self.flow.line(value)
         dotted = [dotted_name(t) for t in targets]
+        momentum = sgd_momentum(names, value)
         for target in dotted or [None]:
-            self.optimizers.append(_Optimizer(target, kind, line, models))
+            self.optimizers.append(_Optimizer(target, kind, line, models, momentum is Momentum.NONE,
+                                              momentum is Momentum.UNKNOWN))
 
     def constructor(self, node: cst.Call) -> None:
         """An optimizer built without being assigned (``return torch.optim.Adam(...)``)."""
@@ -130,9 +141,11 @@ class TrainingMap:
         if is_optimizer_constructor(names) and not any(
             o.line == self.flow.line(node) for o in self.optimizers
         ):
+            momentum = sgd_momentum(names, node)
             self.optimizers.append(
                 _Optimizer(None, min(names, key=len), self.flow.line(node),
-                           tuple(_parameter_owners(node)))
+                           tuple(_parameter_owners(node)), momentum is Momentum.NONE,
+                           momentum is Momentum.UNKNOWN)
             )
 
     def _site(self, node: cst.Call) -> StepSite:
@@ -213,8 +226,53 @@ class TrainingMap:
                 return opt
         return self.optimizers[0] if self.optimizers else None
 
+    def optimizers_for(self, model: str | None) -> list[_Optimizer]:
+        """The optimizers a checkpoint of ``model`` concerns: those built over its
+        parameters, else (the module does not tell) every optimizer it builds."""
+        mine = [o for o in self.optimizers if model is not None and model in o.models]
+        return mine or list(self.optimizers)
+
     def model_names(self) -> set[str]:
         return {m for o in self.optimizers for m in o.models}
+
+
+class Momentum(enum.Enum):
+    """What an ``SGD(...)`` call says about its momentum."""
+
+    NONE = "none"  # absent or a literal 0: no momentum buffers, no state at all
+    LITERAL = "literal"  # a non-zero literal: momentum buffers
+    UNKNOWN = "unknown"  # a variable (``args.momentum``) or ``**kwargs``
+
+
+SGD_CONSTRUCTORS = frozenset({"torch.optim.SGD", "torch.optim.sgd.SGD"})
+#: ``torch.optim.SGD(params, lr, momentum, dampening, weight_decay, nesterov, ...)``
+_SGD_MOMENTUM_POSITION = 2
+
+
+def sgd_momentum(names: set[str], call: cst.Call) -> Momentum | None:
+    """For a ``torch.optim.SGD`` call, what it says about momentum; ``None`` otherwise.
+
+    SGD keeps per-parameter state (``momentum_buffer``) only when momentum is non-zero;
+    without it, its ``state_dict()`` holds nothing a resumed run would miss.
+    """
+    if not names & SGD_CONSTRUCTORS:
+        return None
+    positional = []
+    value = None
+    for arg in call.args:
+        if arg.star:
+            return Momentum.UNKNOWN  # ``**config`` may hold momentum
+        if arg.keyword is None:
+            positional.append(arg.value)
+        elif arg.keyword.value == "momentum":
+            value = arg.value
+    if value is None and len(positional) > _SGD_MOMENTUM_POSITION:
+        value = positional[_SGD_MOMENTUM_POSITION]
+    if value is None:
+        return Momentum.NONE
+    if isinstance(value, (cst.Integer, cst.Float)):
+        return Momentum.NONE if value.evaluated_value == 0 else Momentum.LITERAL
+    return Momentum.UNKNOWN
 
 
 def _functions_on(site: StepSite) -> list[cst.CSTNode | None]:
