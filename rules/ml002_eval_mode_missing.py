@@ -41,7 +41,11 @@ class EvalModeMissing(ValidationRule):
     reported only when the file puts the model in training mode). Models whose class is
     in the file and that hold no dropout or batch-norm layers are not reported, since
     the mode changes nothing for them. Lightning modules and Hugging Face `Trainer`
-    subclasses are skipped: the framework sets the mode.
+    subclasses are skipped: the framework sets the mode. A pass is recognised by a sign
+    of evaluation - held-out data named on the loop's `for` line (`val_loader`,
+    `X_test`, `loaders["val"]`), an evaluation-named function (`evaluate`, `validate`,
+    `test`, `val_one_epoch`), a forward on held-out data, or a loop over batches inside
+    `with torch.no_grad()` - so a loop with none of these is not checked.
 
     ## How --verify confirms it
     A forward pre-hook watches forwards called from the flagged pass. It confirms when the

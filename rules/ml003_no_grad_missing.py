@@ -35,6 +35,9 @@ class NoGradMissing(ValidationRule):
     module sets `no_grad` is reported only when the file itself trains a model. A model
     whose parameters were frozen with `model.requires_grad_(False)` records no graph and
     is not reported. Lightning modules and Hugging Face `Trainer` subclasses are skipped.
+    A pass is recognised by a sign of evaluation (held-out data named on the loop's `for`
+    line, an evaluation-named function, or a loop over batches after `model.eval()`), so
+    a loop with none of these is not checked.
 
     ## How --verify confirms it
     A forward hook watches forwards called from the flagged pass. It confirms when they
