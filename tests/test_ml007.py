@@ -161,3 +161,30 @@ def test_the_slip_is_reported_where_the_data_goes_wrong():
     assert lines(code) == [12]
     assert lines(code.replace("dataset2 = datasets.MNIST(\"data\", train=True)",
                               "dataset2 = datasets.MNIST(\"data\", train=False)")) == []
+
+
+def test_trainer_class_validating_on_its_own_training_loader():
+    code = """
+    import torch
+    from torch.utils.data import DataLoader
+
+    class Trainer:
+        def __init__(self, model, data, opt):
+            self.model = model
+            self.opt = opt
+            self.train_loader = DataLoader(data, shuffle=True)
+
+        def train_epoch(self):
+            self.model.train()
+            for x, y in self.train_loader:
+                self.opt.zero_grad()
+                self.model(x).sum().backward()
+                self.opt.step()
+
+        @torch.no_grad()
+        def validate(self):
+            self.model.eval()
+            for x, y in self.train_loader:
+                print(self.model(x).argmax(1).eq(y).float().mean().item())
+    """
+    assert lines(code) == [20]

@@ -97,9 +97,12 @@ class DataAnalysis:
                     self._mark(s, d, f.pos, keys, flows, depth + 1)
 
     def _key(self, scope: Scope, name: str) -> tuple[int, str]:
-        """Where ``name`` lives: the scope that assigns it (a global lives in the module)."""
+        """Where ``name`` lives: the scope that assigns it (a global lives in the module;
+        ``self.x`` lives in the class, shared by its methods)."""
         s: Scope | None = scope
-        root = name.split(".", 1)[0]
+        root, dot, rest = name.partition(".")
+        if scope.cls is not None and root == scope.self_name and dot:
+            return (id(scope.cls), f"self.{rest}")
         while s is not None:
             if s.assigned(name) or s.assigned(root) or root in s.params:
                 return (id(s), name)
