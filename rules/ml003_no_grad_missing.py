@@ -34,7 +34,9 @@ class NoGradMissing(ValidationRule):
     Only code in the same file is followed: an evaluation helper whose caller in another
     module sets `no_grad` is reported only when the file itself trains a model. A model
     whose parameters were frozen with `model.requires_grad_(False)` records no graph and
-    is not reported. Lightning modules and Hugging Face `Trainer` subclasses are skipped.
+    is not reported, nor is a pass that computes gradients of its own (an adversarial
+    attack such as `adversary.perturb(x, y)`, inputs set to `requires_grad_()`).
+    Lightning modules and Hugging Face `Trainer` subclasses are skipped.
     A pass is recognised by a sign of evaluation (held-out data named on the loop's `for`
     line, an evaluation-named function, or a loop over batches after `model.eval()`), so
     a loop with none of these is not checked.
@@ -178,7 +180,7 @@ class NoGradMissing(ValidationRule):
             if state.value is not Grad.ON:
                 continue
             names = analysis.aliases(vp.scope, vp.model)
-            if analysis.frozen(vp.scope, names, vp.forward.pos):
+            if analysis.frozen(vp.scope, names, vp.forward.pos) or analysis.needs_grad(vp):
                 continue
             reported.add(key)
             where = f"the loop on line {vp.loop_line}" if vp.loop else "this evaluation"

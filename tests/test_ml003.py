@@ -138,3 +138,20 @@ def test_lightning_and_training_loops_are_not_passes():
 def test_prefilter():
     assert NoGradMissing.may_match("for x in test_loader:\n    net(x)\n")
     assert not NoGradMissing.may_match("with torch.no_grad():\n    for x in loader:\n        net(x)\n")
+
+
+def test_adversarial_evaluation_needs_autograd():
+    code = """
+    import torch
+
+    def robustness(model, test_loader, adversary):
+        model.eval()
+        for x, y in test_loader:
+            clean = model(x).argmax(1)
+            adv = model(adversary.perturb(x, y)).argmax(1)
+            print((clean == y).sum().item(), (adv == y).sum().item())
+
+    robustness(net, test_loader, attacker)
+    """
+    assert lines(code) == []
+    assert lines(code.replace("adversary.perturb(x, y)", "x.flip(0)")) == [6]

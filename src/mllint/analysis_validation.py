@@ -116,6 +116,7 @@ class ValidationPass:
 
 
 _MAX_DEPTH = 4
+_NEEDS_GRAD = re.compile(r"(?i)perturb|attack|adversar|fgsm|pgd")
 
 
 class ValidationAnalysis:
@@ -749,6 +750,20 @@ class ValidationAnalysis:
         for c in scope.calls:
             if isinstance(node, cst.With) and any(c.node is i.item for i in node.items):
                 return c.line
+        return None
+
+    def needs_grad(self, vp: ValidationPass) -> str | None:
+        """A call in the pass that computes gradients of its own (an adversarial attack:
+        ``adversary.perturb(x, y)``, ``pgd_attack(...)``): the pass cannot run under
+        ``no_grad`` as a whole. Returns the callee."""
+        calls = vp.loop.calls if vp.loop is not None else vp.scope.calls
+        for c in calls:
+            if c.func and _NEEDS_GRAD.search(c.func):
+                return c.func
+            if c.attr == "requires_grad_" and not (
+                c.node.args and _is_false_literal(c.node.args[0].value)
+            ):
+                return c.func
         return None
 
     def frozen(self, scope: Scope, names: set[str], before: Pos) -> bool:
