@@ -82,6 +82,11 @@ class LossTensorAccumulated(IndexedRule):
     finding needs proof that autograd is on: a same-module call path from a script's
     entry (`if __name__ == "__main__":`, a top-level loop or call) or from code that
     back-propagates; an evaluation helper only called from other files is left alone.
+    A decorator or context manager torch does not define but whose name says
+    `no_grad` or `inference_mode` (`@smart_inference_mode()`) is taken to turn autograd
+    off. What a method of a loss returns (`loss.get_loss()` on a custom loss object) is
+    not assumed to be a tensor unless the method is a known graph-keeping tensor method
+    (`mean`, `sum`, `float`, `view`...).
 
     ## How --verify confirms it
     After the flagged line runs, the probe reads the accumulator: a tensor with a
@@ -152,6 +157,41 @@ class LossTensorAccumulated(IndexedRule):
                 optimizer.zero_grad()
             """
         ),
+        Valid(  # a custom loss object: what its own methods return is not known to be a tensor
+            """
+            class Trainer:
+                def _train_batch(self, x, y):
+                    loss = self.loss
+                    loss.reset()
+                    loss.eval_batch(self.model(x), y)
+                    self.model.zero_grad()
+                    loss.backward()
+                    self.optimizer.step()
+                    return loss.get_loss()
+
+                def train(self, loader):
+                    total = 0
+                    for x, y in loader:
+                        loss = self._train_batch(x, y)
+                        total += loss
+            """
+        ),
+        Valid(  # a decorator from elsewhere whose name says it turns autograd off
+            """
+            import torch.nn.functional as F
+            from utils.torch_utils import smart_inference_mode
+
+            @smart_inference_mode()
+            def run(model, loader):
+                loss = 0
+                for x, y in loader:
+                    loss += F.cross_entropy(model(x), y)
+                return loss
+
+            if __name__ == "__main__":
+                run(model, loader)
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -199,6 +239,26 @@ class LossTensorAccumulated(IndexedRule):
                     running_loss = 0.0
             """,
             lines=(7,),
+        ),
+        Invalid(  # element 0 of the helper's tuple is the loss; element 1 is detached
+            """
+            import torch
+            import torch.nn.functional as F
+
+            def compute_loss(out, y):
+                loss = F.cross_entropy(out, y)
+                return loss, torch.stack([loss, loss * 2]).detach()
+
+            total, parts = 0.0, 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                out = model(x)
+                compute_loss(out, y)[0].backward()
+                optimizer.step()
+                total += compute_loss(out, y)[0]
+                parts += compute_loss(out, y)[1]
+            """,
+            lines=(14,),
         ),
     ]
 

@@ -472,3 +472,85 @@ def test_library_code_without_an_entry_is_not_parsed():
         result = evaluate(model, loader)
     """
     assert not RULE.may_match(textwrap.dedent(code))
+
+
+EVAL_PASS = """
+import torch
+import torch.nn.functional as F
+{imports}
+
+{decorator}
+def run(model, loader):
+    total = 0
+    for x, y in loader:
+        {with_line}
+            total += F.cross_entropy(model(x), y)
+    return total
+
+if __name__ == "__main__":
+    run(model, loader)
+"""
+
+
+@pytest.mark.parametrize("imports, decorator, with_line, flagged", [
+    ("", "", "if True:", True),
+    ("", "@torch.no_grad()", "if True:", False),
+    ("from utils.torch_utils import smart_inference_mode", "@smart_inference_mode()", "if True:", False),
+    ("from helpers import torch_no_grad", "@torch_no_grad", "if True:", False),
+    ("import helpers", "@helpers.no_grad_decorator", "if True:", False),
+    ("from helpers import nograd", "", "with nograd():", False),
+    # a decorator whose name says nothing about autograd changes nothing
+    ("from helpers import timed", "@timed()", "if True:", True),
+])
+def test_wrappers_named_for_no_grad_disable_autograd(imports, decorator, with_line, flagged):
+    code = EVAL_PASS.format(imports=imports, decorator=decorator, with_line=with_line)
+    assert lines(code) == ([10] if flagged else [])
+
+
+LOSS_METHOD = """
+total = 0
+for x, y in loader:
+    loss = criterion(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    total += {value}
+"""
+
+
+@pytest.mark.parametrize("value, flagged", [
+    ("loss", True),
+    ("loss.float()", True),  # a dtype cast keeps the graph
+    ("loss.mean() * 2", True),
+    ("loss.clamp(0, 10)", True),
+    ("loss.get_loss()", False),  # a custom loss object's accessor
+    ("criterion.get_loss()", False),
+    ("loss.item()", False),
+    ("loss.detach()", False),
+])
+def test_methods_on_a_loss_keep_the_graph_only_when_known_to(value, flagged):
+    assert lines(LOSS_METHOD.format(value=value)) == ([7] if flagged else [])
+
+
+def test_detached_element_of_a_same_module_helpers_tuple():
+    code = """
+        import torch
+        import torch.nn.functional as F
+
+        def compute_loss(p, t):
+            box = F.mse_loss(p, t)
+            obj = F.l1_loss(p, t)
+            return (box + obj) * p.shape[0], torch.cat((box[None], obj[None])).detach()
+
+        def evaluate(model, loader):
+            loss = torch.zeros(2)
+            for x, t in loader:
+                loss += compute_loss(model(x), t)[1]
+                whole = compute_loss(model(x), t)[0]
+                kept.append(whole)
+            return loss
+
+        if __name__ == "__main__":
+            evaluate(model, loader)
+        """
+    assert lines(code) == [14]

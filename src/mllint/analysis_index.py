@@ -11,6 +11,7 @@ lexical and lazy: nothing is computed for a file unless a rule asks.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from libcst.metadata import (
     ScopeProvider,
 )
 
-from mllint.analysis import qualified_names
+from mllint.analysis import dotted_name, qualified_names
 from mllint.rule import Rule
 
 Loop = cst.For | cst.While
@@ -42,6 +43,8 @@ _NO_GRAD = {
     "torch.autograd.grad_mode.no_grad",
     "torch.autograd.grad_mode.inference_mode",
 }
+#: The final name of a wrapper that disables autograd, when torch does not define it.
+_NO_GRAD_WORD = re.compile(r"no_?grad|inference_mode", re.IGNORECASE)
 _ENABLE_GRAD = {"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"}
 _SET_GRAD_ENABLED = {
     "torch.set_grad_enabled",
@@ -535,7 +538,7 @@ class CodeIndex:
     def _mode_of_manager(self, expr: cst.BaseExpression) -> GradMode | None:
         callee = expr.func if isinstance(expr, cst.Call) else expr
         names = self.qualified(callee)
-        if names & _NO_GRAD:
+        if names & _NO_GRAD or self._named_no_grad(callee, names):
             return GradMode.DISABLED
         if names & _ENABLE_GRAD:
             return GradMode.ENABLED
@@ -545,3 +548,17 @@ class CodeIndex:
                 return GradMode.ENABLED if value.value == "True" else GradMode.DISABLED
             return GradMode.MAYBE_DISABLED
         return None
+
+    def _named_no_grad(self, callee: cst.BaseExpression, names: set[str]) -> bool:
+        """A decorator or context manager torch does not define whose name says it turns
+        autograd off: yolov5's ``@smart_inference_mode()``, ``@torch_no_grad``. Such
+        wrappers (usually imported from a utils module we cannot read) pick
+        ``inference_mode`` or ``no_grad``; a finding that needs autograd on would be a
+        guess against the author's own word."""
+        if any(n.startswith("torch.") for n in names):
+            return False  # torch's own names are known exactly (``_NO_GRAD``)
+        written = {n.rsplit(".", 1)[-1] for n in names}
+        dotted = dotted_name(callee)
+        if dotted is not None:
+            written.add(dotted.rsplit(".", 1)[-1])
+        return any(_NO_GRAD_WORD.search(w) for w in written)

@@ -46,8 +46,17 @@ GRAPH_KEEPING_METHODS = frozenset(
         "mean", "sum", "cpu", "cuda", "to", "float", "double", "half", "bfloat16", "clone",
         "view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "mul", "div",
         "add", "sub", "abs", "sqrt", "exp", "log", "pow", "expand", "type",
+        # more tensor methods whose result stays on the graph: a method outside this
+        # set called on a loss is not assumed to return a tensor (see ``_call_loss``)
+        "clamp", "clamp_min", "clamp_max", "clip", "neg", "square", "rsqrt", "reciprocal",
+        "log1p", "expm1", "sigmoid", "tanh", "relu", "max", "min", "amax", "amin", "norm",
+        "prod", "nansum", "nanmean", "std", "var", "logsumexp", "cumsum", "t", "permute",
+        "transpose", "view_as", "reshape_as", "masked_fill", "where", "matmul", "mm",
+        "dot", "requires_grad_", "to_dense", "truediv", "multiply", "divide", "subtract",
     }
 )
+#: Methods of a loss object that compute the loss itself (``criterion.forward(out, y)``).
+LOSS_OBJECT_CALLS = frozenset({"forward", "__call__"})
 #: Callables that combine tensors into one attached to all of them.
 GRAPH_KEEPING_FUNCTIONS = frozenset(
     {"builtins.sum", "torch.stack", "torch.cat", "torch.mean", "torch.sum", "torch.add", "torch.mul"}
@@ -143,6 +152,8 @@ class LossOracle:
         if isinstance(expr, cst.Subscript):
             if _string_index(expr) == "loss":
                 return LossValue(expr, None) if self._model_output(expr.value) else None
+            if isinstance(expr.value, cst.Call) and not self._element_may_carry(expr, depth):
+                return None
             return self.carried_loss(expr.value, at, depth + 1)
         if isinstance(expr, cst.BinaryOperation):
             return self.carried_loss(expr.left, at, depth + 1) or self.carried_loss(expr.right, at, depth + 1)
@@ -158,12 +169,38 @@ class LossOracle:
             return self._call_loss(expr, at, depth)
         return None
 
+    def _element_may_carry(self, sub: cst.Subscript, depth: int) -> bool:
+        """For ``helper(...)[i]`` where ``helper`` is a same-module function whose every
+        return is a tuple literal, whether element ``i`` of one of them carries a loss
+        (yolov5's ``return total * bs, torch.cat(parts).detach()``, read as ``[1]``).
+        ``True`` when the returns cannot be told apart."""
+        index = _int_index(sub)
+        callee = self.ix.resolve_call(sub.value) if index is not None else None
+        if callee is None or depth > 4:
+            return True
+        returns = [r for r in self.ix.nodes.returns if self.ix.function_of(r) is callee]
+        if not returns or not all(
+            isinstance(r.value, (cst.Tuple, cst.List)) and index < len(r.value.elements)
+            and not any(isinstance(e, cst.StarredElement) for e in r.value.elements)
+            for r in returns
+        ):
+            return True
+        return any(
+            self.carried_loss(r.value.elements[index].value, r, depth + 2) is not None
+            for r in returns
+        )
+
     def _call_loss(self, call: cst.Call, at: cst.CSTNode, depth: int) -> LossValue | None:
         func = call.func
         if isinstance(func, cst.Attribute) and self.ix.resolve_call(call) is None:
             method = func.attr.value
             if method in GRAPH_KEEPING_METHODS:
                 return self.carried_loss(func.value, at, depth + 1)
+            if method not in LOSS_OBJECT_CALLS and self._is_loss(func.value, at, depth):
+                # ``loss.get_loss()`` on a custom loss object (pytorch-seq2seq) returns
+                # whatever it likes, often a float: only tensor methods that keep the
+                # graph (above) are known to return one.
+                return None
         names = self.ix.qualified(func)
         if names & GRAPH_KEEPING_FUNCTIONS:
             for arg in call.args:
@@ -174,6 +211,14 @@ class LossOracle:
         if self.computes_loss(call, depth):
             return LossValue(call, None)
         return None
+
+    def _is_loss(self, receiver: cst.BaseExpression, at: cst.CSTNode, depth: int) -> bool:
+        """``receiver`` holds a loss: a loss tensor, or a loss object named like one
+        (``self.loss``, ``criterion``)."""
+        if self.carried_loss(receiver, at, depth + 1) is not None:
+            return True
+        dotted = dotted_name(receiver)
+        return dotted is not None and bool(LOSS_CALLEE.match(dotted.rsplit(".", 1)[-1]))
 
     def _model_output(self, expr: cst.BaseExpression) -> bool:
         """``outputs`` in ``outputs.loss`` is what a call returned (``model(**batch)``),
@@ -268,6 +313,14 @@ def _bound_names(target: cst.BaseExpression) -> set[str]:
         return _bound_names(target.value)
     dotted = dotted_name(target)
     return {dotted} if dotted else set()
+
+
+def _int_index(sub: cst.Subscript) -> int | None:
+    if len(sub.slice) == 1 and isinstance(sub.slice[0].slice, cst.Index):
+        value = sub.slice[0].slice.value
+        if isinstance(value, cst.Integer) and isinstance(value.evaluated_value, int):
+            return value.evaluated_value
+    return None
 
 
 def _string_index(sub: cst.Subscript) -> str | None:
