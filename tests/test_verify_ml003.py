@@ -7,9 +7,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from mllint.rules.ml003_no_grad_missing import NoGradMissing
+from helpers import FIXTURES
 from validation_probe_support import run, run_moved
 
+from mllint.engine import lint_path
+from mllint.rules.ml003_no_grad_missing import NoGradMissing
 from mllint.types import Finding, Position, Span, VerdictStatus
 
 pytestmark = pytest.mark.slow
@@ -39,10 +41,11 @@ def test_good_twin_is_refuted(tmp_path):
 
 
 def test_frozen_model_is_refuted(tmp_path):
-    findings, report = run("ml003", "ok_frozen_teacher.py", tmp_path, findings=[])
-    assert findings == [] and report.verdicts == ()
+    source = FIXTURES / "ml003" / "ok_frozen_teacher.py"
+    assert lint_path(str(source), RULES).findings == ()
+    # Point a finding at the teacher's forward: the run shows no graph is recorded.
     script = tmp_path / "ok_frozen_teacher.py"
-    line = next(n for n, t in enumerate(script.read_text().splitlines(), 1) if "teacher(x)" in t)
+    line = next(n for n, t in enumerate(source.read_text().splitlines(), 1) if "teacher(x)" in t)
     finding = Finding(str(script), "ML003", "no-grad-missing", "m", Span.lines(line, line),
                       region=Span(Position(line - 1, 1), Position(line, 1)),
                       data={"model": "teacher"})
