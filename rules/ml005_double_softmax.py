@@ -22,7 +22,7 @@ CE_MODULES = frozenset({"torch.nn.CrossEntropyLoss", "torch.nn.modules.loss.Cros
 ORDERED_DICT = frozenset({"collections.OrderedDict"})
 
 # How many assignments/calls deep a value is followed; real code rarely needs more.
-_DEPTH = 6
+_DEPTH = 8
 
 
 class DoubleSoftmax(Rule):
@@ -32,8 +32,10 @@ class DoubleSoftmax(Rule):
     argument) is already a probability distribution: the output of `F.softmax`,
     `torch.softmax`, `x.softmax(dim)`, `nn.Softmax()(x)`, of a model whose
     `nn.Sequential` ends with `nn.Softmax`, or of a model whose `forward` returns a
-    softmax. Values are followed through local assignments, `self.` attributes and the
-    arguments of same-module functions.
+    softmax (also through a `self.<layer>` Sequential ending in `nn.Softmax`). Values are
+    followed through local assignments, `self.` attributes, the arguments of same-module
+    functions and tuple positions: `validity, label = discriminator(x)` feeds `label`,
+    element 1 of every tuple the model's `forward` returns.
 
     ## Why is this bad?
     Cross-entropy applies `log_softmax` to its input itself, so it expects raw logits.
@@ -113,6 +115,40 @@ class DoubleSoftmax(Rule):
             """,
             lines=(15, 18),
         ),
+        Invalid(  # forward returns a self.<layer> Sequential ending in Softmax; tuple outputs
+            """
+            import torch
+            import torch.nn as nn
+
+            class Classifier(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.output_layer = nn.Sequential(nn.Linear(64, 10), nn.Softmax())
+
+                def forward(self, img):
+                    label = self.output_layer(img.view(img.size(0), -1))
+                    return label
+
+            class Discriminator(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.adv_layer = nn.Sequential(nn.Linear(64, 1), nn.Sigmoid())
+                    self.aux_layer = nn.Sequential(nn.Linear(64, 10), nn.Softmax())
+
+                def forward(self, img):
+                    out = img.view(img.shape[0], -1)
+                    return self.adv_layer(out), self.aux_layer(out)
+
+            classifier, discriminator = Classifier(), Discriminator()
+            task_loss = torch.nn.CrossEntropyLoss()
+            for imgs, labels in loader:
+                l1 = task_loss(classifier(imgs), labels)
+                validity, pred_label = discriminator(imgs)
+                l2 = task_loss(pred_label, labels)
+                l3 = task_loss(discriminator(imgs)[1], labels)
+            """,
+            lines=(26, 28, 29),
+        ),
     ]
     VALID = [
         Valid(
@@ -172,13 +208,36 @@ class DoubleSoftmax(Rule):
                 return F.cross_entropy(net(x), y)
             """
         ),
+        Valid(  # the softmax sits at another tuple position than the one fed to the loss
+            """
+            import torch.nn as nn
+            import torch.nn.functional as F
+
+            class Heads(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(8, 3)
+
+                def forward(self, x):
+                    logits = self.fc(x)
+                    return F.softmax(logits, dim=1), logits
+
+            heads = Heads()
+            ce = nn.CrossEntropyLoss()
+            for x, y in loader:
+                probs, logits = heads(x)
+                loss = ce(logits, y) + F.cross_entropy(heads(x)[1], y)
+                first, *rest = heads(x)
+                loss = loss + ce(rest[0], y)
+            """
+        ),
     ]
 
     def __init__(self, context: FileContext) -> None:
         super().__init__(context)
         self.flow = Flow(self)
         self._loss_calls: list[tuple[cst.Call, cst.BaseExpression, str]] = []
-        self._forward_cache: dict[cst.ClassDef, int | None] = {}
+        self._forward_cache: dict[tuple[cst.ClassDef, int | None], int | None] = {}
 
     # -- gathering -----------------------------------------------------------------------
 
@@ -226,45 +285,67 @@ class DoubleSoftmax(Rule):
                 return True
         return False
 
-    def _softmax_line(self, expr: cst.BaseExpression, depth: int) -> int | None:
-        """The line of the softmax whose output ``expr`` holds, or ``None``."""
+    def _softmax_line(self, expr: cst.BaseExpression, depth: int, index: int | None = None) -> int | None:
+        """The line of the softmax whose output ``expr`` holds, or ``None``; with
+        ``index``, the softmax in element ``index`` of the tuple ``expr`` holds."""
         if depth <= 0:
             return None
         if isinstance(expr, (cst.Name, cst.Attribute)) and not (
             isinstance(expr, cst.Attribute) and not self.flow.is_self(expr.value)
         ):
             for value in self.flow.values(expr):
-                line = self._softmax_line(value, depth - 1)
+                line = self._softmax_line(value, depth - 1, index)
                 if line is not None:
                     return line
+            if isinstance(expr, cst.Name):
+                # ``validity, pred_label = discriminator(x)``: position 1 of what it returns.
+                for value, position in self.flow.unpacked_values(expr):
+                    if index is None:
+                        line = self._softmax_line(value, depth - 1, position)
+                        if line is not None:
+                            return line
             return None
+        if isinstance(expr, (cst.Tuple, cst.List)):
+            if index is None or index >= len(expr.elements):
+                return None
+            element = expr.elements[index]
+            if isinstance(element, cst.StarredElement) or any(
+                isinstance(e, cst.StarredElement) for e in expr.elements[:index]
+            ):
+                return None
+            return self._softmax_line(element.value, depth - 1)
+        if isinstance(expr, cst.Subscript) and index is None:
+            position = _int_index(expr)
+            return None if position is None else self._softmax_line(expr.value, depth - 1, position)
         if not isinstance(expr, cst.Call):
             return None
         func = expr.func
         names = self.flow.imported_names(func)
-        if names & SOFTMAX_FUNCTIONS:
-            return self.flow.line(expr)
-        if isinstance(func, cst.Attribute):
-            method = func.attr.value
-            # A tensor method: the receiver is a local value, not an imported module.
-            if method == "softmax" and not names:
+        if index is None:
+            if names & SOFTMAX_FUNCTIONS:
                 return self.flow.line(expr)
-            if method in PASSTHROUGH_METHODS and not names:
-                return self._softmax_line(func.value, depth - 1)
-        return self._softmax_callable(func, depth - 1)
+            if isinstance(func, cst.Attribute):
+                method = func.attr.value
+                # A tensor method: the receiver is a local value, not an imported module.
+                if method == "softmax" and not names:
+                    return self.flow.line(expr)
+                if method in PASSTHROUGH_METHODS and not names:
+                    return self._softmax_line(func.value, depth - 1)
+        return self._softmax_callable(func, depth - 1, index)
 
-    def _softmax_callable(self, expr: cst.BaseExpression, depth: int) -> int | None:
-        """The line of the softmax that calling ``expr`` (a module) ends with, or ``None``."""
+    def _softmax_callable(self, expr: cst.BaseExpression, depth: int, index: int | None = None) -> int | None:
+        """The line of the softmax that calling ``expr`` (a module) ends with, or ``None``;
+        with ``index``, the softmax in element ``index`` of the tuple it returns."""
         if depth <= 0:
             return None
         if isinstance(expr, cst.Name) and self.flow.is_self(expr):
             cls = self.flow.enclosing(expr, cst.ClassDef)
-            return self._forward_softmax(cls, depth) if isinstance(cls, cst.ClassDef) else None
+            return self._forward_softmax(cls, index) if isinstance(cls, cst.ClassDef) else None
         if isinstance(expr, (cst.Name, cst.Attribute)):
             if isinstance(expr, cst.Attribute) and not self.flow.is_self(expr.value):
                 return None
-            for value in self.flow.values(expr):
-                line = self._softmax_callable(value, depth - 1)
+            for value in self.flow.values(expr) + self._unpacked_literals(expr):
+                line = self._softmax_callable(value, depth - 1, index)
                 if line is not None:
                     return line
             return None
@@ -272,31 +353,55 @@ class DoubleSoftmax(Rule):
             return None
         names = self.flow.imported_names(expr.func)
         if names & SOFTMAX_MODULES:
-            return self.flow.line(expr)
+            return self.flow.line(expr) if index is None else None
         if names & SEQUENTIAL:
             last = _last_layer(expr, self.flow)
-            return None if last is None else self._softmax_callable(last, depth - 1)
+            return None if last is None else self._softmax_callable(last, depth - 1, index)
         if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in PASSTHROUGH_METHODS:
-            return self._softmax_callable(expr.func.value, depth - 1)
+            return self._softmax_callable(expr.func.value, depth - 1, index)
         cls = self.flow.class_of(expr.func)
         if cls is not None:
-            return self._forward_softmax(cls, depth)
+            return self._forward_softmax(cls, index)
         return None
 
-    def _forward_softmax(self, cls: cst.ClassDef, depth: int) -> int | None:
-        """Line of the softmax when *every* return of ``cls.forward`` is a softmax output."""
-        if cls in self._forward_cache:
-            return self._forward_cache[cls]
-        self._forward_cache[cls] = None  # guards recursion through self(...)
+    def _unpacked_literals(self, expr: cst.BaseExpression) -> list[cst.BaseExpression]:
+        """``Classifier()`` for ``clf`` in ``clf, disc = Classifier(), Discriminator()``."""
+        if not isinstance(expr, cst.Name):
+            return []
+        out = []
+        for value, position in self.flow.unpacked_values(expr):
+            if isinstance(value, (cst.Tuple, cst.List)) and position < len(value.elements):
+                if not any(isinstance(e, cst.StarredElement) for e in value.elements):
+                    out.append(value.elements[position].value)
+        return out
+
+    def _forward_softmax(self, cls: cst.ClassDef, index: int | None = None) -> int | None:
+        """Line of the softmax when *every* return of ``cls.forward`` is a softmax output
+        (with ``index``: holds one at that tuple position). Computed once per class with
+        a fresh depth budget, so the cached answer does not depend on how deep the
+        question came from."""
+        key = (cls, index)
+        if key in self._forward_cache:
+            return self._forward_cache[key]
+        self._forward_cache[key] = None  # guards recursion through self(...)
         forward = self.flow.method(cls, "forward")
         result = None
         if forward is not None:
             returns = _returns(forward)
-            lines = [self._softmax_line(r.value, depth - 1) if r.value else None for r in returns]
+            lines = [self._softmax_line(r.value, _DEPTH, index) if r.value else None for r in returns]
             if lines and all(line is not None for line in lines):
                 result = lines[0]
-        self._forward_cache[cls] = result
+        self._forward_cache[key] = result
         return result
+
+
+def _int_index(sub: cst.Subscript) -> int | None:
+    """``i`` in ``x[i]`` for a literal non-negative integer."""
+    if len(sub.slice) == 1 and isinstance(sub.slice[0].slice, cst.Index):
+        value = sub.slice[0].slice.value
+        if isinstance(value, cst.Integer) and isinstance(value.evaluated_value, int):
+            return value.evaluated_value
+    return None
 
 
 def _last_layer(sequential: cst.Call, flow: Flow) -> cst.BaseExpression | None:

@@ -153,3 +153,43 @@ def test_prefilter_needs_both_words():
         text = path.read_text()
         assert lint_text(str(path), text, [DoubleSoftmax]).findings == lint_text(
             str(path), text, [DoubleSoftmax], prefilter=False).findings
+
+
+TUPLE_GAN = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+class Discriminator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.adv_layer = nn.Sequential(nn.Linear(32, 1), nn.Sigmoid())
+        self.aux_layer = nn.Sequential(nn.Linear(32, 10), nn.Softmax())
+        self.latent_layer = nn.Sequential(nn.Linear(32, 2))
+
+    def forward(self, img):
+        out = img.view(img.shape[0], -1)
+        validity = self.adv_layer(out)
+        label = {label}
+        latent_code = self.latent_layer(out)
+        return validity, label, latent_code
+
+discriminator = Discriminator()
+categorical_loss = torch.nn.CrossEntropyLoss()
+for imgs, gt in loader:
+    {unpack} = discriminator(imgs)
+    info_loss = categorical_loss({fed}, gt)
+"""
+
+
+@pytest.mark.parametrize("label, unpack, fed, flagged", [
+    ("self.aux_layer(out)", "_, pred_label, pred_code", "pred_label", True),
+    ("F.softmax(self.latent_layer(out), dim=1)", "_, pred_label, pred_code", "pred_label", True),
+    ("self.aux_layer(out)", "out", "out[1]", True),
+    ("self.aux_layer(out)", "_, pred_label, pred_code", "pred_code", False),
+    ("self.latent_layer(out)", "_, pred_label, pred_code", "pred_label", False),
+    ("self.aux_layer(out)", "first, *rest", "rest[0]", False),
+])
+def test_tuple_outputs_are_followed_by_position(label, unpack, fed, flagged):
+    code = TUPLE_GAN.format(label=label, unpack=unpack, fed=fed)
+    assert lines(code) == ([23] if flagged else [])

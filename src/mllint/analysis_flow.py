@@ -184,6 +184,30 @@ class Flow:
             return []
         return [expr]
 
+    def unpacked_values(self, name: cst.Name) -> list[tuple[cst.BaseExpression, int]]:
+        """For a name bound by tuple unpacking (``validity, label = disc(x)``), the
+        unpacked expression and the name's position in it: ``[(disc(x), 1)]``. Starred
+        targets (``a, *rest = ...``) make positions unknowable and give nothing."""
+        out = []
+        for d in self.definitions(name):
+            if d.value is not None:
+                continue
+            element = self.parent(d.target)
+            seq = self.parent(element) if isinstance(element, cst.Element) else None
+            if not isinstance(seq, (cst.Tuple, cst.List)):
+                continue
+            holder = self.parent(seq)
+            if not (isinstance(holder, cst.AssignTarget) and holder.target is seq):
+                continue
+            assign = self.parent(holder)
+            if not isinstance(assign, cst.Assign) or any(
+                isinstance(e, cst.StarredElement) for e in seq.elements
+            ):
+                continue
+            index = next(i for i, e in enumerate(seq.elements) if e is element)
+            out.append((assign.value, index))
+        return out
+
     def resolve(self, expr: cst.BaseExpression, depth: int = 4) -> list[cst.BaseExpression]:
         """Follow ``values`` transitively (at most ``depth`` steps) to non-name expressions.
 
