@@ -215,3 +215,20 @@ def test_prefilter_rejects_files_without_any_sign_of_evaluation():
     assert EvalModeMissing.may_match("with torch.no_grad():\n    for x in loader:\n        model(x)\n")
     assert not EvalModeMissing.may_match("with torch.no_grad():\n    model(x)\n")
     assert not EvalModeMissing.may_match("interval = retrieval(device)\n")
+
+
+def test_a_demo_function_is_no_evaluation():
+    code = HEADER + """
+def test():
+    net = Net()
+    word = encode("hello")
+    for step in range(3):
+        print(net(word).size())
+
+test()
+"""
+    assert lines(code) == []
+    # Given its data, the same function is an evaluation.
+    assert lines(code.replace("def test():", "def test(word):")
+                 .replace('    word = encode("hello")\n', "")
+                 .replace("test()", "test(encode('hello'))")) == [16]

@@ -407,8 +407,11 @@ class ValidationAnalysis:
                 cur = cur.parent
         elif self._val_args(call):
             evidence.add(Evidence.DATA_NAME)
-        if not scope.is_module and is_eval_function(scope.name):
-            if not self.trains(scope):
+        if not scope.is_module and is_eval_function(scope.name) and not self.trains(scope):
+            # ``def test():`` demoing an untrained network on one input evaluates nothing:
+            # an evaluation gets its data passed in or loops over batches.
+            inputs = [p for p in scope.params if p != scope.self_name]
+            if inputs or (loop is not None and self.facts.line_matches(loop.kw_pos, FOR_DATA_RE)):
                 evidence.add(Evidence.FUNCTION_NAME)
         if loop is None and not evidence:
             return None  # a lone forward in a function of no telling name: could be anything
