@@ -1,8 +1,8 @@
-"""Linting many files: prefilter and cache in the parent, parsing on all cores.
+"""Linting many files on all cores.
 
-A file is read and decoded once in the parent and tested against every rule's textual
-prefilter; only files that some rule could flag are parsed, in worker processes that
-re-read them (so no file text is held by the parent beyond one file at a time).
+Each worker takes whole files: it reads and decodes one, tests every rule's textual
+prefilter, looks it up in the cache, and parses it only when some rule could flag it
+and no result is cached. The parent holds paths and results, never file text.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 from mllint.cache import Cache
 from mllint.config import Settings
@@ -32,42 +32,33 @@ class RunOptions:
     prefilter: bool = True
 
 
-def _lint_one(path: str, rule_codes: tuple[str, ...], max_bytes: int,
-              cache: Cache | None) -> FileResult:
-    """Worker: read, decode, parse and lint one file with the given rules."""
-    from mllint.engine import lint_text
-    from mllint.registry import all_rules
-
-    by_code = {r.code: r for r in all_rules()}
-    rules = [by_code[c] for c in rule_codes]
-    data = read_bytes(path, max_bytes)
+def _check_file(path: str, opts: RunOptions) -> FileResult:
+    """Everything for one file, in whichever process runs it: read and decode it, test the
+    prefilters, look it up in the cache, and only then parse and lint it."""
+    data = read_bytes(path, opts.settings.max_file_size)
     if isinstance(data, FileError):
         return FileResult(path, errors=(data,))
     text = decode(path, data)
     if isinstance(text, FileError):
         return FileResult(path, errors=(text,))
-    result = lint_text(path, text, rules, prefilter=False)
-    if cache is not None:
-        cache.put(cache.key(path, data), result)
-    return result
-
-
-def _prepare(target: Target, opts: RunOptions) -> FileResult | tuple[str, ...]:
-    """In the parent: a final result for the file, or the codes of rules to run on it."""
-    data = read_bytes(target.path, opts.settings.max_file_size)
-    if isinstance(data, FileError):
-        return FileResult(target.path, errors=(data,))
-    text = decode(target.path, data)
-    if isinstance(text, FileError):
-        return FileResult(target.path, errors=(text,))
-    rules = [r for r in opts.rules if r.may_match(text)] if opts.prefilter else list(opts.rules)
-    if not rules:
-        return FileResult(target.path)
+    infos = [r for r in opts.rules if r.may_match(text)] if opts.prefilter else list(opts.rules)
+    if not infos:
+        return _apply_per_file_ignores(FileResult(path), opts.settings)
+    key = None
     if opts.cache is not None:
-        cached = opts.cache.get(opts.cache.key(target.path, data))
+        key = opts.cache.key(path, data)
+        cached = opts.cache.get(key)
         if cached is not None:
-            return cached
-    return tuple(r.code for r in rules)
+            return _apply_per_file_ignores(cached, opts.settings)
+    # Only now are libcst and the rule classes needed.
+    from mllint.engine import lint_text
+    from mllint.registry import all_rules
+
+    by_code = {r.code: r for r in all_rules()}
+    result = lint_text(path, text, [by_code[i.code] for i in infos], prefilter=False)
+    if opts.cache is not None and key is not None:
+        opts.cache.put(key, result)
+    return _apply_per_file_ignores(result, opts.settings)
 
 
 def _apply_per_file_ignores(result: FileResult, settings: Settings) -> FileResult:
@@ -80,47 +71,42 @@ def _apply_per_file_ignores(result: FileResult, settings: Settings) -> FileResul
     return replace(result, findings=kept)
 
 
+#: Below this many files a pool costs more than it saves (the pre-commit case).
+_SERIAL_BELOW = 8
+_worker_opts: RunOptions | None = None
+
+
+def _init_worker(opts: RunOptions) -> None:
+    global _worker_opts
+    _worker_opts = opts
+
+
+def _check_in_worker(path: str) -> FileResult:
+    assert _worker_opts is not None
+    return _check_file(path, _worker_opts)
+
+
 def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions) -> Iterator[FileResult]:
-    pending: list[tuple[str, tuple[str, ...]]] = []
+    paths: list[str] = []
     for target in targets:
         if isinstance(target, FileError):
             yield FileResult(target.path, errors=(target,))
-            continue
-        prepared = _prepare(target, opts)
-        if isinstance(prepared, FileResult):
-            yield _apply_per_file_ignores(prepared, opts.settings)
         else:
-            pending.append((target.path, prepared))
-    for result in _parse_all(pending, opts):
-        yield _apply_per_file_ignores(result, opts.settings)
-
-
-def _parse_all(pending: Sequence[tuple[str, tuple[str, ...]]], opts: RunOptions) -> Iterator[FileResult]:
-    jobs = opts.jobs or os.cpu_count() or 1
-    jobs = min(jobs, len(pending))
-    max_bytes = opts.settings.max_file_size
-    if jobs <= 1:
-        for path, codes in pending:
-            yield _lint_one(path, codes, max_bytes, opts.cache)
+            paths.append(target.path)
+    jobs = min(opts.jobs or os.cpu_count() or 1, len(paths))
+    if jobs <= 1 or len(paths) < _SERIAL_BELOW:
+        for path in paths:
+            yield _check_file(path, opts)
         return
-    import mllint.engine  # noqa: F401 - imported once here, inherited by forked workers
-    from mllint.registry import all_rules
-
-    all_rules()
     methods = multiprocessing.get_all_start_methods()
-    # fork reuses the parent's imported rules and libcst: workers start in milliseconds.
+    # fork shares the parent's imports; workers pay for libcst only if a file needs it.
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        # Largest files first so one big file does not finish the run alone.
-        order = sorted(pending, key=lambda p: _size(p[0]), reverse=True)
-        yield from pool.map(
-            _lint_one,
-            [p for p, _ in order],
-            [c for _, c in order],
-            [max_bytes] * len(order),
-            [opts.cache] * len(order),
-            chunksize=max(1, min(16, len(order) // (jobs * 8) or 1)),
-        )
+    # Largest files first so that one big file does not finish the run alone.
+    paths.sort(key=_size, reverse=True)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(opts,)) as pool:
+        yield from pool.map(_check_in_worker, paths,
+                            chunksize=max(1, min(32, len(paths) // (jobs * 16) or 1)))
 
 
 def _size(path: str) -> int:
