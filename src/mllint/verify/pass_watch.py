@@ -13,6 +13,7 @@ another tracked forward stands in for it.
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Iterator
 from types import FrameType
@@ -84,8 +85,27 @@ def mode_dependent_layers(torch: Any, model: Any) -> list[tuple[str, str]]:
     """``(qualified name, class name)`` of the submodules that compute differently in
     training and eval mode: dropout, batch norm, instance norm tracking statistics,
     recurrent layers and attention with dropout."""
-    return [(name, type(m).__name__) for name, m in model.named_modules()
-            if _depends_on_mode(torch.nn, m)]
+    out = []
+    own_code: dict[type, bool] = {}
+    for name, m in model.named_modules():
+        kind = type(m)
+        if _depends_on_mode(torch.nn, m):
+            out.append((name, kind.__name__))
+        elif not kind.__module__.startswith("torch."):
+            # ``F.dropout(x, training=self.training)`` in the user's own forward.
+            if kind not in own_code:
+                own_code[kind] = _forward_reads_mode(kind)
+            if own_code[kind]:
+                out.append((name, f"{kind.__name__}.forward reads self.training"))
+    return out
+
+
+def _forward_reads_mode(kind: type) -> bool:
+    try:
+        source = inspect.getsource(kind.forward)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return "self.training" in source
 
 
 def _depends_on_mode(nn: Any, m: Any) -> bool:
