@@ -19,9 +19,11 @@ _FORMAT = "1"
 
 
 class Cache:
-    def __init__(self, directory: Path, rule_codes: tuple[str, ...]) -> None:
+    def __init__(self, directory: Path, rule_codes: tuple[str, ...], code_version: str = "") -> None:
         self.directory = directory
-        salt = f"{_FORMAT}\0{__version__}\0{','.join(sorted(rule_codes))}\0"
+        # code_version: a fingerprint of mllint's installed code, so that an edited rule
+        # (an editable install keeps its version number) never reads stale results.
+        salt = f"{_FORMAT}\0{__version__}\0{code_version}\0{','.join(sorted(rule_codes))}\0"
         self._salt = salt.encode()
         self._ready = False
 

@@ -123,7 +123,8 @@ def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter):
     cache = None
     if not no_cache and not os.environ.get("MLLINT_NO_CACHE"):
         directory = Path(cache_dir) if cache_dir else (settings.cache_dir or settings.root / ".mllint_cache")
-        cache = Cache(directory, tuple(r.code for r in rules))
+        from mllint.manifest import code_fingerprint
+        cache = Cache(directory, tuple(r.code for r in rules), code_fingerprint())
     opts = RunOptions(rules=rules, settings=settings, jobs=jobs, cache=cache,
                       prefilter=not no_prefilter)
     return list(lint_targets(iter_targets(paths, settings), opts))

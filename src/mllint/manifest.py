@@ -55,6 +55,11 @@ def _fingerprint(directory: Path) -> str:
     return h.hexdigest()
 
 
+def code_fingerprint() -> str:
+    """Changes whenever mllint's code or rules may have changed (see ``_fingerprint``)."""
+    return _fingerprint(_rules_dir())
+
+
 def _manifest_path(directory: Path) -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "mllint" / f"rules-{_fingerprint(directory)}.json"

@@ -41,15 +41,19 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
     text = decode(path, data)
     if isinstance(text, FileError):
         return FileResult(path, errors=(text,))
-    infos = [r for r in opts.rules if r.may_match(text)] if opts.prefilter else list(opts.rules)
-    if not infos:
-        return _apply_per_file_ignores(FileResult(path), opts.settings)
     key = None
     if opts.cache is not None:
+        # Looked up before the prefilters: on an unchanged tree even the regexes are spared.
         key = opts.cache.key(path, data)
         cached = opts.cache.get(key)
         if cached is not None:
             return _apply_per_file_ignores(cached, opts.settings)
+    infos = [r for r in opts.rules if r.may_match(text)] if opts.prefilter else list(opts.rules)
+    if not infos:
+        result = FileResult(path)
+        if opts.cache is not None and key is not None:
+            opts.cache.put(key, result)
+        return result
     # Only now are libcst and the rule classes needed.
     from mllint.engine import lint_text
     from mllint.registry import all_rules
