@@ -218,3 +218,23 @@ def test_a_file_no_rule_can_flag_costs_no_libcst_import(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cache_is_consulted_before_the_prefilters(tmp_path, bad_copy):
+    """An unchanged file that no rule can flag is answered from the cache too."""
+    path, want = bad_copy
+    plain = tmp_path / "utils.py"
+    plain.write_text("def add(a, b):\n    return a + b\n")
+    cache = tmp_path / "cache"
+    env = {"MLLINT_NO_CACHE": ""}
+    assert run("--cache-dir", str(cache), str(plain), env=env).returncode == 0
+    [entry] = list(cache.rglob("*.json"))
+    data = json.loads(entry.read_text())
+    assert data["findings"] == []
+    # Plant a finding: only a cache hit, before any prefilter, can report it.
+    donor = json.loads(run("--format", "json", str(path)).stdout)[0]
+    donor.update(path=str(plain), region=None, data={})
+    data["findings"] = [donor]
+    entry.write_text(json.dumps(data))
+    hit = run("--format", "json", "--cache-dir", str(cache), str(plain), env=env)
+    assert [(d["path"], d["code"]) for d in json.loads(hit.stdout)] == [(str(plain), donor["code"])]
