@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FIXTURES, ROOT, expected
+from helpers import FIXTURES, expected
 
 MLLINT = shutil.which("mllint") or pytest.fail("the mllint console script is not installed")
 BAD = sorted(FIXTURES.glob("ml00*/bad_*.py"))

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from helpers import FIXTURES, ROOT, expected
+from helpers import FIXTURES, expected
 from mllint.engine import lint_path, lint_text
 from mllint.rules.ml005_double_softmax import DoubleSoftmax
 

@@ -31,7 +31,7 @@ def iter_targets(paths: list[str], settings: Settings) -> Iterator[Target | File
     seen: set[str] = set()
     for given in paths:
         try:
-            st = os.stat(given)
+            os.stat(given)  # follows links: a loop or a dangling link raises here
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 yield FileError(given, ErrorKind.SYMLINK_LOOP, "symbolic link loop; not linted")
@@ -49,7 +49,6 @@ def iter_targets(paths: list[str], settings: Settings) -> Iterator[Target | File
             if real not in seen:
                 seen.add(real)
                 yield Target(given)
-        del st
 
 
 def _walk(top: str, settings: Settings, seen: set[str]) -> Iterator[Target | FileError]:

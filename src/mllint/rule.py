@@ -16,15 +16,12 @@ import inspect
 import re
 import textwrap
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import libcst as cst
 from libcst.metadata import PositionProvider
 
 from mllint.types import Finding, Position, Severity, Span
-
-if TYPE_CHECKING:
-    from mllint.verify.probe import Probe
 
 DOC_HEADINGS = (
     "What it does",
