@@ -147,7 +147,7 @@ def test_cache_skips_results_with_internal_errors(tmp_path):
 def test_fast_parent_map_equals_libcst_parent_provider():
     from libcst.metadata import MetadataWrapper, ParentNodeProvider
 
-    from mllint.engine import _parent_map
+    from mllint.fast_scope import _parent_map
 
     module = cst.parse_module(
         "import torch\nclass A:\n    def f(self, x):\n        for i in x:\n"
@@ -182,8 +182,8 @@ def test_manifest_describes_every_rule_and_its_prefilter(tmp_path, monkeypatch):
     fresh = manifest.rule_infos()  # made by importing the rules, then stored
     manifest.rule_infos.cache_clear()
     stored = manifest.rule_infos()  # read back from the file
-    want = [(r.code, r.name, tuple(r.REQUIRES)) for r in all_rules()]
-    assert [(i.code, i.name, i.requires) for i in fresh] == want
-    assert [(i.code, i.name, i.requires) for i in stored] == want
+    want = [(r.code, r.name, tuple(r.REQUIRES), r.GATE) for r in all_rules()]
+    assert [(i.code, i.name, i.requires, i.gate) for i in fresh] == want
+    assert [(i.code, i.name, i.requires, i.gate) for i in stored] == want
     assert len(list((tmp_path / "mllint").glob("rules-*.json"))) == 1
     manifest.rule_infos.cache_clear()

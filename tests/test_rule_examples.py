@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mllint.engine import lint_text
+from mllint.prefilter import admitted
 from mllint.registry import all_rules
 
 RULES = all_rules()
@@ -45,6 +46,7 @@ def test_valid_example_is_not_flagged(rule, example):
 @pytest.mark.parametrize("rule,example", list(_cases("INVALID")))
 def test_prefilter_admits_every_invalid_example(rule, example):
     assert rule.may_match(example.code)
+    assert admitted([rule], example.code) == [rule]  # the ast gate too, where defined
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)

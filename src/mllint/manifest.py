@@ -27,6 +27,7 @@ class RuleInfo:
     code: str
     name: str
     requires: tuple[str, ...]
+    gate: str | None = None
     _compiled: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +69,7 @@ def _manifest_path(directory: Path) -> Path:
 def _from_rules() -> tuple[RuleInfo, ...]:
     from mllint.registry import all_rules
 
-    return tuple(RuleInfo(r.code, r.name, tuple(r.REQUIRES)) for r in all_rules())
+    return tuple(RuleInfo(r.code, r.name, tuple(r.REQUIRES), r.GATE) for r in all_rules())
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,7 +80,7 @@ def rule_infos() -> tuple[RuleInfo, ...]:
         return _from_rules()
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return tuple(RuleInfo(r["code"], r["name"], tuple(r["requires"])) for r in raw)
+        return tuple(RuleInfo(r["code"], r["name"], tuple(r["requires"]), r["gate"]) for r in raw)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     infos = _from_rules()
@@ -87,8 +88,8 @@ def rule_infos() -> tuple[RuleInfo, ...]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump([{"code": i.code, "name": i.name, "requires": list(i.requires)}
-                       for i in infos], fh)
+            json.dump([{"code": i.code, "name": i.name, "requires": list(i.requires),
+                        "gate": i.gate} for i in infos], fh)
         os.replace(tmp, path)
     except OSError:
         pass

@@ -81,6 +81,10 @@ class Rule(cst.BatchableCSTVisitor):
     #: rule to be able to report anything there. Files that fail it are never parsed for
     #: this rule, so a pattern must be implied by every way the rule can fire.
     REQUIRES: ClassVar[Sequence[str]] = ()
+    #: Optional second prefilter stage, ``"module:function"``: a stdlib-only function of
+    #: Python's ``ast`` tree that returns False only when this rule cannot report in the
+    #: module (see ``mllint.prefilter``). Never imports libcst, so the parent can run it.
+    GATE: ClassVar[str | None] = None
     VALID: ClassVar[Sequence[Valid]] = ()
     INVALID: ClassVar[Sequence[Invalid]] = ()
     #: The runtime probe paired with this rule, as ``"module:Class"`` so that static
@@ -90,12 +94,15 @@ class Rule(cst.BatchableCSTVisitor):
     METADATA_DEPENDENCIES = (PositionProvider,)
 
     _requires_re: ClassVar[tuple[re.Pattern[str], ...]] = ()
+    gate: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if inspect.isabstract(cls) or cls.__dict__.get("abstract", False):
             return
         cls._requires_re = tuple(re.compile(p) for p in cls.REQUIRES)
+        # ``prefilter.admitted`` reads ``.gate`` of rules and of manifest entries alike.
+        cls.gate = cls.GATE
 
     def __init__(self, context: FileContext) -> None:
         super().__init__()

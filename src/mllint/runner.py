@@ -1,8 +1,8 @@
 """Linting many files on all cores.
 
-Each worker takes whole files: it reads and decodes one, tests every rule's textual
-prefilter, looks it up in the cache, and parses it only when some rule could flag it
-and no result is cached. The parent holds paths and results, never file text.
+Each worker takes whole files: it reads and decodes one, looks it up in the cache, tests
+every rule's prefilters (``mllint.prefilter``), and parses it with libcst only when some
+rule could flag it and no result is cached. The parent holds paths and results, never file text.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from mllint.cache import Cache
 from mllint.config import Settings
 from mllint.files import Target
 from mllint.manifest import RuleInfo
+from mllint.prefilter import admitted
 from mllint.source import decode, read_bytes
 from mllint.types import FileError, FileResult
 
@@ -48,7 +49,7 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
         cached = opts.cache.get(key)
         if cached is not None:
             return _apply_per_file_ignores(cached, opts.settings)
-    infos = [r for r in opts.rules if r.may_match(text)] if opts.prefilter else list(opts.rules)
+    infos = admitted(opts.rules, text) if opts.prefilter else list(opts.rules)
     if not infos:
         result = FileResult(path)
         if opts.cache is not None and key is not None:
