@@ -1,0 +1,1 @@
+"""Second-stage prefilters: stdlib-only ast gates, one module per rule or rule family (see ``mllint.prefilter``)."""
