@@ -94,11 +94,13 @@ class ModelOnlyCheckpoint(Rule):
         "Save a dict with `model.state_dict()` and `optimizer.state_dict()` (and the "
         "scheduler's and scaler's, the epoch) and restore all of them when resuming."
     )
-    # ``torch.save`` (however imported) and an optimizer constructor: every name that
-    # ``analysis.is_optimizer_constructor`` accepts contains "optim" (torch.optim,
-    # timm.optim, bitsandbytes.optim, apex.optimizers, torch_optimizer) or is
-    # transformers' AdamW / Adafactor.
-    REQUIRES = (r"save", r"optim|AdamW|Adafactor")
+    # ``torch.save`` (however imported: ``torch.save`` or an import naming ``save``) and an
+    # optimizer constructor: the import that makes a name resolve to one of those
+    # ``analysis.is_optimizer_constructor`` accepts spells "optim" as a word (torch.optim,
+    # timm.optim, bitsandbytes.optim), "optimizers" (apex), "torch_optimizer", or
+    # transformers' AdamW / Adafactor. The gate then resolves both calls through imports.
+    REQUIRES = (r"\bsave\b", r"\boptim\b|\boptimizers\b|torch_optimizer|AdamW|Adafactor")
+    GATE = "mllint.gates.training:checkpoint_may_flag"
     PROBE = "mllint.rules.ml006_model_only_checkpoint:ModelOnlyCheckpointProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA
 

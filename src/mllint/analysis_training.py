@@ -15,12 +15,12 @@ A receiver whose builder the module does not show (a parameter ``optimizer`` of 
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 
 import libcst as cst
 
 from mllint.analysis import dotted_name, is_optimizer_constructor, qualified_names
+from mllint.optimizer_names import looks_like_optimizer
 from mllint.analysis_flow import Flow, source_of
 
 #: Methods whose call back-propagates: ``loss.backward()``, ``accelerator.backward(loss)``,
@@ -30,16 +30,6 @@ BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
 #: Methods that apply an update for the optimizer they are given (``scaler.step(opt)``,
 #: ``xm.optimizer_step(opt)``).
 STEP_WITH_OPTIMIZER = frozenset({"step", "optimizer_step"})
-
-# ``engine``: DeepSpeed's ``model_engine.step()`` applies the update itself.
-_OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt($|_|[A-Z0-9])|^opt|engine", re.IGNORECASE)
-_NOT_OPTIMIZER = re.compile(r"sched|scaler|warmup|lr_|option", re.IGNORECASE)
-
-
-def looks_like_optimizer(dotted: str) -> bool:
-    last = dotted.rsplit(".", 1)[-1]
-    return bool(_OPTIMIZER_NAME.search(last)) and not _NOT_OPTIMIZER.search(last)
-
 
 @dataclass(frozen=True)
 class StepSite:

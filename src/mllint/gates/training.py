@@ -1,0 +1,112 @@
+"""Gates of the rules built on ``analysis_training`` (ML006, ML008).
+
+Each asks, over Python's ``ast``, for the few things without which the rule cannot
+report in a module, by the rule's own definitions (names resolved through imports as
+``resolve.Imports`` over-approximates them). Library code that saves or catches errors
+but never trains is common; these are the files they turn away.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from mllint.gates.resolve import Imports, dotted
+from mllint.optimizer_names import is_optimizer_constructor, looks_like_optimizer
+
+# The rules' own constants, restated without importing the rules (which import libcst);
+# tests/test_gates_training.py checks they stay equal.
+SAVE_FUNCTIONS = frozenset({"torch.save", "torch.serialization.save"})
+BACKWARD_METHODS = frozenset({"backward", "manual_backward"})
+BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+STEP_WITH_OPTIMIZER = frozenset({"step", "optimizer_step"})
+BROAD = frozenset({"Exception", "BaseException"})
+
+
+def _calls(tree: ast.AST) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+
+
+def _builds_optimizer(calls: list[ast.Call], imports: Imports) -> bool:
+    return any(is_optimizer_constructor(imports.qualified(c.func)) for c in calls)
+
+
+def checkpoint_may_flag(tree: ast.Module) -> bool:
+    """ML006 reports a ``torch.save`` call, and only in a module that builds an optimizer
+    (``TrainingMap.optimizers`` comes only from constructor calls)."""
+    imports = Imports.of(tree)
+    calls = _calls(tree)
+    saves = any(imports.resolves_to(c.func, SAVE_FUNCTIONS) for c in calls)
+    return saves and _builds_optimizer(calls, imports)
+
+
+def swallow_may_flag(tree: ast.Module) -> bool:
+    """ML008 reports a broad handler that does not re-raise, of a ``try`` whose body trains.
+
+    Something trains only if an optimizer steps somewhere in the module: a
+    ``.step()``/``.optimizer_step()`` whose receiver or an argument is an optimizer (built
+    by a constructor, or named like one). The ``try`` body must then hold a backward or
+    step call, or a call of a function or method the module defines.
+    """
+    imports = Imports.of(tree)
+    calls = _calls(tree)
+    if not _optimizer_steps(calls, imports):
+        return False
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    trainers = {alias for alias, names in imports.aliases.items() if names & BACKWARD_FUNCTIONS}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+            continue
+        if not any(_broad(h) and not _raises(h) for h in node.handlers):
+            continue
+        for stmt in node.body:
+            for call in _calls(stmt):
+                if _may_train(call, defined, trainers):
+                    return True
+    return False
+
+
+def _optimizer_steps(calls: list[ast.Call], imports: Imports) -> bool:
+    steps = [c for c in calls if isinstance(c.func, ast.Attribute)
+             and c.func.attr in STEP_WITH_OPTIMIZER]
+    if not steps:
+        return False
+    if _builds_optimizer(calls, imports):
+        return True  # any receiver may be a name the optimizer was assigned to
+    for call in steps:
+        names = [dotted(call.func.value) or ""] + [dotted(a) or "" for a in call.args]
+        if any(n and looks_like_optimizer(n) for n in names):
+            return True
+    return False
+
+
+def _may_train(call: ast.Call, defined: set[str], trainers: set[str]) -> bool:
+    func = call.func
+    if isinstance(func, ast.Attribute):
+        # ``loss.backward()``, ``opt.step()``, ``self.train_step()``
+        return func.attr in BACKWARD_METHODS or func.attr in STEP_WITH_OPTIMIZER or (
+            isinstance(func.value, ast.Name) and func.attr in defined
+        )
+    if isinstance(func, ast.Name):
+        return func.id in defined or func.id in trainers
+    return False
+
+
+def _broad(handler: ast.ExceptHandler) -> bool:
+    kind = handler.type
+    if kind is None:
+        return True
+    elements = kind.elts if isinstance(kind, ast.Tuple) else [kind]
+    return any(isinstance(e, ast.Name) and e.id in BROAD for e in elements)
+
+
+def _raises(handler: ast.ExceptHandler) -> bool:
+    """A ``raise`` runs in the handler (not in a function or lambda defined there)."""
+    stack: list[ast.AST] = list(handler.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Raise):
+            return True
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return False
