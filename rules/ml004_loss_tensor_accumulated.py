@@ -99,7 +99,8 @@ class LossTensorAccumulated(IndexedRule):
     name = "loss-tensor-accumulated"
     summary = "A loss tensor is accumulated across iterations with its autograd graph"
     hint = "Accumulate `loss.item()` (or `loss.detach()`), not the loss tensor itself."
-    REQUIRES = (LOSS_TEXT, r"\+|append|extend|insert", GRAD_ON_TEXT)
+    # Cheapest first: ``all()`` stops at the first pattern a file lacks.
+    REQUIRES = (r"\+|append|extend|insert", GRAD_ON_TEXT, LOSS_TEXT)
     PROBE = "mllint.rules.ml004_loss_tensor_accumulated:LossTensorAccumulatedProbe"
 
     VALID = [

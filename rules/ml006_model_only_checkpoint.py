@@ -99,7 +99,9 @@ class ModelOnlyCheckpoint(Rule):
     # ``analysis.is_optimizer_constructor`` accepts spells "optim" as a word (torch.optim,
     # timm.optim, bitsandbytes.optim), "optimizers" (apex), "torch_optimizer", or
     # transformers' AdamW / Adafactor. The gate then resolves both calls through imports.
-    REQUIRES = (r"\bsave\b", r"\boptim\b|\boptimizers\b|torch_optimizer|AdamW|Adafactor")
+    # (Written literal-first, ``save(?<!\wsave)`` for ``\bsave``, so ``re`` can skip ahead.)
+    REQUIRES = (r"save(?<!\wsave)(?!\w)",
+                r"optim(?<!\woptim)(?!\w)|optimizers|torch_optimizer|AdamW|Adafactor")
     GATE = "mllint.gates.training:checkpoint_may_flag"
     PROBE = "mllint.rules.ml006_model_only_checkpoint:ModelOnlyCheckpointProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA
