@@ -2,40 +2,538 @@
 
 ``seed`` fills a ``MetadataWrapper``'s store before the rules' traversal, so every rule
 sees the seeded mappings through the usual ``get_metadata`` calls, with the same answers
-as libcst's own providers (``tests/test_engine.py`` compares the findings).
+as libcst's own providers (``tests/test_engine.py`` compares the findings,
+``tests/test_fast_scope.py`` compares the scope answers node by node).
+
+Why it is cheaper: libcst's ``ScopeProvider`` needs ``ExpressionContextProvider`` (a full
+visitor pass) and then a second full visitor pass; a libcst visitor pass rebuilds every
+node it walks and dispatches several hooks per node and per field. ``_ScopeBuilder`` makes
+ONE plain recursive walk over the fields of each node and decides store/load context on
+the way down. It fills libcst's own scope objects (``GlobalScope``, ``FunctionScope``,
+``Assignment``, ``Access``...) in the same order libcst's ``ScopeVisitor`` does, and then
+resolves accesses with the same algorithm, so every ``Scope`` API answer (``scope[name]``,
+``assignments``, ``accesses``, ``referents``, ``references``, ``get_qualified_names_for``)
+is computed by libcst's own code from identical records.
+
+Constructs that are rare in training code and fiddly to mirror (PEP 695 type parameters,
+``nonlocal`` at module level, unusual string annotations) raise ``_Fallback``: that whole
+file then gets libcst's real ``ScopeProvider``.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Iterator, Mapping
 
 import libcst as cst
+import libcst.helpers
 from libcst.metadata import (
     MetadataWrapper,
     ParentNodeProvider,
     QualifiedNameProvider,
     ScopeProvider,
 )
+from libcst.metadata.scope_provider import (
+    _ASSIGNMENT_LIKE_NODES,
+    Access,
+    ClassScope,
+    ComprehensionScope,
+    FunctionScope,
+    GlobalScope,
+    Scope,
+    _gen_dotted_names,
+)
 
 
 def seed(wrapper: MetadataWrapper, wanted: set) -> None:
-    if ParentNodeProvider in wanted and ParentNodeProvider not in wrapper._metadata:
-        wrapper._metadata[ParentNodeProvider] = _parent_map(wrapper.module)
-    if QualifiedNameProvider in wanted and QualifiedNameProvider not in wrapper._metadata:
-        scopes = wrapper.resolve(ScopeProvider)
-        wrapper._metadata[QualifiedNameProvider] = _LazyQualifiedNames(scopes)
+    store = wrapper._metadata
+    want_parents = ParentNodeProvider in wanted and ParentNodeProvider not in store
+    want_scopes = (
+        ScopeProvider in wanted or QualifiedNameProvider in wanted
+    ) and ScopeProvider not in store
+    if want_scopes:
+        scopes = build_scopes(wrapper.module)
+        if scopes is not None:
+            store[ScopeProvider] = scopes
+    if want_parents:
+        store[ParentNodeProvider] = parent_map(wrapper.module)
+    if QualifiedNameProvider in wanted and QualifiedNameProvider not in store:
+        store[QualifiedNameProvider] = _LazyQualifiedNames(wrapper.resolve(ScopeProvider))
 
 
-def _parent_map(module: cst.Module) -> dict[cst.CSTNode, cst.CSTNode]:
-    """What ``ParentNodeProvider`` computes, without a visitor pass (about 3x faster)."""
+# -- walking a libcst tree without a visitor -------------------------------------------------
+
+# Per node type, the names of the fields libcst's own traversal visits, in its order.
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+class _FieldRecorder(cst.CSTVisitor):
+    """Learns a node type's child fields from libcst itself, once per type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[str] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        return False
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        pass
+
+    def on_visit_attribute(self, node: cst.CSTNode, attribute: str) -> None:
+        if attribute not in self.fields:
+            self.fields.append(attribute)
+
+    def on_leave_attribute(self, original_node: cst.CSTNode, attribute: str) -> None:
+        pass
+
+
+def _fields(t: type, node: cst.CSTNode) -> tuple[str, ...]:
+    fields = _FIELDS.get(t)
+    if fields is None:
+        rec = _FieldRecorder()
+        node._visit_and_replace_children(rec)
+        fields = _FIELDS[t] = tuple(rec.fields)
+    return fields
+
+
+def children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """``node.children`` (same nodes, same order), without a visitor pass."""
+    out: list[cst.CSTNode] = []
+    t = type(node)
+    fields = _FIELDS.get(t) or _fields(t, node)
+    for f in fields:
+        v = getattr(node, f)
+        if isinstance(v, cst.CSTNode):
+            out.append(v)
+        elif isinstance(v, (tuple, list)):
+            out.extend(c for c in v if isinstance(c, cst.CSTNode))
+    return out
+
+
+def parent_map(module: cst.Module) -> dict[cst.CSTNode, cst.CSTNode]:
+    """What ``ParentNodeProvider`` computes, without a visitor pass."""
     parents: dict[cst.CSTNode, cst.CSTNode] = {}
     stack: list[cst.CSTNode] = [module]
+    fields_of = _FIELDS
+    node_t = cst.CSTNode
     while stack:
         node = stack.pop()
-        for child in node.children:
-            parents[child] = node
-            stack.append(child)
+        t = type(node)
+        for f in fields_of.get(t) or _fields(t, node):
+            v = getattr(node, f)
+            if isinstance(v, node_t):
+                parents[v] = node
+                stack.append(v)
+            elif type(v) is tuple or type(v) is list:
+                for c in v:
+                    if isinstance(c, node_t):
+                        parents[c] = node
+                        stack.append(c)
     return parents
+
+
+# -- scopes ------------------------------------------------------------------------------------
+
+
+class _Fallback(Exception):
+    """A construct this builder does not mirror: use libcst's ScopeProvider for the file."""
+
+
+_ASSIGNING = frozenset(_ASSIGNMENT_LIKE_NODES)
+# Nodes whose one field is a store target (libcst's ExpressionContextProvider).
+_STORE_FIELD = {
+    cst.AssignTarget: "target",
+    cst.AnnAssign: "target",
+    cst.AugAssign: "target",
+    cst.NamedExpr: "target",
+    cst.AsName: "name",
+    cst.CompFor: "target",
+}
+_UNSUPPORTED = (
+    cst.TypeAlias,
+    cst.TypeParameters,
+    cst.TypeParam,
+    cst.TypeVar,
+    cst.TypeVarTuple,
+    cst.ParamSpec,
+)
+
+
+def build_scopes(module: cst.Module) -> dict[cst.CSTNode, Scope] | None:
+    """libcst's ``ScopeProvider`` mapping for ``module``, or ``None`` when the file uses a
+    construct the builder does not mirror (the caller then lets libcst compute it)."""
+    builder = _ScopeBuilder()
+    try:
+        builder.walk(module)
+        builder.infer_accesses()
+    except (_Fallback, RecursionError):
+        return None
+    return builder.scopes
+
+
+class _ScopeBuilder:
+    """Mirrors ``libcst.metadata.scope_provider.ScopeVisitor`` step by step.
+
+    ``store`` stands for libcst's expression context: True exactly where
+    ``ExpressionContextProvider`` would say STORE (names then become assignments); every
+    other name the scope visitor reaches (LOAD, DEL, no context) is an access.
+    """
+
+    def __init__(self) -> None:
+        self.scope: Scope = GlobalScope()
+        self.scopes: dict[cst.CSTNode, Scope] = {}
+        self.deferred: list[tuple[Access, cst.Attribute | None, cst.BaseString | None]] = []
+        self.top_attribute: list[cst.Attribute | None] = [None]
+        self.in_annotation: list[bool] = [False]
+        self.in_type_hint: list[bool] = [False]
+        self.ignored_subscripts: set[cst.Subscript] = set()
+        self.string_annotation: cst.BaseString | None = None
+        self.in_string = False
+        # Only names bound from ``typing``-ish sources can make a call or subscript a type
+        # hint (``typing.cast``, ``TypeVar``, ``Optional[...]``); until such a name is
+        # bound, libcst's per-call qualified-name look-up cannot match and is skipped.
+        self.typing_seen = False
+        self.handlers = {
+            cst.Import: self.visit_import,
+            cst.ImportFrom: self.visit_import,
+            cst.Attribute: self.visit_attribute,
+            cst.Call: self.visit_call,
+            cst.Annotation: self.visit_annotation,
+            cst.SimpleString: self.visit_simple_string,
+            cst.ConcatenatedString: self.visit_concatenated_string,
+            cst.Subscript: self.visit_subscript,
+            cst.Name: self.visit_name,
+            cst.FunctionDef: self.visit_function,
+            cst.Lambda: self.visit_lambda,
+            cst.Param: self.visit_param,
+            cst.Arg: self.visit_arg,
+            cst.ClassDef: self.visit_class,
+            cst.Global: self.visit_global,
+            cst.Nonlocal: self.visit_nonlocal,
+            cst.ListComp: self.visit_comp,
+            cst.SetComp: self.visit_comp,
+            cst.DictComp: self.visit_comp,
+            cst.GeneratorExp: self.visit_comp,
+            cst.For: self.visit_for,
+        }
+        for t in _UNSUPPORTED:
+            self.handlers[t] = self.unsupported
+
+    # -- traversal ----------------------------------------------------------------------
+
+    def walk(self, node: cst.CSTNode, store: bool = False) -> None:
+        handler = self.handlers.get(type(node))
+        if handler is None:
+            self.generic(node, store)
+        else:
+            handler(node, store)
+
+    def generic(self, node: cst.CSTNode, store: bool) -> None:
+        t = type(node)
+        store_field = _STORE_FIELD.get(t)
+        walk = self.walk
+        node_t = cst.CSTNode
+        for f in _FIELDS.get(t) or _fields(t, node):
+            v = getattr(node, f)
+            s = (f == store_field) if store_field is not None else store
+            if isinstance(v, node_t):
+                walk(v, s)
+            elif type(v) is tuple or type(v) is list:
+                for c in v:
+                    if isinstance(c, node_t):
+                        walk(c, s)
+        self.leave(node)
+
+    def leave(self, node: cst.CSTNode) -> None:
+        self.scopes[node] = self.scope
+        if type(node) in _ASSIGNING:
+            self.scope._assignment_count += 1
+
+    def unsupported(self, node: cst.CSTNode, store: bool) -> None:
+        raise _Fallback(type(node).__name__)
+
+    # -- bindings -------------------------------------------------------------------------
+
+    def _note_typing(self, name: str) -> None:
+        if "typing" in name:
+            self.typing_seen = True
+
+    def visit_import(self, node: cst.Import | cst.ImportFrom, store: bool) -> None:
+        names = node.names
+        if not isinstance(names, cst.ImportStar):
+            if isinstance(node, cst.ImportFrom) and node.module is not None:
+                self._note_typing(cst.helpers.get_full_name_for_node(node.module) or "")
+            for alias in names:
+                self.scopes[alias] = self.scope
+                self._note_typing(cst.helpers.get_full_name_for_node(alias.name) or "")
+                asname = alias.asname
+                if asname is not None:
+                    target = asname.name
+                    if not isinstance(target, cst.Name):
+                        raise _Fallback("import alias")
+                else:
+                    target = alias.name
+                for value, _ in _gen_dotted_names(target):
+                    self._note_typing(value)
+                    self.scope.record_import_assignment(value, node, target)
+        self.leave(node)
+
+    def visit_global(self, node: cst.Global, store: bool) -> None:
+        for item in node.names:
+            self.scope.record_global_overwrite(item.name.value)
+        self.leave(node)
+
+    def visit_nonlocal(self, node: cst.Nonlocal, store: bool) -> None:
+        if isinstance(self.scope, GlobalScope):
+            raise _Fallback("nonlocal at module level")  # libcst raises; let it
+        for item in node.names:
+            self.scope.record_nonlocal_overwrite(item.name.value)
+        self.leave(node)
+
+    def visit_name(self, node: cst.Name, store: bool) -> None:
+        if store and not self.in_string:
+            self._note_typing(node.value)
+            self.scope.record_assignment(node.value, node)
+        else:
+            access = Access(
+                node,
+                self.scope,
+                is_annotation=self.in_annotation[-1],
+                is_type_hint=self.in_type_hint[-1],
+            )
+            self.deferred.append((access, self.top_attribute[-1], self.string_annotation))
+        for p in node.lpar:
+            self.generic(p, False)
+        for p in node.rpar:
+            self.generic(p, False)
+        self.leave(node)
+
+    # -- scopes -----------------------------------------------------------------------------
+
+    def visit_function(self, node: cst.FunctionDef, store: bool) -> None:
+        if node.type_parameters is not None:
+            raise _Fallback("type parameters")
+        name = node.name.value
+        self._note_typing(name)
+        self.scope.record_assignment(name, node)
+        self.scopes[node.name] = self.scope
+        outer = self.scope
+        self.scope = FunctionScope(outer, node, name)
+        self.walk(node.params)
+        self.walk(node.body)
+        self.scope = outer
+        for decorator in node.decorators:
+            self.walk(decorator)
+        if node.returns is not None:
+            self.walk(node.returns)
+        self.leave(node)
+
+    def visit_lambda(self, node: cst.Lambda, store: bool) -> None:
+        outer = self.scope
+        self.scope = FunctionScope(outer, node, None)
+        self.walk(node.params)
+        self.walk(node.body)
+        self.scope = outer
+        self.leave(node)
+
+    def visit_param(self, node: cst.Param, store: bool) -> None:
+        name = node.name.value
+        self._note_typing(name)
+        self.scope.record_assignment(name, node)
+        self.scopes[node.name] = self.scope
+        inner = self.scope
+        self.scope = inner.parent
+        if node.default is not None:
+            self.walk(node.default)
+        if node.annotation is not None:
+            self.walk(node.annotation)
+        self.scope = inner
+        self.leave(node)
+
+    def visit_arg(self, node: cst.Arg, store: bool) -> None:
+        self.walk(node.value)
+        self.leave(node)
+
+    def visit_class(self, node: cst.ClassDef, store: bool) -> None:
+        if node.type_parameters is not None:
+            raise _Fallback("type parameters")
+        name = node.name.value
+        self._note_typing(name)
+        self.scope.record_assignment(name, node)
+        self.scopes[node.name] = self.scope
+        for decorator in node.decorators:
+            self.walk(decorator)
+        for base in node.bases:
+            self.walk(base)
+        for keyword in node.keywords:
+            self.walk(keyword)
+        outer = self.scope
+        self.scope = ClassScope(outer, node, name)
+        for statement in node.body.body:
+            self.walk(statement)
+        self.scope = outer
+        self.leave(node)
+
+    def visit_comp(self, node, store: bool) -> None:
+        for_in = node.for_in
+        self.walk(for_in.iter)
+        self.scopes[for_in] = self.scope
+        outer = self.scope
+        self.scope = ComprehensionScope(outer, node)
+        self.walk(for_in.target, True)
+        self.scope._assignment_count += 1
+        for condition in for_in.ifs:
+            self.walk(condition)
+        if for_in.inner_for_in is not None:
+            self.walk(for_in.inner_for_in)
+        if isinstance(node, cst.DictComp):
+            self.walk(node.key)
+            self.walk(node.value)
+        else:
+            self.walk(node.elt)
+        self.scope = outer
+        self.leave(node)
+
+    def visit_for(self, node: cst.For, store: bool) -> None:
+        self.walk(node.target, True)
+        self.scope._assignment_count += 1
+        self.walk(node.iter)
+        self.walk(node.body)
+        if node.orelse is not None:
+            self.walk(node.orelse)
+        if node.asynchronous is not None:
+            self.walk(node.asynchronous)
+        self.leave(node)
+
+    # -- attributes, calls, annotations ----------------------------------------------------
+
+    def visit_attribute(self, node: cst.Attribute, store: bool) -> None:
+        top = self.top_attribute
+        if top[-1] is None:
+            top[-1] = node
+        self.walk(node.value)  # the value is always a load; ``attr`` is not visited
+        if top[-1] is node:
+            top[-1] = None
+        self.leave(node)
+
+    def _qnames(self, node: cst.CSTNode) -> set[str]:
+        return {q.name for q in self.scope.get_qualified_names_for(node)}
+
+    def visit_call(self, node: cst.Call, store: bool) -> None:
+        self.top_attribute.append(None)
+        self.in_type_hint.append(False)
+        qnames = self._qnames(node) if self.typing_seen else ()
+        if "typing.NewType" in qnames or "typing.TypeVar" in qnames:
+            self.walk(node.func)
+            self.in_type_hint[-1] = True
+            for arg in node.args[1:]:
+                self.walk(arg)
+        elif "typing.cast" in qnames:
+            self.walk(node.func)
+            if node.args:
+                self.in_type_hint.append(True)
+                self.walk(node.args[0])
+                self.in_type_hint.pop()
+                for arg in node.args[1:]:
+                    self.walk(arg)
+        else:
+            self.generic(node, False)
+            self.top_attribute.pop()
+            self.in_type_hint.pop()
+            return
+        self.leave(node)
+        self.top_attribute.pop()
+        self.in_type_hint.pop()
+
+    def visit_annotation(self, node: cst.Annotation, store: bool) -> None:
+        self.in_annotation.append(True)
+        self.generic(node, False)
+        self.in_annotation.pop()
+
+    def visit_subscript(self, node: cst.Subscript, store: bool) -> None:
+        in_type_hint = False
+        if isinstance(node.value, cst.Name) and self.typing_seen:
+            qnames = self._qnames(node.value)
+            if any(q.startswith(("typing.", "typing_extensions.")) for q in qnames):
+                in_type_hint = True
+            if "typing.Literal" in qnames or "typing_extensions.Literal" in qnames:
+                self.ignored_subscripts.add(node)
+        self.in_type_hint.append(in_type_hint)
+        self.generic(node, False)  # value and slice are loads
+        self.in_type_hint.pop()
+        self.ignored_subscripts.discard(node)
+
+    def visit_simple_string(self, node: cst.SimpleString, store: bool) -> None:
+        self._string_annotation(node)
+        self.leave(node)
+
+    def visit_concatenated_string(self, node: cst.ConcatenatedString, store: bool) -> None:
+        if self._string_annotation(node):
+            self.leave(node)
+        else:
+            self.generic(node, False)
+
+    def _string_annotation(self, node: cst.BaseString) -> bool:
+        """libcst parses a string in an annotation or type hint as code and records the
+        names in it as accesses of the whole string."""
+        if not (self.in_type_hint[-1] or self.in_annotation[-1]) or self.ignored_subscripts:
+            return False
+        try:
+            value = node.evaluated_value
+        except Exception as exc:  # libcst would fail on it too; let it say so
+            raise _Fallback("string annotation") from exc
+        if not value:
+            return False
+        if not isinstance(value, str):
+            raise _Fallback("bytes annotation")
+        try:
+            mod = cst.parse_module(value)
+        except cst.ParserSyntaxError:
+            return True
+        except Exception as exc:
+            raise _Fallback("string annotation") from exc
+        body = mod.body
+        if not (
+            len(body) == 1
+            and isinstance(body[0], cst.SimpleStatementLine)
+            and len(body[0].body) == 1
+            and isinstance(body[0].body[0], cst.Expr)
+        ):
+            raise _Fallback("string annotation with statements")
+        top = self.string_annotation is None
+        if top:
+            self.string_annotation = node
+        was = self.in_string
+        self.in_string = True
+        self.walk(mod)
+        self.in_string = was
+        if top:
+            self.string_annotation = None
+        return True
+
+    # -- resolution -----------------------------------------------------------------------
+
+    def infer_accesses(self) -> None:
+        """``ScopeVisitor.infer_accesses``, on the records this builder made."""
+        by_scope_name: dict[tuple[Scope, str], set[Access]] = defaultdict(set)
+        for access, attribute, string in self.deferred:
+            name = access.node.value
+            if attribute is not None:
+                for attr_name, node in _gen_dotted_names(attribute):
+                    if attr_name in access.scope:
+                        access.node = node
+                        name = attr_name
+                        break
+            if string is not None:
+                access.node = string
+            by_scope_name[(access.scope, name)].add(access)
+            access.record_assignments(name)
+            access.scope.record_access(name, access)
+        for (scope, name), accesses in by_scope_name.items():
+            for assignment in scope._resolve_scope_for_access(name, scope):
+                assignment.record_accesses(accesses)
+        self.deferred = []
 
 
 class _LazyQualifiedNames(Mapping):
@@ -67,3 +565,6 @@ class _LazyQualifiedNames(Mapping):
 
     def __len__(self) -> int:
         return len(self._scopes)
+
+
+_parent_map = parent_map  # the name tests/test_engine.py imports
