@@ -60,6 +60,7 @@ class DoubleSoftmax(Rule):
     summary = "Softmax probabilities passed to cross-entropy, which applies log-softmax itself"
     hint = "Pass the logits (the values before softmax) to the loss; keep softmax for metrics."
     REQUIRES = (r"[Ss]oftmax", r"cross_entropy|CrossEntropyLoss")
+    GATE = "mllint.gates.ml005:may_flag"
     PROBE = "mllint.rules.ml005_double_softmax:DoubleSoftmaxProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA
 
