@@ -101,6 +101,7 @@ class LossTensorAccumulated(IndexedRule):
     hint = "Accumulate `loss.item()` (or `loss.detach()`), not the loss tensor itself."
     # Cheapest first: ``all()`` stops at the first pattern a file lacks.
     REQUIRES = (r"\+|append|extend|insert", GRAD_ON_TEXT, LOSS_TEXT)
+    GATE = "mllint.gates.loss:accumulation_may_flag"
     PROBE = "mllint.rules.ml004_loss_tensor_accumulated:LossTensorAccumulatedProbe"
 
     VALID = [

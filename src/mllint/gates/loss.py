@@ -1,0 +1,259 @@
+"""Gate of ML004 (loss-tensor-accumulated): is anything that may be a loss accumulated?
+
+ML004 reports an accumulation (``t += x``, ``t = t + x``, ``xs.append(x)``,
+``extend``/``appendleft``/``insert``) whose added value carries a loss
+(``analysis_loss.LossOracle.carried_loss``). This gate runs a coarse version of that
+question over Python's ``ast``: flow- and scope-insensitive (a dotted name is a loss if
+*any* assignment anywhere gives it one, or if it is back-propagated anywhere), with a
+fixpoint instead of a depth limit, and without the rule's later conditions (loops,
+lifetimes, resets, autograd mode). Everything the oracle calls a loss, this calls one.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import defaultdict
+
+from mllint.gates.resolve import Imports, dotted
+
+# Restated from ``analysis_loss`` (which imports libcst); tests/test_gate_loss.py checks
+# they stay equal.
+LOSS_FUNCTIONS = frozenset(
+    f"torch.nn.functional.{name}"
+    for name in (
+        "cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div",
+        "nll_loss", "poisson_nll_loss", "gaussian_nll_loss", "mse_loss", "l1_loss",
+        "smooth_l1_loss", "huber_loss", "soft_margin_loss", "multilabel_soft_margin_loss",
+        "multilabel_margin_loss", "multi_margin_loss", "margin_ranking_loss",
+        "hinge_embedding_loss", "cosine_embedding_loss", "triplet_margin_loss",
+        "triplet_margin_with_distance_loss", "ctc_loss",
+    )
+)
+LOSS_CALLEE = re.compile(
+    r"^(criterion\w*|crit|\w*loss_?f(n|unc\w*)|(compute|calc|get)_loss|\w*_loss|loss)$",
+    re.IGNORECASE,
+)
+#: Methods whose result stays on the receiver's graph (``loss.mean()``).
+GRAPH_KEEPING_METHODS = frozenset(
+    {
+        "mean", "sum", "cpu", "cuda", "to", "float", "double", "half", "bfloat16", "clone",
+        "view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "mul", "div",
+        "add", "sub", "abs", "sqrt", "exp", "log", "pow", "expand", "type",
+        "clamp", "clamp_min", "clamp_max", "clip", "neg", "square", "rsqrt", "reciprocal",
+        "log1p", "expm1", "sigmoid", "tanh", "relu", "max", "min", "amax", "amin", "norm",
+        "prod", "nansum", "nanmean", "std", "var", "logsumexp", "cumsum", "t", "permute",
+        "transpose", "view_as", "reshape_as", "masked_fill", "where", "matmul", "mm",
+        "dot", "requires_grad_", "to_dense", "truediv", "multiply", "divide", "subtract",
+    }
+)
+#: Functions followed into their arguments, by their last name (``torch.stack``, ``sum``).
+KEEPING_FUNCTION_LASTS = frozenset({"sum", "stack", "cat", "mean", "add", "mul"})
+ACCUMULATING_METHODS = {"append": 0, "appendleft": 0, "extend": 0, "insert": 1}
+_MAX_ROUNDS = 20
+
+
+def accumulation_may_flag(tree: ast.Module) -> bool:
+    facts = _Facts(tree)
+    for value in _accumulated_values(tree):
+        if facts.lossy(value):
+            return True
+    return False
+
+
+def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
+    out: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add):
+            out.append(node.value)
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp) \
+                and isinstance(node.value.op, ast.Add):
+            # ``t = t + x``: every term may be "the other one" for some target spelling.
+            out.append(node.value)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in ACCUMULATING_METHODS:
+            positional = [a for a in node.args if not isinstance(a, ast.Starred)]
+            index = ACCUMULATING_METHODS[node.func.attr]
+            if len(positional) > index:
+                out.append(positional[index])
+    return out
+
+
+def _names_in(expr: ast.AST) -> set[str]:
+    """Every dotted name (and each of its prefixes) read in ``expr``."""
+    out: set[str] = set()
+    for node in ast.walk(expr):
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            name = dotted(node)
+            while name:
+                out.add(name)
+                name = name.rpartition(".")[0]
+    return out
+
+
+def _bound(target: ast.expr) -> list[str]:
+    """Dotted names an assignment target binds (``a``, ``self.x``, both of ``a, b``)."""
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [n for e in target.elts for n in _bound(e)]
+    if isinstance(target, ast.Starred):
+        return _bound(target.value)
+    name = dotted(target)
+    return [name] if name else []
+
+
+class _Facts:
+    def __init__(self, tree: ast.Module) -> None:
+        self.imports = Imports.of(tree)
+        self.values: dict[str, list[ast.expr]] = defaultdict(list)
+        self.returns: dict[str, list[ast.expr]] = defaultdict(list)
+        self.backwarded: set[str] = set()
+        self._params: dict[str, list[list[str]]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    for name in _bound(target):
+                        self.values[name].append(node.value)
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and node.value is not None:
+                for name in _bound(node.target):
+                    self.values[name].append(node.value)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in _own_returns(node):
+                    self.returns[node.name].append(sub)
+                self._parameters(node)
+            elif isinstance(node, ast.Call) and self._is_backward(node):
+                self.backwarded |= _names_in(node)
+        self._arguments(tree)
+        self.loss_names: set[str] = set()
+        self.loss_functions: set[str] = set()
+        self._settle()
+
+    def _parameters(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """A parameter holds its default, and whatever same-module callers pass it."""
+        args = func.args
+        positional = [a.arg for a in args.posonlyargs + args.args]
+        self._params.setdefault(func.name, []).append(positional)
+        defaults = list(zip(reversed(positional), reversed(args.defaults)))
+        defaults += [(a.arg, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+        for name, default in defaults:
+            self.values[name].append(default)
+
+    def _arguments(self, tree: ast.Module) -> None:
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            for positional in self._params.get(last, ()):
+                given = [a for a in node.args if not isinstance(a, ast.Starred)]
+                # Bound calls skip ``self``; unbound ones do not: take both readings.
+                for offset in (0, 1):
+                    for name, arg in zip(positional[offset:], given):
+                        self.values[name].append(arg)
+                for kw in node.keywords:
+                    if kw.arg is not None:
+                        self.values[kw.arg].append(kw.value)
+
+    def _is_backward(self, call: ast.Call) -> bool:
+        func = call.func
+        if isinstance(func, ast.Attribute):
+            return func.attr == "backward"
+        return bool(self.imports.qualified(func) & {"torch.autograd.backward"})
+
+    def _settle(self) -> None:
+        self.loss_names = set(self.backwarded)
+        for _ in range(_MAX_ROUNDS):
+            changed = False
+            for name, values in self.values.items():
+                if name not in self.loss_names and any(self.lossy(v) for v in values):
+                    self.loss_names.add(name)
+                    changed = True
+            for name, values in self.returns.items():
+                if name not in self.loss_functions and any(self.lossy(v) for v in values):
+                    self.loss_functions.add(name)
+                    changed = True
+            if not changed:
+                return
+        # Not settled within the budget: claim everything rather than guess.
+        self.loss_names |= set(self.values)
+        self.loss_functions |= set(self.returns)
+
+    # -- what may carry a loss ---------------------------------------------------------
+
+    def lossy(self, expr: ast.expr) -> bool:
+        if isinstance(expr, ast.Name):
+            return expr.id in self.loss_names
+        if isinstance(expr, ast.Attribute):
+            if expr.attr == "loss":
+                return True
+            name = dotted(expr)
+            return (name in self.loss_names) if name else self.lossy(expr.value)
+        if isinstance(expr, ast.Subscript):
+            return True if _string_index(expr) == "loss" else self.lossy(expr.value) or (
+                isinstance(expr.value, ast.Call) and self._call(expr.value))
+        if isinstance(expr, ast.BinOp):
+            return self.lossy(expr.left) or self.lossy(expr.right)
+        if isinstance(expr, ast.UnaryOp):
+            return self.lossy(expr.operand)
+        if isinstance(expr, (ast.List, ast.Tuple)):
+            return any(self.lossy(e.value if isinstance(e, ast.Starred) else e) for e in expr.elts)
+        if isinstance(expr, ast.Starred):
+            return self.lossy(expr.value)
+        if isinstance(expr, ast.Call):
+            return self._call(expr)
+        return False
+
+    def _call(self, call: ast.Call) -> bool:
+        func = call.func
+        last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if isinstance(func, ast.Attribute) and func.attr in GRAPH_KEEPING_METHODS \
+                and self.lossy(func.value):
+            return True  # ``loss.mean()``; other methods (``.item()``) fall through
+        if last in KEEPING_FUNCTION_LASTS and any(
+            self.lossy(a.value if isinstance(a, ast.Starred) else a) for a in call.args
+        ):
+            return True
+        if self.imports.qualified(func) & LOSS_FUNCTIONS:
+            return True
+        if isinstance(func, ast.Call) and _builds_loss_module(func, self.imports):
+            return True
+        if last is not None and last in self.loss_functions:
+            return True
+        name = dotted(func)
+        if name is not None:
+            for value in self.values.get(name, ()):
+                if isinstance(value, ast.Call) and _builds_loss_module(value, self.imports):
+                    return True
+                if self.imports.qualified(value) & LOSS_FUNCTIONS:
+                    return True
+        return last is not None and bool(LOSS_CALLEE.match(last))
+
+
+def _builds_loss_module(call: ast.Call, imports: Imports) -> bool:
+    names = set(imports.qualified(call.func))
+    name = dotted(call.func)
+    if name:
+        names.add(name)  # a same-module ``class FocalLoss``
+    for qualified in names:
+        last = qualified.rsplit(".", 1)[-1]
+        if last.endswith("Loss") or "CrossEntropy" in last:
+            return True
+    return False
+
+
+def _string_index(sub: ast.Subscript) -> str | None:
+    s = sub.slice
+    return s.value if isinstance(s, ast.Constant) and isinstance(s.value, str) else None
+
+
+def _own_returns(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.expr]:
+    """Values returned by ``func`` itself, not by functions nested in it."""
+    out: list[ast.expr] = []
+    stack: list[ast.AST] = list(func.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Return) and node.value is not None:
+            out.append(node.value)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return out

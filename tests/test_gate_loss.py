@@ -1,0 +1,117 @@
+"""The ast gate of ML004 (``mllint.gates.loss``): sound and useful."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+
+import pytest
+
+from mllint import analysis_loss
+from mllint.engine import lint_text
+from mllint.gates import loss as gate
+from mllint.rules.ml004_loss_tensor_accumulated import (
+    _ACCUMULATING_METHODS,
+    LossTensorAccumulated as RULE,
+)
+
+
+def _flags(code: str) -> list[int]:
+    return [f.line for f in lint_text("t.py", code, [RULE], prefilter=False).findings]
+
+
+def test_gate_constants_equal_the_oracle():
+    assert gate.LOSS_FUNCTIONS == analysis_loss.LOSS_FUNCTIONS
+    assert gate.LOSS_CALLEE.pattern == analysis_loss.LOSS_CALLEE.pattern
+    assert gate.GRAPH_KEEPING_METHODS == analysis_loss.GRAPH_KEEPING_METHODS
+    assert gate.ACCUMULATING_METHODS == _ACCUMULATING_METHODS
+    lasts = {n.rsplit(".", 1)[-1] for n in analysis_loss.GRAPH_KEEPING_FUNCTIONS}
+    assert lasts <= gate.KEEPING_FUNCTION_LASTS
+
+
+FLAGGED = [
+    # A loss module handed to a parameter whose name says nothing.
+    ("""
+     import torch
+     def fit(model, loader, opt, fn):
+         total = 0
+         for x, y in loader:
+             opt.zero_grad()
+             l = fn(model(x), y)
+             l.backward()
+             opt.step()
+             total += l
+         return total
+     def main(model, loader, opt):
+         return fit(model, loader, opt, torch.nn.MSELoss())
+     """, [9]),
+    # A same-module function returning an F loss, its result appended in a train loop.
+    ("""
+     import torch.nn.functional as F
+     def objective(out, y):
+         return F.smooth_l1_loss(out, y)
+     def train(net, batches, optim):
+         history = []
+         for x, y in batches:
+             optim.zero_grad()
+             value = objective(net(x), y)
+             value.backward()
+             optim.step()
+             history.append(value)
+     """, [11]),
+    # ``outputs.loss`` of a model call, summed with ``t = t + x``.
+    ("""
+     def train(model, loader, optimizer):
+         running = 0.0
+         for batch in loader:
+             outputs = model(**batch)
+             outputs.loss.backward()
+             optimizer.step()
+             optimizer.zero_grad()
+             running = running + outputs.loss
+     """, [8]),
+]
+
+
+@pytest.mark.parametrize("code, lines", FLAGGED)
+def test_gate_admits_what_ml004_flags(code, lines):
+    code = textwrap.dedent(code).strip() + "\n"
+    assert _flags(code) == lines
+    assert RULE.may_match(code)
+    assert gate.accumulation_may_flag(ast.parse(code))
+
+
+REJECTED = [
+    # A transformer encoder: tuples of hidden states accumulated, a loss computed once.
+    """
+    import torch.nn as nn
+    class Encoder(nn.Module):
+        def forward(self, hidden, labels=None):
+            all_hidden = ()
+            for layer in self.layers:
+                all_hidden = all_hidden + (hidden,)
+                hidden = layer(hidden)
+            loss = None
+            if labels is not None:
+                loss_fct = nn.CrossEntropyLoss()
+                loss = loss_fct(hidden.view(-1, 2), labels.view(-1))
+            return loss, all_hidden
+    """,
+    # Item-ised losses only.
+    """
+    def train(model, loader, opt, criterion):
+        seen = []
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+            seen.append(loss.item())
+    """,
+]
+
+
+@pytest.mark.parametrize("code", REJECTED)
+def test_gate_turns_away_what_ml004_cannot_flag(code):
+    code = textwrap.dedent(code).strip() + "\n"
+    assert _flags(code) == []
+    assert not gate.accumulation_may_flag(ast.parse(code))
