@@ -265,3 +265,18 @@ def test_parent_map_equals_libcst_parent_provider():
 def test_unmirrored_constructs_fall_back_to_libcst(code):
     module = cst.parse_module(code)
     assert fast_scope.build_scopes(module) is None
+
+
+def test_seeding_skips_expression_contexts_but_computes_them_on_demand():
+    from libcst.metadata import ExpressionContextProvider, QualifiedNameProvider
+
+    code = "import torch\nx = torch.zeros(1)\n"
+    module = cst.parse_module(code)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    fast_scope.seed(wrapper, {QualifiedNameProvider})
+    ours = wrapper._metadata[ExpressionContextProvider]
+    assert ours._mapping is None  # nothing computed yet
+    real = MetadataWrapper(module, unsafe_skip_copy=True).resolve(ExpressionContextProvider)
+    assert dict(ours) == dict(real)
+    call = module.body[1].body[0].value
+    assert {q.name for q in wrapper.resolve(QualifiedNameProvider)[call.func]} == {"torch.zeros"}

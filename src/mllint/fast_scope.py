@@ -28,6 +28,7 @@ from typing import Iterator, Mapping
 import libcst as cst
 import libcst.helpers
 from libcst.metadata import (
+    ExpressionContextProvider,
     MetadataWrapper,
     ParentNodeProvider,
     QualifiedNameProvider,
@@ -55,6 +56,11 @@ def seed(wrapper: MetadataWrapper, wanted: set) -> None:
         scopes = build_scopes(wrapper.module)
         if scopes is not None:
             store[ScopeProvider] = scopes
+            # libcst resolves a provider's dependencies even when the provider itself is
+            # already in the store; nothing here reads expression contexts, so stand in a
+            # mapping that computes them only if a rule ever asks.
+            if ExpressionContextProvider not in store:
+                store[ExpressionContextProvider] = _OnDemand(wrapper, ExpressionContextProvider)
     if want_parents:
         store[ParentNodeProvider] = parent_map(wrapper.module)
     if QualifiedNameProvider in wanted and QualifiedNameProvider not in store:
@@ -534,6 +540,31 @@ class _ScopeBuilder:
             for assignment in scope._resolve_scope_for_access(name, scope):
                 assignment.record_accesses(accesses)
         self.deferred = []
+
+
+class _OnDemand(Mapping):
+    """A batchable provider's mapping, computed by libcst on first use."""
+
+    def __init__(self, wrapper: MetadataWrapper, provider: type) -> None:
+        self._wrapper = wrapper
+        self._provider = provider
+        self._mapping: Mapping | None = None
+
+    def _resolved(self) -> Mapping:
+        if self._mapping is None:
+            provider = self._provider()
+            self._wrapper.visit_batched([provider])
+            self._mapping = dict(provider._computed)
+        return self._mapping
+
+    def __getitem__(self, node: cst.CSTNode) -> object:
+        return self._resolved()[node]
+
+    def __iter__(self) -> Iterator[cst.CSTNode]:
+        return iter(self._resolved())
+
+    def __len__(self) -> int:
+        return len(self._resolved())
 
 
 class _LazyQualifiedNames(Mapping):
