@@ -12,6 +12,9 @@ from typing import Iterable
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
+# Re-exported: the analyses import it from here, the ast gates from ``optimizer_names``.
+from mllint.optimizer_names import is_optimizer_constructor  # noqa: F401
+
 
 def qualified_names(visitor: cst.MetadataDependent, node: cst.CSTNode) -> set[str]:
     """Fully qualified names ``node`` may refer to (empty when unresolvable)."""
@@ -65,24 +68,3 @@ def keyword_arg(call: cst.Call, name: str) -> cst.Arg | None:
 def positional_arg(call: cst.Call, index: int) -> cst.Arg | None:
     positional = [a for a in call.args if a.keyword is None and not a.star]
     return positional[index] if index < len(positional) else None
-
-
-def is_optimizer_constructor(qualified: set[str]) -> bool:
-    """Whether a callee's qualified names denote an optimizer class or factory.
-
-    ``torch.optim.X`` (not schedulers), and the optimizers of libraries users build
-    training loops with (transformers, timm, bitsandbytes, apex, torch_optimizer).
-    """
-    for name in qualified:
-        parts = name.split(".")
-        if name.startswith("torch.optim.") and "lr_scheduler" not in parts and "swa_utils" not in parts:
-            if parts[-1][:1].isupper() and parts[-1] != "Optimizer":
-                return True
-        if name in {"transformers.AdamW", "transformers.Adafactor", "transformers.optimization.AdamW",
-                    "transformers.optimization.Adafactor", "timm.optim.create_optimizer",
-                    "timm.optim.create_optimizer_v2"}:
-            return True
-        if parts[0] in {"bitsandbytes", "apex", "torch_optimizer"} and parts[-1][:1].isupper():
-            if "optim" in name or "optimizers" in name:
-                return True
-    return False
