@@ -187,3 +187,17 @@ def test_manifest_describes_every_rule_and_its_prefilter(tmp_path, monkeypatch):
     assert [(i.code, i.name, i.requires, i.gate) for i in stored] == want
     assert len(list((tmp_path / "mllint").glob("rules-*.json"))) == 1
     manifest.rule_infos.cache_clear()
+
+
+def test_a_failing_gate_admits_the_file(monkeypatch):
+    """A gate that raises (deep nesting, a bug) must not lose the file or end the run."""
+    from mllint import prefilter
+
+    class Info:
+        gate = "json:loads"  # given a tree, not a string: raises TypeError
+
+        def may_match(self, text):
+            return True
+
+    info = Info()
+    assert prefilter.admitted([info], "x = 1\n") == [info]

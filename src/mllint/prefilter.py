@@ -62,4 +62,13 @@ def admitted(rules: Sequence[T], text: str) -> list[T]:
     tree = python_tree(text)
     if tree is None:
         return passed
-    return [r for r in passed if not r.gate or load_gate(r.gate)(tree)]
+    return [r for r in passed if not r.gate or _gate_admits(r.gate, tree)]
+
+
+def _gate_admits(spec: str, tree: ast.Module) -> bool:
+    """A gate that fails (a tree too deep to walk, a bug) admits the file: the rule then
+    runs as if there were no gate, and any real problem is reported from there."""
+    try:
+        return bool(load_gate(spec)(tree))
+    except Exception:  # noqa: BLE001 - a prefilter must never lose a file
+        return True
