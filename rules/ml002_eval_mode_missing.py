@@ -62,6 +62,8 @@ class EvalModeMissing(ValidationRule):
     # A pass needs a sign of evaluation: a loop over held-out-looking data, an
     # evaluation-named function, a forward on held-out data, or a no_grad block.
     REQUIRES = (rf"{EVAL_SIGN}|{NO_GRAD_SIGN}",)
+    # Then a forward of something model-like with a sign of evaluation (see the gate).
+    GATE = "mllint.gates.validation:ml002_may_flag"
     PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"
 
     INVALID = [

@@ -57,6 +57,8 @@ class NoGradMissing(ValidationRule):
     # sign cannot lack no_grad): held-out-looking data, an evaluation-named function, or
     # `model.eval()` / `model.train(False)`.
     REQUIRES = (rf"{EVAL_SIGN}|{MODE_SIGN}",)
+    # Then a forward of something model-like with a sign of evaluation (see the gate).
+    GATE = "mllint.gates.validation:ml003_may_flag"
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
 
     INVALID = [

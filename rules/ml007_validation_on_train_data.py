@@ -62,6 +62,8 @@ class ValidationOnTrainData(ValidationRule):
         rf"{EVAL_SIGN}|{NO_GRAD_SIGN}|{MODE_SIGN}|{CALL_VAL}",
         rf"{TRAIN_WORD}|backward|step|autograd",
     )
+    # Then a forward of something model-like with a sign of evaluation (see the gate).
+    GATE = "mllint.gates.validation:ml007_may_flag"
     PROBE = "mllint.rules.ml007_validation_on_train_data:TrainDataProbe"
 
     INVALID = [

@@ -54,40 +54,81 @@ TRAIN_WORD = (
 # Where a name-based sign of evaluation may come from, as text on one physical line. The
 # analysis counts a sign only where its line matches, and the rules' REQUIRES prefilters
 # use the same patterns, so the prefilters are sound by construction.
+#
+# Speed: the prefilters scan every file, and Python's ``re`` scans fast only for a pattern
+# that starts with a literal (an alternation: where every branch does). ``\bfor`` or a
+# leading lookbehind makes it try the whole pattern at every position, so keywords are
+# written ``for(?<!\wfor)`` - the same language as ``\bfor``, but literal-led.
+
+
+def _kw(word: str) -> str:
+    r"""``word`` as a whole word at its start: ``\bword`` written literal-first."""
+    return rf"{word}(?<!\w{word})"
+
+
 #: ``for x, y in val_loader`` / ``[m(x) for x in test_batches]``, on the ``for`` line.
-FOR_VAL = rf"\bfor\s+[\w\s,()\[\]*]+?\s+in\b[^\n]*?{VAL_WORD}"
+FOR_VAL = rf"{_kw('for')}\s+[\w\s,()\[\]*]+?\s+in\b[^\n]*?{VAL_WORD}"
 #: ``while step < len(val_loader)``.
-WHILE_VAL = rf"\bwhile\b[^\n]*?{VAL_WORD}"
+WHILE_VAL = rf"{_kw('while')}\b[^\n]*?{VAL_WORD}"
 #: The name of an evaluation function: ``evaluate``, ``validate_one_epoch``,
 #: ``run_validation``, ``test``, ``eval_model`` - not ``test_vit`` or ``validate_config``.
-EVAL_FUNCTION = (
-    r"_*(?:(?:run|do|perform|compute)_)?"
-    r"(?i:eval|evaluate|evaluation|validate|validation|val|test|testing)"
+_EVAL_SUFFIXES = (
     r"(?:_?(?i:epoch|one_epoch|step|loop|pass|model|net|loader|dataset|data|set|accuracy"
     r"|acc|metrics|score|loss|all|batch|batches|fn|func|impl))*"
 )
+EVAL_FUNCTION = (
+    r"_*(?:(?:run|do|perform|compute)_)?"
+    r"(?i:eval|evaluate|evaluation|validate|validation|val|test|testing)" + _EVAL_SUFFIXES
+)
 EVAL_FUNCTION_RE = re.compile(EVAL_FUNCTION)
 #: ``def evaluate(``, ``def run_validation(``.
-DEF_VAL = rf"\bdef\s+{EVAL_FUNCTION}\s*\("
-#: ``model(X_test)``: a forward whose first argument is held-out data.
-ARG_VAL = rf"\([ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
-#: ``evaluate(model, loader)``: a call (with arguments) of an evaluation-named function.
-CALL_VAL = rf"(?<![\w]){EVAL_FUNCTION}\((?!\s*\))"
+DEF_VAL = rf"{_kw('def')}\s+{EVAL_FUNCTION}\s*\("
+#: ``model(X_test)``: a forward whose first argument is held-out data. (The lookahead is
+#: implied by the rest; it only skips the many ``(`` not followed by one dotted name.)
+ARG_VAL = rf"\((?=[ \t]*\**[\w.]*[ \t]*[,)])[ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
 #: ``model.eval()``, ``model.train(False)``.
-MODE_CALL = r"\.\s*(?:eval|train)\s*\("
+_MODE_CALL_REST = r"\s*(?:eval|train)\s*\("
+MODE_CALL = r"\." + _MODE_CALL_REST
 #: A loop over batches of data: ``for x, y in loader``, ``for batch in tqdm(dataloader)``.
-FOR_DATA = r"\bfor\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?(?i:loader|_dl\b|batches)"
+_FOR_DATA_REST = r"\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?(?i:loader|_dl\b|batches)"
+FOR_DATA = _kw("for") + _FOR_DATA_REST
 FOR_DATA_RE = re.compile(FOR_DATA)
 #: ``with torch.no_grad():`` (a decorator is no sign: optimizers and initialisers use it).
-WITH_NO_GRAD = rf"\bwith\b[^\n]*?(?:{NO_GRAD_WORD})"
+_WITH_NO_GRAD_REST = rf"\b[^\n]*?(?:{NO_GRAD_WORD})"
+WITH_NO_GRAD = _kw("with") + _WITH_NO_GRAD_REST
 WITH_NO_GRAD_RE = re.compile(WITH_NO_GRAD)
+
+# -- the rules' REQUIRES pieces (file-wide) ------------------------------------------------
+
+
+def _both(a: tuple[str, str], b: tuple[str, str]) -> str:
+    r"""Both ``lead+rest`` patterns occur somewhere in the file, in either order (and even
+    overlapping: only the leads, ``for``/``with``/``.``, must not overlap). Two literal-led
+    branches instead of ``\A(?=.*?a)(?=.*?b)``, which steps through the file char by char."""
+    (la, ra), (lb, rb) = a, b
+    return rf"{la}(?={ra})(?s:.*){lb}{rb}|{lb}(?={rb})(?s:.*){la}{ra}"
+
+
+#: ``evaluate(model, loader)``: a call (with arguments) of an evaluation-named function,
+#: i.e. ``(?<!\w){EVAL_FUNCTION}\((?!\s*\))``, led by the first two letters of its core
+#: word (``ev``/``va``/``te``, any case) and checking what precedes them by lookbehind:
+#: nothing word-like, or ``_`` after no letter/digit or after ``run``/``do``/``perform``/
+#: ``compute`` (a superset of ``_*`` plus those prefixes).
+_CORE_PRE = (r"(?:(?<!\w)|(?<=_)(?:(?<![A-Za-z0-9]_)|(?<=run_)|(?<=do_)|(?<=perform_)"
+             r"|(?<=compute_)))")
+_CORE_TAIL = {"e": ("[vV]", "(?i:al|aluate|aluation)"), "v": ("[aA]", "(?i:lidate|lidation|l)"),
+              "t": ("[eE]", "(?i:st|sting)")}
+CALL_VAL = "|".join(
+    rf"{c}{_CORE_TAIL[c.lower()][0]}(?<={_CORE_PRE}..){_CORE_TAIL[c.lower()][1]}"
+    rf"{_EVAL_SUFFIXES}\((?!\s*\))"
+    for c in "eEvVtT"
+)
 #: Any name-based sign that a loop or function evaluates.
 EVAL_SIGN = "|".join((FOR_VAL, WHILE_VAL, DEF_VAL, ARG_VAL))
-#: ``with torch.no_grad():`` and, somewhere, a loop over batches: a file-wide pattern
-#: (both lookaheads anchored at the start), for the rules' REQUIRES.
-NO_GRAD_SIGN = rf"(?s:\A(?=.*?{WITH_NO_GRAD})(?=.*?{FOR_DATA}))"
+#: ``with torch.no_grad():`` and, somewhere, a loop over batches.
+NO_GRAD_SIGN = _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("for"), _FOR_DATA_REST))
 #: ``model.eval()`` and a loop over batches.
-MODE_SIGN = rf"(?s:\A(?=.*?{MODE_CALL})(?=.*?{FOR_DATA}))"
+MODE_SIGN = _both((r"\.", _MODE_CALL_REST), (_kw("for"), _FOR_DATA_REST))
 FOR_VAL_RE = re.compile(FOR_VAL)
 WHILE_VAL_RE = re.compile(WHILE_VAL)
 ARG_VAL_RE = re.compile(ARG_VAL)

@@ -1,0 +1,317 @@
+"""Gate of the validation-pass rules (ML002, ML003, ML007) over Python's ``ast``.
+
+Every finding of these rules is about a *validation pass* (``ValidationAnalysis.passes``),
+and ML007 also about a call of an evaluation-named function it cannot see into
+(``DataAnalysis.external_evaluations``). A pass is a forward call ``m(args)`` /
+``m.forward(args)`` of something that may be a model, with a sign of evaluation. This
+gate restates those conditions over ``ast`` and drops, never adds, the parts it cannot
+decide cheaply, so it answers True whenever the analysis could find a pass:
+
+* the callee may be a model: its name says so (``is_model_name``), or the module assigns
+  that name somewhere (only an assignment lets the analysis judge a name by its value);
+* a sign of evaluation may hold: a loop around the call (the comprehension's or
+  statement's own, within the same function) iterates a name that ``is_val_name``
+  accepts and none that ``is_train_name`` accepts (any string constant counts as
+  maybe held-out: the analysis reads strings' source text, which ``ast`` does not keep);
+  the function is named like an evaluation (``is_eval_function``) and takes data or
+  loops; a loop-less call's first argument is named like held-out data; or, in a loop,
+  an enclosing ``with`` that may switch autograd off (ML002, ML007) or any
+  ``.eval()``/``.train(...)`` call in the module (ML003, ML007).
+
+Left out (each only ever rejects a pass, so leaving it out keeps the gate sound): the
+textual line checks, training inside the loop through helpers, synthetic inputs,
+back-propagated outputs, framework base classes and test files. A method named like a
+framework hook (``validation_step``) is skipped exactly as the analysis skips it.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from mllint.analysis_validation_names import (
+    _FRAMEWORK_HOOKS,
+    TRAIN_METHODS,
+    is_eval_function,
+    is_model_name,
+    is_train_name,
+    is_val_name,
+)
+
+#: Callees whose ``with`` block may switch autograd off (``torch.no_grad`` and kin), by
+#: their last name; imports that rename them are resolved below.
+_GRAD_NAMES = frozenset({"no_grad", "inference_mode", "set_grad_enabled"})
+#: Methods whose receiver the analysis records as assigned (``outputs.append(model(x))``).
+_FLOW_METHODS = frozenset({"append", "extend", "add", "update", "put"})
+
+# Signs of evaluation (``analysis_validation_facts.Evidence``), as bits.
+DATA, FUNCTION, NO_GRAD, EVAL_MODE = 1, 2, 4, 8
+#: Which signs can lead to a finding of each rule: a pass whose only sign is a
+#: ``no_grad`` block cannot lack no_grad (ML003), one whose only sign is ``model.eval()``
+#: cannot be in training mode (ML002).
+ML002_SIGNS = DATA | FUNCTION | NO_GRAD
+ML003_SIGNS = DATA | FUNCTION | EVAL_MODE
+ML007_SIGNS = DATA | FUNCTION | NO_GRAD | EVAL_MODE
+
+
+def _dotted(expr: ast.AST) -> str | None:
+    parts: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        parts.append(expr.attr)
+        expr = expr.value
+    if isinstance(expr, ast.Name):
+        parts.append(expr.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+@dataclass(eq=False)
+class _Loop:
+    #: Dotted names in the iterated expression (as ``facts._words`` yields them).
+    words: tuple[str, ...]
+    #: The expression holds a string constant (its source text might name held-out data).
+    strings: bool
+    #: A call in it (same function) surely trains: ``x.backward()``, ``opt.step()``.
+    trains: bool = False
+
+    def may_name_heldout(self) -> bool:
+        if any(is_train_name(w) for w in self.words):
+            return False
+        return self.strings or any(is_val_name(w) for w in self.words)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    name: str
+    params: tuple[str, ...]
+    self_name: str | None
+    is_module: bool
+    #: A framework hook method (here or around it): the analysis skips its calls.
+    owned: bool
+
+
+@dataclass
+class _Candidate:
+    target: str
+    scope: _Scope
+    loops: tuple[_Loop, ...]
+    in_grad_with: bool
+    first_arg: str | None
+
+
+@dataclass
+class _Facts:
+    candidates: list[_Candidate] = field(default_factory=list)
+    external_eval: bool = False
+    mode_calls: bool = False
+    targets: set[str] = field(default_factory=set)
+    grad_aliases: set[str] = field(default_factory=set)
+
+
+def _words(expr: ast.AST) -> tuple[tuple[str, ...], bool]:
+    """Dotted names (and keyword/attribute/parameter names, which libcst holds as
+    ``Name`` nodes) in ``expr``, and whether it holds a string constant."""
+    words: list[str] = []
+    strings = False
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        d = _dotted(node) if isinstance(node, (ast.Name, ast.Attribute)) else None
+        if d:
+            words.append(d)
+            continue
+        if isinstance(node, ast.Attribute):
+            words.append(node.attr)
+        elif isinstance(node, ast.keyword) and node.arg:
+            words.append(node.arg)
+        elif isinstance(node, ast.arg):
+            words.append(node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+            strings = True
+        elif isinstance(node, ast.JoinedStr):
+            strings = True
+        stack.extend(ast.iter_child_nodes(node))
+    return tuple(words), strings
+
+
+def _first_arg(call: ast.Call) -> ast.AST | None:
+    """The first argument in source order, positional or keyword, unstarred."""
+    found = [a for a in call.args] + [k.value for k in call.keywords]
+    if not found:
+        return None
+    first = min(found, key=lambda a: (a.lineno, a.col_offset))
+    return first.value if isinstance(first, ast.Starred) else first
+
+
+def _surely_trains(call: ast.Call) -> bool:
+    """``facts._is_training_call`` by method name alone (it also counts some qualified
+    names; missing those only leaves more loops in play)."""
+    f = call.func
+    if not isinstance(f, ast.Attribute) or f.attr not in TRAIN_METHODS:
+        return False
+    recv = (_dotted(f.value) or "").lower()
+    return not (f.attr == "step" and ("sched" in recv or "lr" == recv.rsplit(".", 1)[-1]))
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.facts = _Facts()
+
+    def run(self, tree: ast.Module) -> _Facts:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    if alias.name.rsplit(".", 1)[-1] in _GRAD_NAMES:
+                        self.facts.grad_aliases.add(alias.asname or alias.name)
+        module = _Scope("", (), None, True, False)
+        self.visit(tree, module)
+        return self.facts
+
+    def grad_item(self, expr: ast.AST) -> bool:
+        if isinstance(expr, ast.IfExp):
+            return False  # chosen at run time: the analysis calls that state unknown
+        target = expr.func if isinstance(expr, ast.Call) else expr
+        d = _dotted(target)
+        if d is None:
+            return False
+        return d.rsplit(".", 1)[-1] in _GRAD_NAMES or d.split(".", 1)[0] in self.facts.grad_aliases
+
+    def target(self, expr: ast.AST) -> None:
+        if isinstance(expr, (ast.Tuple, ast.List)):
+            for e in expr.elts:
+                self.target(e)
+            return
+        if isinstance(expr, (ast.Subscript, ast.Starred)):
+            expr = expr.value
+        d = _dotted(expr)
+        if d:
+            self.facts.targets.add(d)
+
+    def visit(self, root: ast.Module, module: _Scope) -> None:
+        """Walk the tree (iteratively: generated code nests deeper than Python recurses).
+        Each entry carries its scope, the class whose body holds it directly (its functions
+        are methods), and the loops and autograd ``with`` blocks around it in its scope."""
+        stack: list[tuple[ast.AST, _Scope, ast.ClassDef | None, tuple[_Loop, ...], bool]] = [
+            (root, module, None, (), False)
+        ]
+        while stack:
+            node, scope, cls, loops, grad = stack.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                params = tuple(p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs))
+                method = cls is not None
+                inner = _Scope(
+                    node.name, params, params[0] if method and params else None, False,
+                    scope.owned or (method and bool(_FRAMEWORK_HOOKS.match(node.name))),
+                )
+                # Decorators and defaults belong to the function's scope (as libcst visits).
+                stack.extend((child, inner, None, (), False) for child in ast.iter_child_nodes(node))
+                continue
+            if isinstance(node, ast.ClassDef):
+                stack.extend((child, scope, node, loops, grad) for child in node.body)
+                stack.extend((child, scope, None, loops, grad)
+                             for child in (*node.bases, *node.keywords, *node.decorator_list))
+                continue
+            if isinstance(node, (ast.For, ast.AsyncFor)):
+                loops = (*loops, _Loop(*_words(node.iter)))
+            elif isinstance(node, ast.While):
+                loops = (*loops, _Loop(*_words(node.test)))  # ``iter_words`` of its test
+            elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+                loops = (*loops, _Loop(*_words(node.generators[0].iter)))
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                grad = grad or any(self.grad_item(i.context_expr) for i in node.items)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                if not (isinstance(node, ast.AnnAssign) and node.value is None):
+                    for t in node.targets if isinstance(node, ast.Assign) else (node.target,):
+                        self.target(t)
+            elif isinstance(node, ast.Call):
+                self.call(node, scope, loops, grad)
+            stack.extend((child, scope, None, loops, grad) for child in ast.iter_child_nodes(node))
+
+    def call(self, node: ast.Call, scope: _Scope, loops: tuple[_Loop, ...], grad: bool) -> None:
+        f = node.func
+        if _surely_trains(node):
+            for loop in loops:
+                loop.trains = True
+        attr = f.attr if isinstance(f, ast.Attribute) else None
+        has_args = bool(node.args or node.keywords)
+        if attr == "eval" and not has_args or attr == "train" and has_args:
+            self.facts.mode_calls = True
+        if attr in _FLOW_METHODS:
+            recv = _dotted(f.value)  # type: ignore[union-attr]
+            if recv:
+                self.facts.targets.add(recv)
+        func = _dotted(f)
+        if func is None or not has_args or scope.owned:
+            return
+        if is_eval_function(func.rpartition(".")[2]):
+            self.facts.external_eval = True
+        target = _dotted(f.value) if attr == "forward" else func  # type: ignore[union-attr]
+        if target is None:
+            return
+        first = _first_arg(node)
+        self.facts.candidates.append(
+            _Candidate(target, scope, loops, grad, _dotted(first) if first is not None else None)
+        )
+
+
+def _may_be_model(c: _Candidate, targets: set[str]) -> bool:
+    name = c.target
+    root, dot, rest = name.partition(".")
+    if c.scope.self_name is not None and root == c.scope.self_name:
+        if name.count(".") != 1:
+            return False
+        # ``self.x``: judged by the class's ``<self>.x = ...`` in any of its methods.
+        return is_model_name(name) or any(t.partition(".")[2] == rest for t in targets if "." in t)
+    return is_model_name(name) or name in targets
+
+
+def _signs(c: _Candidate, mode_calls: bool) -> int:
+    signs = 0
+    if c.loops:
+        if c.loops[-1].trains:
+            return 0
+        if any(loop.may_name_heldout() for loop in c.loops if not loop.trains):
+            signs |= DATA
+        if c.in_grad_with:
+            signs |= NO_GRAD
+        if mode_calls:
+            signs |= EVAL_MODE
+    elif c.first_arg is not None and is_val_name(c.first_arg) and not is_train_name(c.first_arg):
+        signs |= DATA
+    inputs = [p for p in c.scope.params if p != c.scope.self_name]
+    if not c.scope.is_module and is_eval_function(c.scope.name) and (inputs or c.loops):
+        signs |= FUNCTION
+    return signs
+
+
+_last: tuple[ast.Module | None, _Facts | None] = (None, None)
+
+
+def _facts(tree: ast.Module) -> _Facts:
+    """One walk per tree for the three rules (the prefilter hands each gate the same tree;
+    the reference held here keeps ``is`` meaningful)."""
+    global _last
+    if _last[0] is not tree:
+        _last = (tree, _Walker().run(tree))
+    return _last[1]  # type: ignore[return-value]
+
+
+def _may_pass(tree: ast.Module, wanted: int) -> bool:
+    facts = _facts(tree)
+    for c in facts.candidates:
+        if _signs(c, facts.mode_calls) & wanted and _may_be_model(c, facts.targets):
+            return True
+    return False
+
+
+def ml002_may_flag(tree: ast.Module) -> bool:
+    return _may_pass(tree, ML002_SIGNS)
+
+
+def ml003_may_flag(tree: ast.Module) -> bool:
+    return _may_pass(tree, ML003_SIGNS)
+
+
+def ml007_may_flag(tree: ast.Module) -> bool:
+    return _facts(tree).external_eval or _may_pass(tree, ML007_SIGNS)
