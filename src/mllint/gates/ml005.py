@@ -114,7 +114,7 @@ class _Facts:
         #  class whose method body this is directly in, class of a def directly in its body)
         stack: list[tuple] = [(tree, None, None, None, None, None)]
         pop, push = stack.pop, stack.append
-        Name, Attribute, Call = ast.Name, ast.Attribute, ast.Call
+        Name, Attribute, Call, AST = ast.Name, ast.Attribute, ast.Call, ast.AST
         while stack:
             node, cls, me, fname, owner, method_of = pop()
             kind = type(node)
@@ -141,7 +141,7 @@ class _Facts:
                 self.assigns[node.target.id].append(node.value)
             elif kind is ast.ClassDef:
                 self.classes[node.name].append(node)
-                for child in ast.iter_child_nodes(node):
+                for child in _children(node):
                     # A def among a class's children is in its body: a method.
                     push((child, node, me, fname, None, node if isinstance(child, _FUNCTIONS) else None))
                 continue
@@ -150,7 +150,7 @@ class _Facts:
                 first = [*node.args.posonlyargs, *node.args.args]
                 me = first[0].arg if method_of is not None and first else None
                 owner = method_of if me is not None else None
-                for child in ast.iter_child_nodes(node):
+                for child in _children(node):
                     push((child, cls, me, node.name, owner, None))
                 continue
             elif kind is ast.Lambda:
@@ -170,8 +170,17 @@ class _Facts:
                         full = f"{base}.{alias.name}" if node.module else base + alias.name
                         self.imports[alias.asname or alias.name].add(full)
                 continue
-            for child in ast.iter_child_nodes(node):
-                push((child, cls, me, fname, owner, None))
+            elif kind is ast.Constant:
+                continue
+            fields = _FIELDS.get(kind)
+            for field in _fields(kind) if fields is None else fields:
+                value = getattr(node, field)
+                if type(value) is list:
+                    for child in value:
+                        if isinstance(child, AST):
+                            push((child, cls, me, fname, owner, None))
+                elif isinstance(value, AST):
+                    push((value, cls, me, fname, owner, None))
 
     def _target(self, target: ast.expr, value: ast.expr, owner: ast.ClassDef | None,
                 me: str | None, unpack: bool) -> None:
@@ -300,6 +309,33 @@ class _Facts:
             elif kind is ast.Call and self.qualified(expr.func) & CE_MODULES:
                 return True
         return False
+
+
+# Fields that never hold a node worth visiting: contexts (``Load()`` on every name),
+# operators, and strings. Skipping them makes the walk about twice as fast as
+# ``ast.iter_child_nodes``; the order of the rest is the same.
+_SKIPPED_FIELDS = frozenset(
+    {"ctx", "op", "ops", "id", "attr", "arg", "name", "names", "module", "level",
+     "type_comment", "kind", "conversion", "is_async", "type_ignores"}
+)
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(kind: type) -> tuple[str, ...]:
+    fields = _FIELDS[kind] = tuple(f for f in kind._fields if f not in _SKIPPED_FIELDS)
+    return fields
+
+
+def _children(node: ast.AST) -> list[ast.AST]:
+    out: list[ast.AST] = []
+    fields = _FIELDS.get(type(node))
+    for field in _fields(type(node)) if fields is None else fields:
+        value = getattr(node, field)
+        if type(value) is list:
+            out.extend(c for c in value if isinstance(c, ast.AST))
+        elif isinstance(value, ast.AST):
+            out.append(value)
+    return out
 
 
 def _bind(call: ast.Call, name: str, index: int | None) -> ast.expr | None:
