@@ -102,6 +102,22 @@ TRICKY = {
         a.b.x
         F.softmax(os.path.join(sib.x, other, more))
     """,
+    "dotted_imports_in_chains": """
+        import os.path
+        import torch.nn.functional
+        import a.b.c as abc
+        os.path.join(os.sep).upper
+        os.path.x[os.path].y
+        torch.nn.functional.relu(torch.nn.Linear(1, 1)(torch.ones(1))).sum().item
+        (torch.nn).functional
+        def f(os):
+            return os.path.join, torch.nn.functional.softmax, abc.d
+        class K:
+            import os.environ
+            v = os.environ.get
+            def m(self):
+                return os.environ, [os.path for os in ()]
+    """,
     "class_body_hidden_from_methods": """
         x = 1
         class A:
