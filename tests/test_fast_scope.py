@@ -181,6 +181,19 @@ TRICKY = {
         def g(a: "Optional[Model]", b: "nn.Module", c: "bad syntax(") -> 'typing.List["int"]':
             return a
     """,
+    "typing_aliases": """
+        from typing import cast as as_type, TypeVar as TV, Optional
+        import typing.cast
+        import typing as tp
+        M = TV("M", bound="Model")
+        a = as_type("Model", None)
+        b = tp.cast("Optional[Model]", a)
+        c = typing.cast("Model", b)
+        def f():
+            from typing import NewType as NT
+            return NT("Id", "int"), as_type("Model", 1)(2)
+        class Model: pass
+    """,
     "decorators_and_defaults": """
         import functools, torch
         def deco(f): return f

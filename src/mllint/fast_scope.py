@@ -169,6 +169,8 @@ _STORE_FIELD = {
     cst.AsName: "name",
     cst.CompFor: "target",
 }
+# The calls libcst's scope visitor treats as type hints (by qualified name, typing.*).
+_TYPING_CALLS = frozenset({"cast", "NewType", "TypeVar"})
 _UNSUPPORTED = (
     cst.TypeAlias,
     cst.TypeParameters,
@@ -214,6 +216,7 @@ class _ScopeBuilder:
         # bound, libcst's per-call qualified-name look-up cannot match and is skipped.
         self.typing_seen = False
         self.dotted_roots: set[str] = set()
+        self.typing_aliases: set[str | None] = set()
         self.handlers = {
             cst.Import: self.visit_import,
             cst.ImportFrom: self.visit_import,
@@ -312,7 +315,10 @@ class _ScopeBuilder:
                 self._note_typing(cst.helpers.get_full_name_for_node(node.module) or "")
             for alias in names:
                 self.scopes[alias] = self.scope
-                self._note_typing(cst.helpers.get_full_name_for_node(alias.name) or "")
+                real = cst.helpers.get_full_name_for_node(alias.name) or ""
+                self._note_typing(real)
+                if alias.asname is not None and real.rpartition(".")[2] in _TYPING_CALLS:
+                    self.typing_aliases.add(alias.evaluated_alias)
                 asname = alias.asname
                 if asname is not None:
                     target = asname.name
@@ -468,10 +474,21 @@ class _ScopeBuilder:
     def _qnames(self, node: cst.CSTNode) -> set[str]:
         return {q.name for q in self.scope.get_qualified_names_for(node)}
 
+    def _may_be_typing_call(self, node: cst.Call) -> bool:
+        """A cheap necessary condition for libcst's qualified names of ``node`` to hold
+        ``typing.cast``/``NewType``/``TypeVar``: each qualified name ends with the call's
+        last name part, except for an import bound under another name (``as``)."""
+        if not self.typing_seen:
+            return False
+        full = cst.helpers.get_full_name_for_node(node)
+        if full is None:
+            return False
+        return full.rpartition(".")[2] in _TYPING_CALLS or full in self.typing_aliases
+
     def visit_call(self, node: cst.Call, store: bool) -> None:
         self.top_attribute.append(None)
         self.in_type_hint.append(False)
-        qnames = self._qnames(node) if self.typing_seen else ()
+        qnames = self._qnames(node) if self._may_be_typing_call(node) else ()
         if "typing.NewType" in qnames or "typing.TypeVar" in qnames:
             self.walk(node.func)
             self.in_type_hint[-1] = True
