@@ -15,7 +15,7 @@ import ast
 import re
 from collections import defaultdict
 
-from mllint.gates.resolve import Imports, dotted
+from mllint.gates.resolve import Imports, dotted, of_type
 
 # Restated from ``analysis_loss`` (which imports libcst); tests/test_gate_loss.py checks
 # they stay equal.
@@ -63,7 +63,7 @@ def accumulation_may_flag(tree: ast.Module) -> bool:
 
 def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
     out: list[ast.expr] = []
-    for node in ast.walk(tree):
+    for node in of_type(tree, ast.AugAssign, ast.Assign, ast.Call):
         if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add):
             out.append(node.value)
         elif isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp) \
@@ -108,7 +108,8 @@ class _Facts:
         self.returns: dict[str, list[ast.expr]] = defaultdict(list)
         self.backwarded: set[str] = set()
         self._params: dict[str, list[list[str]]] = {}
-        for node in ast.walk(tree):
+        for node in of_type(tree, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.FunctionDef,
+                            ast.AsyncFunctionDef, ast.Call):
             if isinstance(node, ast.Assign):
                 for target in node.targets:
                     for name in _bound(target):
@@ -138,9 +139,7 @@ class _Facts:
             self.values[name].append(default)
 
     def _arguments(self, tree: ast.Module) -> None:
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
-                continue
+        for node in of_type(tree, ast.Call):
             func = node.func
             last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
             for positional in self._params.get(last, ()):

@@ -1,4 +1,8 @@
-"""Import-based name resolution over Python's ``ast``, for the gates.
+"""Shared by the gates: one walk of Python's ``ast`` per file, and import-based name
+resolution.
+
+``nodes(tree)`` buckets every node by type in a single walk, cached on the tree, so the
+gates of several rules on one file walk it once between them.
 
 A coarse over-approximation of what libcst's ``QualifiedNameProvider`` answers: every
 import anywhere in the module (top level, in functions, under ``try``) binds its alias
@@ -12,6 +16,41 @@ from __future__ import annotations
 import ast
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+N = TypeVar("N", bound=ast.AST)
+#: Leaf nodes no gate asks about (``Load()``, ``Add()``...): not worth a visit.
+_LEAVES = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+
+
+def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
+    """Every node under ``tree`` (itself included), by type; computed once per tree."""
+    cached = getattr(tree, "_mllint_nodes", None)
+    if cached is not None:
+        return cached
+    by_type: dict[type, list[ast.AST]] = defaultdict(list)
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        by_type[type(node)].append(node)
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, list):
+                stack.extend(v for v in value if isinstance(v, ast.AST) and not isinstance(v, _LEAVES))
+            elif isinstance(value, ast.AST) and not isinstance(value, _LEAVES):
+                stack.append(value)
+    tree._mllint_nodes = by_type  # type: ignore[attr-defined]
+    return by_type
+
+
+def of_type(tree: ast.AST, *types: type[N]) -> list[N]:
+    """The nodes under ``tree`` of exactly these types (``ast`` has no subclassing
+    between concrete node types, so exact types are all types)."""
+    index = nodes(tree)
+    out: list = []
+    for kind in types:
+        out.extend(index.get(kind, ()))
+    return out
 
 
 def dotted(expr: ast.expr) -> str | None:
@@ -33,8 +72,11 @@ class Imports:
 
     @classmethod
     def of(cls, tree: ast.Module) -> "Imports":
+        cached = getattr(tree, "_mllint_imports", None)
+        if cached is not None:
+            return cached
         out = cls()
-        for node in ast.walk(tree):
+        for node in of_type(tree, ast.Import, ast.ImportFrom):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.asname:
@@ -50,6 +92,7 @@ class Imports:
                         continue
                     full = f"{base}.{alias.name}" if base and not base.endswith(".") else base + alias.name
                     out.aliases[alias.asname or alias.name].add(full)
+        tree._mllint_imports = out  # type: ignore[attr-defined]
         return out
 
     def qualified(self, expr: ast.expr) -> set[str]:

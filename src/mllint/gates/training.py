@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 
-from mllint.gates.resolve import Imports, dotted
+from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.optimizer_names import is_optimizer_constructor, looks_like_optimizer
 
 # The rules' own constants, restated without importing the rules (which import libcst);
@@ -20,10 +20,11 @@ BACKWARD_METHODS = frozenset({"backward", "manual_backward"})
 BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
 STEP_WITH_OPTIMIZER = frozenset({"step", "optimizer_step"})
 BROAD = frozenset({"Exception", "BaseException"})
+_TRIES = (ast.Try, ast.TryStar) if hasattr(ast, "TryStar") else (ast.Try,)
 
 
 def _calls(tree: ast.AST) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    return of_type(tree, ast.Call)
 
 
 def _builds_optimizer(calls: list[ast.Call], imports: Imports) -> bool:
@@ -51,15 +52,13 @@ def swallow_may_flag(tree: ast.Module) -> bool:
     calls = _calls(tree)
     if not _optimizer_steps(calls, imports):
         return False
-    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    defined = {n.name for n in of_type(tree, ast.FunctionDef, ast.AsyncFunctionDef)}
     trainers = {alias for alias, names in imports.aliases.items() if names & BACKWARD_FUNCTIONS}
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.Try, getattr(ast, "TryStar", ast.Try))):
-            continue
+    for node in of_type(tree, *_TRIES):
         if not any(_broad(h) and not _raises(h) for h in node.handlers):
             continue
         for stmt in node.body:
-            for call in _calls(stmt):
+            for call in (n for n in ast.walk(stmt) if isinstance(n, ast.Call)):
                 if _may_train(call, defined, trainers):
                     return True
     return False
