@@ -149,7 +149,9 @@ def test_every_node_matches_libcst(source):
     }
     parents = _reference_parents(module)
     for name, nodes in orders.items():
-        for text, seeded in ((source, None), (None, parents)):
+        # With a seeded parent map statements are placed one by one; without one, the
+        # module is generated in order up to the node asked for.
+        for text, seeded in ((source, parents), (None, parents), (source, None)):
             lazy = _lazy(module, text, seeded)
             for node in nodes:
                 assert lazy[node] == ref[node], (name, type(node).__name__)
@@ -181,7 +183,7 @@ def test_statements_are_placed_without_generating_the_module():
     source = "import a\n\ndef f(x):\n    y = x + 1\n    return y\n\nz = f(2)\n"
     module = cst.parse_module(source)
     ref = _reference(module)
-    lazy = _lazy(module, source)
+    lazy = _lazy(module, source, _reference_parents(module))
     ret = module.body[1].body.body[1]
     assert lazy[ret] == ref[ret]
     assert lazy.stats["full"] == 0
@@ -198,11 +200,25 @@ def test_ambiguous_statement_is_placed_through_its_parent():
     source = "def f():\n    x = 1\n\ndef g():\n    x = 1\n"
     module = cst.parse_module(source)
     ref = _reference(module)
-    lazy = _lazy(module, source)
+    lazy = _lazy(module, source, _reference_parents(module))
     second = module.body[1].body.body[0]
     assert lazy[second] == ref[second]
     assert lazy.stats["ambiguous"] == 1
     assert lazy.stats["full"] == 0
+
+
+def test_without_parents_statements_are_generated_in_order_up_to_the_node():
+    source = "import a\n\ndef f(x):\n    return x\n\nz = f(2)\nw = z\n"
+    module = cst.parse_module(source)
+    ref = _reference(module)
+    lazy = _lazy(module, source)
+    ret = module.body[1].body.body[0]
+    assert lazy[ret] == ref[ret]
+    assert lazy.stats["units"] == 2  # ``import a`` and ``def f``
+    assert id(module.body[2]) not in lazy._raw
+    assert lazy[module.body[3]] == ref[module.body[3]]
+    assert lazy.stats["units"] == 4 and lazy.stats["full"] == 0
+    assert lazy[module] == ref[module]
 
 
 def test_seed_only_when_wanted_and_not_resolved():

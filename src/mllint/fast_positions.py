@@ -52,7 +52,7 @@ def seed(wrapper: MetadataWrapper, wanted: set, text: Optional[str] = None) -> N
 class _State(CodegenState):
     """libcst's ``PositionProvidingCodegenState``, recording tuples into ``ranges``."""
 
-    __slots__ = ("line", "column", "ranges", "_starts")
+    __slots__ = ("line", "column", "ranges", "_starts", "_syntactic", "_exit")
 
     def __init__(
         self, default_indent: str, default_newline: str, indent_tokens: list[str],
@@ -67,6 +67,10 @@ class _State(CodegenState):
         self.column = 0
         self.ranges = ranges
         self._starts: list[tuple[int, int]] = []
+        # Open ``record_syntactic_position`` blocks: (node, start_node, end_node, line,
+        # column). They nest, so one stack and one shared context manager do.
+        self._syntactic: list[tuple] = []
+        self._exit = _SyntacticExit(self)
 
     def add_indent_tokens(self) -> None:
         for token in self.indent_tokens:
@@ -96,40 +100,36 @@ class _State(CodegenState):
         *,
         start_node: Optional[cst.CSTNode] = None,
         end_node: Optional[cst.CSTNode] = None,
-    ) -> "_Syntactic":
-        return _Syntactic(self, node, start_node, end_node)
+    ) -> "_SyntacticExit":
+        # Called in the ``with`` statement itself, so the position is the block's start.
+        self._syntactic.append((node, start_node, end_node, self.line, self.column))
+        return self._exit
 
 
-class _Syntactic:
-    """The context manager of ``record_syntactic_position`` (a class: cheaper than a
-    generator-based one, and this runs for most nodes)."""
+class _SyntacticExit:
+    """Closes the innermost ``record_syntactic_position`` block, as libcst's does:
+    the block's range, with the start or end taken from ``start_node``/``end_node``."""
 
-    __slots__ = ("state", "node", "start_node", "end_node", "line", "column")
+    __slots__ = ("state",)
 
-    def __init__(self, state: _State, node, start_node, end_node) -> None:
+    def __init__(self, state: _State) -> None:
         self.state = state
-        self.node = node
-        self.start_node = start_node
-        self.end_node = end_node
 
     def __enter__(self) -> None:
-        self.line = self.state.line
-        self.column = self.state.column
+        return None
 
     def __exit__(self, *exc: object) -> None:
         state = self.state
+        node, start_node, end_node, sl, sc = state._syntactic.pop()
         ranges = state.ranges
-        if self.start_node is not None:
-            start = ranges[id(self.start_node)]
+        if start_node is not None:
+            start = ranges[id(start_node)]
             sl, sc = start[0], start[1]
+        if end_node is not None:
+            end = ranges[id(end_node)]
+            ranges[id(node)] = (sl, sc, end[2], end[3])
         else:
-            sl, sc = self.line, self.column
-        if self.end_node is not None:
-            end = ranges[id(self.end_node)]
-            el, ec = end[2], end[3]
-        else:
-            el, ec = state.line, state.column
-        ranges[id(self.node)] = (sl, sc, el, ec)
+            ranges[id(node)] = (sl, sc, state.line, state.column)
 
 
 def _indent_of(block: cst.IndentedBlock, default: str) -> str:
@@ -151,6 +151,9 @@ class LazyPositions(Mapping):
         self._placed: dict[cst.CSTNode, tuple[int, int]] = {}  # unit -> (offset, length)
         self._index: dict[int, dict[int, int]] = {}  # id(body owner) -> id(stmt) -> index
         self._complete = False
+        self._in_order: Optional[bool] = None  # strategy, chosen on the first query
+        self._state: Optional[_State] = None  # in order: the state so far
+        self._next = 0  # in order: the next top-level statement to generate
         self.stats = {"units": 0, "anchored": 0, "searched": 0, "ambiguous": 0, "full": 0}
 
     # -- Mapping -------------------------------------------------------------------------
@@ -197,6 +200,46 @@ class LazyPositions(Mapping):
     def _compute(self, node: cst.CSTNode) -> None:
         if self._complete:
             return
+        if self._in_order is None:
+            self._in_order = self._choose_in_order()
+        if self._in_order:
+            self._compute_in_order(node)
+        else:
+            self._compute_unit(node)
+
+    def _choose_in_order(self) -> bool:
+        """Place statements by search only when some rule wants parents anyway.
+
+        Finding a node's statement needs a parent map. When no rule asked for one, the
+        rules that ask for positions are ones that ask for almost every call and
+        assignment, in document order; generating top-level statements in order, up to
+        the one holding the node, is then cheaper than building a parent map first.
+        """
+        return self._wrapper._metadata.get(ParentNodeProvider) is None
+
+    def _compute_in_order(self, node: cst.CSTNode) -> None:
+        """Generate the module's parts in order until ``node`` has a position, with one
+        state throughout, so every range is computed exactly as libcst does."""
+        module = self._module
+        raw = self._raw
+        key = id(node)
+        state = self._state
+        if state is None:
+            state = self._state = _State(module.default_indent, module.default_newline, [], raw)
+            for line in module.header:
+                line._codegen(state)
+            if key in raw:
+                return
+        body = module.body
+        while self._next < len(body):
+            body[self._next]._codegen(state)
+            self._next += 1
+            self.stats["units"] += 1
+            if key in raw:
+                return
+        self._whole_module()  # the module itself, its footer, or a node not in it
+
+    def _compute_unit(self, node: cst.CSTNode) -> None:
         parents = self._parent_map()
         if node is not self._module and node not in parents:
             return  # not in this module
