@@ -75,13 +75,18 @@ def _canon(module: cst.Module, scopes) -> dict:
 
 def _check(code: str) -> None:
     module = cst.parse_module(code)
-    fast = fast_scope.build_scopes(module)
-    assert fast is not None, "unexpected fallback"
-    real = MetadataWrapper(module, unsafe_skip_copy=True).resolve(ScopeProvider)
+    built = fast_scope.build(module)
+    assert built is not None, "unexpected fallback"
+    fast, parents = built
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    real = wrapper.resolve(ScopeProvider)
     expected = _canon(module, real)
     got = _canon(module, fast)
     assert got["nodes"] == expected["nodes"]
     assert got["scopes"] == expected["scopes"]
+    real_parents = wrapper.resolve(ParentNodeProvider)
+    assert set(map(id, parents)) == set(map(id, real_parents))
+    assert all(parents[node] is parent for node, parent in real_parents.items())
 
 
 def _examples():

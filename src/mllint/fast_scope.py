@@ -53,9 +53,14 @@ def seed(wrapper: MetadataWrapper, wanted: set) -> None:
         ScopeProvider in wanted or QualifiedNameProvider in wanted
     ) and ScopeProvider not in store
     if want_scopes:
-        scopes = build_scopes(wrapper.module)
-        if scopes is not None:
+        built = build(wrapper.module)
+        if built is not None:
+            scopes, parents = built
             store[ScopeProvider] = scopes
+            # Parent links come free with the walk; fast_positions uses them too.
+            if ParentNodeProvider not in store:
+                store[ParentNodeProvider] = parents
+                want_parents = False
             # libcst resolves a provider's dependencies even when the provider itself is
             # already in the store; nothing here reads expression contexts, so stand in a
             # mapping that computes them only if a rule ever asks.
@@ -127,7 +132,13 @@ def children(node: cst.CSTNode) -> list[cst.CSTNode]:
 def parent_map(module: cst.Module) -> dict[cst.CSTNode, cst.CSTNode]:
     """What ``ParentNodeProvider`` computes, without a visitor pass."""
     parents: dict[cst.CSTNode, cst.CSTNode] = {}
-    stack: list[cst.CSTNode] = [module]
+    _link(parents, module)
+    return parents
+
+
+def _link(parents: dict[cst.CSTNode, cst.CSTNode], root: cst.CSTNode) -> None:
+    """Record the parent of every node under ``root``."""
+    stack: list[cst.CSTNode] = [root]
     fields_of = _FIELDS
     leaves = _LEAVES
     node_t = cst.CSTNode
@@ -149,7 +160,6 @@ def parent_map(module: cst.Module) -> dict[cst.CSTNode, cst.CSTNode]:
                         parents[c] = node
                         if type(c) not in leaves:
                             stack.append(c)
-    return parents
 
 
 # -- scopes ------------------------------------------------------------------------------------
@@ -169,6 +179,18 @@ _STORE_FIELD = {
     cst.AsName: "name",
     cst.CompFor: "target",
 }
+# The fields each handler walks itself (the others only get parent links).
+_ALL_FIELDS = frozenset({"lpar", "rpar"})
+_WALKED_FUNCTION = frozenset({"params", "body", "decorators", "returns"})
+_WALKED_LAMBDA = frozenset({"params", "body"})
+_WALKED_PARAM = frozenset({"default", "annotation"})
+_WALKED_VALUE = frozenset({"value"})
+_WALKED_CLASS = frozenset({"decorators", "bases", "keywords", "body"})
+_WALKED_BODY = frozenset({"body"})
+_WALKED_COMP = frozenset({"for_in", "elt", "key", "value"})
+_WALKED_COMP_FOR = frozenset({"target", "iter", "ifs", "inner_for_in"})
+_WALKED_FOR = frozenset({"target", "iter", "body", "orelse", "asynchronous"})
+_WALKED_CALL = frozenset({"func", "args"})
 # The calls libcst's scope visitor treats as type hints (by qualified name, typing.*).
 _TYPING_CALLS = frozenset({"cast", "NewType", "TypeVar"})
 _UNSUPPORTED = (
@@ -181,16 +203,22 @@ _UNSUPPORTED = (
 )
 
 
-def build_scopes(module: cst.Module) -> dict[cst.CSTNode, Scope] | None:
-    """libcst's ``ScopeProvider`` mapping for ``module``, or ``None`` when the file uses a
-    construct the builder does not mirror (the caller then lets libcst compute it)."""
+def build(module: cst.Module) -> tuple[dict[cst.CSTNode, Scope], dict[cst.CSTNode, cst.CSTNode]] | None:
+    """libcst's ``ScopeProvider`` and ``ParentNodeProvider`` mappings for ``module``, from
+    one walk; ``None`` when the file uses a construct the builder does not mirror (the
+    caller then lets libcst compute the scopes)."""
     builder = _ScopeBuilder()
     try:
         builder.walk(module)
         builder.infer_accesses()
     except (_Fallback, RecursionError):
         return None
-    return builder.scopes
+    return builder.scopes, builder.parents
+
+
+def build_scopes(module: cst.Module) -> dict[cst.CSTNode, Scope] | None:
+    built = build(module)
+    return None if built is None else built[0]
 
 
 class _ScopeBuilder:
@@ -204,6 +232,9 @@ class _ScopeBuilder:
     def __init__(self) -> None:
         self.scope: Scope = GlobalScope()
         self.scopes: dict[cst.CSTNode, Scope] = {}
+        # Parent links, made on the way (``ParentNodeProvider``): ``generic`` links the
+        # children it walks; handlers that walk only some fields link the rest (``leave``).
+        self.parents: dict[cst.CSTNode, cst.CSTNode] = {}
         self.deferred: list[tuple[Access, cst.Attribute | None, cst.BaseString | None]] = []
         self.top_attribute: list[cst.Attribute | None] = [None]
         self.in_annotation: list[bool] = [False]
@@ -264,11 +295,13 @@ class _ScopeBuilder:
             node_t = cst.CSTNode
             leaves = _LEAVES
             scopes = self.scopes
+            parents = self.parents
             scope = self.scope  # children that open scopes restore it before returning
             for f in fields:
                 v = getattr(node, f)
                 s = (f == store_field) if store_field is not None else store
                 if isinstance(v, node_t):
+                    parents[v] = node
                     vt = type(v)
                     if vt in leaves:
                         scopes[v] = scope  # a leaf: visited, left, nothing else
@@ -281,6 +314,7 @@ class _ScopeBuilder:
                 elif type(v) is tuple or type(v) is list:
                     for c in v:
                         if isinstance(c, node_t):
+                            parents[c] = node
                             ct = type(c)
                             if ct in leaves:
                                 scopes[c] = scope
@@ -294,10 +328,30 @@ class _ScopeBuilder:
         if t in _ASSIGNING:
             self.scope._assignment_count += 1
 
-    def leave(self, node: cst.CSTNode) -> None:
+    def leave(self, node: cst.CSTNode, walked: frozenset[str] = frozenset()) -> None:
+        """libcst's ``on_leave``; also links the children of a node whose handler walked
+        only the fields ``walked`` (their subtrees link themselves)."""
         self.scopes[node] = self.scope
         if type(node) in _ASSIGNING:
             self.scope._assignment_count += 1
+        self._adopt(node, walked)
+
+    def _adopt(self, node: cst.CSTNode, walked: frozenset[str]) -> None:
+        parents = self.parents
+        node_t = cst.CSTNode
+        t = type(node)
+        for f in _FIELDS.get(t) or _fields(t, node):
+            v = getattr(node, f)
+            if isinstance(v, node_t):
+                parents[v] = node
+                if f not in walked:
+                    _link(parents, v)
+            elif type(v) is tuple or type(v) is list:
+                for c in v:
+                    if isinstance(c, node_t):
+                        parents[c] = node
+                        if f not in walked:
+                            _link(parents, c)
 
     def unsupported(self, node: cst.CSTNode, store: bool) -> None:
         raise _Fallback(type(node).__name__)
@@ -361,7 +415,7 @@ class _ScopeBuilder:
             self.generic(p, False)
         for p in node.rpar:
             self.generic(p, False)
-        self.leave(node)
+        self.leave(node, _ALL_FIELDS)
 
     # -- scopes -----------------------------------------------------------------------------
 
@@ -381,7 +435,7 @@ class _ScopeBuilder:
             self.walk(decorator)
         if node.returns is not None:
             self.walk(node.returns)
-        self.leave(node)
+        self.leave(node, _WALKED_FUNCTION)
 
     def visit_lambda(self, node: cst.Lambda, store: bool) -> None:
         outer = self.scope
@@ -389,7 +443,7 @@ class _ScopeBuilder:
         self.walk(node.params)
         self.walk(node.body)
         self.scope = outer
-        self.leave(node)
+        self.leave(node, _WALKED_LAMBDA)
 
     def visit_param(self, node: cst.Param, store: bool) -> None:
         name = node.name.value
@@ -403,11 +457,11 @@ class _ScopeBuilder:
         if node.annotation is not None:
             self.walk(node.annotation)
         self.scope = inner
-        self.leave(node)
+        self.leave(node, _WALKED_PARAM)
 
     def visit_arg(self, node: cst.Arg, store: bool) -> None:
         self.walk(node.value)
-        self.leave(node)
+        self.leave(node, _WALKED_VALUE)
 
     def visit_class(self, node: cst.ClassDef, store: bool) -> None:
         if node.type_parameters is not None:
@@ -427,7 +481,8 @@ class _ScopeBuilder:
         for statement in node.body.body:
             self.walk(statement)
         self.scope = outer
-        self.leave(node)
+        self._adopt(node.body, _WALKED_BODY)
+        self.leave(node, _WALKED_CLASS)
 
     def visit_comp(self, node, store: bool) -> None:
         for_in = node.for_in
@@ -447,7 +502,8 @@ class _ScopeBuilder:
         else:
             self.walk(node.elt)
         self.scope = outer
-        self.leave(node)
+        self._adopt(for_in, _WALKED_COMP_FOR)
+        self.leave(node, _WALKED_COMP)
 
     def visit_for(self, node: cst.For, store: bool) -> None:
         self.walk(node.target, True)
@@ -458,7 +514,7 @@ class _ScopeBuilder:
             self.walk(node.orelse)
         if node.asynchronous is not None:
             self.walk(node.asynchronous)
-        self.leave(node)
+        self.leave(node, _WALKED_FOR)
 
     # -- attributes, calls, annotations ----------------------------------------------------
 
@@ -469,7 +525,7 @@ class _ScopeBuilder:
         self.walk(node.value)  # the value is always a load; ``attr`` is not visited
         if top[-1] is node:
             top[-1] = None
-        self.leave(node)
+        self.leave(node, _WALKED_VALUE)
 
     def _qnames(self, node: cst.CSTNode) -> set[str]:
         return {q.name for q in self.scope.get_qualified_names_for(node)}
@@ -494,6 +550,8 @@ class _ScopeBuilder:
             self.in_type_hint[-1] = True
             for arg in node.args[1:]:
                 self.walk(arg)
+            if node.args:
+                _link(self.parents, node.args[0])  # the one part libcst does not visit
         elif "typing.cast" in qnames:
             self.walk(node.func)
             if node.args:
@@ -507,7 +565,7 @@ class _ScopeBuilder:
             self.top_attribute.pop()
             self.in_type_hint.pop()
             return
-        self.leave(node)
+        self.leave(node, _WALKED_CALL)
         self.top_attribute.pop()
         self.in_type_hint.pop()
 
@@ -569,10 +627,10 @@ class _ScopeBuilder:
         top = self.string_annotation is None
         if top:
             self.string_annotation = node
-        was = self.in_string
-        self.in_string = True
+        was, parents = self.in_string, self.parents
+        self.in_string, self.parents = True, {}  # the parsed string is not in the tree
         self.walk(mod)
-        self.in_string = was
+        self.in_string, self.parents = was, parents
         if top:
             self.string_annotation = None
         return True
