@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from typing import Any
 
 from mllint.analysis_validation_names import (
     _FRAMEWORK_HOOKS,
@@ -95,7 +96,8 @@ class _Candidate:
     target: str
     scope: _Scope
     loops: tuple[_Loop, ...]
-    in_grad_with: bool
+    #: True, or the root names of enclosing ``with`` items to resolve (see ``run``).
+    in_grad_with: bool | tuple[str, ...]
     first_arg: str | None
 
 
@@ -153,28 +155,36 @@ def _surely_trains(call: ast.Call) -> bool:
     return not (f.attr == "step" and ("sched" in recv or "lr" == recv.rsplit(".", 1)[-1]))
 
 
+#: Nodes with nothing below them that the gate reads.
+_LEAVES = frozenset({ast.Name, ast.Constant, ast.Load, ast.Store, ast.Del, ast.Pass,
+                     ast.Break, ast.Continue, ast.Global, ast.Nonlocal, ast.alias})
+
+
 class _Walker:
     def __init__(self) -> None:
         self.facts = _Facts()
 
     def run(self, tree: ast.Module) -> _Facts:
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for alias in node.names:
-                    if alias.name.rsplit(".", 1)[-1] in _GRAD_NAMES:
-                        self.facts.grad_aliases.add(alias.asname or alias.name)
         module = _Scope("", (), None, True, False)
         self.visit(tree, module)
+        # ``with`` items named by an import alias (``from torch import no_grad as ng``)
+        # are known only once every import has been seen.
+        aliases = self.facts.grad_aliases
+        for c in self.facts.candidates:
+            if not isinstance(c.in_grad_with, bool):
+                c.in_grad_with = any(r in aliases for r in c.in_grad_with)
         return self.facts
 
-    def grad_item(self, expr: ast.AST) -> bool:
+    @staticmethod
+    def grad_item(expr: ast.AST) -> bool | str:
+        """True for ``torch.no_grad()`` and kin, else the root name to resolve later."""
         if isinstance(expr, ast.IfExp):
             return False  # chosen at run time: the analysis calls that state unknown
         target = expr.func if isinstance(expr, ast.Call) else expr
         d = _dotted(target)
         if d is None:
             return False
-        return d.rsplit(".", 1)[-1] in _GRAD_NAMES or d.split(".", 1)[0] in self.facts.grad_aliases
+        return d.rsplit(".", 1)[-1] in _GRAD_NAMES or d.split(".", 1)[0]
 
     def target(self, expr: ast.AST) -> None:
         if isinstance(expr, (ast.Tuple, ast.List)):
@@ -191,11 +201,13 @@ class _Walker:
         """Walk the tree (iteratively: generated code nests deeper than Python recurses).
         Each entry carries its scope, the class whose body holds it directly (its functions
         are methods), and the loops and autograd ``with`` blocks around it in its scope."""
-        stack: list[tuple[ast.AST, _Scope, ast.ClassDef | None, tuple[_Loop, ...], bool]] = [
+        stack: list[tuple[ast.AST, _Scope, ast.ClassDef | None, tuple[_Loop, ...], Any]] = [
             (root, module, None, (), False)
         ]
         while stack:
             node, scope, cls, loops, grad = stack.pop()
+            if type(node) in _LEAVES:
+                continue
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 a = node.args
                 params = tuple(p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs))
@@ -218,8 +230,18 @@ class _Walker:
                 loops = (*loops, _Loop(*_words(node.test)))  # ``iter_words`` of its test
             elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
                 loops = (*loops, _Loop(*_words(node.generators[0].iter)))
-            elif isinstance(node, (ast.With, ast.AsyncWith)):
-                grad = grad or any(self.grad_item(i.context_expr) for i in node.items)
+            elif isinstance(node, (ast.With, ast.AsyncWith)) and grad is not True:
+                items = [self.grad_item(i.context_expr) for i in node.items]
+                if True in items:
+                    grad = True
+                else:
+                    roots = tuple(r for r in items if isinstance(r, str))
+                    if roots:
+                        grad = (*(grad or ()), *roots)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    if alias.name.rsplit(".", 1)[-1] in _GRAD_NAMES:
+                        self.facts.grad_aliases.add(alias.asname or alias.name)
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 if not (isinstance(node, ast.AnnAssign) and node.value is None):
                     for t in node.targets if isinstance(node, ast.Assign) else (node.target,):
@@ -228,7 +250,7 @@ class _Walker:
                 self.call(node, scope, loops, grad)
             stack.extend((child, scope, None, loops, grad) for child in ast.iter_child_nodes(node))
 
-    def call(self, node: ast.Call, scope: _Scope, loops: tuple[_Loop, ...], grad: bool) -> None:
+    def call(self, node: ast.Call, scope: _Scope, loops: tuple[_Loop, ...], grad: Any) -> None:
         f = node.func
         if _surely_trains(node):
             for loop in loops:
