@@ -180,7 +180,6 @@ _STORE_FIELD = {
     cst.CompFor: "target",
 }
 # The fields each handler walks itself (the others only get parent links).
-_ALL_FIELDS = frozenset({"lpar", "rpar"})
 _WALKED_FUNCTION = frozenset({"params", "body", "decorators", "returns"})
 _WALKED_LAMBDA = frozenset({"params", "body"})
 _WALKED_PARAM = frozenset({"default", "annotation"})
@@ -339,18 +338,19 @@ class _ScopeBuilder:
     def _adopt(self, node: cst.CSTNode, walked: frozenset[str]) -> None:
         parents = self.parents
         node_t = cst.CSTNode
+        leaves = _LEAVES
         t = type(node)
         for f in _FIELDS.get(t) or _fields(t, node):
             v = getattr(node, f)
             if isinstance(v, node_t):
                 parents[v] = node
-                if f not in walked:
+                if f not in walked and type(v) not in leaves:
                     _link(parents, v)
             elif type(v) is tuple or type(v) is list:
                 for c in v:
                     if isinstance(c, node_t):
                         parents[c] = node
-                        if f not in walked:
+                        if f not in walked and type(c) not in leaves:
                             _link(parents, c)
 
     def unsupported(self, node: cst.CSTNode, store: bool) -> None:
@@ -411,11 +411,11 @@ class _ScopeBuilder:
                 is_type_hint=self.in_type_hint[-1],
             )
             self.deferred.append((access, self.top_attribute[-1], self.string_annotation))
-        for p in node.lpar:
-            self.generic(p, False)
-        for p in node.rpar:
-            self.generic(p, False)
-        self.leave(node, _ALL_FIELDS)
+        if node.lpar or node.rpar:
+            for p in (*node.lpar, *node.rpar):
+                self.parents[p] = node
+                self.generic(p, False)
+        self.scopes[node] = self.scope  # a name is never assignment-like
 
     # -- scopes -----------------------------------------------------------------------------
 
