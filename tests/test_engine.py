@@ -201,3 +201,23 @@ def test_a_failing_gate_admits_the_file(monkeypatch):
 
     info = Info()
     assert prefilter.admitted([info], "x = 1\n") == [info]
+
+
+def test_code_fingerprint_covers_the_gates():
+    """A gate decides whether a file is linted at all, so cached results must not
+    outlive a change to one."""
+    import os
+    from pathlib import Path
+
+    from mllint import manifest
+    from mllint.gates import training
+
+    path = Path(training.__file__)
+    before = manifest.code_fingerprint()
+    st = path.stat()
+    try:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert manifest.code_fingerprint() != before
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert manifest.code_fingerprint() == before

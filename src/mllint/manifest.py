@@ -48,7 +48,12 @@ def _fingerprint(directory: Path) -> str:
     prefilter may be built from constants of an analysis module, and an editable
     install changes files without changing the version."""
     h = hashlib.blake2b(__version__.encode(), digest_size=12)
-    for folder in (directory, Path(__file__).resolve().parent):
+    own = Path(__file__).resolve().parent
+    # The gates decide which files are linted at all: a cached "nothing to check" must
+    # not outlive a change to them.
+    for folder in (directory, own, own / "gates"):
+        if not folder.is_dir():
+            continue
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             if entry.name.endswith(".py"):
                 st = entry.stat()
