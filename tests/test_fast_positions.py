@@ -149,12 +149,14 @@ def test_every_node_matches_libcst(source):
     }
     parents = _reference_parents(module)
     for name, nodes in orders.items():
-        # With a seeded parent map statements are placed one by one; without one, the
-        # module is generated in order up to the node asked for.
+        # With the text and a seeded parent map statements are placed one by one;
+        # otherwise the module is generated in order up to the node asked for.
         for text, seeded in ((source, parents), (None, parents), (source, None)):
             lazy = _lazy(module, text, seeded)
             for node in nodes:
                 assert lazy[node] == ref[node], (name, type(node).__name__)
+            if nodes:
+                assert lazy._in_order is (text is None or seeded is None)
             assert lazy[module] == ref[module]
     # Statement by statement, each on a fresh mapping: each unit placed on its own.
     for node in others:

@@ -1,24 +1,27 @@
 """Position metadata for the rules' traversal, computed only where rules ask.
 
 libcst's ``PositionProvider`` code-generates the whole module and builds a ``CodeRange``
-for every node, and resolving it alone also costs libcst an empty traversal of the tree.
-Rules ask for the positions of a few percent of the nodes. ``seed`` puts a lazy mapping
-in the wrapper's store instead (how libcst caches a resolved provider), giving the same
-``CodeRange`` values:
+for every node (and resolving it when no other provider is pending costs libcst an extra,
+empty traversal of the tree). Rules ask for the positions of a few percent of the nodes.
+``seed`` puts a lazy mapping in the wrapper's store instead (how libcst caches a
+resolved provider), with the same ``CodeRange`` values. Two ways to fill it:
 
-* A *unit* is a statement in a ``Module`` or ``IndentedBlock`` body. Code generation of
-  a unit depends only on the line it starts on, the indentation of its enclosing blocks
-  and the module's default indent and newline; it always starts at column 0. So a unit
-  is generated alone, with lines counted from 1, and shifted once its line is known.
-* Its line comes from the source text: libcst round-trips source exactly, so the unit's
-  code occurs in the text where the unit is. It is found next to an already placed
-  sibling (statements of one body are contiguous), or by a search that must find exactly
-  one occurrence; if the code is ambiguous, the enclosing unit is generated instead, and
-  in the last resort the whole module.
-* The code generation state records plain tuples with libcst's exact rules (syntactic
-  ranges win over whitespace-inclusive ones; hoisted starts/ends), but with fewer
-  objects per node; ``CodeRange`` objects are built per queried node.
+* Placed statements, when the wrapper holds a parent map (some rule asked for
+  ``ParentNodeProvider``). A *unit* is a statement in a ``Module`` or ``IndentedBlock``
+  body. Code generation of a unit depends only on the line it starts on, the indentation
+  of its enclosing blocks and the module's default indent and newline; it always starts
+  at column 0. So the innermost unit around a queried node is generated alone, lines
+  counted from 1, and shifted once its line is known. The line comes from the source
+  text (libcst round-trips source exactly, so the unit's code occurs where the unit is):
+  next to an already placed sibling (statements of one body are contiguous), or by a
+  search that must find exactly one occurrence; an ambiguous unit is retried as its
+  enclosing unit, and in the last resort the whole module is generated.
+* In order, otherwise: top-level statements are generated one after the other, with one
+  state as libcst does, up to the one that holds the queried node.
 
+The code generation state records plain tuples with libcst's exact rules (syntactic
+ranges win over whitespace-inclusive ones; starts and ends hoisted from children), with
+fewer objects per node; ``CodeRange`` objects are built only for queried nodes.
 ``tests/test_fast_positions.py`` compares every node with libcst's provider.
 """
 
@@ -42,8 +45,9 @@ _Raw = tuple[int, int, int, int]
 def seed(wrapper: MetadataWrapper, wanted: set, text: Optional[str] = None) -> None:
     """Put a lazy ``PositionProvider`` mapping in ``wrapper``.
 
-    ``text`` must be the source ``wrapper.module`` was parsed from; without it the
-    module's code is generated once, on the first query.
+    ``text`` must be the source ``wrapper.module`` was parsed from; without it, the
+    module is generated in order up to each queried node (slower when rules ask for a
+    few nodes late in the file).
     """
     if PositionProvider in wanted and PositionProvider not in wrapper._metadata:
         wrapper._metadata[PositionProvider] = LazyPositions(wrapper, text)
@@ -208,14 +212,16 @@ class LazyPositions(Mapping):
             self._compute_unit(node)
 
     def _choose_in_order(self) -> bool:
-        """Place statements by search only when some rule wants parents anyway.
+        """Place statements only with the source text and a parent map at hand.
 
         Finding a node's statement needs a parent map. When no rule asked for one, the
         rules that ask for positions are ones that ask for almost every call and
         assignment, in document order; generating top-level statements in order, up to
         the one holding the node, is then cheaper than building a parent map first.
+        Without the text, placing needs the module's code generated first, which costs
+        more than it saves (measured on the corpus).
         """
-        return self._wrapper._metadata.get(ParentNodeProvider) is None
+        return self._text is None or self._wrapper._metadata.get(ParentNodeProvider) is None
 
     def _compute_in_order(self, node: cst.CSTNode) -> None:
         """Generate the module's parts in order until ``node`` has a position, with one
