@@ -245,6 +245,11 @@ TRICKY = {
         def k(v: "a" "b", w: f"{name}"):
             return v
     """,
+    "fstring_format_spec_after_plain": """
+        width = 3
+        print(f"{width}")
+        print(f"{width:>{width}} {width:,} {width!r:.2f}")
+    """,
     "async": """
         import asyncio
         async def run(xs):
@@ -314,3 +319,11 @@ def test_seeding_skips_expression_contexts_but_computes_them_on_demand():
     assert dict(ours) == dict(real)
     call = module.body[1].body[0].value
     assert {q.name for q in wrapper.resolve(QualifiedNameProvider)[call.func]} == {"torch.zeros"}
+
+
+def test_field_lists_do_not_depend_on_the_first_node_seen(monkeypatch):
+    """libcst visits an f-string expression's ``format_spec`` only when it has one; the
+    learned field list must still include it when the first one seen has none."""
+    monkeypatch.setattr(fast_scope, "_FIELDS", {})
+    monkeypatch.setattr(fast_scope, "_LEAVES", set())
+    _check(textwrap.dedent(TRICKY["fstring_format_spec_after_plain"]))

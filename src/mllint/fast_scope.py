@@ -104,11 +104,19 @@ class _FieldRecorder(cst.CSTVisitor):
 _LEAVES: set[type] = set()
 
 
+# Fields libcst visits only when set (so a first instance without them hides them).
+_CONDITIONAL_FIELDS = {"FormattedStringExpression": "format_spec",
+                       "TemplatedStringExpression": "format_spec"}
+
+
 def _fields(t: type, node: cst.CSTNode) -> tuple[str, ...]:
     fields = _FIELDS.get(t)
     if fields is None:
         rec = _FieldRecorder()
         node._visit_and_replace_children(rec)
+        extra = _CONDITIONAL_FIELDS.get(t.__name__)
+        if extra is not None and extra not in rec.fields:
+            rec.fields.append(extra)  # visited last, after the expression's other parts
         fields = _FIELDS[t] = tuple(rec.fields)
         if not fields and t not in _ASSIGNING:
             _LEAVES.add(t)
@@ -210,7 +218,9 @@ def build(module: cst.Module) -> tuple[dict[cst.CSTNode, Scope], dict[cst.CSTNod
     try:
         builder.walk(module)
         builder.infer_accesses()
-    except (_Fallback, RecursionError):
+    except _Fallback:
+        return None
+    except Exception:  # noqa: BLE001 - e.g. RecursionError; libcst then decides (or fails)
         return None
     return builder.scopes, builder.parents
 
