@@ -69,7 +69,8 @@ class MissingZeroGrad(IndexedRule):
     name = "missing-zero-grad"
     summary = "Gradients are never cleared between optimizer steps (or cleared before the step)"
     hint = "Call `optimizer.zero_grad()` once per step: before `loss.backward()` or right after `optimizer.step()`."
-    REQUIRES = (BACKWARD_TEXT, STEP_TEXT)
+    REQUIRES = (STEP_TEXT, BACKWARD_TEXT)
+    GATE = "mllint.gates.grads:may_flag"
     PROBE = "mllint.rules.ml001_missing_zero_grad:MissingZeroGradProbe"
 
     VALID = [

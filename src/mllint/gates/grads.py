@@ -1,0 +1,76 @@
+"""Gate of ML001 (missing-zero-grad): could any ``.step()`` here be an optimizer's?
+
+ML001 reports only at an optimizer step (``GradEvents.steps``) in a module that calls
+``backward()``. A receiver is an optimizer (``GradEvents.is_optimizer``) only through
+one of: a constructor call (``torch.optim.X``, the libraries ``is_optimizer_constructor``
+knows, ``ZeroRedundancyOptimizer``), a class deriving from an optimizer, a parameter
+annotated as one, or a parameter named like one whose name the module clears elsewhere
+(``opt_g.zero_grad()``); factories and wrappers (``accelerator.prepare``) only pass one
+of those on. A module with none of them cannot hold an ML001 finding.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mllint.gates.resolve import Imports, dotted, of_type
+from mllint.optimizer_names import is_optimizer_constructor
+
+# Restated from ``analysis_grads`` (which imports libcst); tests/test_gate_grads.py
+# checks they stay equal.
+BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+OPTIMIZER_BASES = frozenset({"torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"})
+EXTRA_OPTIMIZERS = frozenset(
+    {
+        "torch.distributed.optim.ZeroRedundancyOptimizer",
+        "torch.distributed.optim.zero_redundancy_optimizer.ZeroRedundancyOptimizer",
+    }
+)
+OPTIMIZER_PARAM = re.compile(
+    r"^(opt|optim|optimizer|optimiser)(_?\w+)?$|^\w+_(opt|optim|optimizer|optimiser)$"
+)
+
+
+def may_flag(tree: ast.Module) -> bool:
+    imports = Imports.of(tree)
+    calls = of_type(tree, ast.Call)
+    backward = steps = False
+    for call in calls:
+        func = call.func
+        if isinstance(func, ast.Attribute):
+            backward = backward or func.attr == "backward"
+            steps = steps or func.attr == "step"
+        elif not backward and imports.resolves_to(func, BACKWARD_FUNCTIONS):
+            backward = True
+    if not (backward and steps):
+        return False
+    return _optimizer_evidence(tree, calls, imports)
+
+
+def _optimizer_type(names: set[str]) -> bool:
+    return bool(names & OPTIMIZER_BASES) or is_optimizer_constructor(names)
+
+
+def _optimizer_evidence(tree: ast.Module, calls: list[ast.Call], imports: Imports) -> bool:
+    for call in calls:
+        names = imports.qualified(call.func)
+        if names and (is_optimizer_constructor(names) or names & EXTRA_OPTIMIZERS):
+            return True
+    for cls in of_type(tree, ast.ClassDef):
+        if any(_optimizer_type(imports.qualified(base)) for base in cls.bases):
+            return True
+    cleared = {
+        (dotted(c.func.value) or "").rsplit(".", 1)[-1]
+        for c in calls
+        if isinstance(c.func, ast.Attribute) and c.func.attr == "zero_grad"
+    }
+    for arg in of_type(tree, ast.arg):
+        if arg.annotation is not None and any(
+            _optimizer_type(imports.qualified(n))
+            for n in ast.walk(arg.annotation) if isinstance(n, (ast.Name, ast.Attribute))
+        ):
+            return True
+        if arg.arg in cleared and OPTIMIZER_PARAM.match(arg.arg):
+            return True
+    return False

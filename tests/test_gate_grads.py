@@ -1,0 +1,80 @@
+"""The ast gate of ML001 (``mllint.gates.grads``): sound and useful."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+
+import pytest
+
+from mllint import analysis_grads
+from mllint.engine import lint_text
+from mllint.gates import grads as gate
+from mllint.rules.ml001_missing_zero_grad import MissingZeroGrad as RULE
+
+
+def _flags(code: str) -> list[int]:
+    return [f.line for f in lint_text("t.py", code, [RULE], prefilter=False).findings]
+
+
+def test_gate_constants_equal_the_analysis():
+    assert gate.BACKWARD_FUNCTIONS == analysis_grads.BACKWARD_FUNCTIONS
+    assert gate.OPTIMIZER_BASES == analysis_grads.OPTIMIZER_BASES
+    assert gate.EXTRA_OPTIMIZERS == analysis_grads.EXTRA_OPTIMIZERS
+    assert gate.OPTIMIZER_PARAM.pattern == analysis_grads._OPTIMIZER_PARAM.pattern
+
+
+LOOP = """
+def fit(model, loader, {param}):
+    for x in loader:
+        model(x).sum().backward()
+        {opt}.step()
+"""
+
+FLAGGED = [
+    # Each way a receiver becomes an optimizer, with nothing else in the module.
+    ("import torch\n" + LOOP.format(param="opt: torch.optim.Optimizer", opt="opt"), 6),
+    ("from torch.optim import Optimizer as Base\n"
+     + LOOP.format(param="opt: Base", opt="opt"), 6),
+    (LOOP.format(param="opt_g", opt="opt_g") + "\ndef reset(opt_g):\n    opt_g.zero_grad()\n", 5),
+    ("from torch.distributed.optim import ZeroRedundancyOptimizer as Z\n"
+     "def run(model, loader):\n    o = Z(model.parameters(), optimizer_class=None)\n"
+     "    for x in loader:\n        model(x).sum().backward()\n        o.step()\n", 6),
+    ("import torch\nclass Lion(torch.optim.Optimizer):\n    pass\n"
+     "def make(p):\n    return Lion(p)\n"
+     "def run(model, loader):\n    o = make(model.parameters())\n"
+     "    for x in loader:\n        model(x).sum().backward()\n        o.step()\n", 10),
+]
+
+
+@pytest.mark.parametrize("code, line", FLAGGED)
+def test_gate_admits_what_ml001_flags(code, line):
+    assert _flags(code) == [line]
+    assert RULE.may_match(code)
+    assert gate.may_flag(ast.parse(code))
+
+
+REJECTED = [
+    # A scheduler steps and a gradient check back-propagates: no optimizer anywhere.
+    """
+    import torch
+    def check(f, x, sched):
+        y = f(x)
+        y.backward()
+        sched.step()
+    """,
+    # A parameter named like an optimizer the module never clears by that name.
+    """
+    def run(model, loader, optimizer):
+        for x in loader:
+            model(x).sum().backward()
+            optimizer.step()
+    """,
+]
+
+
+@pytest.mark.parametrize("code", REJECTED)
+def test_gate_turns_away_what_ml001_cannot_flag(code):
+    code = textwrap.dedent(code).strip() + "\n"
+    assert _flags(code) == []
+    assert not gate.may_flag(ast.parse(code))
