@@ -18,6 +18,15 @@ is computed by libcst's own code from identical records.
 Constructs that are rare in training code and fiddly to mirror (PEP 695 type parameters,
 ``nonlocal`` at module level, unusual string annotations) raise ``_Fallback``: that whole
 file then gets libcst's real ``ScopeProvider``.
+
+What mllint's analyses read, and so what must (and does) match libcst exactly:
+- ``QualifiedNameProvider[node]`` for any node (call funcs, attributes, names, class bases,
+  ``with`` items): the ``QualifiedName`` set, names and sources (IMPORT/BUILTIN/LOCAL);
+- ``ScopeProvider[node]`` for names and ``def``s, compared by identity (``id(scope)``);
+- ``scope[name]`` -> assignments with ``.scope``/``.node``; ``scope.assignments[name]``
+  -> ``.node`` and ``.references`` -> ``.node``; ``scope.accesses[name]`` -> ``.referents``
+  -> ``.node`` (``analysis_flow``, ``analysis_index``, ML006).
+The walk also yields the ``ParentNodeProvider`` mapping (every node's parent).
 """
 
 from __future__ import annotations
