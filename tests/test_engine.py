@@ -221,3 +221,21 @@ def test_code_fingerprint_covers_the_gates():
     finally:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert manifest.code_fingerprint() == before
+
+
+def test_own_traversal_gives_libcst_traversals_findings(monkeypatch):
+    """The engine walks the tree itself (``mllint.traversal``); libcst's own batched
+    traversal must give the same findings on every fixture."""
+    from pathlib import Path
+
+    from mllint import engine, traversal
+    from mllint.registry import all_rules
+
+    rules = all_rules()
+    root = Path(__file__).resolve().parent.parent / "fixtures"
+    texts = [(str(p), p.read_text(encoding="utf-8")) for p in sorted(root.rglob("*.py"))]
+    ours = [engine.lint_text(p, t, rules, prefilter=False) for p, t in texts]
+    monkeypatch.setattr(traversal, "visit_batched", lambda wrapper, vs: wrapper.visit_batched(vs))
+    theirs = [engine.lint_text(p, t, rules, prefilter=False) for p, t in texts]
+    assert ours == theirs
+    assert sum(len(r.findings) for r in theirs) > 10

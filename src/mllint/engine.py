@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
-from mllint import fast_positions, fast_scope
+from mllint import fast_positions, fast_scope, traversal
 from mllint.prefilter import admitted
 from mllint.rule import FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
@@ -70,7 +70,8 @@ def _seed_metadata(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
 
 def _run(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     _seed_metadata(wrapper, visitors)
-    wrapper.visit_batched(visitors)
+    # libcst's own ``wrapper.visit_batched`` rebuilds every node; this walk does not.
+    traversal.visit_batched(wrapper, visitors)
 
 
 def _syntax_error(path: str, text: str, exc: cst.ParserSyntaxError) -> FileError:

@@ -1,0 +1,141 @@
+"""The rules' single batched traversal, without rebuilding the tree.
+
+libcst's ``visit_batched`` walks the tree through each node's
+``_visit_and_replace_children``, which constructs (and validates) a fresh copy of every
+node even for a read-only visitor: on real files that copying costs more than the rules
+themselves. This walk calls the same ``visit_<Type>``/``leave_<Type>`` methods on the
+same original nodes in the same order, visiting each node's children in the order its
+``_visit_and_replace_children`` does (read once per node class from its source), and
+skips whitespace, comments, parentheses and operator tokens, which no rule asks about
+(unless one does: then they are walked like any other node).
+
+``tests/test_traversal.py`` checks the child order against libcst's ``children`` on
+every node of the fixtures and the rules' examples, and that the visits are identical.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from contextlib import ExitStack
+from typing import Callable, Sequence
+
+import libcst as cst
+from libcst import BatchableCSTVisitor, CSTNode
+from libcst._batched_visitor import _get_visitor_methods
+from libcst.metadata import MetadataWrapper
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def child_fields(cls: type) -> tuple[str, ...]:
+    """The fields of ``cls`` that hold child nodes, in the order libcst visits them."""
+    try:
+        return _FIELDS[cls]
+    except KeyError:
+        pass
+    method = None
+    for klass in cls.__mro__:
+        if "_visit_and_replace_children" in klass.__dict__:
+            method = klass.__dict__["_visit_and_replace_children"]
+            break
+    fields: list[str] = []
+    if method is not None:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(method)))
+        calls = [
+            n for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+            and n.func.id.startswith("visit_") and len(n.args) >= 2
+            and isinstance(n.args[1], ast.Constant) and isinstance(n.args[1].value, str)
+        ]
+        calls.sort(key=lambda n: (n.lineno, n.col_offset))
+        # A field may appear twice (``names`` of ``ImportFrom``, visited one way or
+        # another by a conditional): keep its first place.
+        fields = list(dict.fromkeys(c.args[1].value for c in calls))
+    _FIELDS[cls] = tuple(fields)
+    return _FIELDS[cls]
+
+
+def children(node: CSTNode) -> list[CSTNode]:
+    """``node.children`` (same nodes, same order), without rebuilding ``node``."""
+    out: list[CSTNode] = []
+    for name in child_fields(type(node)):
+        value = getattr(node, name)
+        if isinstance(value, CSTNode):
+            out.append(value)
+        elif isinstance(value, (list, tuple)):
+            out.extend(v for v in value if isinstance(v, CSTNode))
+    return out
+
+
+def _trivia() -> frozenset[type]:
+    """Node classes that hold only layout: whitespace, comments, newlines, commas and
+    other operator tokens, brackets. None of them contains anything else."""
+    from libcst._nodes import op, whitespace
+
+    out: set[type] = set()
+    for module in (op, whitespace):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, CSTNode) and value.__module__ == module.__name__:
+                out.add(value)
+    out |= {cst.LeftParen, cst.RightParen, cst.LeftSquareBracket, cst.RightSquareBracket,
+            cst.LeftCurlyBrace, cst.RightCurlyBrace}
+    return frozenset(out)
+
+
+TRIVIA = _trivia()
+
+Method = Callable[[CSTNode], object]
+
+
+def visit_batched(wrapper: MetadataWrapper, visitors: Sequence[BatchableCSTVisitor]) -> None:
+    """``wrapper.visit_batched(visitors)``, read-only and cheaper (same calls, same order)."""
+    methods = _get_visitor_methods(visitors)
+    wanted = {name.split("_", 1)[1] for name in methods}
+    skip = frozenset(t for t in TRIVIA if t.__name__ not in wanted)
+    table: dict[type, tuple[tuple[Method, ...], tuple[Method, ...], tuple[str, ...]]] = {}
+    with ExitStack() as stack:
+        for v in visitors:
+            stack.enter_context(v.resolve(wrapper))
+        _walk(wrapper.module, methods, skip, table)
+
+
+def _walk(root: CSTNode, methods, skip: frozenset[type], table: dict) -> None:
+    # An explicit stack: no recursion limit on deeply nested code. An entry is a node to
+    # enter, or (node, leave-methods) to leave.
+    todo: list = [root]
+    pop = todo.pop
+    push = todo.append
+    while todo:
+        item = pop()
+        if type(item) is tuple:
+            node, leaves = item
+            for fn in leaves:
+                fn(node)
+            continue
+        node = item
+        cls = type(node)
+        entry = table.get(cls)
+        if entry is None:
+            name = cls.__name__
+            entry = table[cls] = (
+                tuple(methods.get(f"visit_{name}", ())),
+                tuple(methods.get(f"leave_{name}", ())),
+                child_fields(cls),
+            )
+        visits, leaves, fields = entry
+        for fn in visits:
+            fn(node)
+        if leaves:
+            push((node, leaves))
+        kids: list[CSTNode] = []
+        for field in fields:
+            value = getattr(node, field)
+            if isinstance(value, CSTNode):
+                if type(value) not in skip:
+                    kids.append(value)
+            elif isinstance(value, (list, tuple)):
+                kids.extend(v for v in value if isinstance(v, CSTNode) and type(v) not in skip)
+        kids.reverse()
+        todo.extend(kids)
