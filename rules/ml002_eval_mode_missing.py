@@ -6,7 +6,7 @@ from typing import Any
 
 from mllint.analysis_validation import ValidationAnalysis, ValidationRule
 from mllint.analysis_validation_facts import Mode
-from mllint.analysis_validation_names import EVAL_SIGN, NO_GRAD_SIGN
+from mllint.analysis_validation_names import EVAL_SIGNS, NO_GRAD_SIGN
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import (
@@ -61,7 +61,7 @@ class EvalModeMissing(ValidationRule):
     hint = "Call `model.eval()` before evaluating and `model.train()` before training resumes."
     # A pass needs a sign of evaluation: a loop over held-out-looking data, an
     # evaluation-named function, a forward on held-out data, or a no_grad block.
-    REQUIRES = (rf"{EVAL_SIGN}|{NO_GRAD_SIGN}",)
+    REQUIRES = ((*EVAL_SIGNS, NO_GRAD_SIGN),)
     # Then a forward of something model-like with a sign of evaluation (see the gate).
     GATE = "mllint.gates.validation:ml002_may_flag"
     PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"

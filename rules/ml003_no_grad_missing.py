@@ -6,7 +6,7 @@ from typing import Any
 
 from mllint.analysis_validation import ValidationAnalysis, ValidationRule
 from mllint.analysis_validation_facts import Grad
-from mllint.analysis_validation_names import EVAL_SIGN, MODE_SIGN
+from mllint.analysis_validation_names import EVAL_SIGNS, MODE_SIGN
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import RegionForwards, graph_size, human_bytes, tensors_in
@@ -56,7 +56,7 @@ class NoGradMissing(ValidationRule):
     # A pass needs a sign of evaluation other than no_grad (a no_grad block as the only
     # sign cannot lack no_grad): held-out-looking data, an evaluation-named function, or
     # `model.eval()` / `model.train(False)`.
-    REQUIRES = (rf"{EVAL_SIGN}|{MODE_SIGN}",)
+    REQUIRES = ((*EVAL_SIGNS, MODE_SIGN),)
     # Then a forward of something model-like with a sign of evaluation (see the gate).
     GATE = "mllint.gates.validation:ml003_may_flag"
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"

@@ -9,7 +9,7 @@ from mllint.analysis_validation import ValidationAnalysis, ValidationRule
 from mllint.analysis_validation_data import DataAnalysis, Kind, Source
 from mllint.analysis_validation_names import (
     CALL_VAL,
-    EVAL_SIGN,
+    EVAL_SIGNS,
     MODE_SIGN,
     NO_GRAD_SIGN,
     TRAIN_WORD,
@@ -59,7 +59,7 @@ class ValidationOnTrainData(ValidationRule):
     # function; training data is named like it, built with train=True/split="train",
     # or is what a training loop (backward/step/autograd) iterates.
     REQUIRES = (
-        rf"{EVAL_SIGN}|{NO_GRAD_SIGN}|{MODE_SIGN}|{CALL_VAL}",
+        (*EVAL_SIGNS, NO_GRAD_SIGN, MODE_SIGN, CALL_VAL),
         rf"{TRAIN_WORD}|backward|step|autograd",
     )
     # Then a forward of something model-like with a sign of evaluation (see the gate).

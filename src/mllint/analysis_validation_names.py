@@ -123,8 +123,10 @@ CALL_VAL = "|".join(
     rf"{_EVAL_SUFFIXES}\((?!\s*\))"
     for c in "eEvVtT"
 )
-#: Any name-based sign that a loop or function evaluates.
-EVAL_SIGN = "|".join((FOR_VAL, WHILE_VAL, DEF_VAL, ARG_VAL))
+#: Any name-based sign that a loop or function evaluates: as alternatives of a REQUIRES
+#: entry (each literal-led, searched once per file for all three rules), and as one regex.
+EVAL_SIGNS = (FOR_VAL, WHILE_VAL, DEF_VAL, ARG_VAL)
+EVAL_SIGN = "|".join(EVAL_SIGNS)
 #: ``with torch.no_grad():`` and, somewhere, a loop over batches.
 NO_GRAD_SIGN = _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("for"), _FOR_DATA_REST))
 #: ``model.eval()`` and a loop over batches.

@@ -14,27 +14,26 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mllint import __version__
+from mllint.prefilter import Requirement, matches, normalize
 
 
 @dataclass(frozen=True)
 class RuleInfo:
     code: str
     name: str
-    requires: tuple[str, ...]
+    requires: tuple[Requirement, ...]
     gate: str | None = None
-    _compiled: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_compiled", tuple(re.compile(p) for p in self.requires))
+        object.__setattr__(self, "requires", normalize(self.requires))
 
-    def may_match(self, text: str) -> bool:
-        return all(p.search(text) for p in self._compiled)
+    def may_match(self, text: str, memo: dict[str, bool] | None = None) -> bool:
+        return matches(self.requires, text, memo)
 
 
 def _rules_dir() -> Path:

@@ -3,7 +3,9 @@
 Two stages, both sound (they may admit a file the rule then finds clean, never the
 reverse), and both runnable without importing libcst or the rules:
 
-1. ``REQUIRES``: regexes that must all occur in the text. Costs microseconds.
+1. ``REQUIRES``: regexes that must all occur in the text; an entry may also be a tuple
+   of regexes of which any one must occur. Each distinct regex is searched at most once
+   per file, however many rules list it (the validation-pass rules share their signs).
 2. ``GATE`` (optional): a function over Python's own syntax tree (``ast``, the C parser,
    about ten times faster than a libcst parse) that answers "could this rule report in
    this module?" by a coarse, over-approximating version of the rule's own reasoning:
@@ -20,14 +22,48 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import re
 import warnings
-from typing import Callable, Protocol, Sequence, TypeVar
+from typing import Callable, Protocol, Sequence, Tuple, TypeVar, Union
 
 Gate = Callable[[ast.Module], bool]
+#: One ``REQUIRES`` entry: a regex, or a tuple of regexes any one of which suffices.
+Requirement = Union[str, Tuple[str, ...]]
+
+_COMPILED: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    try:
+        return _COMPILED[pattern]
+    except KeyError:
+        _COMPILED[pattern] = compiled = re.compile(pattern)
+        return compiled
+
+
+def normalize(requires: Sequence[object]) -> tuple[Requirement, ...]:
+    """``REQUIRES`` as hashable tuples (a manifest read back from JSON has lists)."""
+    return tuple(r if isinstance(r, str) else tuple(r) for r in requires)  # type: ignore[arg-type]
+
+
+def matches(requires: Sequence[Requirement], text: str, memo: dict[str, bool] | None = None) -> bool:
+    """Whether every entry of ``requires`` occurs in ``text`` (see stage 1 above)."""
+    if memo is None:
+        memo = {}
+    for entry in requires:
+        for pattern in ((entry,) if isinstance(entry, str) else entry):
+            found = memo.get(pattern)
+            if found is None:
+                found = memo[pattern] = _compiled(pattern).search(text) is not None
+            if found:
+                break
+        else:
+            return False
+    return True
 
 
 class Filtered(Protocol):
-    def may_match(self, text: str) -> bool: ...
+    def may_match(self, text: str, memo: dict[str, bool] | None = None) -> bool: ...
 
     @property
     def gate(self) -> str | None: ...
@@ -56,7 +92,8 @@ def python_tree(text: str) -> ast.Module | None:
 
 def admitted(rules: Sequence[T], text: str) -> list[T]:
     """The rules that could report in ``text``: stage 1, then stage 2 where defined."""
-    passed = [r for r in rules if r.may_match(text)]
+    memo: dict[str, bool] = {}
+    passed = [r for r in rules if r.may_match(text, memo)]
     if not any(r.gate for r in passed):
         return passed
     tree = python_tree(text)

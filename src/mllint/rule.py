@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import libcst as cst
 from libcst.metadata import PositionProvider
 
+from mllint.prefilter import Requirement, matches, normalize
 from mllint.types import Finding, Position, Severity, Span
 
 DOC_HEADINGS = (
@@ -78,9 +79,10 @@ class Rule(cst.BatchableCSTVisitor):
     hint: ClassVar[str]
     severity: ClassVar[Severity] = Severity.ERROR
     #: Sound textual prefilter: regexes that must *all* occur in a file's text for this
-    #: rule to be able to report anything there. Files that fail it are never parsed for
-    #: this rule, so a pattern must be implied by every way the rule can fire.
-    REQUIRES: ClassVar[Sequence[str]] = ()
+    #: rule to be able to report anything there (an entry may be a tuple of regexes, any
+    #: one of which suffices). Files that fail it are never parsed for this rule, so a
+    #: pattern must be implied by every way the rule can fire.
+    REQUIRES: ClassVar[Sequence[Requirement]] = ()
     #: Optional second prefilter stage, ``"module:function"``: a stdlib-only function of
     #: Python's ``ast`` tree that returns False only when this rule cannot report in the
     #: module (see ``mllint.prefilter``). Never imports libcst, so the parent can run it.
@@ -93,14 +95,14 @@ class Rule(cst.BatchableCSTVisitor):
 
     METADATA_DEPENDENCIES = (PositionProvider,)
 
-    _requires_re: ClassVar[tuple[re.Pattern[str], ...]] = ()
+    _requires: ClassVar[tuple[Requirement, ...]] = ()
     gate: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if inspect.isabstract(cls) or cls.__dict__.get("abstract", False):
             return
-        cls._requires_re = tuple(re.compile(p) for p in cls.REQUIRES)
+        cls._requires = normalize(cls.REQUIRES)
         # ``prefilter.admitted`` reads ``.gate`` of rules and of manifest entries alike.
         cls.gate = cls.GATE
 
@@ -112,8 +114,8 @@ class Rule(cst.BatchableCSTVisitor):
     # -- prefilter ---------------------------------------------------------------------
 
     @classmethod
-    def may_match(cls, text: str) -> bool:
-        return all(p.search(text) for p in cls._requires_re)
+    def may_match(cls, text: str, memo: dict[str, bool] | None = None) -> bool:
+        return matches(cls._requires, text, memo)
 
     # -- reporting ---------------------------------------------------------------------
 
