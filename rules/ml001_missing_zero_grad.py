@@ -11,7 +11,7 @@ import libcst as cst
 
 from mllint.analysis import dotted_name
 from mllint.analysis_flow import source_of
-from mllint.analysis_grads import BACKWARD_TEXT, STEP_TEXT, Events, GradEvents, Step
+from mllint.analysis_grads import BACKWARD_SIGNS, STEP_TEXT, Events, GradEvents, Step
 from mllint.analysis_index import CodeIndex, IndexedRule, LoopChain
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
@@ -69,7 +69,7 @@ class MissingZeroGrad(IndexedRule):
     name = "missing-zero-grad"
     summary = "Gradients are never cleared between optimizer steps (or cleared before the step)"
     hint = "Call `optimizer.zero_grad()` once per step: before `loss.backward()` or right after `optimizer.step()`."
-    REQUIRES = (STEP_TEXT, BACKWARD_TEXT)
+    REQUIRES = (STEP_TEXT, BACKWARD_SIGNS)
     GATE = "mllint.gates.grads:may_flag"
     PROBE = "mllint.rules.ml001_missing_zero_grad:MissingZeroGradProbe"
 

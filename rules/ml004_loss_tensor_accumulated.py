@@ -10,7 +10,7 @@ import libcst as cst
 
 from mllint.analysis import dotted_name
 from mllint.analysis_flow import source_of
-from mllint.analysis_grads import BACKWARD_TEXT, STEP_TEXT, GradEvents
+from mllint.analysis_grads import BACKWARD_SIGNS, STEP_TEXT, GradEvents
 from mllint.analysis_index import (
     MAX_CALLER_DEPTH,
     CodeIndex,
@@ -27,14 +27,20 @@ _ACCUMULATING_METHODS = {"append": 0, "appendleft": 0, "extend": 0, "insert": 1}
 #: Every way this rule proves autograd is on leaves one of these in the file: a backward
 #: pass or a step (training), ``enable_grad``/``set_grad_enabled``, or a script entry
 #: point at module level (``if __name__ == "__main__":``, a loop, a bare call).
-GRAD_ON_TEXT = "|".join(
-    (
-        BACKWARD_TEXT,
-        STEP_TEXT,
-        r"__main__|enable_grad|set_grad_enabled",
-        r"(?m:^(?:for|while)\b|^[A-Za-z_][\w.]*\s*\()",
-    )
+#: As alternatives (any one suffices), each led by a literal so that ``re`` skips ahead;
+#: a line start is ``\n`` or the start of the text (``(?m:^)`` would be tried everywhere).
+GRAD_ON_SIGNS = (
+    *BACKWARD_SIGNS,
+    STEP_TEXT,
+    "__main__",
+    "enable_grad",
+    "set_grad_enabled",
+    r"\n(?:for|while)\b",
+    r"\A(?:for|while)\b",
+    r"\n[A-Za-z_][\w.]*\s*\(",
+    r"\A[A-Za-z_][\w.]*\s*\(",
 )
+GRAD_ON_TEXT = "|".join(GRAD_ON_SIGNS)
 
 
 class Kind(str, enum.Enum):
@@ -100,7 +106,7 @@ class LossTensorAccumulated(IndexedRule):
     summary = "A loss tensor is accumulated across iterations with its autograd graph"
     hint = "Accumulate `loss.item()` (or `loss.detach()`), not the loss tensor itself."
     # Cheapest first: ``all()`` stops at the first pattern a file lacks.
-    REQUIRES = (r"\+|append|extend|insert", GRAD_ON_TEXT, LOSS_TEXT)
+    REQUIRES = (r"\+|append|extend|insert", GRAD_ON_SIGNS, LOSS_TEXT)
     GATE = "mllint.gates.loss:accumulation_may_flag"
     PROBE = "mllint.rules.ml004_loss_tensor_accumulated:LossTensorAccumulatedProbe"
 

@@ -59,7 +59,8 @@ class DoubleSoftmax(Rule):
     name = "double-softmax"
     summary = "Softmax probabilities passed to cross-entropy, which applies log-softmax itself"
     hint = "Pass the logits (the values before softmax) to the loss; keep softmax for metrics."
-    REQUIRES = (r"[Ss]oftmax", r"cross_entropy|CrossEntropyLoss")
+    # Literals (``oftmax`` for ``[Ss]oftmax``) and alternatives: ``re`` scans for them fast.
+    REQUIRES = ("oftmax", ("cross_entropy", "CrossEntropyLoss"))
     GATE = "mllint.gates.ml005:may_flag"
     PROBE = "mllint.rules.ml005_double_softmax:DoubleSoftmaxProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA

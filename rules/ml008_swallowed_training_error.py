@@ -55,7 +55,7 @@ class SwallowedTrainingError(Rule):
     # import"), or of a ``.step(`` / ``.optimizer_step(`` method; a same-module function
     # that trains contains one of them too. Words in comments ("backward compatible",
     # "one step") do not match.
-    REQUIRES = (r"except", r"backward\s*\(|autograd\s+import|\.\s*(?:optimizer_)?step\s*\(")
+    REQUIRES = ("except", (r"backward\s*\(", r"autograd\s+import", r"\.\s*(?:optimizer_)?step\s*\("))
     GATE = "mllint.gates.training:swallow_may_flag"
     PROBE = "mllint.rules.ml008_swallowed_training_error:SwallowedTrainingErrorProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA

@@ -22,7 +22,6 @@ from mllint.registry import all_rules
 
 def _canon(module: cst.Module, scopes) -> dict:
     """Everything the analyses can observe through scope metadata, keyed by node ids."""
-    ids: dict[object, int] = {}
 
     def sid(scope) -> tuple:
         if scope is None:

@@ -24,7 +24,8 @@ from mllint.analysis_index import CodeIndex, Function, Origin
 BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
 #: Text every backward call this module recognises leaves in a file: a ``.backward``
 #: method call, or ``backward`` imported from ``torch.autograd`` (a sound prefilter).
-BACKWARD_TEXT = r"\.\s*backward\b|from\s+torch\.autograd\s+import[^;]*?\bbackward\b"
+BACKWARD_SIGNS = (r"\.\s*backward\b", r"from\s+torch\.autograd\s+import[^;]*?\bbackward\b")
+BACKWARD_TEXT = "|".join(BACKWARD_SIGNS)
 STEP_TEXT = r"\.\s*step\b"
 OPTIMIZER_BASES = frozenset({"torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"})
 #: Optimizer classes ``analysis.is_optimizer_constructor`` does not cover.
