@@ -15,7 +15,7 @@ import ast
 import re
 from collections import defaultdict
 
-from mllint.gates.resolve import Imports, dotted, of_type
+from mllint.gates.resolve import Imports, dotted, of_type, returns_of
 
 # Restated from ``analysis_loss`` (which imports libcst); tests/test_gate_loss.py checks
 # they stay equal.
@@ -118,8 +118,9 @@ class _Facts:
                 for name in _bound(node.target):
                     self.values[name].append(node.value)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                for sub in _own_returns(node):
-                    self.returns[node.name].append(sub)
+                for ret in returns_of(tree, node):
+                    if ret.value is not None:
+                        self.returns[node.name].append(ret.value)
                 self._parameters(node)
             elif isinstance(node, ast.Call) and self._is_backward(node):
                 self.backwarded |= _names_in(node)
@@ -242,17 +243,3 @@ def _builds_loss_module(call: ast.Call, imports: Imports) -> bool:
 def _string_index(sub: ast.Subscript) -> str | None:
     s = sub.slice
     return s.value if isinstance(s, ast.Constant) and isinstance(s.value, str) else None
-
-
-def _own_returns(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.expr]:
-    """Values returned by ``func`` itself, not by functions nested in it."""
-    out: list[ast.expr] = []
-    stack: list[ast.AST] = list(func.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Return) and node.value is not None:
-            out.append(node.value)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            continue
-        stack.extend(ast.iter_child_nodes(node))
-    return out

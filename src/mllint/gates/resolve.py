@@ -29,18 +29,33 @@ def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
     if cached is not None:
         return cached
     by_type: dict[type, list[ast.AST]] = defaultdict(list)
-    stack: list[ast.AST] = [tree]
+    returns: dict[ast.AST, list[ast.Return]] = defaultdict(list)
+    # Each entry: a node and the function whose body it is in (for ``returns_of``).
+    stack: list[tuple[ast.AST, ast.AST | None]] = [(tree, None)]
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
     while stack:
-        node = stack.pop()
-        by_type[type(node)].append(node)
+        node, func = stack.pop()
+        kind = type(node)
+        by_type[kind].append(node)
+        if kind is ast.Return and func is not None:
+            returns[func].append(node)  # type: ignore[arg-type]
+        inner = node if kind in functions else func
         for name in node._fields:
             value = getattr(node, name, None)
             if isinstance(value, list):
-                stack.extend(v for v in value if isinstance(v, ast.AST) and not isinstance(v, _LEAVES))
+                stack.extend((v, inner) for v in value
+                             if isinstance(v, ast.AST) and not isinstance(v, _LEAVES))
             elif isinstance(value, ast.AST) and not isinstance(value, _LEAVES):
-                stack.append(value)
+                stack.append((value, inner))
     tree._mllint_nodes = by_type  # type: ignore[attr-defined]
+    tree._mllint_returns = returns  # type: ignore[attr-defined]
     return by_type
+
+
+def returns_of(tree: ast.AST, func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Return]:
+    """The ``return`` statements of ``func`` itself (not of functions nested in it)."""
+    nodes(tree)
+    return tree._mllint_returns.get(func, [])  # type: ignore[attr-defined]
 
 
 def of_type(tree: ast.AST, *types: type[N]) -> list[N]:
