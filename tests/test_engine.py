@@ -239,3 +239,26 @@ def test_own_traversal_gives_libcst_traversals_findings(monkeypatch):
     theirs = [engine.lint_text(p, t, rules, prefilter=False) for p, t in texts]
     assert ours == theirs
     assert sum(len(r.findings) for r in theirs) > 10
+
+
+def test_rules_together_find_what_each_finds_alone():
+    """Rules in one traversal share work (ML002/ML003/ML007 share their facts); the
+    findings must be those of each rule run on its own."""
+    from pathlib import Path
+
+    from mllint import engine
+    from mllint.registry import all_rules
+    from mllint.types import Finding
+
+    rules = all_rules()
+    root = Path(__file__).resolve().parent.parent / "fixtures"
+    total = 0
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        together = engine.lint_text(str(path), text, rules, prefilter=False).findings
+        alone = sorted((f for r in rules
+                        for f in engine.lint_text(str(path), text, [r], prefilter=False).findings),
+                       key=Finding.sort_key)
+        assert list(together) == alone, path.name
+        total += len(alone)
+    assert total > 10

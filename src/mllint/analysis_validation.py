@@ -80,9 +80,11 @@ class ValidationRule(FactsCollector):
     abstract = True
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        if self.facts is None:
+        facts = self.shared_facts()
+        if facts is None:
             return
-        self.decide(ValidationAnalysis(self.facts))
+        self.facts = facts
+        self.decide(ValidationAnalysis(facts))
 
     def decide(self, analysis: ValidationAnalysis) -> None:
         raise NotImplementedError

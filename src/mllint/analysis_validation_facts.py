@@ -188,6 +188,9 @@ class Facts:
         return pattern.search(self.lines[pos[0] - 1], pos[1]) is not None
 
 
+_SHARED_KEY = "validation-facts"
+
+
 class FactsCollector(Rule):
     """Records ``self.facts`` while the engine walks the module once."""
 
@@ -199,6 +202,21 @@ class FactsCollector(Rule):
         self._scope_stack: list[Scope] = []
         self._class_stack: list[ClassInfo] = []
         self.facts: Facts | None = None
+        self._owner: FactsCollector | None = None
+
+    def get_visitors(self):  # type: ignore[override]
+        """The facts do not depend on the rule: the first collector of a traversal gathers
+        them, and the others (ML002, ML003 and ML007 run together) only read them when
+        the module is left, instead of walking the same calls three times over."""
+        owner = self.context.shared.setdefault(_SHARED_KEY, self)
+        if owner is self:
+            self._owner = None
+            return super().get_visitors()
+        self._owner = owner
+        return {"leave_Module": self.leave_Module}
+
+    def shared_facts(self) -> Facts | None:
+        return self.facts if self._owner is None else self._owner.facts
 
     # -- helpers ---------------------------------------------------------------------------
 

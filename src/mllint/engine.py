@@ -69,6 +69,8 @@ def _seed_metadata(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
 
 
 def _run(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
+    for v in visitors:
+        v.context.shared.clear()
     _seed_metadata(wrapper, visitors)
     # libcst's own ``wrapper.visit_batched`` rebuilds every node; this walk does not.
     traversal.visit_batched(wrapper, visitors)

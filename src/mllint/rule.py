@@ -62,6 +62,9 @@ class FileContext:
     path: str
     source: str
     lines: Sequence[str] = field(default_factory=list)
+    #: What the rules of one traversal share (facts several rules gather alike); the
+    #: engine empties it before each traversal.
+    shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.lines:
