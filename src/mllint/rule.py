@@ -114,6 +114,17 @@ class Rule(cst.BatchableCSTVisitor):
         self.context = context
         self.findings: list[Finding] = []
 
+    def get_visitors(self) -> Mapping[str, Any]:
+        """libcst's answer (``inspect.getmembers`` over ~1,000 attributes, about 5 ms per
+        visitor and file), computed once per class: which methods a rule defines does not
+        change from one instance to the next."""
+        cls = type(self)
+        names = cls.__dict__.get("_visitor_names")
+        if names is None:
+            names = tuple(super().get_visitors())
+            cls._visitor_names = names
+        return {name: getattr(self, name) for name in names}
+
     # -- prefilter ---------------------------------------------------------------------
 
     @classmethod

@@ -86,6 +86,23 @@ def _trivia() -> frozenset[type]:
 
 TRIVIA = _trivia()
 
+
+def _node_classes() -> frozenset[type]:
+    seen: set[type] = set()
+    todo: list[type] = [CSTNode]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    return frozenset(seen)
+
+
+#: ``type(x) in NODE_CLASSES`` instead of ``isinstance(x, CSTNode)``: CSTNode is an ABC,
+#: and its ``isinstance`` costs a call into ``abc`` for every field of every node.
+NODE_CLASSES = _node_classes()
+_SEQUENCES = (list, tuple)
+
 Method = Callable[[CSTNode], object]
 
 
@@ -105,6 +122,7 @@ def _walk(root: CSTNode, methods, skip: frozenset[type], table: dict) -> None:
     # An explicit stack: no recursion limit on deeply nested code. An entry is a node to
     # enter, or (node, leave-methods) to leave.
     todo: list = [root]
+    nodes = NODE_CLASSES
     pop = todo.pop
     push = todo.append
     while todo:
@@ -132,10 +150,11 @@ def _walk(root: CSTNode, methods, skip: frozenset[type], table: dict) -> None:
         kids: list[CSTNode] = []
         for field in fields:
             value = getattr(node, field)
-            if isinstance(value, CSTNode):
-                if type(value) not in skip:
+            kind = type(value)
+            if kind in nodes:
+                if kind not in skip:
                     kids.append(value)
-            elif isinstance(value, (list, tuple)):
-                kids.extend(v for v in value if isinstance(v, CSTNode) and type(v) not in skip)
+            elif kind in _SEQUENCES:
+                kids.extend(v for v in value if type(v) in nodes and type(v) not in skip)
         kids.reverse()
         todo.extend(kids)
