@@ -264,7 +264,7 @@ class ValidationAnalysis:
             # ``model, opt = accelerator.prepare(model, opt)``: the i-th argument comes back.
             if isinstance(value, cst.Tuple) and flow.index < len(value.elements):
                 part = value.elements[flow.index].value
-                return self.is_model_value(scope, FlowRec(flow.pos, flow.targets, part), depth + 1)
+                return self.is_model_value(scope, FlowRec(flow.where, flow.targets, part), depth + 1)
             if isinstance(value, cst.Call):
                 args = [a.value for a in value.args if a.keyword is None]
                 if flow.index < len(args):

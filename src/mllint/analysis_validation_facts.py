@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -90,10 +90,28 @@ class Loop:
     calls: list[CallRec] = field(default_factory=list)
 
 
+class Where:
+    """Where a record's statement or call starts, looked up only when first asked: most
+    records are never compared by position, and positions are costly to compute."""
+
+    __slots__ = ("node", "_locate", "_pos")
+
+    def __init__(self, node: cst.CSTNode, locate: Callable[[cst.CSTNode], Pos]) -> None:
+        self.node = node
+        self._locate = locate
+        self._pos: Pos | None = None
+
+    @property
+    def pos(self) -> Pos:
+        if self._pos is None:
+            self._pos = self._locate(self.node)
+        return self._pos
+
+
 @dataclass(eq=False)
 class CallRec:
     node: cst.Call
-    pos: Pos
+    where: Where
     scope: Scope
     func: str | None
     qnames: frozenset[str]
@@ -103,6 +121,10 @@ class CallRec:
     flow: FlowRec | None
     #: The callee is reached through an import (``from timm import create_model``).
     imported: bool = False
+
+    @property
+    def pos(self) -> Pos:
+        return self.where.pos
 
     @property
     def attr(self) -> str | None:
@@ -123,11 +145,15 @@ class CallRec:
 class FlowRec:
     """A statement moving values: ``a = f(b)``, ``a += b``, ``acc.append(b)``."""
 
-    pos: Pos
+    where: Where
     targets: tuple[str, ...]
     value: cst.BaseExpression | None
     index: int | None = None  # position in a tuple-unpacking target
     scope: Scope | None = None
+
+    @property
+    def pos(self) -> Pos:
+        return self.where.pos
 
 
 @dataclass(eq=False)
@@ -397,7 +423,7 @@ class FactsCollector(Rule):
 
     def _flow(self, stmt: cst.CSTNode, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         scope = self._cur()
-        pos = self._pos(stmt)
+        pos = Where(stmt, self._pos)
         if isinstance(target, (cst.Tuple, cst.List)):
             names = [_target_name(e.value) for e in target.elements]
             rec = FlowRec(pos, tuple(n for n in names if n), value, None, scope)
@@ -431,7 +457,7 @@ class FactsCollector(Rule):
         qualified = self._qualified(node.func)
         qnames = frozenset(q.name for q in qualified)
         rec = CallRec(
-            node, self._pos(node), scope, func, qnames, tuple(scope.loop_stack),
+            node, Where(node, self._pos), scope, func, qnames, tuple(scope.loop_stack),
             scope.grad_stack[-1] if scope.grad_stack else None,
             scope.with_stack[-1] if scope.with_stack else None,
             scope.flow_stack[-1] if scope.flow_stack else None,
@@ -447,7 +473,7 @@ class FactsCollector(Rule):
         attr = rec.attr
         if attr in ("append", "extend", "add", "update", "put") and rec.receiver:
             # ``outputs.append(model(x))`` moves the forward's output into ``outputs``.
-            flow = FlowRec(rec.pos, (rec.receiver,), node, None, scope)
+            flow = FlowRec(rec.where, (rec.receiver,), node, None, scope)
             flow.stmt = node  # type: ignore[attr-defined]
             scope.flows.append(flow)
             scope.flow_stack.append(flow)
