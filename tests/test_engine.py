@@ -262,3 +262,13 @@ def test_rules_together_find_what_each_finds_alone():
         assert list(together) == alone, path.name
         total += len(alone)
     assert total > 10
+
+
+def test_a_guarded_pattern_runs_only_where_a_guard_literal_occurs():
+    from mllint.prefilter import guarded, matches
+
+    pattern = guarded(("no_grad",), r"with\s+\w+")
+    assert matches((pattern,), "with torch.no_grad():")
+    # The regex alone would match, but no guard literal occurs: the guard says no.
+    assert not matches((pattern,), "with open(p) as f:")
+    assert not matches((pattern,), "no_grad = 1")  # guard present, regex decides

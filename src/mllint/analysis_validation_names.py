@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from mllint.prefilter import guarded
+
 Pos = tuple[int, int]
 
 # -- names -------------------------------------------------------------------------------
@@ -128,7 +130,10 @@ CALL_VAL = "|".join(
 EVAL_SIGNS = (FOR_VAL, WHILE_VAL, DEF_VAL, ARG_VAL)
 EVAL_SIGN = "|".join(EVAL_SIGNS)
 #: ``with torch.no_grad():`` and, somewhere, a loop over batches.
-NO_GRAD_SIGN = _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("for"), _FOR_DATA_REST))
+NO_GRAD_SIGN = guarded(
+    ("no_grad", "inference_mode", "set_grad_enabled"),  # what every ``with`` part names
+    _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("for"), _FOR_DATA_REST)),
+)
 #: ``model.eval()`` and a loop over batches.
 MODE_SIGN = _both((r"\.", _MODE_CALL_REST), (_kw("for"), _FOR_DATA_REST))
 FOR_VAL_RE = re.compile(FOR_VAL)

@@ -30,15 +30,34 @@ Gate = Callable[[ast.Module], bool]
 #: One ``REQUIRES`` entry: a regex, or a tuple of regexes any one of which suffices.
 Requirement = Union[str, Tuple[str, ...]]
 
-_COMPILED: dict[str, re.Pattern[str]] = {}
+_COMPILED: dict[str, tuple[re.Pattern[str], tuple[str, ...]]] = {}
+#: A pattern may open with a regex comment naming literals of which every match contains
+#: at least one, e.g. ``(?#guard:no_grad|inference_mode)``: when none occurs in the text
+#: (a plain substring test, far cheaper than any regex), the pattern is not run at all.
+_GUARD = re.compile(r"\(\?#guard:([^)]*)\)")
 
 
-def _compiled(pattern: str) -> re.Pattern[str]:
+def guarded(literals: Sequence[str], pattern: str) -> str:
+    """``pattern`` with a guard of ``literals`` (each match must contain one of them)."""
+    assert all("|" not in lit and ")" not in lit for lit in literals)
+    return f"(?#guard:{'|'.join(literals)}){pattern}"
+
+
+def _compiled(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
     try:
         return _COMPILED[pattern]
     except KeyError:
-        _COMPILED[pattern] = compiled = re.compile(pattern)
-        return compiled
+        guard = _GUARD.match(pattern)
+        literals = tuple(guard.group(1).split("|")) if guard else ()
+        _COMPILED[pattern] = entry = (re.compile(pattern), literals)
+        return entry
+
+
+def _search(pattern: str, text: str) -> bool:
+    compiled, literals = _compiled(pattern)
+    if literals and not any(lit in text for lit in literals):
+        return False
+    return compiled.search(text) is not None
 
 
 def normalize(requires: Sequence[object]) -> tuple[Requirement, ...]:
@@ -54,7 +73,7 @@ def matches(requires: Sequence[Requirement], text: str, memo: dict[str, bool] | 
         for pattern in ((entry,) if isinstance(entry, str) else entry):
             found = memo.get(pattern)
             if found is None:
-                found = memo[pattern] = _compiled(pattern).search(text) is not None
+                found = memo[pattern] = _search(pattern, text)
             if found:
                 break
         else:
