@@ -135,7 +135,10 @@ NO_GRAD_SIGN = guarded(
     _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("for"), _FOR_DATA_REST)),
 )
 #: ``model.eval()`` and a loop over batches.
-MODE_SIGN = _both((r"\.", _MODE_CALL_REST), (_kw("for"), _FOR_DATA_REST))
+MODE_SIGN = guarded(
+    ("eval", "train"),  # what every ``.eval(``/``.train(`` part names
+    _both((r"\.", _MODE_CALL_REST), (_kw("for"), _FOR_DATA_REST)),
+)
 FOR_VAL_RE = re.compile(FOR_VAL)
 WHILE_VAL_RE = re.compile(WHILE_VAL)
 ARG_VAL_RE = re.compile(ARG_VAL)
