@@ -19,11 +19,11 @@ from mllint.analysis_index import (
     LoopChain,
 )
 from mllint.analysis_loss import LOSS_TEXT, LossOracle, LossValue, names_in
+from mllint.gates.loss import ACCUMULATING_METHODS as _ACCUMULATING_METHODS
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
 
-_ACCUMULATING_METHODS = {"append": 0, "appendleft": 0, "extend": 0, "insert": 1}
 #: Every way this rule proves autograd is on leaves one of these in the file: a backward
 #: pass or a step (training), ``enable_grad``/``set_grad_enabled``, or a script entry
 #: point at module level (``if __name__ == "__main__":``, a loop, a bare call).

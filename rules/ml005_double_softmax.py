@@ -8,18 +8,18 @@ import libcst as cst
 
 from mllint.analysis import positional_arg, keyword_arg
 from mllint.analysis_flow import FLOW_METADATA, PASSTHROUGH_METHODS, Flow, source_of
+# The names the rule and its stdlib-only gate both recognise live with the gate.
+from mllint.gates.ml005 import (
+    CE_FUNCTIONS,
+    CE_MODULES,
+    ORDERED_DICT,
+    SEQUENTIAL,
+    SOFTMAX_FUNCTIONS,
+    SOFTMAX_MODULES,
+)
 from mllint.rule import FileContext, Invalid, Rule, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
-
-SOFTMAX_FUNCTIONS = frozenset(
-    {"torch.nn.functional.softmax", "torch.softmax", "torch.special.softmax", "torch.Tensor.softmax"}
-)
-SOFTMAX_MODULES = frozenset({"torch.nn.Softmax", "torch.nn.modules.activation.Softmax"})
-SEQUENTIAL = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
-CE_FUNCTIONS = frozenset({"torch.nn.functional.cross_entropy"})
-CE_MODULES = frozenset({"torch.nn.CrossEntropyLoss", "torch.nn.modules.loss.CrossEntropyLoss"})
-ORDERED_DICT = frozenset({"collections.OrderedDict"})
 
 # How many assignments/calls deep a value is followed; real code rarely needs more.
 _DEPTH = 8

@@ -11,11 +11,11 @@ import libcst as cst
 from mllint.analysis import dotted_name, keyword_arg, positional_arg, qualified_names
 from mllint.analysis_flow import FLOW_METADATA, Flow, source_of
 from mllint.analysis_training import Optimizer, TrainingMap, looks_like_optimizer
+from mllint.gates.training import SAVE_FUNCTIONS
 from mllint.rule import FileContext, Invalid, Rule, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
 
-SAVE_FUNCTIONS = frozenset({"torch.save", "torch.serialization.save"})
 DEEPCOPY = frozenset({"copy.deepcopy", "copy.copy"})
 DICT = frozenset({"builtins.dict", "collections.OrderedDict"})
 #: Methods of frameworks that write a full, resumable checkpoint themselves

@@ -9,12 +9,12 @@ import libcst as cst
 from mllint.analysis import qualified_names
 from mllint.analysis_flow import FLOW_METADATA, Flow
 from mllint.analysis_training import TrainingMap
+from mllint.gates.training import BROAD
 from mllint.rule import FileContext, Invalid, Rule, Valid
 from mllint.types import Position, Span
 from mllint.types import Verdict
 from mllint.verify.probe import InjectedFault, Probe
 
-BROAD = frozenset({"Exception", "BaseException"})
 EXITS = frozenset({"sys.exit", "os._exit", "os.abort", "builtins.exit", "builtins.quit"})
 
 

@@ -7,7 +7,6 @@ import textwrap
 
 import pytest
 
-from mllint import analysis_grads
 from mllint.engine import lint_text
 from mllint.gates import grads as gate
 from mllint.rules.ml001_missing_zero_grad import MissingZeroGrad as RULE
@@ -15,13 +14,6 @@ from mllint.rules.ml001_missing_zero_grad import MissingZeroGrad as RULE
 
 def _flags(code: str) -> list[int]:
     return [f.line for f in lint_text("t.py", code, [RULE], prefilter=False).findings]
-
-
-def test_gate_constants_equal_the_analysis():
-    assert gate.BACKWARD_FUNCTIONS == analysis_grads.BACKWARD_FUNCTIONS
-    assert gate.OPTIMIZER_BASES == analysis_grads.OPTIMIZER_BASES
-    assert gate.EXTRA_OPTIMIZERS == analysis_grads.EXTRA_OPTIMIZERS
-    assert gate.OPTIMIZER_PARAM.pattern == analysis_grads._OPTIMIZER_PARAM.pattern
 
 
 LOOP = """

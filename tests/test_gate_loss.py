@@ -10,21 +10,14 @@ import pytest
 from mllint import analysis_loss
 from mllint.engine import lint_text
 from mllint.gates import loss as gate
-from mllint.rules.ml004_loss_tensor_accumulated import (
-    _ACCUMULATING_METHODS,
-    LossTensorAccumulated as RULE,
-)
+from mllint.rules.ml004_loss_tensor_accumulated import LossTensorAccumulated as RULE
 
 
 def _flags(code: str) -> list[int]:
     return [f.line for f in lint_text("t.py", code, [RULE], prefilter=False).findings]
 
 
-def test_gate_constants_equal_the_oracle():
-    assert gate.LOSS_FUNCTIONS == analysis_loss.LOSS_FUNCTIONS
-    assert gate.LOSS_CALLEE.pattern == analysis_loss.LOSS_CALLEE.pattern
-    assert gate.GRAPH_KEEPING_METHODS == analysis_loss.GRAPH_KEEPING_METHODS
-    assert gate.ACCUMULATING_METHODS == _ACCUMULATING_METHODS
+def test_gate_follows_every_function_the_oracle_follows():
     lasts = {n.rsplit(".", 1)[-1] for n in analysis_loss.GRAPH_KEEPING_FUNCTIONS}
     assert lasts <= gate.KEEPING_FUNCTION_LASTS
 

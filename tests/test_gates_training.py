@@ -11,11 +11,10 @@ import textwrap
 
 import pytest
 
-from mllint import analysis_training
 from mllint.engine import lint_text
 from mllint.gates import training as gates
-from mllint.rules.ml006_model_only_checkpoint import SAVE_FUNCTIONS, ModelOnlyCheckpoint
-from mllint.rules.ml008_swallowed_training_error import BROAD, SwallowedTrainingError
+from mllint.rules.ml006_model_only_checkpoint import ModelOnlyCheckpoint
+from mllint.rules.ml008_swallowed_training_error import SwallowedTrainingError
 
 
 def _flags(rule, code: str) -> list[int]:
@@ -24,14 +23,6 @@ def _flags(rule, code: str) -> list[int]:
 
 def _tree(code: str) -> ast.Module:
     return ast.parse(code)
-
-
-def test_gate_constants_equal_the_rules():
-    assert gates.SAVE_FUNCTIONS == SAVE_FUNCTIONS
-    assert gates.BROAD == BROAD
-    assert gates.BACKWARD_METHODS == analysis_training.BACKWARD_METHODS
-    assert gates.BACKWARD_FUNCTIONS == analysis_training.BACKWARD_FUNCTIONS
-    assert gates.STEP_WITH_OPTIMIZER == analysis_training.STEP_WITH_OPTIMIZER
 
 
 _CKPT_LOOP = """

@@ -26,17 +26,12 @@ from libcst.metadata import (
     ScopeProvider,
 )
 
-FLOW_METADATA = (PositionProvider, ParentNodeProvider, ScopeProvider, QualifiedNameProvider)
+# Methods that return (a view or copy of) the tensor or module they are called on, so
+# what the receiver holds passes through them (``model.to(device)``): defined with the
+# stdlib-only ML005 gate, which follows them too.
+from mllint.gates.ml005 import PASSTHROUGH_METHODS  # noqa: F401
 
-#: Methods that return (a view or copy of) the tensor or module they are called on, so
-#: what the receiver holds passes through them: ``model.to(device)``, ``probs.squeeze(1)``.
-PASSTHROUGH_METHODS = frozenset(
-    {
-        "to", "cuda", "cpu", "float", "double", "half", "bfloat16", "type", "contiguous",
-        "squeeze", "unsqueeze", "view", "reshape", "view_as", "reshape_as", "flatten",
-        "permute", "transpose", "clone", "train", "requires_grad_",
-    }
-)
+FLOW_METADATA = (PositionProvider, ParentNodeProvider, ScopeProvider, QualifiedNameProvider)
 
 
 @dataclass(frozen=True)

@@ -21,20 +21,15 @@ import libcst as cst
 from mllint.analysis import dotted_name, is_optimizer_constructor
 from mllint.analysis_index import CodeIndex, Function, Origin
 
-BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+# How optimizers are recognised, defined with the stdlib-only ML001 gate.
+from mllint.gates.grads import BACKWARD_FUNCTIONS, EXTRA_OPTIMIZERS, OPTIMIZER_BASES  # noqa: F401
+from mllint.gates.grads import OPTIMIZER_PARAM as _OPTIMIZER_PARAM
+
 #: Text every backward call this module recognises leaves in a file: a ``.backward``
 #: method call, or ``backward`` imported from ``torch.autograd`` (a sound prefilter).
 BACKWARD_SIGNS = (r"\.\s*backward\b", r"from\s+torch\.autograd\s+import[^;]*?\bbackward\b")
 BACKWARD_TEXT = "|".join(BACKWARD_SIGNS)
 STEP_TEXT = r"\.\s*step\b"
-OPTIMIZER_BASES = frozenset({"torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"})
-#: Optimizer classes ``analysis.is_optimizer_constructor`` does not cover.
-EXTRA_OPTIMIZERS = frozenset(
-    {
-        "torch.distributed.optim.ZeroRedundancyOptimizer",
-        "torch.distributed.optim.zero_redundancy_optimizer.ZeroRedundancyOptimizer",
-    }
-)
 #: Wrappers that return the optimizer they are given (accelerate, fabric, apex, horovod).
 OPTIMIZER_WRAPPERS = frozenset({"prepare", "prepare_optimizer", "setup_optimizers", "DistributedOptimizer"})
 #: ``x.grad.zero_()`` and friends clear a gradient in place.
@@ -43,9 +38,6 @@ GRAD_ZEROING_FUNCTIONS = frozenset({"torch._foreach_zero_"})
 #: Callees from other modules whose name says they clear gradients (``utils.zero_grads``).
 #: Used only to *suppress* findings, never to raise one.
 _CLEARING_NAME = re.compile(r"zero_?grad|clear_?grad|reset_?grad", re.IGNORECASE)
-_OPTIMIZER_PARAM = re.compile(
-    r"^(opt|optim|optimizer|optimiser)(_?\w+)?$|^\w+_(opt|optim|optimizer|optimiser)$"
-)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ their sound textual prefilter.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import libcst as cst
@@ -24,37 +23,13 @@ from mllint.analysis import dotted_name
 from mllint.analysis_grads import GradEvents
 from mllint.analysis_index import CodeIndex, GradMode
 
+# What names a loss, and which methods keep a tensor on the graph, are defined with the
+# stdlib-only gate of ML004 (``mllint.gates.loss``), which must judge them alike.
+from mllint.gates.loss import GRAPH_KEEPING_METHODS, LOSS_CALLEE, LOSS_FUNCTIONS  # noqa: F401
+
 #: The prefilter: a file without any of these cannot hold a recognised loss.
 LOSS_TEXT = r"(?i)loss|cross_?entropy|kl_div|backward|crit"
 
-LOSS_FUNCTIONS = frozenset(
-    f"torch.nn.functional.{name}"
-    for name in (
-        "cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div",
-        "nll_loss", "poisson_nll_loss", "gaussian_nll_loss", "mse_loss", "l1_loss",
-        "smooth_l1_loss", "huber_loss", "soft_margin_loss", "multilabel_soft_margin_loss",
-        "multilabel_margin_loss", "multi_margin_loss", "margin_ranking_loss",
-        "hinge_embedding_loss", "cosine_embedding_loss", "triplet_margin_loss",
-        "triplet_margin_with_distance_loss", "ctc_loss",
-    )
-)
-#: Callables named like this compute a loss (``criterion(out, y)``, ``self.loss_fn(...)``).
-LOSS_CALLEE = re.compile(r"^(criterion\w*|crit|\w*loss_?f(n|unc\w*)|(compute|calc|get)_loss|\w*_loss|loss)$", re.IGNORECASE)
-#: Methods that return a tensor still attached to the receiver's graph.
-GRAPH_KEEPING_METHODS = frozenset(
-    {
-        "mean", "sum", "cpu", "cuda", "to", "float", "double", "half", "bfloat16", "clone",
-        "view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "mul", "div",
-        "add", "sub", "abs", "sqrt", "exp", "log", "pow", "expand", "type",
-        # more tensor methods whose result stays on the graph: a method outside this
-        # set called on a loss is not assumed to return a tensor (see ``_call_loss``)
-        "clamp", "clamp_min", "clamp_max", "clip", "neg", "square", "rsqrt", "reciprocal",
-        "log1p", "expm1", "sigmoid", "tanh", "relu", "max", "min", "amax", "amin", "norm",
-        "prod", "nansum", "nanmean", "std", "var", "logsumexp", "cumsum", "t", "permute",
-        "transpose", "view_as", "reshape_as", "masked_fill", "where", "matmul", "mm",
-        "dot", "requires_grad_", "to_dense", "truediv", "multiply", "divide", "subtract",
-    }
-)
 #: Methods of a loss object that compute the loss itself (``criterion.forward(out, y)``).
 LOSS_OBJECT_CALLS = frozenset({"forward", "__call__"})
 #: Callables that combine tensors into one attached to all of them.

@@ -20,16 +20,12 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from mllint.analysis import dotted_name, is_optimizer_constructor, qualified_names
-from mllint.optimizer_names import looks_like_optimizer
 from mllint.analysis_flow import Flow, source_of
 
-#: Methods whose call back-propagates: ``loss.backward()``, ``accelerator.backward(loss)``,
-#: Lightning's ``self.manual_backward(loss)``.
-BACKWARD_METHODS = frozenset({"backward", "manual_backward"})
-BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
-#: Methods that apply an update for the optimizer they are given (``scaler.step(opt)``,
-#: ``xm.optimizer_step(opt)``).
-STEP_WITH_OPTIMIZER = frozenset({"step", "optimizer_step"})
+# What back-propagates and what steps, defined with the stdlib-only ML006/ML008 gates.
+from mllint.gates.training import BACKWARD_FUNCTIONS, BACKWARD_METHODS, STEP_WITH_OPTIMIZER
+from mllint.optimizer_names import looks_like_optimizer
+
 
 @dataclass(frozen=True)
 class StepSite:

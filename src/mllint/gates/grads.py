@@ -17,8 +17,8 @@ import re
 from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.optimizer_names import is_optimizer_constructor
 
-# Restated from ``analysis_grads`` (which imports libcst); tests/test_gate_grads.py
-# checks they stay equal.
+# Defined here (stdlib only) and imported by ``analysis_grads``, so the gate and the
+# libcst analysis recognise optimizers alike.
 BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
 OPTIMIZER_BASES = frozenset({"torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"})
 EXTRA_OPTIMIZERS = frozenset(

@@ -17,8 +17,8 @@ from collections import defaultdict
 
 from mllint.gates.resolve import Imports, dotted, of_type, returns_of
 
-# Restated from ``analysis_loss`` (which imports libcst); tests/test_gate_loss.py checks
-# they stay equal.
+# Defined here (stdlib only) and imported by ``analysis_loss`` and the rule, so the gate
+# and the libcst analysis cannot drift apart.
 LOSS_FUNCTIONS = frozenset(
     f"torch.nn.functional.{name}"
     for name in (

@@ -29,8 +29,8 @@ import ast
 from collections import defaultdict
 from typing import Callable, Hashable
 
-# The rule's constants, restated without importing the rule (which imports libcst);
-# tests/test_gate_ml005.py checks they stay equal.
+# Defined here (stdlib only) and imported by the rule and ``analysis_flow``, so the gate
+# and the libcst analysis recognise the same names.
 SOFTMAX_FUNCTIONS = frozenset(
     {"torch.nn.functional.softmax", "torch.softmax", "torch.special.softmax", "torch.Tensor.softmax"}
 )

@@ -13,12 +13,17 @@ import ast
 from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.optimizer_names import is_optimizer_constructor, looks_like_optimizer
 
-# The rules' own constants, restated without importing the rules (which import libcst);
-# tests/test_gates_training.py checks they stay equal.
+# Defined here (stdlib only) and imported by ``analysis_training`` and the rules, so the
+# gates and the libcst analyses recognise the same calls.
 SAVE_FUNCTIONS = frozenset({"torch.save", "torch.serialization.save"})
+#: Methods whose call back-propagates: ``loss.backward()``, ``accelerator.backward(loss)``,
+#: Lightning's ``self.manual_backward(loss)``.
 BACKWARD_METHODS = frozenset({"backward", "manual_backward"})
 BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+#: Methods that apply an update for the optimizer they are given (``scaler.step(opt)``,
+#: ``xm.optimizer_step(opt)``).
 STEP_WITH_OPTIMIZER = frozenset({"step", "optimizer_step"})
+#: What a broad ``except`` names.
 BROAD = frozenset({"Exception", "BaseException"})
 _TRIES = (ast.Try, ast.TryStar) if hasattr(ast, "TryStar") else (ast.Try,)
 

@@ -38,6 +38,7 @@ from mllint.analysis_validation_names import (
     is_train_name,
     is_val_name,
 )
+from mllint.gates.resolve import dotted
 
 #: Callees whose ``with`` block may switch autograd off (``torch.no_grad`` and kin), by
 #: their last name; imports that rename them are resolved below.
@@ -53,17 +54,6 @@ DATA, FUNCTION, NO_GRAD, EVAL_MODE = 1, 2, 4, 8
 ML002_SIGNS = DATA | FUNCTION | NO_GRAD
 ML003_SIGNS = DATA | FUNCTION | EVAL_MODE
 ML007_SIGNS = DATA | FUNCTION | NO_GRAD | EVAL_MODE
-
-
-def _dotted(expr: ast.AST) -> str | None:
-    parts: list[str] = []
-    while isinstance(expr, ast.Attribute):
-        parts.append(expr.attr)
-        expr = expr.value
-    if isinstance(expr, ast.Name):
-        parts.append(expr.id)
-        return ".".join(reversed(parts))
-    return None
 
 
 @dataclass(eq=False)
@@ -118,7 +108,7 @@ def _words(expr: ast.AST) -> tuple[tuple[str, ...], bool]:
     stack = [expr]
     while stack:
         node = stack.pop()
-        d = _dotted(node) if isinstance(node, (ast.Name, ast.Attribute)) else None
+        d = dotted(node) if isinstance(node, (ast.Name, ast.Attribute)) else None
         if d:
             words.append(d)
             continue
@@ -151,7 +141,7 @@ def _surely_trains(call: ast.Call) -> bool:
     f = call.func
     if not isinstance(f, ast.Attribute) or f.attr not in TRAIN_METHODS:
         return False
-    recv = (_dotted(f.value) or "").lower()
+    recv = (dotted(f.value) or "").lower()
     return not (f.attr == "step" and ("sched" in recv or "lr" == recv.rsplit(".", 1)[-1]))
 
 
@@ -181,7 +171,7 @@ class _Walker:
         if isinstance(expr, ast.IfExp):
             return False  # chosen at run time: the analysis calls that state unknown
         target = expr.func if isinstance(expr, ast.Call) else expr
-        d = _dotted(target)
+        d = dotted(target)
         if d is None:
             return False
         return d.rsplit(".", 1)[-1] in _GRAD_NAMES or d.split(".", 1)[0]
@@ -193,7 +183,7 @@ class _Walker:
             return
         if isinstance(expr, (ast.Subscript, ast.Starred)):
             expr = expr.value
-        d = _dotted(expr)
+        d = dotted(expr)
         if d:
             self.facts.targets.add(d)
 
@@ -260,20 +250,20 @@ class _Walker:
         if attr == "eval" and not has_args or attr == "train" and has_args:
             self.facts.mode_calls = True
         if attr in _FLOW_METHODS:
-            recv = _dotted(f.value)  # type: ignore[union-attr]
+            recv = dotted(f.value)  # type: ignore[union-attr]
             if recv:
                 self.facts.targets.add(recv)
-        func = _dotted(f)
+        func = dotted(f)
         if func is None or not has_args or scope.owned:
             return
         if is_eval_function(func.rpartition(".")[2]):
             self.facts.external_eval = True
-        target = _dotted(f.value) if attr == "forward" else func  # type: ignore[union-attr]
+        target = dotted(f.value) if attr == "forward" else func  # type: ignore[union-attr]
         if target is None:
             return
         first = _first_arg(node)
         self.facts.candidates.append(
-            _Candidate(target, scope, loops, grad, _dotted(first) if first is not None else None)
+            _Candidate(target, scope, loops, grad, dotted(first) if first is not None else None)
         )
 
 
