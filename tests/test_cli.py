@@ -238,3 +238,25 @@ def test_cache_is_consulted_before_the_prefilters(tmp_path, bad_copy):
     entry.write_text(json.dumps(data))
     hit = run("--format", "json", "--cache-dir", str(cache), str(plain), env=env)
     assert [(d["path"], d["code"]) for d in json.loads(hit.stdout)] == [(str(plain), donor["code"])]
+
+
+def test_brackets_nested_beyond_python_are_a_syntax_error_not_a_crash(tmp_path):
+    """Python refuses more than 200 nested brackets; libcst's native parser does not, and
+    at 2,000 it crashes the process. Such a file is reported as Python reports it."""
+    deep = "(" * 2000 + "x" + ")" * 2000
+    path = tmp_path / "train.py"
+    path.write_text(
+        "import torch\n"
+        "def train(model, loader):\n"
+        "    opt = torch.optim.Adam(model.parameters())\n"
+        "    for x, y in loader:\n"
+        "        model(x).sum().backward()\n"
+        "        opt.step()\n"
+        f"        z = {deep}\n",
+        encoding="utf-8",
+    )
+    proc = run("--no-cache", "--format", "json", str(path))
+    assert proc.returncode == 2, proc.stderr
+    (error,) = json.loads(proc.stdout)
+    assert (error["line"], error["name"]) == (7, "syntax-error")
+    assert "too many nested parentheses" in error["message"]

@@ -14,7 +14,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper
 
 from mllint import fast_positions, fast_scope, traversal
-from mllint.prefilter import admitted
+from mllint.prefilter import admitted, python_syntax_error
 from mllint.rule import FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
 from mllint.types import ErrorKind, FileError, FileResult, Finding, Position
@@ -76,14 +76,18 @@ def _run(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     traversal.visit_batched(wrapper, visitors)
 
 
+def _python_error(path: str, py: SyntaxError) -> FileError:
+    pos = Position(py.lineno or 1, py.offset or 1)
+    return FileError(path, ErrorKind.SYNTAX, f"cannot parse: {py.msg}", pos)
+
+
 def _syntax_error(path: str, text: str, exc: cst.ParserSyntaxError) -> FileError:
     """Where the file is broken. Python's own parser pinpoints it better than libcst's
     (which reports where it gave up), so ask it, only for this one failing file."""
     try:
         ast.parse(text, filename=path)
     except SyntaxError as py:
-        pos = Position(py.lineno or 1, py.offset or 1)
-        return FileError(path, ErrorKind.SYNTAX, f"cannot parse: {py.msg}", pos)
+        return _python_error(path, py)
     except (ValueError, RecursionError, MemoryError):
         pass
     # Python accepts it but libcst does not (e.g. syntax newer than libcst knows).
@@ -97,6 +101,11 @@ def lint_text(
     active = applicable_rules(text, rules) if prefilter else list(rules)
     if not active:
         return FileResult(path)
+    invalid = python_syntax_error(text)
+    if invalid is not None:
+        # Not Python at all: say so in Python's words, and never hand libcst input its
+        # native parser may not survive (2,000 nested brackets crash it outright).
+        return FileResult(path, errors=(_python_error(path, invalid),))
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:

@@ -98,15 +98,35 @@ def load_gate(spec: str) -> Gate:
     return getattr(importlib.import_module(module), name)
 
 
-def python_tree(text: str) -> ast.Module | None:
-    """Python's syntax tree of ``text``, or ``None`` when Python cannot parse it."""
+#: The last text parsed and what came of it (a tree or the exception): the engine asks
+#: again about the same text right after the gates, and should not parse it twice.
+_LAST: list = [None, None]
+
+
+def _python_parse(text: str) -> object:
+    if _LAST[0] is text:
+        return _LAST[1]
     try:
         with warnings.catch_warnings():
             # Invalid escape sequences and the like are the user's business, not ours.
             warnings.simplefilter("ignore")
-            return ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
+            result: object = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        result = exc
+    _LAST[0], _LAST[1] = text, result
+    return result
+
+
+def python_tree(text: str) -> ast.Module | None:
+    """Python's syntax tree of ``text``, or ``None`` when Python cannot parse it."""
+    result = _python_parse(text)
+    return result if isinstance(result, ast.Module) else None
+
+
+def python_syntax_error(text: str) -> SyntaxError | None:
+    """Python's own verdict that ``text`` is not valid Python, if it is not."""
+    result = _python_parse(text)
+    return result if isinstance(result, SyntaxError) else None
 
 
 def admitted(rules: Sequence[T], text: str) -> list[T]:
