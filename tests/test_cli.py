@@ -260,3 +260,25 @@ def test_brackets_nested_beyond_python_are_a_syntax_error_not_a_crash(tmp_path):
     (error,) = json.loads(proc.stdout)
     assert (error["line"], error["name"]) == (7, "syntax-error")
     assert "too many nested parentheses" in error["message"]
+
+
+def test_code_too_deep_for_pythons_parser_is_reported_not_hung_on(tmp_path):
+    """A 30,000-term sum makes Python's parser give up (RecursionError) and libcst's run
+    for minutes: reported at once as a file Python cannot compile."""
+    path = tmp_path / "train.py"
+    path.write_text(
+        "import torch\n"
+        "def train(model, loader):\n"
+        "    opt = torch.optim.Adam(model.parameters())\n"
+        "    for x, y in loader:\n"
+        "        model(x).sum().backward()\n"
+        "        opt.step()\n"
+        f"        z = {'+'.join(['x'] * 30000)}\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run([MLLINT, "--no-cache", "--format", "json", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    (error,) = json.loads(proc.stdout)
+    assert error["name"] == "syntax-error"
+    assert "nested too deeply" in error["message"]

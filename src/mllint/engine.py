@@ -76,7 +76,10 @@ def _run(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     traversal.visit_batched(wrapper, visitors)
 
 
-def _python_error(path: str, py: SyntaxError) -> FileError:
+def _python_error(path: str, py: SyntaxError | RecursionError | MemoryError) -> FileError:
+    if not isinstance(py, SyntaxError):
+        msg = "cannot parse: nested too deeply for Python's own parser (Python cannot run it)"
+        return FileError(path, ErrorKind.SYNTAX, msg)
     pos = Position(py.lineno or 1, py.offset or 1)
     return FileError(path, ErrorKind.SYNTAX, f"cannot parse: {py.msg}", pos)
 

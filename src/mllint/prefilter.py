@@ -123,10 +123,11 @@ def python_tree(text: str) -> ast.Module | None:
     return result if isinstance(result, ast.Module) else None
 
 
-def python_syntax_error(text: str) -> SyntaxError | None:
-    """Python's own verdict that ``text`` is not valid Python, if it is not."""
+def python_syntax_error(text: str) -> SyntaxError | RecursionError | MemoryError | None:
+    """Python's own verdict that it cannot compile ``text``, if it cannot: a syntax error,
+    or code nested too deeply for its parser (which Python could not run either)."""
     result = _python_parse(text)
-    return result if isinstance(result, SyntaxError) else None
+    return result if isinstance(result, (SyntaxError, RecursionError, MemoryError)) else None
 
 
 def admitted(rules: Sequence[T], text: str) -> list[T]:
