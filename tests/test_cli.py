@@ -240,10 +240,8 @@ def test_cache_is_consulted_before_the_prefilters(tmp_path, bad_copy):
     assert [(d["path"], d["code"]) for d in json.loads(hit.stdout)] == [(str(plain), donor["code"])]
 
 
-def test_brackets_nested_beyond_python_are_a_syntax_error_not_a_crash(tmp_path):
-    """Python refuses more than 200 nested brackets; libcst's native parser does not, and
-    at 2,000 it crashes the process. Such a file is reported as Python reports it."""
-    deep = "(" * 2000 + "x" + ")" * 2000
+def _training_script(tmp_path: Path, expression: str) -> Path:
+    """A training loop (which rules must analyse) whose line 7 assigns ``expression``."""
     path = tmp_path / "train.py"
     path.write_text(
         "import torch\n"
@@ -252,9 +250,16 @@ def test_brackets_nested_beyond_python_are_a_syntax_error_not_a_crash(tmp_path):
         "    for x, y in loader:\n"
         "        model(x).sum().backward()\n"
         "        opt.step()\n"
-        f"        z = {deep}\n",
+        f"        z = {expression}\n",
         encoding="utf-8",
     )
+    return path
+
+
+def test_brackets_nested_beyond_python_are_a_syntax_error_not_a_crash(tmp_path):
+    """Python refuses more than 200 nested brackets; libcst's native parser does not, and
+    at 2,000 it crashes the process. Such a file is reported as Python reports it."""
+    path = _training_script(tmp_path, "(" * 2000 + "x" + ")" * 2000)
     proc = run("--no-cache", "--format", "json", str(path))
     assert proc.returncode == 2, proc.stderr
     (error,) = json.loads(proc.stdout)
@@ -265,17 +270,7 @@ def test_brackets_nested_beyond_python_are_a_syntax_error_not_a_crash(tmp_path):
 def test_code_too_deep_for_pythons_parser_is_reported_not_hung_on(tmp_path):
     """A 30,000-term sum makes Python's parser give up (RecursionError) and libcst's run
     for minutes: reported at once as a file Python cannot compile."""
-    path = tmp_path / "train.py"
-    path.write_text(
-        "import torch\n"
-        "def train(model, loader):\n"
-        "    opt = torch.optim.Adam(model.parameters())\n"
-        "    for x, y in loader:\n"
-        "        model(x).sum().backward()\n"
-        "        opt.step()\n"
-        f"        z = {'+'.join(['x'] * 30000)}\n",
-        encoding="utf-8",
-    )
+    path = _training_script(tmp_path, "+".join(["x"] * 30000))
     proc = subprocess.run([MLLINT, "--no-cache", "--format", "json", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
