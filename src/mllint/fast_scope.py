@@ -438,13 +438,18 @@ class _ScopeBuilder:
 
     # -- scopes -----------------------------------------------------------------------------
 
-    def visit_function(self, node: cst.FunctionDef, store: bool) -> None:
-        if node.type_parameters is not None:
-            raise _Fallback("type parameters")
+    def _bind(self, node: cst.FunctionDef | cst.ClassDef | cst.Param) -> str:
+        """``node`` binds its name in the current scope (a ``def``, ``class`` or parameter)."""
         name = node.name.value
         self._note_typing(name)
         self.scope.record_assignment(name, node)
         self.scopes[node.name] = self.scope
+        return name
+
+    def visit_function(self, node: cst.FunctionDef, store: bool) -> None:
+        if node.type_parameters is not None:
+            raise _Fallback("type parameters")
+        name = self._bind(node)
         outer = self.scope
         self.scope = FunctionScope(outer, node, name)
         self.walk(node.params)
@@ -465,10 +470,7 @@ class _ScopeBuilder:
         self.leave(node, _WALKED_LAMBDA)
 
     def visit_param(self, node: cst.Param, store: bool) -> None:
-        name = node.name.value
-        self._note_typing(name)
-        self.scope.record_assignment(name, node)
-        self.scopes[node.name] = self.scope
+        self._bind(node)
         inner = self.scope
         self.scope = inner.parent
         if node.default is not None:
@@ -485,10 +487,7 @@ class _ScopeBuilder:
     def visit_class(self, node: cst.ClassDef, store: bool) -> None:
         if node.type_parameters is not None:
             raise _Fallback("type parameters")
-        name = node.name.value
-        self._note_typing(name)
-        self.scope.record_assignment(name, node)
-        self.scopes[node.name] = self.scope
+        name = self._bind(node)
         for decorator in node.decorators:
             self.walk(decorator)
         for base in node.bases:
