@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from mllint import __version__
+from mllint.project.summaries import digest_of
 from mllint.types import ErrorKind, FileError, FileResult, Finding
 
 _FORMAT = "1"
@@ -39,10 +40,14 @@ class Cache:
     def get(self, key: str) -> FileResult | None:
         try:
             raw = json.loads(self._file(key).read_text(encoding="utf-8"))
+            depends_on = dict(raw.get("depends_on") or {})
+            if not _unchanged(depends_on):
+                return None
             return FileResult(
                 raw["path"],
                 tuple(Finding.from_dict(f) for f in raw["findings"]),
                 tuple(FileError.from_dict(e) for e in raw["errors"]),
+                depends_on,
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -58,6 +63,7 @@ class Cache:
                 "path": result.path,
                 "findings": [f.to_dict() for f in result.findings],
                 "errors": [e.to_dict() for e in result.errors],
+                "depends_on": dict(result.depends_on),
             })
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -78,3 +84,14 @@ class Cache:
         if not tag.exists():
             tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# mllint cache\n")
         self._ready = True
+
+
+def _unchanged(depends_on: dict[str, str]) -> bool:
+    """Whether every other file a cached result depended on still has the same content."""
+    for path, digest in depends_on.items():
+        try:
+            if digest_of(Path(path).read_bytes()) != digest:
+                return False
+        except OSError:
+            return False
+    return True

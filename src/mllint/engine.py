@@ -99,8 +99,11 @@ def _syntax_error(path: str, text: str, exc: cst.ParserSyntaxError) -> FileError
 
 
 def lint_text(
-    path: str, text: str, rules: Sequence[type[Rule]], *, prefilter: bool = True
+    path: str, text: str, rules: Sequence[type[Rule]], *, prefilter: bool = True,
+    file: str | None = None,
 ) -> FileResult:
+    """Lint ``text`` shown as ``path``; ``file`` is where it lies on disk, if anywhere
+    (the project model then reads the modules around it)."""
     active = applicable_rules(text, rules) if prefilter else list(rules)
     if not active:
         return FileResult(path)
@@ -116,7 +119,7 @@ def lint_text(
     except RecursionError:
         msg = "cannot parse: expression nested too deeply"
         return FileResult(path, errors=(FileError(path, ErrorKind.SYNTAX, msg),))
-    context = FileContext(path, text)
+    context = FileContext(path, text, file=file)
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     visitors = [rule(context) for rule in active]
     errors: list[FileError] = []
@@ -146,7 +149,7 @@ def lint_text(
         (f for v in visitors for f in v.findings if not is_suppressed(f, noqa)),
         key=Finding.sort_key,
     )
-    return FileResult(path, tuple(findings), tuple(errors))
+    return FileResult(path, tuple(findings), tuple(errors), context.depends_on)
 
 
 def lint_path(
@@ -164,7 +167,7 @@ def lint_path(
     text = decode(path, data)
     if isinstance(text, FileError):
         return FileResult(shown, errors=(_rename(text, shown),))
-    return lint_text(shown, text, rules, prefilter=prefilter)
+    return lint_text(shown, text, rules, prefilter=prefilter, file=path)
 
 
 def _rename(error: FileError, path: str) -> FileError:

@@ -50,7 +50,7 @@ def _fingerprint(directory: Path) -> str:
     own = Path(__file__).resolve().parent
     # The gates decide which files are linted at all: a cached "nothing to check" must
     # not outlive a change to them.
-    for folder in (directory, own, own / "gates"):
+    for folder in (directory, own, own / "gates", own / "project"):
         if not folder.is_dir():
             continue
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):

@@ -12,17 +12,21 @@ The class docstring *is* the rule's documentation, under fixed headings (see
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import libcst as cst
 from libcst.metadata import PositionProvider
 
 from mllint.prefilter import Requirement, matches, normalize
 from mllint.types import Finding, Position, Severity, Span
+
+if TYPE_CHECKING:
+    from mllint.project.model import ProjectView
 
 DOC_HEADINGS = (
     "What it does",
@@ -65,10 +69,29 @@ class FileContext:
     #: What the rules of one traversal share (facts several rules gather alike); the
     #: engine empties it before each traversal.
     shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: The file on disk, when the text came from one: the project model reads the
+    #: modules around it. ``None`` for text from elsewhere (stdin, tests).
+    file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.lines:
             self.lines = self.source.splitlines()
+
+    @functools.cached_property
+    def project(self) -> "ProjectView | None":
+        """The project this file belongs to, as ``mllint.project`` models it; read on
+        first use, so files no rule asks about cost nothing."""
+        if self.file is None:
+            return None
+        from mllint.project import project_for
+
+        return project_for(self.file)
+
+    @property
+    def depends_on(self) -> dict[str, str]:
+        """Other files the rules' answers depended on (empty if none was asked)."""
+        view = self.__dict__.get("project")
+        return dict(view.read) if view is not None else {}
 
 
 class Rule(cst.BatchableCSTVisitor):

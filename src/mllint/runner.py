@@ -60,7 +60,7 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
     from mllint.registry import all_rules
 
     by_code = {r.code: r for r in all_rules()}
-    result = lint_text(path, text, [by_code[i.code] for i in infos], prefilter=False)
+    result = lint_text(path, text, [by_code[i.code] for i in infos], prefilter=False, file=path)
     if opts.cache is not None and key is not None:
         opts.cache.put(key, result)
     return _apply_per_file_ignores(result, opts.settings)

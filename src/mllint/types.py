@@ -169,3 +169,6 @@ class FileResult:
     path: str
     findings: tuple[Finding, ...] = ()
     errors: tuple[FileError, ...] = ()
+    #: Other files of the project the result depended on (path -> content digest, see
+    #: ``mllint.project``): a cached result is valid only while they are unchanged.
+    depends_on: Mapping[str, str] = field(default_factory=dict, compare=False)

@@ -1,0 +1,198 @@
+"""The project object rules ask about code outside their own file.
+
+``project_for(path)`` gives a ``ProjectView``: the project of ``path`` seen from that
+file. Each answer reads other modules' summaries (built once per process and remembered
+by file size and modification time) and the view records every file an answer depended
+on, with its digest, so a cached result can be checked against them later.
+
+Nothing here imports or runs project code: modules are read as text and parsed with
+``ast``. A file that cannot be read or parsed simply contributes nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import warnings
+from pathlib import Path
+
+from mllint.project.layout import find_root, python_files, resolve_module
+from mllint.project.roles import Role
+from mllint.project.summaries import (
+    FunctionSummary,
+    LoadSite,
+    ModuleSummary,
+    Value,
+    digest_of,
+    summarize,
+)
+
+#: Modules larger than this are not summarised (generated code, vendored bundles).
+MAX_SUMMARY_BYTES = 2_000_000
+#: How many factory calls deep a returned value is followed.
+MAX_FOLLOW = 4
+
+
+class Project:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._summaries: dict[Path, tuple[tuple[int, int], ModuleSummary | None]] = {}
+        self._load_sites: list[tuple[ModuleSummary, LoadSite]] | None = None
+
+    def summary(self, path: Path) -> ModuleSummary | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        stamp = (st.st_size, st.st_mtime_ns)
+        known = self._summaries.get(path)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        summary = _read(path) if st.st_size <= MAX_SUMMARY_BYTES else None
+        self._summaries[path] = (stamp, summary)
+        return summary
+
+    def load_sites(self) -> list[tuple[ModuleSummary, LoadSite]]:
+        """Every ``torch.load`` of the project (files without ``load(`` are not parsed)."""
+        if self._load_sites is None:
+            sites = []
+            for path in python_files(self.root):
+                try:
+                    if path.stat().st_size > MAX_SUMMARY_BYTES or b"load" not in path.read_bytes():
+                        continue
+                except OSError:
+                    continue
+                summary = self.summary(path)
+                if summary is not None:
+                    sites.extend((summary, site) for site in summary.loads)
+            self._load_sites = sites
+        return self._load_sites
+
+
+class ProjectView:
+    """The project as seen from one of its files; records what each answer read."""
+
+    def __init__(self, project: Project, path: Path) -> None:
+        self.project = project
+        self.path = path
+        #: Files (other than this one) whose content an answer depended on -> digest.
+        self.read: dict[str, str] = {}
+
+    def _summary(self, path: Path) -> ModuleSummary | None:
+        summary = self.project.summary(path)
+        if summary is not None and path != self.path:
+            self.read[str(path)] = summary.digest
+        return summary
+
+    # -- functions ---------------------------------------------------------------------
+
+    def function(self, dotted: str) -> tuple[ModuleSummary, FunctionSummary] | None:
+        """The project function a call of ``dotted`` (as written in this file) runs."""
+        own = self._summary(self.path)
+        return None if own is None else self._resolve(own, dotted, MAX_FOLLOW)
+
+    def _resolve(self, summary: ModuleSummary, dotted: str,
+                 depth: int) -> tuple[ModuleSummary, FunctionSummary] | None:
+        if dotted in summary.functions:
+            return summary, summary.functions[dotted]
+        head, _, rest = dotted.partition(".")
+        for qualified in sorted(summary.imports.get(head, ())):
+            full = qualified + ("." + rest if rest else "")
+            level = len(full) - len(full.lstrip("."))
+            parts = full.lstrip(".").split(".")
+            for cut in range(len(parts) - 1, -1 if level else 0, -1):
+                module = resolve_module(self.project.root, Path(summary.path),
+                                        ".".join(parts[:cut]), level)
+                if module is None:
+                    continue
+                target = self._summary(module)
+                if target is None:
+                    break
+                name = ".".join(parts[cut:])
+                if name in target.functions:
+                    return target, target.functions[name]
+                if depth > 0 and name.partition(".")[0] in target.imports:
+                    # Re-exported: ``models/__init__.py`` doing ``from .factory import build``.
+                    return self._resolve(target, name, depth - 1)
+                break
+        return None
+
+    def returned_roles(self, dotted: str) -> tuple[frozenset[Role], ...]:
+        """The roles of what a call of ``dotted`` returns, one entry per tuple position
+        (one entry for a plain value); empty when the project does not tell."""
+        found = self.function(dotted)
+        if found is None:
+            return ()
+        return self._returned(found[0], found[1], MAX_FOLLOW)
+
+    def _returned(self, module: ModuleSummary, func: FunctionSummary,
+                  depth: int) -> tuple[frozenset[Role], ...]:
+        if depth <= 0 or not func.returns:
+            return ()
+        width = max(len(r) for r in func.returns)
+        out: list[set[Role]] = [set() for _ in range(width)]
+        for returned in func.returns:
+            if len(returned) != width:
+                continue
+            for i, value in enumerate(returned):
+                out[i] |= self._roles_of(module, value, depth)
+        return tuple(frozenset(s) for s in out)
+
+    def _roles_of(self, module: ModuleSummary, value: Value | None, depth: int) -> set[Role]:
+        if value is None:
+            return set()
+        if value.role is not None:
+            return {value.role}
+        if value.call is not None:
+            target = self._resolve(module, value.call, MAX_FOLLOW)
+            if target is not None:
+                roles = self._returned(target[0], target[1], depth - 1)
+                return set(roles[0]) if len(roles) == 1 else set()
+            known = module.globals.get(value.call)
+            return {known.role} if known is not None and known.role else set()
+        return set()
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def resuming_loads(self) -> list[tuple[ModuleSummary, LoadSite]]:
+        """Checkpoint loads in code that resumes training: in a module that trains, in a
+        function (or top-level script) that speaks of resuming."""
+        out = []
+        for summary, site in self.project.load_sites():
+            if Path(summary.path) != self.path:
+                self.read[summary.path] = summary.digest
+            if site.resumes and summary.trains and not summary.inference_script:
+                out.append((summary, site))
+        return out
+
+    def inference_loads(self) -> list[tuple[ModuleSummary, LoadSite]]:
+        """Checkpoint loads in scripts that only use a trained model."""
+        return [(s, site) for s, site in self.project.load_sites()
+                if not s.trains or s.inference_script]
+
+
+def _read(path: Path) -> ModuleSummary | None:
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text)
+        return summarize(str(path), tree, digest_of(data))
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+_PROJECTS: dict[Path, Project] = {}
+
+
+def project_for(path: str | os.PathLike[str]) -> ProjectView | None:
+    """The project of the file at ``path``; ``None`` for a path that is no file."""
+    real = Path(os.path.abspath(path))
+    if not real.is_file():
+        return None
+    root = find_root(real)
+    project = _PROJECTS.get(root)
+    if project is None:
+        project = _PROJECTS[root] = Project(root)
+    return ProjectView(project, real)

@@ -1,0 +1,129 @@
+"""The project model: roots, imports across modules, factory roles, checkpoint loads,
+and the files each answer depended on."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from mllint.cache import Cache
+from mllint.project import Role, project_for
+from mllint.project.layout import find_root, resolve_module
+from mllint.types import FileResult
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+PROJECT = {
+    "pyproject.toml": "",
+    "utils/__init__.py": "from .optim import build_optimizer\n",
+    "utils/optim.py": """
+        import torch
+        from torch import nn
+
+        def build_optimizer(cfg, model):
+            if cfg.adam:
+                opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+            else:
+                opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+            return opt
+
+        def build(cfg, model):
+            criterion = nn.CrossEntropyLoss().cuda()
+            return criterion, build_optimizer(cfg, model)
+
+        def save_state(state, path):
+            torch.save(state, path)
+    """,
+    "tools/train.py": """
+        import torch
+        from utils import build_optimizer
+        import utils.optim as uo
+
+        def main(args, model, loader):
+            optimizer = build_optimizer(args, model)
+            criterion, opt2 = uo.build(args, model)
+            if args.resume:
+                ckpt = torch.load(args.resume)
+                model.load_state_dict(ckpt["model"])
+                start_epoch = ckpt["epoch"]
+            for x in loader:
+                criterion(model(x)).backward()
+                optimizer.step()
+    """,
+    "sample.py": """
+        import torch
+        state = torch.load("checkpoints/best.pt")
+    """,
+}
+
+
+def test_root_is_the_nearest_marker_and_imports_resolve_inside_it(tmp_path):
+    write(tmp_path, PROJECT)
+    train = tmp_path / "tools" / "train.py"
+    assert find_root(train) == tmp_path
+    assert resolve_module(tmp_path, train, "utils.optim") == tmp_path / "utils" / "optim.py"
+    assert resolve_module(tmp_path, train, "utils") == tmp_path / "utils" / "__init__.py"
+    assert resolve_module(tmp_path, tmp_path / "utils" / "optim.py", "", 1) == (
+        tmp_path / "utils" / "__init__.py")
+    # Installed packages are never the project's.
+    assert resolve_module(tmp_path, train, "torch.optim") is None
+
+
+def test_factory_roles_follow_reexports_and_tuple_positions(tmp_path):
+    write(tmp_path, PROJECT)
+    view = project_for(tmp_path / "tools" / "train.py")
+    assert view.returned_roles("build_optimizer") == (frozenset({Role.OPTIMIZER}),)
+    assert view.returned_roles("uo.build") == (frozenset({Role.LOSS}), frozenset({Role.OPTIMIZER}))
+    assert view.returned_roles("uo.save_state") == ()
+    assert view.returned_roles("print") == ()
+    found = view.function("uo.save_state")
+    assert found is not None and found[1].saved_params == frozenset({0})
+    assert set(view.read) == {str(tmp_path / "utils" / "__init__.py"),
+                              str(tmp_path / "utils" / "optim.py")}
+
+
+def test_resuming_and_inference_loads(tmp_path):
+    write(tmp_path, PROJECT)
+    view = project_for(tmp_path / "utils" / "optim.py")
+    resuming = view.resuming_loads()
+    assert [(Path(s.path).name, site.line) for s, site in resuming] == [("train.py", 10)]
+    assert resuming[0][1].keys == {"model", "epoch"}
+    assert "resume" in resuming[0][1].words
+    inference = view.inference_loads()
+    assert [(Path(s.path).name, site.line) for s, site in inference] == [("sample.py", 3)]
+    assert "best.pt" in inference[0][1].words
+
+
+def test_a_changed_module_is_read_again(tmp_path):
+    write(tmp_path, PROJECT)
+    view = project_for(tmp_path / "tools" / "train.py")
+    assert view.returned_roles("build_optimizer") == (frozenset({Role.OPTIMIZER}),)
+    optim = tmp_path / "utils" / "optim.py"
+    optim.write_text(optim.read_text().replace("return opt\n", "return None\n") + "\n")
+    assert project_for(tmp_path / "tools" / "train.py").returned_roles("build_optimizer") == (
+        frozenset(),)
+
+
+def test_unparsable_neighbours_contribute_nothing(tmp_path):
+    write(tmp_path, {"pyproject.toml": "", "a.py": "from b import f\nx = f()\n",
+                     "b.py": "def f(:\n"})
+    assert project_for(tmp_path / "a.py").returned_roles("f") == ()
+
+
+def test_cached_result_is_dropped_when_a_dependency_changes(tmp_path):
+    write(tmp_path, PROJECT)
+    dep = tmp_path / "utils" / "optim.py"
+    view = project_for(tmp_path / "tools" / "train.py")
+    view.returned_roles("build_optimizer")
+    cache = Cache(tmp_path / "cache", ("ML006",))
+    key = cache.key("tools/train.py", b"text")
+    cache.put(key, FileResult("tools/train.py", depends_on=view.read))
+    assert cache.get(key) == FileResult("tools/train.py")
+    dep.write_text(dep.read_text() + "# edited\n")
+    assert cache.get(key) is None
