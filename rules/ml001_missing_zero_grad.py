@@ -51,8 +51,10 @@ class MissingZeroGrad(IndexedRule):
     ## Known problems
     Gradient accumulation is recognised by the clearing being somewhere in the loop
     (typically under `if (i + 1) % k == 0:`); a loop that deliberately never clears is
-    flagged. An optimizer handed to a function from another module inside the loop is
-    assumed to be cleared there. An optimizer that arrives as an unannotated parameter
+    flagged. An optimizer handed inside the loop to a function of another module of the
+    project is assumed cleared there only when that function (or what it hands the
+    optimizer on to) can clear gradients; handed to a library's code, it is assumed
+    cleared. An optimizer that arrives as an unannotated parameter
     no same-module caller fills is recognised only when the module calls `zero_grad()`
     on that name elsewhere, so such a `train(model, optimizer, loader)` with no clearing
     anywhere in its file is missed.
@@ -265,9 +267,18 @@ class MissingZeroGrad(IndexedRule):
                 continue
             if any(n.startswith(_HARMLESS_PREFIXES) for n in ix.qualified(call.func)):
                 continue
-            if any(dotted_name(a.value) == wanted for a in call.args):
+            if any(dotted_name(a.value) == wanted for a in call.args) and self._may_clear(call):
                 return True
         return False
+
+    def _may_clear(self, call: cst.Call) -> bool:
+        """A function of another module of the project clears only if its code (or code
+        it hands its arguments to) can; anything else handed the optimizer may."""
+        view = self.context.project
+        callee = dotted_name(call.func)
+        if view is None or callee is None:
+            return True
+        return view.may_clear_gradients(callee) is not False
 
     # -- cleared between backward() and step() -----------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,8 @@ import libcst as cst
 from mllint.analysis import dotted_name, keyword_arg, positional_arg, qualified_names
 from mllint.analysis_flow import FLOW_METADATA, Flow, source_of
 from mllint.analysis_training import Optimizer, TrainingMap, looks_like_optimizer
-from mllint.gates.training import SAVE_FUNCTIONS
+from mllint.gates.training import CHECKPOINT_CALL, SAVE_FUNCTIONS
+from mllint.project.summaries import path_words
 from mllint.rule import FileContext, Invalid, Rule, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
@@ -23,8 +25,21 @@ DICT = frozenset({"builtins.dict", "collections.OrderedDict"})
 FRAMEWORK_SAVES = frozenset({"save_state", "save_checkpoint"})
 
 # What a path or function name says about the file it writes.
-_RESUME_WORDS = re.compile(r"ckpt|checkpoint|resume|last", re.IGNORECASE)
+_RESUME_WORDS = re.compile(r"ckpt|checkpoint|resume|last|latest", re.IGNORECASE)
 _EXPORT_WORDS = re.compile(r"best|final|export|inference|deploy", re.IGNORECASE)
+#: Payload keys that are only there to resume a run: where it stopped and the state of
+#: everything that evolves with the steps.
+_RESUME_FIELD = re.compile(r"epoch|step|iter|sched|scaler|amp|best", re.IGNORECASE)
+#: An ``if`` around the save that keeps the best model so far.
+_BEST_TEST = re.compile(r"best|improv|lowest|highest|(^|\W)(min|max)", re.IGNORECASE)
+#: An ``if`` that picks the last epoch: ``epoch == args.epochs - 1``.
+_FINAL_TEST = re.compile(r"(==|>=).*(epochs|num_?epoch|n_?epoch|max_?epoch|total|last|final)"
+                         r"|(epochs|num_?epoch|n_?epoch|max_?epoch|total|last|final).*(==|<=)",
+                         re.IGNORECASE)
+#: Paths nobody can find again to resume from.
+_RANDOM_PATH = re.compile(r"uuid|random|tempfile|mkstemp|mkdtemp|(^|\W)tmp", re.IGNORECASE)
+#: Payload keys any file holds; sharing them proves nothing either.
+_GENERIC_KEYS = frozenset({"model", "state_dict", "net", "weights", "params"})
 _CHECKPOINT_FUNCTION = re.compile(r"ckpt|checkpoint", re.IGNORECASE)
 _OPTIMIZER_KEY = re.compile(r"optim|(^|_)opt($|_)", re.IGNORECASE)
 _NOT_MODEL = re.compile(r"sched|scaler|sampler|loader|dataset", re.IGNORECASE)
@@ -38,10 +53,11 @@ class Payload:
     weights: str | None = None  # the model whose weights it holds
     optimizer: bool = False  # it (may) hold the optimizer's state
     unknown: bool = False  # built somewhere the module does not show
+    keys: frozenset[str] = frozenset()  # the keys of a dict payload
 
     def __or__(self, other: "Payload") -> "Payload":
         return Payload(self.weights or other.weights, self.optimizer or other.optimizer,
-                       self.unknown or other.unknown)
+                       self.unknown or other.unknown, self.keys | other.keys)
 
     @property
     def weights_only(self) -> bool:
@@ -54,16 +70,26 @@ class _Save:
     payload: Payload
     path_text: str
     containers: tuple[cst.CSTNode, ...]
+    #: The path arguments and the values assigned to them, for matching with loads.
+    path_exprs: tuple[cst.BaseExpression, ...] = ()
 
 
 class ModelOnlyCheckpoint(Rule):
     """
     ## What it does
-    Flags a `torch.save` that writes a checkpoint during training (inside the training
-    loop or an epoch loop, in a function called from it, in a function named like
-    `save_checkpoint`, or to a path named `ckpt`/`checkpoint`/`resume`/`last`) whose
-    payload holds the model's weights but not the optimizer's state, in a module that
-    builds an optimizer, when no full checkpoint is written during training.
+    Flags a `torch.save` (or a call of a project helper that `torch.save`s its argument,
+    in this module or another) that writes a checkpoint during training (inside the
+    training loop or an epoch loop, in a function called from it, or in a function named
+    like `save_checkpoint`) whose payload holds the model's weights but not the
+    optimizer's state, when something says the file is meant to resume training from:
+    - the project loads it back in code that resumes (`--resume`, `start_epoch`), matched
+      by the path (the same option, variable or file name) or by the payload's keys;
+    - the payload carries resume fields (`epoch`, `step`, `iteration`, scheduler or scaler
+      state, the best metric) but no optimizer state;
+    - it is written periodically under a checkpoint name (`checkpoint`, `ckpt`, `last`,
+      `latest`, `resume`).
+    The optimizer may be built in the module, or returned by a factory of the project
+    (`optimizer = build_optimizer(cfg, model)`, in this module or another).
 
     ## Why is this bad?
     Optimizers carry state: momentum buffers (SGD), first and second moments (Adam,
@@ -73,12 +99,18 @@ class ModelOnlyCheckpoint(Rule):
     the run that was interrupted. Nothing fails; the curves just differ.
 
     ## Known problems
-    Weights saved for inference (a "best" or "final" model) inside the loop are fine when
-    a full checkpoint is also written; they are flagged only when they are the sole
-    checkpoint of the run. Payloads built by functions of other modules are trusted.
-    A plain `torch.optim.SGD` (momentum absent or a literal 0) keeps no state, so when
-    every optimizer the checkpoint concerns is one, nothing is lost and nothing is
-    flagged; momentum given as a variable is assumed non-zero.
+    Exports are not flagged: the best model so far (saved under a metric-improvement test
+    such as `if acc > best_acc:` or to a `best`-named path, unless the project resumes
+    from that very file), the final model (after the loop, or under `if epoch ==
+    args.epochs - 1:`), files only scripts that never train read (`test.py`, `sample.py`),
+    and files at random or temporary paths. Weights-only saves are also left alone when
+    a full checkpoint is written during training, or when a framework writes one
+    (`accelerator.save_state`). A plain `torch.optim.SGD` (momentum absent or a literal 0)
+    keeps no state, so when every optimizer the checkpoint concerns is one, nothing is
+    lost; momentum given as a variable is assumed non-zero. An optimizer that only
+    arrives as a parameter (never built or returned by a factory the project shows) is
+    not known to keep state, and its checkpoints are not judged. Payloads built by
+    functions of other modules are trusted.
 
     ## How --verify confirms it
     Intercepts `torch.save` at the flagged line (the file is never written to the user's
@@ -94,14 +126,12 @@ class ModelOnlyCheckpoint(Rule):
         "Save a dict with `model.state_dict()` and `optimizer.state_dict()` (and the "
         "scheduler's and scaler's, the epoch) and restore all of them when resuming."
     )
-    # ``torch.save`` (however imported: ``torch.save`` or an import naming ``save``) and an
-    # optimizer constructor: the import that makes a name resolve to one of those
-    # ``analysis.is_optimizer_constructor`` accepts spells "optim" as a word (torch.optim,
-    # timm.optim, bitsandbytes.optim), "optimizers" (apex), "torch_optimizer", or
-    # transformers' AdamW / Adafactor. The gate then resolves both calls through imports.
-    # (Written literal-first, ``save(?<!\wsave)`` for ``\bsave``, so ``re`` can skip ahead.)
-    REQUIRES = (r"save(?<!\wsave)(?!\w)",
-                r"optim(?<!\woptim)(?!\w)|optimizers|torch_optimizer|AdamW|Adafactor")
+    # With factories (``optimizer = build_optimizer(cfg)``, ``opt = make(cfg)``) and
+    # checkpoint helpers of other modules (``utils.save_checkpoint(state)``), the words
+    # the gate looks for: a save or checkpoint call, and an optimizer-like name
+    # (``looks_like_optimizer``: opt, optim, engine) or a library optimizer class.
+    REQUIRES = (r"save|Save|checkpoint|Checkpoint|ckpt|snapshot",
+                r"opt|Opt|OPT|engine|Engine|ENGINE|AdamW|Adafactor")
     GATE = "mllint.gates.training:checkpoint_may_flag"
     PROBE = "mllint.rules.ml006_model_only_checkpoint:ModelOnlyCheckpointProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA
@@ -251,6 +281,8 @@ class ModelOnlyCheckpoint(Rule):
         self._loops: list[cst.For | cst.While] = []
         self._saves: list[tuple[cst.Call, tuple[cst.CSTNode, ...]]] = []
         self._framework_saves: list[tuple[str, tuple[cst.CSTNode, ...]]] = []
+        #: Calls named like saving, which may run another module's checkpoint helper.
+        self._helper_calls: list[tuple[cst.Call, tuple[cst.CSTNode, ...]]] = []
         # ``name["key"] = value`` and ``name.update(...)``: entries added to a dict later.
         self._dict_items: dict[
             tuple[int, str], list[tuple[cst.CSTNode | None, cst.BaseExpression]]
@@ -295,6 +327,10 @@ class ModelOnlyCheckpoint(Rule):
                 self._saves.append((node, self.training.containers))
         if isinstance(func, cst.Attribute) and func.attr.value in FRAMEWORK_SAVES:
             self._framework_saves.append((func.attr.value, self.training.containers))
+        elif (isinstance(func, (cst.Name, cst.Attribute)) and node.args
+              and CHECKPOINT_CALL.search(func.attr.value if isinstance(func, cst.Attribute)
+                                         else func.value)):
+            self._helper_calls.append((node, self.training.containers))
 
     def visit_Assign(self, node: cst.Assign) -> None:
         self.training.assign([t.target for t in node.targets], node.value)
@@ -324,19 +360,11 @@ class ModelOnlyCheckpoint(Rule):
     def leave_Module(self, original_node: cst.Module) -> None:
         self.training.finish()
         if not self.training.optimizers:
-            return  # nothing to lose: the module trains no optimizer it builds
+            return  # nothing to lose: the module trains no optimizer it builds or gets
         in_training = self._functions_run_during_training()
-        saves = []
-        for call, containers in self._saves:
-            payload_arg = keyword_arg(call, "obj") or positional_arg(call, 0)
-            path_arg = keyword_arg(call, "f") or positional_arg(call, 1)
-            if payload_arg is None:
-                continue
-            payload = self._payload(payload_arg.value, 5)
-            path_text = source_of(path_arg.value) if path_arg is not None else ""
-            if path_arg is not None:
-                path_text = " ".join([path_text, *self._path_strings(path_arg.value)])
-            saves.append(_Save(call, payload, path_text, containers))
+        saves = [self._save(call, 0, containers) for call, containers in self._saves]
+        saves += self._helper_saves()
+        saves = [s for s in saves if s is not None]
         during = [s for s in saves if self._during_training(s, in_training)]
         full = [s for s in during if not s.payload.weights_only and (
             s.payload.optimizer or s.payload.unknown)]
@@ -351,18 +379,103 @@ class ModelOnlyCheckpoint(Rule):
                         if not o.stateless]
             if not stateful:
                 continue  # SGD without momentum: its state_dict holds nothing to lose
+            evidence = self._resume_evidence(save)
+            if evidence is None:
+                continue  # an export: nothing says this file is meant to resume from
             optimizer = stateful[0]
-            opt_name = (optimizer.target or optimizer.kind) if optimizer else "optimizer"
+            opt_name = optimizer.target or "optimizer"
             model = save.payload.weights
             self.report(
                 save.call,
                 f"This checkpoint, written during training, holds `{model}`'s weights but "
-                f"not the state of `{opt_name}` ({_state_of(optimizer)}): "
+                f"not the state of `{opt_name}` ({_describe(optimizer)}), and {evidence}: "
                 "resuming from it silently restarts the optimizer, so the resumed run "
                 f"diverges from the interrupted one. Save `{opt_name}.state_dict()` "
                 "alongside the weights and load both when resuming.",
-                data={"model": model, "optimizer": opt_name},
+                data={"model": model, "optimizer": opt_name, "evidence": evidence},
             )
+
+    def _save(self, call: cst.Call, payload_position: int,
+              containers: tuple[cst.CSTNode, ...], payload_keyword: str = "obj") -> _Save | None:
+        payload_arg = keyword_arg(call, payload_keyword) or positional_arg(call, payload_position)
+        if payload_arg is None:
+            return None
+        others = [a.value for a in call.args if a is not payload_arg]
+        resolved = [v for value in others for v in self.flow.resolve(value, 3) if v is not value]
+        path_text = " ".join(source_of(v) for v in [*others, *resolved])
+        return _Save(call, self._payload(payload_arg.value, 5), path_text, containers,
+                     tuple(others + resolved))
+
+    def _helper_saves(self) -> list[_Save | None]:
+        """Calls of another module's function that writes its argument with
+        ``torch.save`` (``utils.save_checkpoint(state, path)``): the argument is the
+        payload, the call site is where it is saved."""
+        view = self.context.project
+        if view is None:
+            return []
+        out = []
+        for call, containers in self._helper_calls:
+            callee = dotted_name(call.func)
+            found = view.function(callee) if callee is not None else None
+            if found is None or found[0].path == self.context.file or not found[1].saved_params:
+                continue
+            position = min(found[1].saved_params)
+            params = found[1].params
+            if params and params[0] in ("self", "cls"):
+                position -= 1
+            if position >= 0:
+                out.append(self._save(call, position, containers, params[min(found[1].saved_params)]))
+        return out
+
+    def _resume_evidence(self, save: _Save) -> str | None:
+        """Why this weights-only file is meant to resume training from, if anything says
+        so; ``None`` for an export (best or final model, a file only inference reads)."""
+        if _RANDOM_PATH.search(save.path_text) or self._under_test(save, _FINAL_TEST):
+            return None
+        resumed, inference_only = self._loaded_back(save)
+        if inference_only:
+            return None
+        if resumed:
+            return "the project loads it back to resume training"
+        if self._under_test(save, _BEST_TEST) or _EXPORT_WORDS.search(save.path_text):
+            return None
+        fields = sorted(k for k in save.payload.keys if _RESUME_FIELD.search(k))
+        if fields:
+            return f"its payload carries {', '.join(f'`{k}`' for k in fields)} for resuming"
+        if _RESUME_WORDS.search(save.path_text):
+            return "it is written periodically under a checkpoint name"
+        return None
+
+    def _under_test(self, save: _Save, pattern: re.Pattern[str]) -> bool:
+        """Whether an ``if`` around the save (in its function) tests what ``pattern``
+        describes."""
+        for anc in self.flow.ancestors(save.call):
+            if isinstance(anc, cst.FunctionDef):
+                return False
+            if isinstance(anc, cst.If) and pattern.search(source_of(anc.test)):
+                return True
+        return False
+
+    def _loaded_back(self, save: _Save) -> tuple[bool, bool]:
+        """(the project loads this file to resume training, only scripts that use a
+        trained model load it), matched by path words or by the payload's keys."""
+        view = self.context.project
+        if view is None:
+            return False, False
+        words: set[str] = set()
+        for expr in save.path_exprs:
+            try:
+                words |= path_words(ast.parse(source_of(expr).strip(), mode="eval"))
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
+        keys = save.payload.keys - _GENERIC_KEYS
+
+        def same_file(site) -> bool:
+            return bool(site.words & words) or bool(site.keys & keys)
+
+        resumed = any(same_file(site) for _, site in view.resuming_loads())
+        inference = any(same_file(site) for _, site in view.inference_loads())
+        return resumed, inference and not resumed
 
     # -- when is a save a training checkpoint? ------------------------------------------
 
@@ -427,10 +540,6 @@ class ModelOnlyCheckpoint(Rule):
     def _defined_here(self, name: str) -> bool:
         return bool(self.training.callees(name, True) or self.training.callees(name, False))
 
-    def _path_strings(self, expr: cst.BaseExpression) -> list[str]:
-        """String values a path variable was given (``path = "ckpt/last.pt"``)."""
-        return [source_of(v) for v in self.flow.resolve(expr, 3) if v is not expr]
-
     # -- what does a payload hold? -------------------------------------------------------
 
     def _payload(self, expr: cst.BaseExpression, depth: int) -> Payload:
@@ -487,12 +596,14 @@ class ModelOnlyCheckpoint(Rule):
     def _payload_item(self, value: cst.BaseExpression, depth: int) -> Payload:
         """A dict value: only its weights or optimizer state matter, not epochs or losses."""
         p = self._payload(value, depth)
-        return Payload(p.weights, p.optimizer or self._mentions_optimizer(value), False)
+        return Payload(p.weights, p.optimizer or self._mentions_optimizer(value), False, p.keys)
 
     def _dict_payload(self, items, splats, depth: int) -> Payload:
         result = Payload()
         for key, value in items:
             key_text = _key_text(key)
+            if key_text:
+                result = result | Payload(keys=frozenset({key_text}))
             if _OPTIMIZER_KEY.search(key_text):
                 result = result | Payload(optimizer=True)
             result = result | self._payload_item(value, depth - 1)
@@ -535,6 +646,15 @@ class ModelOnlyCheckpoint(Rule):
         finder = _NameFinder()
         expr.visit(finder)
         return any(self.training.is_optimizer(n) or looks_like_optimizer(n) for n in finder.names)
+
+
+def _describe(optimizer: Optimizer) -> str:
+    """The optimizer's class (or the factory that built it) and what it keeps."""
+    cls = optimizer.kind.rsplit(".", 1)[-1]
+    if not cls[:1].isupper():
+        return f"built by `{optimizer.kind}()`: {_state_of(optimizer)}"
+    article = "an" if cls[:1] in "AEIOU" else "a"
+    return f"{article} `{cls}`: {_state_of(optimizer)}"
 
 
 def _state_of(optimizer: Optimizer | None) -> str:

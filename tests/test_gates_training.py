@@ -59,9 +59,12 @@ def test_checkpoint_gate_admits_what_ml006_flags(imports, optimizer, save, line)
 @pytest.mark.parametrize("code", [
     # Saves, but builds no optimizer: ML006 has no optimizer state to miss.
     "import torch\ndef export(m):\n    torch.save(m.state_dict(), 'm.pt')\n",
-    # Builds an optimizer, saves with something that is not torch.save.
-    "import torch\ndef f(m, tok):\n    o = torch.optim.Adam(m.parameters())\n"
-    "    tok.save_pretrained('out')\n    m.save('x')\n",
+    # Builds an optimizer, writes with something that neither is torch.save nor is
+    # named like a checkpoint helper.
+    "import torch, pickle\ndef f(m, tok, fh):\n    o = torch.optim.Adam(m.parameters())\n"
+    "    tok.push_to_hub('out')\n    pickle.dump(m, fh)\n",
+    # Calls a helper named like saving, but nothing is or may be an optimizer.
+    "import torch\ndef f(m, tok):\n    tok.save_pretrained('out')\n    m.save('x')\n",
 ])
 def test_checkpoint_gate_turns_away_what_ml006_cannot_flag(code):
     assert _flags(ModelOnlyCheckpoint, code) == []

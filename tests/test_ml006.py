@@ -50,20 +50,40 @@ def test_finding_data_names_model_and_optimizer():
     (finding,) = lint_path(str(FIXTURES / "ml006" / "bad_weights_only_checkpoint.py"),
                            [ModelOnlyCheckpoint]).findings
     assert finding.line == 27
-    assert finding.data == {"model": "model", "optimizer": "optimizer"}
+    assert finding.data == {"model": "model", "optimizer": "optimizer",
+                            "evidence": "it is written periodically under a checkpoint name"}
     assert "`optimizer`" in finding.message and "`model`" in finding.message
+    assert "an `Adam`: its first and second moments" in finding.message
+
+
+@pytest.mark.parametrize("save, evidence", [
+    ('torch.save(model.state_dict(), f"checkpoints/epoch_{epoch}.pt")', "checkpoint name"),
+    ('torch.save(model, "latest.pth")', "checkpoint name"),
+    ('torch.save({"model": model.state_dict(), "epoch": epoch}, "weights.pt")', "`epoch`"),
+    ('torch.save(dict(state_dict=model.state_dict(), epoch=epoch), "w.pt")', "`epoch`"),
+    ('torch.save({"model": model.state_dict(), "scheduler": sched.state_dict()}, "w.pt")',
+     "`scheduler`"),
+])
+def test_weights_only_saves_meant_for_resuming_are_flagged(save, evidence):
+    (finding,) = lint(in_loop(save))
+    assert finding.line == 9 and evidence in finding.data["evidence"]
 
 
 @pytest.mark.parametrize("save", [
+    # periodic snapshots nothing says are for resuming
     'torch.save(model.state_dict(), f"epoch_{epoch}.pt")',
-    'torch.save({"model": model.state_dict(), "epoch": epoch}, "ckpt.pt")',
-    'torch.save(dict(state_dict=model.state_dict(), epoch=epoch), "ckpt.pt")',
     'torch.save(model, "model.pt")',
-    # best weights are the only thing written during training
-    'torch.save(model.state_dict(), "best.pt")',
+    # best-model exports, by path or under a metric-improvement test
+    'torch.save(model.state_dict(), "checkpoints/best.pt")',
+    'if val_loss < best_loss:\n        torch.save(model.state_dict(), "ckpt.pt")',
+    'if is_best:\n        torch.save({"model": model.state_dict(), "epoch": epoch}, "c.pt")',
+    # the final export, written in the loop's last round
+    'if epoch == args.epochs - 1:\n        torch.save(model.state_dict(), "checkpoint.pt")',
+    # a path nobody can resume from
+    'torch.save(model.state_dict(), f"ckpt/{uuid.uuid4()}.pt")',
 ])
-def test_weights_only_saves_in_the_epoch_loop_are_flagged(save):
-    assert lines(in_loop(save)) == [9]
+def test_exports_without_resume_evidence_are_not_flagged(save):
+    assert lint(in_loop(save)) == ()
 
 
 @pytest.mark.parametrize("saves", [
@@ -134,7 +154,8 @@ def test_resume_named_path_in_a_callback_is_a_checkpoint():
         """
     found = lint(code)
     assert [f.line for f in found] == [4]
-    assert found[0].data == {"model": "model", "optimizer": "opt"}
+    assert found[0].data == {"model": "model", "optimizer": "opt",
+                             "evidence": "it is written periodically under a checkpoint name"}
     # Without any training in the module, a file named "last.pt" is no training checkpoint.
     no_training = code.split("        def fit")[0] + (
         "        def build(model):\n            return torch.optim.Adam(model.parameters())\n")
@@ -180,13 +201,13 @@ def test_prefilter_admits_every_optimizer_the_rule_recognises(name):
     ("torch.optim.SGD(model.parameters(), 0.1)", False, None),
     ("torch.optim.SGD(model.parameters(), lr=0.1, momentum=0)", False, None),
     ("torch.optim.SGD(model.parameters(), 0.1, 0.0, weight_decay=5e-4)", False, None),
-    ("torch.optim.SGD(model.parameters(), 0.1, 0.9)", True, "(its momentum buffers)"),
+    ("torch.optim.SGD(model.parameters(), 0.1, 0.9)", True, "(a `SGD`: its momentum buffers)"),
     ("torch.optim.SGD(model.parameters(), lr=0.1, momentum=args.momentum)", True,
-     "(its momentum buffers, if momentum is non-zero)"),
+     "(a `SGD`: its momentum buffers, if momentum is non-zero)"),
     ("torch.optim.SGD(model.parameters(), **cfg)", True, "if momentum is non-zero"),
 ])
 def test_sgd_without_momentum_keeps_no_state(sgd, flagged, state):
-    code = in_loop('torch.save(model.state_dict(), f"epoch_{epoch}.pt")').replace(
+    code = in_loop('torch.save(model.state_dict(), f"ckpt/epoch_{epoch}.pt")').replace(
         "torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)", sgd)
     findings = lint(code)
     assert [f.line for f in findings] == ([9] if flagged else [])
@@ -195,7 +216,7 @@ def test_sgd_without_momentum_keeps_no_state(sgd, flagged, state):
 
 
 def test_a_stateful_optimizer_beside_a_plain_sgd_is_still_lost():
-    code = in_loop('torch.save(model.state_dict(), f"epoch_{epoch}.pt")',
+    code = in_loop('torch.save(model.state_dict(), f"ckpt/epoch_{epoch}.pt")',
                    ).replace("for epoch", "critic_opt = torch.optim.Adam(model.parameters())\nfor epoch")
     code = code.replace("lr=0.1, momentum=0.9", "lr=0.1")
     (finding,) = lint(code)

@@ -94,10 +94,10 @@ def test_resuming_and_inference_loads(tmp_path):
     resuming = view.resuming_loads()
     assert [(Path(s.path).name, site.line) for s, site in resuming] == [("train.py", 10)]
     assert resuming[0][1].keys == {"model", "epoch"}
-    assert "resume" in resuming[0][1].words
+    assert resuming[0][1].words == {"resume"}
     inference = view.inference_loads()
     assert [(Path(s.path).name, site.line) for s, site in inference] == [("sample.py", 3)]
-    assert "best.pt" in inference[0][1].words
+    assert inference[0][1].words == {"'best.pt'"}
 
 
 def test_a_changed_module_is_read_again(tmp_path):

@@ -23,8 +23,14 @@ from mllint.analysis import dotted_name, is_optimizer_constructor, qualified_nam
 from mllint.analysis_flow import Flow, source_of
 
 # What back-propagates and what steps, defined with the stdlib-only ML006/ML008 gates.
-from mllint.gates.training import BACKWARD_FUNCTIONS, BACKWARD_METHODS, STEP_WITH_OPTIMIZER
+from mllint.gates.training import (
+    BACKWARD_FUNCTIONS,
+    BACKWARD_METHODS,
+    FACTORY_NAME,
+    STEP_WITH_OPTIMIZER,
+)
 from mllint.optimizer_names import looks_like_optimizer
+from mllint.project.roles import SGD_CONSTRUCTORS, SGD_MOMENTUM_POSITION, Role
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class TrainingMap:
             return
         names = qualified_names(self.flow.v, value.func)
         if not is_optimizer_constructor(names):
+            self._factory_optimizers(targets, value)
             return
         kind = min(names, key=len) if names else source_of(value.func)
         models = tuple(_parameter_owners(value))
@@ -120,6 +127,49 @@ class TrainingMap:
         for target in dotted or [None]:
             self.optimizers.append(_Optimizer(target, kind, line, models, momentum is Momentum.NONE,
                                               momentum is Momentum.UNKNOWN))
+
+    def _factory_optimizers(self, targets: list[cst.BaseExpression], value: cst.Call) -> None:
+        """``optimizer = build_optimizer(cfg, model)``, ``model, opt = setup(cfg)``: a
+        function of the project (this module or another) whose result is an optimizer,
+        as the project model follows it."""
+        context = getattr(self.flow.v, "context", None)
+        view = context.project if context is not None else None
+        callee = dotted_name(value.func)
+        if view is None or callee is None:
+            return
+        # What the ML006/ML008 gates admit (``factory_candidate``): the target or the
+        # factory must be named like an optimizer.
+        named = [dotted_name(e.value) if isinstance(t, (cst.Tuple, cst.List)) else dotted_name(t)
+                 for t in targets
+                 for e in (t.elements if isinstance(t, (cst.Tuple, cst.List)) else [t])]
+        if not FACTORY_NAME.search(callee) and not any(
+                n and looks_like_optimizer(n) for n in named):
+            return
+        returned = view.returned_values(callee)
+        if not returned:
+            return
+        line = self.flow.line(value)
+        # A factory handed the model builds the optimizer over its parameters.
+        models = tuple(_parameter_owners(value)) + tuple(
+            n for n in (dotted_name(a.value) for a in value.args) if n is not None)
+        for target in targets:
+            if isinstance(target, (cst.Tuple, cst.List)):
+                if len(target.elements) != len(returned):
+                    continue
+                pairs = list(zip((e.value for e in target.elements), returned))
+            elif len(returned) == 1:
+                pairs = [(target, returned[0])]
+            else:
+                continue
+            for element, values in pairs:
+                dotted = dotted_name(element)
+                built = [v for v in values if v.role is Role.OPTIMIZER]
+                if dotted is None or not built:
+                    continue
+                kinds = {v.kind for v in built}
+                kind = kinds.pop() if len(kinds) == 1 and None not in kinds else callee
+                self.optimizers.append(_Optimizer(dotted, kind, line, models,
+                                                  all(v.stateless for v in built)))
 
     def constructor(self, node: cst.Call) -> None:
         """An optimizer built without being assigned (``return torch.optim.Adam(...)``)."""
@@ -230,9 +280,6 @@ class Momentum(enum.Enum):
     UNKNOWN = "unknown"  # a variable (``args.momentum``) or ``**kwargs``
 
 
-SGD_CONSTRUCTORS = frozenset({"torch.optim.SGD", "torch.optim.sgd.SGD"})
-#: ``torch.optim.SGD(params, lr, momentum, dampening, weight_decay, nesterov, ...)``
-_SGD_MOMENTUM_POSITION = 2
 
 
 def sgd_momentum(names: set[str], call: cst.Call) -> Momentum | None:
@@ -252,8 +299,8 @@ def sgd_momentum(names: set[str], call: cst.Call) -> Momentum | None:
             positional.append(arg.value)
         elif arg.keyword.value == "momentum":
             value = arg.value
-    if value is None and len(positional) > _SGD_MOMENTUM_POSITION:
-        value = positional[_SGD_MOMENTUM_POSITION]
+    if value is None and len(positional) > SGD_MOMENTUM_POSITION:
+        value = positional[SGD_MOMENTUM_POSITION]
     if value is None:
         return Momentum.NONE
     if isinstance(value, (cst.Integer, cst.Float)):

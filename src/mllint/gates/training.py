@@ -9,6 +9,7 @@ but never trains is common; these are the files they turn away.
 from __future__ import annotations
 
 import ast
+import re
 
 from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.optimizer_names import is_optimizer_constructor, looks_like_optimizer
@@ -23,6 +24,13 @@ BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
 #: Methods that apply an update for the optimizer they are given (``scaler.step(opt)``,
 #: ``xm.optimizer_step(opt)``).
 STEP_WITH_OPTIMIZER = frozenset({"step", "optimizer_step"})
+#: Names of calls that may write a checkpoint through a helper of the project
+#: (``save_checkpoint``, ``utils.save_on_master``, ``ckpt_manager.snapshot``).
+CHECKPOINT_CALL = re.compile(r"save|Save|checkpoint|Checkpoint|ckpt|snapshot")
+#: A factory of the project counts as building an optimizer when what it builds is
+#: named like one (the target) or it is (``build_optimizer``); the libcst side then asks
+#: the project model what the factory returns.
+FACTORY_NAME = re.compile(r"optim", re.IGNORECASE)
 #: What a broad ``except`` names.
 BROAD = frozenset({"Exception", "BaseException"})
 _TRIES = (ast.Try, ast.TryStar) if hasattr(ast, "TryStar") else (ast.Try,)
@@ -37,12 +45,37 @@ def _builds_optimizer(calls: list[ast.Call], imports: Imports) -> bool:
 
 
 def checkpoint_may_flag(tree: ast.Module) -> bool:
-    """ML006 reports a ``torch.save`` call, and only in a module that builds an optimizer
-    (``TrainingMap.optimizers`` comes only from constructor calls)."""
+    """ML006 reports a ``torch.save`` call or a call of a checkpoint helper
+    (``CHECKPOINT_CALL``), and only in a module that builds an optimizer or gets one from
+    a factory (``TrainingMap.optimizers``: constructor calls, or ``factory_candidate``)."""
     imports = Imports.of(tree)
     calls = _calls(tree)
-    saves = any(imports.resolves_to(c.func, SAVE_FUNCTIONS) for c in calls)
-    return saves and _builds_optimizer(calls, imports)
+    saves = any(imports.resolves_to(c.func, SAVE_FUNCTIONS) or (c.args and _helper_save(c))
+                for c in calls)
+    if not saves:
+        return False
+    return _builds_optimizer(calls, imports) or _factory_optimizers(tree)
+
+
+def _factory_optimizers(tree: ast.Module) -> bool:
+    return any(factory_candidate(node.targets, node.value)
+               for node in of_type(tree, ast.Assign) if isinstance(node.value, ast.Call))
+
+
+def _helper_save(call: ast.Call) -> bool:
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return bool(CHECKPOINT_CALL.search(name))
+
+
+def factory_candidate(targets: list[ast.expr], value: ast.Call) -> bool:
+    """Whether ``targets = value`` may bind an optimizer from a project factory."""
+    if FACTORY_NAME.search(dotted(value.func) or ""):
+        return True
+    names = []
+    for target in targets:
+        names.extend(target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target])
+    return any(looks_like_optimizer(dotted(t) or "") for t in names)
 
 
 def swallow_may_flag(tree: ast.Module) -> bool:
@@ -55,7 +88,7 @@ def swallow_may_flag(tree: ast.Module) -> bool:
     """
     imports = Imports.of(tree)
     calls = _calls(tree)
-    if not _optimizer_steps(calls, imports):
+    if not _optimizer_steps(calls, imports) and not _factory_optimizers(tree):
         return False
     defined = {n.name for n in of_type(tree, ast.FunctionDef, ast.AsyncFunctionDef)}
     trainers = {alias for alias, names in imports.aliases.items() if names & BACKWARD_FUNCTIONS}

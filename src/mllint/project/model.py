@@ -31,6 +31,21 @@ from mllint.project.summaries import (
 MAX_SUMMARY_BYTES = 2_000_000
 #: How many factory calls deep a returned value is followed.
 MAX_FOLLOW = 4
+#: Calls that take an optimizer or a loss without clearing any gradient.
+NEVER_CLEARS = frozenset({
+    "step", "backward", "unscale_", "update", "scale", "clip_grad_norm_", "clip_grad_value_",
+    "append", "print", "format", "log", "info", "debug", "warning", "len", "str", "repr",
+    "isinstance", "getattr", "hasattr", "item", "state_dict", "load_state_dict",
+})
+#: Imported modules that never clear a user's gradients when handed an object.
+_LIBRARIES = ("torch", "numpy", "math", "logging", "wandb", "tensorboard", "tqdm", "json",
+              "os", "time", "builtins", "pickle", "random", "sys", "copy")
+
+
+def _library(module: ModuleSummary, callee: str) -> bool:
+    """``callee`` comes from one of ``_LIBRARIES`` (by this module's imports)."""
+    head = callee.partition(".")[0]
+    return any(q.lstrip(".").partition(".")[0] in _LIBRARIES for q in module.imports.get(head, ()))
 
 
 class Project:
@@ -38,6 +53,9 @@ class Project:
         self.root = root
         self._summaries: dict[Path, tuple[tuple[int, int], ModuleSummary | None]] = {}
         self._load_sites: list[tuple[ModuleSummary, LoadSite]] | None = None
+        #: (module digest, dotted name) -> module path or None: import resolution probes
+        #: the filesystem, and the same few names are asked about again and again.
+        self.module_paths: dict[tuple[str, str, int], Path | None] = {}
 
     def summary(self, path: Path) -> ModuleSummary | None:
         try:
@@ -101,8 +119,7 @@ class ProjectView:
             level = len(full) - len(full.lstrip("."))
             parts = full.lstrip(".").split(".")
             for cut in range(len(parts) - 1, -1 if level else 0, -1):
-                module = resolve_module(self.project.root, Path(summary.path),
-                                        ".".join(parts[:cut]), level)
+                module = self._module(summary, ".".join(parts[:cut]), level)
                 if module is None:
                     continue
                 target = self._summary(module)
@@ -117,40 +134,79 @@ class ProjectView:
                 break
         return None
 
+    def _module(self, summary: ModuleSummary, name: str, level: int) -> Path | None:
+        key = (summary.path, name, level)
+        paths = self.project.module_paths
+        if key not in paths:
+            paths[key] = resolve_module(self.project.root, Path(summary.path), name, level)
+        return paths[key]
+
     def returned_roles(self, dotted: str) -> tuple[frozenset[Role], ...]:
         """The roles of what a call of ``dotted`` returns, one entry per tuple position
         (one entry for a plain value); empty when the project does not tell."""
+        return tuple(frozenset(v.role for v in values if v.role is not None)
+                     for values in self.returned_values(dotted))
+
+    def returned_values(self, dotted: str) -> tuple[frozenset[Value], ...]:
+        """Like ``returned_roles``, with each role's constructor (``Value.kind``)."""
         found = self.function(dotted)
         if found is None:
             return ()
         return self._returned(found[0], found[1], MAX_FOLLOW)
 
     def _returned(self, module: ModuleSummary, func: FunctionSummary,
-                  depth: int) -> tuple[frozenset[Role], ...]:
+                  depth: int) -> tuple[frozenset[Value], ...]:
         if depth <= 0 or not func.returns:
             return ()
         width = max(len(r) for r in func.returns)
-        out: list[set[Role]] = [set() for _ in range(width)]
+        out: list[set[Value]] = [set() for _ in range(width)]
         for returned in func.returns:
             if len(returned) != width:
                 continue
-            for i, value in enumerate(returned):
-                out[i] |= self._roles_of(module, value, depth)
+            for i, values in enumerate(returned):
+                for value in values:
+                    out[i] |= self._values_of(module, value, depth)
         return tuple(frozenset(s) for s in out)
 
-    def _roles_of(self, module: ModuleSummary, value: Value | None, depth: int) -> set[Role]:
-        if value is None:
-            return set()
+    def _values_of(self, module: ModuleSummary, value: Value, depth: int) -> set[Value]:
+        """The role-bearing values ``value`` stands for."""
         if value.role is not None:
-            return {value.role}
+            return {value}
         if value.call is not None:
             target = self._resolve(module, value.call, MAX_FOLLOW)
             if target is not None:
-                roles = self._returned(target[0], target[1], depth - 1)
-                return set(roles[0]) if len(roles) == 1 else set()
-            known = module.globals.get(value.call)
-            return {known.role} if known is not None and known.role else set()
+                values = self._returned(target[0], target[1], depth - 1)
+                return set(values[0]) if len(values) == 1 else set()
+            return set(module.globals.get(value.call, ()))
         return set()
+
+    def may_clear_gradients(self, dotted: str) -> bool | None:
+        """Whether the project function a call of ``dotted`` runs may clear gradients,
+        itself or through what it hands its parameters to; ``None`` when the call runs
+        no function of the project (a library's may do anything)."""
+        found = self.function(dotted)
+        if found is None:
+            return None
+        return self._may_clear(found[0], found[1], MAX_FOLLOW, set())
+
+    def _may_clear(self, module: ModuleSummary, func: FunctionSummary, depth: int,
+                   seen: set[tuple[str, str]]) -> bool:
+        if func.clears:
+            return True
+        seen.add((module.path, func.qualname))
+        for callee in func.forwards:
+            if callee.rsplit(".", 1)[-1] in NEVER_CLEARS:
+                continue
+            target = self._resolve(module, callee, MAX_FOLLOW)
+            if target is None:
+                if not _library(module, callee):
+                    return True  # code the project does not show may clear
+                continue
+            if (target[0].path, target[1].qualname) in seen or depth <= 0:
+                continue
+            if self._may_clear(target[0], target[1], depth - 1, seen):
+                return True
+        return False
 
     # -- checkpoints -------------------------------------------------------------------
 

@@ -41,6 +41,10 @@ ROLE_KEEPING_WRAPPERS = frozenset({
     "tqdm.notebook.tqdm", "builtins.iter",
 })
 
+SGD_CONSTRUCTORS = frozenset({"torch.optim.SGD", "torch.optim.sgd.SGD"})
+#: ``torch.optim.SGD(params, lr, momentum, dampening, weight_decay, nesterov, ...)``
+SGD_MOMENTUM_POSITION = 2
+
 _LOSS_CLASS = re.compile(r"Loss$")
 _FRAMEWORK_ROLES = {
     "torch.utils.data.DataLoader": Role.LOADER,

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.gates.training import BACKWARD_METHODS, SAVE_FUNCTIONS
 from mllint.optimizer_names import looks_like_optimizer
-from mllint.project.roles import ROLE_KEEPING_METHODS, ROLE_KEEPING_WRAPPERS, Role, constructor_role
+from mllint.project.roles import (
+    ROLE_KEEPING_METHODS,
+    ROLE_KEEPING_WRAPPERS,
+    SGD_CONSTRUCTORS,
+    SGD_MOMENTUM_POSITION,
+    Role,
+    constructor_role,
+)
 
 LOAD_FUNCTIONS = frozenset({"torch.load", "torch.serialization.load"})
 #: Words of code that resumes an interrupted run rather than evaluating a trained model.
@@ -40,6 +47,10 @@ class Value:
     role: Role | None = None
     call: str | None = None  # a call of this dotted name, for the project to follow
     param: int | None = None  # the function's parameter at this position
+    #: For a role from a constructor: its shortest qualified name (``torch.optim.AdamW``).
+    kind: str | None = None
+    #: An optimizer that keeps no state between steps (SGD without momentum).
+    stateless: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,10 +58,15 @@ class FunctionSummary:
     qualname: str
     line: int
     params: tuple[str, ...]
-    #: One entry per ``return``: the values it gives back, one per tuple position.
-    returns: tuple[tuple[Value | None, ...], ...]
+    #: One entry per ``return``: what it gives back, per tuple position, as the set of
+    #: values each position may hold.
+    returns: tuple[tuple[frozenset[Value], ...], ...]
     #: Positions of the parameters this function writes with ``torch.save``.
     saved_params: frozenset[int]
+    #: It clears gradients itself: ``x.zero_grad()`` or ``p.grad = None``.
+    clears: bool = False
+    #: Calls it hands one of its parameters to, as written (``utils.step(opt)``).
+    forwards: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,8 @@ class LoadSite:
     """A ``torch.load`` and the code around it."""
 
     line: int
-    #: Identifiers and string pieces of the path argument (``args.resume`` -> resume).
+    #: What identifies the file (``path_words``), its own and what a name it is given
+    #: was assigned.
     words: frozenset[str]
     #: String keys the loaded object is indexed with (``ckpt["epoch"]``).
     keys: frozenset[str]
@@ -77,8 +94,8 @@ class ModuleSummary:
     trains: bool
     #: Named like a script that only uses a trained model (``test.py``, ``sample.py``).
     inference_script: bool = False
-    #: Names the module binds to a value of a known role at its top level.
-    globals: dict[str, Value] = field(default_factory=dict)
+    #: Names the module binds to values of a known role at its top level.
+    globals: dict[str, frozenset[Value]] = field(default_factory=dict)
 
 
 def digest_of(data: bytes) -> str:
@@ -149,13 +166,14 @@ def _bindings(nodes: list[ast.AST]) -> dict[str, list[ast.expr]]:
 
 
 def _bindings_values(body: list[ast.stmt], params: tuple[str, ...],
-                     imports: Imports) -> dict[str, Value]:
+                     imports: Imports) -> dict[str, frozenset[Value]]:
     bindings = _bindings(list(body))
     out = {}
     for name in bindings:
-        value = _value(ast.Name(id=name), params, bindings, imports, _MAX_DEPTH)
-        if value is not None and value.role is not None:
-            out[name] = value
+        values = frozenset(v for v in _values(ast.Name(id=name), params, bindings, imports,
+                                              _MAX_DEPTH) if v.role is not None)
+        if values:
+            out[name] = values
     return out
 
 
@@ -169,40 +187,57 @@ def _function(func: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str,
     for node in nodes:
         if isinstance(node, ast.Return) and node.value is not None:
             elements = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
-            returns.append(tuple(_value(e, params, bindings, imports, _MAX_DEPTH)
+            returns.append(tuple(_values(e, params, bindings, imports, _MAX_DEPTH)
                                  for e in elements))
         elif isinstance(node, ast.Call) and imports.resolves_to(node.func, SAVE_FUNCTIONS):
             payload = node.args[0] if node.args else next(
                 (k.value for k in node.keywords if k.arg == "obj"), None)
             if isinstance(payload, ast.Name) and payload.id in params:
                 saved.add(params.index(payload.id))
-    return FunctionSummary(qualname, func.lineno, params, tuple(returns), frozenset(saved))
+    clears = any(_clears(node) for node in nodes)
+    forwards = tuple(sorted({
+        name for node in nodes if isinstance(node, ast.Call)
+        and any(isinstance(a, ast.Name) and a.id in params for a in node.args)
+        and (name := dotted(node.func)) is not None}))
+    return FunctionSummary(qualname, func.lineno, params, tuple(returns), frozenset(saved),
+                           clears, forwards)
 
 
-def _value(expr: ast.expr, params: tuple[str, ...], bindings: dict[str, list[ast.expr]],
-           imports: Imports, depth: int) -> Value | None:
+def _clears(node: ast.AST) -> bool:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return node.func.attr == "zero_grad"
+    if isinstance(node, ast.Assign):
+        return any(isinstance(t, ast.Attribute) and t.attr == "grad" for t in node.targets)
+    return False
+
+
+def _values(expr: ast.expr, params: tuple[str, ...], bindings: dict[str, list[ast.expr]],
+            imports: Imports, depth: int) -> frozenset[Value]:
+    """What ``expr`` may hold: every assignment to a name counts (flow-insensitive)."""
     if depth <= 0:
-        return None
+        return frozenset()
     if isinstance(expr, ast.Call):
         func = expr.func
-        role = constructor_role(imports.qualified(func))
+        qualified = imports.qualified(func)
+        role = constructor_role(qualified)
         if role is not None:
-            return Value(role=role)
+            return frozenset({Value(role=role, kind=min(qualified, key=len),
+                                    stateless=role is Role.OPTIMIZER
+                                    and _momentum_free(expr, qualified))})
         if isinstance(func, ast.Attribute) and func.attr in ROLE_KEEPING_METHODS:
-            return _value(func.value, params, bindings, imports, depth - 1)
-        if imports.qualified(func) & ROLE_KEEPING_WRAPPERS and expr.args:
-            return _value(expr.args[0], params, bindings, imports, depth - 1)
+            return _values(func.value, params, bindings, imports, depth - 1)
+        if qualified & ROLE_KEEPING_WRAPPERS and expr.args:
+            return _values(expr.args[0], params, bindings, imports, depth - 1)
         name = dotted(func)
-        return Value(call=name) if name is not None else None
+        return frozenset({Value(call=name)}) if name is not None else frozenset()
     if isinstance(expr, ast.Name):
         if expr.id in params:
-            return Value(param=params.index(expr.id))
-        found = [_value(v, params, bindings, imports, depth - 1)
-                 for v in bindings.get(expr.id, ())]
-        # A role beats a call still to follow; the first of either otherwise.
-        found = [v for v in found if v is not None]
-        return next((v for v in found if v.role is not None), found[0] if found else None)
-    return None
+            return frozenset({Value(param=params.index(expr.id))})
+        out: set[Value] = set()
+        for value in bindings.get(expr.id, ()):
+            out |= _values(value, params, bindings, imports, depth - 1)
+        return frozenset(out)
+    return frozenset()
 
 
 def _trains(tree: ast.Module) -> bool:
@@ -216,7 +251,21 @@ def _trains(tree: ast.Module) -> bool:
     return False
 
 
-def _words(expr: ast.AST) -> set[str]:
+#: Identifiers that name no particular file: path helpers, option holders, folders.
+GENERIC_PATH_NAMES = frozenset({
+    "os", "path", "join", "args", "opt", "opts", "cfg", "config", "conf", "hparams",
+    "self", "format", "str", "f", "Path", "pathlib", "torch", "dirname", "basename",
+    "exists", "makedirs", "abspath", "expanduser", "root", "dir", "save_dir", "output_dir",
+    "out_dir", "checkpoint_dir", "ckpt_dir", "log_dir", "logdir", "model_dir", "exp_dir",
+    "work_dir", "run_dir", "epoch", "step", "i",
+})
+
+
+def path_words(expr: ast.AST) -> frozenset[str]:
+    """What identifies the file a path expression names, so that a save and a load of
+    one file can be matched however each spells the path: the identifiers in it
+    (``args.resume`` -> ``resume``) and the file-name parts of its strings, quoted
+    (``os.path.join(d, "last.pt")`` -> ``'last.pt'``), less generic ones."""
     out: set[str] = set()
     for node in ast.walk(expr):
         if isinstance(node, ast.Name):
@@ -224,8 +273,10 @@ def _words(expr: ast.AST) -> set[str]:
         elif isinstance(node, ast.Attribute):
             out.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            out.update(p for p in re.split(r"[/\\{}]+", node.value) if p)
-    return out
+            piece = re.split(r"[/\\]", node.value)[-1]
+            if len(piece) > 4 or (piece and not piece.startswith(".")):
+                out.add(f"'{piece}'")
+    return frozenset(out - GENERIC_PATH_NAMES)
 
 
 def _loads(owner: ast.AST, imports: Imports) -> list[LoadSite]:
@@ -248,10 +299,10 @@ def _loads(owner: ast.AST, imports: Imports) -> list[LoadSite]:
     for call in calls:
         arg = call.args[0] if call.args else next(
             (k.value for k in call.keywords if k.arg == "f"), None)
-        words = _words(arg) if arg is not None else set()
+        words = set(path_words(arg)) if arg is not None else set()
         if isinstance(arg, ast.Name):
             for value in bindings.get(arg.id, ()):
-                words |= _words(value)
+                words |= path_words(value)
         sites.append(LoadSite(call.lineno, frozenset(words), keys, resumes))
     return sites
 
@@ -264,3 +315,19 @@ def _words_of_node(node: ast.AST) -> tuple[str, ...]:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return (node.value,)
     return ()
+
+
+def _momentum_free(call: ast.Call, qualified: set[str]) -> bool:
+    """``torch.optim.SGD`` with momentum absent or a literal 0 (as ``analysis_training.
+    sgd_momentum`` decides on libcst's tree): no state between steps."""
+    if not qualified & SGD_CONSTRUCTORS:
+        return False
+    if any(k.arg is None for k in call.keywords) or any(
+            isinstance(a, ast.Starred) for a in call.args):
+        return False
+    value = next((k.value for k in call.keywords if k.arg == "momentum"), None)
+    if value is None and len(call.args) > SGD_MOMENTUM_POSITION:
+        value = call.args[SGD_MOMENTUM_POSITION]
+    if value is None:
+        return True
+    return isinstance(value, ast.Constant) and value.value == 0
