@@ -11,8 +11,7 @@ from mllint.analysis_flow import FLOW_METADATA, Flow
 from mllint.analysis_training import TrainingMap
 from mllint.gates.training import BROAD
 from mllint.rule import FileContext, Invalid, Rule, Valid
-from mllint.types import Position, Span
-from mllint.types import Verdict
+from mllint.types import Position, Span, Verdict
 from mllint.verify.probe import InjectedFault, Probe
 
 EXITS = frozenset({"sys.exit", "os._exit", "os.abort", "builtins.exit", "builtins.quit"})

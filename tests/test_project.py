@@ -127,3 +127,91 @@ def test_cached_result_is_dropped_when_a_dependency_changes(tmp_path):
     assert cache.get(key) == FileResult("tools/train.py")
     dep.write_text(dep.read_text() + "# edited\n")
     assert cache.get(key) is None
+
+
+MODELS = {
+    "pyproject.toml": "",
+    "models/__init__.py": "from .nets import Plain, WithBlock, Opaque\n",
+    "models/blocks.py": """
+        from torch import nn
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.norm = nn.BatchNorm1d(4)
+    """,
+    "models/nets.py": """
+        from collections import OrderedDict
+
+        import timm
+        from torch import nn
+
+        from .blocks import Block
+
+        class Plain(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(OrderedDict(fc=nn.Linear(4, 4), act=nn.ReLU()))
+
+        class WithBlock(Plain):
+            def __init__(self):
+                super().__init__()
+                self.block = Block()
+
+        class Opaque(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.backbone = timm.create_model("resnet18")
+
+        class Gated(nn.Module):
+            def forward(self, x):
+                return x if self.training else x * 0.5
+
+        class Recurrent(nn.Module):
+            def __init__(self, p):
+                super().__init__()
+                self.lstm = nn.LSTM(4, 4, dropout=0)
+                self.gru = nn.GRU(4, 4, dropout=p)
+    """,
+    "train.py": "from models import Plain, WithBlock, Opaque\nimport models.nets as nets\n",
+}
+
+
+def test_mode_dependence_of_models_defined_in_other_modules(tmp_path):
+    write(tmp_path, MODELS)
+    view = project_for(tmp_path / "train.py")
+    assert view.class_mode_dependent("Plain") is False
+    assert view.class_mode_dependent("WithBlock") is True  # batch norm, two modules away
+    assert view.class_mode_dependent("Opaque") is None  # built by a library
+    assert view.class_mode_dependent("nets.Gated") is True  # branches on self.training
+    assert view.class_mode_dependent("nets.Recurrent") is True  # dropout=p may be non-zero
+    assert view.class_mode_dependent("Missing") is None
+
+
+def test_may_clear_gradients_follows_forwarded_optimizers(tmp_path):
+    write(tmp_path, {
+        "pyproject.toml": "",
+        "helpers.py": """
+            import torch
+            import accelerate_utils
+
+            def log(optimizer):
+                print(optimizer.param_groups[0]["lr"])
+                torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], 1.0)
+
+            def reset(optimizer):
+                clear(optimizer)
+
+            def clear(optimizer):
+                optimizer.zero_grad()
+
+            def elsewhere(optimizer):
+                accelerate_utils.do(optimizer)
+        """,
+        "train.py": "import helpers\n",
+    })
+    view = project_for(tmp_path / "train.py")
+    assert view.may_clear_gradients("helpers.log") is False
+    assert view.may_clear_gradients("helpers.reset") is True
+    assert view.may_clear_gradients("helpers.elsewhere") is True  # code we cannot see
+    assert view.may_clear_gradients("torch.optim.SGD") is None

@@ -71,6 +71,8 @@ from mllint.analysis_validation_names import (
     is_train_name,
     is_val_name,
 )
+from mllint.project.model import ProjectView
+from mllint.project.roles import UNKNOWN, mode_dependent_layer
 
 
 class ValidationRule(FactsCollector):
@@ -84,7 +86,7 @@ class ValidationRule(FactsCollector):
         if facts is None:
             return
         self.facts = facts
-        self.decide(ValidationAnalysis(facts))
+        self.decide(ValidationAnalysis(facts, self.context.project))
 
     def decide(self, analysis: ValidationAnalysis) -> None:
         raise NotImplementedError
@@ -122,8 +124,10 @@ _NEEDS_GRAD = re.compile(r"(?i)perturb|attack|adversar|fgsm|pgd")
 
 
 class ValidationAnalysis:
-    def __init__(self, facts: Facts) -> None:
+    def __init__(self, facts: Facts, project: ProjectView | None = None) -> None:
         self.facts = facts
+        #: The rest of the project, for models whose classes other modules define.
+        self.project = project
         self.module = facts.module
         self._callers: dict[Scope, list[CallRec]] | None = None
         self._trains_cache: dict[Scope, bool] = {}
@@ -654,6 +658,8 @@ class ValidationAnalysis:
         cls = self.facts.classes.get(call.func or "")
         if cls is not None and self.class_is(cls, is_module_base):
             return self._class_mode_dependent(cls, depth + 1)
+        if cls is None and call.func and self.project is not None:
+            return self.project.class_mode_dependent(call.func)  # a class of another module
         return None
 
     def _nested_calls(self, call: CallRec) -> list[CallRec]:
@@ -815,24 +821,18 @@ class ValidationAnalysis:
         return any(s.trains for s in self.facts.scopes)
 
 
-_MODE_LAYERS = re.compile(r"Dropout|BatchNorm|^Transformer|^dropout|^alpha_dropout|^batch_norm")
-
-
 def _mode_dependent_layer(qname: str, node: cst.Call) -> bool:
     """A torch layer/function that computes differently in training and eval mode."""
-    if not qname.startswith("torch.nn."):
-        return False
-    last = qname.rsplit(".", 1)[-1]
-    if _MODE_LAYERS.search(last):
-        return True
-    kwargs = {a.keyword.value: a.value for a in node.args if a.keyword is not None}
-    if last.startswith(("InstanceNorm", "LazyInstanceNorm")):
-        flag = kwargs.get("track_running_stats")
-        return flag is not None and _is_false_literal(flag) is not True
-    if last in ("RNN", "LSTM", "GRU", "MultiheadAttention"):
-        p = kwargs.get("dropout")
-        return p is not None and not (isinstance(p, (cst.Integer, cst.Float)) and float(p.value) == 0)
-    return False
+    return mode_dependent_layer(qname, {a.keyword.value: _literal(a.value)
+                                        for a in node.args if a.keyword is not None})
+
+
+def _literal(value: cst.BaseExpression) -> object:
+    if isinstance(value, (cst.Integer, cst.Float)):
+        return float(value.value)
+    if isinstance(value, cst.Name) and value.value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[value.value]
+    return UNKNOWN
 
 
 def _is_known_stateless(call: CallRec) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from mllint.project.layout import find_root, python_files, resolve_module
 from mllint.project.roles import Role
 from mllint.project.summaries import (
+    ClassSummary,
     FunctionSummary,
     LoadSite,
     ModuleSummary,
@@ -39,7 +40,19 @@ NEVER_CLEARS = frozenset({
 })
 #: Imported modules that never clear a user's gradients when handed an object.
 _LIBRARIES = ("torch", "numpy", "math", "logging", "wandb", "tensorboard", "tqdm", "json",
-              "os", "time", "builtins", "pickle", "random", "sys", "copy")
+              "os", "time", "builtins", "pickle", "random", "sys", "copy", "collections",
+              "functools", "itertools", "typing", "dataclasses", "einops", "warnings", "re",
+              "inspect", "operator")
+
+
+_PLAIN_MODULE = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"})
+
+
+def _qualified(module: ModuleSummary, dotted: str) -> set[str]:
+    """What ``dotted`` names through the module's imports (``nn.Module`` ->
+    ``torch.nn.Module``)."""
+    head, _, rest = dotted.partition(".")
+    return {f"{q}.{rest}" if rest else q for q in module.imports.get(head, ())}
 
 
 def _library(module: ModuleSummary, callee: str) -> bool:
@@ -111,8 +124,23 @@ class ProjectView:
 
     def _resolve(self, summary: ModuleSummary, dotted: str,
                  depth: int) -> tuple[ModuleSummary, FunctionSummary] | None:
-        if dotted in summary.functions:
-            return summary, summary.functions[dotted]
+        found = self._definition(summary, dotted, depth)
+        if found is None or found[1] not in found[0].functions:
+            return None
+        return found[0], found[0].functions[found[1]]
+
+    def _class(self, summary: ModuleSummary, dotted: str) -> tuple[ModuleSummary, ClassSummary] | None:
+        found = self._definition(summary, dotted, MAX_FOLLOW)
+        if found is None or found[1] not in found[0].classes:
+            return None
+        return found[0], found[0].classes[found[1]]
+
+    def _definition(self, summary: ModuleSummary, dotted: str,
+                    depth: int) -> tuple[ModuleSummary, str] | None:
+        """The module defining what ``dotted`` names in ``summary``'s module, and its
+        qualified name there (a function, a method or a class)."""
+        if dotted in summary.functions or dotted in summary.classes:
+            return summary, dotted
         head, _, rest = dotted.partition(".")
         for qualified in sorted(summary.imports.get(head, ())):
             full = qualified + ("." + rest if rest else "")
@@ -126,11 +154,11 @@ class ProjectView:
                 if target is None:
                     break
                 name = ".".join(parts[cut:])
-                if name in target.functions:
-                    return target, target.functions[name]
+                if name in target.functions or name in target.classes:
+                    return target, name
                 if depth > 0 and name.partition(".")[0] in target.imports:
                     # Re-exported: ``models/__init__.py`` doing ``from .factory import build``.
-                    return self._resolve(target, name, depth - 1)
+                    return self._definition(target, name, depth - 1)
                 break
         return None
 
@@ -207,6 +235,48 @@ class ProjectView:
             if self._may_clear(target[0], target[1], depth - 1, seen):
                 return True
         return False
+
+    # -- models --------------------------------------------------------------------------
+
+    def class_mode_dependent(self, dotted: str) -> bool | None:
+        """Whether instances of the project class ``dotted`` (as written in this file)
+        compute differently in training and eval mode: True (a dropout or batch-norm
+        layer, or ``self.training``, in it or in a project class it is built from), False
+        (a plain ``nn.Module`` built only from torch layers without such behaviour), None
+        (not a project class, or built from code the project does not show)."""
+        own = self._summary(self.path)
+        found = None if own is None else self._class(own, dotted)
+        if found is None:
+            return None
+        return self._mode_dependent(found[0], found[1], MAX_FOLLOW, set())
+
+    def _mode_dependent(self, module: ModuleSummary, cls: ClassSummary, depth: int,
+                        seen: set[tuple[str, str]]) -> bool | None:
+        if cls.mode_layers:
+            return True
+        if depth <= 0 or (module.path, cls.qualname) in seen:
+            return None
+        seen.add((module.path, cls.qualname))
+        result: bool | None = False
+        for base in cls.bases:
+            if _qualified(module, base) & _PLAIN_MODULE:
+                continue
+            inner = self._class(module, base)
+            sub = None if inner is None else self._mode_dependent(*inner, depth - 1, seen)
+            if sub:
+                return True
+            if sub is None:
+                result = None
+        for part in cls.parts:
+            if _library(module, part):
+                continue
+            inner = self._class(module, part)
+            sub = None if inner is None else self._mode_dependent(*inner, depth - 1, seen)
+            if sub:
+                return True
+            if sub is None:
+                result = None
+        return result
 
     # -- checkpoints -------------------------------------------------------------------
 

@@ -86,3 +86,25 @@ def usage_role(methods: set[str]) -> Role | None:
     if methods & {"parameters", "named_parameters", "state_dict"} and methods & {"train", "eval"}:
         return Role.MODEL
     return None
+
+
+#: Layers and functions that compute differently in training and eval mode.
+MODE_LAYERS = re.compile(r"Dropout|BatchNorm|^Transformer|^dropout|^alpha_dropout|^batch_norm")
+#: Keyword arguments whose value is unknown (not a literal).
+UNKNOWN = object()
+
+
+def mode_dependent_layer(qname: str, kwargs: dict[str, object]) -> bool:
+    """Whether ``torch.nn.X(**kwargs)`` computes differently in training and eval mode.
+    ``kwargs`` maps each keyword to its literal value, or ``UNKNOWN``."""
+    if not qname.startswith("torch.nn."):
+        return False
+    last = qname.rsplit(".", 1)[-1]
+    if MODE_LAYERS.search(last):
+        return True
+    if last.startswith(("InstanceNorm", "LazyInstanceNorm")):
+        return "track_running_stats" in kwargs and kwargs["track_running_stats"] is not False
+    if last in ("RNN", "LSTM", "GRU", "MultiheadAttention"):
+        p = kwargs.get("dropout")
+        return p is not None and not (isinstance(p, (int, float)) and float(p) == 0)
+    return False

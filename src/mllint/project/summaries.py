@@ -24,8 +24,10 @@ from mllint.project.roles import (
     ROLE_KEEPING_WRAPPERS,
     SGD_CONSTRUCTORS,
     SGD_MOMENTUM_POSITION,
+    UNKNOWN,
     Role,
     constructor_role,
+    mode_dependent_layer,
 )
 
 LOAD_FUNCTIONS = frozenset({"torch.load", "torch.serialization.load"})
@@ -70,6 +72,20 @@ class FunctionSummary:
 
 
 @dataclass(frozen=True)
+class ClassSummary:
+    qualname: str
+    line: int
+    #: Base classes as written (``nn.Module``, ``BaseModel``) and as imports resolve them.
+    bases: tuple[str, ...]
+    base_qualified: frozenset[str]
+    #: A dropout or batch-norm layer, or a branch on ``self.training``, in its own code.
+    mode_layers: bool
+    #: Calls in its code that may build sub-modules and are no torch call: classes and
+    #: factories of the project or of other libraries, as written.
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class LoadSite:
     """A ``torch.load`` and the code around it."""
 
@@ -94,6 +110,7 @@ class ModuleSummary:
     trains: bool
     #: Named like a script that only uses a trained model (``test.py``, ``sample.py``).
     inference_script: bool = False
+    classes: dict[str, ClassSummary] = field(default_factory=dict)
     #: Names the module binds to values of a known role at its top level.
     globals: dict[str, frozenset[Value]] = field(default_factory=dict)
 
@@ -105,8 +122,9 @@ def digest_of(data: bytes) -> str:
 def summarize(path: str, tree: ast.Module, digest: str) -> ModuleSummary:
     imports = Imports.of(tree)
     functions: dict[str, FunctionSummary] = {}
+    classes: dict[str, ClassSummary] = {}
     loads: list[LoadSite] = []
-    _walk_defs(tree.body, "", imports, functions)
+    _walk_defs(tree.body, "", imports, functions, classes)
     for owner in [tree, *of_type(tree, *_FUNCTIONS)]:
         loads.extend(_loads(owner, imports))
     stem = path.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
@@ -115,6 +133,7 @@ def summarize(path: str, tree: ast.Module, digest: str) -> ModuleSummary:
         digest=digest,
         imports={k: frozenset(v) for k, v in imports.aliases.items()},
         functions=functions,
+        classes=classes,
         loads=tuple(sorted(loads, key=lambda s: s.line)),
         trains=_trains(tree),
         inference_script=bool(INFERENCE_SCRIPT.search(stem)),
@@ -123,16 +142,46 @@ def summarize(path: str, tree: ast.Module, digest: str) -> ModuleSummary:
 
 
 def _walk_defs(body: list[ast.stmt], prefix: str, imports: Imports,
-               out: dict[str, FunctionSummary]) -> None:
+               out: dict[str, FunctionSummary], classes: dict[str, ClassSummary]) -> None:
     for node in body:
         if isinstance(node, _FUNCTIONS):
             qualname = prefix + node.name
             out[qualname] = _function(node, qualname, imports)
         elif isinstance(node, ast.ClassDef):
-            _walk_defs(node.body, f"{prefix}{node.name}.", imports, out)
+            classes[prefix + node.name] = _class(node, prefix + node.name, imports)
+            _walk_defs(node.body, f"{prefix}{node.name}.", imports, out, classes)
         elif isinstance(node, (ast.If, ast.Try)):
             # ``if TYPE_CHECKING:``/``try:`` blocks at module level still define functions.
-            _walk_defs(node.body, prefix, imports, out)
+            _walk_defs(node.body, prefix, imports, out, classes)
+
+
+def _class(cls: ast.ClassDef, qualname: str, imports: Imports) -> ClassSummary:
+    bases = tuple(name for b in cls.bases if (name := dotted(b)) is not None)
+    qualified = frozenset(q for b in cls.bases for q in imports.qualified(b))
+    mode = False
+    parts: set[str] = set()
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Attribute) and node.attr == "training":
+            mode = True
+        elif isinstance(node, ast.Call):
+            names = imports.qualified(node.func)
+            kwargs = {k.arg: _literal(k.value) for k in node.keywords if k.arg is not None}
+            if any(mode_dependent_layer(q, kwargs) for q in names):
+                mode = True
+            elif not any(q.startswith("torch.") for q in names):
+                name = dotted(node.func)
+                head = (name or "").partition(".")[0]
+                # Builtins, ``self.f(...)`` and ``super()`` build no sub-module we could see.
+                if name and head not in ("self", "super", "cls") and (
+                        head in imports.aliases or head[:1].isupper()):
+                    parts.add(name)
+    return ClassSummary(qualname, cls.lineno, bases, qualified, mode, tuple(sorted(parts)))
+
+
+def _literal(value: ast.expr) -> object:
+    if isinstance(value, ast.Constant) and isinstance(value.value, (bool, int, float, type(None))):
+        return value.value
+    return UNKNOWN
 
 
 def _params(func: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:
