@@ -36,11 +36,13 @@ class EvalModeMissing(ValidationRule):
     polluted by validation data - all without an error.
 
     ## Known problems
-    Only code in the same file is followed: a model put in eval mode by a caller in
-    another module is not seen (evaluation helpers with no caller in the file are
-    reported only when the file puts the model in training mode). Models whose class is
-    in the file and that hold no dropout or batch-norm layers are not reported, since
-    the mode changes nothing for them. Lightning modules and Hugging Face `Trainer`
+    Callers in other modules of the project are followed one level: an evaluation
+    helper whose callers there all put the model in eval mode first is not reported, one
+    called there right after `model.train()` is (evaluation helpers nobody in the
+    project calls are reported only when their file puts the model in training mode).
+    Only top-level functions are matched across modules, not methods. Models whose
+    class holds no dropout or batch-norm layers (in the file or in another module of
+    the project) are not reported, since the mode changes nothing for them. Lightning modules and Hugging Face `Trainer`
     subclasses are skipped: the framework sets the mode. A pass is recognised by a sign
     of evaluation - held-out data named on the loop's `for` line (`val_loader`,
     `X_test`, `loaders["val"]`), an evaluation-named function (`evaluate`, `validate`,

@@ -31,8 +31,10 @@ class NoGradMissing(ValidationRule):
     accumulated from the outputs without `.item()` keeps those graphs alive across batches.
 
     ## Known problems
-    Only code in the same file is followed: an evaluation helper whose caller in another
-    module sets `no_grad` is reported only when the file itself trains a model. A model
+    Callers in other modules of the project are followed one level: an evaluation
+    helper whose callers there all run it under `no_grad` is not reported, one called
+    there at a script's top level or from a module that trains is. Only top-level
+    functions are matched across modules, not methods. A model
     whose parameters were frozen with `model.requires_grad_(False)` records no graph and
     is not reported, nor is a pass that computes gradients of its own (an adversarial
     attack such as `adversary.perturb(x, y)`, inputs set to `requires_grad_()`).

@@ -215,3 +215,38 @@ def test_may_clear_gradients_follows_forwarded_optimizers(tmp_path):
     assert view.may_clear_gradients("helpers.reset") is True
     assert view.may_clear_gradients("helpers.elsewhere") is True  # code we cannot see
     assert view.may_clear_gradients("torch.optim.SGD") is None
+
+
+def test_call_sites_in_other_modules_carry_autograd_and_mode(tmp_path):
+    write(tmp_path, {
+        "pyproject.toml": "",
+        "engine.py": "def evaluate(model, loader):\n    return [model(x) for x in loader]\n",
+        "main.py": """
+            import torch
+            import engine
+            from engine import evaluate as ev
+
+            @torch.no_grad()
+            def report(net, loader):
+                return engine.evaluate(net, loader)
+
+            def run(model, loader):
+                model.train()
+                ev(model, loader)
+                model.eval()
+                with torch.inference_mode():
+                    evaluate_again = engine.evaluate(model, loader=loader)
+                with torch.set_grad_enabled(False):
+                    ev(model, loader)
+        """,
+    })
+    view = project_for(tmp_path / "engine.py")
+    sites = sorted((s.line, s.function, s.no_grad, s.args, s.kwargs, s.modes)
+                   for _, s in view.callers_elsewhere("evaluate"))
+    assert sites == [
+        (8, "report", True, ("net", "loader"), (), ()),
+        (12, "run", False, ("model", "loader"), (), (("model", "train"),)),
+        (15, "run", True, ("model",), (("loader", "loader"),), (("model", "eval"),)),
+        (17, "run", True, ("model", "loader"), (), (("model", "eval"),)),
+    ]
+    assert view.callers_elsewhere("missing") == []

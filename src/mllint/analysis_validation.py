@@ -586,6 +586,9 @@ class ValidationAnalysis:
                 if all(s.value is Mode.EVAL for s in states):
                     return states[0]
                 return State(Mode.UNKNOWN)
+            elsewhere = self._mode_from_other_modules(scope, names)
+            if elsewhere is not None:
+                return elsewhere
             demo = self.demonstrated_train(names)
             return demo if demo is not None else State(Mode.UNKNOWN)
         return self.origin_mode(scope, names, before)
@@ -799,7 +802,10 @@ class ValidationAnalysis:
             return State(Grad.UNKNOWN)
         callers = self.callers(scope)
         if not callers:
-            # Nobody in the file calls it: autograd is on unless its caller elsewhere
+            elsewhere = self._grad_from_other_modules(scope)
+            if elsewhere is not None:
+                return elsewhere
+            # Nobody in the project calls it: autograd is on unless its caller elsewhere
             # switches it off. Say so only when the file trains (it runs as a script
             # with autograd on) or the function itself switches autograd off elsewhere.
             manages = any(c.grad is not None and c.grad.state is Grad.OFF for c in scope.calls)
@@ -816,6 +822,51 @@ class ValidationAnalysis:
         if all(s.value is Grad.OFF for s in states):
             return states[0]
         return State(Grad.UNKNOWN)
+
+    def _grad_from_other_modules(self, scope: Scope) -> State | None:
+        """Autograd at the calls of this file's function in other modules of the
+        project: on at a call made at a script's top level or in a module that trains,
+        off where the call runs under ``no_grad``; ``None`` when nobody calls it there
+        or the calls do not tell."""
+        if self.project is None or scope.parent is None or not scope.parent.is_module:
+            return None
+        states = []
+        for module, site in self.project.callers_elsewhere(scope.name):
+            where = f"{self.project.relative(module.path)}:{site.line}"
+            if site.no_grad:
+                states.append(State(Grad.OFF, None, f"its call in {where} runs under no_grad"))
+            elif not site.function or module.trains:
+                return State(Grad.ON, None, f"its call in {where} runs with autograd on")
+            else:
+                states.append(State(Grad.UNKNOWN))
+        if states and all(st.value is Grad.OFF for st in states):
+            return states[0]
+        return None
+
+    def _mode_from_other_modules(self, scope: Scope, names: set[str]) -> State | None:
+        """The model's mode at the calls of this file's function in other modules: the
+        last ``.eval()``/``.train()`` each caller made on what it passes for the model."""
+        if self.project is None or scope.parent is None or not scope.parent.is_module:
+            return None
+        roots = {n.split(".", 1)[0] for n in names}
+        positions = [i for i, p in enumerate(scope.params) if p in roots]
+        states = []
+        for module, site in self.project.callers_elsewhere(scope.name):
+            passed = [site.args[i] for i in positions if i < len(site.args)]
+            passed += [v for k, v in site.kwargs if k in roots]
+            modes = dict(site.modes)
+            where = f"{self.project.relative(module.path)}:{site.line}"
+            found = {modes.get(p) for p in passed if p is not None}
+            if found == {"train"}:
+                return State(Mode.TRAIN, None, f"it is called in {where} after "
+                             f"`{passed[0]}.train()`")
+            if found == {"eval"}:
+                states.append(State(Mode.EVAL, None, f"its caller in {where} sets eval mode"))
+            else:
+                states.append(State(Mode.UNKNOWN))
+        if states and all(st.value is Mode.EVAL for st in states):
+            return states[0]
+        return None
 
     def module_trains(self) -> bool:
         return any(s.trains for s in self.facts.scopes)

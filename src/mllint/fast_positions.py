@@ -33,8 +33,13 @@ from typing import Iterator, Mapping, Optional
 
 import libcst as cst
 from libcst._nodes.internal import CodegenState
-from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, ParentNodeProvider
-from libcst.metadata import PositionProvider
+from libcst.metadata import (
+    CodePosition,
+    CodeRange,
+    MetadataWrapper,
+    ParentNodeProvider,
+    PositionProvider,
+)
 from libcst.metadata.position_provider import NEWLINE_RE
 
 # (start line, start column, end line, end column), keyed by ``id(node)``: nodes hash in

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import warnings
 from pathlib import Path
 
 from mllint.project.layout import find_root, python_files, resolve_module
 from mllint.project.roles import Role
 from mllint.project.summaries import (
+    CallSite,
     ClassSummary,
     FunctionSummary,
     LoadSite,
@@ -30,6 +32,7 @@ from mllint.project.summaries import (
 
 #: Modules larger than this are not summarised (generated code, vendored bundles).
 MAX_SUMMARY_BYTES = 2_000_000
+_CALLED = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 #: How many factory calls deep a returned value is followed.
 MAX_FOLLOW = 4
 #: Calls that take an optimizer or a loss without clearing any gradient.
@@ -66,6 +69,7 @@ class Project:
         self.root = root
         self._summaries: dict[Path, tuple[tuple[int, int], ModuleSummary | None]] = {}
         self._load_sites: list[tuple[ModuleSummary, LoadSite]] | None = None
+        self._call_index: dict[str, list[Path]] | None = None
         #: (module digest, dotted name) -> module path or None: import resolution probes
         #: the filesystem, and the same few names are asked about again and again.
         self.module_paths: dict[tuple[str, str, int], Path | None] = {}
@@ -82,6 +86,23 @@ class Project:
         summary = _read(path) if st.st_size <= MAX_SUMMARY_BYTES else None
         self._summaries[path] = (stamp, summary)
         return summary
+
+    def files_calling(self, name: str) -> list[Path]:
+        """Files of the project whose text calls something named ``name`` (an index of
+        call names built on the first question, one read of every file)."""
+        if self._call_index is None:
+            index: dict[str, list[Path]] = {}
+            for path in python_files(self.root):
+                try:
+                    if path.stat().st_size > MAX_SUMMARY_BYTES:
+                        continue
+                    data = path.read_bytes()
+                except OSError:
+                    continue
+                for word in set(_CALLED.findall(data)):
+                    index.setdefault(word.decode("ascii"), []).append(path)
+            self._call_index = index
+        return self._call_index.get(name, [])
 
     def load_sites(self) -> list[tuple[ModuleSummary, LoadSite]]:
         """Every ``torch.load`` of the project (files without ``load(`` are not parsed)."""
@@ -235,6 +256,36 @@ class ProjectView:
             if self._may_clear(target[0], target[1], depth - 1, seen):
                 return True
         return False
+
+    def callers_elsewhere(self, qualname: str) -> list[tuple[ModuleSummary, CallSite]]:
+        """Calls, in other modules of the project, of this file's top-level function
+        ``qualname``."""
+        if "." in qualname:
+            return []  # a method: which instance a call is made on is not followed
+        out = []
+        for path in self.project.files_calling(qualname):
+            if path == self.path:
+                continue
+            summary = self._summary(path)
+            if summary is None:
+                continue
+            # ``from engine import evaluate as ev``: ``ev(...)`` calls it too.
+            aliases = {alias for alias, names in summary.imports.items()
+                       if any(n.rsplit(".", 1)[-1] == qualname for n in names)}
+            for site in summary.calls:
+                if site.callee.rsplit(".", 1)[-1] != qualname and site.callee not in aliases:
+                    continue
+                found = self._definition(summary, site.callee, MAX_FOLLOW)
+                if found is not None and Path(found[0].path) == self.path and found[1] == qualname:
+                    out.append((summary, site))
+        return out
+
+    def relative(self, path: str) -> str:
+        """``path`` as shown in messages: relative to the project root."""
+        try:
+            return str(Path(path).relative_to(self.project.root))
+        except ValueError:
+            return path
 
     # -- models --------------------------------------------------------------------------
 

@@ -86,6 +86,24 @@ class ClassSummary:
 
 
 @dataclass(frozen=True)
+class CallSite:
+    """A call of a function by name, as written, and the state around it."""
+
+    callee: str
+    line: int
+    #: Enclosing function's qualified name ("" at module level).
+    function: str
+    #: Autograd is off around it (``with torch.no_grad():``, a ``@torch.no_grad()``
+    #: function, ``torch.set_grad_enabled(False)``).
+    no_grad: bool
+    #: What it passes, as dotted names (None for anything else), by position and keyword.
+    args: tuple[str | None, ...]
+    kwargs: tuple[tuple[str, str], ...]
+    #: The last ``.eval()``/``.train()`` before it in its function, per receiver.
+    modes: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class LoadSite:
     """A ``torch.load`` and the code around it."""
 
@@ -111,6 +129,8 @@ class ModuleSummary:
     #: Named like a script that only uses a trained model (``test.py``, ``sample.py``).
     inference_script: bool = False
     classes: dict[str, ClassSummary] = field(default_factory=dict)
+    #: Calls of functions by name (``evaluate(model, loader)``, ``engine.evaluate(...)``).
+    calls: tuple[CallSite, ...] = ()
     #: Names the module binds to values of a known role at its top level.
     globals: dict[str, frozenset[Value]] = field(default_factory=dict)
 
@@ -134,6 +154,7 @@ def summarize(path: str, tree: ast.Module, digest: str) -> ModuleSummary:
         imports={k: frozenset(v) for k, v in imports.aliases.items()},
         functions=functions,
         classes=classes,
+        calls=tuple(_call_sites(tree, imports)),
         loads=tuple(sorted(loads, key=lambda s: s.line)),
         trains=_trains(tree),
         inference_script=bool(INFERENCE_SCRIPT.search(stem)),
@@ -380,3 +401,111 @@ def _momentum_free(call: ast.Call, qualified: set[str]) -> bool:
     if value is None:
         return True
     return isinstance(value, ast.Constant) and value.value == 0
+
+
+NO_GRAD_MANAGERS = frozenset({
+    "torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
+    "torch.autograd.inference_mode", "torch.autograd.grad_mode.no_grad",
+    "torch.autograd.grad_mode.inference_mode",
+})
+_SET_GRAD = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
+
+
+def _grad_off(expr: ast.expr, imports: Imports) -> bool:
+    """``torch.no_grad()``, ``torch.inference_mode()``, ``torch.set_grad_enabled(False)``
+    (as a context manager or a decorator)."""
+    call = expr if isinstance(expr, ast.Call) else None
+    func = call.func if call is not None else expr
+    names = imports.qualified(func)
+    if names & NO_GRAD_MANAGERS:
+        return True
+    if names & _SET_GRAD and call is not None and call.args:
+        arg = call.args[0]
+        return isinstance(arg, ast.Constant) and arg.value is False
+    return False
+
+
+def _call_sites(tree: ast.Module, imports: Imports) -> list[CallSite]:
+    out: list[CallSite] = []
+
+    def walk(body: list[ast.stmt], function: str, no_grad: bool,
+             modes: list[tuple[int, str, str]]) -> None:
+        for stmt in body:
+            if isinstance(stmt, _FUNCTIONS):
+                inner = any(_grad_off(d, imports) for d in stmt.decorator_list)
+                name = f"{function}.{stmt.name}" if function else stmt.name
+                walk(stmt.body, name, inner, _mode_calls(stmt))
+                continue
+            if isinstance(stmt, ast.ClassDef):
+                walk(stmt.body, f"{function}.{stmt.name}" if function else stmt.name,
+                     False, [])
+                continue
+            off = no_grad
+            if isinstance(stmt, (ast.With, ast.AsyncWith)):
+                off = no_grad or any(_grad_off(i.context_expr, imports) for i in stmt.items)
+            for node in _statement_nodes(stmt):
+                if isinstance(node, ast.Call):
+                    site = _site(node, function, off, modes)
+                    if site is not None:
+                        out.append(site)
+            for field_name in ("body", "orelse", "finalbody", "handlers"):
+                inner_body = getattr(stmt, field_name, None)
+                if isinstance(inner_body, list) and inner_body and isinstance(inner_body[0], ast.stmt):
+                    walk(inner_body, function, off, modes)
+                elif field_name == "handlers" and inner_body:
+                    for handler in inner_body:
+                        walk(handler.body, function, off, modes)
+
+    walk(tree.body, "", False, _mode_calls(tree))
+    return out
+
+
+def _statement_nodes(stmt: ast.stmt) -> list[ast.AST]:
+    """The expression nodes of a statement itself, not of the statements nested in it."""
+    out: list[ast.AST] = []
+    stack: list[ast.AST] = [
+        v for name, v in ast.iter_fields(stmt)
+        if name not in ("body", "orelse", "finalbody", "handlers") and isinstance(v, ast.AST)]
+    for name, value in ast.iter_fields(stmt):
+        if name not in ("body", "orelse", "finalbody", "handlers") and isinstance(value, list):
+            stack.extend(v for v in value if isinstance(v, ast.AST))
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        if not isinstance(node, (ast.Lambda, *_FUNCTIONS)):
+            stack.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def _mode_calls(owner: ast.AST) -> list[tuple[int, str, str]]:
+    """(line, receiver, "eval"|"train") for every ``x.eval()``/``x.train(...)`` of a
+    function's own code."""
+    out = []
+    for node in _own_nodes(owner):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            receiver = dotted(node.func.value)
+            if receiver is None:
+                continue
+            if node.func.attr == "eval":
+                out.append((node.lineno, receiver, "eval"))
+            elif node.func.attr == "train":
+                off = node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value is False
+                out.append((node.lineno, receiver, "eval" if off else "train"))
+    return sorted(out)
+
+
+def _site(call: ast.Call, function: str, no_grad: bool,
+          modes: list[tuple[int, str, str]]) -> CallSite | None:
+    callee = dotted(call.func)
+    if callee is None or not call.args and not call.keywords:
+        return None
+    last: dict[str, str] = {}
+    for line, receiver, mode in modes:
+        if line < call.lineno:
+            last[receiver] = mode
+    return CallSite(
+        callee, call.lineno, function, no_grad,
+        tuple(dotted(a) for a in call.args),
+        tuple((k.arg, name) for k in call.keywords
+              if k.arg is not None and (name := dotted(k.value)) is not None),
+        tuple(sorted(last.items())))
