@@ -417,7 +417,7 @@ class ModelOnlyCheckpoint(Rule):
         for call, containers in self._helper_calls:
             callee = dotted_name(call.func)
             found = view.function(callee) if callee is not None else None
-            if found is None or found[0].path == self.context.file or not found[1].saved_params:
+            if found is None or found[0].path == str(view.path) or not found[1].saved_params:
                 continue
             position = min(found[1].saved_params)
             params = found[1].params
@@ -432,13 +432,15 @@ class ModelOnlyCheckpoint(Rule):
         so; ``None`` for an export (best or final model, a file only inference reads)."""
         if _RANDOM_PATH.search(save.path_text) or self._under_test(save, _FINAL_TEST):
             return None
-        resumed, inference_only = self._loaded_back(save)
+        same_file, into_model, inference_only = self._loaded_back(save)
         if inference_only:
             return None
-        if resumed:
-            return "the project loads it back to resume training"
+        if same_file:
+            return same_file
         if self._under_test(save, _BEST_TEST) or _EXPORT_WORDS.search(save.path_text):
             return None
+        if into_model:
+            return into_model
         fields = sorted(k for k in save.payload.keys if _RESUME_FIELD.search(k))
         if fields:
             return f"its payload carries {', '.join(f'`{k}`' for k in fields)} for resuming"
@@ -456,12 +458,15 @@ class ModelOnlyCheckpoint(Rule):
                 return True
         return False
 
-    def _loaded_back(self, save: _Save) -> tuple[bool, bool]:
-        """(the project loads this file to resume training, only scripts that use a
-        trained model load it), matched by path words or by the payload's keys."""
+    def _loaded_back(self, save: _Save) -> tuple[str | None, str | None, bool]:
+        """How the project loads this file to resume training, if it does: matched as
+        the same file (path words or the payload's keys), or - in this script - by the
+        model the state is loaded into before training starts
+        (``netG.load_state_dict(torch.load(opt.netG))``); and whether only scripts that
+        use a trained model load it."""
         view = self.context.project
         if view is None:
-            return False, False
+            return None, None, False
         words: set[str] = set()
         for expr in save.path_exprs:
             try:
@@ -473,9 +478,19 @@ class ModelOnlyCheckpoint(Rule):
         def same_file(site) -> bool:
             return bool(site.words & words) or bool(site.keys & keys)
 
-        resumed = any(same_file(site) for _, site in view.resuming_loads())
+        into = None
+        for module, site in view.resuming_loads():
+            where = f"{view.relative(module.path)}:{site.line}"
+            if same_file(site):
+                return f"the project loads it back to resume training ({where})", None, False
+            names_other_file = any(w.startswith("'") for w in site.words)
+            if (into is None and module.path == str(view.path)
+                    and (site.before_training or site.resumes)
+                    and save.payload.weights in site.into and not names_other_file):
+                into = (f"the script loads `{save.payload.weights}`'s weights back before "
+                        f"training (line {site.line})")
         inference = any(same_file(site) for _, site in view.inference_loads())
-        return resumed, inference and not resumed
+        return None, into, inference and into is None
 
     # -- when is a save a training checkpoint? ------------------------------------------
 

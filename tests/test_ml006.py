@@ -222,3 +222,57 @@ def test_a_stateful_optimizer_beside_a_plain_sgd_is_still_lost():
     (finding,) = lint(code)
     assert finding.line == 10 and finding.data["optimizer"] == "critic_opt"
     assert "momentum buffers" not in finding.message
+
+
+def lint_script(tmp_path, code: str):
+    """Lint ``code`` as train.py of a project of its own (the project model reads it)."""
+    (tmp_path / "pyproject.toml").write_text("")
+    path = tmp_path / "train.py"
+    path.write_text(textwrap.dedent(code).lstrip("\n"))
+    result = lint_path(str(path), [ModelOnlyCheckpoint])
+    assert result.errors == ()
+    return result.findings
+
+
+GAN = """
+import torch
+netG = torch.nn.Linear(4, 4)
+optimizerG = torch.optim.Adam(netG.parameters())
+{load}
+for epoch in range(3):
+    for x in loader:
+        optimizerG.zero_grad()
+        netG(x).sum().backward()
+        optimizerG.step()
+    {save}
+"""
+
+
+@pytest.mark.parametrize("load, save, evidence", [
+    # the same file, loaded before training to go on from it
+    ('if opt.epoch != 0:\n    netG.load_state_dict(torch.load("saved/netG_%d.pth" % opt.epoch))',
+     'torch.save(netG.state_dict(), "saved/netG_%d.pth" % epoch)',
+     "the project loads it back to resume training (train.py:5)"),
+    # weights loaded from an option into the model before training; saved per epoch
+    ("if opt.netG:\n    netG.load_state_dict(torch.load(opt.netG))",
+     "torch.save(netG.state_dict(), '%s/netG_epoch_%d.pth' % (opt.outf, epoch))",
+     "the script loads `netG`'s weights back before training (line 5)"),
+])
+def test_saves_the_script_loads_back_before_training_are_flagged(tmp_path, load, save, evidence):
+    (finding,) = lint_script(tmp_path, GAN.format(load=load, save=save))
+    assert finding.line == 11 and finding.data["evidence"] == evidence
+
+
+@pytest.mark.parametrize("load, save", [
+    # a best-model export, even though some file is loaded into the model first
+    ("netG.load_state_dict(torch.load(opt.netG))",
+     "if loss < best:\n        torch.save(netG.state_dict(), opt.out)"),
+    # pretrained weights of another file loaded into the model
+    ('netG.load_state_dict(torch.load("pretrained/imagenet.pth"))',
+     'torch.save(netG.state_dict(), f"netG_{epoch}.pth")'),
+    # loaded after training, to test the best model: no resume
+    ("", 'torch.save(netG.state_dict(), opt.save)\n'
+         'netG.load_state_dict(torch.load(opt.save))\ntest(netG)'),
+])
+def test_loads_that_do_not_resume_give_no_evidence(tmp_path, load, save):
+    assert lint_script(tmp_path, GAN.format(load=load, save=save)) == ()

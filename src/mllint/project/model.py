@@ -333,12 +333,13 @@ class ProjectView:
 
     def resuming_loads(self) -> list[tuple[ModuleSummary, LoadSite]]:
         """Checkpoint loads in code that resumes training: in a module that trains, in a
-        function (or top-level script) that speaks of resuming."""
+        function (or top-level script) that speaks of resuming or loads before it trains."""
         out = []
         for summary, site in self.project.load_sites():
             if Path(summary.path) != self.path:
                 self.read[summary.path] = summary.digest
-            if site.resumes and summary.trains and not summary.inference_script:
+            if (site.resumes or site.before_training) and summary.trains \
+                    and not summary.inference_script:
                 out.append((summary, site))
         return out
 

@@ -69,6 +69,10 @@ class FunctionSummary:
     clears: bool = False
     #: Calls it hands one of its parameters to, as written (``utils.step(opt)``).
     forwards: tuple[str, ...] = ()
+    #: Its own code back-propagates or steps an optimizer.
+    trains: bool = False
+    #: The names of everything it calls, as written.
+    called: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,11 @@ class LoadSite:
     keys: frozenset[str]
     #: The enclosing function (or the module, at top level) speaks of resuming.
     resumes: bool
+    #: The model (or object) the loaded state goes into: ``netG`` for
+    #: ``netG.load_state_dict(torch.load(p))`` and ``model = torch.load(p)``.
+    into: frozenset[str] = frozenset()
+    #: It runs before the training of the same function (or script) starts.
+    before_training: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,8 +154,9 @@ def summarize(path: str, tree: ast.Module, digest: str) -> ModuleSummary:
     classes: dict[str, ClassSummary] = {}
     loads: list[LoadSite] = []
     _walk_defs(tree.body, "", imports, functions, classes)
+    training = _training_functions(functions)
     for owner in [tree, *of_type(tree, *_FUNCTIONS)]:
-        loads.extend(_loads(owner, imports))
+        loads.extend(_loads(owner, imports, training))
     stem = path.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
     return ModuleSummary(
         path=path,
@@ -232,6 +242,9 @@ def _bindings(nodes: list[ast.AST]) -> dict[str, list[ast.expr]]:
         elif isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
             if isinstance(node.target, ast.Name):
                 out.setdefault(node.target.id, []).append(node.value)
+        elif isinstance(node, ast.withitem) and isinstance(node.optional_vars, ast.Name):
+            # ``with open(args.save, "rb") as f``: f stands for the file opened.
+            out.setdefault(node.optional_vars.id, []).append(node.context_expr)
     return out
 
 
@@ -269,8 +282,44 @@ def _function(func: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str,
         name for node in nodes if isinstance(node, ast.Call)
         and any(isinstance(a, ast.Name) and a.id in params for a in node.args)
         and (name := dotted(node.func)) is not None}))
+    called = frozenset(name for node in nodes if isinstance(node, ast.Call)
+                       and (name := dotted(node.func)) is not None)
     return FunctionSummary(qualname, func.lineno, params, tuple(returns), frozenset(saved),
-                           clears, forwards)
+                           clears, forwards, any(_training_call(n) for n in nodes), called)
+
+
+def _training_call(node: ast.AST) -> bool:
+    """``loss.backward()``, ``optimizer.step()`` (a receiver named like an optimizer)."""
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return False
+    if node.func.attr in BACKWARD_METHODS:
+        return True
+    return node.func.attr == "step" and looks_like_optimizer(dotted(node.func.value) or "")
+
+
+def _calls_own(node: ast.AST, names: set[str]) -> bool:
+    """``f(...)`` or ``self.f(...)`` of one of the module's own functions ``names``."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    if isinstance(func, ast.Name):
+        return func.id in names
+    return (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+            and func.value.id == "self" and func.attr in names)
+
+
+def _training_functions(functions: dict[str, FunctionSummary]) -> set[str]:
+    """Names of the module's functions that train, themselves or through another."""
+    training = {q.rsplit(".", 1)[-1] for q, f in functions.items() if f.trains}
+    changed = True
+    while changed:
+        changed = False
+        for qualname, f in functions.items():
+            name = qualname.rsplit(".", 1)[-1]
+            if name not in training and any(c.rsplit(".", 1)[-1] in training for c in f.called):
+                training.add(name)
+                changed = True
+    return training
 
 
 def _clears(node: ast.AST) -> bool:
@@ -327,20 +376,20 @@ GENERIC_PATH_NAMES = frozenset({
     "self", "format", "str", "f", "Path", "pathlib", "torch", "dirname", "basename",
     "exists", "makedirs", "abspath", "expanduser", "root", "dir", "save_dir", "output_dir",
     "out_dir", "checkpoint_dir", "ckpt_dir", "log_dir", "logdir", "model_dir", "exp_dir",
-    "work_dir", "run_dir", "epoch", "step", "i",
+    "work_dir", "run_dir", "epoch", "step", "i", "open",
 })
 
 
 def path_words(expr: ast.AST) -> frozenset[str]:
     """What identifies the file a path expression names, so that a save and a load of
-    one file can be matched however each spells the path: the identifiers in it
-    (``args.resume`` -> ``resume``) and the file-name parts of its strings, quoted
-    (``os.path.join(d, "last.pt")`` -> ``'last.pt'``), less generic ones."""
+    one file can be matched however each spells the path: the options and attributes in
+    it (``args.resume`` -> ``resume``) and the file-name parts of its strings, quoted
+    (``os.path.join(d, "last.pt")`` -> ``'last.pt'``), less generic ones. Plain variable
+    names (``filename``, ``path``) name different files in different functions: the
+    values assigned to them are followed instead."""
     out: set[str] = set()
     for node in ast.walk(expr):
-        if isinstance(node, ast.Name):
-            out.add(node.id)
-        elif isinstance(node, ast.Attribute):
+        if isinstance(node, ast.Attribute):
             out.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             piece = re.split(r"[/\\]", node.value)[-1]
@@ -349,13 +398,15 @@ def path_words(expr: ast.AST) -> frozenset[str]:
     return frozenset(out - GENERIC_PATH_NAMES)
 
 
-def _loads(owner: ast.AST, imports: Imports) -> list[LoadSite]:
+def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSite]:
     nodes = _own_nodes(owner)
     calls = [n for n in nodes if isinstance(n, ast.Call)
              and imports.resolves_to(n.func, LOAD_FUNCTIONS)]
     if not calls:
         return []
     bindings = _bindings(nodes)
+    train_lines = [n.lineno for n in nodes if _training_call(n) or _calls_own(n, training)]
+    starts = min(train_lines) if train_lines else None
     resumes = any(RESUME_WORDS.search(w) for n in nodes for w in _words_of_node(n))
     # ``ckpt = torch.load(...)`` then ``ckpt["epoch"]``: the keys read back.
     loaded = {name for name, values in bindings.items()
@@ -373,8 +424,27 @@ def _loads(owner: ast.AST, imports: Imports) -> list[LoadSite]:
         if isinstance(arg, ast.Name):
             for value in bindings.get(arg.id, ()):
                 words |= path_words(value)
-        sites.append(LoadSite(call.lineno, frozenset(words), keys, resumes))
+        into = frozenset(_loaded_into(call, nodes, loaded))
+        sites.append(LoadSite(call.lineno, frozenset(words), keys, resumes, into,
+                              starts is not None and call.lineno < starts))
     return sites
+
+
+def _loaded_into(call: ast.Call, nodes: list[ast.AST], loaded: set[str]) -> set[str]:
+    """What the state ``call`` loads is put into."""
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Assign) and node.value is call:
+            out |= {name for t in node.targets if (name := dotted(t)) is not None}
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "load_state_dict" and node.args):
+            arg = node.args[0]
+            base = arg.value if isinstance(arg, ast.Subscript) else arg
+            if arg is call or (isinstance(base, ast.Name) and base.id in loaded):
+                receiver = dotted(node.func.value)
+                if receiver is not None:
+                    out.add(receiver)
+    return out
 
 
 def _words_of_node(node: ast.AST) -> tuple[str, ...]:
