@@ -22,8 +22,10 @@ metrics are tested on synthetic data in test_realworld_check.py.
 
 A finding is matched to a triage entry of the same repository, path and code by, in order:
 the same line; the same stripped source line (the code moved); the same enclosing function
-within ``FUNCTION_WINDOW`` lines (the rule now points at another line of the same construct).
-Each entry matches at most one finding.
+within ``FUNCTION_WINDOW`` lines (the rule now points at another line of the same construct);
+a line inside the entry's optional ``span = [first, last]`` (a bug that spans several places,
+e.g. a validation loader built on line 46 and iterated on line 127). Each entry matches at most
+one finding.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Entry:
     verdict: str | None = None
     text: str = ""
     function: str = ""
+    span: tuple[int, int] | None = None
 
 
 @dataclass
@@ -114,8 +117,12 @@ def _entry(raw: dict, missed: bool, where: str) -> Entry:
     verdict = None if missed else raw.get("verdict")
     if not missed and verdict not in VERDICTS:
         raise SystemExit(f"{where}: verdict must be one of {VERDICTS}, got {verdict!r}: {raw}")
+    span = raw.get("span")
+    if span is not None and not (len(span) == 2 and span[0] <= raw["line"] <= span[1]):
+        raise SystemExit(f"{where}: span must be [first, last] around line: {raw}")
     return Entry(raw["repo"], raw["commit"], raw["path"], int(raw["line"]), raw["code"],
-                 raw["why"], verdict, raw.get("text", ""), raw.get("function", ""))
+                 raw["why"], verdict, raw.get("text", ""), raw.get("function", ""),
+                 None if span is None else (int(span[0]), int(span[1])))
 
 
 def load_triage(path: Path = TRIAGE) -> tuple[list[Entry], list[Entry]]:
@@ -179,6 +186,7 @@ def _passes():
     yield lambda e, f: bool(e.text) and e.text == f.text
     yield lambda e, f: (bool(e.function) and e.function == f.function
                         and abs(e.line - f.line) <= FUNCTION_WINDOW)
+    yield lambda e, f: e.span is not None and e.span[0] <= f.line <= e.span[1]
 
 
 def match(entries: list[Entry], findings: list[Finding]) -> tuple[list[tuple[Entry, Finding]], list[Entry], list[Finding]]:

@@ -49,6 +49,21 @@ def test_same_function_matches_only_within_the_window():
     assert pairs == [] and lost == [e] and new == [far]
 
 
+def test_a_span_matches_any_line_inside_it_and_nothing_outside():
+    e = Entry("o/r", "c", "train.py", 46, "ML007", "why", None, "", "", (46, 127))
+    inside, outside = finding(127, code="ML007"), finding(128, code="ML007")
+    assert len(check.match([e], [inside])[0]) == 1
+    assert check.match([e], [outside])[0] == []
+
+
+def test_a_span_must_hold_its_line(tmp_path):
+    bad = tmp_path / "triage.toml"
+    bad.write_text('[[missed]]\nrepo = "o/r"\ncommit = "c"\npath = "a.py"\nline = 9\n'
+                   'code = "ML001"\nwhy = "x"\nspan = [10, 20]\n')
+    with pytest.raises(SystemExit, match="span must be"):
+        check.load_triage(bad)
+
+
 def test_code_path_and_repo_must_agree():
     e = entry(10, text="x")
     for f in (finding(10, code="ML002", text="x"), finding(10, path="eval.py", text="x"),
