@@ -157,7 +157,10 @@ def test_the_checked_in_manifest_and_triage_agree():
     assert len(repos) >= 40
     triaged, missed = check.load_triage()
     for e in triaged + missed:
-        assert repos.get(e.repo) == e.commit, f"{e.repo} {e.path}:{e.line} is not at the pinned commit"
+        where = f"{e.repo} {e.path}:{e.line}"
+        assert repos.get(e.repo) == e.commit, f"{where} is not at the pinned commit"
+        assert e.text and e.function, f"{where} lacks the source text or function it is matched by"
+        assert len(e.why) > 20, f"{where} says too little about why"
 
 
 @pytest.mark.skipif(GIT is None, reason="needs git")
