@@ -276,3 +276,13 @@ def test_saves_the_script_loads_back_before_training_are_flagged(tmp_path, load,
 ])
 def test_loads_that_do_not_resume_give_no_evidence(tmp_path, load, save):
     assert lint_script(tmp_path, GAN.format(load=load, save=save)) == ()
+
+
+def test_a_file_named_where_the_script_decides_to_resume_is_loaded_back(tmp_path):
+    code = GAN.format(
+        load='if cfg.start_epoch > 0:\n    cfg.weights = "{}/netG_epoch_{}.pth".format(d, n)\n'
+             'netG = build(cfg.weights)',
+        save='torch.save(netG.state_dict(), "{}/netG_epoch_{}.pth".format(d, epoch))')
+    (finding,) = lint_script(tmp_path, code)
+    assert finding.line == 12
+    assert finding.data["evidence"] == "the project loads it back to resume training (train.py:4)"

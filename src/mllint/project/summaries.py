@@ -157,6 +157,7 @@ def summarize(path: str, tree: ast.Module, digest: str) -> ModuleSummary:
     training = _training_functions(functions)
     for owner in [tree, *of_type(tree, *_FUNCTIONS)]:
         loads.extend(_loads(owner, imports, training))
+        loads.extend(_resume_paths(owner))
     stem = path.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
     return ModuleSummary(
         path=path,
@@ -427,6 +428,23 @@ def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSit
         into = frozenset(_loaded_into(call, nodes, loaded))
         sites.append(LoadSite(call.lineno, frozenset(words), keys, resumes, into,
                               starts is not None and call.lineno < starts))
+    return sites
+
+
+def _resume_paths(owner: ast.AST) -> list[LoadSite]:
+    """Files named where the code decides to resume, which it then hands to a loader
+    elsewhere: ``if cfg.start_epoch > 0: cfg.weights = f"{d}/net_epoch_{n}.pth"``."""
+    sites = []
+    for node in _own_nodes(owner):
+        if not isinstance(node, ast.If):
+            continue
+        if not any(RESUME_WORDS.search(w) for n in ast.walk(node.test) for w in _words_of_node(n)):
+            continue
+        # File names only (``'net_epoch_{}.pth'``), not the keys the body indexes with.
+        files = frozenset(w for stmt in node.body for w in path_words(stmt)
+                          if w.startswith("'") and "." in w.strip("'").lstrip("."))
+        if files:
+            sites.append(LoadSite(node.lineno, files, frozenset(), True))
     return sites
 
 
