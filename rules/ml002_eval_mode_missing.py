@@ -197,7 +197,7 @@ class EvalModeMissing(ValidationRule):
             layers = analysis.mode_dependent_layers(vp.scope, names, vp.forward.pos)
             if layers is False:
                 continue
-            where = f"the loop on line {vp.loop_line}" if vp.loop else "this evaluation"
+            where = vp.where
             self.report(
                 vp.forward.node,
                 f"`{vp.model}` is evaluated in {where} while still in training mode "

@@ -107,6 +107,21 @@ class NoGradMissing(ValidationRule):
             """,
             lines=(7,),
         ),
+        Invalid(  # a periodic evaluation on held-out data inside the training loop
+            """
+            import torch
+
+            model = torch.nn.Linear(8, 2)
+            optimizer = torch.optim.Adam(model.parameters())
+            for step, (x, y) in enumerate(train_loader):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                if step % 50 == 0:
+                    accuracy = (model(test_x).argmax(1) == test_y).float().mean()
+            """,
+            lines=(10,),
+        ),
     ]
     VALID = [
         Valid(
@@ -172,6 +187,21 @@ class NoGradMissing(ValidationRule):
                     print((model(adv).argmax(1) == y).float().mean().item())
             """
         ),
+        Valid(  # the same periodic evaluation, under no_grad
+            """
+            import torch
+
+            model = torch.nn.Linear(8, 2)
+            optimizer = torch.optim.Adam(model.parameters())
+            for step, (x, y) in enumerate(train_loader):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                if step % 50 == 0:
+                    with torch.no_grad():
+                        accuracy = (model(test_x).argmax(1) == test_y).float().mean()
+            """
+        ),
     ]
 
     def decide(self, analysis: ValidationAnalysis) -> None:
@@ -187,7 +217,7 @@ class NoGradMissing(ValidationRule):
             if analysis.frozen(vp.scope, names, vp.forward.pos) or analysis.needs_grad(vp):
                 continue
             reported.add(key)
-            where = f"the loop on line {vp.loop_line}" if vp.loop else "this evaluation"
+            where = vp.where
             self.report(
                 vp.forward.node,
                 f"`{vp.model}` is evaluated in {where} with autograd on ({state.why}): "

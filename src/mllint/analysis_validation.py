@@ -105,6 +105,17 @@ class ValidationPass:
     forward: CallRec
     model: str
     evidence: frozenset[Evidence]
+    #: The training loop a periodic evaluation runs inside (``if step % 50 == 0:``).
+    training_loop: Loop | None = None
+
+    @property
+    def where(self) -> str:
+        """Where the pass is, for messages."""
+        if self.loop is not None:
+            return f"the loop on line {self.loop.pos[0]}"
+        if self.training_loop is not None:
+            return f"a periodic evaluation inside the training loop on line {self.training_loop.pos[0]}"
+        return "this evaluation"
 
     @property
     def region(self) -> cst.CSTNode:
@@ -399,10 +410,17 @@ class ValidationAnalysis:
     def _as_pass(self, call: CallRec, model: str) -> ValidationPass | None:
         scope = call.scope
         loop = call.loops[-1] if call.loops else None
+        training_loop = None
         evidence: set[Evidence] = set()
-        if loop is not None:
-            if self.loop_trains(loop):
+        if loop is not None and self.loop_trains(loop):
+            # A forward on held-out data inside the training loop (``if step % 50 == 0:
+            # out = model(test_x)``) whose output is never back-propagated is a periodic
+            # evaluation: the pass is that forward alone.
+            if not self._val_args(call) or self._backpropagated(call):
                 return None
+            training_loop, loop = loop, None
+            evidence.add(Evidence.DATA_NAME)
+        if loop is not None:
             cur: Loop | None = loop
             while cur is not None and not self.loop_trains(cur):
                 words = cur.iter_words
@@ -440,7 +458,7 @@ class ValidationAnalysis:
                 evidence.add(Evidence.EVAL_MODE)
         if not evidence:
             return None
-        return ValidationPass(scope, loop, call, model, frozenset(evidence))
+        return ValidationPass(scope, loop, call, model, frozenset(evidence), training_loop)
 
     def _synthetic_input(self, call: CallRec) -> bool:
         if not call.node.args:

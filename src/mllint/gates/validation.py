@@ -280,16 +280,18 @@ def _may_be_model(c: _Candidate, targets: set[str]) -> bool:
 
 def _signs(c: _Candidate, mode_calls: bool) -> int:
     signs = 0
+    held_out = c.first_arg is not None and is_val_name(c.first_arg) and not is_train_name(c.first_arg)
+    if c.loops and c.loops[-1].trains:
+        # A forward on held-out data inside the training loop: a periodic evaluation.
+        return DATA if held_out else 0
     if c.loops:
-        if c.loops[-1].trains:
-            return 0
         if any(loop.may_name_heldout() for loop in c.loops if not loop.trains):
             signs |= DATA
         if c.in_grad_with:
             signs |= NO_GRAD
         if mode_calls:
             signs |= EVAL_MODE
-    elif c.first_arg is not None and is_val_name(c.first_arg) and not is_train_name(c.first_arg):
+    elif held_out:
         signs |= DATA
     inputs = [p for p in c.scope.params if p != c.scope.self_name]
     if not c.scope.is_module and is_eval_function(c.scope.name) and (inputs or c.loops):
