@@ -70,3 +70,29 @@ def test_gate_turns_away_what_ml001_cannot_flag(code):
     code = textwrap.dedent(code).strip() + "\n"
     assert _flags(code) == []
     assert not gate.may_flag(ast.parse(code))
+
+
+def test_project_evidence_admits_optimizers_from_other_modules(tmp_path):
+    import ast
+
+    from mllint.gates.grads import may_flag
+    from mllint.project import project_for
+
+    (tmp_path / "pyproject.toml").write_text("")
+    engine = "def train(model, loader, optimizer):\n    for x in loader:\n" \
+             "        model(x).sum().backward()\n        optimizer.step()\n"
+    (tmp_path / "engine.py").write_text(engine)
+    (tmp_path / "factory.py").write_text(
+        "import torch\ndef make(model):\n    return torch.optim.Adam(model.parameters())\n")
+    (tmp_path / "main.py").write_text(
+        "import torch\nfrom engine import train\nfrom factory import make\n"
+        "train(model, loader, torch.optim.SGD(model.parameters(), lr=0.1))\n")
+    script = "from factory import make\nopt = make(model)\nloss.backward()\nopt.step()\n"
+    (tmp_path / "script.py").write_text(script)
+    tree = ast.parse(engine)
+    # Alone, nothing says `optimizer` is one; main.py's call hands it an SGD.
+    assert not may_flag(tree)
+    assert may_flag(tree, project_for(tmp_path / "engine.py"))
+    # A factory of another module returning an optimizer.
+    assert not may_flag(ast.parse(script))
+    assert may_flag(ast.parse(script), project_for(tmp_path / "script.py"))

@@ -24,6 +24,7 @@ from mllint.analysis_index import CodeIndex, Function, Origin
 # How optimizers are recognised, defined with the stdlib-only ML001 gate.
 from mllint.gates.grads import BACKWARD_FUNCTIONS, EXTRA_OPTIMIZERS, OPTIMIZER_BASES  # noqa: F401
 from mllint.gates.grads import OPTIMIZER_PARAM as _OPTIMIZER_PARAM
+from mllint.project.roles import Role
 
 #: Text every backward call this module recognises leaves in a file: a ``.backward``
 #: method call, or ``backward`` imported from ``torch.autograd`` (a sound prefilter).
@@ -176,7 +177,7 @@ class GradEvents:
         if origin.param is not None:
             ann = origin.param.annotation
             if ann is None:
-                return False
+                return self._passed_an_optimizer(origin.param)
             names = self.ix.qualified(ann.annotation)
             return bool(names & OPTIMIZER_BASES) or is_optimizer_constructor(names)
         value = origin.expr
@@ -186,6 +187,8 @@ class GradEvents:
         if is_optimizer_constructor(names) or names & EXTRA_OPTIMIZERS:
             return True
         callee = self.ix.resolve_call(value)
+        if callee is None and self._project_returns_optimizer(value):
+            return True
         if callee is not None:
             cls = self.ix.class_of(callee) if callee.name.value == "__init__" else None
             if cls is not None:
@@ -203,6 +206,32 @@ class GradEvents:
         if method in OPTIMIZER_WRAPPERS:
             return any(self.is_optimizer(a.value) for a in value.args if not a.star)
         return False
+
+    def _project(self):
+        context = getattr(self.ix.v, "context", None)
+        return context.project if context is not None else None
+
+    def _passed_an_optimizer(self, param: cst.Param) -> bool:
+        """A parameter of a top-level function that the project's callers in other
+        modules hand an optimizer (``train(model, loader, optimizer)`` from main.py)."""
+        view = self._project()
+        func = self.ix.function_defining(param)
+        if view is None or func is None or self.ix.class_of(func) is not None:
+            return False
+        params = [p.name.value for p in func.params.params]
+        name = param.name.value
+        index = params.index(name) if name in params else len(params)
+        return Role.OPTIMIZER in view.param_roles(func.name.value, index, name)
+
+    def _project_returns_optimizer(self, call: cst.Call) -> bool:
+        """A factory of another module (or one the index does not follow) that returns an
+        optimizer: ``optimizer = build_optimizer(cfg, model)``."""
+        view = self._project()
+        callee = dotted_name(call.func)
+        if view is None or callee is None:
+            return False
+        roles = view.returned_roles(callee)
+        return len(roles) == 1 and Role.OPTIMIZER in roles[0]
 
     def _subclasses_optimizer(self, cls: cst.ClassDef) -> bool:
         for c in self.ix.related_classes(cls):

@@ -48,8 +48,9 @@ def is_suppressed(finding: Finding, noqa: dict[int, frozenset[str] | None]) -> b
     return False
 
 
-def applicable_rules(text: str, rules: Iterable[type[Rule]]) -> list[type[Rule]]:
-    return admitted(list(rules), text)
+def applicable_rules(text: str, rules: Iterable[type[Rule]],
+                     file: str | None = None) -> list[type[Rule]]:
+    return admitted(list(rules), text, file)
 
 
 def _seed_metadata(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
@@ -104,7 +105,7 @@ def lint_text(
 ) -> FileResult:
     """Lint ``text`` shown as ``path``; ``file`` is where it lies on disk, if anywhere
     (the project model then reads the modules around it)."""
-    active = applicable_rules(text, rules) if prefilter else list(rules)
+    active = applicable_rules(text, rules, file) if prefilter else list(rules)
     if not active:
         return FileResult(path)
     invalid = python_syntax_error(text)

@@ -130,8 +130,9 @@ def python_syntax_error(text: str) -> SyntaxError | RecursionError | MemoryError
     return result if isinstance(result, (SyntaxError, RecursionError, MemoryError)) else None
 
 
-def admitted(rules: Sequence[T], text: str) -> list[T]:
-    """The rules that could report in ``text``: stage 1, then stage 2 where defined."""
+def admitted(rules: Sequence[T], text: str, file: str | None = None) -> list[T]:
+    """The rules that could report in ``text``: stage 1, then stage 2 where defined.
+    ``file`` is where the text lies on disk, for gates that ask the project model."""
     memo: dict[str, bool] = {}
     passed = [r for r in rules if r.may_match(text, memo)]
     if not any(r.gate for r in passed):
@@ -139,13 +140,40 @@ def admitted(rules: Sequence[T], text: str) -> list[T]:
     tree = python_tree(text)
     if tree is None:
         return passed
-    return [r for r in passed if not r.gate or _gate_admits(r.gate, tree)]
+    project = _LazyProject(file)
+    return [r for r in passed if not r.gate or _gate_admits(r.gate, tree, project)]
 
 
-def _gate_admits(spec: str, tree: ast.Module) -> bool:
+class _LazyProject:
+    """The project of the file, made only if a gate asks for it."""
+
+    def __init__(self, file: str | None) -> None:
+        self.file = file
+        self._view: object = None
+
+    def get(self) -> object:
+        if self._view is None and self.file is not None:
+            from mllint.project import project_for
+
+            self._view = project_for(self.file)
+        return self._view
+
+
+def project_aware(gate: Callable[..., bool]) -> Callable[..., bool]:
+    """Marks a gate that takes a second argument, the file's ``ProjectView`` (or
+    ``None``): the facts of other modules it may need, from the same project model the
+    rule asks (summaries of Python's ``ast``, no libcst)."""
+    gate.project_aware = True  # type: ignore[attr-defined]
+    return gate
+
+
+def _gate_admits(spec: str, tree: ast.Module, project: _LazyProject) -> bool:
     """A gate that fails (a tree too deep to walk, a bug) admits the file: the rule then
     runs as if there were no gate, and any real problem is reported from there."""
     try:
-        return bool(load_gate(spec)(tree))
+        gate = load_gate(spec)
+        if getattr(gate, "project_aware", False):
+            return bool(gate(tree, project.get()))
+        return bool(gate(tree))
     except Exception:  # noqa: BLE001 - a prefilter must never lose a file
         return True

@@ -49,7 +49,7 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
         cached = opts.cache.get(key)
         if cached is not None:
             return _apply_per_file_ignores(cached, opts.settings)
-    infos = admitted(opts.rules, text) if opts.prefilter else list(opts.rules)
+    infos = admitted(opts.rules, text, path) if opts.prefilter else list(opts.rules)
     if not infos:
         result = FileResult(path)
         if opts.cache is not None and key is not None:

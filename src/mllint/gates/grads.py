@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import TYPE_CHECKING
 
 from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.optimizer_names import is_optimizer_constructor
+from mllint.prefilter import project_aware
+from mllint.project.roles import Role
+
+if TYPE_CHECKING:
+    from mllint.project.model import ProjectView
 
 # Defined here (stdlib only) and imported by ``analysis_grads``, so the gate and the
 # libcst analysis recognise optimizers alike.
@@ -32,7 +38,8 @@ OPTIMIZER_PARAM = re.compile(
 )
 
 
-def may_flag(tree: ast.Module) -> bool:
+@project_aware
+def may_flag(tree: ast.Module, project: ProjectView | None = None) -> bool:
     imports = Imports.of(tree)
     calls = of_type(tree, ast.Call)
     backward = steps = False
@@ -45,7 +52,27 @@ def may_flag(tree: ast.Module) -> bool:
             backward = True
     if not (backward and steps):
         return False
-    return _optimizer_evidence(tree, calls, imports)
+    return _optimizer_evidence(tree, calls, imports) or (
+        project is not None and _project_evidence(tree, project))
+
+
+def _project_evidence(tree: ast.Module, project: ProjectView) -> bool:
+    """What the project model adds (``GradEvents._passed_an_optimizer`` and
+    ``_project_returns_optimizer``): a top-level function whose callers in other
+    modules pass an optimizer, or a call of a factory that returns one."""
+    for func in tree.body:
+        if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = func.args
+            for i, p in enumerate([*a.posonlyargs, *a.args, *a.kwonlyargs]):
+                if Role.OPTIMIZER in project.param_roles(func.name, i, p.arg):
+                    return True
+    for node in of_type(tree, ast.Assign):
+        if isinstance(node.value, ast.Call):
+            callee = dotted(node.value.func)
+            roles = project.returned_roles(callee) if callee is not None else ()
+            if len(roles) == 1 and Role.OPTIMIZER in roles[0]:
+                return True
+    return False
 
 
 def _optimizer_type(names: set[str]) -> bool:

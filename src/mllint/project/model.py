@@ -280,6 +280,19 @@ class ProjectView:
                     out.append((summary, site))
         return out
 
+    def param_roles(self, qualname: str, index: int, name: str) -> frozenset[Role]:
+        """The roles of what callers in other modules pass for parameter ``name`` (at
+        ``index``) of this file's top-level function ``qualname``."""
+        roles: set[Role] = set()
+        for module, site in self.callers_elsewhere(qualname):
+            values = dict(site.kwarg_values).get(name)
+            if values is None and index < len(site.arg_values):
+                values = site.arg_values[index]
+            for value in values or ():
+                roles |= {v.role for v in self._values_of(module, value, MAX_FOLLOW)
+                          if v.role is not None}
+        return frozenset(roles)
+
     def relative(self, path: str) -> str:
         """``path`` as shown in messages: relative to the project root."""
         try:

@@ -105,6 +105,9 @@ class CallSite:
     kwargs: tuple[tuple[str, str], ...]
     #: The last ``.eval()``/``.train()`` before it in its function, per receiver.
     modes: tuple[tuple[str, str], ...]
+    #: What each argument may hold, by position and by keyword (``Value`` sets).
+    arg_values: tuple[frozenset[Value], ...] = ()
+    kwarg_values: tuple[tuple[str, frozenset[Value]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -513,38 +516,48 @@ def _grad_off(expr: ast.expr, imports: Imports) -> bool:
     return False
 
 
+@dataclass
+class _Context:
+    """The function a statement is in, as ``_call_sites`` walks it."""
+
+    function: str
+    modes: list[tuple[int, str, str]]
+    params: tuple[str, ...]
+    bindings: dict[str, list[ast.expr]]
+
+
 def _call_sites(tree: ast.Module, imports: Imports) -> list[CallSite]:
     out: list[CallSite] = []
 
-    def walk(body: list[ast.stmt], function: str, no_grad: bool,
-             modes: list[tuple[int, str, str]]) -> None:
+    def walk(body: list[ast.stmt], ctx: _Context, no_grad: bool) -> None:
         for stmt in body:
             if isinstance(stmt, _FUNCTIONS):
                 inner = any(_grad_off(d, imports) for d in stmt.decorator_list)
-                name = f"{function}.{stmt.name}" if function else stmt.name
-                walk(stmt.body, name, inner, _mode_calls(stmt))
+                name = f"{ctx.function}.{stmt.name}" if ctx.function else stmt.name
+                walk(stmt.body, _Context(name, _mode_calls(stmt), _params(stmt),
+                                         _bindings(_own_nodes(stmt))), inner)
                 continue
             if isinstance(stmt, ast.ClassDef):
-                walk(stmt.body, f"{function}.{stmt.name}" if function else stmt.name,
-                     False, [])
+                name = f"{ctx.function}.{stmt.name}" if ctx.function else stmt.name
+                walk(stmt.body, _Context(name, [], (), {}), False)
                 continue
             off = no_grad
             if isinstance(stmt, (ast.With, ast.AsyncWith)):
                 off = no_grad or any(_grad_off(i.context_expr, imports) for i in stmt.items)
             for node in _statement_nodes(stmt):
                 if isinstance(node, ast.Call):
-                    site = _site(node, function, off, modes)
+                    site = _site(node, ctx, off, imports)
                     if site is not None:
                         out.append(site)
             for field_name in ("body", "orelse", "finalbody", "handlers"):
                 inner_body = getattr(stmt, field_name, None)
                 if isinstance(inner_body, list) and inner_body and isinstance(inner_body[0], ast.stmt):
-                    walk(inner_body, function, off, modes)
+                    walk(inner_body, ctx, off)
                 elif field_name == "handlers" and inner_body:
                     for handler in inner_body:
-                        walk(handler.body, function, off, modes)
+                        walk(handler.body, ctx, off)
 
-    walk(tree.body, "", False, _mode_calls(tree))
+    walk(tree.body, _Context("", _mode_calls(tree), (), _bindings(_own_nodes(tree))), False)
     return out
 
 
@@ -582,18 +595,23 @@ def _mode_calls(owner: ast.AST) -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
-def _site(call: ast.Call, function: str, no_grad: bool,
-          modes: list[tuple[int, str, str]]) -> CallSite | None:
+def _site(call: ast.Call, ctx: _Context, no_grad: bool, imports: Imports) -> CallSite | None:
     callee = dotted(call.func)
     if callee is None or not call.args and not call.keywords:
         return None
     last: dict[str, str] = {}
-    for line, receiver, mode in modes:
+    for line, receiver, mode in ctx.modes:
         if line < call.lineno:
             last[receiver] = mode
+
+    def values(expr: ast.expr) -> frozenset[Value]:
+        return _values(expr, ctx.params, ctx.bindings, imports, _MAX_DEPTH)
+
     return CallSite(
-        callee, call.lineno, function, no_grad,
+        callee, call.lineno, ctx.function, no_grad,
         tuple(dotted(a) for a in call.args),
         tuple((k.arg, name) for k in call.keywords
               if k.arg is not None and (name := dotted(k.value)) is not None),
-        tuple(sorted(last.items())))
+        tuple(sorted(last.items())),
+        tuple(values(a) for a in call.args),
+        tuple((k.arg, values(k.value)) for k in call.keywords if k.arg is not None))
