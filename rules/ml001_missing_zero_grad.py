@@ -214,6 +214,24 @@ class MissingZeroGrad(IndexedRule):
             """,
             lines=(8,),
         ),
+        Invalid(  # the optimizer class is a parameter; cleared right before the step
+            """
+            from torch.optim import Adam
+
+            class Trainer:
+                def __init__(self, model, accelerator, optimizer_klass=Adam, lr=3e-4):
+                    self.model = model
+                    self.accelerator = accelerator
+                    self.optimizer = optimizer_klass(model.parameters(), lr=lr)
+
+                def fit(self, loader):
+                    for batch in loader:
+                        self.accelerator.backward(self.model(batch))
+                        self.optimizer.zero_grad()
+                        self.optimizer.step()
+            """,
+            lines=(13,),
+        ),
     ]
 
     def check(self, index: CodeIndex) -> None:

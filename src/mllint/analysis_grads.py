@@ -186,6 +186,8 @@ class GradEvents:
         names = self.ix.qualified(value.func)
         if is_optimizer_constructor(names) or names & EXTRA_OPTIMIZERS:
             return True
+        if self._optimizer_class_parameter(value.func):
+            return True
         callee = self.ix.resolve_call(value)
         if callee is None and self._project_returns_optimizer(value):
             return True
@@ -205,6 +207,17 @@ class GradEvents:
         method = method or (value.func.value if isinstance(value.func, cst.Name) else None)
         if method in OPTIMIZER_WRAPPERS:
             return any(self.is_optimizer(a.value) for a in value.args if not a.star)
+        return False
+
+    def _optimizer_class_parameter(self, func: cst.BaseExpression) -> bool:
+        """``optimizer_klass(params, lr=lr)`` where the parameter ``optimizer_klass``
+        defaults to an optimizer class (``optimizer_klass=Adam``)."""
+        if not isinstance(func, cst.Name):
+            return False
+        for origin in self.ix.origins(func):
+            default = origin.param.default if origin.param is not None else None
+            if default is not None and is_optimizer_constructor(self.ix.qualified(default)):
+                return True
         return False
 
     def _project(self):

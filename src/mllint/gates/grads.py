@@ -3,10 +3,13 @@
 ML001 reports only at an optimizer step (``GradEvents.steps``) in a module that calls
 ``backward()``. A receiver is an optimizer (``GradEvents.is_optimizer``) only through
 one of: a constructor call (``torch.optim.X``, the libraries ``is_optimizer_constructor``
-knows, ``ZeroRedundancyOptimizer``), a class deriving from an optimizer, a parameter
-annotated as one, or a parameter named like one whose name the module clears elsewhere
-(``opt_g.zero_grad()``); factories and wrappers (``accelerator.prepare``) only pass one
-of those on. A module with none of them cannot hold an ML001 finding.
+knows, ``ZeroRedundancyOptimizer``), a parameter defaulting to an optimizer class
+(``optimizer_klass=Adam``), a class deriving from an optimizer, a parameter annotated as
+one, or a parameter named like one whose name the module clears elsewhere
+(``opt_g.zero_grad()``); with the project model, also a parameter that callers in other
+modules hand an optimizer, or a project factory returning one. Same-module factories and
+wrappers (``accelerator.prepare``) only pass one of those on. A module with none of them
+cannot hold an ML001 finding.
 """
 
 from __future__ import annotations
@@ -84,6 +87,11 @@ def _optimizer_evidence(tree: ast.Module, calls: list[ast.Call], imports: Import
         names = imports.qualified(call.func)
         if names and (is_optimizer_constructor(names) or names & EXTRA_OPTIMIZERS):
             return True
+    for args in of_type(tree, ast.arguments):
+        # ``def __init__(..., optimizer_klass=Adam)``: the class is called later.
+        for default in (*args.defaults, *(d for d in args.kw_defaults if d is not None)):
+            if is_optimizer_constructor(imports.qualified(default)):
+                return True
     for cls in of_type(tree, ast.ClassDef):
         if any(_optimizer_type(imports.qualified(base)) for base in cls.bases):
             return True
