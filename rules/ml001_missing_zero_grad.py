@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import weakref
 from typing import Any
 
@@ -26,6 +27,12 @@ _HARMLESS_PREFIXES = ("torch.", "builtins.", "math.", "numpy.", "logging.")
 class Kind(str, enum.Enum):
     NEVER_CLEARED = "never-cleared"
     CLEARED_BEFORE_STEP = "cleared-before-step"
+    #: Cleared on every iteration of a loop that steps only every k-th (accumulation).
+    CLEARED_EACH_MICRO_BATCH = "cleared-each-micro-batch"
+
+
+#: The test of an ``if`` that makes a step wait for several backward passes.
+_ACCUMULATION_TEST = re.compile(r"%|accum|update_freq|iters_to", re.IGNORECASE)
 
 
 class MissingZeroGrad(IndexedRule):
@@ -33,8 +40,9 @@ class MissingZeroGrad(IndexedRule):
     ## What it does
     Finds training loops that call `backward()` and an optimizer's `step()` but never
     clear the gradients on the way (no `optimizer.zero_grad()`, `model.zero_grad()`,
-    `p.grad = None`, nor a same-module helper that does one of these), and straight-line
-    code that clears them *between* `backward()` and `step()`.
+    `p.grad = None`, nor a same-module helper that does one of these), straight-line
+    code that clears them *between* `backward()` and `step()`, and gradient accumulation
+    that clears on every micro-batch while the step waits for `if i % accum == 0:`.
 
     Optimizers are recognised by how they were built (`torch.optim.*` and the optimizers
     of common libraries, aliases included, `self.optimizer = ...` in a trainer class,
@@ -64,7 +72,9 @@ class MissingZeroGrad(IndexedRule):
     the stepped optimizer: gradients that survived an earlier `step()` confirm the
     finding (with the step number, the leftover gradient norm and the optimizer class);
     so does a `step()` applying all-zero gradients. Gradients that are `None` or zero
-    before each backward following a step refute it.
+    before each backward following a step refute it. For accumulation, a backward that
+    finds the gradients of an earlier micro-batch (since the last step) gone confirms it;
+    steps that applied the gradients of several backward passes refute it.
     """
 
     code = "ML001"
@@ -238,9 +248,13 @@ class MissingZeroGrad(IndexedRule):
         events = GradEvents(index)
         if not events.backwards:
             return
+        reported: set[int] = set()
         for step in events.steps():
-            if not self._check_cleared_before_step(index, events, step):
-                self._check_never_cleared(index, events, step)
+            if self._check_cleared_before_step(index, events, step):
+                continue
+            if self._check_cleared_each_micro_batch(index, events, step, reported):
+                continue
+            self._check_never_cleared(index, events, step)
 
     # -- never cleared -----------------------------------------------------------------
 
@@ -331,6 +345,56 @@ class MissingZeroGrad(IndexedRule):
                 return False
             current = owner
 
+    # -- cleared on every micro-batch of an accumulation ---------------------------------
+
+    def _check_cleared_each_micro_batch(self, ix: CodeIndex, ev: GradEvents, step: Step,
+                                        reported: set[int]) -> bool:
+        """A loop that back-propagates on every iteration but steps only under an
+        accumulation test (``if i % accum == 0:``), while clearing the same optimizer
+        unconditionally on every iteration: each step sees one micro-batch's gradient."""
+        loops = ix.loops_of(step.call)
+        if not loops:
+            return False
+        loop = loops[0]
+        guard = self._accumulation_guard(ix, step.call, loop)
+        if guard is None:
+            return False
+        func = ix.function_of(step.call)
+        inner = ev.events_in(loop, func)
+        backwards = [b for b in inner.backwards if not ix.within(b, guard)]
+        if not backwards:
+            return False
+        mine = ev.identity(step.optimizer)
+        for clear in inner.clears:
+            if clear.receiver is None or ev.identity(clear.receiver) != mine:
+                continue
+            if id(clear.node) in reported or not self._every_iteration(ix, clear.node, loop):
+                continue
+            reported.add(id(clear.node))
+            self._report(ix, ev, step, loop, backwards[0], clear.node,
+                         Kind.CLEARED_EACH_MICRO_BATCH, guard=guard)
+            return True
+        return False
+
+    @staticmethod
+    def _accumulation_guard(ix: CodeIndex, node: cst.CSTNode, loop: cst.CSTNode) -> cst.If | None:
+        for anc in ix.ancestors(node):
+            if anc is loop:
+                return None
+            if isinstance(anc, cst.If) and _ACCUMULATION_TEST.search(source_of(anc.test)):
+                return anc
+        return None
+
+    @staticmethod
+    def _every_iteration(ix: CodeIndex, node: cst.CSTNode, loop: cst.CSTNode) -> bool:
+        """``node`` runs on every iteration of ``loop``: no branch or inner loop between."""
+        for anc in ix.ancestors(node):
+            if anc is loop:
+                return True
+            if isinstance(anc, (cst.If, cst.For, cst.While, cst.Try, cst.IfExp)):
+                return False
+        return False
+
     def _sole_optimizer(self, ix: CodeIndex, ev: GradEvents, step: Step, func) -> bool:
         """Whether ``step``'s optimizer is the only one stepped in its function, so that
         ``model.zero_grad()`` or ``p.grad = None`` there surely reaches its parameters."""
@@ -365,7 +429,8 @@ class MissingZeroGrad(IndexedRule):
 
     # -- reporting ---------------------------------------------------------------------
 
-    def _report(self, ix, ev, step: Step, region, backward: cst.Call, clear, kind: Kind) -> None:
+    def _report(self, ix, ev, step: Step, region, backward: cst.Call, clear, kind: Kind,
+                guard: cst.If | None = None) -> None:
         opt = source_of(step.optimizer)
         stepper = source_of(step.call.func) + "(" + (opt if step.call.func.value is not step.optimizer else "") + ")"
         targets = ev.backward_targets(backward)
@@ -376,6 +441,14 @@ class MissingZeroGrad(IndexedRule):
                 f"`{stepper}` runs after `{bwd}` in this loop, but `{opt}`'s gradients are never "
                 f"cleared: `backward()` adds to `.grad`, so every step applies the sum of all "
                 f"earlier batches' gradients. Call `{opt}.zero_grad()` once per step."
+            )
+        elif kind is Kind.CLEARED_EACH_MICRO_BATCH:
+            message = (
+                f"`{source_of(clear)}` (line {ix.line(clear)}) clears `{opt}`'s gradients on "
+                f"every iteration, but `{stepper}` runs only when `{source_of(guard.test)}`: "
+                f"the gradients `{bwd}` accumulates over the micro-batches in between are "
+                f"thrown away, so each step applies the last micro-batch's gradient alone. "
+                f"Clear them right after the step, under the same condition."
             )
         else:
             message = (
@@ -444,12 +517,19 @@ class MissingZeroGradProbe(Probe):
         self._first_leftover: _Grads | None = None
         self.clean = 0
         self.bad: tuple[int, _Grads] | None = None  # (step that re-applied, leftover)
+        # Accumulation: backward passes in the loop since the latest step, and whether
+        # the gradients were found cleared between two of them.
+        self._micro_batches = 0
+        self._discarded = False
+        self.discarded: tuple[int, int] | None = None  # (step, micro-batches before it)
 
     def install(self) -> None:
         self.rt.add_step_pre_hook(self._before_step)
         self.rt.add_step_post_hook(self._after_step)
         if self.kind is Kind.NEVER_CLEARED:
             self.rt.on_backward(self._before_backward)
+        elif self.kind is Kind.CLEARED_EACH_MICRO_BATCH:
+            self.rt.on_backward(self._before_micro_batch)
 
     # -- callbacks ---------------------------------------------------------------------
 
@@ -463,6 +543,13 @@ class MissingZeroGradProbe(Probe):
             self._optimizer = weakref.ref(optimizer)
             self.optimizer_class = type(optimizer).__name__
         if optimizer is not self._watched() or self.bad is not None:
+            return
+        if self.kind is Kind.CLEARED_EACH_MICRO_BATCH:
+            if self._micro_batches >= 2:
+                if self._discarded:
+                    self.discarded = (self.steps + 1, self._micro_batches)
+                else:
+                    self.clean += 1
             return
         grads = self._grads(optimizer)
         if self.kind is Kind.CLEARED_BEFORE_STEP:
@@ -486,6 +573,18 @@ class MissingZeroGradProbe(Probe):
             self._backward_in_loop = False
             self._seen_clear = False
             self._first_leftover = None
+            self._micro_batches = 0
+            self._discarded = False
+
+    def _before_micro_batch(self, tensor: Any) -> None:
+        """Accumulation: a backward in the loop finding the gradients of an earlier
+        micro-batch (since the latest step) gone means they were cleared in between."""
+        optimizer = self._watched()
+        if optimizer is None or self.settled() or self.rt.stack_in(self.finding) is None:
+            return
+        if self._micro_batches and self._grads(optimizer).clear:
+            self._discarded = True
+        self._micro_batches += 1
 
     def _before_backward(self, tensor: Any) -> None:
         optimizer = self._watched()
@@ -519,8 +618,23 @@ class MissingZeroGradProbe(Probe):
 
     # -- verdict -----------------------------------------------------------------------
 
+    def _micro_batch_verdict(self, who: str, figures: dict[str, Any]) -> Verdict | None:
+        if self.discarded is not None:
+            step, micro = self.discarded
+            return self.confirmed(
+                f"{micro} backward passes ran before step {step} of {who}, but the "
+                f"gradients were cleared between them: the step applied the last "
+                f"micro-batch's gradient alone",
+                step=step, micro_batches=micro, **figures)
+        if not self.clean:
+            return None  # every step followed a single backward: no accumulation in this run
+        return self.refuted(
+            f"in {self.clean} step(s) of {who} after several backward passes, the "
+            f"gradients accumulated over all of them",
+            **figures)
+
     def settled(self) -> bool:
-        return self.bad is not None or self.clean >= self.ENOUGH
+        return self.bad is not None or self.discarded is not None or self.clean >= self.ENOUGH
 
     def verdict(self) -> Verdict | None:
         if self._watched() is None and self.optimizer_class is None:
@@ -531,6 +645,8 @@ class MissingZeroGradProbe(Probe):
             "clean_checks": self.clean,
         }
         who = f"`{self.name}` ({self.optimizer_class})"
+        if self.kind is Kind.CLEARED_EACH_MICRO_BATCH:
+            return self._micro_batch_verdict(who, figures)
         if self.bad is not None:
             step, grads = self.bad
             figures.update(

@@ -108,3 +108,24 @@ def test_gan_whose_generator_pass_fills_the_discriminator_grads_is_refuted(tmp_p
     (verdict,) = report.verdicts
     assert verdict.status is VerdictStatus.REFUTED, verdict.evidence
     assert verdict.figures["optimizer_class"] == "Adam"
+
+
+def test_cleared_every_micro_batch_is_confirmed_by_the_discarded_gradients(tmp_path):
+    findings, report = run("bad_zero_grad_every_micro_batch.py", tmp_path)
+    assert [(f.line, f.data["kind"], f.data["clear_line"]) for f in findings] == [
+        (21, "cleared-each-micro-batch", 17)]
+    (verdict,) = report.verdicts
+    assert verdict.status is VerdictStatus.CONFIRMED, verdict.evidence
+    assert verdict.figures["micro_batches"] == 4
+    assert "last micro-batch's gradient alone" in verdict.evidence
+
+
+def test_accumulation_cleared_after_the_step_refutes_the_micro_batch_bug(tmp_path):
+    name = "good_zero_grad_every_micro_batch.py"
+    finding = pointed_at(name, tmp_path, "optimizer.step()",
+                         "for i, (x, y) in enumerate(batches):",
+                         "cleared-each-micro-batch", "optimizer")
+    _, report = run(name, tmp_path, [finding])
+    (verdict,) = report.verdicts
+    assert verdict.status is VerdictStatus.REFUTED, verdict.evidence
+    assert "accumulated over all of them" in verdict.evidence

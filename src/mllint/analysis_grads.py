@@ -174,6 +174,9 @@ class GradEvents:
         return any(self._named_like_optimizer(p) for p in params)
 
     def _origin_is_optimizer(self, origin: Origin) -> bool:
+        if origin.index is not None:  # one element of what a call returns
+            return isinstance(origin.expr, cst.Call) and self._project_returns_optimizer(
+                origin.expr, origin.index)
         if origin.param is not None:
             ann = origin.param.annotation
             if ann is None:
@@ -236,15 +239,18 @@ class GradEvents:
         index = params.index(name) if name in params else len(params)
         return Role.OPTIMIZER in view.param_roles(func.name.value, index, name)
 
-    def _project_returns_optimizer(self, call: cst.Call) -> bool:
+    def _project_returns_optimizer(self, call: cst.Call, index: int | None = None) -> bool:
         """A factory of another module (or one the index does not follow) that returns an
-        optimizer: ``optimizer = build_optimizer(cfg, model)``."""
+        optimizer: ``optimizer = build_optimizer(cfg, model)``, or at ``index`` of the
+        tuple it returns (``optimizer, msg = build_optimizer(cfg)``)."""
         view = self._project()
         callee = dotted_name(call.func)
         if view is None or callee is None:
             return False
         roles = view.returned_roles(callee)
-        return len(roles) == 1 and Role.OPTIMIZER in roles[0]
+        if index is None:
+            return len(roles) == 1 and Role.OPTIMIZER in roles[0]
+        return len(roles) > 1 and index < len(roles) and Role.OPTIMIZER in roles[index]
 
     def _subclasses_optimizer(self, cls: cst.ClassDef) -> bool:
         for c in self.ix.related_classes(cls):

@@ -90,6 +90,9 @@ class Origin:
 
     expr: cst.BaseExpression | None
     param: cst.Param | None = None
+    #: For a name unpacked from a call's result (``opt, msg = build(cfg)``): its
+    #: position in the returned tuple; ``expr`` is then that call.
+    index: int | None = None
 
 
 class IndexedRule(Rule):
@@ -504,6 +507,8 @@ class CodeIndex:
             if isinstance(holder, cst.AssignTarget) and isinstance(seq, (cst.Tuple, cst.List)):
                 value = self.parent(holder).value
                 index = next(i for i, el in enumerate(seq.elements) if el is parent)
+                if isinstance(value, cst.Call) and self._project_function(value):
+                    return [Origin(value, index=index)]  # what the project's function returns
                 if isinstance(value, cst.Call):
                     positional = [a.value for a in value.args if a.keyword is None and not a.star]
                     if len(positional) == len(seq.elements):
@@ -512,7 +517,20 @@ class CodeIndex:
                         return self.origins(positional[index], depth, seen)
                 if isinstance(value, (cst.Tuple, cst.List)) and len(value.elements) == len(seq.elements):
                     return self.origins(value.elements[index].value, depth, seen)
+                if isinstance(value, cst.Call) and not any(
+                        isinstance(e, cst.StarredElement) for e in seq.elements):
+                    return [Origin(value, index=index)]
         return []
+
+    def _project_function(self, call: cst.Call) -> bool:
+        """``call`` runs a function of another module of the project, whose returns the
+        project model summarises."""
+        context = getattr(self.v, "context", None)
+        view = context.project if context is not None else None
+        callee = dotted_name(call.func)
+        if view is None or callee is None or self.resolve_call(call) is not None:
+            return False
+        return view.function(callee) is not None
 
     # -- autograd state ----------------------------------------------------------------
 

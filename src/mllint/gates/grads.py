@@ -73,7 +73,7 @@ def _project_evidence(tree: ast.Module, project: ProjectView) -> bool:
         if isinstance(node.value, ast.Call):
             callee = dotted(node.value.func)
             roles = project.returned_roles(callee) if callee is not None else ()
-            if len(roles) == 1 and Role.OPTIMIZER in roles[0]:
+            if any(Role.OPTIMIZER in r for r in roles):
                 return True
     return False
 
