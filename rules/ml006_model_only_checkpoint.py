@@ -130,8 +130,13 @@ class ModelOnlyCheckpoint(Rule):
     # checkpoint helpers of other modules (``utils.save_checkpoint(state)``), the words
     # the gate looks for: a save or checkpoint call, and an optimizer-like name
     # (``looks_like_optimizer``: opt, optim, engine) or a library optimizer class.
-    REQUIRES = (r"save|Save|checkpoint|Checkpoint|ckpt|snapshot",
-                r"opt|Opt|OPT|engine|Engine|ENGINE|AdamW|Adafactor")
+    # (Literal-first, so ``re`` can skip ahead: ``save(?<![A-Za-z0-9]save)`` is a ``save``
+    # no letter or digit precedes; ``save_pretrained`` exports are no checkpoint helper.)
+    REQUIRES = (r"save(?<![A-Za-z0-9]save)(?![A-Za-z0-9])(?!_pretrained)|Save|checkpoint"
+                r"|Checkpoint|ckpt|snapshot",
+                r"optim|Optim|OPTIM|opt(?<![A-Za-z0-9]opt)(?![a-z])"
+                r"|Opt(?<![A-Za-z0-9]Opt)(?![a-z])|OPT(?<![A-Za-z0-9]OPT)(?![A-Z])"
+                r"|engine|Engine|ENGINE|AdamW|Adafactor")
     GATE = "mllint.gates.training:checkpoint_may_flag"
     PROBE = "mllint.rules.ml006_model_only_checkpoint:ModelOnlyCheckpointProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA

@@ -140,22 +140,22 @@ def admitted(rules: Sequence[T], text: str, file: str | None = None) -> list[T]:
     tree = python_tree(text)
     if tree is None:
         return passed
-    project = _LazyProject(file)
+    project = _LazyProject(file, tree, text)
     return [r for r in passed if not r.gate or _gate_admits(r.gate, tree, project)]
 
 
 class _LazyProject:
     """The project of the file, made only if a gate asks for it."""
 
-    def __init__(self, file: str | None) -> None:
-        self.file = file
+    def __init__(self, file: str | None, tree: ast.Module, text: str) -> None:
+        self.file, self.tree, self.text = file, tree, text
         self._view: object = None
 
     def get(self) -> object:
         if self._view is None and self.file is not None:
             from mllint.project import project_for
 
-            self._view = project_for(self.file)
+            self._view = project_for(self.file, self.tree, self.text)
         return self._view
 
 

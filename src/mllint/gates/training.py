@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import TYPE_CHECKING
 
 from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.optimizer_names import is_optimizer_constructor, looks_like_optimizer
+from mllint.prefilter import project_aware
+from mllint.project.roles import Role
+
+if TYPE_CHECKING:
+    from mllint.project.model import ProjectView
 
 # Defined here (stdlib only) and imported by ``analysis_training`` and the rules, so the
 # gates and the libcst analyses recognise the same calls.
@@ -26,7 +32,8 @@ BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
 STEP_WITH_OPTIMIZER = frozenset({"step", "optimizer_step"})
 #: Names of calls that may write a checkpoint through a helper of the project
 #: (``save_checkpoint``, ``utils.save_on_master``, ``ckpt_manager.snapshot``).
-CHECKPOINT_CALL = re.compile(r"save|Save|checkpoint|Checkpoint|ckpt|snapshot")
+CHECKPOINT_CALL = re.compile(
+    r"(^|_)save($|_(?!pretrained))|Save|checkpoint|Checkpoint|ckpt|snapshot")
 #: A factory of the project counts as building an optimizer when what it builds is
 #: named like one (the target) or it is (``build_optimizer``); the libcst side then asks
 #: the project model what the factory returns.
@@ -44,28 +51,45 @@ def _builds_optimizer(calls: list[ast.Call], imports: Imports) -> bool:
     return any(is_optimizer_constructor(imports.qualified(c.func)) for c in calls)
 
 
-def checkpoint_may_flag(tree: ast.Module) -> bool:
+@project_aware
+def checkpoint_may_flag(tree: ast.Module, project: ProjectView | None = None) -> bool:
     """ML006 reports a ``torch.save`` call or a call of a checkpoint helper
     (``CHECKPOINT_CALL``), and only in a module that builds an optimizer or gets one from
     a factory (``TrainingMap.optimizers``: constructor calls, or ``factory_candidate``)."""
     imports = Imports.of(tree)
     calls = _calls(tree)
-    saves = any(imports.resolves_to(c.func, SAVE_FUNCTIONS) or (c.args and _helper_save(c))
+    saves = any(imports.resolves_to(c.func, SAVE_FUNCTIONS) or (c.args and _helper_save(c, project))
                 for c in calls)
     if not saves:
         return False
-    return _builds_optimizer(calls, imports) or _factory_optimizers(tree)
+    return _builds_optimizer(calls, imports) or _factory_optimizers(tree, project)
 
 
-def _factory_optimizers(tree: ast.Module) -> bool:
-    return any(factory_candidate(node.targets, node.value)
-               for node in of_type(tree, ast.Assign) if isinstance(node.value, ast.Call))
+def _factory_optimizers(tree: ast.Module, project: ProjectView | None) -> bool:
+    """``optimizer = build_optimizer(cfg)``: a factory candidate that, with the project
+    model at hand, returns an optimizer (``TrainingMap._factory_optimizers``)."""
+    for node in of_type(tree, ast.Assign):
+        if isinstance(node.value, ast.Call) and factory_candidate(node.targets, node.value):
+            callee = dotted(node.value.func)
+            if project is None or callee is None:
+                return True
+            if any(Role.OPTIMIZER in roles for roles in project.returned_roles(callee)):
+                return True
+    return False
 
 
-def _helper_save(call: ast.Call) -> bool:
+def _helper_save(call: ast.Call, project: ProjectView | None) -> bool:
+    """A call named like a checkpoint helper that, with the project model at hand, runs
+    a project function of another module that ``torch.save``s an argument."""
     func = call.func
     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-    return bool(CHECKPOINT_CALL.search(name))
+    if not CHECKPOINT_CALL.search(name):
+        return False
+    callee = dotted(func)
+    if project is None or callee is None:
+        return True
+    found = project.function(callee)
+    return found is not None and bool(found[1].saved_params)
 
 
 def factory_candidate(targets: list[ast.expr], value: ast.Call) -> bool:
@@ -78,7 +102,8 @@ def factory_candidate(targets: list[ast.expr], value: ast.Call) -> bool:
     return any(looks_like_optimizer(dotted(t) or "") for t in names)
 
 
-def swallow_may_flag(tree: ast.Module) -> bool:
+@project_aware
+def swallow_may_flag(tree: ast.Module, project: ProjectView | None = None) -> bool:
     """ML008 reports a broad handler that does not re-raise, of a ``try`` whose body trains.
 
     Something trains only if an optimizer steps somewhere in the module: a
@@ -88,7 +113,7 @@ def swallow_may_flag(tree: ast.Module) -> bool:
     """
     imports = Imports.of(tree)
     calls = _calls(tree)
-    if not _optimizer_steps(calls, imports) and not _factory_optimizers(tree):
+    if not _optimizer_steps(calls, imports) and not _factory_optimizers(tree, project):
         return False
     defined = {n.name for n in of_type(tree, ast.FunctionDef, ast.AsyncFunctionDef)}
     trainers = {alias for alias, names in imports.aliases.items() if names & BACKWARD_FUNCTIONS}

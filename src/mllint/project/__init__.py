@@ -14,7 +14,22 @@ on demand and remembered by content.
 - ``model``: the project object rules query, with the files each answer depended on.
 """
 
-from mllint.project.model import Project, project_for
-from mllint.project.roles import Role
+from __future__ import annotations
 
-__all__ = ["Project", "Role", "project_for"]
+from typing import Any
+
+__all__ = ["Project", "ProjectView", "Role", "project_for"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that the stdlib-only gates can import ``project.roles`` without pulling in
+    # the model (which imports the gates' constants in turn).
+    if name in ("Project", "ProjectView", "project_for"):
+        from mllint.project import model
+
+        return getattr(model, name)
+    if name == "Role":
+        from mllint.project.roles import Role
+
+        return Role
+    raise AttributeError(name)

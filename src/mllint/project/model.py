@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+from collections import OrderedDict
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from mllint.project.roles import Role
 from mllint.project.summaries import (
     CallSite,
     ClassSummary,
+    call_sites,
     FunctionSummary,
     LoadSite,
     ModuleSummary,
@@ -32,6 +34,8 @@ from mllint.project.summaries import (
 
 #: Modules larger than this are not summarised (generated code, vendored bundles).
 MAX_SUMMARY_BYTES = 2_000_000
+#: How many module summaries a project keeps: memory stays flat however large the tree.
+MAX_SUMMARIES = 256
 _CALLED = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 #: How many factory calls deep a returned value is followed.
 MAX_FOLLOW = 4
@@ -67,7 +71,9 @@ def _library(module: ModuleSummary, callee: str) -> bool:
 class Project:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._summaries: dict[Path, tuple[tuple[int, int], ModuleSummary | None]] = {}
+        #: Least recently used last; at most ``MAX_SUMMARIES`` (each keeps its tree).
+        self._summaries: OrderedDict[Path, tuple[tuple[int, int], ModuleSummary | None]] = (
+            OrderedDict())
         self._load_sites: list[tuple[ModuleSummary, LoadSite]] | None = None
         self._call_index: dict[str, list[Path]] | None = None
         #: (module digest, dotted name) -> module path or None: import resolution probes
@@ -82,10 +88,37 @@ class Project:
         stamp = (st.st_size, st.st_mtime_ns)
         known = self._summaries.get(path)
         if known is not None and known[0] == stamp:
+            self._summaries.move_to_end(path)
             return known[1]
         summary = _read(path) if st.st_size <= MAX_SUMMARY_BYTES else None
-        self._summaries[path] = (stamp, summary)
+        self._remember(path, stamp, summary)
         return summary
+
+    def _remember(self, path: Path, stamp: tuple[int, int], summary: ModuleSummary | None) -> None:
+        self._summaries[path] = (stamp, summary)
+        self._summaries.move_to_end(path)
+        while len(self._summaries) > MAX_SUMMARIES:
+            self._summaries.popitem(last=False)
+
+    def call_sites(self, summary: ModuleSummary) -> tuple[CallSite, ...]:
+        """The calls of ``summary``'s module (``summaries.call_sites``), read once."""
+        found = getattr(summary, "_call_sites", None)
+        if found is None:
+            found = summary._call_sites = tuple(call_sites(summary.tree))  # type: ignore[attr-defined]
+        return found
+
+    def seed(self, path: Path, tree: ast.Module, text: str) -> None:
+        """The summary of ``path`` from a tree already parsed (the prefilter's), so the
+        file being linted is not read and parsed a second time."""
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        stamp = (st.st_size, st.st_mtime_ns)
+        known = self._summaries.get(path)
+        if known is None or known[0] != stamp:
+            digest = digest_of(text.encode("utf-8", "surrogateescape"))
+            self._remember(path, stamp, summarize(str(path), tree, digest))
 
     def files_calling(self, name: str) -> list[Path]:
         """Files of the project whose text calls something named ``name`` (an index of
@@ -272,7 +305,7 @@ class ProjectView:
             # ``from engine import evaluate as ev``: ``ev(...)`` calls it too.
             aliases = {alias for alias, names in summary.imports.items()
                        if any(n.rsplit(".", 1)[-1] == qualname for n in names)}
-            for site in summary.calls:
+            for site in self.project.call_sites(summary):
                 if site.callee.rsplit(".", 1)[-1] != qualname and site.callee not in aliases:
                     continue
                 found = self._definition(summary, site.callee, MAX_FOLLOW)
@@ -365,20 +398,29 @@ class ProjectView:
 def _read(path: Path) -> ModuleSummary | None:
     try:
         data = path.read_bytes()
+    except OSError:
+        return None
+    tree = _tree(data)
+    return None if tree is None else summarize(str(path), tree, digest_of(data))
+
+
+def _tree(data: bytes) -> ast.Module | None:
+    try:
         text = data.decode("utf-8-sig")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tree = ast.parse(text)
-        return summarize(str(path), tree, digest_of(data))
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
+            return ast.parse(text)
+    except (UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
 
 _PROJECTS: dict[Path, Project] = {}
 
 
-def project_for(path: str | os.PathLike[str]) -> ProjectView | None:
-    """The project of the file at ``path``; ``None`` for a path that is no file."""
+def project_for(path: str | os.PathLike[str], tree: ast.Module | None = None,
+                text: str | None = None) -> ProjectView | None:
+    """The project of the file at ``path``; ``None`` for a path that is no file. ``tree``
+    and ``text``, when given, are the file's own, already parsed."""
     real = Path(os.path.abspath(path))
     if not real.is_file():
         return None
@@ -386,4 +428,6 @@ def project_for(path: str | os.PathLike[str]) -> ProjectView | None:
     project = _PROJECTS.get(root)
     if project is None:
         project = _PROJECTS[root] = Project(root)
+    if tree is not None and text is not None:
+        project.seed(real, tree, text)
     return ProjectView(project, real)

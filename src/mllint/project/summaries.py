@@ -12,9 +12,11 @@ constructor, a factory or a usage behind it.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.gates.training import BACKWARD_METHODS, SAVE_FUNCTIONS
@@ -129,22 +131,73 @@ class LoadSite:
     before_training: bool = False
 
 
-@dataclass(frozen=True)
 class ModuleSummary:
-    path: str
-    digest: str
-    imports: dict[str, frozenset[str]]
-    functions: dict[str, FunctionSummary]
-    loads: tuple[LoadSite, ...]
-    #: The module back-propagates or steps an optimizer.
-    trains: bool
-    #: Named like a script that only uses a trained model (``test.py``, ``sample.py``).
-    inference_script: bool = False
-    classes: dict[str, ClassSummary] = field(default_factory=dict)
-    #: Calls of functions by name (``evaluate(model, loader)``, ``engine.evaluate(...)``).
-    calls: tuple[CallSite, ...] = ()
-    #: Names the module binds to values of a known role at its top level.
-    globals: dict[str, frozenset[Value]] = field(default_factory=dict)
+    """What one module defines and does, read off its tree on demand: a function's or
+    class's summary is made the first time it is asked for, so the file being linted
+    and the few modules its questions reach cost only what those questions need. It
+    keeps the tree (``Project`` bounds how many summaries it keeps)."""
+
+    def __init__(self, path: str, tree: ast.Module, digest: str) -> None:
+        self.path = path
+        self.digest = digest
+        self.tree = tree
+        self._imports = Imports.of(tree)
+        self.imports: dict[str, frozenset[str]] = {
+            k: frozenset(v) for k, v in self._imports.aliases.items()}
+        stem = path.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
+        #: Named like a script that only uses a trained model (``test.py``, ``sample.py``).
+        self.inference_script = bool(INFERENCE_SCRIPT.search(stem))
+        function_nodes: dict[str, ast.AST] = {}
+        class_nodes: dict[str, ast.AST] = {}
+        _walk_defs(tree.body, "", function_nodes, class_nodes)
+        imports = self._imports
+        self.functions: Mapping[str, FunctionSummary] = _Lazy(
+            function_nodes, lambda q, node: _function(node, q, imports))
+        self.classes: Mapping[str, ClassSummary] = _Lazy(
+            class_nodes, lambda q, node: _class(node, q, imports))
+
+    @functools.cached_property
+    def loads(self) -> tuple[LoadSite, ...]:
+        """Every ``torch.load`` and every file named where the code decides to resume."""
+        training = _training_functions(self.functions)
+        loads: list[LoadSite] = []
+        for owner in [self.tree, *of_type(self.tree, *_FUNCTIONS)]:
+            loads.extend(_loads(owner, self._imports, training))
+            loads.extend(_resume_paths(owner))
+        return tuple(sorted(loads, key=lambda s: s.line))
+
+    @functools.cached_property
+    def trains(self) -> bool:
+        """The module back-propagates or steps an optimizer."""
+        return _trains(self.tree)
+
+    @functools.cached_property
+    def globals(self) -> dict[str, frozenset[Value]]:
+        """Names the module binds to values of a known role at its top level."""
+        return _bindings_values(self.tree.body, (), self._imports)
+
+
+class _Lazy(Mapping):
+    """A mapping whose values are made from their nodes when first read."""
+
+    def __init__(self, nodes: dict[str, ast.AST], make) -> None:
+        self._nodes = nodes
+        self._make = make
+        self._made: dict[str, object] = {}
+
+    def __getitem__(self, key: str):
+        if key not in self._made:
+            self._made[key] = self._make(key, self._nodes[key])
+        return self._made[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._nodes
+
+    def __iter__(self):
+        return iter(self._nodes)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
 
 
 def digest_of(data: bytes) -> str:
@@ -152,42 +205,20 @@ def digest_of(data: bytes) -> str:
 
 
 def summarize(path: str, tree: ast.Module, digest: str) -> ModuleSummary:
-    imports = Imports.of(tree)
-    functions: dict[str, FunctionSummary] = {}
-    classes: dict[str, ClassSummary] = {}
-    loads: list[LoadSite] = []
-    _walk_defs(tree.body, "", imports, functions, classes)
-    training = _training_functions(functions)
-    for owner in [tree, *of_type(tree, *_FUNCTIONS)]:
-        loads.extend(_loads(owner, imports, training))
-        loads.extend(_resume_paths(owner))
-    stem = path.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
-    return ModuleSummary(
-        path=path,
-        digest=digest,
-        imports={k: frozenset(v) for k, v in imports.aliases.items()},
-        functions=functions,
-        classes=classes,
-        calls=tuple(_call_sites(tree, imports)),
-        loads=tuple(sorted(loads, key=lambda s: s.line)),
-        trains=_trains(tree),
-        inference_script=bool(INFERENCE_SCRIPT.search(stem)),
-        globals=_bindings_values(tree.body, (), imports),
-    )
+    return ModuleSummary(path, tree, digest)
 
 
-def _walk_defs(body: list[ast.stmt], prefix: str, imports: Imports,
-               out: dict[str, FunctionSummary], classes: dict[str, ClassSummary]) -> None:
+def _walk_defs(body: list[ast.stmt], prefix: str, functions: dict[str, ast.AST],
+               classes: dict[str, ast.AST]) -> None:
     for node in body:
         if isinstance(node, _FUNCTIONS):
-            qualname = prefix + node.name
-            out[qualname] = _function(node, qualname, imports)
+            functions[prefix + node.name] = node
         elif isinstance(node, ast.ClassDef):
-            classes[prefix + node.name] = _class(node, prefix + node.name, imports)
-            _walk_defs(node.body, f"{prefix}{node.name}.", imports, out, classes)
+            classes[prefix + node.name] = node
+            _walk_defs(node.body, f"{prefix}{node.name}.", functions, classes)
         elif isinstance(node, (ast.If, ast.Try)):
             # ``if TYPE_CHECKING:``/``try:`` blocks at module level still define functions.
-            _walk_defs(node.body, prefix, imports, out, classes)
+            _walk_defs(node.body, prefix, functions, classes)
 
 
 def _class(cls: ast.ClassDef, qualname: str, imports: Imports) -> ClassSummary:
@@ -225,7 +256,11 @@ def _params(func: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:
 
 
 def _own_nodes(func: ast.AST) -> list[ast.AST]:
-    """The nodes of ``func``'s body, not of functions or classes nested in it."""
+    """The nodes of ``func``'s body, not of functions or classes nested in it (computed
+    once per function: several facts are read off the same nodes)."""
+    cached = getattr(func, "_mllint_own", None)
+    if cached is not None:
+        return cached
     out: list[ast.AST] = []
     stack = list(ast.iter_child_nodes(func))
     while stack:
@@ -233,6 +268,7 @@ def _own_nodes(func: ast.AST) -> list[ast.AST]:
         out.append(node)
         if not isinstance(node, (*_FUNCTIONS, ast.ClassDef, ast.Lambda)):
             stack.extend(ast.iter_child_nodes(node))
+    func._mllint_own = out  # type: ignore[attr-defined]
     return out
 
 
@@ -312,7 +348,7 @@ def _calls_own(node: ast.AST, names: set[str]) -> bool:
             and func.value.id == "self" and func.attr in names)
 
 
-def _training_functions(functions: dict[str, FunctionSummary]) -> set[str]:
+def _training_functions(functions: Mapping[str, FunctionSummary]) -> set[str]:
     """Names of the module's functions that train, themselves or through another."""
     training = {q.rsplit(".", 1)[-1] for q, f in functions.items() if f.trains}
     changed = True
@@ -524,6 +560,14 @@ class _Context:
     modes: list[tuple[int, str, str]]
     params: tuple[str, ...]
     bindings: dict[str, list[ast.expr]]
+
+
+def call_sites(tree: ast.Module) -> list[CallSite]:
+    """Calls of functions by name in a module (``evaluate(model, loader)``,
+    ``engine.evaluate(...)``), with the autograd and mode state around each. Kept out of
+    ``ModuleSummary``: only questions about callers need them, and they cost more than
+    the rest of a summary."""
+    return _call_sites(tree, Imports.of(tree))
 
 
 def _call_sites(tree: ast.Module, imports: Imports) -> list[CallSite]:
