@@ -188,3 +188,28 @@ def test_trainer_class_validating_on_its_own_training_loader():
                 print(self.model(x).argmax(1).eq(y).float().mean().item())
     """
     assert lines(code) == [20]
+
+
+def test_callee_split_over_lines_before_its_parenthesis():
+    # Regression: the layout between ``.evaluate`` and ``(`` is a ParenthesizedWhitespace
+    # (line breaks, a comment), which the analysis once read as one-line whitespace and
+    # crashed on (AttributeError: no attribute 'value').
+    code = """
+import torch
+
+def main(model, train_loader, opt, runner):
+    for epoch in range(3):
+        model.train()
+        for x, y in train_loader:
+            opt.zero_grad()
+            model(x).sum().backward()
+            opt.step()
+        model.eval()
+        acc = (runner.tools
+               .evaluate  # accuracy
+               (model, train_loader))
+        spaced = runner.evaluate (model, train_loader)
+"""
+    assert lines(code) == [11, 14]
+    held_out = code.replace("(model, train_loader))", "(model, val_loader))")
+    assert lines(held_out) == []

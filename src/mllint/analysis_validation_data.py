@@ -228,8 +228,6 @@ class DataAnalysis:
             for c in scope.calls:
                 if c.func is None or self.va.helper_of(c) is not None or not c.node.args:
                     continue
-                if c.node.whitespace_after_func.value:
-                    continue  # ``evaluate (x)``: REQUIRES looks for ``evaluate(`` only
                 last = c.func.rpartition(".")[2]
                 if is_eval_function(last):
                     out.append(c)
