@@ -50,6 +50,11 @@ GRAPH_KEEPING_METHODS = frozenset(
 #: Functions followed into their arguments, by their last name (``torch.stack``, ``sum``).
 KEEPING_FUNCTION_LASTS = frozenset({"sum", "stack", "cat", "mean", "add", "mul"})
 ACCUMULATING_METHODS = {"append": 0, "appendleft": 0, "extend": 0, "insert": 1}
+#: Meter classes, defined in another module, known to sum the values given to their
+#: ``update``/``add`` (PyTorch's ImageNet example's ``AverageMeter`` and its copies,
+#: torchnet's ``AverageValueMeter``). Matched on the class's last name.
+KNOWN_METER = re.compile(r"^(?:Average|Avg|RunningAverage|AverageValue)Meter$")
+KNOWN_METER_METHODS = frozenset({"update", "add"})
 _MAX_ROUNDS = 20
 
 
@@ -63,7 +68,16 @@ def accumulation_may_flag(tree: ast.Module) -> bool:
 
 def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
     out: list[ast.expr] = []
+    # A meter's method may sum what it is given: ``update``/``add`` of a known meter, or
+    # any method a class of this module defines (every argument, coarsely).
+    methods = {f.name for c in of_type(tree, ast.ClassDef) for f in c.body
+               if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    meter_methods = (methods | KNOWN_METER_METHODS) - set(ACCUMULATING_METHODS)
     for node in of_type(tree, ast.AugAssign, ast.Assign, ast.Call):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in meter_methods:
+            out += [a.value if isinstance(a, ast.Starred) else a for a in node.args]
+            out += [k.value for k in node.keywords]
         if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add):
             out.append(node.value)
         elif isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp) \
