@@ -62,7 +62,7 @@ class ValidationOnTrainData(ValidationRule):
 
     code = "ML007"
     name = "validation-on-train-data"
-    summary = "Validation pass iterates the training data (no held-out data is evaluated)"
+    summary = "Validation pass iterates the training data (no held-out data is evaluated beside it)"
     hint = "Evaluate on a held-out split: build the validation loader from the validation dataset."
     # A validation pass (any sign of evaluation) or a call of an evaluation-named
     # function; training data is named like it, built with train=True/split="train",
