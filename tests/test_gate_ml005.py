@@ -214,8 +214,9 @@ def step(z, y, k):
     b = F.cross_entropy(z.softmax(-1).resize(4, 3), y)
     c = F.cross_entropy(F.softmax(z, -1)[..., :k], y)
     d = F.cross_entropy(F.softmax(z, -1)[0], y)
-    return a + b + c + d
-""", [5, 6, 7, 8]),
+    e = F.cross_entropy(torch.reshape(input=z.softmax(1), shape=(-1, 3)), y)
+    return a + b + c + d + e
+""", [5, 6, 7, 8, 9]),
 "wrapped_models": ("""
 import torch
 from torch import nn

@@ -367,6 +367,14 @@ def _bind(call: ast.Call, name: str, index: int | None) -> ast.expr | None:
     return call.args[index]
 
 
+def _shaped(call: ast.Call) -> list[ast.expr]:
+    """What ``torch.squeeze(...)`` and kin reshape: the first argument, or ``input=``."""
+    out = [kw.value for kw in call.keywords if kw.arg == "input"]
+    if call.args and type(call.args[0]) is not ast.Starred:
+        out.append(call.args[0])
+    return out
+
+
 def _wrapped(call: ast.Call) -> list[ast.expr]:
     """The module a wrapper is given: its first positional argument, or ``module=``/``model=``."""
     out = [kw.value for kw in call.keywords if kw.arg in ("module", "model")]
@@ -489,7 +497,7 @@ class _Solver:
             names = self.f.qualified(func)
             if names & SOFTMAX_FUNCTIONS:
                 return True
-            if names & SHAPE_FUNCTIONS and expr.args and self.line(expr.args[0], None):
+            if names & SHAPE_FUNCTIONS and any(self.line(a, None) for a in _shaped(expr)):
                 return True
             if type(func) is ast.Attribute:
                 # The rule takes these only when the receiver is not imported; whether it
