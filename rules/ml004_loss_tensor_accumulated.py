@@ -414,9 +414,14 @@ def meter_updates(ix: CodeIndex) -> list[Accumulation]:
     ``self.values.append(val)``), or ``update``/``add`` of a well-known meter class
     defined elsewhere (``AverageMeter``: ``gates.loss.KNOWN_METER``)."""
     out = []
+    # Only a method some class here accumulates in, or a known meter's, can add anything.
+    wanted = KNOWN_METER_METHODS | {
+        f.name.value for c in ix.nodes.classes for f in c.body.body
+        if isinstance(f, cst.FunctionDef) and accumulated_params(f)
+    }
     for call in ix.nodes.calls:
         func = call.func
-        if not isinstance(func, cst.Attribute) or func.attr.value in _ACCUMULATING_METHODS:
+        if not isinstance(func, cst.Attribute) or func.attr.value not in wanted or not call.args:
             continue
         method = func.attr.value
         for cls in meter_classes(ix, func.value):

@@ -228,8 +228,8 @@ class SwallowedTrainingError(Rule):
         self._try_bodies: dict[cst.BaseSuite, cst.CSTNode] = {}
         # Loop bodies are watched too: a step after a ``try`` in one may be skipped by it.
         self._loop_bodies: set[cst.BaseSuite] = set()
-        # ``optimizer.step_and_update_lr()`` and other calls of an optimizer wrapper.
-        self._wrapper_calls: list[tuple[str, StepSite]] = []
+        # ``optimizer.step_and_update_lr()`` and other method calls on an optimizer.
+        self._wrapper_calls: list[tuple[str, cst.Call, tuple[cst.CSTNode, ...]]] = []
 
     # -- gathering -----------------------------------------------------------------------
 
@@ -277,8 +277,7 @@ class SwallowedTrainingError(Rule):
         if isinstance(func, cst.Attribute) and func.attr.value not in STEP_WITH_OPTIMIZER:
             receiver = dotted_name(func.value)
             if receiver and looks_like_optimizer(receiver) and not self.flow.is_self(func.value):
-                site = StepSite(self.flow.line(node), source_of(node), self.training.containers)
-                self._wrapper_calls.append((func.attr.value, site))
+                self._wrapper_calls.append((func.attr.value, node, self.training.containers))
 
     def visit_Assign(self, node: cst.Assign) -> None:
         self.training.assign([t.target for t in node.targets], node.value)
@@ -328,11 +327,12 @@ class SwallowedTrainingError(Rule):
         method of a same-module class that steps (``sched_opt.update()``), called on an
         optimizer-named receiver, and the functions that call them (to a fixed point)."""
         found: dict[cst.CSTNode, StepSite] = {}
-        for method, site in self._wrapper_calls:
+        for method, node, containers in self._wrapper_calls:
             if method.startswith("step_") or any(
                 self.training.trains(f) for f in self.training.callees(method, True)
             ):
-                for container in site.containers:
+                site = StepSite(self.flow.line(node), source_of(node), containers)
+                for container in containers:
                     found.setdefault(container, site)
         calls = self.training.calls()
         changed = True

@@ -67,6 +67,7 @@ class DataAnalysis:
         self._training: set[tuple[int, str]] | None = None
         self._training_flows: set[int] = set()
         self._samplers: set[str] | None = None
+        self._returns: dict[int, list[cst.Return]] = {}
 
     # -- what training iterates ----------------------------------------------------------
 
@@ -278,7 +279,10 @@ class DataAnalysis:
         if depth >= _DEPTH or not isinstance(helper.node, cst.FunctionDef):
             return None
         found: Source | None = None
-        for ret in _returns(helper.node):
+        key = id(helper.node)
+        if key not in self._returns:
+            self._returns[key] = _returns(helper.node)
+        for ret in self._returns[key]:
             expr = ret.value
             if index is not None:
                 if not isinstance(expr, (cst.Tuple, cst.List)) or index >= len(expr.elements) or any(

@@ -69,9 +69,9 @@ def accumulation_may_flag(tree: ast.Module) -> bool:
 def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
     out: list[ast.expr] = []
     # A meter's method may sum what it is given: ``update``/``add`` of a known meter, or
-    # any method a class of this module defines (every argument, coarsely).
+    # a method of a class of this module that accumulates on ``self`` (every argument).
     methods = {f.name for c in of_type(tree, ast.ClassDef) for f in c.body
-               if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+               if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and _accumulates_on_self(f)}
     meter_methods = (methods | KNOWN_METER_METHODS) - set(ACCUMULATING_METHODS)
     for node in of_type(tree, ast.AugAssign, ast.Assign, ast.Call):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
@@ -91,6 +91,31 @@ def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
             if len(positional) > index:
                 out.append(positional[index])
     return out
+
+
+def _accumulates_on_self(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """The method adds to or appends to something under its first parameter (a superset of
+    ``analysis_loss.accumulated_params`` being non-empty)."""
+    args = [*func.args.posonlyargs, *func.args.args]
+    if not args:
+        return False
+    me = args[0].arg
+
+    def on_self(target: ast.AST) -> bool:
+        while isinstance(target, (ast.Attribute, ast.Subscript)):
+            target = target.value
+        return isinstance(target, ast.Name) and target.id == me
+
+    for node in ast.walk(func):
+        if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and on_self(node.target):
+            return True
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp) and any(
+                on_self(t) for t in node.targets):
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in ACCUMULATING_METHODS and on_self(node.func.value):
+            return True
+    return False
 
 
 def _names_in(expr: ast.AST) -> set[str]:
