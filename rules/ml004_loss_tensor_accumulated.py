@@ -18,8 +18,16 @@ from mllint.analysis_index import (
     IndexedRule,
     LoopChain,
 )
-from mllint.analysis_loss import LOSS_TEXT, LossOracle, LossValue, names_in
+from mllint.analysis_loss import (
+    LOSS_TEXT,
+    LossOracle,
+    LossValue,
+    accumulated_params,
+    meter_classes,
+    names_in,
+)
 from mllint.gates.loss import ACCUMULATING_METHODS as _ACCUMULATING_METHODS
+from mllint.gates.loss import KNOWN_METER_METHODS
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
@@ -57,6 +65,8 @@ class Accumulation:
     value: cst.BaseExpression  # what is added to it
     #: ``+=`` / ``x = x + ...``: a new tensor, which has no graph under ``no_grad``.
     arithmetic: bool
+    #: For a meter's method (``losses.update(loss, n)``): how it accumulates, in words.
+    meter: str | None = None
 
 
 class LossTensorAccumulated(IndexedRule):
@@ -65,8 +75,15 @@ class LossTensorAccumulated(IndexedRule):
     Finds a loss tensor that is accumulated or stored across loop iterations while it
     still carries its autograd graph: `total += loss`, `total = total + loss`,
     `losses.append(loss)`, `meters["loss"] += loss * bs`, `history.extend([loss])`,
-    where the accumulator outlives the training step (or, in a pass with autograd on,
-    the batch) that computed the loss.
+    `loss_meter.update(loss, bs)` on a meter that sums what it is given, where the
+    accumulator outlives the training step (or, in a pass with autograd on, the batch)
+    that computed the loss.
+
+    A meter sums what it is given when its class, defined in the same file, adds the
+    argument to an attribute of `self` (`self.sum += val * n`) or appends it
+    (`self.values.append(val)`) without converting it first, or when it is a
+    well-known meter class from elsewhere (`AverageMeter`, torchnet's
+    `AverageValueMeter`) called through `update`/`add`.
 
     A loss is recognised by how it was computed: a `torch.nn.functional` loss, a loss
     module (`nn.CrossEntropyLoss()`, `self.criterion`), a callable named like a
@@ -83,8 +100,11 @@ class LossTensorAccumulated(IndexedRule):
     ## Known problems
     Summing micro-batch losses into one tensor that is then back-propagated (gradient
     accumulation of a summed loss within one step) is not flagged, nor is a total that
-    is reset every step. Accumulation inside helper classes (an `AverageMeter.update`
-    defined elsewhere) is not followed. In a pass that does not back-propagate, the
+    is reset every step. A meter class defined in another module is judged by its name
+    only: an `AverageMeter` there that calls `.item()` itself would be reported
+    wrongly; other classes from elsewhere (a torchmetrics metric, which updates under
+    `no_grad`, a logger's `update(**values)`) are never taken for summing meters, nor are
+    same-file classes derived from them. In a pass that does not back-propagate, the
     finding needs proof that autograd is on: a same-module call path from a script's
     entry (`if __name__ == "__main__":`, a top-level loop or call) or from code that
     back-propagates; an evaluation helper only called from other files is left alone.
@@ -106,7 +126,7 @@ class LossTensorAccumulated(IndexedRule):
     summary = "A loss tensor is accumulated across iterations with its autograd graph"
     hint = "Accumulate `loss.item()` (or `loss.detach()`), not the loss tensor itself."
     # Cheapest first: ``all()`` stops at the first pattern a file lacks.
-    REQUIRES = (r"\+|append|extend|insert", GRAD_ON_SIGNS, LOSS_TEXT)
+    REQUIRES = (r"\+|append|extend|insert|update|add", GRAD_ON_SIGNS, LOSS_TEXT)
     GATE = "mllint.gates.loss:accumulation_may_flag"
     PROBE = "mllint.rules.ml004_loss_tensor_accumulated:LossTensorAccumulatedProbe"
 
@@ -200,6 +220,36 @@ class LossTensorAccumulated(IndexedRule):
                 run(model, loader)
             """
         ),
+        Valid(  # meters fed `loss.item()`, a dict, a progress bar, a torchmetrics metric
+            """
+            import torch
+            import torch.nn.functional as F
+            import torchmetrics
+            from tqdm import tqdm
+
+            class RunningMean:
+                def __init__(self):
+                    self.total, self.count = 0.0, 0
+
+                def update(self, val, n=1):
+                    if torch.is_tensor(val):
+                        val = val.detach()
+                    self.total += val * n
+                    self.count += n
+
+            meter, logs, mean_loss = RunningMean(), {}, torchmetrics.MeanMetric()
+            bar = tqdm(loader)
+            for x, y in bar:
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                meter.update(loss, x.size(0))
+                logs.update(loss=loss)
+                bar.set_postfix(loss=loss)
+                mean_loss.update(loss)
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -268,13 +318,37 @@ class LossTensorAccumulated(IndexedRule):
             """,
             lines=(14,),
         ),
+        Invalid(  # meters that sum what they are given: one of this file, one well known
+            """
+            import torch.nn.functional as F
+            from utils import AverageMeter
+
+            class RunningMean:
+                def __init__(self):
+                    self.total, self.count = 0.0, 0
+
+                def update(self, val, n=1):
+                    self.total += val * n
+                    self.count += n
+
+            loss_meter, top = RunningMean(), AverageMeter("Loss", ":.4e")
+            for x, y in loader:
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss_meter.update(loss, x.size(0))
+                top.update(loss, x.size(0))
+            """,
+            lines=(18, 19),
+        ),
     ]
 
     def check(self, index: CodeIndex) -> None:
         events = GradEvents(index)
         oracle = LossOracle(index, events)
         checker = _Checker(index, events, oracle)
-        for acc in _accumulations(index):
+        for acc in _accumulations(index) + meter_updates(index):
             verdict = checker.judge(acc)
             if verdict is not None:
                 self._report(index, acc, *verdict)
@@ -294,9 +368,10 @@ class LossTensorAccumulated(IndexedRule):
                 f"(and its activations) alive"
             )
             fix = f"Accumulate `{loss_text}.item()`, or run the pass under `torch.no_grad()`."
+        how = "" if acc.meter is None else f" ({acc.meter})"
         message = (
             f"`{statement}` stores `{loss_text}`, a tensor that still carries its autograd "
-            f"graph, in `{base}` on every iteration: {why}. {fix}"
+            f"graph, in `{base}`{how} on every iteration: {why}. {fix}"
         )
         data = {
             "kind": kind.value,
@@ -304,6 +379,8 @@ class LossTensorAccumulated(IndexedRule):
             "accumulator_expr": source_of(acc.target),
             "loss": loss_text,
         }
+        if acc.meter is not None:
+            data["meter"] = True
         self.report(acc.node, message, region=region, data=data)
 
 
@@ -325,6 +402,54 @@ def _accumulations(ix: CodeIndex) -> list[Accumulation]:
             if len(positional) > index:
                 out.append(Accumulation(call, func.value, positional[index], False))
     return out
+
+
+#: Methods that empty an accumulator: a list's ``clear()``, a meter's ``reset()``.
+_RESETS = frozenset({"clear", "reset"})
+
+
+def meter_updates(ix: CodeIndex) -> list[Accumulation]:
+    """Calls that hand a value to a meter which sums or stores it: a method of a
+    same-module class that accumulates its parameter on ``self`` (``self.sum += val * n``,
+    ``self.values.append(val)``), or ``update``/``add`` of a well-known meter class
+    defined elsewhere (``AverageMeter``: ``gates.loss.KNOWN_METER``)."""
+    out = []
+    # Only a method some class here accumulates in, or a known meter's, can add anything.
+    wanted = KNOWN_METER_METHODS | {
+        f.name.value for c in ix.nodes.classes for f in c.body.body
+        if isinstance(f, cst.FunctionDef) and accumulated_params(f)
+    }
+    for call in ix.nodes.calls:
+        func = call.func
+        if not isinstance(func, cst.Attribute) or func.attr.value not in wanted or not call.args:
+            continue
+        method = func.attr.value
+        for cls in meter_classes(ix, func.value):
+            if isinstance(cls, cst.ClassDef):
+                found = ix.class_methods(cls, method)
+                if found is None:
+                    continue
+                for param, how in accumulated_params(found).items():
+                    arg = ix.argument_for(call, found, param)
+                    if arg is not None:
+                        out.append(Accumulation(call, func.value, arg, how.arithmetic,
+                                                f"`{cls.name.value}.{method}` {how.words}"))
+                break
+            if method in KNOWN_METER_METHODS:
+                arg = _known_meter_value(call)
+                if arg is not None:
+                    out.append(Accumulation(call, func.value, arg, True,
+                                            f"`{cls}` sums the values it is given"))
+                break
+    return out
+
+
+def _known_meter_value(call: cst.Call) -> cst.BaseExpression | None:
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value in ("val", "value"):
+            return a.value
+    first = call.args[0] if call.args else None
+    return first.value if first is not None and first.keyword is None and not first.star else None
 
 
 def _added_to(value: cst.BaseExpression, target: str) -> cst.BaseExpression | None:
@@ -456,7 +581,7 @@ class _Checker:
         for call in ix.calls_in_function(func):
             if not ix.within(call, scope.body) or ix.conditional_within(call, scope):
                 continue
-            if isinstance(call.func, cst.Attribute) and call.func.attr.value == "clear":
+            if isinstance(call.func, cst.Attribute) and call.func.attr.value in _RESETS:
                 if dotted_name(call.func.value) == base:
                     return True
             callee = ix.resolve_call(call)
@@ -566,8 +691,8 @@ class _Observation:
 class LossTensorAccumulatedProbe(Probe):
     """Reads the accumulator each time the flagged statement has run.
 
-    A tensor with a ``grad_fn`` (or a list, tuple, deque or dict holding such tensors)
-    still references its graph; seen after two or more optimizer steps (two or more
+    A tensor with a ``grad_fn`` (or a list, tuple, deque or dict holding such tensors, or
+    for a meter, an attribute of the meter holding one) still references its graph; seen after two or more optimizer steps (two or more
     passes for an evaluation finding), it confirms the finding, with the number of
     autograd nodes it keeps reachable then and at the first observation. Plain numbers
     and detached tensors refute it.
@@ -583,6 +708,8 @@ class LossTensorAccumulatedProbe(Probe):
         super().__init__(finding, runtime)
         self.name = finding.data.get("accumulator", "")
         self.evaluation = finding.data.get("kind") == Kind.EVALUATION.value
+        #: The accumulator is a meter object: its attributes hold the sums.
+        self.meter = bool(finding.data.get("meter"))
         self.runs = 0
         self.detached_runs = 0
         self.held_type: str | None = None
@@ -620,6 +747,8 @@ class LossTensorAccumulatedProbe(Probe):
             items = list(value.values())
         elif isinstance(value, (list, tuple, set, frozenset)) or type(value).__name__ == "deque":
             items = list(value)
+        elif self.meter and hasattr(value, "__dict__") and not isinstance(value, torch.nn.Module):
+            items = list(vars(value).values())  # ``meter.sum``, ``meter.history``
         else:
             return []
         out = []

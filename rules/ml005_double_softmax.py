@@ -13,8 +13,10 @@ from mllint.analysis_flow import FLOW_METADATA, PASSTHROUGH_METHODS, Flow, sourc
 from mllint.gates.ml005 import (
     CE_FUNCTIONS,
     CE_MODULES,
+    MODULE_WRAPPERS,
     ORDERED_DICT,
     SEQUENTIAL,
+    SHAPE_FUNCTIONS,
     SOFTMAX_FUNCTIONS,
     SOFTMAX_MODULES,
 )
@@ -29,11 +31,14 @@ _DEPTH = 8
 class DoubleSoftmax(Rule):
     """
     ## What it does
-    Flags a call of `nn.CrossEntropyLoss` or `F.cross_entropy` whose input (the first
-    argument) is already a probability distribution: the output of `F.softmax`,
-    `torch.softmax`, `x.softmax(dim)`, `nn.Softmax()(x)`, of a model whose
-    `nn.Sequential` ends with `nn.Softmax`, or of a model whose `forward` returns a
-    softmax (also through a `self.<layer>` Sequential ending in `nn.Softmax`). Values are
+    Flags a call of `nn.CrossEntropyLoss` (also moved with `.to(device)`/`.cuda()`) or
+    `F.cross_entropy` whose input (the first argument) is already a probability
+    distribution: the output of `F.softmax`, `torch.softmax`, `x.softmax(dim)`,
+    `nn.Softmax()(x)`, of a model whose `nn.Sequential` ends with `nn.Softmax`, or of a
+    model whose `forward` returns a softmax (also through a `self.<layer>` Sequential
+    ending in `nn.Softmax`, and through `DistributedDataParallel`/`DataParallel`/
+    `torch.compile`); reshaping (`.view`, `.reshape`, `.squeeze`, indexing) keeps it a
+    distribution. Values are
     followed through local assignments, `self.` attributes, the arguments of same-module
     functions and tuple positions: `validity, label = discriminator(x)` feeds `label`,
     element 1 of every tuple the model's `forward` returns.
@@ -152,6 +157,33 @@ class DoubleSoftmax(Rule):
             """,
             lines=(26, 28, 29),
         ),
+        Invalid(  # the loss moved to the GPU, reshaped probabilities, a DDP-wrapped model
+            """
+            import torch
+            import torch.nn as nn
+            import torch.nn.functional as F
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(16, 4)
+
+                def forward(self, x):
+                    return F.softmax(self.fc(x), dim=-1)
+
+            criterion = nn.CrossEntropyLoss().to("cuda")
+            model = DDP(Net().cuda(), device_ids=[0])
+            for x, y in loader:
+                scores = model(x)
+                loss = criterion(scores, y)
+                seq_logits = torch.randn(8, 5, 4)
+                probs = F.softmax(seq_logits, dim=-1).view(-1, 4)
+                loss = loss + criterion(probs, y.view(-1))
+                loss = loss + F.cross_entropy(probs[:, :3], y)
+            """,
+            lines=(18, 21, 22),
+        ),
     ]
     VALID = [
         Valid(
@@ -234,6 +266,20 @@ class DoubleSoftmax(Rule):
                 loss = loss + ce(rest[0], y)
             """
         ),
+        Valid(  # a wrapped model returning logits; reshaped probabilities used as targets
+            """
+            import torch.nn as nn
+            import torch.nn.functional as F
+
+            model = nn.DataParallel(nn.Sequential(nn.Linear(16, 4))).cuda()
+            criterion = nn.CrossEntropyLoss().cuda()
+            for x, y, teacher in loader:
+                logits = model(x)
+                soft = F.softmax(teacher, dim=-1).view(-1, 4)
+                loss = criterion(logits.view(-1, 4), soft)
+                confidence = F.softmax(logits, dim=-1).max(1)[0]
+            """
+        ),
     ]
 
     def __init__(self, context: FileContext) -> None:
@@ -275,8 +321,10 @@ class DoubleSoftmax(Rule):
 
     # -- what an expression holds --------------------------------------------------------
 
-    def _is_cross_entropy_module(self, func: cst.BaseExpression) -> bool:
-        """``func`` is (or names) an ``nn.CrossEntropyLoss`` instance."""
+    def _is_cross_entropy_module(self, func: cst.BaseExpression, depth: int = 2) -> bool:
+        """``func`` is (or names) an ``nn.CrossEntropyLoss`` instance, also moved with
+        ``.to(device)`` / ``.cuda()`` (which return the module itself)."""
+        func = _strip_passthrough(func)
         if isinstance(func, cst.Call):
             return bool(self.flow.imported_names(func.func) & CE_MODULES)
         if not isinstance(func, (cst.Name, cst.Attribute)):
@@ -284,8 +332,13 @@ class DoubleSoftmax(Rule):
         if isinstance(func, cst.Attribute) and not self.flow.is_self(func.value):
             return False
         for value in self.flow.resolve(func):
+            value = _strip_passthrough(value)
             if isinstance(value, cst.Call) and self.flow.imported_names(value.func) & CE_MODULES:
                 return True
+            if isinstance(value, (cst.Name, cst.Attribute)) and depth > 0 and (
+                self._is_cross_entropy_module(value, depth - 1)
+            ):
+                return True  # ``criterion = nn.CrossEntropyLoss(); criterion = criterion.cuda()``
         return False
 
     def _softmax_line(self, expr: cst.BaseExpression, depth: int, index: int | None = None) -> int | None:
@@ -317,9 +370,13 @@ class DoubleSoftmax(Rule):
             ):
                 return None
             return self._softmax_line(element.value, depth - 1)
-        if isinstance(expr, cst.Subscript) and index is None:
+        if isinstance(expr, cst.Subscript):
+            if index is not None:
+                return None
             position = _int_index(expr)
-            return None if position is None else self._softmax_line(expr.value, depth - 1, position)
+            line = None if position is None else self._softmax_line(expr.value, depth - 1, position)
+            # Not a tuple's element: part of a softmax tensor (``probs[:, :k]``) is one too.
+            return line if line is not None else self._softmax_line(expr.value, depth - 1)
         if not isinstance(expr, cst.Call):
             return None
         func = expr.func
@@ -327,13 +384,19 @@ class DoubleSoftmax(Rule):
         if index is None:
             if names & SOFTMAX_FUNCTIONS:
                 return self.flow.line(expr)
+            if names & SHAPE_FUNCTIONS:
+                arg = positional_arg(expr, 0) or keyword_arg(expr, "input")
+                return None if arg is None else self._softmax_line(arg.value, depth - 1)
             if isinstance(func, cst.Attribute):
                 method = func.attr.value
                 # A tensor method: the receiver is a local value, not an imported module.
                 if method == "softmax" and not names:
                     return self.flow.line(expr)
-                if method in PASSTHROUGH_METHODS and not names:
-                    return self._softmax_line(func.value, depth - 1)
+                if method in PASSTHROUGH_METHODS:
+                    # ``F.softmax(z, 1).view(-1, C)``: reshaping keeps the probabilities.
+                    line = self._softmax_line(func.value, depth - 1)
+                    if line is not None:
+                        return line
         return self._softmax_callable(func, depth - 1, index)
 
     def _softmax_callable(self, expr: cst.BaseExpression, depth: int, index: int | None = None) -> int | None:
@@ -362,6 +425,10 @@ class DoubleSoftmax(Rule):
             return None if last is None else self._softmax_callable(last, depth - 1, index)
         if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in PASSTHROUGH_METHODS:
             return self._softmax_callable(expr.func.value, depth - 1, index)
+        if names & MODULE_WRAPPERS:
+            # ``DistributedDataParallel(model)`` runs ``model``'s forward.
+            inner = keyword_arg(expr, "module") or keyword_arg(expr, "model") or positional_arg(expr, 0)
+            return None if inner is None else self._softmax_callable(inner.value, depth - 1, index)
         cls = self.flow.class_of(expr.func)
         if cls is not None:
             return self._forward_softmax(cls, index)
@@ -396,6 +463,14 @@ class DoubleSoftmax(Rule):
                 result = lines[0]
         self._forward_cache[key] = result
         return result
+
+
+def _strip_passthrough(expr: cst.BaseExpression) -> cst.BaseExpression:
+    """``nn.CrossEntropyLoss()`` for ``nn.CrossEntropyLoss().to(device).cuda()``."""
+    while (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
+           and expr.func.attr.value in PASSTHROUGH_METHODS):
+        expr = expr.func.value
+    return expr
 
 
 def _int_index(sub: cst.Subscript) -> int | None:

@@ -7,6 +7,7 @@ from typing import Any
 from mllint.analysis import dotted_name
 from mllint.analysis_validation import ValidationAnalysis, ValidationRule
 from mllint.analysis_validation_data import DataAnalysis, Kind, Source
+from mllint.analysis_validation_places import Places, Site
 from mllint.analysis_validation_names import (
     CALL_VAL,
     EVAL_SIGNS,
@@ -27,10 +28,15 @@ class ValidationOnTrainData(ValidationRule):
     ## What it does
     Flags a validation pass that iterates the training data: a loader named like
     held-out data but built from the training set (`val_loader = DataLoader(train_ds)`,
-    `test_set = MNIST(root, train=True)`), or an evaluation fed the training loader
-    (`evaluate(model, train_loader)`, a `no_grad` accuracy loop over `train_loader`)
-    while nothing held-out is evaluated anywhere in the file. Loaders are followed to
-    their datasets and evaluation helpers to their callers.
+    `test_set = MNIST(root, train=True)`) or with the training sampler, or an evaluation
+    fed the training loader (`evaluate(model, train_loader)`, a `no_grad` accuracy loop
+    over `train_loader`) while nothing held-out is evaluated in the file - or the
+    held-out evaluation never runs in that training loop: only on another branch
+    (`if args.evaluate: ...; return`), or only at another stage while the per-epoch
+    number selects the model. Loaders are followed to their datasets (through
+    `accelerator.prepare`, `iter(...)`, `.__iter__()`, torchtext iterators and the
+    same-module helpers that build and return them) and evaluation helpers to their
+    callers.
 
     ## Why is this bad?
     The model is measured on examples it was fitted to. Validation accuracy then tracks
@@ -39,10 +45,13 @@ class ValidationOnTrainData(ValidationRule):
     optimise the wrong number - with no error anywhere.
 
     ## Known problems
-    Training accuracy computed *in addition* to a held-out evaluation is fine and not
-    reported; so are splits made with `random_split`, `Subset`, samplers, or datasets
-    built with `train=False` / `split="val"`. Data prepared in another module is judged
-    by its name only.
+    Training accuracy computed *in addition* to a held-out evaluation in the same
+    training loop is fine and not reported, and so is a per-epoch training accuracy
+    beside a final test unless it selects the model; so are splits made with
+    `random_split`, `Subset`, samplers, or datasets built with `train=False` /
+    `split="val"`. Data prepared in another module is judged by its name only, and a
+    held-out evaluation the file's own calls do not place (a function called from
+    elsewhere) excuses the training-data one.
 
     ## How --verify confirms it
     Records which loader and dataset objects, and which samples (by content hash), the
@@ -53,7 +62,7 @@ class ValidationOnTrainData(ValidationRule):
 
     code = "ML007"
     name = "validation-on-train-data"
-    summary = "Validation pass iterates the training data (no held-out data is evaluated)"
+    summary = "Validation pass iterates the training data (no held-out data is evaluated beside it)"
     hint = "Evaluate on a held-out split: build the validation loader from the validation dataset."
     # A validation pass (any sign of evaluation) or a call of an evaluation-named
     # function; training data is named like it, built with train=True/split="train",
@@ -128,6 +137,26 @@ class ValidationOnTrainData(ValidationRule):
             """,
             lines=(5,),
         ),
+        Invalid(
+            # The held-out data is evaluated only when the script is run with --evaluate.
+            """
+            import torch
+
+            @torch.no_grad()
+            def validate(model, loader):
+                model.eval()
+                return sum((model(x).argmax(1) == y).sum().item() for x, y in loader)
+
+            def main(args, model, train_loader, val_loader, train_one_epoch):
+                if args.evaluate:
+                    validate(model, val_loader)
+                    return
+                for epoch in range(args.epochs):
+                    train_one_epoch(model, train_loader)
+                    acc = validate(model, train_loader)
+            """,
+            lines=(14,),
+        ),
     ]
     VALID = [
         Valid(
@@ -198,8 +227,10 @@ class ValidationOnTrainData(ValidationRule):
 
     def decide(self, analysis: ValidationAnalysis) -> None:
         data = DataAnalysis(analysis)
-        heldout_seen = False
-        candidates: list[tuple[object, object, Source]] = []
+        # Where held-out data is evaluated: the pass's loop or forward, or the outermost
+        # call that hands the data in.
+        heldout: list[Site] = []
+        candidates: list[tuple[object, object, Source, Site]] = []
         done: set[int] = set()
         for vp in analysis.passes():
             key = id(vp.region)
@@ -214,14 +245,15 @@ class ValidationOnTrainData(ValidationRule):
                 pos = vp.forward.pos
             for name in names:
                 for src in data.sources(vp.scope, name, pos):
+                    site = src.call_site or vp.loop or vp.forward
                     if src.kind is not Kind.TRAIN:
-                        heldout_seen = True
+                        heldout.append(site)
                         continue
                     if is_val_name(src.name) and not is_train_name(src.name):
                         # Meant to be held out, built from training data: always a bug.
                         self._report_copy_paste(src, vp)
                     else:
-                        candidates.append((self._where(src, vp), vp, src))
+                        candidates.append((self._where(src, vp), vp, src, site))
         for call in data.external_evaluations():
             for arg in call.node.args:
                 d = dotted_name(arg.value)
@@ -229,22 +261,28 @@ class ValidationOnTrainData(ValidationRule):
                     continue
                 src = data.classify(call.scope, d, call.pos, 0)
                 if src.kind is Kind.TRAIN and not is_val_name(d):
-                    candidates.append((call.node, None, src))
+                    candidates.append((call.node, None, src, call))
                 elif src.kind is Kind.HELDOUT or is_val_name(d):
-                    heldout_seen = True
-        if heldout_seen:
-            return
+                    heldout.append(call)
+        places = Places(analysis, self)
         reported: set[int] = set()
-        for at, vp, src in candidates:
+        for at, vp, src, site in candidates:
             if id(at) in reported:
                 continue
+            if heldout:
+                apart = places.held_out_apart(site, heldout)
+                if apart is None:
+                    continue  # held-out data is evaluated alongside: training accuracy too
+                elsewhere = f"; {apart}"
+            else:
+                elsewhere = " and nothing held-out is evaluated in this file"
             reported.add(id(at))
             self.report(
                 at,
-                f"This evaluation iterates `{src.name}`, the training data ({src.why}), and "
-                "nothing held-out is evaluated in this file: the number it reports is "
-                "training accuracy, which cannot show overfitting and overstates how the "
-                "model does on new data. Evaluate a validation or test split as well.",
+                f"This evaluation iterates `{src.name}`, the training data ({src.why})"
+                f"{elsewhere}: the number it reports is training accuracy, which cannot "
+                "show overfitting and overstates how the model does on new data. Evaluate "
+                "a validation or test split as well.",
                 region=vp.region if vp is not None else None,
                 data={
                     "loader": src.name,

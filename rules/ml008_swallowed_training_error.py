@@ -6,10 +6,12 @@ from typing import Any
 
 import libcst as cst
 
-from mllint.analysis import qualified_names
-from mllint.analysis_flow import FLOW_METADATA, Flow
-from mllint.analysis_training import TrainingMap
-from mllint.gates.training import BROAD
+from mllint.analysis import dotted_name, qualified_names
+from mllint.analysis_flow import FLOW_METADATA, Flow, source_of
+from mllint.analysis_training import StepSite, TrainingMap
+from mllint.analysis_validation_names import is_model_name
+from mllint.gates.training import BACKWARD_METHODS, BROAD, STEP_WITH_OPTIMIZER
+from mllint.optimizer_names import looks_like_optimizer
 from mllint.rule import FileContext, Invalid, Rule, Valid
 from mllint.types import Position, Span, Verdict
 from mllint.verify.probe import InjectedFault, Probe
@@ -22,8 +24,10 @@ class SwallowedTrainingError(Rule):
     ## What it does
     Flags a bare `except:`, `except Exception` or `except BaseException` (alone or in a
     tuple) whose `try` body runs a training step or loop (`backward()`, an optimizer's
-    `step()`, or a same-module function that does) and whose handler neither re-raises
-    nor exits the process.
+    `step()` or a wrapper of it such as `optimizer.step_and_update_lr()`, or a
+    same-module function that does) and whose handler neither re-raises nor exits the
+    process. Also flags such a handler around the forward pass (`out = model(x)`,
+    `loss = ...`) that `continue`s past the `backward()` and step the loop runs after it.
 
     ## Why is this bad?
     When a step fails (NaN checks, shape errors, out-of-memory, a bug in a new loss), the
@@ -35,11 +39,13 @@ class SwallowedTrainingError(Rule):
     ## Known problems
     Narrow handlers (`except RuntimeError`, `except torch.cuda.OutOfMemoryError`) are
     never flagged, even when they skip a step: recovering from a known error is a choice.
-    `except KeyboardInterrupt:` that saves a checkpoint is fine.
+    `except KeyboardInterrupt:` that saves a checkpoint is fine, and so is skipping a batch
+    whose *loading* fails (a `try` around reading a sample, with no forward in it).
 
     ## How --verify confirms it
     Runs the script a second, short time and raises an exception once inside the flagged
-    `try` body, at the first `backward()` or optimizer step taken from it. If optimizer
+    `try` body, at the first `backward()` or optimizer step taken from it (for a handler
+    that skips the step, at the first forward of a module inside it). If optimizer
     steps still happen afterwards, or the script carries on past the `try`, the error was
     swallowed: confirmed, with the step it was injected at and the steps that followed.
     If the exception propagates and ends the run, the finding is refuted.
@@ -51,10 +57,10 @@ class SwallowedTrainingError(Rule):
     hint = "Catch only the errors you can recover from, or re-raise after logging (`raise`)."
     # A training step is a call of ``.backward(``/``.manual_backward(``, of
     # ``torch.autograd.backward`` (possibly imported under another name, hence "autograd
-    # import"), or of a ``.step(`` / ``.optimizer_step(`` method; a same-module function
-    # that trains contains one of them too. Words in comments ("backward compatible",
+    # import"), or of a ``.step(`` / ``.optimizer_step(`` / ``.step_and_update_lr(``
+    # method; a same-module function or optimizer wrapper that trains contains one of them. Words in comments ("backward compatible",
     # "one step") do not match.
-    REQUIRES = ("except", (r"backward\s*\(", r"autograd\s+import", r"\.\s*(?:optimizer_)?step\s*\("))
+    REQUIRES = ("except", (r"backward\s*\(", r"autograd\s+import", r"\.\s*(?:optimizer_)?step\w*\s*\("))
     GATE = "mllint.gates.training:swallow_may_flag"
     PROBE = "mllint.rules.ml008_swallowed_training_error:SwallowedTrainingErrorProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA
@@ -95,6 +101,36 @@ class SwallowedTrainingError(Rule):
                 torch.save(model.state_dict(), "model.pt")
             """,
             lines=(14,),
+        ),
+        Invalid(
+            # A failing forward is skipped, and with it the backward and the step.
+            """
+            def train(model, loader, optimizer, criterion):
+                for x, y in loader:
+                    try:
+                        loss = criterion(model(x), y)
+                    except Exception as exc:
+                        print("bad batch:", exc)
+                        continue
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+            """,
+            lines=(5,),
+        ),
+        Invalid(
+            # The step taken through an optimizer wrapper (a learning-rate schedule).
+            """
+            def train_epoch(model, loader, optimizer):
+                for src, tgt in loader:
+                    try:
+                        optimizer.zero_grad()
+                        model(src, tgt).mean().backward()
+                        optimizer.step_and_update_lr()
+                    except:
+                        pass
+            """,
+            lines=(7,),
         ),
     ]
     VALID = [
@@ -167,6 +203,20 @@ class SwallowedTrainingError(Rule):
                 scheduler.step()
             """
         ),
+        Valid(
+            # Skipping a sample that fails to load is a choice; no forward is in the try.
+            """
+            def train(model, paths, optimizer, criterion, load):
+                for path in paths:
+                    try:
+                        x, y = load(path)
+                    except Exception:
+                        continue
+                    optimizer.zero_grad()
+                    criterion(model(x), y).backward()
+                    optimizer.step()
+            """
+        ),
     ]
 
     def __init__(self, context: FileContext) -> None:
@@ -175,6 +225,10 @@ class SwallowedTrainingError(Rule):
         self.training = TrainingMap(self.flow)
         self._tries: list[cst.Try | cst.TryStar] = []
         self._try_bodies: dict[cst.BaseSuite, cst.CSTNode] = {}
+        # Loop bodies are watched too: a step after a ``try`` in one may be skipped by it.
+        self._loop_bodies: set[cst.BaseSuite] = set()
+        # ``optimizer.step_and_update_lr()`` and other method calls on an optimizer.
+        self._wrapper_calls: list[tuple[str, cst.Call, tuple[cst.CSTNode, ...]]] = []
 
     # -- gathering -----------------------------------------------------------------------
 
@@ -192,13 +246,19 @@ class SwallowedTrainingError(Rule):
         self._tries.append(node)
         self._try_bodies[node.body] = node
 
+    def visit_For(self, node: cst.For) -> None:
+        self._loop_bodies.add(node.body)
+
+    def visit_While(self, node: cst.While) -> None:
+        self._loop_bodies.add(node.body)
+
     # Only the ``try`` body is watched: steps in handlers or ``finally`` are not guarded.
     def visit_IndentedBlock(self, node: cst.IndentedBlock) -> None:
-        if node in self._try_bodies:
+        if node in self._try_bodies or node in self._loop_bodies:
             self.training.enter(node)
 
     def leave_IndentedBlock(self, original_node: cst.IndentedBlock) -> None:
-        if original_node in self._try_bodies:
+        if original_node in self._try_bodies or original_node in self._loop_bodies:
             self.training.exit(original_node)
 
     def visit_SimpleStatementSuite(self, node: cst.SimpleStatementSuite) -> None:
@@ -212,6 +272,11 @@ class SwallowedTrainingError(Rule):
     def visit_Call(self, node: cst.Call) -> None:
         self.training.call(node)
         self.training.constructor(node)
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value not in STEP_WITH_OPTIMIZER:
+            receiver = dotted_name(func.value)
+            if receiver and looks_like_optimizer(receiver) and not self.flow.is_self(func.value):
+                self._wrapper_calls.append((func.attr.value, node, self.training.containers))
 
     def visit_Assign(self, node: cst.Assign) -> None:
         self.training.assign([t.target for t in node.targets], node.value)
@@ -223,26 +288,83 @@ class SwallowedTrainingError(Rule):
 
     def leave_Module(self, original_node: cst.Module) -> None:
         self.training.finish()
+        wrapped = self._wrapper_steps()
         for try_node in self._tries:
-            step = self.training.trains(try_node.body)
-            if step is None:
+            step = _first(self.training.trains(try_node.body), wrapped.get(try_node.body))
+            skipped = None if step is not None else self._skipped_step(try_node, wrapped)
+            if step is None and skipped is None:
                 continue
             for handler in try_node.handlers:
                 caught = self._broad(handler)
                 if caught is None or _leaves(handler, self):
                     continue
-                try_line = self.flow.line(try_node)
-                handler_line = self.flow.line(handler)
-                self.report(
-                    handler,
-                    f"`{caught}` catches every error of the training step at line "
-                    f"{step.line} (`{_short(step.text)}`) and does not re-raise: a failing "
-                    "step is skipped and the run goes on as if nothing happened, so a "
-                    "broken run looks like a finished one. Catch only the errors you can "
-                    "recover from, or re-raise after logging.",
-                    region=try_node,
-                    data={"handler_line": handler_line, "try_line": try_line},
-                )
+                data = {"handler_line": self.flow.line(handler), "try_line": self.flow.line(try_node)}
+                if step is not None:
+                    message = (
+                        f"`{caught}` catches every error of the training step at line "
+                        f"{step.line} (`{_short(step.text)}`) and does not re-raise: a failing "
+                        "step is skipped and the run goes on as if nothing happened, so a "
+                        "broken run looks like a finished one. Catch only the errors you can "
+                        "recover from, or re-raise after logging."
+                    )
+                elif skipped is not None and _continues(handler):
+                    message = (
+                        f"`{caught}` catches every error of the forward pass in this `try` and "
+                        f"`continue`s past the training step at line {skipped.line} "
+                        f"(`{_short(skipped.text)}`): a batch whose forward fails (a shape "
+                        "error, NaN check, a bug in the model) is silently not trained on, "
+                        "and a run that skipped most batches looks like one that finished. "
+                        "Catch only the errors you can recover from, or re-raise after logging."
+                    )
+                    data["skipped_step_line"] = skipped.line
+                else:
+                    continue
+                self.report(handler, message, region=try_node, data=data)
+
+    def _wrapper_steps(self) -> dict[cst.CSTNode, StepSite]:
+        """Containers that step through an optimizer wrapper: ``optimizer.step_*()``, or a
+        method of a same-module class that steps (``sched_opt.update()``), called on an
+        optimizer-named receiver, and the functions that call them (to a fixed point)."""
+        found: dict[cst.CSTNode, StepSite] = {}
+        for method, node, containers in self._wrapper_calls:
+            if method.startswith("step_") or any(
+                self.training.trains(f) for f in self.training.callees(method, True)
+            ):
+                site = StepSite(self.flow.line(node), source_of(node), containers)
+                for container in containers:
+                    found.setdefault(container, site)
+        calls = self.training.calls()
+        changed = True
+        while changed:
+            changed = False
+            for callees, site in calls:
+                if any(f in found for f in callees):
+                    for container in site.containers:
+                        if container not in found:
+                            found[container] = site
+                            changed = True
+        return found
+
+    def _skipped_step(self, try_node: cst.Try | cst.TryStar,
+                      wrapped: dict[cst.CSTNode, StepSite]) -> StepSite | None:
+        """The training step a ``continue`` in the handler would skip: the ``try`` is a
+        statement of a loop body that trains after it, and its body runs the forward (a
+        call of a model-named callee, or the loss the step back-propagates)."""
+        body = self.flow.parent(try_node)
+        if body not in self._loop_bodies:
+            return None
+        step = _first(self.training.trains(body), wrapped.get(body))
+        end = self.flow.range(try_node).end.line
+        if step is None or step.line <= end:
+            return None
+        statements = list(body.body)  # type: ignore[union-attr]
+        after = statements[statements.index(try_node) + 1:]
+        backward = _Backwards()
+        for stmt in after:
+            stmt.visit(backward)
+        forward = _Forward(backward.receivers)
+        try_node.body.visit(forward)
+        return step if forward.found else None
 
     def span_of(self, node: cst.CSTNode) -> Span:
         # An ``except`` clause is shown by its header, up to the colon (no comment).
@@ -265,6 +387,73 @@ class SwallowedTrainingError(Rule):
                 if not names or names & {f"builtins.{b}" for b in BROAD}:
                     return f"except {element.value}"
         return None
+
+
+def _first(*sites: StepSite | None) -> StepSite | None:
+    found = [s for s in sites if s is not None]
+    return min(found, key=lambda s: s.line) if found else None
+
+
+def _continues(handler: cst.CSTNode) -> bool:
+    """The handler runs ``continue`` for the loop around the ``try`` (not one of its own)."""
+    finder = _ContinueFinder()
+    handler.body.visit(finder)
+    return finder.found
+
+
+class _ContinueFinder(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Continue(self, node: cst.Continue) -> None:
+        self.found = True
+
+    def _own_scope(self, node: cst.CSTNode) -> bool:
+        return False  # a ``continue`` in a nested loop or function is not the handler's
+
+    visit_For = visit_While = visit_FunctionDef = visit_ClassDef = _own_scope  # type: ignore[assignment]
+
+
+class _Backwards(cst.CSTVisitor):
+    """Receivers of ``x.backward()`` and arguments of ``accelerator.backward(x)``."""
+
+    def __init__(self) -> None:
+        self.receivers: set[str] = set()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in BACKWARD_METHODS:
+            for expr in (func.value, *(a.value for a in node.args[:1])):
+                name = dotted_name(expr)
+                if name:
+                    self.receivers.add(name)
+
+
+class _Forward(cst.CSTVisitor):
+    """A forward pass: a call of a model-named callee (``model(x)``, ``self.net.forward(x)``)
+    or an assignment of a name the loop back-propagates afterwards (``loss = ...``)."""
+
+    def __init__(self, backward_receivers: set[str]) -> None:
+        self.receivers = backward_receivers
+        self.found = False
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+            func = func.value
+        name = dotted_name(func)
+        if name and is_model_name(name):
+            self.found = True
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        targets = node.target.elements if isinstance(node.target, (cst.Tuple, cst.List)) else [node.target]
+        for t in targets:
+            name = dotted_name(t.value if isinstance(t, cst.Element) else t)
+            if name and name in self.receivers:
+                self.found = True
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
 
 
 def _leaves(handler: cst.CSTNode, rule: Rule) -> bool:
@@ -327,8 +516,12 @@ class SwallowedTrainingErrorProbe(Probe):
         data = self.finding.data
         path = self.finding.path
         region = self.finding.region or self.finding.span
-        self.rt.on_backward(lambda tensor: self._inject("backward()"))
-        self.rt.add_step_pre_hook(lambda optimizer: self._inject("optimizer.step()"))
+        if "skipped_step_line" in data:
+            # The try guards the forward only: fail the first module call made inside it.
+            self.rt.add_forward_pre_hook(lambda module, args: self._inject("the forward"))
+        else:
+            self.rt.on_backward(lambda tensor: self._inject("backward()"))
+            self.rt.add_step_pre_hook(lambda optimizer: self._inject("optimizer.step()"))
         self.rt.add_step_post_hook(self._stepped)
         self.rt.on_line(path, data.get("try_line", region.start.line), self._try_entered)
         self.rt.on_line(path, data.get("handler_line", self.finding.line), self._handler)

@@ -63,6 +63,33 @@ FLAGGED = [
              optimizer.zero_grad()
              running = running + outputs.loss
      """, [8]),
+    # A well-known meter from elsewhere, the only accumulation in the file.
+    ("""
+     from utils import AverageMeter
+     def train(model, loader, optimizer, criterion):
+         meter = AverageMeter()
+         for x, y in loader:
+             loss = criterion(model(x), y)
+             loss.backward()
+             optimizer.step()
+             meter.update(loss)
+     """, [8]),
+    # A same-module meter whose method has any name, given the loss by keyword.
+    ("""
+     class History:
+         def __init__(self):
+             self.seen = []
+         def record(self, step, value=None):
+             self.seen.append((step, value))
+     def train(model, loader, optimizer, criterion, history):
+         for i, (x, y) in enumerate(loader):
+             loss = criterion(model(x), y)
+             loss.backward()
+             optimizer.step()
+             history.record(i, value=loss)
+     def main(model, loader, optimizer, criterion):
+         train(model, loader, optimizer, criterion, History())
+     """, [11]),
 ]
 
 
@@ -99,6 +126,20 @@ REJECTED = [
             loss.backward()
             opt.step()
             seen.append(loss.item())
+    """,
+    # Logged through a dict, a progress bar and a logger from elsewhere; a meter fed numbers.
+    """
+    from utils import AverageMeter, MetricLogger
+    def train(model, loader, opt, criterion, bar):
+        logs, logger, meter = {}, MetricLogger(), AverageMeter()
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+            logs.update(loss=loss.item())
+            bar.set_postfix(loss=loss.item())
+            logger.update(loss=loss.item())
+            meter.update(loss.item(), x.size(0))
     """,
 ]
 

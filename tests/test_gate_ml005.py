@@ -193,10 +193,63 @@ clf = Classifier()
 criterion = nn.CrossEntropyLoss()
 loss = criterion(clf(x), y)
 """, [14]),
+"loss_module_moved_to_device": ("""
+import torch
+from torch import nn
+
+crit = nn.CrossEntropyLoss(reduction="sum").to("cuda").float()
+crit2 = nn.CrossEntropyLoss()
+crit2 = crit2.cuda()
+
+def step(z, y):
+    p = torch.softmax(z, 1)
+    return crit(p, y) + crit2(p, y) + nn.CrossEntropyLoss().cuda()(p, y)
+""", [10, 10, 10]),
+"softmax_reshaped_or_indexed": ("""
+import torch
+import torch.nn.functional as F
+
+def step(z, y, k):
+    a = F.cross_entropy(torch.squeeze(F.softmax(z, -1), 0), y)
+    b = F.cross_entropy(z.softmax(-1).resize(4, 3), y)
+    c = F.cross_entropy(F.softmax(z, -1)[..., :k], y)
+    d = F.cross_entropy(F.softmax(z, -1)[0], y)
+    e = F.cross_entropy(torch.reshape(input=z.softmax(1), shape=(-1, 3)), y)
+    return a + b + c + d + e
+""", [5, 6, 7, 8, 9]),
+"wrapped_models": ("""
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+class Net(nn.Module):
+    def forward(self, x):
+        return torch.softmax(x, 1)
+
+ddp = DistributedDataParallel(module=Net())
+dp = nn.DataParallel(Net(), device_ids=[0])
+net = Net()
+net = torch.compile(net)
+ce = nn.CrossEntropyLoss()
+loss = ce(ddp(x), y) + ce(dp(x), y) + ce(net(x), y)
+""", [14, 14, 14]),
 }
 
 # Modules where the rule cannot report and the gate must say so.
 REJECTS = {
+"wrapped_model_returning_logits": """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def forward(self, x):
+        return self.fc(x).view(-1, 4)
+
+model = nn.DataParallel(Net()).cuda()
+ce = nn.CrossEntropyLoss().cuda()
+loss = ce(model(x), y)
+confidence = torch.softmax(model(x), 1).view(-1)
+""",
 "transformers_like": """
 import torch
 from torch import nn

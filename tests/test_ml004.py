@@ -554,3 +554,133 @@ def test_detached_element_of_a_same_module_helpers_tuple():
             evaluate(model, loader)
         """
     assert lines(code) == [14]
+
+
+METER = """
+import torch
+import torch.nn.functional as F
+from collections import defaultdict
+from utils import AverageMeter
+
+class Meter:
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sum, self.count = 0, 0
+
+    def update(self, val, n=1):
+        self.val = val
+        self.sum += val * n
+        self.count += n
+
+class Trainer:
+    def __init__(self):
+        self.meters = {"loss": Meter(), "aux": AverageMeter()}
+        self.by_name = defaultdict(AverageMeter)
+
+    def fit(self, model, loader, optimizer):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            self.meters["loss"].update(loss, x.size(0))
+            self.meters["aux"].update(val=loss)
+            self.by_name["loss"].add(loss)
+"""
+
+
+def test_meters_in_containers_and_attributes():
+    found = findings(METER)
+    assert [f.line for f in found] == [29, 30, 31]
+    assert found[0].data == {"kind": "training", "accumulator": "self.meters",
+                             "accumulator_expr": 'self.meters["loss"]', "loss": "loss",
+                             "meter": True}
+    assert "(`Meter.update` adds it to `self.sum`)" in found[0].message
+    assert "(`AverageMeter` sums the values it is given)" in found[1].message
+
+
+@pytest.mark.parametrize("change", [
+    # the values are numbers
+    ("update(loss, x.size(0))", "update(loss.item(), x.size(0))"),
+    # the meter converts what it is given
+    ("        self.val = val\n", "        val = float(val)\n"),
+])
+def test_meter_fed_or_keeping_numbers_is_not_flagged(change):
+    code = METER.replace(*change)
+    assert 29 not in lines(code)
+
+
+def test_meter_reset_or_rebuilt_every_step_is_not_flagged():
+    code = """
+        import torch.nn.functional as F
+        from utils import AverageMeter
+        meter = AverageMeter()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            meter.update(loss)
+            print(meter.avg)
+            meter.reset()
+        for x, y in loader:
+            fresh = AverageMeter()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            fresh.update(loss)
+        """
+    assert lines(code) == []
+    assert lines(code.replace("            meter.reset()\n", "")) == [8]
+
+
+def test_meters_whose_update_keeps_no_graph_are_not_flagged():
+    code = """
+        import torch
+        import torch.nn.functional as F
+        import torchmetrics
+
+        class LossMean(torchmetrics.Metric):
+            def update(self, value):
+                self.total += value
+
+        class Last:
+            def update(self, value):
+                self.value = value
+
+        mean, last = LossMean(), Last()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            mean.update(loss)
+            last.update(loss)
+            with torch.no_grad():
+                mean_of_eval = F.cross_entropy(model(x), y)
+        """
+    assert lines(code) == []
+    # A plain class summing the same way is a leak.
+    assert lines(code.replace("class LossMean(torchmetrics.Metric):", "class LossMean:")) == [18]
+
+
+def test_meter_in_an_evaluation_with_autograd_on():
+    code = """
+        import torch.nn.functional as F
+        from meters import AverageMeter
+
+        def validate(model, loader):
+            meter = AverageMeter()
+            for x, y in loader:
+                meter.update(F.cross_entropy(model(x), y), x.size(0))
+            return meter.avg
+
+        if __name__ == "__main__":
+            validate(model, loader)
+        """
+    (f,) = findings(code)
+    assert (f.line, f.data["kind"]) == (7, "evaluation")
+    # The meter only sums: under no_grad the sums have no graph.
+    assert lines(code.replace("import torch.nn.functional as F",
+                              "import torch\n        import torch.nn.functional as F")
+                 .replace("def validate", "@torch.no_grad()\n        def validate")) == []

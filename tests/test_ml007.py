@@ -188,3 +188,207 @@ def test_trainer_class_validating_on_its_own_training_loader():
                 print(self.model(x).argmax(1).eq(y).float().mean().item())
     """
     assert lines(code) == [20]
+
+
+def test_callee_split_over_lines_before_its_parenthesis():
+    # Regression: the layout between ``.evaluate`` and ``(`` is a ParenthesizedWhitespace
+    # (line breaks, a comment), which the analysis once read as one-line whitespace and
+    # crashed on (AttributeError: no attribute 'value').
+    code = """
+import torch
+
+def main(model, train_loader, opt, runner):
+    for epoch in range(3):
+        model.train()
+        for x, y in train_loader:
+            opt.zero_grad()
+            model(x).sum().backward()
+            opt.step()
+        model.eval()
+        acc = (runner.tools
+               .evaluate  # accuracy
+               (model, train_loader))
+        spaced = runner.evaluate (model, train_loader)
+"""
+    assert lines(code) == [11, 14]
+    held_out = code.replace("(model, train_loader))", "(model, val_loader))")
+    assert lines(held_out) == []
+
+
+# -- a held-out evaluation elsewhere does not excuse a per-epoch one on training data ------
+
+EPOCHS = TRAIN + """
+def main(args, model, train_loader, val_loader, opt):
+    if args.evaluate:
+        evaluate(model, val_loader)
+        return
+    best = 0.0
+    for epoch in range(args.epochs):
+        fit(model, train_loader, opt)
+        acc = evaluate(model, train_loader)
+        if acc > best:
+            best = acc
+"""
+
+
+def test_held_out_evaluation_only_on_another_branch():
+    code = textwrap.dedent(EPOCHS).lstrip("\n")
+    result = lint_text("train.py", code, RULE)
+    (f,) = result.findings
+    assert f.line == 23
+    assert "the held-out evaluation (line 18) runs only on another branch" in f.message
+    # The same evaluation in an ``else`` branch of the ``if`` that holds the loop.
+    other = EPOCHS.replace("""    if args.evaluate:
+        evaluate(model, val_loader)
+        return
+    best = 0.0
+    for epoch""", """    best = 0.0
+    if args.evaluate:
+        evaluate(model, val_loader)
+    else:
+      for epoch""")
+    assert lines(other) == [23]
+
+
+def test_held_out_evaluation_alongside_excuses():
+    beside = EPOCHS.replace("        if acc > best:", "        evaluate(model, val_loader)\n"
+                            "        if acc > best:")
+    assert lines(beside) == []
+    # ...also through a same-module helper the loop calls.
+    helper = EPOCHS.replace("        if acc > best:", "        check(model, val_loader)\n"
+                            "        if acc > best:") + """
+def check(model, loader):
+    return evaluate(model, loader)
+"""
+    assert lines(helper) == []
+    # A branch that does not leave runs before training, another stage: the per-epoch
+    # number still selects the model.
+    baseline = EPOCHS.replace("        return\n", "")
+    assert lines(baseline) == [22]
+
+
+def test_held_out_evaluation_at_another_stage_only_for_model_selection():
+    final = TRAIN + """
+def main(model, train_loader, test_loader, opt, epochs):
+    best = 0.0
+    for epoch in range(epochs):
+        fit(model, train_loader, opt)
+        acc = evaluate(model, train_loader)
+        if acc > best:
+            best = acc
+    print("test", evaluate(model, test_loader))
+"""
+    assert lines(final) == [20]
+    # Training accuracy logged per epoch, a final test: a training-accuracy monitor.
+    logged = final.replace("        acc = evaluate(model, train_loader)\n        if acc > best:\n"
+                           "            best = acc\n",
+                           "        train_acc = evaluate(model, train_loader)\n"
+                           "        print(train_acc)\n")
+    assert lines(logged) == []
+    named = final.replace("acc = evaluate", "val_acc = evaluate").replace(
+        "        if acc > best:\n            best = acc\n", "")
+    assert lines(named) == [20]
+
+
+LOOP = """
+    for epoch in range(3):
+        model.train()
+        for x, y in {train}:
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            for x, y in {val}:
+                print(model(x).argmax(1).eq(y).float().mean())
+"""
+
+
+def _script(setup: str, train: str = "train_loader", val: str = "val_loader") -> str:
+    return ("import torch\nfrom torch.utils.data import DataLoader, SubsetRandomSampler\n\n"
+            "def main(model, optimizer, dataset, train_ds, val_ds, train_idx, val_idx):\n"
+            + textwrap.indent(textwrap.dedent(setup).strip("\n"), "    ") + "\n"
+            + LOOP.format(train=train, val=val))
+
+
+def test_val_loader_built_with_the_training_sampler():
+    code = _script("""
+        train_sampler = SubsetRandomSampler(train_idx)
+        valid_sampler = SubsetRandomSampler(val_idx)
+        train_loader = DataLoader(dataset, batch_size=32, sampler=train_sampler)
+        val_loader = DataLoader(dataset, batch_size=32, sampler=train_sampler)
+        """)
+    result = lint_text("train.py", code, RULE)
+    (f,) = result.findings
+    assert f.line == 8
+    assert "built with `train_sampler`, the training sampler" in f.message
+    assert lines(code.replace("val_loader = DataLoader(dataset, batch_size=32, sampler=train_sampler)",
+                              "val_loader = DataLoader(dataset, batch_size=32, sampler=valid_sampler)")) == []
+    # The training sampler's object under a plain name, and a held-out dataset with it.
+    plain = code.replace("train_sampler", "sampler")
+    assert lines(plain) == [8]
+    assert lines(plain.replace("val_loader = DataLoader(dataset,", "val_loader = DataLoader(val_ds,")) == []
+
+
+def test_loaders_returned_from_helpers():
+    code = textwrap.dedent("""
+        import torch
+        from torch.utils.data import DataLoader
+
+        def get_loaders(train_ds, val_ds):
+            train_loader = DataLoader(train_ds, batch_size=64, shuffle=True)
+            val_loader = DataLoader(train_ds, batch_size=256)
+            return train_loader, val_loader
+
+        def make_loader(ds, shuffle=False):
+            return DataLoader(ds, batch_size=64, shuffle=shuffle)
+
+        def main(model, optimizer, train_ds, val_ds):
+            train_loader, val_loader = get_loaders(train_ds, val_ds)
+            eval_loader = make_loader(train_ds)
+        """).lstrip("\n") + textwrap.indent(LOOP.format(train="train_loader", val="val_loader")
+                                           + LOOP.format(train="train_loader", val="eval_loader"), "")
+    assert lines(code) == [6, 14]
+    fixed = code.replace("val_loader = DataLoader(train_ds, batch_size=256)",
+                         "val_loader = DataLoader(val_ds, batch_size=256)").replace(
+        "eval_loader = make_loader(train_ds)", "eval_loader = make_loader(val_ds)")
+    assert lines(fixed) == []
+
+
+def test_accelerator_prepare_rebinding():
+    setup = """
+        train_dataloader = DataLoader(train_ds, shuffle=True, batch_size=8)
+        val_dataloader = DataLoader({data}, batch_size=8)
+        model, optimizer, train_dataloader, val_dataloader = accelerator.prepare(
+            model, optimizer, train_dataloader, val_dataloader)
+        """
+    code = _script(setup.format(data="train_ds"), "train_dataloader", "val_dataloader")
+    assert lines(code) == [6]
+    assert lines(_script(setup.format(data="val_ds"), "train_dataloader", "val_dataloader")) == []
+    # Handing the training loader itself to prepare in the held-out place.
+    swapped = _script("""
+        train_dataloader = DataLoader(train_ds, shuffle=True, batch_size=8)
+        val_dataloader = DataLoader(val_ds, batch_size=8)
+        train_dataloader, val_dataloader = accelerator.prepare(train_dataloader, train_dataloader)
+        """, "train_dataloader", "val_dataloader")
+    assert lines(swapped) == [7]
+
+
+def test_torchtext_iterators_and_dunder_iter():
+    code = _script("""
+        train_iter = data.BucketIterator(train_ds, batch_size=32, shuffle=True)
+        valid_iter = data.BucketIterator(train_ds, batch_size=32)
+        """, "train_iter", "valid_iter")
+    assert lines(code) == [6]
+    assert lines(code.replace("data.BucketIterator(train_ds, batch_size=32)\n",
+                              "data.BucketIterator(val_ds, batch_size=32)\n")) == []
+    dunder = _script("""
+        train_loader = DataLoader(train_ds, shuffle=True)
+        val_loader = DataLoader(train_ds)
+        """, "train_loader.__iter__()", "val_loader.__iter__()")
+    assert lines(dunder) == [6]
+    wrapped = _script("""
+        train_loader = DataLoader(train_ds, shuffle=True)
+        val_batches = iter(DataLoader(train_ds))
+        """, "train_loader", "val_batches")
+    assert lines(wrapped) == [6]

@@ -195,3 +195,104 @@ def test_deepspeed_engine_step_is_training():
         text = path.read_text()
         assert lint_text(str(path), text, [SwallowedTrainingError]).findings == lint_text(
             str(path), text, [SwallowedTrainingError], prefilter=False).findings
+
+
+SKIP_LOOP = """
+    import torch
+    def train(model, loader, optimizer, criterion):
+        for x, y in loader:
+            try:
+                out = model(x)
+                loss = criterion(out, y)
+            {handler}
+                print("skip", exc)
+                continue
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    """
+
+
+def test_broad_handler_around_the_forward_that_continues_past_the_step():
+    (finding,) = lint(SKIP_LOOP.format(handler="except Exception as exc:"))
+    assert finding.line == 7
+    assert "line 11 (`loss.backward()`)" in finding.message
+    assert finding.data == {"handler_line": 7, "try_line": 4, "skipped_step_line": 11}
+
+
+@pytest.mark.parametrize("code", [
+    # a narrow handler: recovering from a known error is a choice
+    SKIP_LOOP.format(handler="except RuntimeError as exc:"),
+    # no ``continue``: the handler falls through to the step
+    SKIP_LOOP.replace("                continue\n", "                loss = None\n").format(
+        handler="except Exception as exc:"),
+    # the ``continue`` belongs to a loop of the handler's own
+    SKIP_LOOP.replace("                continue\n", "                for _ in range(3):\n"
+                      "                    continue\n").format(handler="except Exception as exc:"),
+    # the step comes before the try (a logging forward after it)
+    """
+    def train(model, loader, optimizer, criterion, log):
+        for x, y in loader:
+            optimizer.zero_grad()
+            criterion(model(x), y).backward()
+            optimizer.step()
+            try:
+                log(model(x))
+            except Exception:
+                continue
+    """,
+])
+def test_skipping_handlers_that_are_not_flagged(code):
+    assert lint(code) == ()
+
+
+def test_a_loss_computed_by_a_helper_in_the_try_is_the_forward():
+    code = """
+        def train(net_fn, loader, opt):
+            for batch in loader:
+                try:
+                    loss = compute_loss(net_fn, batch)
+                except Exception:
+                    continue
+                loss.backward()
+                opt.step()
+        """
+    assert [f.line for f in lint(code)] == [5]
+    # A value the step does not use is data, not the forward.
+    assert lint(code.replace("loss = compute_loss", "batch = prepare")
+                .replace("loss.backward()", "net_fn(batch).backward()")) == ()
+
+
+def test_steps_through_an_optimizer_wrapper():
+    wrapper = """
+        class ScheduledOptim:
+            def __init__(self, optimizer):
+                self._optimizer = optimizer
+            def update(self):
+                self._optimizer.step()
+
+        def train(model, loader, optimizer):
+            for x in loader:
+                try:
+                    model(x).sum().backward()
+                    optimizer.update()
+                except Exception:
+                    pass
+        """
+    assert [f.line for f in lint(wrapper)] == [12]
+    code = textwrap.dedent(wrapper).lstrip("\n")
+    assert SwallowedTrainingError.may_match(code)
+    from mllint.gates.training import swallow_may_flag
+    from mllint.prefilter import python_tree
+    assert swallow_may_flag(python_tree(code))
+    # a scheduler's ``step_update`` and a method of the optimizer that does not step
+    assert lint("""
+        def train(model, loader, optimizer, lr_scheduler, n):
+            for x in loader:
+                try:
+                    model(x)
+                    lr_scheduler.step_update(n)
+                    optimizer.zero_grad()
+                except Exception:
+                    pass
+        """) == ()

@@ -29,7 +29,7 @@ _OLD = {
     "FOR_DATA": r"\bfor\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?(?i:loader|_dl\b|batches)",
     "WITH_NO_GRAD": rf"\bwith\b[^\n]*?(?:{N.NO_GRAD_WORD})",
 }
-_OLD_CALL_VAL = rf"(?<![\w]){N.EVAL_FUNCTION}\((?!\s*\))"
+_OLD_CALL_VAL = rf"(?<![\w]){N.EVAL_FUNCTION}{N.CALL_LAYOUT}\((?!\s*\))"
 
 LINES = [
     "for x, y in val_loader:", "    for x,y in tqdm(test_loader):", "before_for x in val_loader",
@@ -55,7 +55,8 @@ def test_line_patterns_are_unchanged(name):
     "text",
     ["evaluate(model, x)", "_evaluate(m, x)", "__run_eval(m, x)", "do_validation_epoch(m, l)",
      "EVALuate(m, x)", "Test(m)", "TESTING_all(m)", "self.val_step(b)", "x=test (m)",
-     "compute_val_loss(m, l)", "perform_Test_batch(m)", "\nvalidate(\n  m)"],
+     "compute_val_loss(m, l)", "perform_Test_batch(m)", "\nvalidate(\n  m)", "evaluate (m)",
+     "(r.evaluate\n  (m))", "(r\n .evaluate  # on the test split\n (m))", "evaluate \\\n (m)"],
 )
 def test_call_val_admits_what_the_old_pattern_did(text):
     old = re.search(_OLD_CALL_VAL, text) is not None
@@ -65,7 +66,8 @@ def test_call_val_admits_what_the_old_pattern_did(text):
 
 
 @pytest.mark.parametrize(
-    "text", ["evaluate()", "retest(m)", "xval(m)", "my_eval(m)", "evaluate (m)", "testx(m)"]
+    "text", ["evaluate()", "retest(m)", "xval(m)", "my_eval(m)", "evaluate x(m)", "testx(m)",
+             "evaluate  # no call\n"]
 )
 def test_call_val_rejects(text):
     assert re.search(N.CALL_VAL, text) is None
@@ -150,6 +152,16 @@ CASES = [
             opt.step()
         Evaluate_Model(net, train_loader)
         """, (10,)),
+    # The callee split over lines before its ``(`` (this once crashed the analysis).
+    ("ML007", """
+        def main(model, train_loader, opt, runner):
+            for x, y in train_loader:
+                model(x).sum().backward()
+                opt.step()
+            acc = (runner.tools
+                   .evaluate  # on the training data
+                   (model, train_loader))
+        """, (5,)),
 ]
 
 

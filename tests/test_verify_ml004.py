@@ -65,3 +65,13 @@ def test_correct_code_refutes_the_bug(name, statement, accumulator, tmp_path):
     (verdict,) = report.verdicts
     assert verdict.status is VerdictStatus.REFUTED, verdict.evidence
     assert verdict.figures["runs"] >= 2
+
+
+def test_meter_summing_loss_tensors_is_confirmed(tmp_path):
+    findings, report = run("bad_meter_update.py", tmp_path)
+    assert [(f.line, f.data["accumulator"], f.data.get("meter")) for f in findings] == [
+        (38, "losses", True)]
+    (verdict,) = report.verdicts
+    assert verdict.status is VerdictStatus.CONFIRMED, verdict.evidence
+    assert verdict.figures["steps"] >= 2
+    assert verdict.figures["graph_nodes"] > verdict.figures["graph_nodes_first"]

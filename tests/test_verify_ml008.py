@@ -59,3 +59,14 @@ def test_good_twin_is_not_flagged_and_the_fault_propagates(name, tmp_path):
     assert verdict.status is VerdictStatus.REFUTED, verdict.evidence
     assert report.fault_run is not None
     assert report.fault_run.crashed.startswith("InjectedFault")
+
+
+def test_skipped_forward_is_confirmed_by_further_steps(tmp_path):
+    findings, report = run("bad_skip_failed_forward.py", tmp_path)
+    assert [(f.line, f.data["skipped_step_line"]) for f in findings] == [(21, 26)]
+    (verdict,) = report.verdicts
+    assert verdict.status is VerdictStatus.CONFIRMED, verdict.evidence
+    assert verdict.figures["injected_line"] == 19
+    assert verdict.figures["steps_after"] >= 1
+    assert verdict.figures["handler_ran"] is True
+    assert "training went on" in verdict.evidence

@@ -25,7 +25,13 @@ from mllint.analysis_index import CodeIndex, GradMode
 
 # What names a loss, and which methods keep a tensor on the graph, are defined with the
 # stdlib-only gate of ML004 (``mllint.gates.loss``), which must judge them alike.
-from mllint.gates.loss import GRAPH_KEEPING_METHODS, LOSS_CALLEE, LOSS_FUNCTIONS  # noqa: F401
+from mllint.gates.loss import (  # noqa: F401
+    ACCUMULATING_METHODS,
+    GRAPH_KEEPING_METHODS,
+    KNOWN_METER,
+    LOSS_CALLEE,
+    LOSS_FUNCTIONS,
+)
 
 #: The prefilter: a file without any of these cannot hold a recognised loss.
 LOSS_TEXT = r"(?i)loss|cross_?entropy|kl_div|backward|crit"
@@ -323,3 +329,224 @@ def _drops_graph(expr: cst.BaseExpression) -> bool:
     if isinstance(expr, cst.BinaryOperation):
         return _drops_graph(expr.left) and _drops_graph(expr.right)
     return False
+
+
+# -- meters: objects that sum or store what their methods are given ------------------------
+
+
+@dataclass(frozen=True)
+class Accumulates:
+    """How a method keeps one of its parameters."""
+
+    #: Only summed (``self.sum += val * n``): under ``no_grad`` the sum has no graph.
+    arithmetic: bool
+    #: In words, for messages: "adds it to `self.sum`".
+    words: str
+
+
+def meter_classes(ix: CodeIndex, receiver: cst.BaseExpression) -> list[cst.ClassDef | str]:
+    """What class the object ``receiver`` names may be an instance of: same-module classes
+    whose bases are all ``object`` or same-module classes (a torchmetrics ``Metric``
+    subclass runs ``update`` under ``no_grad``: its sum keeps no graph), and, by last name,
+    well-known meter classes from elsewhere (``KNOWN_METER``). Followed through
+    assignments, ``self.`` attributes and containers (``meters["loss"]`` of a dict or
+    comprehension of meters, ``defaultdict(AverageMeter)``)."""
+    out: list[cst.ClassDef | str] = []
+    for ref in _class_refs(ix, receiver, 0):
+        cls = ix.class_named(ref) if isinstance(ref, cst.Name) else None
+        if cls is not None:
+            if _plain_class(ix, cls) and not any(cls is c for c in out):
+                out.append(cls)
+            continue
+        name = dotted_name(ref)
+        last = name.rsplit(".", 1)[-1] if name else ""
+        if KNOWN_METER.match(last) and last not in out:
+            out.append(last)
+    return out
+
+
+_DEFAULTDICT = frozenset({"collections.defaultdict"})
+
+
+def _class_refs(ix: CodeIndex, expr: cst.BaseExpression, depth: int) -> list[cst.BaseExpression]:
+    """Expressions naming the classes whose instances ``expr`` may hold."""
+    if depth > 3:
+        return []
+    if isinstance(expr, cst.Subscript):
+        refs: list[cst.BaseExpression] = []
+        for origin in ix.origins(expr.value):
+            container = origin.expr
+            if isinstance(container, cst.Call) and ix.qualified(container.func) & _DEFAULTDICT:
+                if container.args and container.args[0].keyword is None:
+                    refs.append(container.args[0].value)
+                continue
+            for element in _elements(container, _string_index(expr)):
+                refs += _refs_of_value(ix, element, depth + 1)
+        return refs
+    refs = []
+    for origin in ix.origins(expr):
+        if origin.expr is not None and origin.expr is not expr:
+            refs += _refs_of_value(ix, origin.expr, depth + 1)
+    return refs
+
+
+def _refs_of_value(ix: CodeIndex, value: cst.BaseExpression, depth: int) -> list[cst.BaseExpression]:
+    if isinstance(value, cst.Call) and isinstance(value.func, (cst.Name, cst.Attribute)):
+        return [value.func]
+    if isinstance(value, cst.Subscript):
+        return _class_refs(ix, value, depth)
+    return []
+
+
+def _elements(container: cst.BaseExpression | None, key: str | None) -> list[cst.BaseExpression]:
+    """What a container literal or comprehension holds (under ``key``, for a dict literal
+    that has it)."""
+    if isinstance(container, cst.Dict):
+        entries = [e for e in container.elements if isinstance(e, cst.DictElement)]
+        keyed = [e.value for e in entries
+                 if isinstance(e.key, cst.SimpleString) and e.key.evaluated_value == key]
+        return keyed or [e.value for e in entries]
+    if isinstance(container, (cst.List, cst.Tuple)):
+        return [e.value for e in container.elements if isinstance(e, cst.Element)]
+    if isinstance(container, cst.DictComp):
+        return [container.value]
+    if isinstance(container, (cst.ListComp, cst.GeneratorExp)):
+        return [container.elt]
+    return []
+
+
+def _plain_class(ix: CodeIndex, cls: cst.ClassDef, depth: int = 0) -> bool:
+    """Every base is ``object`` or a same-module class with the same property."""
+    if depth > 4:
+        return False
+    for base in cls.bases:
+        if base.keyword is not None:
+            continue  # ``metaclass=...``
+        if isinstance(base.value, cst.Name) and base.value.value == "object":
+            continue
+        inner = ix.class_named(base.value)
+        if inner is None or not _plain_class(ix, inner, depth + 1):
+            return False
+    return True
+
+
+def accumulated_params(method: cst.FunctionDef) -> dict[cst.Param, Accumulates]:
+    """Parameters of ``method`` it sums or appends, as given, into an attribute of its
+    ``self`` (``self.sum += val * n``, ``self.total = self.total + val``,
+    ``self.history.append(val)``). A parameter the method rebinds anywhere
+    (``val = val.item()``) or only reads through a method that drops the graph
+    (``val.item()``, ``float(val)``, ``val.detach()``) is not accumulated as given."""
+    params = [*method.params.posonly_params, *method.params.params]
+    if not params or any(
+        isinstance(d.decorator, cst.Name) and d.decorator.value in ("staticmethod", "classmethod")
+        for d in method.decorators
+    ):
+        return {}
+    me = params[0].name.value
+    candidates = {p.name.value: p for p in (*params[1:], *method.params.kwonly_params)}
+    finder = _AccumulationFinder(me, set(candidates))
+    method.body.visit(finder)
+    out: dict[cst.Param, Accumulates] = {}
+    for name, ways in finder.found.items():
+        if name in finder.rebound:
+            continue
+        arithmetic = all(a for a, _ in ways)
+        out[candidates[name]] = Accumulates(arithmetic, ways[0][1])
+    return out
+
+
+class _AccumulationFinder(cst.CSTVisitor):
+    def __init__(self, me: str, params: set[str]) -> None:
+        self.me = me
+        self.params = params
+        self.found: dict[str, list[tuple[bool, str]]] = {}
+        self.rebound: set[str] = set()
+
+    def _on_self(self, target: cst.BaseExpression) -> bool:
+        root = target
+        while isinstance(root, (cst.Attribute, cst.Subscript)):
+            root = root.value
+        return root is not target and isinstance(root, cst.Name) and root.value == self.me
+
+    def _record(self, value: cst.BaseExpression, arithmetic: bool, words: str) -> None:
+        for name in self.params:
+            if _carries(value, name):
+                self.found.setdefault(name, []).append((arithmetic, words))
+
+    def _bind(self, target: cst.BaseExpression) -> None:
+        if isinstance(target, cst.Name):
+            self.rebound.add(target.value)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for e in target.elements:
+                self._bind(e.value)
+        elif isinstance(target, cst.StarredElement):
+            self._bind(target.value)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._bind(node.target)
+        if isinstance(node.operator, cst.AddAssign) and self._on_self(node.target):
+            self._record(node.value, True, f"adds it to `{_source(node.target)}`")
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for t in node.targets:
+            self._bind(t.target)
+        if len(node.targets) != 1 or not self._on_self(node.targets[0].target):
+            return
+        target = _source(node.targets[0].target)
+        value = node.value
+        if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, cst.Add):
+            terms = [value.left, value.right]
+            if any(_source(t) == target for t in terms):
+                for t in terms:
+                    if _source(t) != target:
+                        self._record(t, True, f"adds it to `{target}`")
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._bind(node.target)
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self._bind(node.target)
+
+    def visit_For(self, node: cst.For) -> None:
+        self._bind(node.target)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ACCUMULATING_METHODS:
+            if self._on_self(func.value):
+                positional = [a.value for a in node.args if a.keyword is None and not a.star]
+                index = ACCUMULATING_METHODS[func.attr.value]
+                if len(positional) > index:
+                    self._record(positional[index], False,
+                                 f"appends it to `{_source(func.value)}`")
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return False
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+
+def _carries(expr: cst.BaseExpression, name: str) -> bool:
+    """``expr`` is ``name`` itself or arithmetic/graph-keeping methods on it
+    (``val * n``, ``val.mean()``, ``(val,)``); not ``val.item()`` or ``float(val)``."""
+    if isinstance(expr, cst.Name):
+        return expr.value == name
+    if isinstance(expr, cst.BinaryOperation):
+        return _carries(expr.left, name) or _carries(expr.right, name)
+    if isinstance(expr, cst.UnaryOperation):
+        return _carries(expr.expression, name)
+    if isinstance(expr, cst.Subscript):
+        return _carries(expr.value, name)
+    if isinstance(expr, (cst.Tuple, cst.List)):
+        return any(_carries(e.value, name) for e in expr.elements)
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute):
+        return expr.func.attr.value in GRAPH_KEEPING_METHODS and _carries(expr.func.value, name)
+    return False
+
+
+def _source(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)

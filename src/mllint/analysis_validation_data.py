@@ -66,6 +66,8 @@ class DataAnalysis:
         self.va = va
         self._training: set[tuple[int, str]] | None = None
         self._training_flows: set[int] = set()
+        self._samplers: set[str] | None = None
+        self._returns: dict[int, list[cst.Return]] = {}
 
     # -- what training iterates ----------------------------------------------------------
 
@@ -90,7 +92,15 @@ class DataAnalysis:
         for s, f in self.va.origins(scope, name, pos):
             flows.add(id(f))
             call = self.va._call_rec(s, f.value)
-            if call is not None and _is_loader(call) and not _has_sampler(call) and depth < _DEPTH:
+            if call is None or depth >= _DEPTH:
+                continue
+            passed = _passed_through(call, f.index)
+            if passed is not None:
+                # ``train_dl, model = accelerator.prepare(train_dl, model)``, ``iter(dl)``
+                d = dotted_name(passed)
+                if d:  # the same name rebound (``dl = accelerator.prepare(dl)``) too
+                    self._mark(s, d, f.pos, keys, flows, depth + 1)
+            elif _is_loader(call) and not _has_sampler(call):
                 ds = _dataset_arg(call.node)
                 d = dotted_name(ds) if ds is not None else None
                 if d:
@@ -170,11 +180,17 @@ class DataAnalysis:
         call = self.va._call_rec(scope, value)
         if call is None:
             return None
+        passed = _passed_through(call, flow.index)
+        if passed is not None:
+            return self._passed(scope, flow, call, passed, name, depth)
+        helper = self.va.helper_of(call)
+        if helper is not None and not helper.is_module:
+            return self._returned(helper, call, flow.index, name, depth)
         if flow.index is not None or call.qnames & SPLITTERS:
             return None  # a part of a split: its own name tells which part
         if _is_loader(call):
             if _has_sampler(call):
-                return Source(Kind.UNKNOWN, name)  # a sampler picks a subset
+                return self._sampled(scope, flow, call, name, depth)
             ds = _dataset_arg(call.node)
             if ds is None:
                 return None
@@ -194,6 +210,122 @@ class DataAnalysis:
                 return Source(Kind.TRAIN, name, inner.train_name or d, culprit, None, inner.why)
             return inner
         return self._constructed(call, name)
+
+    def _passed(self, scope: Scope, flow: FlowRec, call: CallRec, passed: cst.BaseExpression,
+                name: str, depth: int) -> Source | None:
+        """``eval_dl = accelerator.prepare(x)`` / ``iter(x)`` holds what ``x`` holds; when a
+        held-out name gets training data this way, the call is where it slips in."""
+        d = dotted_name(passed)
+        if not d:
+            if not isinstance(passed, cst.Call):
+                return None
+            # ``batches = iter(DataLoader(train_ds))``: what the inner call builds.
+            return self._built(scope, FlowRec(flow.where, flow.targets, passed, None, flow.scope),
+                               name, depth + 1)
+        # ``dl = accelerator.prepare(dl)``: the value before this assignment.
+        inner = self.classify(scope, d, flow.pos, depth + 1)
+        if inner.kind is Kind.UNKNOWN:
+            return None
+        if inner.kind is Kind.TRAIN and is_train_name(d) and not is_train_name(name):
+            return Source(Kind.TRAIN, name, d, call, None, f"it is `{d}`, the training data")
+        return inner
+
+    def _sampled(self, scope: Scope, flow: FlowRec, call: CallRec, name: str,
+                 depth: int) -> Source:
+        """A loader with a sampler iterates the sampler's subset: the training subset when
+        the sampler is named for training or is the one the training loader uses, and the
+        dataset is not itself held-out."""
+        sampler = next((a.value for a in call.node.args if a.keyword is not None
+                        and a.keyword.value in ("sampler", "batch_sampler")), None)
+        s = dotted_name(sampler) if sampler is not None else None
+        if not s:
+            return Source(Kind.UNKNOWN, name)
+        if is_val_name(s):
+            return Source(Kind.HELDOUT, name)
+        if not (is_train_name(s) or s in self._training_samplers()):
+            return Source(Kind.UNKNOWN, name)
+        ds = _dataset_arg(call.node)
+        d = dotted_name(ds) if ds is not None else None
+        if d and self.classify(scope, d, flow.pos, depth + 1).kind is Kind.HELDOUT:
+            return Source(Kind.UNKNOWN, name)
+        return Source(Kind.TRAIN, name, s, call, None,
+                      f"it is built with `{s}`, the training sampler, on line {call.line}")
+
+    def _training_samplers(self) -> set[str]:
+        """Names of the samplers the loaders that training loops iterate are built with."""
+        if self._samplers is None:
+            found: set[str] = set()
+            keys, flows = self.training_keys()
+            for scope in self.va.facts.scopes:
+                for f in scope.flows:
+                    if id(f) not in flows:
+                        continue
+                    call = self.va._call_rec(scope, f.value)
+                    if call is None or not _is_loader(call):
+                        continue
+                    for a in call.node.args:
+                        if a.keyword is not None and a.keyword.value in ("sampler", "batch_sampler"):
+                            d = dotted_name(a.value)
+                            if d:
+                                found.add(d)
+            self._samplers = found
+        return self._samplers
+
+    def _returned(self, helper: Scope, call: CallRec, index: int | None, name: str,
+                  depth: int) -> Source | None:
+        """What a same-module helper that builds data returns (``train_dl, val_dl =
+        get_loaders()``, ``val_dl = make_loader(train_ds)``), judged in the helper and,
+        for its parameters, by what this call passes."""
+        if depth >= _DEPTH or not isinstance(helper.node, cst.FunctionDef):
+            return None
+        found: Source | None = None
+        key = id(helper.node)
+        if key not in self._returns:
+            self._returns[key] = _returns(helper.node)
+        for ret in self._returns[key]:
+            expr = ret.value
+            if index is not None:
+                if not isinstance(expr, (cst.Tuple, cst.List)) or index >= len(expr.elements) or any(
+                        isinstance(e, cst.StarredElement) for e in expr.elements):
+                    return None
+                expr = expr.elements[index].value
+            src = self._helper_value(helper, call, expr, depth + 1)
+            if src is None or src.kind is Kind.UNKNOWN:
+                return None  # one return the analysis cannot tell decides nothing
+            if found is not None and found.kind is not src.kind:
+                return None
+            found = found or src
+        if found is None:
+            return None
+        if found.kind is Kind.TRAIN:
+            return Source(Kind.TRAIN, name, found.train_name, found.culprit or call, None, found.why)
+        return found
+
+    def _helper_value(self, helper: Scope, call: CallRec, expr: cst.BaseExpression,
+                      depth: int) -> Source | None:
+        end = (10**9, 0)  # the helper's last assignments: returns come at its end
+        d = dotted_name(expr)
+        if d:
+            if d.split(".", 1)[0] in helper.params and not helper.assigned(d.split(".", 1)[0]):
+                mapped = self.va.map_names(helper, call, {d}, inward=False)
+                for m in sorted(mapped):
+                    return self.classify(call.scope, m, call.pos, depth + 1)
+                return None
+            return self.classify(helper, d, end, depth + 1)
+        inner = self.va._call_rec(helper, expr)
+        if inner is None or not _is_loader(inner) or _has_sampler(inner):
+            return None
+        ds = _dataset_arg(inner.node)
+        dd = dotted_name(ds) if ds is not None else None
+        if not dd:
+            return self._constructed(self.va._call_rec(helper, ds), "") if ds is not None else None
+        src = self._helper_value(helper, call, ds, depth + 1)
+        if src is not None and src.kind is Kind.TRAIN:
+            # A generic builder given training data: the slip is at the call.
+            given = dd.split(".", 1)[0] in helper.params and not helper.assigned(dd.split(".", 1)[0])
+            return Source(Kind.TRAIN, src.name, src.train_name or dd,
+                          call if given else (src.culprit or inner), None, src.why)
+        return src
 
     def _constructed(self, call: CallRec | None, name: str) -> Source | None:
         """A dataset built with ``train=True`` / ``split="train"`` (or the opposite)."""
@@ -228,8 +360,6 @@ class DataAnalysis:
             for c in scope.calls:
                 if c.func is None or self.va.helper_of(c) is not None or not c.node.args:
                     continue
-                if c.node.whitespace_after_func.value:
-                    continue  # ``evaluate (x)``: REQUIRES looks for ``evaluate(`` only
                 last = c.func.rpartition(".")[2]
                 if is_eval_function(last):
                     out.append(c)
@@ -237,10 +367,58 @@ class DataAnalysis:
 
 
 def _is_loader(call: CallRec) -> bool:
+    """``DataLoader(ds)`` and kin, and torchtext's iterators (``BucketIterator(ds)``)."""
     if any(q.endswith("DataLoader") for q in call.qnames):
         return True
     last = (call.func or "").rpartition(".")[2]
-    return last.endswith(("DataLoader", "Loader")) and last[:1].isupper()
+    return last.endswith(("DataLoader", "Loader", "Iterator")) and last[:1].isupper()
+
+
+#: Calls that hand back the data they are given: ``accelerator.prepare(model, opt, dl)``
+#: (each argument at its position), ``fabric.setup_dataloaders(dl)``, ``iter(dl)``.
+_PASS_METHODS = frozenset({"prepare", "setup_dataloaders", "prepare_data_loader"})
+
+
+def _passed_through(call: CallRec, index: int | None) -> cst.BaseExpression | None:
+    node = call.node
+    func = node.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "__iter__" and index is None:
+        return func.value
+    if call.func in ("iter",) and index is None:
+        return _first_positional(node)
+    if call.attr not in _PASS_METHODS:
+        return None
+    positional = [a.value for a in node.args if a.keyword is None]
+    if any(a.star for a in node.args):
+        return None
+    i = 0 if index is None else index
+    if index is None and len(positional) != 1:
+        return None
+    return positional[i] if i < len(positional) else None
+
+
+def _first_positional(node: cst.Call) -> cst.BaseExpression | None:
+    first = node.args[0] if node.args else None
+    return first.value if first is not None and first.keyword is None and not first.star else None
+
+
+def _returns(func: cst.FunctionDef) -> list[cst.Return]:
+    """The ``return`` statements (with a value) of ``func`` itself."""
+    found: list[cst.Return] = []
+
+    class _Returns(cst.CSTVisitor):
+        def visit_Return(self, node: cst.Return) -> None:
+            if node.value is not None:
+                found.append(node)
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return False
+
+        def visit_Lambda(self, node: cst.Lambda) -> bool:
+            return False
+
+    func.body.visit(_Returns())
+    return found
 
 
 def _has_sampler(call: CallRec) -> bool:

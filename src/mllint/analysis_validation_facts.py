@@ -510,6 +510,9 @@ _UNWRAP = frozenset({"enumerate", "tqdm", "iter", "zip", "tqdm.tqdm", "trange", 
 def _iterables(expr: cst.BaseExpression) -> Iterator[str]:
     """The objects a ``for`` iterates: ``val_loader`` in ``enumerate(tqdm(val_loader))``."""
     if isinstance(expr, cst.Call):
+        if isinstance(expr.func, cst.Attribute) and expr.func.attr.value == "__iter__":
+            yield from _iterables(expr.func.value)  # ``loader.__iter__()``
+            return
         func = dotted_name(expr.func)
         if func in _UNWRAP or (func or "").endswith(("tqdm", "progress_bar")):
             for arg in expr.args:

@@ -111,18 +111,23 @@ def _both(a: tuple[str, str], b: tuple[str, str]) -> str:
     return rf"{la}(?={ra})(?s:.*){lb}{rb}|{lb}(?={rb})(?s:.*){la}{ra}"
 
 
+#: What may stand between a callee and its ``(``: spaces, and - inside brackets - line
+#: breaks, comments and backslash continuations (``(runner\n .evaluate  # x\n (m, l))``).
+#: A superset of Python's layout there, so a prefilter built on it stays sound; its three
+#: branches start with different characters, so it matches in one way only (no backtracking).
+CALL_LAYOUT = r"(?:\s|\\|#[^\n]*\n)*"
 #: ``evaluate(model, loader)``: a call (with arguments) of an evaluation-named function,
-#: i.e. ``(?<!\w){EVAL_FUNCTION}\((?!\s*\))``, led by the first two letters of its core
-#: word (``ev``/``va``/``te``, any case) and checking what precedes them by lookbehind:
-#: nothing word-like, or ``_`` after no letter/digit or after ``run``/``do``/``perform``/
-#: ``compute`` (a superset of ``_*`` plus those prefixes).
+#: i.e. ``(?<!\w){EVAL_FUNCTION}{CALL_LAYOUT}\((?!\s*\))``, led by the first two letters
+#: of its core word (``ev``/``va``/``te``, any case) and checking what precedes them by
+#: lookbehind: nothing word-like, or ``_`` after no letter/digit or after ``run``/``do``/
+#: ``perform``/``compute`` (a superset of ``_*`` plus those prefixes).
 _CORE_PRE = (r"(?:(?<!\w)|(?<=_)(?:(?<![A-Za-z0-9]_)|(?<=run_)|(?<=do_)|(?<=perform_)"
              r"|(?<=compute_)))")
 _CORE_TAIL = {"e": ("[vV]", "(?i:al|aluate|aluation)"), "v": ("[aA]", "(?i:lidate|lidation|l)"),
               "t": ("[eE]", "(?i:st|sting)")}
 CALL_VAL = "|".join(
     rf"{c}{_CORE_TAIL[c.lower()][0]}(?<={_CORE_PRE}..){_CORE_TAIL[c.lower()][1]}"
-    rf"{_EVAL_SUFFIXES}\((?!\s*\))"
+    rf"{_EVAL_SUFFIXES}{CALL_LAYOUT}\((?!\s*\))"
     for c in "eEvVtT"
 )
 #: Any name-based sign that a loop or function evaluates: as alternatives of a REQUIRES

@@ -50,6 +50,11 @@ GRAPH_KEEPING_METHODS = frozenset(
 #: Functions followed into their arguments, by their last name (``torch.stack``, ``sum``).
 KEEPING_FUNCTION_LASTS = frozenset({"sum", "stack", "cat", "mean", "add", "mul"})
 ACCUMULATING_METHODS = {"append": 0, "appendleft": 0, "extend": 0, "insert": 1}
+#: Meter classes, defined in another module, known to sum the values given to their
+#: ``update``/``add`` (PyTorch's ImageNet example's ``AverageMeter`` and its copies,
+#: torchnet's ``AverageValueMeter``). Matched on the class's last name.
+KNOWN_METER = re.compile(r"^(?:Average|Avg|RunningAverage|AverageValue)Meter$")
+KNOWN_METER_METHODS = frozenset({"update", "add"})
 _MAX_ROUNDS = 20
 
 
@@ -63,7 +68,16 @@ def accumulation_may_flag(tree: ast.Module) -> bool:
 
 def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
     out: list[ast.expr] = []
+    # A meter's method may sum what it is given: ``update``/``add`` of a known meter, or
+    # a method of a class of this module that accumulates on ``self`` (every argument).
+    methods = {f.name for c in of_type(tree, ast.ClassDef) for f in c.body
+               if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and _accumulates_on_self(f)}
+    meter_methods = (methods | KNOWN_METER_METHODS) - set(ACCUMULATING_METHODS)
     for node in of_type(tree, ast.AugAssign, ast.Assign, ast.Call):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in meter_methods:
+            out += [a.value if isinstance(a, ast.Starred) else a for a in node.args]
+            out += [k.value for k in node.keywords]
         if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add):
             out.append(node.value)
         elif isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp) \
@@ -77,6 +91,31 @@ def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
             if len(positional) > index:
                 out.append(positional[index])
     return out
+
+
+def _accumulates_on_self(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """The method adds to or appends to something under its first parameter (a superset of
+    ``analysis_loss.accumulated_params`` being non-empty)."""
+    args = [*func.args.posonlyargs, *func.args.args]
+    if not args:
+        return False
+    me = args[0].arg
+
+    def on_self(target: ast.AST) -> bool:
+        while isinstance(target, (ast.Attribute, ast.Subscript)):
+            target = target.value
+        return isinstance(target, ast.Name) and target.id == me
+
+    for node in ast.walk(func):
+        if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and on_self(node.target):
+            return True
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp) and any(
+                on_self(t) for t in node.targets):
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in ACCUMULATING_METHODS and on_self(node.func.value):
+            return True
+    return False
 
 
 def _names_in(expr: ast.AST) -> set[str]:

@@ -43,7 +43,22 @@ PASSTHROUGH_METHODS = frozenset(
     {
         "to", "cuda", "cpu", "float", "double", "half", "bfloat16", "type", "contiguous",
         "squeeze", "unsqueeze", "view", "reshape", "view_as", "reshape_as", "flatten",
-        "permute", "transpose", "clone", "train", "requires_grad_",
+        "permute", "transpose", "clone", "train", "requires_grad_", "resize", "resize_",
+        "resize_as", "resize_as_", "squeeze_", "unsqueeze_",
+    }
+)
+#: Functions that only reshape their first argument (``torch.squeeze(probs, 0)``).
+SHAPE_FUNCTIONS = frozenset(
+    {"torch.squeeze", "torch.unsqueeze", "torch.reshape", "torch.flatten", "torch.permute",
+     "torch.transpose"}
+)
+#: Wrappers whose call runs the wrapped module's forward (``DistributedDataParallel(model)``).
+MODULE_WRAPPERS = frozenset(
+    {
+        "torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
+        "torch.nn.parallel.data_parallel.DataParallel",
+        "torch.nn.parallel.DistributedDataParallel",
+        "torch.nn.parallel.distributed.DistributedDataParallel", "torch.compile",
     }
 )
 
@@ -275,6 +290,7 @@ class _Facts:
 
     def _ce_module(self, func: ast.expr) -> bool:
         """``func`` may be (or name) an ``nn.CrossEntropyLoss`` instance."""
+        func = _strip_passthrough(func)
         kind = type(func)
         if kind is ast.Call:
             return bool(self.qualified(func.func) & CE_MODULES)
@@ -294,7 +310,7 @@ class _Facts:
         its depth limit) reaches a ``CrossEntropyLoss(...)`` call."""
         seen: set[Hashable] = set()
         while frontier:
-            expr = frontier.pop()
+            expr = _strip_passthrough(frontier.pop())
             kind = type(expr)
             if kind is ast.Name:
                 if expr.id not in seen:
@@ -349,6 +365,31 @@ def _bind(call: ast.Call, name: str, index: int | None) -> ast.expr | None:
     if any(type(a) is ast.Starred for a in call.args) or any(kw.arg is None for kw in call.keywords):
         return None
     return call.args[index]
+
+
+def _shaped(call: ast.Call) -> list[ast.expr]:
+    """What ``torch.squeeze(...)`` and kin reshape: the first argument, or ``input=``."""
+    out = [kw.value for kw in call.keywords if kw.arg == "input"]
+    if call.args and type(call.args[0]) is not ast.Starred:
+        out.append(call.args[0])
+    return out
+
+
+def _wrapped(call: ast.Call) -> list[ast.expr]:
+    """The module a wrapper is given: its first positional argument, or ``module=``/``model=``."""
+    out = [kw.value for kw in call.keywords if kw.arg in ("module", "model")]
+    if call.args and type(call.args[0]) is not ast.Starred:
+        out.append(call.args[0])
+    return out
+
+
+def _strip_passthrough(expr: ast.expr) -> ast.expr:
+    """``nn.CrossEntropyLoss()`` for ``nn.CrossEntropyLoss().to(device).cuda()``."""
+    while type(expr) is ast.Call and type(expr.func) is ast.Attribute and (
+        expr.func.attr in PASSTHROUGH_METHODS
+    ):
+        expr = expr.func.value
+    return expr
 
 
 def _int_index(sub: ast.Subscript) -> int | None:
@@ -443,13 +484,20 @@ class _Solver:
                 return False
             return self.line(elts[index], None)
         if kind is ast.Subscript:
-            position = _int_index(expr) if index is None else None
-            return position is not None and self.line(expr.value, position)
+            if index is not None:
+                return False
+            position = _int_index(expr)
+            # A tuple's element, or part of a softmax tensor (``probs[:, :k]``).
+            return (position is not None and self.line(expr.value, position)) or self.line(
+                expr.value, None)
         if kind is not ast.Call:
             return False
         func = expr.func
         if index is None:
-            if self.f.qualified(func) & SOFTMAX_FUNCTIONS:
+            names = self.f.qualified(func)
+            if names & SOFTMAX_FUNCTIONS:
+                return True
+            if names & SHAPE_FUNCTIONS and any(self.line(a, None) for a in _shaped(expr)):
                 return True
             if type(func) is ast.Attribute:
                 # The rule takes these only when the receiver is not imported; whether it
@@ -500,6 +548,8 @@ class _Solver:
         if type(func) is ast.Attribute and func.attr in PASSTHROUGH_METHODS:
             if self.callable(func.value, index):
                 return True
+        if names & MODULE_WRAPPERS and any(self.callable(m, index) for m in _wrapped(expr)):
+            return True
         if type(func) is ast.Name:
             return any(self.forward(cls, index) for cls in self.f.classes.get(func.id, ()))
         return False

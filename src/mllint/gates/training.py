@@ -104,27 +104,40 @@ def factory_candidate(targets: list[ast.expr], value: ast.Call) -> bool:
 
 @project_aware
 def swallow_may_flag(tree: ast.Module, project: ProjectView | None = None) -> bool:
-    """ML008 reports a broad handler that does not re-raise, of a ``try`` whose body trains.
+    """ML008 reports a broad handler that does not re-raise, of a ``try`` whose body
+    trains, or of a ``try`` in a loop body that trains after it (the handler may
+    ``continue`` past the step).
 
     Something trains only if an optimizer steps somewhere in the module: a
     ``.step()``/``.optimizer_step()`` whose receiver or an argument is an optimizer (built
-    by a constructor, or named like one). The ``try`` body must then hold a backward or
-    step call, or a call of a function or method the module defines.
+    by a constructor, or named like one), or a method call of an optimizer-named receiver
+    that may wrap the step (``optimizer.step_and_update_lr()``, a method the module
+    defines). The ``try`` body, or a statement after the ``try`` in its loop body, must
+    then hold a backward or step call, or a call of a function or method the module defines.
     """
     imports = Imports.of(tree)
     calls = _calls(tree)
-    if not _optimizer_steps(calls, imports) and not _factory_optimizers(tree, project):
-        return False
     defined = {n.name for n in of_type(tree, ast.FunctionDef, ast.AsyncFunctionDef)}
+    if not (_optimizer_steps(calls, imports) or _wrapper_steps(calls, defined)
+            or _factory_optimizers(tree, project)):
+        return False
     trainers = {alias for alias, names in imports.aliases.items() if names & BACKWARD_FUNCTIONS}
-    for node in of_type(tree, *_TRIES):
-        if not any(_broad(h) and not _raises(h) for h in node.handlers):
-            continue
-        for stmt in node.body:
-            for call in (n for n in ast.walk(stmt) if isinstance(n, ast.Call)):
-                if _may_train(call, defined, trainers):
+    guarded = [t for t in of_type(tree, *_TRIES)
+               if any(_broad(h) and not _raises(h) for h in t.handlers)]
+    for node in guarded:
+        if _any_may_train(node.body, defined, trainers):
+            return True
+    if guarded:
+        for loop in of_type(tree, ast.For, ast.AsyncFor, ast.While):
+            for i, stmt in enumerate(loop.body):
+                if stmt in guarded and _any_may_train(loop.body[i + 1:], defined, trainers):
                     return True
     return False
+
+
+def _any_may_train(statements: list[ast.stmt], defined: set[str], trainers: set[str]) -> bool:
+    return any(_may_train(n, defined, trainers)
+               for stmt in statements for n in ast.walk(stmt) if isinstance(n, ast.Call))
 
 
 def _optimizer_steps(calls: list[ast.Call], imports: Imports) -> bool:
@@ -141,13 +154,23 @@ def _optimizer_steps(calls: list[ast.Call], imports: Imports) -> bool:
     return False
 
 
+def _wrapper_steps(calls: list[ast.Call], defined: set[str]) -> bool:
+    """``optimizer.step_and_update_lr()`` or ``optimizer.<method the module defines>()``."""
+    for call in calls:
+        func = call.func
+        if isinstance(func, ast.Attribute) and (func.attr.startswith("step_") or func.attr in defined):
+            if looks_like_optimizer(dotted(func.value) or ""):
+                return True
+    return False
+
+
 def _may_train(call: ast.Call, defined: set[str], trainers: set[str]) -> bool:
     func = call.func
     if isinstance(func, ast.Attribute):
-        # ``loss.backward()``, ``opt.step()``, ``self.train_step()``
-        return func.attr in BACKWARD_METHODS or func.attr in STEP_WITH_OPTIMIZER or (
-            isinstance(func.value, ast.Name) and func.attr in defined
-        )
+        # ``loss.backward()``, ``opt.step()``, ``opt.step_and_update_lr()``,
+        # ``self.train_step()``, ``self.optimizer.update()``
+        return (func.attr in BACKWARD_METHODS or func.attr in STEP_WITH_OPTIMIZER
+                or func.attr.startswith("step_") or func.attr in defined)
     if isinstance(func, ast.Name):
         return func.id in defined or func.id in trainers
     return False
