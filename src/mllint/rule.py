@@ -22,6 +22,7 @@ import libcst as cst
 from libcst.metadata import PositionProvider
 
 from mllint.prefilter import Requirement, matches, normalize
+from mllint.source import physical_lines
 from mllint.types import Finding, Position, Severity, Span
 
 DOC_HEADINGS = (
@@ -68,7 +69,7 @@ class FileContext:
 
     def __post_init__(self) -> None:
         if not self.lines:
-            self.lines = self.source.splitlines()
+            self.lines = physical_lines(self.source)
 
 
 class Rule(cst.BatchableCSTVisitor):
