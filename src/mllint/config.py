@@ -99,7 +99,8 @@ def find_config(paths: list[str]) -> Path | None:
     for directory in [common, *common.parents]:
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
-            if "mllint" in _read_toml(candidate).get("tool", {}):
+            tool = _read_toml(candidate).get("tool")
+            if isinstance(tool, dict) and "mllint" in tool:
                 return candidate
     return None
 
