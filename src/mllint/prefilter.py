@@ -130,10 +130,59 @@ def python_syntax_error(text: str) -> SyntaxError | RecursionError | MemoryError
     return result if isinstance(result, (SyntaxError, RecursionError, MemoryError)) else None
 
 
+#: A string literal (kept) or a comment (dropped). Strings are matched only so that a
+#: ``#`` inside one is not taken for a comment; prefixes need no care (a raw string's
+#: ``\"`` does not end it either).
+_STRING_OR_COMMENT = re.compile(
+    r'''("""(?:[^\\]|\\.)*?"""|\'\'\'(?:[^\\]|\\.)*?\'\'\''''
+    r'''|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\')|#[^\r\n]*''',
+    re.S,
+)
+_CONTINUATION = re.compile(r"\\\r?\n|\\\r")
+#: A line break after an opening bracket, comma or dot, or before a closing bracket or
+#: dot: inside brackets, where a statement goes on. Other line breaks are kept, so that
+#: patterns bounded by a line (``[^\n]*``) stay cheap. (Each pattern starts with a
+#: literal or a class, so ``re`` scans for it quickly.)
+_BREAK_AFTER = re.compile(r"([(\[{,.])[ \t\f\v]*\r?\n\s*")
+_BREAK_BEFORE = re.compile(r"\r?\n\s*(?=[)\]}.])")
+_BLANKS = re.compile(r"[ \t\f\v]{2,}|[\t\f\v]")
+_SPACE_AT_PUNCTUATION = re.compile(r" (?=[^\w\s])|(?<=[^\w\s]) ")
+
+
+def token_variants(text: str) -> tuple[str, str]:
+    """``text`` with what may sit between two tokens normalised away: comments and line
+    continuations dropped, line breaks inside brackets and runs of blanks made one space;
+    and that again with no space next to punctuation (``optimizer . step`` as
+    ``optimizer.step``).
+
+    Why: a REQUIRES regex is written for code as people usually write it, but
+    ``optimizer.\\`` + newline + ``step()`` or ``(optimizer.  # c`` + newline +
+    ``step())`` is the same code to Python and to the rule. A rule that fails on the text
+    is tried on these two forms too, so stage 1 holds for such layouts
+    (``tests/test_prefilter_soundness.py`` checks it on every fixture and rule example).
+    Joining lines only admits more.
+    """
+    flat = _CONTINUATION.sub(" ", _STRING_OR_COMMENT.sub(r"\1", text))
+    flat = _BLANKS.sub(" ", _BREAK_BEFORE.sub(" ", _BREAK_AFTER.sub(r"\1 ", flat)))
+    return flat, _SPACE_AT_PUNCTUATION.sub("", flat)
+
+
+def _stage1(rules: Sequence[T], text: str) -> list[T]:
+    memo: dict[str, bool] = {}
+    passed = {id(r) for r in rules if r.may_match(text, memo)}
+    if len(passed) < len(rules):
+        for variant in token_variants(text):
+            rest = [r for r in rules if id(r) not in passed]
+            if not rest:
+                break
+            memo = {}
+            passed |= {id(r) for r in rest if r.may_match(variant, memo)}
+    return [r for r in rules if id(r) in passed]
+
+
 def admitted(rules: Sequence[T], text: str) -> list[T]:
     """The rules that could report in ``text``: stage 1, then stage 2 where defined."""
-    memo: dict[str, bool] = {}
-    passed = [r for r in rules if r.may_match(text, memo)]
+    passed = _stage1(rules, text)
     if not any(r.gate for r in passed):
         return passed
     tree = python_tree(text)
