@@ -196,3 +196,33 @@ def test_read_only_output_place_is_a_usage_error(tmp_path):
                            str(fine)], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "not writable" in proc.stderr, proc.stderr
     assert not (out / "r.json").exists()
+
+
+# -- reports -----------------------------------------------------------------------------
+
+def test_summary_counts_files_not_errors():
+    import io
+
+    from mllint.reporters import Report, render
+    from mllint.types import ErrorKind, FileError
+    errors = tuple(FileError("a.py", ErrorKind.INTERNAL, f"rule ML00{i} crashed") for i in (1, 2))
+    out = io.StringIO()
+    render("full", Report((), errors, files_checked=3), out)
+    last = out.getvalue().strip().splitlines()[-1]
+    assert last == ("No problems found in the files checked (3 files checked; 1 file could not "
+                    "be linted, see above).")
+
+
+@pytest.mark.parametrize("fmt", ["json", "sarif"])
+def test_non_utf8_file_name_gives_valid_unicode_output(tmp_path, fmt):
+    (tmp_path / os.fsdecode(b"bad\xffname.py")).write_text(hc.TRAIN)
+    proc = run("--format", fmt, ".", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    json.dumps(report, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
+    if fmt == "json":
+        assert report[0]["path"] == "./bad\\xffname.py"
+    else:
+        [result] = report["runs"][0]["results"]
+        uri = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        assert uri == "bad%FFname.py"
