@@ -69,6 +69,9 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     from mllint.config import ConfigError, load_settings, resolve_rule_codes
     from mllint.registry import UnknownRuleError, select_rules
 
+    from mllint.libcst_support import installed_version, warning
+    if (libcst_warning := warning(installed_version())) is not None:
+        click.echo(libcst_warning, err=True)
     script_args = tuple((ctx.obj or {}).get("script_args", ()))
     paths = list(paths) or ["."]
     if (run_cmd or script_args) and not verify:

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
-from mllint import fast_positions, fast_scope, traversal
+from mllint.libcst_support import fast_paths_enabled
 from mllint.prefilter import admitted, python_syntax_error
 from mllint.rule import FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
@@ -63,6 +63,10 @@ def _seed_metadata(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     itself caches a resolved provider, so every dependant sees the seeded mapping.
     ``test_engine`` checks that seeded and plain metadata give the same findings.
     """
+    if not fast_paths_enabled():
+        return  # an untested libcst: its own providers (see mllint.libcst_support)
+    from mllint import fast_positions, fast_scope
+
     wanted: set = set()
     for v in visitors:
         wanted |= set(v.get_inherited_dependencies())
@@ -76,6 +80,11 @@ def _run(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     for v in visitors:
         v.context.shared.clear()
     _seed_metadata(wrapper, visitors)
+    if not fast_paths_enabled():
+        wrapper.visit_batched(visitors)
+        return
+    from mllint import traversal
+
     # libcst's own ``wrapper.visit_batched`` rebuilds every node; this walk does not.
     traversal.visit_batched(wrapper, visitors)
 
