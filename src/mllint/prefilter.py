@@ -24,6 +24,12 @@ import functools
 import importlib
 import re
 import warnings
+
+try:  # the regex parser ``re`` itself uses (``sre_parse`` before Python 3.11)
+    from re import _constants as _sre_constants, _parser as _sre_parse
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_constants as _sre_constants  # type: ignore[no-redef]
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
 from typing import Callable, Protocol, Sequence, Tuple, TypeVar, Union
 
 Gate = Callable[[ast.Module], bool]
@@ -168,16 +174,86 @@ def token_variants(text: str) -> tuple[str, str]:
 
 
 def _stage1(rules: Sequence[T], text: str) -> list[T]:
-    memo: dict[str, bool] = {}
-    passed = {id(r) for r in rules if r.may_match(text, memo)}
-    if len(passed) < len(rules):
-        for variant in token_variants(text):
-            rest = [r for r in rules if id(r) not in passed]
-            if not rest:
-                break
-            memo = {}
-            passed |= {id(r) for r in rest if r.may_match(variant, memo)}
-    return [r for r in rules if id(r) in passed]
+    """The rules each of whose ``REQUIRES`` entries occurs in the text as written or in
+    one of its ``token_variants`` (each entry may be found in a different form: the rule
+    fires only if the code has every piece, in whatever layout)."""
+    forms: list[str] = [text]
+    memos: list[dict[str, bool]] = [{}]
+
+    def found(entry: Requirement) -> bool:
+        if matches((entry,), text, memos[0]):
+            return True
+        if all(_layout_proof(p, text) for p in ((entry,) if isinstance(entry, str) else entry)):
+            return False
+        if len(forms) == 1:
+            forms.extend(token_variants(text))
+            memos.extend(({}, {}))
+        return matches((entry,), forms[1], memos[1]) or matches((entry,), forms[2], memos[2])
+
+    return [r for r in rules if all(found(e) for e in _requirements(r))]
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _layout_proof(pattern: str, text: str) -> bool:
+    """Whether ``pattern``, absent from ``text``, is surely absent from its variants too:
+    some piece of literal text every match must contain is missing. (``token_variants``
+    only removes comments, line continuations and blanks, so a literal run of word
+    characters, which no layout can split, is missing from them as well.)"""
+    return any(not any(lit in text for lit in clause) for clause in _needed(pattern))
+
+
+@functools.lru_cache(maxsize=None)
+def _needed(pattern: str) -> tuple[frozenset[str], ...]:
+    """Clauses of words: every match of ``pattern`` contains a word of each clause."""
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - an unforeseen form: no shortcut, just slower
+        return ()
+    if parsed.state.flags & re.IGNORECASE:
+        return ()
+    return tuple(frozenset(c) for c in _clauses(list(parsed)))
+
+
+def _clauses(items: list) -> list[set[str]]:
+    """Needed-word clauses of a parsed regex sequence (see ``_needed``)."""
+    c = _sre_constants
+    out: list[set[str]] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        word = "".join(run)
+        if _WORD.fullmatch(word):
+            out.append({word})
+        run.clear()
+
+    for op, arg in items:
+        if op is c.LITERAL:
+            ch = chr(arg)
+            if _WORD.fullmatch(ch):
+                run.append(ch)
+                continue
+        flush()
+        if op is c.SUBPATTERN:
+            _group, add_flags, _del, sub = arg
+            if not add_flags & re.IGNORECASE:
+                out += _clauses(list(sub))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[0] >= 1:
+            out += _clauses(list(arg[2]))
+        elif op is c.BRANCH:
+            per_branch = [_clauses(list(b)) for b in arg[1]]
+            if all(per_branch):
+                # One clause from each branch: a match takes some branch, so contains
+                # one of these words.
+                out.append(set().union(*(min(b, key=len) for b in per_branch)))
+    flush()
+    return out
+
+
+def _requirements(rule: object) -> tuple[Requirement, ...]:
+    # A rule class keeps them normalised in ``_requires``; a manifest entry in ``requires``.
+    return getattr(rule, "_requires", None) or normalize(getattr(rule, "requires", ()))
 
 
 def admitted(rules: Sequence[T], text: str) -> list[T]:
