@@ -138,14 +138,19 @@ def on_deep_stack(fn: Callable[[], T]) -> T:
             old_size = threading.stack_size(STACK_BYTES)
         except (ValueError, RuntimeError):  # a platform without settable stacks
             return fn()
+        thread = threading.Thread(target=target, name="mllint-lint", daemon=True)
         sys.setrecursionlimit(max(limit, RECURSION_LIMIT))
         try:
-            thread = threading.Thread(target=target, name="mllint-lint", daemon=True)
-            thread.start()
+            try:
+                thread.start()
+            finally:
+                threading.stack_size(old_size)
+            thread.join()
+        except RuntimeError:  # no room for such a stack (e.g. a low address-space limit)
+            sys.setrecursionlimit(limit)
+            return fn()
         finally:
-            threading.stack_size(old_size)
-        thread.join()
-        sys.setrecursionlimit(limit)
+            sys.setrecursionlimit(limit)
     ok, value = outcome[0]
     if not ok:
         raise value
