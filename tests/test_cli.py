@@ -170,19 +170,30 @@ def test_rules_and_rule_docs():
 def test_cache_is_used_on_the_second_run(tmp_path, bad_copy):
     path, want = bad_copy
     cache = tmp_path / "cache"
-    env = {"MLLINT_NO_CACHE": ""}
+    env = {"MLLINT_NO_CACHE": "", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     first = run("--format", "json", "--cache-dir", str(cache), str(path), env=env)
-    entries = list(cache.rglob("*.json"))
-    assert len(entries) == 1
-    # Poison the entry: a cache hit must return exactly what was stored.
-    data = json.loads(entries[0].read_text())
-    data["findings"][0]["message"] = "FROM THE CACHE"
-    entries[0].write_text(json.dumps(data))
+    [entry] = list(cache.rglob("*.json"))
+    # A cache hit returns exactly what was stored: re-sign an edited entry with this
+    # user's own secret, as only mllint itself could.
+    from mllint.cache import sign
+    secret = (tmp_path / "xdg" / "mllint" / "secret").read_bytes() + _machine_suffix()
+    data = json.loads(entry.read_text())
+    payload = json.loads(data["payload"])
+    payload["findings"][0]["message"] = "FROM THE CACHE"
+    data["payload"] = json.dumps(payload, sort_keys=True)
+    key = entry.parent.name + entry.stem
+    data["mac"] = sign(secret, key.encode(), data["payload"].encode())
+    entry.write_text(json.dumps(data))
     second = run("--format", "json", "--cache-dir", str(cache), str(path), env=env)
     assert "FROM THE CACHE" not in first.stdout
     assert [d["message"] for d in json.loads(second.stdout)].count("FROM THE CACHE") == 1
     third = run("--format", "json", "--no-cache", str(path), env=env)
     assert {(d["code"], d["line"]) for d in json.loads(third.stdout)} == want
+
+
+def _machine_suffix() -> bytes:
+    from mllint.cache import _machine
+    return _machine()
 
 
 def test_jobs_give_identical_results():
@@ -213,28 +224,37 @@ def test_a_file_no_rule_can_flag_costs_no_libcst_import(tmp_path):
             "try:\n    runpy.run_module('mllint', run_name='__main__')\n"
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"
             "assert 'libcst' not in sys.modules, 'libcst imported'\n") % str(target)
-    env = {**os.environ, "MLLINT_NO_CACHE": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    for _ in range(2):  # the first run writes the manifest, the second only reads it
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    # The first run (with a cache) writes the manifest; the second, without a result
+    # cache to answer from, only reads it.
+    for no_cache in ("", "1"):
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              cwd=tmp_path, env=env)
+                              cwd=tmp_path, env={**env, "MLLINT_NO_CACHE": no_cache})
     assert proc.returncode == 0, proc.stderr
 
 
 def test_cache_is_consulted_before_the_prefilters(tmp_path, bad_copy):
     """An unchanged file that no rule can flag is answered from the cache too."""
+    from mllint.cache import sign
     path, want = bad_copy
     plain = tmp_path / "utils.py"
     plain.write_text("def add(a, b):\n    return a + b\n")
     cache = tmp_path / "cache"
-    env = {"MLLINT_NO_CACHE": ""}
+    env = {"MLLINT_NO_CACHE": "", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     assert run("--cache-dir", str(cache), str(plain), env=env).returncode == 0
     [entry] = list(cache.rglob("*.json"))
     data = json.loads(entry.read_text())
-    assert data["findings"] == []
-    # Plant a finding: only a cache hit, before any prefilter, can report it.
+    payload = json.loads(data["payload"])
+    assert payload["findings"] == []
+    # Plant a finding, signed as mllint signs: only a cache hit, before any prefilter,
+    # can report it.
     donor = json.loads(run("--format", "json", str(path)).stdout)[0]
-    donor.update(path=str(plain), region=None, data={})
-    data["findings"] = [donor]
+    donor.update(region=None, data={})
+    del donor["path"]
+    payload["findings"] = [donor]
+    data["payload"] = json.dumps(payload, sort_keys=True)
+    secret = (tmp_path / "xdg" / "mllint" / "secret").read_bytes() + _machine_suffix()
+    data["mac"] = sign(secret, (entry.parent.name + entry.stem).encode(), data["payload"].encode())
     entry.write_text(json.dumps(data))
     hit = run("--format", "json", "--cache-dir", str(cache), str(plain), env=env)
     assert [(d["path"], d["code"]) for d in json.loads(hit.stdout)] == [(str(plain), donor["code"])]

@@ -127,21 +127,21 @@ def test_too_large_file(tmp_path):
 
 
 def test_cache_round_trip_and_key_depends_on_content_and_rules(tmp_path):
-    cache = Cache(tmp_path / "c", ("ML901",))
+    cache = Cache(tmp_path / "c", ("ML901",), secret=b"s" * 32)
     result = lint_text("f.py", SRC, [FlagsBackward])
     key = cache.key("f.py", SRC.encode())
-    assert cache.get(key) is None
+    assert cache.get(key, "f.py") is None
     cache.put(key, result)
-    assert cache.get(key) == result
+    assert cache.get(key, "f.py") == result
     assert cache.key("f.py", SRC.encode() + b"\n") != key
     assert Cache(tmp_path / "c", ("ML901", "ML902")).key("f.py", SRC.encode()) != key
 
 
 def test_cache_skips_results_with_internal_errors(tmp_path):
-    cache = Cache(tmp_path / "c", ("ML902",))
+    cache = Cache(tmp_path / "c", ("ML902",), secret=b"s" * 32)
     result = lint_text("f.py", SRC, [Crashes])
     cache.put("k" * 40, result)
-    assert cache.get("k" * 40) is None
+    assert cache.get("k" * 40, "f.py") is None
 
 
 def test_fast_parent_map_equals_libcst_parent_provider():

@@ -124,9 +124,9 @@ def test_cached_result_is_dropped_when_a_dependency_changes(tmp_path):
     cache = Cache(tmp_path / "cache", ("ML006",))
     key = cache.key("tools/train.py", b"text")
     cache.put(key, FileResult("tools/train.py", depends_on=view.read))
-    assert cache.get(key) == FileResult("tools/train.py")
+    assert cache.get(key, "tools/train.py") == FileResult("tools/train.py")
     dep.write_text(dep.read_text() + "# edited\n")
-    assert cache.get(key) is None
+    assert cache.get(key, "tools/train.py") is None
 
 
 MODELS = {

@@ -2,31 +2,124 @@
 
 Unchanged files cost one hash on the next run. Only complete results are stored: a file
 whose lint hit an internal error is linted again next time.
+
+Nothing read back is trusted (see "Why entries are signed" below): an entry is used only
+when its keyed digest verifies and its shape is exactly what ``put`` writes; anything else
+is ignored and overwritten by the fresh result.
+
+Why entries are signed: a cache directory can be committed, restored by CI from another
+machine, or written by another user; a planted entry could hide findings or, if paths
+were taken from it, make the report print lines of any readable file. Each entry carries
+an HMAC over its key and payload, keyed with a secret that only this user on this machine
+holds (``user_secret``, in the user's cache directory), so a foreign, edited or corrupted
+entry fails verification. Entries never carry the path: findings always name the file
+being linted, and code frames are read from it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
+import shutil
+import socket
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mllint import __version__
 from mllint.project.summaries import digest_of
 from mllint.types import ErrorKind, FileError, FileResult, Finding
 
-_FORMAT = "1"
+_FORMAT = "2"
+#: Written into every directory mllint creates for its cache; ``clear`` empties only such.
+_TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# mllint cache\n"
+#: Entries not read or written for this long are removed (at most once a day).
+MAX_AGE_SECONDS = 30 * 24 * 3600
+#: And no more than this many are kept (the least recently used go first).
+MAX_ENTRIES = 20_000
+_PRUNE_EVERY_SECONDS = 24 * 3600
+
+
+def user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mllint"
+
+
+def user_secret(create: bool = True) -> bytes | None:
+    """This user's signing key on this machine, made on first use if ``create`` (``None``:
+    no writable user cache directory, so nothing is cached)."""
+    directory = user_cache_dir()
+    path = directory / "secret"
+    try:
+        key = path.read_bytes()
+        if len(key) == 32 and path.stat().st_uid == os.getuid():
+            return key + _machine()
+    except (OSError, AttributeError):
+        pass
+    if not create:
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")  # created 0600
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+        os.replace(tmp, path)
+        key = path.read_bytes()  # whichever concurrent first run won the replace
+        return key + _machine() if len(key) == 32 else None
+    except OSError:
+        return None
+
+
+def _machine() -> bytes:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return f"\0{uid}\0{socket.gethostname()}".encode()
+
+
+def sign(secret: bytes, *parts: bytes) -> str:
+    mac = hmac.new(secret, digestmod=hashlib.blake2b)
+    for part in parts:
+        mac.update(len(part).to_bytes(8, "little") + part)
+    return mac.hexdigest()
+
+
+def is_mllint_dir(directory: Path) -> bool:
+    try:
+        return (directory / "CACHEDIR.TAG").read_text(encoding="utf-8") == _TAG
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def clear(directory: Path) -> int:
+    """Empty a cache directory mllint made (and only such); returns the entries removed."""
+    if directory.is_symlink() or not is_mllint_dir(directory):
+        return 0
+    removed = 0
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and len(entry.name) == 2:
+            removed += sum(1 for _ in entry.glob("*.json"))
+            shutil.rmtree(entry, ignore_errors=True)
+    return removed
 
 
 class Cache:
-    def __init__(self, directory: Path, rule_codes: tuple[str, ...], code_version: str = "") -> None:
+    def __init__(self, directory: Path, rule_codes: tuple[str, ...], code_version: str = "",
+                 secret: bytes | None = None) -> None:
         self.directory = directory
         # code_version: a fingerprint of mllint's installed code, so that an edited rule
         # (an editable install keeps its version number) never reads stale results.
         salt = f"{_FORMAT}\0{__version__}\0{code_version}\0{','.join(sorted(rule_codes))}\0"
         self._salt = salt.encode()
+        self._secret = secret if secret is not None else user_secret()
         self._ready = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._secret is not None
 
     def key(self, path: str, data: bytes) -> str:
         h = hashlib.blake2b(self._salt, digest_size=20)
@@ -37,53 +130,127 @@ class Cache:
     def _file(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key[2:]}.json"
 
-    def get(self, key: str) -> FileResult | None:
+    def get(self, key: str, path: str) -> FileResult | None:
+        """The stored result for ``key``, as a result for ``path``; ``None`` when there
+        is none or it cannot be trusted."""
+        if self._secret is None:
+            return None
         try:
-            raw = json.loads(self._file(key).read_text(encoding="utf-8"))
-            depends_on = dict(raw.get("depends_on") or {})
-            if not _unchanged(depends_on):
+            raw = json.loads(self._file(key).read_bytes())
+            payload = raw["payload"]
+            expected = sign(self._secret, key.encode(), payload.encode("utf-8", "surrogatepass"))
+            if not isinstance(raw.get("mac"), str) or not hmac.compare_digest(raw["mac"], expected):
                 return None
-            return FileResult(
-                raw["path"],
-                tuple(Finding.from_dict(f) for f in raw["findings"]),
-                tuple(FileError.from_dict(e) for e in raw["errors"]),
-                depends_on,
-            )
-        except (OSError, ValueError, KeyError, TypeError):
+            result = _result(path, json.loads(payload))
+            return result if _unchanged(dict(result.depends_on)) else None
+        except Exception:  # noqa: BLE001 - any unreadable or malformed entry is a miss
             return None
 
     def put(self, key: str, result: FileResult) -> None:
-        if any(e.kind is ErrorKind.INTERNAL for e in result.errors):
+        if self._secret is None or any(e.kind is ErrorKind.INTERNAL for e in result.errors):
             return
+        payload = json.dumps({
+            "findings": [_without_path(f.to_dict()) for f in result.findings],
+            "errors": [_without_path(e.to_dict()) for e in result.errors],
+            "depends_on": dict(result.depends_on),
+        }, sort_keys=True)
+        mac = sign(self._secret, key.encode(), payload.encode("utf-8", "surrogatepass"))
         try:
             self._prepare()
             target = self._file(key)
             target.parent.mkdir(exist_ok=True)
-            payload = json.dumps({
-                "path": result.path,
-                "findings": [f.to_dict() for f in result.findings],
-                "errors": [e.to_dict() for e in result.errors],
-                "depends_on": dict(result.depends_on),
-            })
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(payload)
+                json.dump({"payload": payload, "mac": mac}, fh)
             os.replace(tmp, target)
-        except OSError:
+        except (OSError, UnicodeEncodeError):
             # A read-only checkout must still lint; the cache is only an accelerator.
             pass
 
     def _prepare(self) -> None:
         if self._ready:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        gitignore = self.directory / ".gitignore"
-        if not gitignore.exists():
-            gitignore.write_text("# Created by mllint.\n*\n")
-        tag = self.directory / "CACHEDIR.TAG"
-        if not tag.exists():
-            tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# mllint cache\n")
+        created = False
+        if not os.path.lexists(self.directory):
+            try:
+                self.directory.mkdir(parents=True)
+                created = True
+            except FileExistsError:
+                pass
+        # Mark only a directory mllint made: `--cache-dir .` or a symlink to the user's own
+        # directory must not get a .gitignore that hides their files.
+        if created:
+            (self.directory / ".gitignore").write_text("# Created by mllint.\n*\n")
+            (self.directory / "CACHEDIR.TAG").write_text(_TAG)
         self._ready = True
+
+
+    def prune(self, now: float | None = None) -> int:
+        """Remove old entries, and the least recently used beyond ``MAX_ENTRIES``; runs at
+        most once a day (a stamp file remembers when). Returns the entries removed."""
+        if not self._ready or not is_mllint_dir(self.directory):
+            return 0
+        now = time.time() if now is None else now
+        stamp = self.directory / "last-prune"
+        try:
+            if now - stamp.stat().st_mtime < _PRUNE_EVERY_SECONDS:
+                return 0
+        except OSError:
+            pass
+        entries = []
+        for sub in self.directory.iterdir():
+            if sub.is_dir() and len(sub.name) == 2:
+                for entry in os.scandir(sub):
+                    try:
+                        entries.append((entry.stat().st_mtime, entry.path))
+                    except OSError:
+                        pass
+        entries.sort(reverse=True)
+        doomed = [p for i, (mtime, p) in enumerate(entries)
+                  if i >= MAX_ENTRIES or now - mtime > MAX_AGE_SECONDS]
+        for p in doomed:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        try:
+            stamp.touch()
+            os.utime(stamp, (now, now))
+        except OSError:
+            pass
+        return len(doomed)
+
+
+def _without_path(d: dict[str, Any]) -> dict[str, Any]:
+    d = dict(d)
+    d.pop("path", None)
+    return d
+
+
+def _result(path: str, raw: Any) -> FileResult:
+    """A stored payload back as a result for ``path``; raises on any unexpected shape."""
+    if not isinstance(raw, dict) or set(raw) != {"findings", "errors", "depends_on"}:
+        raise ValueError("bad entry")
+    findings = tuple(_checked_finding(path, d) for d in raw["findings"])
+    errors = tuple(FileError.from_dict({**d, "path": path}) for d in raw["errors"])
+    for e in errors:
+        if not isinstance(e.message, str):
+            raise ValueError("bad entry")
+    depends_on = raw["depends_on"]
+    if not isinstance(depends_on, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in depends_on.items()):
+        raise ValueError("bad entry")
+    return FileResult(path, findings, errors, depends_on)
+
+
+def _checked_finding(path: str, d: dict[str, Any]) -> Finding:
+    f = Finding.from_dict({**d, "path": path})
+    numbers = (f.span.start.line, f.span.start.column, f.span.end.line, f.span.end.column)
+    if not all(type(n) is int and n >= 1 for n in numbers):
+        raise ValueError("bad position")
+    if not all(isinstance(s, str) for s in (f.code, f.name, f.message)):
+        raise ValueError("bad text")
+    return replace(f, data=dict(f.data))
 
 
 def _unchanged(depends_on: dict[str, str]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -24,7 +25,7 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(readable=False))
 @click.option("--select", multiple=True, metavar="CODES",
               help="Only these rules (codes, prefixes or names; comma-separated). Overrides config.")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules.")
@@ -37,6 +38,10 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
               help="Worker processes (0: one per core).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Where the cache lives.")
+@click.option("--clear-cache", is_flag=True, help="Empty the result cache before linting.")
+@click.option("--file-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Report a file that takes longer than this to lint instead of waiting "
+                   "(default 120; 0: no limit). Overrides config.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="A pyproject.toml to read [tool.mllint] from (default: found by walking up).")
 @click.option("--no-prefilter", is_flag=True, hidden=True,
@@ -58,12 +63,15 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
 @click.version_option(__version__, prog_name="mllint")
 @click.pass_context
 def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero, jobs,
-          no_cache, cache_dir, config_path, no_prefilter, verify, run_cmd, device,
+          no_cache, cache_dir, clear_cache, file_timeout, config_path, no_prefilter, verify, run_cmd, device,
           max_batches, max_steps, timeout) -> None:
     """Find silent bugs in PyTorch training code."""
-    from mllint.config import ConfigError, load_settings
+    from mllint.config import ConfigError, load_settings, resolve_rule_codes
     from mllint.registry import UnknownRuleError, select_rules
 
+    from mllint.libcst_support import installed_version, warning
+    if (libcst_warning := warning(installed_version())) is not None:
+        click.echo(libcst_warning, err=True)
     script_args = tuple((ctx.obj or {}).get("script_args", ()))
     paths = list(paths) or ["."]
     if (run_cmd or script_args) and not verify:
@@ -76,9 +84,20 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     chosen_ignore = _split_codes(ignore) + list(settings.ignore)
     try:
         from mllint.manifest import rule_infos
-        rules = select_rules(chosen_select or None, chosen_ignore, rule_infos())
+        infos = rule_infos(write=not _no_cache(no_cache))
+        rules = select_rules(chosen_select or None, chosen_ignore, infos)
+        settings = resolve_rule_codes(settings, infos)
     except UnknownRuleError as exc:
         raise click.UsageError(f"unknown rule selector: {exc.args[0]} (see `mllint rules`)") from None
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if file_timeout is not None:
+        settings = replace(settings, file_timeout=file_timeout or None)
+    if output_file:
+        _check_output_file(output_file)
+    if clear_cache:
+        from mllint.cache import clear
+        clear(_cache_dir(settings, cache_dir))
 
     script = None
     if verify and not run_cmd:
@@ -121,23 +140,46 @@ def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter):
     from mllint.runner import RunOptions, lint_targets
 
     cache = None
-    if not no_cache and not os.environ.get("MLLINT_NO_CACHE"):
-        directory = Path(cache_dir) if cache_dir else (settings.cache_dir or settings.root / ".mllint_cache")
+    if not _no_cache(no_cache):
         from mllint.manifest import code_fingerprint
-        cache = Cache(directory, tuple(r.code for r in rules), code_fingerprint())
+        cache = Cache(_cache_dir(settings, cache_dir), tuple(r.code for r in rules),
+                      code_fingerprint())
     opts = RunOptions(rules=rules, settings=settings, jobs=jobs, cache=cache,
                       prefilter=not no_prefilter)
-    return list(lint_targets(iter_targets(paths, settings), opts))
+    results = list(lint_targets(iter_targets(paths, settings), opts))
+    if cache is not None:
+        cache.prune()
+    return results
+
+
+def _cache_dir(settings, cache_dir) -> Path:
+    return Path(cache_dir) if cache_dir else (settings.cache_dir or settings.root / ".mllint_cache")
+
+
+def _no_cache(no_cache: bool) -> bool:
+    return no_cache or bool(os.environ.get("MLLINT_NO_CACHE"))
+
+
+def _check_output_file(output_file: str) -> None:
+    """Fail before linting, not after, when the report could not be written."""
+    target = Path(output_file)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise click.UsageError(f"--output-file {output_file}: is a directory")
+    if not parent.is_dir():
+        raise click.UsageError(f"--output-file {output_file}: directory {parent} does not exist")
+    if not os.access(target if target.exists() else parent, os.W_OK):
+        raise click.UsageError(f"--output-file {output_file}: not writable")
 
 
 def _sources(paths) -> dict[str, list[str]]:
-    from mllint.source import decode, read_bytes
+    from mllint.source import decode, physical_lines, read_bytes
     out = {}
     for path in set(paths):
         data = read_bytes(path)
         text = decode(path, data) if isinstance(data, bytes) else None
         if isinstance(text, str):
-            out[path] = text.splitlines()
+            out[path] = physical_lines(text)
     return out
 
 

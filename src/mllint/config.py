@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 try:
     import tomllib
@@ -15,11 +15,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 from mllint.source import DEFAULT_MAX_BYTES
 
-KNOWN_KEYS = {
-    "select", "ignore", "extend-select", "per-file-ignores", "exclude", "extend-exclude",
-    "max-file-size", "cache-dir",
-}
-
+#: A file that takes longer than this to lint is pathological (hand-written training code
+#: lints in well under a second); it is reported instead of holding up the whole run.
+DEFAULT_FILE_TIMEOUT = 120.0
 
 class ConfigError(ValueError):
     pass
@@ -35,6 +33,8 @@ class Settings:
     exclude: tuple[str, ...] = ()
     max_file_size: int = DEFAULT_MAX_BYTES
     cache_dir: Path | None = None
+    #: Seconds one file may take before it is reported instead of linted (``None``: no limit).
+    file_timeout: float | None = DEFAULT_FILE_TIMEOUT
 
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the config root, in POSIX form, for pattern matching."""
@@ -87,7 +87,11 @@ def matches_any(rel: str, patterns: tuple[str, ...] | list[str]) -> bool:
 
 
 def find_config(paths: list[str]) -> Path | None:
-    """The nearest ``pyproject.toml`` with a ``[tool.mllint]`` table above the paths."""
+    """The nearest ``pyproject.toml`` with a ``[tool.mllint]`` table above the paths.
+
+    A ``pyproject.toml`` on the way that cannot be read is an error, not skipped: it may be
+    the one meant to configure this run, and skipping it would silently lose its settings.
+    """
     starts = [Path(os.path.abspath(p)) for p in paths] or [Path.cwd()]
     common = Path(os.path.commonpath([str(s) for s in starts]))
     if common.is_file() or not common.exists():
@@ -95,61 +99,137 @@ def find_config(paths: list[str]) -> Path | None:
     for directory in [common, *common.parents]:
         candidate = directory / "pyproject.toml"
         if candidate.is_file():
-            try:
-                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-                continue
-            if "mllint" in data.get("tool", {}):
+            tool = _read_toml(candidate).get("tool")
+            if isinstance(tool, dict) and "mllint" in tool:
                 return candidate
     return None
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(file.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {file}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start}); TOML files must be UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
 
 
 def load_settings(paths: list[str], config: str | None = None) -> Settings:
     file = Path(config) if config else find_config(paths)
     if file is None:
         return Settings(root=Path.cwd())
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {file}") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {file}: {exc}") from None
-    table = data.get("tool", {}).get("mllint", {})
+    data = _read_toml(file)
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{file}: [tool] must be a table, not {_type_name(tool)}")
+    table = tool.get("mllint", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: [tool.mllint] must be a table, not {_type_name(table)}")
     return settings_from_table(table, file)
 
 
-def settings_from_table(table: Mapping[str, Any], file: Path) -> Settings:
-    unknown = set(table) - KNOWN_KEYS
+# -- the schema ------------------------------------------------------------------------
+#
+# Every key of [tool.mllint], the type of its value in words, and the test of it: one
+# table, so that every key is checked alike and an error always names file, key and type.
+
+def _is_str_list(v: object) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_codes_table(v: object) -> bool:
+    return isinstance(v, dict) and all(isinstance(c, str) or _is_str_list(c) for c in v.values())
+
+
+def _is_positive_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _is_positive_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+
+
+_STR_LIST = ("a list of strings", _is_str_list)
+SCHEMA: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "select": _STR_LIST,
+    "extend-select": _STR_LIST,
+    "ignore": _STR_LIST,
+    "exclude": _STR_LIST,
+    "extend-exclude": _STR_LIST,
+    "per-file-ignores": ("a table of glob patterns to lists of rule codes", _is_codes_table),
+    "max-file-size": ("a positive integer (bytes)", _is_positive_int),
+    "cache-dir": ("a string (a directory path)", lambda v: isinstance(v, str) and v != ""),
+    "file-timeout": ("a positive number (seconds)", _is_positive_number),
+}
+
+
+def _type_name(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+             list: "an array", dict: "a table"}
+    return f"{names.get(type(value), type(value).__name__)} ({value!r})"
+
+
+def validate(table: Mapping[str, Any], file: Path) -> None:
+    """Raise ``ConfigError`` naming the file, the key and the expected type."""
+    unknown = sorted(set(table) - set(SCHEMA))
     if unknown:
-        raise ConfigError(f"{file}: unknown key(s) in [tool.mllint]: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"{file}: unknown key(s) in [tool.mllint]: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(SCHEMA))})")
+    for key, value in table.items():
+        expected, ok = SCHEMA[key]
+        if not ok(value):
+            if key == "per-file-ignores" and isinstance(value, dict):
+                bad = next(k for k, c in value.items() if not (isinstance(c, str) or _is_str_list(c)))
+                raise ConfigError(f"{file}: [tool.mllint.per-file-ignores] {bad!r} must be a "
+                                  f"list of rule codes, not {_type_name(value[bad])}")
+            raise ConfigError(f"{file}: [tool.mllint] {key} must be {expected}, "
+                              f"not {_type_name(value)}")
 
-    def str_list(key: str) -> tuple[str, ...]:
-        value = table.get(key, [])
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{file}: [tool.mllint] {key} must be a list of strings")
-        return tuple(value)
 
-    pfi = table.get("per-file-ignores", {})
-    if not isinstance(pfi, dict):
-        raise ConfigError(f"{file}: [tool.mllint] per-file-ignores must be a table")
+def settings_from_table(table: Mapping[str, Any], file: Path) -> Settings:
+    validate(table, file)
     per_file = {}
-    for pattern, codes in pfi.items():
+    for pattern, codes in table.get("per-file-ignores", {}).items():
         if isinstance(codes, str):
             codes = [codes]
-        per_file[pattern] = tuple(c.upper() for c in codes)
-    size = table.get("max-file-size", DEFAULT_MAX_BYTES)
-    if not isinstance(size, int) or size <= 0:
-        raise ConfigError(f"{file}: [tool.mllint] max-file-size must be a positive integer (bytes)")
+        per_file[pattern] = tuple(c.strip().upper() for c in codes)
     root = file.parent.resolve()
     cache_dir = table.get("cache-dir")
-    select = str_list("select") + str_list("extend-select") if "select" in table else ()
+    select = (*table["select"], *table.get("extend-select", ())) if "select" in table else ()
     return Settings(
         root=root,
         config_file=file,
-        select=select,
-        ignore=str_list("ignore"),
+        select=tuple(select),
+        ignore=tuple(table.get("ignore", ())),
         per_file_ignores=per_file,
-        exclude=str_list("exclude") + str_list("extend-exclude"),
-        max_file_size=size,
+        exclude=(*table.get("exclude", ()), *table.get("extend-exclude", ())),
+        max_file_size=table.get("max-file-size", DEFAULT_MAX_BYTES),
         cache_dir=None if cache_dir is None else root / cache_dir,
+        file_timeout=float(table.get("file-timeout", DEFAULT_FILE_TIMEOUT)),
     )
+
+
+def resolve_rule_codes(settings: Settings, rules: Sequence[Any]) -> Settings:
+    """Every code in ``per-file-ignores`` must name a rule (a code, a code prefix or a rule
+    name, as ``--select`` takes them): a typo would otherwise suppress nothing, silently."""
+    codes = {r.code for r in rules}
+    names = {r.name.upper(): r.code for r in rules}
+    resolved: dict[str, tuple[str, ...]] = {}
+    for pattern, entries in settings.per_file_ignores.items():
+        out = []
+        for entry in entries:
+            if entry in names:
+                out.append(names[entry])
+            elif entry == "ALL" or any(c.startswith(entry) for c in codes):
+                out.append("" if entry == "ALL" else entry)
+            else:
+                raise ConfigError(
+                    f"{settings.config_file}: [tool.mllint.per-file-ignores] {pattern!r}: "
+                    f"unknown rule code {entry!r} (see `mllint rules`)")
+        resolved[pattern] = tuple(out)
+    return replace(settings, per_file_ignores=resolved)

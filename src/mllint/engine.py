@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
+import threading
 import traceback
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
-from mllint import fast_positions, fast_scope, traversal
+from mllint.libcst_support import fast_paths_enabled
 from mllint.prefilter import admitted, python_syntax_error
 from mllint.rule import FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
 from mllint.types import ErrorKind, FileError, FileResult, Finding, Position
+
+T = TypeVar("T")
 
 _NOQA_RE = re.compile(
     r"#\s*noqa(?::[\s]*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE
@@ -60,6 +64,10 @@ def _seed_metadata(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     itself caches a resolved provider, so every dependant sees the seeded mapping.
     ``test_engine`` checks that seeded and plain metadata give the same findings.
     """
+    if not fast_paths_enabled():
+        return  # an untested libcst: its own providers (see mllint.libcst_support)
+    from mllint import fast_positions, fast_scope
+
     wanted: set = set()
     for v in visitors:
         wanted |= set(v.get_inherited_dependencies())
@@ -73,6 +81,11 @@ def _run(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     for v in visitors:
         v.context.shared.clear()
     _seed_metadata(wrapper, visitors)
+    if not fast_paths_enabled():
+        wrapper.visit_batched(visitors)
+        return
+    from mllint import traversal
+
     # libcst's own ``wrapper.visit_batched`` rebuilds every node; this walk does not.
     traversal.visit_batched(wrapper, visitors)
 
@@ -99,12 +112,63 @@ def _syntax_error(path: str, text: str, exc: cst.ParserSyntaxError) -> FileError
     return FileError(path, ErrorKind.SYNTAX, f"libcst cannot parse this file: {exc.message}", pos)
 
 
+#: Deeply nested but valid code (a 1,000-term sum, 1,000 ``elif`` branches, an 8,000-term
+#: ``and`` chain) needs far more stack than the main thread's 8 MB, both in libcst's native
+#: parser (which segfaults when it runs out) and in the recursive walks of the metadata
+#: providers and rules (RecursionError). Each file is therefore linted on a thread of its
+#: own with this much stack (address space reserved, touched only as deep as it goes) and
+#: a recursion limit to match.
+STACK_BYTES = 1024 * 1024 * 1024
+RECURSION_LIMIT = 100_000
+_deep_lock = threading.Lock()
+
+
+def on_deep_stack(fn: Callable[[], T]) -> T:
+    """``fn()`` on a thread with ``STACK_BYTES`` of stack and ``RECURSION_LIMIT``."""
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome.append((False, exc))
+
+    with _deep_lock:
+        limit = sys.getrecursionlimit()
+        try:
+            old_size = threading.stack_size(STACK_BYTES)
+        except (ValueError, RuntimeError):  # a platform without settable stacks
+            return fn()
+        thread = threading.Thread(target=target, name="mllint-lint", daemon=True)
+        sys.setrecursionlimit(max(limit, RECURSION_LIMIT))
+        try:
+            try:
+                thread.start()
+            finally:
+                threading.stack_size(old_size)
+            thread.join()
+        except RuntimeError:  # no room for such a stack (e.g. a low address-space limit)
+            sys.setrecursionlimit(limit)
+            return fn()
+        finally:
+            sys.setrecursionlimit(limit)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 def lint_text(
     path: str, text: str, rules: Sequence[type[Rule]], *, prefilter: bool = True,
     file: str | None = None,
 ) -> FileResult:
     """Lint ``text`` shown as ``path``; ``file`` is where it lies on disk, if anywhere
     (the project model then reads the modules around it)."""
+    return on_deep_stack(lambda: _lint_text(path, text, rules, prefilter, file))
+
+
+def _lint_text(path: str, text: str, rules: Sequence[type[Rule]], prefilter: bool,
+               file: str | None) -> FileResult:
     active = applicable_rules(text, rules, file) if prefilter else list(rules)
     if not active:
         return FileResult(path)

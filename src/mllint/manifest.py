@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import importlib.util
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mllint import __version__
+from mllint.cache import sign, user_secret, user_cache_dir
 from mllint.prefilter import Requirement, matches, normalize
+
+_CODE_RE = re.compile(r"^ML\d{3}$")
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,7 @@ def code_fingerprint() -> str:
 
 
 def _manifest_path(directory: Path) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mllint" / f"rules-{_fingerprint(directory)}.json"
+    return user_cache_dir() / f"rules-{_fingerprint(directory)}.json"
 
 
 def _from_rules() -> tuple[RuleInfo, ...]:
@@ -76,25 +80,62 @@ def _from_rules() -> tuple[RuleInfo, ...]:
     return tuple(RuleInfo(r.code, r.name, tuple(r.REQUIRES), r.GATE) for r in all_rules())
 
 
-@functools.lru_cache(maxsize=1)
-def rule_infos() -> tuple[RuleInfo, ...]:
+def _is_requirement(r: object) -> bool:
+    return isinstance(r, str) or (
+        isinstance(r, list) and bool(r) and all(isinstance(x, str) for x in r))
+
+
+def _parse(raw: object) -> tuple[RuleInfo, ...]:
+    """The manifest's rules; raises on anything but what ``rule_infos`` writes. (Every rule
+    has a code, a name and at least one prefilter entry; an empty list is not a manifest.)"""
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("not a rule list")
+    infos = []
+    for r in raw:
+        if not (isinstance(r, dict) and set(r) == {"code", "name", "requires", "gate"}
+                and isinstance(r["code"], str) and _CODE_RE.match(r["code"])
+                and isinstance(r["name"], str) and r["name"]
+                and isinstance(r["requires"], list) and r["requires"]
+                and all(_is_requirement(x) for x in r["requires"])
+                and (r["gate"] is None or isinstance(r["gate"], str))):
+            raise ValueError("bad rule entry")
+        infos.append(RuleInfo(r["code"], r["name"], tuple(r["requires"]), r["gate"]))
+    return tuple(infos)
+
+
+@functools.lru_cache(maxsize=None)
+def rule_infos(write: bool = True) -> tuple[RuleInfo, ...]:
+    """The rules' manifest: read back when its signature verifies (it decides which rules
+    run, so it is trusted no more than a cache entry), else made from the rules and, when
+    ``write`` (not with ``--no-cache``), stored."""
+    secret = user_secret(create=write)
     try:
         path = _manifest_path(_rules_dir())
     except OSError:
         return _from_rules()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return tuple(RuleInfo(r["code"], r["name"], tuple(r["requires"]), r["gate"]) for r in raw)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    if secret is not None:
+        try:
+            raw = json.loads(path.read_bytes())
+            payload = raw["payload"]
+            if hmac.compare_digest(raw["mac"], sign(secret, path.name.encode(), payload.encode())):
+                return _parse(json.loads(payload))
+        except Exception:  # noqa: BLE001 - any unreadable or malformed manifest is remade
+            pass
     infos = _from_rules()
+    if secret is None or not write:
+        return infos
+    payload = json.dumps([{"code": i.code, "name": i.name, "requires": list(i.requires),
+                           "gate": i.gate} for i in infos])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump([{"code": i.code, "name": i.name, "requires": list(i.requires),
-                        "gate": i.gate} for i in infos], fh)
+            json.dump({"payload": payload, "mac": sign(secret, path.name.encode(), payload.encode())}, fh)
         os.replace(tmp, path)
+        # Manifests of earlier versions or edits are never read again.
+        for old in path.parent.glob("rules-*.json"):
+            if old != path:
+                old.unlink(missing_ok=True)
     except OSError:
         pass
     return infos

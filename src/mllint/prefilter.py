@@ -24,6 +24,12 @@ import functools
 import importlib
 import re
 import warnings
+
+try:  # the regex parser ``re`` itself uses (``sre_parse`` before Python 3.11)
+    from re import _constants as _sre_constants, _parser as _sre_parse
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_constants as _sre_constants  # type: ignore[no-redef]
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
 from typing import Callable, Protocol, Sequence, Tuple, TypeVar, Union
 
 Gate = Callable[[ast.Module], bool]
@@ -130,11 +136,130 @@ def python_syntax_error(text: str) -> SyntaxError | RecursionError | MemoryError
     return result if isinstance(result, (SyntaxError, RecursionError, MemoryError)) else None
 
 
+#: A string literal (kept) or a comment (dropped). Strings are matched only so that a
+#: ``#`` inside one is not taken for a comment; prefixes need no care (a raw string's
+#: ``\"`` does not end it either).
+_STRING_OR_COMMENT = re.compile(
+    r'''("""(?:[^\\]|\\.)*?"""|\'\'\'(?:[^\\]|\\.)*?\'\'\''''
+    r'''|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\')|#[^\r\n]*''',
+    re.S,
+)
+_CONTINUATION = re.compile(r"\\\r?\n|\\\r")
+#: A line break after an opening bracket, comma or dot, or before a closing bracket or
+#: dot: inside brackets, where a statement goes on. Other line breaks are kept, so that
+#: patterns bounded by a line (``[^\n]*``) stay cheap. (Each pattern starts with a
+#: literal or a class, so ``re`` scans for it quickly.)
+_BREAK_AFTER = re.compile(r"([(\[{,.])[ \t\f\v]*\r?\n\s*")
+_BREAK_BEFORE = re.compile(r"\r?\n\s*(?=[)\]}.])")
+_BLANKS = re.compile(r"[ \t\f\v]{2,}|[\t\f\v]")
+_SPACE_AT_PUNCTUATION = re.compile(r" (?=[^\w\s])|(?<=[^\w\s]) ")
+
+
+def token_variants(text: str) -> tuple[str, str]:
+    """``text`` with what may sit between two tokens normalised away: comments and line
+    continuations dropped, line breaks inside brackets and runs of blanks made one space;
+    and that again with no space next to punctuation (``optimizer . step`` as
+    ``optimizer.step``).
+
+    Why: a REQUIRES regex is written for code as people usually write it, but
+    ``optimizer.\\`` + newline + ``step()`` or ``(optimizer.  # c`` + newline +
+    ``step())`` is the same code to Python and to the rule. A rule that fails on the text
+    is tried on these two forms too, so stage 1 holds for such layouts
+    (``tests/test_prefilter_soundness.py`` checks it on every fixture and rule example).
+    Joining lines only admits more.
+    """
+    flat = _CONTINUATION.sub(" ", _STRING_OR_COMMENT.sub(r"\1", text))
+    flat = _BLANKS.sub(" ", _BREAK_BEFORE.sub(" ", _BREAK_AFTER.sub(r"\1 ", flat)))
+    return flat, _SPACE_AT_PUNCTUATION.sub("", flat)
+
+
+def _stage1(rules: Sequence[T], text: str) -> list[T]:
+    """The rules each of whose ``REQUIRES`` entries occurs in the text as written or in
+    one of its ``token_variants`` (each entry may be found in a different form: the rule
+    fires only if the code has every piece, in whatever layout)."""
+    forms: list[str] = [text]
+    memos: list[dict[str, bool]] = [{}]
+
+    def found(entry: Requirement) -> bool:
+        if matches((entry,), text, memos[0]):
+            return True
+        if all(_layout_proof(p, text) for p in ((entry,) if isinstance(entry, str) else entry)):
+            return False
+        if len(forms) == 1:
+            forms.extend(token_variants(text))
+            memos.extend(({}, {}))
+        return matches((entry,), forms[1], memos[1]) or matches((entry,), forms[2], memos[2])
+
+    return [r for r in rules if all(found(e) for e in _requirements(r))]
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _layout_proof(pattern: str, text: str) -> bool:
+    """Whether ``pattern``, absent from ``text``, is surely absent from its variants too:
+    some piece of literal text every match must contain is missing. (``token_variants``
+    only removes comments, line continuations and blanks, so a literal run of word
+    characters, which no layout can split, is missing from them as well.)"""
+    return any(not any(lit in text for lit in clause) for clause in _needed(pattern))
+
+
+@functools.lru_cache(maxsize=None)
+def _needed(pattern: str) -> tuple[frozenset[str], ...]:
+    """Clauses of words: every match of ``pattern`` contains a word of each clause."""
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - an unforeseen form: no shortcut, just slower
+        return ()
+    if parsed.state.flags & re.IGNORECASE:
+        return ()
+    return tuple(frozenset(c) for c in _clauses(list(parsed)))
+
+
+def _clauses(items: list) -> list[set[str]]:
+    """Needed-word clauses of a parsed regex sequence (see ``_needed``)."""
+    c = _sre_constants
+    out: list[set[str]] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        word = "".join(run)
+        if _WORD.fullmatch(word):
+            out.append({word})
+        run.clear()
+
+    for op, arg in items:
+        if op is c.LITERAL:
+            ch = chr(arg)
+            if _WORD.fullmatch(ch):
+                run.append(ch)
+                continue
+        flush()
+        if op is c.SUBPATTERN:
+            _group, add_flags, _del, sub = arg
+            if not add_flags & re.IGNORECASE:
+                out += _clauses(list(sub))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[0] >= 1:
+            out += _clauses(list(arg[2]))
+        elif op is c.BRANCH:
+            per_branch = [_clauses(list(b)) for b in arg[1]]
+            if all(per_branch):
+                # One clause from each branch: a match takes some branch, so contains
+                # one of these words.
+                out.append(set().union(*(min(b, key=len) for b in per_branch)))
+    flush()
+    return out
+
+
+def _requirements(rule: object) -> tuple[Requirement, ...]:
+    # A rule class keeps them normalised in ``_requires``; a manifest entry in ``requires``.
+    return getattr(rule, "_requires", None) or normalize(getattr(rule, "requires", ()))
+
+
 def admitted(rules: Sequence[T], text: str, file: str | None = None) -> list[T]:
     """The rules that could report in ``text``: stage 1, then stage 2 where defined.
     ``file`` is where the text lies on disk, for gates that ask the project model."""
-    memo: dict[str, bool] = {}
-    passed = [r for r in rules if r.may_match(text, memo)]
+    passed = _stage1(rules, text)
     if not any(r.gate for r in passed):
         return passed
     tree = python_tree(text)

@@ -23,6 +23,7 @@ import libcst as cst
 from libcst.metadata import PositionProvider
 
 from mllint.prefilter import Requirement, matches, normalize
+from mllint.source import physical_lines
 from mllint.types import Finding, Position, Severity, Span
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class FileContext:
 
     def __post_init__(self) -> None:
         if not self.lines:
-            self.lines = self.source.splitlines()
+            self.lines = physical_lines(self.source)
 
     @functools.cached_property
     def project(self) -> "ProjectView | None":

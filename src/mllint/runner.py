@@ -3,13 +3,13 @@
 Each worker takes whole files: it reads and decodes one, looks it up in the cache, tests
 every rule's prefilters (``mllint.prefilter``), and parses it with libcst only when some
 rule could flag it and no result is cached. The parent holds paths and results, never file text.
+Workers are separate processes even for one file (``mllint.workers``): a file that crashes
+libcst's native parser or runs past its time budget is reported, and the run goes on.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
@@ -20,6 +20,7 @@ from mllint.manifest import RuleInfo
 from mllint.prefilter import admitted
 from mllint.source import decode, read_bytes
 from mllint.types import FileError, FileResult
+from mllint.workers import WorkerPool, clock_starts
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
     if opts.cache is not None:
         # Looked up before the prefilters: on an unchanged tree even the regexes are spared.
         key = opts.cache.key(path, data)
-        cached = opts.cache.get(key)
+        cached = opts.cache.get(key, path)
         if cached is not None:
             return _apply_per_file_ignores(cached, opts.settings)
     infos = admitted(opts.rules, text, path) if opts.prefilter else list(opts.rules)
@@ -60,6 +61,7 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
     from mllint.registry import all_rules
 
     by_code = {r.code: r for r in all_rules()}
+    clock_starts()
     result = lint_text(path, text, [by_code[i.code] for i in infos], prefilter=False, file=path)
     if opts.cache is not None and key is not None:
         opts.cache.put(key, result)
@@ -76,21 +78,6 @@ def _apply_per_file_ignores(result: FileResult, settings: Settings) -> FileResul
     return replace(result, findings=kept)
 
 
-#: Below this many files a pool costs more than it saves (the pre-commit case).
-_SERIAL_BELOW = 8
-_worker_opts: RunOptions | None = None
-
-
-def _init_worker(opts: RunOptions) -> None:
-    global _worker_opts
-    _worker_opts = opts
-
-
-def _check_in_worker(path: str) -> FileResult:
-    assert _worker_opts is not None
-    return _check_file(path, _worker_opts)
-
-
 def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions) -> Iterator[FileResult]:
     paths: list[str] = []
     for target in targets:
@@ -98,20 +85,12 @@ def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions) -> Ite
             yield FileResult(target.path, errors=(target,))
         else:
             paths.append(target.path)
-    jobs = min(opts.jobs or os.cpu_count() or 1, len(paths))
-    if jobs <= 1 or len(paths) < _SERIAL_BELOW:
-        for path in paths:
-            yield _check_file(path, opts)
+    if not paths:
         return
-    methods = multiprocessing.get_all_start_methods()
-    # fork shares the parent's imports; workers pay for libcst only if a file needs it.
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(paths)))
     # Largest files first so that one big file does not finish the run alone.
     paths.sort(key=_size, reverse=True)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(opts,)) as pool:
-        yield from pool.map(_check_in_worker, paths,
-                            chunksize=max(1, min(32, len(paths) // (jobs * 16) or 1)))
+    yield from WorkerPool(_check_file, opts, jobs, opts.settings.file_timeout).run(paths)
 
 
 def _size(path: str) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import errno
 import io
 import os
+import re
 import tokenize
 
 from mllint.types import ErrorKind, FileError, Position
@@ -34,8 +36,47 @@ def read_bytes(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | FileErr
         return FileError(path, ErrorKind.UNREADABLE, f"cannot read file: {exc.strerror}")
 
 
+#: Python's tokenizer ends a line at these only; ``str.splitlines`` also breaks at form
+#: feed, \x0b, \x1c-\x1e, \x85, U+2028 and U+2029, which may sit in comments and strings.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def physical_lines(text: str) -> list[str]:
+    """``text``'s lines as Python numbers them (without their line ends)."""
+    lines = _LINE_BREAK.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+_UTF16_32_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """"UTF-16"/"UTF-32" when ``head`` is text in one of them (by its byte-order mark, or
+    for UTF-16 without one, by every other byte being NUL)."""
+    for bom, name in _UTF16_32_BOMS:
+        if head.startswith(bom):
+            return name
+    if len(head) >= 16:
+        even, odd = head[0::2], head[1::2]
+        for zeros, other in ((odd, even), (even, odd)):
+            if zeros.count(0) >= 0.9 * len(zeros) and other.count(0) == 0:
+                return "UTF-16"
+    return None
+
+
 def decode(path: str, data: bytes) -> str | FileError:
     """Decode per PEP 263 (BOM or coding cookie, else UTF-8)."""
+    wide = _wide_encoding(data[:8192])
+    if wide is not None:
+        return FileError(path, ErrorKind.DECODE,
+                         f"file is {wide}-encoded text; Python reads source as UTF-8 (or a "
+                         "PEP 263 declared 8-bit encoding) and cannot run it: re-save it as "
+                         "UTF-8")
     if b"\x00" in data[:8192]:
         return FileError(path, ErrorKind.BINARY, "file contains NUL bytes; looks binary, not linted")
     try:
@@ -60,4 +101,12 @@ def decode(path: str, data: bytes) -> str | FileError:
         return FileError(path, ErrorKind.DECODE, f"cannot decode: {detail}{hint}", pos)
     if text.startswith("\ufeff"):
         text = text[1:]
+    nul = text.find("\x00")
+    if nul >= 0:
+        # Past the first 8 KB, so not a binary file: a text file Python refuses to compile.
+        before = _LINE_BREAK.split(text[:nul])
+        line, col = len(before), len(before[-1]) + 1
+        return FileError(path, ErrorKind.SYNTAX,
+                         "cannot parse: source contains a NUL byte (Python cannot compile it)",
+                         Position(line, col))
     return text

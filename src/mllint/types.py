@@ -111,6 +111,10 @@ class ErrorKind(str, enum.Enum):
     SYNTAX = "syntax-error"
     SYMLINK_LOOP = "symlink-loop"
     INTERNAL = "internal-error"
+    #: The process linting the file died (e.g. a segfault in libcst's native parser).
+    CRASHED = "crashed"
+    #: Linting the file took longer than the per-file time budget.
+    TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True)

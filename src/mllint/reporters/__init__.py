@@ -29,6 +29,17 @@ class Report:
     sources: dict[str, list[str]] = field(default_factory=dict)
 
 
+def printable_path(path: str) -> str:
+    """``path`` as valid Unicode: a file name that is not UTF-8 (held with lone
+    surrogates, as Python decodes it) gets its odd bytes as ``\\xff`` escapes, since JSON
+    and SARIF readers reject lone surrogates."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def render(fmt: str, report: Report, out: TextIO) -> None:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")

@@ -68,10 +68,11 @@ def render(report: Report, out: TextIO) -> None:
         console.print(escape(report.verify_summary))
     n = len(report.diagnostics)
     files = len({d.finding.path for d in report.diagnostics})
+    failed = len({e.path for e in report.errors})
     summary = (f"Found {n} problem{'s' if n != 1 else ''} in {files} file{'s' if files != 1 else ''}"
-               if n else "No problems found")
+               if n else "No problems found" + (" in the files checked" if failed else ""))
     summary += f" ({report.files_checked} file{'s' if report.files_checked != 1 else ''} checked"
-    if report.errors:
-        summary += f", {len(report.errors)} could not be linted"
+    if failed:
+        summary += f"; {failed} file{'s' if failed != 1 else ''} could not be linted, see above"
     summary += ")."
     console.print(f"[bold]{summary}[/bold]")

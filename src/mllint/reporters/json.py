@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from mllint.reporters import Report
+from mllint.reporters import Report, printable_path
 
 
 def diagnostics(report: Report) -> list[dict]:
     out = []
     for d in report.diagnostics:
         item = d.finding.to_dict()
+        item["path"] = printable_path(item["path"])
         if d.verdict is not None:
             item["verification"] = d.verdict.to_dict()
         if d.runtime_only:
@@ -19,7 +20,7 @@ def diagnostics(report: Report) -> list[dict]:
         out.append(item)
     for e in report.errors:
         out.append({
-            "path": e.path,
+            "path": printable_path(e.path),
             "line": None if e.position is None else e.position.line,
             "column": None if e.position is None else e.position.column,
             "end_line": None,

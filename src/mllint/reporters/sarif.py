@@ -6,10 +6,11 @@ import json
 import os
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote
 
 from mllint import __version__
 from mllint.registry import all_rules
-from mllint.reporters import Report
+from mllint.reporters import Report, printable_path
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
@@ -21,6 +22,9 @@ def _uri(path: str) -> str:
             p = p.relative_to(Path.cwd())
         except ValueError:
             return p.as_uri()
+    if printable_path(path) != path:
+        # A file name that is not UTF-8: its bytes percent-encoded, as URIs carry them.
+        return quote(os.fsencode(p.as_posix()), safe="/")
     return p.as_posix()
 
 

@@ -1,0 +1,58 @@
+"""Which libcst versions mllint's fast paths are tested against, and the fallback outside.
+
+``fast_scope``, ``fast_positions`` and ``traversal`` stand in for libcst's own metadata
+providers and batched visit. They import libcst's private modules and read the source
+of its node classes, so they give libcst's answers only for the libcst versions the
+test suite ran against (``TESTED``, also the bounds of the dependency in
+``pyproject.toml``). With any other version the engine uses libcst's own providers and
+traversal (slower, never wrong), and the command line says so once.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import re
+
+#: Lowest and highest libcst release the test suite ran against (both inclusive).
+TESTED = ((1, 1, 0), (1, 9, 0))
+
+
+def _parse(version: str) -> tuple[int, ...] | None:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    return None if m is None else tuple(int(g or 0) for g in m.groups())
+
+
+def installed_version() -> str | None:
+    try:
+        return importlib.metadata.version("libcst")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def is_tested(version: str | None) -> bool:
+    parsed = None if version is None else _parse(version)
+    low, high = TESTED
+    # A patch release of the highest tested minor is the same code to us.
+    return parsed is not None and low <= parsed and parsed[:2] <= high[:2]
+
+
+def warning(version: str | None) -> str | None:
+    """The one-line warning for an untested libcst, else ``None``."""
+    if is_tested(version):
+        return None
+    low, high = (".".join(map(str, v)) for v in TESTED)
+    return (f"mllint: libcst {version} is outside the tested range {low} to {high}; "
+            "using libcst's own (slower) metadata providers and traversal")
+
+
+@functools.lru_cache(maxsize=1)
+def fast_paths_enabled() -> bool:
+    """Whether the engine may use ``fast_scope``, ``fast_positions`` and ``traversal``."""
+    if not is_tested(installed_version()):
+        return False
+    try:
+        from mllint import fast_positions, fast_scope, traversal  # noqa: F401
+    except ImportError:  # a private module moved: fall back rather than fail
+        return False
+    return True

@@ -1,0 +1,176 @@
+"""The cache trusts nothing it did not write itself, here, for this user."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import hostile_cases as hc
+from mllint import cache as cache_mod
+from mllint import manifest
+from mllint.cache import Cache, clear, sign
+from mllint.engine import lint_text
+from mllint.registry import all_rules
+
+MLLINT = shutil.which("mllint") or pytest.fail("the mllint console script is not installed")
+SECRET = b"k" * 32
+
+
+def _mllint(tmp_path, *args, cwd=None):
+    env = {**os.environ, "MLLINT_NO_CACHE": "", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    return subprocess.run([MLLINT, "--format", "json", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
+
+
+@pytest.fixture()
+def train(tmp_path) -> Path:
+    path = tmp_path / "train.py"
+    path.write_text(hc.TRAIN)
+    return path
+
+
+def _entry(cache_dir: Path) -> Path:
+    [entry] = list(cache_dir.rglob("*.json"))
+    return entry
+
+
+def _user_secret(tmp_path) -> bytes:
+    return (tmp_path / "xdg" / "mllint" / "secret").read_bytes() + cache_mod._machine()
+
+
+def _resign(entry: Path, secret: bytes, payload: object) -> None:
+    text = json.dumps(payload, sort_keys=True)
+    key = entry.parent.name + entry.stem
+    entry.write_text(json.dumps({"payload": text, "mac": sign(secret, key.encode(), text.encode())}))
+
+
+def _findings(proc) -> list[tuple[str, int]]:
+    return [(d["code"], d["line"]) for d in json.loads(proc.stdout) if d["code"]]
+
+
+@pytest.mark.parametrize("tamper", ["planted-empty", "flipped-bit", "foreign-secret",
+                                    "wrong-shape-signed", "not-json"])
+def test_untrusted_entry_is_ignored_and_rewritten(tmp_path, train, tamper):
+    cache_dir = tmp_path / "cache"
+    first = _mllint(tmp_path, "--cache-dir", str(cache_dir), str(train))
+    assert _findings(first) == [hc.TRAIN_FINDING]
+    entry = _entry(cache_dir)
+    good = entry.read_bytes()
+    raw = json.loads(good)
+    if tamper == "planted-empty":  # hides the finding: exit 0, were it believed
+        raw["payload"] = json.dumps({"findings": [], "errors": []})
+        entry.write_text(json.dumps(raw))
+    elif tamper == "flipped-bit":
+        data = bytearray(good)
+        i = good.index(b'line\\": 9') + len(b'line\\": ')
+        data[i] ^= 0x01  # 9 -> 8
+        entry.write_bytes(bytes(data))
+    elif tamper == "foreign-secret":  # e.g. a committed cache made on another machine
+        _resign(entry, b"x" * 32, {"findings": [], "errors": []})
+    elif tamper == "wrong-shape-signed":
+        _resign(entry, _user_secret(tmp_path), {"findings": [{"line": "nine"}], "errors": []})
+    else:
+        entry.write_text("{not json")
+    second = _mllint(tmp_path, "--cache-dir", str(cache_dir), str(train))
+    assert second.returncode == 1 and _findings(second) == [hc.TRAIN_FINDING], second.stderr
+    assert entry.read_bytes() == good  # rewritten with the true result
+
+
+def test_findings_always_name_the_linted_file(tmp_path):
+    cache = Cache(tmp_path / "c", ("ML001",), secret=SECRET)
+    result = lint_text("/etc/passwd", hc.TRAIN, all_rules())
+    key = cache.key("train.py", hc.TRAIN.encode())
+    cache.put(key, result)
+    assert "passwd" not in _entry(tmp_path / "c").read_text()
+    back = cache.get(key, "train.py")
+    assert back is not None and {f.path for f in back.findings} == {"train.py"}
+
+
+def test_cache_made_by_another_user_secret_is_not_read(tmp_path):
+    result = lint_text("a.py", hc.TRAIN, all_rules())
+    mine = Cache(tmp_path / "c", ("ML001",), secret=SECRET)
+    theirs = Cache(tmp_path / "c", ("ML001",), secret=b"t" * 32)
+    key = mine.key("a.py", hc.TRAIN.encode())
+    theirs.put(key, result)
+    assert mine.get(key, "a.py") is None and theirs.get(key, "a.py") == result
+
+
+def test_tags_only_in_a_directory_mllint_created(tmp_path, train):
+    made = tmp_path / "made"
+    _mllint(tmp_path, "--cache-dir", str(made), str(train))
+    assert (made / ".gitignore").exists() and (made / "CACHEDIR.TAG").exists()
+    own = tmp_path / "own"
+    own.mkdir()
+    (tmp_path / "link").symlink_to(own)
+    for given in (own, tmp_path / "link"):
+        proc = _mllint(tmp_path, "--cache-dir", str(given), str(train))
+        assert _findings(proc) == [hc.TRAIN_FINDING]
+        assert not (own / ".gitignore").exists() and not (own / "CACHEDIR.TAG").exists()
+    proc = _mllint(tmp_path, "--cache-dir", ".", "train.py", cwd=tmp_path)
+    assert not (tmp_path / ".gitignore").exists()
+
+
+def test_clear_cache_empties_only_an_mllint_cache(tmp_path, train):
+    cache_dir = tmp_path / "cache"
+    _mllint(tmp_path, "--cache-dir", str(cache_dir), str(train))
+    entry = _entry(cache_dir)
+    entry.write_text("{}")
+    proc = _mllint(tmp_path, "--cache-dir", str(cache_dir), "--clear-cache", str(train))
+    assert _findings(proc) == [hc.TRAIN_FINDING]
+    assert json.loads(_entry(cache_dir).read_text()) != {}
+    assert clear(cache_dir) == 1 and list(cache_dir.rglob("*.json")) == []
+    mine = tmp_path / "mine"
+    (mine / "ab").mkdir(parents=True)
+    (mine / "ab" / "x.json").write_text("{}")
+    assert clear(mine) == 0 and (mine / "ab" / "x.json").exists()
+
+
+def test_old_and_surplus_entries_are_pruned(tmp_path, monkeypatch):
+    cache = Cache(tmp_path / "c", ("ML001",), secret=SECRET)
+    result = lint_text("a.py", hc.TRAIN, all_rules())
+    keys = [cache.key(f"f{i}.py", b"") for i in range(5)]
+    for key in keys:
+        cache.put(key, result)
+    now = time.time()
+    old = cache._file(keys[0])
+    os.utime(old, (now - cache_mod.MAX_AGE_SECONDS - 10,) * 2)
+    monkeypatch.setattr(cache_mod, "MAX_ENTRIES", 3)
+    assert cache.prune(now) == 2
+    assert not old.exists() and len(list((tmp_path / "c").rglob("*.json"))) == 3
+    assert cache.prune(now + 60) == 0  # at most once a day
+
+
+# -- the rules manifest -----------------------------------------------------------------
+
+def test_planted_manifest_cannot_switch_rules_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    manifest.rule_infos.cache_clear()
+    try:
+        want = manifest.rule_infos()
+        [path] = list((tmp_path / "mllint").glob("rules-*.json"))
+        for planted in ([], json.dumps({"payload": "[]", "mac": "0" * 128})):
+            path.write_text(json.dumps(planted) if isinstance(planted, list) else planted)
+            manifest.rule_infos.cache_clear()
+            assert manifest.rule_infos() == want
+        # Even signed with this user's secret, an empty rule list is not a manifest.
+        secret = (tmp_path / "mllint" / "secret").read_bytes() + cache_mod._machine()
+        path.write_text(json.dumps({"payload": "[]",
+                                    "mac": sign(secret, path.name.encode(), b"[]")}))
+        manifest.rule_infos.cache_clear()
+        assert manifest.rule_infos() == want
+    finally:
+        manifest.rule_infos.cache_clear()
+
+
+def test_no_cache_writes_no_manifest(tmp_path, train):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    proc = subprocess.run([MLLINT, "--no-cache", str(train)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert not (tmp_path / "xdg").exists()

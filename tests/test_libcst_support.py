@@ -1,0 +1,58 @@
+"""libcst outside the tested range: libcst's own providers, the same findings, one warning."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import all_fixtures
+from mllint import libcst_support
+from mllint.engine import lint_text
+from mllint.registry import all_rules
+
+
+@pytest.mark.parametrize("version,tested", [
+    ("1.1.0", True), ("1.5.1", True), ("1.9.0", True), ("1.9.3", True),
+    ("1.0.1", False), ("1.10.0", False), ("2.0.0", False), ("nonsense", False), (None, False),
+])
+def test_tested_range(version, tested):
+    assert libcst_support.is_tested(version) is tested
+    assert (libcst_support.warning(version) is None) is tested
+
+
+def test_warning_is_one_line_naming_the_version_and_range():
+    message = libcst_support.warning("1.10.0")
+    assert message is not None and "\n" not in message
+    assert "libcst 1.10.0" in message and "1.1.0 to 1.9.0" in message
+
+
+def test_dependency_bounds_match_the_tested_range():
+    import re
+
+    from helpers import ROOT
+    text = (ROOT / "pyproject.toml").read_text()
+    low, high = libcst_support.TESTED
+    assert f'"libcst>={low[0]}.{low[1]},<{high[0]}.{high[1] + 1}"' in text
+    assert re.search(r'"libcst[^"]*"', text).group(0).count("libcst") == 1
+
+
+def test_installed_libcst_is_in_the_tested_range():
+    assert libcst_support.is_tested(libcst_support.installed_version())
+
+
+def test_untested_libcst_falls_back_to_its_own_providers_with_the_same_findings(monkeypatch):
+    texts = [(str(p), p.read_text(encoding="utf-8")) for p in all_fixtures()[:40]]
+    fast = [lint_text(p, t, all_rules()) for p, t in texts]
+    from mllint import traversal
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("fast path used with an untested libcst")
+
+    monkeypatch.setattr(libcst_support, "installed_version", lambda: "99.0.0")
+    monkeypatch.setattr(traversal, "visit_batched", forbidden)
+    libcst_support.fast_paths_enabled.cache_clear()
+    try:
+        slow = [lint_text(p, t, all_rules()) for p, t in texts]
+    finally:
+        libcst_support.fast_paths_enabled.cache_clear()
+    assert slow == fast
+    assert sum(len(r.findings) for r in fast) > 5
