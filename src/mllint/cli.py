@@ -55,11 +55,13 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
               help="With --verify: optimizer steps before the run is stopped.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="With --verify: seconds before the run is killed.")
+@click.option("--show-output", is_flag=True,
+              help="With --verify: pass the script's own output through (to stderr).")
 @click.version_option(__version__, prog_name="mllint")
 @click.pass_context
 def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero, jobs,
           no_cache, cache_dir, config_path, no_prefilter, verify, run_cmd, device,
-          max_batches, max_steps, timeout) -> None:
+          max_batches, max_steps, timeout, show_output) -> None:
     """Find silent bugs in PyTorch training code."""
     from mllint.config import ConfigError, load_settings
     from mllint.registry import UnknownRuleError, select_rules
@@ -95,9 +97,13 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     errors = tuple(e for r in results for e in r.errors)
     diagnostics = tuple(Diagnostic(f) for f in findings)
     summary = None
+    verify_failed = False
     if verify:
-        diagnostics, summary = _verify(findings, script, script_args, run_cmd, device,
-                                       max_batches, max_steps, timeout, fmt)
+        from mllint.verify.harness import VerifyOptions
+        options = VerifyOptions(script=script, script_args=script_args, run=run_cmd,
+                                device=device, max_batches=max_batches, max_steps=max_steps,
+                                timeout=timeout, show_output=show_output)
+        diagnostics, summary, verify_failed = _verify(findings, options, fmt)
     sources = _sources(d.finding.path for d in diagnostics) if fmt == "full" else {}
     checked = sum(1 for r in results if not r.errors)
     report = Report(diagnostics, errors, checked, summary, sources)
@@ -105,13 +111,12 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
 
     if errors:
         ctx.exit(EXIT_ERROR)
+    if verify:
+        from mllint.verify.summary import exit_status
+        status = exit_status(diagnostics, summary, verify_failed)
+        ctx.exit(EXIT_CLEAN if exit_zero and status == EXIT_FINDINGS else status)
     if exit_zero:
         ctx.exit(EXIT_CLEAN)
-    if verify:
-        from mllint.types import VerdictStatus
-        bad = any(d.verdict is None or d.verdict.status is not VerdictStatus.REFUTED
-                  for d in diagnostics)
-        ctx.exit(EXIT_FINDINGS if bad else EXIT_CLEAN)
     ctx.exit(EXIT_FINDINGS if diagnostics else EXIT_CLEAN)
 
 
@@ -151,36 +156,26 @@ def _emit(fmt, report, output_file) -> None:
         sys.stdout.flush()
 
 
-def _verify(findings, script, script_args, run_cmd, device, max_batches, max_steps, timeout, fmt):
-    """Run the training under the probes; returns diagnostics with verdicts and a summary."""
-    from mllint.reporters import Diagnostic
-    from mllint.verify.harness import VerifyError, VerifyOptions, verify
-    from mllint.verify.progress import ProgressDisplay
+def _verify(findings, options, fmt):
+    """Run the training under the probes: (diagnostics with verdicts, run summary, failed).
 
-    options = VerifyOptions(script=script, script_args=script_args, run=run_cmd, device=device,
-                            max_batches=max_batches, max_steps=max_steps, timeout=timeout)
+    A fatal error (no torch, no CUDA, nothing to run) is reported on stderr and the static
+    findings are kept, without verdicts; the caller exits 2."""
+    from mllint.reporters import Diagnostic
+    from mllint.verify.harness import VerifyError, verify
+    from mllint.verify.progress import ProgressDisplay
+    from mllint.verify.summary import summarise
+
     with ProgressDisplay(len(findings), enabled=fmt == "full") as progress:
         try:
             result = verify(findings, options, on_event=progress.update)
         except VerifyError as exc:
-            raise click.ClickException(f"--verify: {exc}") from None
+            click.echo(f"mllint: error: --verify: {exc}", err=True)
+            return tuple(Diagnostic(f) for f in findings), None, True
     diagnostics = [Diagnostic(f, v) for f, v in zip(findings, result.verdicts)]
     diagnostics += [Diagnostic(f, v, runtime_only=True) for f, v in result.runtime_findings]
-    return tuple(diagnostics), _run_summary(result)
-
-
-def _run_summary(result) -> str:
-    run = result.run
-    parts = [f"--verify run: {run.steps} optimizer step(s) in {run.seconds:.1f}s"]
-    if run.timed_out:
-        parts.append("killed at the timeout")
-    elif run.crashed:
-        parts.append(f"the script crashed: {run.crashed}")
-    elif run.stopped_early:
-        parts.append("stopped once every finding was settled or the step budget was spent")
-    elif run.exit_code not in (0, None):
-        parts.append(f"the script exited with status {run.exit_code}")
-    return "; ".join(parts) + "."
+    summary = summarise(result.run, options.max_steps, result.fault_run, result.series)
+    return tuple(diagnostics), summary, False
 
 
 @click.command("rules")

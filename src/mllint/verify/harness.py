@@ -58,6 +58,10 @@ class VerifyOptions:
     #: End the run as soon as every finding is settled (the default). ``False`` runs the
     #: whole step budget, e.g. to measure the probes' overhead.
     stop_when_settled: bool = True
+    #: Pass the script's stdout and stderr through to mllint's stderr as it runs.
+    show_output: bool = False
+    #: ``--overfit-batch N``: replay the first batch for N steps (check ML108).
+    overfit_batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class VerifyReport:
     runtime_findings: tuple[tuple[Finding, Verdict], ...]
     run: RunOutcome
     fault_run: RunOutcome | None
+    #: Per-step series of the main run (loss, gradient norms, update ratios, lr, memory).
+    series: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def verify(
@@ -137,7 +143,7 @@ def verify(
         for i, f in enumerate(findings)
     )
     runtime_findings = _runtime_findings(result, resolved)
-    return VerifyReport(final, runtime_findings, run, fault_outcome)
+    return VerifyReport(final, runtime_findings, run, fault_outcome, result.series)
 
 
 def _probe_target(index: int, finding: Finding, options: VerifyOptions) -> str | None:
@@ -223,7 +229,8 @@ def _run_child(
     try:
         ended = process.run([target.python, bootstrap, spec_path], cwd=target.cwd, env=env,
                             pipe=pipe, out_path=out_path, err_path=err_path,
-                            timeout=options.timeout, emit=emit)
+                            timeout=options.timeout, emit=emit,
+                            passthrough=options.show_output)
     except OSError as exc:
         raise VerifyError(f"cannot start {target.python}: {exc}") from None
     stdout_tail, stderr_tail = process.tail(out_path), process.tail(err_path)
@@ -313,6 +320,10 @@ def _final_verdict(
     else:
         why = (f"within the budget ({run.steps} optimizer step(s), at most "
                f"{options.max_batches} batch(es) per DataLoader pass)")
+        if run.stop_reason in ("steps", "batches"):
+            # The run was cut by mllint, so a larger budget may reach the code.
+            why += (f"; run again with a larger budget to reach it, e.g. --max-steps "
+                    f"{options.max_steps * 5}")
     return Verdict(VerdictStatus.NOT_REACHED, f"the flagged code at {where} never ran {why}",
                    {"steps": run.steps})
 

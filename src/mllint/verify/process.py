@@ -13,6 +13,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,11 +37,17 @@ class Exit:
 
 def run(
     argv: list[str], *, cwd: str, env: Mapping[str, str], pipe: EventPipe, out_path: str,
-    err_path: str, timeout: float, emit: Callable[[dict], None],
+    err_path: str, timeout: float, emit: Callable[[dict], None], passthrough: bool = False,
 ) -> Exit:
-    """Run ``argv`` to its end or the timeout. Raises ``OSError`` if it cannot start."""
+    """Run ``argv`` to its end or the timeout. Raises ``OSError`` if it cannot start.
+
+    The child's output goes to ``out_path``/``err_path``, or with ``passthrough`` to our
+    own stderr (``--show-output``; the files then stay empty)."""
     started = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        if passthrough:
+            sys.stderr.flush()
+            out = err = sys.stderr  # noqa: PLW2901 - the child writes to our stderr
         try:
             proc = subprocess.Popen(
                 argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
