@@ -60,6 +60,8 @@ class Runtime:
         self.torch = torch
         self.step = 0
         self.batches = 0
+        #: ``backward()`` calls so far; they stand in for steps while no optimizer steps.
+        self.backwards = 0
         self.saves = 0
         self.fault_run = fault_run
         self.max_batches = max_batches
@@ -89,6 +91,7 @@ class Runtime:
         self._save: list[Callable] = []
         self._batch: list[Callable] = []
         self._registered: set[str] = set()
+        self._quiet = 0
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -98,6 +101,8 @@ class Runtime:
         self._install_steps()
         interception.install_save_guard(self)
         interception.hide_mps_on_cpu(self)
+        if self._first("backward"):  # counted for the step budget (see dispatch_backward)
+            interception.install_backward_interception(self)
         self._stack.callback(linerewrite.install_hook(self._sites))
 
     def start(self) -> None:
@@ -266,12 +271,25 @@ class Runtime:
             handle = module.register_module_forward_pre_hook(self._dispatch_forward_pre)
             self._stack.callback(handle.remove)
 
+    @contextlib.contextmanager
+    def quiet(self):
+        """Forwards run inside are not dispatched to any probe (a probe's own replay)."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
     def _dispatch_forward_pre(self, module: Any, args: tuple) -> None:
+        if self._quiet:
+            return
         self.enforce_stop()
         for fn in self._forward_pre:
             fn(module, args)
 
     def _dispatch_forward(self, module: Any, args: tuple, output: Any) -> None:
+        if self._quiet:
+            return
         for fn in self._forward:
             fn(module, args, output)
 
@@ -295,6 +313,12 @@ class Runtime:
 
     def dispatch_backward(self, tensors: Any) -> None:
         self.enforce_stop()
+        self.backwards += 1
+        if self.step == 0 and self.backwards > self.max_steps and self.stop_reason is None:
+            # Weights updated by hand (``p -= lr * p.grad``): no optimizer step ever comes,
+            # so backward passes count against the step budget.
+            self.stop_reason = "steps"
+            self.enforce_stop()
         if isinstance(tensors, self.torch.Tensor):
             tensors = (tensors,)
         for tensor in tensors or ():
@@ -303,6 +327,11 @@ class Runtime:
 
     def dispatch_batch(self, loader: Any, batch: Any) -> None:
         self.batches += 1
+        if (self.step == 0 and self.backwards == 0 and self.stop_reason is None
+                and self.batches > self.max_steps * self.max_batches):
+            # A run that never trains (evaluation only, or a loop mllint cannot see) is
+            # bounded by the batches the step budget would have drawn.
+            self.stop_reason = "batches"
         for fn in self._batch:
             fn(loader, batch)
         self._emit({"type": "batch", "batches": self.batches})
