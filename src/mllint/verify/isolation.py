@@ -84,6 +84,9 @@ class ProbeRuntime:
     def object_of(self, frame: FrameType, expr: str) -> Any:
         return self._core.object_of(frame, expr)
 
+    def quiet(self) -> Any:
+        return self._core.quiet()
+
     def patch(self, owner: Any, attr: str, replacement: Any) -> None:
         self._core.patch(owner, attr, replacement)
 

@@ -103,6 +103,10 @@ class Runtime(Protocol):
         through that attribute, e.g. ``on_call(torch.nn.functional, "cross_entropy",
         ...)``; the original then runs unchanged. Restored afterwards."""
 
+    def quiet(self) -> Any:
+        """A context manager: forwards run inside it reach no probe's hooks (for a
+        probe that replays a forward, e.g. in eval mode, to compare)."""
+
     def object_of(self, frame: FrameType, expr: str) -> Any:
         """Evaluate a dotted name such as ``self.model`` or ``opt`` in ``frame``
         (locals, then globals, then attribute access only; never calls anything).
