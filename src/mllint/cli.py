@@ -55,13 +55,20 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
               help="With --verify: optimizer steps before the run is stopped.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="With --verify: seconds before the run is killed.")
+@click.option("--overfit-batch", type=click.IntRange(min=2), is_flag=False, flag_value=50,
+              default=None, metavar="[N]",
+              help="With --verify: replay the first batch for N steps (default 50) and check "
+                   "that the loss falls (ML108).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE.html",
+              help="With --verify: also write a self-contained HTML report (findings, "
+                   "verdicts, evidence, per-step plots).")
 @click.option("--show-output", is_flag=True,
               help="With --verify: pass the script's own output through (to stderr).")
 @click.version_option(__version__, prog_name="mllint")
 @click.pass_context
 def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero, jobs,
           no_cache, cache_dir, config_path, no_prefilter, verify, run_cmd, device,
-          max_batches, max_steps, timeout, show_output) -> None:
+          max_batches, max_steps, timeout, overfit_batch, report_path, show_output) -> None:
     """Find silent bugs in PyTorch training code."""
     from mllint.config import ConfigError, load_settings
     from mllint.registry import UnknownRuleError, select_rules
@@ -70,6 +77,8 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     paths = list(paths) or ["."]
     if (run_cmd or script_args) and not verify:
         raise click.UsageError("--run and script arguments after `--` need --verify")
+    if report_path and not verify:
+        raise click.UsageError("--report needs --verify")
     try:
         settings = load_settings(paths, config_path)
     except ConfigError as exc:
@@ -102,12 +111,17 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
         from mllint.verify.harness import VerifyOptions
         options = VerifyOptions(script=script, script_args=script_args, run=run_cmd,
                                 device=device, max_batches=max_batches, max_steps=max_steps,
-                                timeout=timeout, show_output=show_output)
+                                timeout=timeout, show_output=show_output,
+                                overfit_batch=overfit_batch)
         diagnostics, summary, verify_failed = _verify(findings, options, fmt)
     sources = _sources(d.finding.path for d in diagnostics) if fmt == "full" else {}
     checked = sum(1 for r in results if not r.errors)
     report = Report(diagnostics, errors, checked, summary, sources)
     _emit(fmt, report, output_file)
+    if report_path:
+        from mllint.reporters.html import document
+        with open(report_path, "w", encoding="utf-8") as fh:
+            fh.write(document(report))
 
     if errors:
         ctx.exit(EXIT_ERROR)
@@ -182,19 +196,25 @@ def _verify(findings, options, fmt):
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
 def list_rules(fmt: str) -> None:
     """List every rule."""
-    from mllint.registry import all_rules
-    rules = all_rules()
+    from mllint.registry import all_checks, all_rules
+    rules, checks = all_rules(), all_checks()
     if fmt == "json":
         import json
         click.echo(json.dumps([{"code": r.code, "name": r.name, "summary": r.summary,
-                                "severity": r.severity.value} for r in rules], indent=2))
+                                "severity": r.severity.value,
+                                "kind": "runtime" if r in checks else "static"}
+                               for r in (*rules, *checks)], indent=2))
         return
     if fmt == "markdown":
         click.echo(rules_table(rules), nl=False)
+        click.echo("\nRuntime checks (every `--verify` run):\n")
+        click.echo(rules_table(checks), nl=False)
         return
-    width = max((len(r.name) for r in rules), default=0)
+    width = max((len(r.name) for r in (*rules, *checks)), default=0)
     for r in rules:
         click.echo(f"{r.code}  {r.name:<{width}}  {r.summary}")
+    for r in checks:
+        click.echo(f"{r.code}  {r.name:<{width}}  {r.summary} (runtime, --verify)")
 
 
 def rules_table(rules) -> str:

@@ -62,6 +62,9 @@ class VerifyOptions:
     show_output: bool = False
     #: ``--overfit-batch N``: replay the first batch for N steps (check ML108).
     overfit_batch: int | None = None
+    #: Mount the working directory copy-on-write (overlayfs in a private mount namespace)
+    #: where Linux allows it; the Python-level copy-on-write layer runs in any case.
+    overlay: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,11 @@ def verify(
     if options.max_batches < 1 or options.max_steps < 1 or not options.timeout > 0:
         raise VerifyError("--max-batches and --max-steps must be at least 1 and --timeout "
                           "positive")
+    if options.overfit_batch is not None:
+        # ML108: N steps on the replayed first batch, with no pass cut before them.
+        options = dataclasses.replace(options, max_steps=options.overfit_batch,
+                                      max_batches=max(options.max_batches,
+                                                      options.overfit_batch))
     findings = list(findings)
     resolved = [dataclasses.replace(f, path=os.path.realpath(f.path)) for f in findings]
     probe_targets = [_probe_target(i, f, options) for i, f in enumerate(findings)]
@@ -161,12 +169,21 @@ def _probe_target(index: int, finding: Finding, options: VerifyOptions) -> str |
 
 
 def _watchers(options: VerifyOptions) -> list[str]:
+    """Watchers of the run: the runtime checks' (``mllint.rules.runtime``; opt-in ones only
+    when asked for) and rules' ``RUNTIME_WATCH``, as chosen by ``options.watch``."""
     if options.watch == ():
         return []
-    from mllint.registry import all_rules
+    from mllint.registry import all_checks, all_rules
 
     found = [w for w in options.watch or () if ":" in w]
     codes = None if options.watch is None else {w.upper() for w in options.watch}
+    for check in all_checks():
+        if codes is not None and check.code not in codes:
+            continue
+        if check.OPT_IN and not _opted_in(check.code, options):
+            continue
+        if check.WATCHER not in found:
+            found.append(check.WATCHER)
     for rule in all_rules():
         if codes is not None and rule.code not in codes:
             continue
@@ -176,6 +193,10 @@ def _watchers(options: VerifyOptions) -> list[str]:
         if isinstance(watch, str) and watch not in found:
             found.append(watch)
     return found
+
+
+def _opted_in(code: str, options: VerifyOptions) -> bool:
+    return code == "ML108" and options.overfit_batch is not None
 
 
 # -- running the child -------------------------------------------------------------------
@@ -226,8 +247,13 @@ def _run_child(
     out_path = os.path.join(tmp, f"stdout-{phase}.txt")
     err_path = os.path.join(tmp, f"stderr-{phase}.txt")
     bootstrap = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
+    argv = [target.python, bootstrap, spec_path]
+    if options.overlay:
+        from mllint.verify.cow import overlay_argv
+
+        argv = overlay_argv(target.cwd, os.path.join(scratch, "cow"), argv) or argv
     try:
-        ended = process.run([target.python, bootstrap, spec_path], cwd=target.cwd, env=env,
+        ended = process.run(argv, cwd=target.cwd, env=env,
                             pipe=pipe, out_path=out_path, err_path=err_path,
                             timeout=options.timeout, emit=emit,
                             passthrough=options.show_output)

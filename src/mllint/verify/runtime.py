@@ -92,6 +92,9 @@ class Runtime:
         self._batch: list[Callable] = []
         self._registered: set[str] = set()
         self._quiet = 0
+        self._monitor: Any = None
+        #: The run's ``CopyOnWrite`` layer, set by the child before ``install_core``.
+        self.cow: Any = None
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -270,6 +273,18 @@ class Runtime:
             module = self.torch.nn.modules.module
             handle = module.register_module_forward_pre_hook(self._dispatch_forward_pre)
             self._stack.callback(handle.remove)
+
+    def monitor(self) -> Any:
+        """The run's ``TrainingMonitor``, installed on first use (see ``monitor``)."""
+        if self._monitor is None:
+            from mllint.verify.monitor import TrainingMonitor
+
+            self._monitor = TrainingMonitor(self)
+            self._monitor.install()
+        return self._monitor
+
+    def series(self) -> dict:
+        return {} if self._monitor is None else self._monitor.series()
 
     @contextlib.contextmanager
     def quiet(self):

@@ -1,0 +1,158 @@
+"""ML101: a loss, gradient or parameter becomes NaN or infinite during the run."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mllint.runtime_check import CheckWatcher, RuntimeCheck
+
+
+class NonFinite(RuntimeCheck):
+    """
+    ## What it does
+    Watches every training step for the first NaN or infinity: in a layer's forward
+    output, in the loss, in a parameter's gradient, or in a parameter after the update.
+    It names the first module (forward or backward) or the update that produced it, and
+    the step.
+
+    ## Why is this bad?
+    One NaN spreads to every weight within a step or two and the run is lost, yet many
+    scripts go on printing `loss nan` for hours. Where it first appears says why: a
+    forward output (a `log` of zero, a division, an overflow in half precision), the loss
+    (a log of a probability that reached zero), a backward (an unstable gradient such as
+    `sqrt` at zero) or the update (a learning rate so large that weights overflow).
+
+    ## Threshold
+    Any non-finite value at all: there is no healthy amount of NaN. The first event of
+    the run is reported; later ones are its consequences.
+
+    ## Known problems
+    Mixed-precision training with `GradScaler` produces infinite gradients on purpose
+    while it searches for its scale; the scaler then skips `optimizer.step()`, which this
+    check never sees, so those are not reported. Values computed outside modules (plain
+    tensor code in the training loop) are attributed to the loss line.
+
+    ## How --verify measures it
+    A forward hook tests the outputs of the leaf modules (`torch.isfinite(...).all()`)
+    until the first non-finite one; the loss is tested at `backward()`; the monitor's
+    per-parameter gradient and weight norms (one fused norm per step) catch the backward
+    and the update. The earliest event wins.
+    """
+
+    code = "ML101"
+    name = "non-finite"
+    summary = "A loss, gradient or parameter becomes NaN or infinite during the run"
+    hint = ("Find what produced the first non-finite value (named in the evidence): guard "
+            "logs and divisions with an epsilon, lower the learning rate, clip gradients, "
+            "or compute the loss from logits.")
+    WATCHER = "mllint.rules.runtime.ml101_non_finite:NonFiniteWatcher"
+
+
+#: Order of events within one step: forward, loss, backward, update.
+_FORWARD, _LOSS, _BACKWARD, _UPDATE = range(4)
+
+
+class NonFiniteWatcher(CheckWatcher):
+    check = NonFinite
+
+    def __init__(self, runtime: Any) -> None:
+        super().__init__(runtime)
+        #: (step, phase, description, site) of the first event seen by a hook.
+        self.first: tuple[int, int, str, Any] | None = None
+
+    def install(self) -> None:
+        self.monitor = self.rt.monitor()
+        self.rt.add_forward_hook(self._forward)
+        self.rt.on_backward(self._backward)
+
+    def _note(self, step: int, phase: int, what: str, site: Any) -> None:
+        if self.first is None or (step, phase) < self.first[:2]:
+            self.first = (step, phase, what, site)
+
+    def _forward(self, module: Any, args: tuple, output: Any) -> None:
+        if self.first is not None:
+            return
+        torch = self.rt.torch
+        if not torch.is_grad_enabled() or next(iter(module.children()), None) is not None:
+            return
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
+        for t in outputs:
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+                if not bool(torch.isfinite(t.detach()).all()):
+                    kind = "NaN" if bool(torch.isnan(t.detach()).any()) else "infinite"
+                    site = self.monitor.site_of(module)
+                    self._note(self.rt.step + 1, _FORWARD,
+                               f"the forward of {_describe(module, self.monitor)} produced "
+                               f"{kind} values", site)
+                    return
+
+    def _backward(self, tensor: Any) -> None:
+        torch = self.rt.torch
+        if self.first is not None or not isinstance(tensor, torch.Tensor):
+            return
+        if tensor.numel() == 1 and tensor.is_floating_point():
+            value = float(tensor.detach())
+            if not math.isfinite(value):
+                self._note(self.rt.step + 1, _LOSS, f"the loss was {value}",
+                           self.rt.user_site())
+
+    def settled(self) -> bool:
+        return self.first is not None
+
+    def findings(self) -> list:
+        events = []
+        if self.first is not None:
+            events.append(self.first)
+        names = None
+        for pid, record in self.monitor.params.items():
+            for step, phase, attr in ((record.nonfinite_grad_step, _BACKWARD, "gradient"),
+                                      (record.nonfinite_value_step, _UPDATE, "value")):
+                if step is None:
+                    continue
+                names = names if names is not None else self.monitor.param_names()
+                name, root = names.get(pid, ("a parameter", None))
+                owner = _owner(root, name)
+                what = (f"the backward gave `{name}` a non-finite gradient" if phase == _BACKWARD
+                        else f"the optimizer step made `{name}` non-finite")
+                site = self.monitor.site_of(owner) if owner is not None else None
+                if phase == _UPDATE:
+                    site = self._optimizer_site_of(pid) or site
+                events.append((step, phase, what, site))
+        if not events:
+            return []
+        step, phase, what, site = min(events, key=lambda e: (e[0], e[1]))
+        site = site or self.monitor.loss_site
+        if site is None:
+            return []
+        where = {_FORWARD: "forward", _LOSS: "loss", _BACKWARD: "backward",
+                 _UPDATE: "update"}[phase]
+        return [self.finding(
+            site.path, site.line,
+            f"A NaN or infinity first appeared at step {step}, in the {where}: {what}. "
+            "From there it spreads to every weight and the run is lost.",
+            f"at step {step} {what} (first non-finite value of the run, in the {where})",
+            step=step, phase=where,
+        )]
+
+    def _optimizer_site_of(self, pid: int) -> Any:
+        for optimizer in self.monitor.optimizers():
+            if any(id(p) == pid for p in self.monitor.optimizer_params(optimizer)):
+                return self.monitor.site_of(optimizer)
+        return None
+
+
+def _owner(root: Any, name: str) -> Any:
+    if root is None:
+        return None
+    path = name.rpartition(".")[0]
+    try:
+        return root.get_submodule(path) if path else root
+    except AttributeError:
+        return None
+
+
+def _describe(module: Any, monitor: Any) -> str:
+    site = monitor.site_of(module)
+    where = f" (built at {site.short()})" if site is not None else ""
+    return f"`{type(module).__name__}`{where}"
