@@ -35,6 +35,14 @@ HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "overhead_train.py"
 
 
+def _times_dir(workdir: Path) -> Path:
+    """Outside the run's working directory: writes inside it go to a copy-on-write
+    scratch area that is discarded with the run."""
+    times = workdir.parent / f"{workdir.name}-times"
+    times.mkdir(exist_ok=True)
+    return times
+
+
 def step_ms(times_file: Path) -> tuple[float, float]:
     """Median (wall, CPU) milliseconds between consecutive steps of an epoch."""
     epochs = json.loads(times_file.read_text())[1:]  # the first epoch warms up
@@ -43,7 +51,7 @@ def step_ms(times_file: Path) -> tuple[float, float]:
 
 
 def plain(workdir: Path, epochs: int) -> tuple[float, float]:
-    times = workdir / "plain.json"
+    times = _times_dir(workdir) / "plain.json"
     subprocess.run([sys.executable, str(SCRIPT), "--epochs", str(epochs), "--times",
                     str(times)], cwd=workdir, check=True, stdout=subprocess.DEVNULL)
     return step_ms(times)
@@ -52,7 +60,7 @@ def plain(workdir: Path, epochs: int) -> tuple[float, float]:
 def under_verify(workdir: Path, epochs: int, findings,
                  checks: bool = True) -> tuple[tuple[float, float], object]:
     """``checks``: the runtime checks ML101-ML107 run too (as in every ``--verify``)."""
-    times = workdir / "verify.json"
+    times = _times_dir(workdir) / "verify.json"
     options = VerifyOptions(
         script=str(SCRIPT), script_args=("--epochs", str(epochs), "--times", str(times)),
         max_batches=10**6, max_steps=10**6, timeout=900, cwd=str(workdir),
@@ -90,6 +98,7 @@ def main() -> None:
                                                            [finding])[0])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(_times_dir(workdir), ignore_errors=True)
 
     base = tuple(min(run[k] for run in plain_ms) for k in (0, 1))
     instrumented = tuple(min(run[k] for run in verify_ms) for k in (0, 1))

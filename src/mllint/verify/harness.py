@@ -252,15 +252,18 @@ def _run_child(
         from mllint.verify.cow import overlay_argv
 
         argv = overlay_argv(target.cwd, os.path.join(scratch, "cow"), argv) or argv
+    streamed = _Streamed(emit)
     try:
         ended = process.run(argv, cwd=target.cwd, env=env,
                             pipe=pipe, out_path=out_path, err_path=err_path,
-                            timeout=options.timeout, emit=emit,
+                            timeout=options.timeout, emit=streamed,
                             passthrough=options.show_output)
     except OSError as exc:
         raise VerifyError(f"cannot start {target.python}: {exc}") from None
     stdout_tail, stderr_tail = process.tail(out_path), process.tail(err_path)
     result = _read_result(spec.results)
+    if result is None and streamed.seen:
+        result = streamed.result()
     if result is not None and result.fatal is not None:
         raise VerifyError(result.fatal["message"])
     if result is None and not ended.started and not ended.timed_out:
@@ -268,6 +271,35 @@ def _run_child(
             f"the verify bootstrap did not start in {target.python} (exit status "
             f"{ended.returncode}): {stderr_tail.strip()[-1500:] or 'no output'}")
     return _outcome(result, ended, options, stdout_tail, stderr_tail)
+
+
+class _Streamed:
+    """What the child reported as it ran (steps, settled verdicts): the result of a run
+    that died before writing its report (``os._exit``, a signal, the OOM killer)."""
+
+    def __init__(self, emit: Callable[[dict], None]) -> None:
+        self._emit = emit
+        self.seen = False
+        self.steps = self.batches = 0
+        self.verdicts: dict[str, dict] = {}
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind in ("step", "settled", "batch"):
+            self.seen = True
+            self.steps = max(self.steps, int(event.get("steps") or 0))
+            self.batches = max(self.batches, int(event.get("batches") or 0))
+        verdict = event.get("verdict")
+        if kind == "settled" and isinstance(verdict, dict) and verdict.get("status") not in (
+                None, "not-reached"):
+            self.verdicts[str(event.get("index"))] = verdict
+        self._emit(event)
+
+    def result(self) -> RunResult:
+        return RunResult(verdicts=dict(self.verdicts), steps=self.steps, batches=self.batches,
+                         partial=True,
+                         notes=["the script died before mllint's report; the steps and "
+                                "verdicts are those it streamed while running"])
 
 
 def _read_result(path: str) -> RunResult | None:

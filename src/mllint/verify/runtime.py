@@ -378,20 +378,24 @@ class Runtime:
             if slot.error is not None:
                 slot.settled = True
             if slot.settled and slot.index is not None:
+                # The whole verdict goes to the parent now: if the script dies suddenly
+                # (os._exit, the OOM killer), the verdicts reached so far are kept.
+                verdict = self._verdict_now(slot)
                 self._emit({"type": "settled", "index": slot.index,
-                            "status": self._status_now(slot)})
+                            "status": verdict["status"], "verdict": verdict,
+                            "steps": self.step, "batches": self.batches})
 
-    def _status_now(self, slot: Slot) -> str:
+    def _verdict_now(self, slot: Slot) -> dict:
         if slot.error is not None:
-            return VerdictStatus.ERROR.value
+            return Verdict(VerdictStatus.ERROR, slot.error).to_dict()
         try:
             verdict = slot.probe.verdict()
         except Exception as exc:
             slot.fail("verdict()", exc)
-            return VerdictStatus.ERROR.value
-        return verdict.status.value if isinstance(verdict, Verdict) else (
-            VerdictStatus.NOT_REACHED.value
-        )
+            return Verdict(VerdictStatus.ERROR, slot.error or "verdict() failed").to_dict()
+        if isinstance(verdict, Verdict):
+            return verdict.to_dict()
+        return {"status": VerdictStatus.NOT_REACHED.value, "evidence": ""}
 
     def enforce_stop(self) -> None:
         if self.stop_reason is None or threading.get_ident() != self._main_thread:
