@@ -34,10 +34,12 @@ class NonFinite(RuntimeCheck):
     tensor code in the training loop) are attributed to the loss line.
 
     ## How --verify measures it
-    A forward hook tests the outputs of the leaf modules (`torch.isfinite(...).all()`)
-    until the first non-finite one; the loss is tested at `backward()`; the monitor's
-    per-parameter gradient and weight norms (one fused norm per step) catch the backward
-    and the update. The earliest event wins.
+    The loss is tested at every `backward()`, and the monitor's per-parameter gradient
+    and update norms (one fused norm per step) catch the backward and the update. A
+    forward hook tests the outputs of the leaf modules (`torch.isfinite(...).all()`) in
+    the first 3 steps, and again from the moment any non-finite value is seen, to name
+    the layer. The earliest event wins; a layer is blamed only while the weights are
+    still finite (otherwise it merely carries the NaN the update wrote).
     """
 
     code = "ML101"
@@ -49,6 +51,9 @@ class NonFinite(RuntimeCheck):
     WATCHER = "mllint.rules.runtime.ml101_non_finite:NonFiniteWatcher"
 
 
+#: Steps whose module outputs are always checked (later ones only once armed).
+EAGER_STEPS = 3
+
 #: Order of events within one step: forward, loss, backward, update.
 _FORWARD, _LOSS, _BACKWARD, _UPDATE = range(4)
 
@@ -58,20 +63,36 @@ class NonFiniteWatcher(CheckWatcher):
 
     def __init__(self, runtime: Any) -> None:
         super().__init__(runtime)
-        #: (step, phase, description, site) of the first event seen by a hook.
+        #: (step, phase, description, site) of the first non-finite loss.
         self.first: tuple[int, int, str, Any] | None = None
+        #: (step, module, "NaN"/"infinite") of the first non-finite module output seen
+        #: once armed: the layer that produces (or, with non-finite weights, carries) it.
+        self.forward_seen: tuple[int, Any, str] | None = None
 
     def install(self) -> None:
         self.monitor = self.rt.monitor()
-        self.rt.add_forward_hook(self._forward)
         self.rt.on_backward(self._backward)
+        self.rt.add_step_post_hook(self._after_step)
+        self.rt.add_forward_hook(self._forward)
+        self._armed = False
+
+    def _arm(self) -> None:
+        """Once a non-finite loss, gradient or weight is seen, watch the module outputs
+        of the following forwards too, to name the layer. Otherwise outputs are checked
+        only in the first ``EAGER_STEPS`` steps (where initialisation and data problems
+        show): checking every output of every step costs more than the budget allows."""
+        self._armed = True
+
+    def _after_step(self, optimizer: Any) -> None:
+        if self.monitor.first_nonfinite_step is not None:
+            self._arm()
 
     def _note(self, step: int, phase: int, what: str, site: Any) -> None:
         if self.first is None or (step, phase) < self.first[:2]:
             self.first = (step, phase, what, site)
 
     def _forward(self, module: Any, args: tuple, output: Any) -> None:
-        if self.first is not None:
+        if self.forward_seen or (self.rt.step >= EAGER_STEPS and not self._armed):
             return
         torch = self.rt.torch
         if not torch.is_grad_enabled() or next(iter(module.children()), None) is not None:
@@ -81,10 +102,7 @@ class NonFiniteWatcher(CheckWatcher):
             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
                 if not bool(torch.isfinite(t.detach()).all()):
                     kind = "NaN" if bool(torch.isnan(t.detach()).any()) else "infinite"
-                    site = self.monitor.site_of(module)
-                    self._note(self.rt.step + 1, _FORWARD,
-                               f"the forward of {_describe(module, self.monitor)} produced "
-                               f"{kind} values", site)
+                    self.forward_seen = (self.rt.step + 1, module, kind)
                     return
 
     def _backward(self, tensor: Any) -> None:
@@ -96,9 +114,10 @@ class NonFiniteWatcher(CheckWatcher):
             if not math.isfinite(value):
                 self._note(self.rt.step + 1, _LOSS, f"the loss was {value}",
                            self.rt.user_site())
+                self._arm()
 
     def settled(self) -> bool:
-        return self.first is not None
+        return self.forward_seen is not None
 
     def findings(self) -> list:
         events = []
@@ -122,6 +141,16 @@ class NonFiniteWatcher(CheckWatcher):
         if not events:
             return []
         step, phase, what, site = min(events, key=lambda e: (e[0], e[1]))
+        if self.forward_seen is not None and phase in (_LOSS, _BACKWARD):
+            # The loss or a gradient went first; a module output was caught soon after:
+            # a layer producing non-finite values from finite weights is the cause.
+            at, module, kind = self.forward_seen
+            weights_ok = all(r.nonfinite_value_step is None or r.nonfinite_value_step >= at
+                             for r in self.monitor.params.values())
+            if weights_ok and self.monitor.site_of(module) is not None:
+                what += (f"; the forward of {_describe(module, self.monitor)} produced "
+                         f"{kind} values (seen at step {at})")
+                phase, site = _FORWARD, self.monitor.site_of(module)
         site = site or self.monitor.loss_site
         if site is None:
             return []

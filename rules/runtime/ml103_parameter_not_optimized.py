@@ -61,8 +61,8 @@ class ParameterNotOptimizedWatcher(CheckWatcher):
 
     def _before_step(self, optimizer: Any) -> None:
         self._checked_steps += 1
-        if self._checked_steps > 8 and self._checked_steps % 8:
-            return  # the layout rarely changes; keep looking now and then
+        if self._checked_steps & (self._checked_steps - 1):
+            return  # steps 1, 2, 4, 8, ...: the layout rarely changes after the start
         monitor = self.monitor
         holders: dict[int, Any] = {}
         for opt in monitor.optimizers():

@@ -14,6 +14,9 @@ WINDOW = 3
 SHARE = 0.5
 #: Layers narrower than this are not judged (one unit is a large share of them).
 MIN_UNITS = 8
+#: ReLU calls are measured in one step out of this many (dead units stay dead, and
+#: measuring every call would cost more than the step budget allows).
+SAMPLE_EVERY = 4
 
 
 class DeadUnits(RuntimeCheck):
@@ -31,7 +34,8 @@ class DeadUnits(RuntimeCheck):
 
     ## Threshold
     A layer (one ReLU call site) with at least 8 units of which at least half were zero
-    for every sample of each of the last 3 training batches. A unit is a channel for 4-D
+    for every sample of each of the last 3 measured training batches (one batch is
+    measured every 4 optimizer steps, so the window spans the last 12 steps). A unit is a channel for 4-D
     and 5-D activations (convolutions) and the last dimension otherwise. Healthy networks
     at initialisation and in their first steps have almost no unit silent for a whole
     batch, let alone three.
@@ -41,9 +45,9 @@ class DeadUnits(RuntimeCheck):
     1-D convolution (batch, channels, length) the last dimension is taken as the unit.
 
     ## How --verify measures it
-    Before each ReLU runs, the check takes the maximum of its input over every dimension
-    but the unit's (one reduction per call) and keeps, per call site, which units fired
-    in each of the last three training batches.
+    Before each ReLU of a measured step runs, the check takes the maximum of its input
+    over every dimension but the unit's (one reduction per call) and keeps, per call
+    site, which units fired in each of the last three measured training batches.
     """
 
     code = "ML107"
@@ -71,6 +75,8 @@ class DeadUnitsWatcher(CheckWatcher):
 
     def _seen(self, x: Any, *args: Any, **kwargs: Any) -> None:
         torch = self.rt.torch
+        if self.rt.step % SAMPLE_EVERY:
+            return
         if (not torch.is_grad_enabled() or not isinstance(x, torch.Tensor)
                 or not x.requires_grad or x.dim() < 2 or not x.is_floating_point()):
             return
@@ -130,11 +136,12 @@ class DeadUnitsWatcher(CheckWatcher):
             out.append(self.finding(
                 site.path, site.line,
                 f"{dead} of {units} units ({share:.0%}) of {label} output zero for every "
-                f"sample of the last {WINDOW} training batches: they pass no gradient back "
+                f"sample of the last {WINDOW} measured training batches: they pass no gradient back "
                 "and never recover, so the layer has lost most of its capacity.",
                 f"{dead} of {units} units ({share:.0%}) of {label} were zero for all "
                 f"{' + '.join(str(s) for s in samples)} sample positions of the last "
-                f"{WINDOW} training batches; flagged at {SHARE:.0%} or more",
+                f"{WINDOW} measured training batches (one every {SAMPLE_EVERY} steps); "
+                f"flagged at {SHARE:.0%} or more",
                 dead=dead, units=units, share=round(share, 4),
             ))
         return out

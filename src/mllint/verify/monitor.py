@@ -104,6 +104,8 @@ class TrainingMonitor:
         #: Loaders whose batch was the last one drawn before an optimizer step, by id.
         self._training_loaders: dict[int, Any] = {}
         self._last_loader: Any = None
+        #: The first step at which a gradient or an update was not finite, if any.
+        self.first_nonfinite_step: int | None = None
         #: Called with (step, optimizer record) after every recorded step.
         self.step_listeners: list[Callable[[int, OptimizerRecord], None]] = []
 
@@ -237,6 +239,8 @@ class TrainingMonitor:
                 record.grad_steps += 1
             if not math.isfinite(n) and record.nonfinite_grad_step is None:
                 record.nonfinite_grad_step = self.rt.step + 1
+                if self.first_nonfinite_step is None:
+                    self.first_nonfinite_step = self.rt.step + 1
 
     def _after_step(self, optimizer: Any) -> None:
         torch = self.torch
@@ -276,6 +280,8 @@ class TrainingMonitor:
             if (rec is not None and u is not None and not math.isfinite(u)
                     and rec.nonfinite_value_step is None):
                 rec.nonfinite_value_step = step
+                if self.first_nonfinite_step is None:
+                    self.first_nonfinite_step = step
         record.steps += 1
         record.groups.append(groups)
         self.memory.append((step, self._memory_in_use()))
