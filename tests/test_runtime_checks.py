@@ -64,6 +64,23 @@ def test_rules_listing_and_readme_table_know_the_checks():
     assert m.group(1) == rules_table(all_checks())
 
 
+def test_select_and_ignore_name_rules_and_checks_alike():
+    from mllint.manifest import rule_infos
+    from mllint.registry import UnknownRuleError, select_rules_and_checks
+
+    infos = rule_infos()
+    codes = lambda chosen: [r.code for r in chosen]  # noqa: E731
+    rules, checks = select_rules_and_checks(["ML1"], [], infos)
+    assert (codes(rules), codes(checks)) == ([], CODES)
+    rules, checks = select_rules_and_checks([], ["ML105", "dead-units"], infos)
+    assert codes(rules) == [r.code for r in infos]
+    assert codes(checks) == [c for c in CODES if c not in ("ML105", "ML107")]
+    rules, checks = select_rules_and_checks(["ML001"], [], infos)
+    assert (codes(rules), codes(checks)) == (["ML001"], [])
+    with pytest.raises(UnknownRuleError):
+        select_rules_and_checks(["ML199"], [], infos)
+
+
 def test_every_check_has_a_triggering_script_and_a_healthy_twin():
     for code in CODES:
         names = sorted(p.name for p in (RUNTIME / code.lower()).glob("*.py"))

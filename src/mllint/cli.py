@@ -71,7 +71,7 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
           max_batches, max_steps, timeout, overfit_batch, report_path, show_output) -> None:
     """Find silent bugs in PyTorch training code."""
     from mllint.config import ConfigError, load_settings
-    from mllint.registry import UnknownRuleError, select_rules
+    from mllint.registry import UnknownRuleError
 
     script_args = tuple((ctx.obj or {}).get("script_args", ()))
     paths = list(paths) or ["."]
@@ -87,7 +87,8 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     chosen_ignore = _split_codes(ignore) + list(settings.ignore)
     try:
         from mllint.manifest import rule_infos
-        rules = select_rules(chosen_select or None, chosen_ignore, rule_infos())
+        from mllint.registry import select_rules_and_checks
+        rules, checks = select_rules_and_checks(chosen_select, chosen_ignore, rule_infos())
     except UnknownRuleError as exc:
         raise click.UsageError(f"unknown rule selector: {exc.args[0]} (see `mllint rules`)") from None
 
@@ -112,7 +113,8 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
         options = VerifyOptions(script=script, script_args=script_args, run=run_cmd,
                                 device=device, max_batches=max_batches, max_steps=max_steps,
                                 timeout=timeout, show_output=show_output,
-                                overfit_batch=overfit_batch)
+                                overfit_batch=overfit_batch,
+                                watch=tuple(c.code for c in checks))
         diagnostics, summary, verify_failed = _verify(findings, options, fmt)
     sources = _sources(d.finding.path for d in diagnostics) if fmt == "full" else {}
     checked = sum(1 for r in results if not r.errors)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Sequence, TypeVar
 
 if TYPE_CHECKING:
     from mllint.rule import Rule
@@ -99,3 +99,32 @@ def select_rules(
             raise UnknownRuleError(selector)
     chosen = [r for r in rules if not select or any(matches(r, s) for s in select)]
     return tuple(r for r in chosen if not any(matches(r, s) for s in ignore or []))
+
+
+def select_rules_and_checks(
+    select: list[str] | None, ignore: list[str] | None, rules: Sequence[R],
+) -> tuple[tuple[R, ...], tuple[type["RuntimeCheck"], ...]]:
+    """``select_rules`` over the static rules and the runtime checks together: a selector
+    may name either (``ML1`` only checks, ``ML`` both); one that names neither is an
+    ``UnknownRuleError``. With a selection, what it does not name is left out."""
+    checks = all_checks()
+
+    def known(items: Sequence, selector: str) -> bool:
+        try:
+            select_rules([selector], None, items)
+        except UnknownRuleError:
+            return False
+        return True
+
+    for selector in [*(select or []), *(ignore or [])]:
+        if not known(rules, selector) and not known(checks, selector):
+            raise UnknownRuleError(selector)
+
+    def choose(items: Sequence[Any]) -> tuple:
+        chosen = [s for s in select or [] if known(items, s)]
+        ignored = [s for s in ignore or [] if known(items, s)]
+        if select and not chosen:
+            return ()
+        return select_rules(chosen or None, ignored, items)
+
+    return choose(rules), choose(checks)
