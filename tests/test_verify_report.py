@@ -71,10 +71,13 @@ def test_json_carries_the_series_the_report_plots(run):
     series = doc["verify"]["series"]
     (optimizer,) = series["optimizers"]
     assert optimizer["optimizer"] == "AdamW" and optimizer["site"] == f"{SCRIPT.name}:13"
+    # Measured steps: the first three, then one in four (monitor.measured).
+    assert optimizer["steps"] == [1, 2, 3, 4, 8, 12, 16, 20]
     (group,) = optimizer["groups"]
-    assert len(group["lr"]) == len(group["grad_norm"]) == len(group["update_ratio"]) == 20
+    assert len(group["lr"]) == len(group["grad_norm"]) == len(group["update_ratio"]) == 8
     assert group["lr"][0] == 20.0 and group["update_ratio"][0] > 1.0
-    assert len(series["memory_bytes"]) == 20 and series["memory_kind"] == "rss"
+    assert [s for s, _ in series["memory_bytes"]] == optimizer["steps"]
+    assert series["memory_kind"] == "rss"
 
 
 def _chromium() -> str | None:

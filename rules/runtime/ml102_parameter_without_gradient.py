@@ -22,8 +22,8 @@ class ParameterWithoutGradient(RuntimeCheck):
     thinks, or one of its parts stays at its initial values.
 
     ## Threshold
-    No gradient in every one of at least 3 steps of the optimizer that holds the
-    parameter. A parameter used at all gets a non-zero gradient in its first step; three
+    No gradient in every one of at least 3 measured steps of the optimizer that holds
+    the parameter (the monitor measures the first three steps, then one in four). A parameter used at all gets a non-zero gradient in its first step; three
     steps leave room for a `zero_grad(set_to_none=False)` pattern and for a step skipped
     now and then.
 
@@ -35,8 +35,8 @@ class ParameterWithoutGradient(RuntimeCheck):
 
     ## How --verify measures it
     The training monitor reads every held parameter's gradient norm just before each
-    optimizer step (one fused norm per step), so a gradient that exists but is exactly
-    zero counts as none.
+    measured optimizer step (one fused norm per step), so a gradient that exists but is
+    exactly zero counts as none.
     """
 
     code = "ML102"
@@ -88,7 +88,7 @@ class ParameterWithoutGradientWatcher(CheckWatcher):
                 f"a gradient: {name_list(labels)}. They never learn: they are not used in "
                 "the forward, or a `.detach()`/`no_grad()` cuts them from the loss.",
                 f"{name_list(labels)} ({len(starved)} tensor(s), {numel(starved):,} values) "
-                f"had no gradient (None or zero) at any of the {steps} step(s) of "
+                f"had no gradient (None or zero) at any of the {steps} measured step(s) of "
                 f"{who}",
                 parameters=labels[:20], values=numel(starved), steps=steps,
             ))

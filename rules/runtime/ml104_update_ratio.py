@@ -52,8 +52,9 @@ class UpdateRatio(RuntimeCheck):
 
     ## How --verify measures it
     The training monitor copies each group's weights before `optimizer.step()` and takes
-    the norms of the change and of the weights after it (fused norms, one host sync per
-    step); the per-step ratios are also in the `--report` plots and the JSON series.
+    the norms of the change and of those weights (fused norms, one host sync per step),
+    at the first three steps and then one step in four; the ratios are also in the
+    `--report` plots and the JSON series.
     """
 
     code = "ML104"

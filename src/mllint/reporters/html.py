@@ -77,7 +77,7 @@ def _plots(series: dict[str, Any]) -> str:
         for g in o.get("groups", []):
             label = f"{o['optimizer']} group {g['group']}" + (
                 f" ({o['site']})" if o.get("site") else "")
-            steps = range(1, len(g.get("lr", [])) + 1)
+            steps = o.get("steps") or range(1, len(g.get("lr", [])) + 1)
             grad.append((label, _points(steps, g.get("grad_norm", []))))
             ratio.append((label, _points(steps, g.get("update_ratio", []))))
             lr.append((label, _points(steps, g.get("lr", []))))

@@ -5,11 +5,12 @@ starts). It records, once for every check:
 
 - where the user built each module, optimizer and DataLoader (the line a runtime finding
   points at): the first user frame outside the chain of ``__init__`` calls;
-- per optimizer step and parameter group: learning rate, gradient norm, update norm and
-  weight norm (one fused norm over the group's tensors and one host sync per step), and
-  per parameter whether it ever had a non-zero gradient or a non-finite one;
+- per measured optimizer step (the first three, then one in four: ``measured``) and
+  parameter group: learning rate, gradient norm, update norm and weight norm (fused
+  norms, one host sync per step), and per parameter whether it ever had a non-zero
+  gradient or a non-finite one;
 - the loss of every ``backward()`` and the loader whose batch preceded each step;
-- the memory in use at each step (the CUDA allocator on GPU, the RSS on CPU).
+- the memory in use at each measured step (the CUDA allocator on GPU, the RSS on CPU).
 
 ``series()`` is the per-step record that ``--format json`` and ``--report`` show.
 
@@ -77,6 +78,9 @@ class OptimizerRecord:
     class_name: str
     site: Site | None
     steps: int = 0
+    #: Measured steps only (see ``measured``): their run-wide numbers, and per step the
+    #: groups.
+    step_numbers: list[int] = field(default_factory=list)
     groups: list[list[GroupStep]] = field(default_factory=list)  # [step][group]
 
 
@@ -221,6 +225,8 @@ class TrainingMonitor:
         torch = self.torch
         if self._last_loader is not None:
             self._training_loaders.setdefault(id(self._last_loader), self._last_loader)
+        if not measured(self.rt.step + 1):
+            return
         params = self.optimizer_params(optimizer)
         with torch.no_grad():
             self._before[id(optimizer)] = [p.detach().clone() for p in params]
@@ -283,6 +289,7 @@ class TrainingMonitor:
                 if self.first_nonfinite_step is None:
                     self.first_nonfinite_step = step
         record.steps += 1
+        record.step_numbers.append(step)
         record.groups.append(groups)
         self.memory.append((step, self._memory_in_use()))
         for listener in self.step_listeners:
@@ -319,7 +326,7 @@ class TrainingMonitor:
             optimizers.append({
                 "optimizer": record.class_name,
                 "site": None if record.site is None else record.site.short(),
-                "steps": record.steps,
+                "steps": list(record.step_numbers),
                 "groups": groups,
             })
         return {
@@ -330,6 +337,17 @@ class TrainingMonitor:
             "optimizers": optimizers,
             **({"monitor_error": self.error} if self.error else {}),
         }
+
+
+#: Steps measured one by one at the start (initialisation problems show there), then one
+#: in ``MEASURE_EVERY``: copying the weights and taking norms at every step would cost
+#: more than the step budget allows on small models.
+MEASURE_FIRST, MEASURE_EVERY = 3, 4
+
+
+def measured(step: int) -> bool:
+    """Whether the monitor measures optimizer step ``step`` (1-based, run-wide)."""
+    return step <= MEASURE_FIRST or step % MEASURE_EVERY == 0
 
 
 def _norms(torch: Any, tensors: list[Any]) -> list[float | None]:
