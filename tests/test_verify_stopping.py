@@ -4,14 +4,12 @@ suddenly keeps the verdicts and steps it streamed."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +39,6 @@ def test_signal_kills_the_tree_removes_temp_files_and_exits_2(signum, tmp_path):
     outside.mkdir()
     shutil.copy(VERIFY / "spawns_and_hangs.py", project)
     pids_file = outside / "pids.txt"
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "mllint-verify-*")))
     proc = subprocess.Popen(
         [sys.executable, "-m", "mllint", "--verify", "--format", "json", "--timeout", "300",
          "spawns_and_hangs.py", "--", "--pids", str(pids_file)],
@@ -53,6 +50,11 @@ def test_signal_kills_the_tree_removes_temp_files_and_exits_2(signum, tmp_path):
         time.sleep(0.2)
     script_pid, helper_pid = map(int, pids_file.read_text().split())
     assert alive(script_pid) and alive(helper_pid)
+    # The run's temporary directory holds the spec the child was started with.
+    with open(f"/proc/{script_pid}/cmdline", "rb") as fh:
+        spec = next(a for a in fh.read().decode().split("\0") if a.endswith(".json"))
+    run_dir = Path(spec).parent
+    assert run_dir.name.startswith("mllint-verify-") and run_dir.is_dir()
 
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
@@ -62,8 +64,7 @@ def test_signal_kills_the_tree_removes_temp_files_and_exits_2(signum, tmp_path):
     assert json.loads(out) == []  # the static result is still printed
     time.sleep(0.5)
     assert not alive(script_pid) and not alive(helper_pid)
-    after = set(glob.glob(os.path.join(tempfile.gettempdir(), "mllint-verify-*")))
-    assert after <= before
+    assert not run_dir.exists()
 
 
 def test_sudden_death_keeps_streamed_verdicts_and_steps(tmp_path):
