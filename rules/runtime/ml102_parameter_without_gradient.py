@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from mllint.rules.runtime._support import name_list, numel, optimizer_label
 from mllint.runtime_check import CheckWatcher, RuntimeCheck

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any
 
 from mllint.rules.runtime._support import optimizer_label
 from mllint.runtime_check import CheckWatcher, RuntimeCheck
