@@ -541,6 +541,10 @@ class MissingZeroGradProbe(Probe):
         self._micro_batches = 0
         self._discarded = False
         self.discarded: tuple[int, int] | None = None  # (step, micro-batches before it)
+        # ``step(closure)``: backwards run inside the step; every closure evaluation but
+        # the very first must start from cleared gradients.
+        self._stepping = False
+        self._closure_backwards = 0
 
     def install(self) -> None:
         self.rt.add_step_pre_hook(self._before_step)
@@ -570,6 +574,7 @@ class MissingZeroGradProbe(Probe):
                 else:
                     self.clean += 1
             return
+        self._stepping = True
         grads = self._grads(optimizer)
         if self.kind is Kind.CLEARED_BEFORE_STEP:
             if self.rt.stack_in(self._step_site) is None:
@@ -588,6 +593,7 @@ class MissingZeroGradProbe(Probe):
 
     def _after_step(self, optimizer: Any) -> None:
         if optimizer is self._watched():
+            self._stepping = False
             self.steps += 1
             self._backward_in_loop = False
             self._seen_clear = False
@@ -607,7 +613,12 @@ class MissingZeroGradProbe(Probe):
 
     def _before_backward(self, tensor: Any) -> None:
         optimizer = self._watched()
-        if optimizer is None or self.steps == 0 or self.settled():
+        if optimizer is None or self.settled():
+            return
+        if self._stepping:
+            self._closure_backward(optimizer)
+            return
+        if self.steps == 0:
             return
         if self.rt.stack_in(self.finding) is not None:
             self._backward_in_loop = True
@@ -618,6 +629,18 @@ class MissingZeroGradProbe(Probe):
             self._seen_clear = True
         elif self._first_leftover is None:
             self._first_leftover = grads
+
+    def _closure_backward(self, optimizer: Any) -> None:
+        """A backward inside ``step(closure)``: it must start from cleared gradients,
+        except the first evaluation of all (nothing to clear yet)."""
+        self._closure_backwards += 1
+        if self._closure_backwards == 1:
+            return
+        grads = self._grads(optimizer)
+        if grads.clear:
+            self.clean += 1
+        else:
+            self.bad = (self.steps + 1, grads)
 
     def _grads(self, optimizer: Any) -> _Grads:
         torch = self.rt.torch
@@ -680,6 +703,14 @@ class MissingZeroGradProbe(Probe):
                     f"{grads.params} parameters had a None or zero .grad when step() ran",
                     **figures,
                 )
+            if self._closure_backwards:
+                return self.confirmed(
+                    f"in step {step} of {who}, the closure's backward (evaluation "
+                    f"{self._closure_backwards}) added to gradients left over from the "
+                    f"previous evaluation: they were never cleared in between (norm "
+                    f"{grads.norm:.4g} over {grads.holding} of {grads.params} parameters)",
+                    closure_evaluations=self._closure_backwards, **figures,
+                )
             return self.confirmed(
                 f"step {step} of {who} applied gradients left over from step {step - 1}: "
                 f"they were never cleared in between (norm {grads.norm:.4g} over "
@@ -693,6 +724,12 @@ class MissingZeroGradProbe(Probe):
                 f"{who} had non-zero gradients at the flagged step() in {self.clean} "
                 f"step(s): they are not cleared before it runs",
                 **figures,
+            )
+        if self._closure_backwards:
+            return self.refuted(
+                f"the gradients of {who} were cleared (None or zero) before each of "
+                f"{self.clean} closure evaluation(s) inside step()",
+                closure_evaluations=self._closure_backwards, **figures,
             )
         return self.refuted(
             f"between each of {self.clean} pair(s) of consecutive steps, the gradients of "

@@ -14,6 +14,7 @@ from mllint.verify.pass_watch import (
     batch_norm_shift,
     batch_norm_state,
     mode_dependent_layers,
+    tensors_in,
 )
 from mllint.verify.probe import Probe
 
@@ -232,6 +233,10 @@ class EvalModeProbe(Probe):
         self.layers: list[tuple[str, str]] = []
         self.bn_shift: float | None = None
         self._bn_before: dict | None = None
+        #: Training-mode forwards replayed in eval mode, and how many computed otherwise.
+        self.compared = 0
+        self.differed = 0
+        self.max_difference = 0.0
 
     def install(self) -> None:
         self.rt.add_forward_pre_hook(self._pre)
@@ -256,6 +261,40 @@ class EvalModeProbe(Probe):
         self._bn_before = None
         if shift is not None:
             self.bn_shift = shift if self.bn_shift is None else max(self.bn_shift, shift)
+        if self.layers and self.compared < self.ENOUGH:
+            self._compare_with_eval(module, args, output)
+
+    def _compare_with_eval(self, module: Any, args: tuple, output: Any) -> None:
+        """Run the same batch through the model in eval mode (no grad, no probe sees it,
+        every submodule's mode and the RNG state restored) and compare the outputs: the
+        bug is real only when the two modes compute differently on this input."""
+        torch = self.rt.torch
+        modes = [(m, m.training) for m in module.modules()]
+        rng = torch.get_rng_state()
+        try:
+            with self.rt.quiet(), torch.no_grad():
+                module.eval()
+                replay = module(*args)
+        except Exception:  # noqa: BLE001 - e.g. a forward that needs keyword arguments
+            return
+        finally:
+            for m, training in modes:
+                m.training = training
+            torch.set_rng_state(rng)
+        trained = [t for t in tensors_in(output, torch) if t.is_floating_point()]
+        evaluated = [t for t in tensors_in(replay, torch) if t.is_floating_point()]
+        if not trained or len(trained) != len(evaluated):
+            return
+        self.compared += 1
+        gap = 0.0
+        for a, b in zip(trained, evaluated):
+            if a.shape != b.shape:
+                gap = float("inf")
+                break
+            gap = max(gap, float((a.detach().float() - b.float()).abs().max()))
+        self.max_difference = max(self.max_difference, gap)
+        if gap > 1e-6:
+            self.differed += 1
 
     def settled(self) -> bool:
         return self.calls >= self.ENOUGH
@@ -287,6 +326,17 @@ class EvalModeProbe(Probe):
             )
         names = ", ".join(f"{n or '<model>'} ({k})" for n, k in self.layers[:4])
         more = f" and {len(self.layers) - 4} more" if len(self.layers) > 4 else ""
+        figures.update(compared_with_eval=self.compared, differed_from_eval=self.differed,
+                       max_difference=self.max_difference)
+        if self.compared and not self.differed:
+            return self.refuted(
+                f"{model} ran {self.train_calls} of {self.calls} forward(s) at {where} in "
+                f"training mode, but on {self.compared} of those batches eval mode computed "
+                f"the same outputs (largest difference {self.max_difference:.2g}): its "
+                f"mode-dependent layers {names}{more} change nothing here (e.g. dropout "
+                "with p=0)",
+                **figures,
+            )
         bn = ""
         if any("Norm" in k for k in kinds):
             bn = (

@@ -9,7 +9,13 @@ from mllint.analysis_validation_facts import Grad
 from mllint.analysis_validation_names import EVAL_SIGNS, MODE_SIGN
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
-from mllint.verify.pass_watch import RegionForwards, graph_size, human_bytes, tensors_in
+from mllint.verify.pass_watch import (
+    RegionForwards,
+    graph_size,
+    human_bytes,
+    storage_ptr,
+    tensors_in,
+)
 from mllint.verify.probe import Probe
 
 
@@ -272,7 +278,7 @@ class NoGradProbe(Probe):
             return
         self.graph_calls += 1
         if self.graph_calls == 1:
-            params = {p.data_ptr() for p in module.parameters()}
+            params = {storage_ptr(p) for p in module.parameters()}
             self.nodes, self.saved_bytes = graph_size(torch, outs, params)
 
     def settled(self) -> bool:

@@ -736,6 +736,8 @@ class ModelOnlyCheckpointProbe(Probe):
         self.saves_without_state = 0
         self.lost: tuple[str, int, int] | None = None  # class, tensors, bytes at a save
         self.kept = False
+        #: Class of the optimizer the finding names, once found at a save.
+        self.named_class: str | None = None
 
     def install(self) -> None:
         import weakref
@@ -745,19 +747,43 @@ class ModelOnlyCheckpointProbe(Probe):
         self.rt.on_save(self._save)
 
     def _save(self, obj: Any, f: Any) -> None:
-        if self.rt.stack_in(self.finding) is None:
+        frame = self.rt.stack_in(self.finding)
+        if frame is None:
             return
         self.saves += 1
         if self._holds_optimizer_state(obj, self.MAX_DEPTH):
             self.kept = True
             return
         self.saves_without_state += 1
+        named = self._named_optimizer(frame)
+        if named is not None:
+            # The finding names this optimizer: its state is what the payload loses.
+            self.named_class = type(named).__name__
+            entry = self._state_size(named)
+            if entry[1] and (self.lost is None or entry[2] > self.lost[2]):
+                self.lost = entry
+            return
         live = [self._state_size(opt) for opt in list(self.optimizers)]
         live = [entry for entry in live if entry[1]]
         if live:
             biggest = max(live, key=lambda entry: entry[2])
             if self.lost is None or biggest[2] > self.lost[2]:
                 self.lost = biggest
+
+    def _named_optimizer(self, frame: Any) -> Any:
+        """The optimizer the finding names, looked up in the saving frame (or the
+        frames around it, up to the training loop), else None."""
+        name = self.finding.data.get("optimizer")
+        if not name:
+            return None
+        while frame is not None:
+            try:
+                found = self.rt.object_of(frame, name)
+            except LookupError:
+                frame = frame.f_back
+                continue
+            return found if isinstance(found, self.rt.torch.optim.Optimizer) else None
+        return None
 
     def _holds_optimizer_state(self, obj: Any, depth: int) -> bool:
         if depth <= 0:
@@ -790,10 +816,12 @@ class ModelOnlyCheckpointProbe(Probe):
         if not self.saves:
             return None
         where = f"torch.save at line {self.finding.line}"
+        var = self.finding.data.get("optimizer")
         if self.lost is not None:
             name, tensors, size = self.lost
+            who = f"`{var}` ({name})" if var and self.named_class == name else name
             return self.confirmed(
-                f"{where} wrote a payload without optimizer state while {name} held "
+                f"{where} wrote a payload without optimizer state while {who} held "
                 f"{tensors} state tensor(s) ({_bytes(size)}): resuming from this file "
                 "restarts the optimizer",
                 optimizer=name, state_tensors=tensors, state_bytes=size, saves=self.saves,
@@ -801,10 +829,15 @@ class ModelOnlyCheckpointProbe(Probe):
         if self.kept:
             return self.refuted(f"the payload of {where} holds the optimizer's state",
                                 saves=self.saves)
-        names = sorted({type(o).__name__ for o in list(self.optimizers)}) or ["no optimizer"]
+        if self.named_class is not None:
+            held = f"`{var}` ({self.named_class}) held"
+        else:
+            names = sorted({type(o).__name__ for o in list(self.optimizers)})
+            held = (f"{', '.join(names)} held" if names
+                    else "no optimizer had stepped yet, so there was")
         return self.refuted(
-            f"{where} wrote no optimizer state, but {', '.join(names)} held none to lose "
-            "when it was called (e.g. plain SGD keeps no state)",
+            f"{where} wrote no optimizer state, but {held} no state to lose when it ran "
+            "(e.g. plain SGD without momentum keeps none)",
             saves=self.saves,
         )
 

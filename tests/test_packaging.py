@@ -15,5 +15,8 @@ def test_every_subpackage_is_listed_in_pyproject():
     found = {"mllint", "mllint.rules"} | {
         "mllint." + ".".join(p.parent.relative_to(src).parts)
         for p in src.rglob("__init__.py") if p.parent != src
+    } | {
+        "mllint.rules." + ".".join(p.parent.relative_to(ROOT / "rules").parts)
+        for p in (ROOT / "rules").rglob("__init__.py") if p.parent != ROOT / "rules"
     }
     assert found == listed

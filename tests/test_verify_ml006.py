@@ -75,4 +75,28 @@ def test_stateless_optimizer_refutes(tmp_path):
     report = verify([finding], VerifyOptions(script=str(script), cwd=str(tmp_path), timeout=60))
     (verdict,) = report.verdicts
     assert verdict.status is VerdictStatus.REFUTED, verdict.evidence
-    assert "SGD held none" in verdict.evidence
+    assert "`optimizer` (SGD) held no state to lose" in verdict.evidence
+
+
+def test_evidence_names_the_optimizer_of_the_finding_not_the_largest(tmp_path):
+    # Two optimizers; the checkpoint is the small one's model. The evidence must cite the
+    # optimizer the finding names (`optimizer`, a momentum SGD over 4 parameters), not the
+    # Adam over the large encoder that holds more state.
+    script = tmp_path / "two_optimizers.py"
+    text = (DIR / "bad_checkpoint_helper.py").read_text()
+    script.write_text(text)
+    (finding,) = lint_path(str(script), [ModelOnlyCheckpoint]).findings
+    name = finding.data["optimizer"]
+    marker = f"    {name} = "
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(marker))
+    lines.insert(at + 1, "    big = torch.nn.Linear(256, 256)")
+    lines.insert(at + 2, "    big_opt = torch.optim.Adam(big.parameters(), lr=1e-3)")
+    lines.insert(at + 3, "    big(torch.randn(2, 256)).sum().backward(); big_opt.step()")
+    script.write_text("\n".join(lines) + "\n")
+    (finding,) = lint_path(str(script), [ModelOnlyCheckpoint]).findings
+    report = verify([finding], VerifyOptions(script=str(script), cwd=str(tmp_path), timeout=60))
+    (verdict,) = report.verdicts
+    assert verdict.status is VerdictStatus.CONFIRMED, verdict.evidence
+    assert verdict.figures["optimizer"] == "SGD"
+    assert f"`{name}` (SGD)" in verdict.evidence and "Adam" not in verdict.evidence

@@ -60,14 +60,23 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
               help="With --verify: optimizer steps before the run is stopped.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="With --verify: seconds before the run is killed.")
+@click.option("--overfit-batch", type=click.IntRange(min=2), is_flag=False, flag_value=50,
+              default=None, metavar="[N]",
+              help="With --verify: replay the first batch for N steps (default 50) and check "
+                   "that the loss falls (ML108).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE.html",
+              help="With --verify: also write a self-contained HTML report (findings, "
+                   "verdicts, evidence, per-step plots).")
+@click.option("--show-output", is_flag=True,
+              help="With --verify: pass the script's own output through (to stderr).")
 @click.version_option(__version__, prog_name="mllint")
 @click.pass_context
 def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero, jobs,
           no_cache, cache_dir, clear_cache, file_timeout, config_path, no_prefilter, verify, run_cmd, device,
-          max_batches, max_steps, timeout) -> None:
+          max_batches, max_steps, timeout, overfit_batch, report_path, show_output) -> None:
     """Find silent bugs in PyTorch training code."""
     from mllint.config import ConfigError, load_settings, resolve_rule_codes
-    from mllint.registry import UnknownRuleError, select_rules
+    from mllint.registry import UnknownRuleError
 
     from mllint.libcst_support import installed_version, warning
     if (libcst_warning := warning(installed_version())) is not None:
@@ -76,6 +85,8 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     paths = list(paths) or ["."]
     if (run_cmd or script_args) and not verify:
         raise click.UsageError("--run and script arguments after `--` need --verify")
+    if report_path and not verify:
+        raise click.UsageError("--report needs --verify")
     try:
         settings = load_settings(paths, config_path)
     except ConfigError as exc:
@@ -84,8 +95,9 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     chosen_ignore = _split_codes(ignore) + list(settings.ignore)
     try:
         from mllint.manifest import rule_infos
+        from mllint.registry import select_rules_and_checks
         infos = rule_infos(write=not _no_cache(no_cache))
-        rules = select_rules(chosen_select or None, chosen_ignore, infos)
+        rules, checks = select_rules_and_checks(chosen_select, chosen_ignore, infos)
         settings = resolve_rule_codes(settings, infos)
     except UnknownRuleError as exc:
         raise click.UsageError(f"unknown rule selector: {exc.args[0]} (see `mllint rules`)") from None
@@ -114,23 +126,32 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     errors = tuple(e for r in results for e in r.errors)
     diagnostics = tuple(Diagnostic(f) for f in findings)
     summary = None
+    verify_failed = False
     if verify:
-        diagnostics, summary = _verify(findings, script, script_args, run_cmd, device,
-                                       max_batches, max_steps, timeout, fmt)
+        from mllint.verify.harness import VerifyOptions
+        options = VerifyOptions(script=script, script_args=script_args, run=run_cmd,
+                                device=device, max_batches=max_batches, max_steps=max_steps,
+                                timeout=timeout, show_output=show_output,
+                                overfit_batch=overfit_batch,
+                                watch=tuple(c.code for c in checks))
+        diagnostics, summary, verify_failed = _verify(findings, options, fmt)
     sources = _sources(d.finding.path for d in diagnostics) if fmt == "full" else {}
     checked = sum(1 for r in results if not r.errors)
     report = Report(diagnostics, errors, checked, summary, sources)
     _emit(fmt, report, output_file)
+    if report_path:
+        from mllint.reporters.html import document
+        with open(report_path, "w", encoding="utf-8") as fh:
+            fh.write(document(report))
 
     if errors:
         ctx.exit(EXIT_ERROR)
+    if verify:
+        from mllint.verify.summary import exit_status
+        status = exit_status(diagnostics, summary, verify_failed)
+        ctx.exit(EXIT_CLEAN if exit_zero and status == EXIT_FINDINGS else status)
     if exit_zero:
         ctx.exit(EXIT_CLEAN)
-    if verify:
-        from mllint.types import VerdictStatus
-        bad = any(d.verdict is None or d.verdict.status is not VerdictStatus.REFUTED
-                  for d in diagnostics)
-        ctx.exit(EXIT_FINDINGS if bad else EXIT_CLEAN)
     ctx.exit(EXIT_FINDINGS if diagnostics else EXIT_CLEAN)
 
 
@@ -193,55 +214,51 @@ def _emit(fmt, report, output_file) -> None:
         sys.stdout.flush()
 
 
-def _verify(findings, script, script_args, run_cmd, device, max_batches, max_steps, timeout, fmt):
-    """Run the training under the probes; returns diagnostics with verdicts and a summary."""
-    from mllint.reporters import Diagnostic
-    from mllint.verify.harness import VerifyError, VerifyOptions, verify
-    from mllint.verify.progress import ProgressDisplay
+def _verify(findings, options, fmt):
+    """Run the training under the probes: (diagnostics with verdicts, run summary, failed).
 
-    options = VerifyOptions(script=script, script_args=script_args, run=run_cmd, device=device,
-                            max_batches=max_batches, max_steps=max_steps, timeout=timeout)
+    A fatal error (no torch, no CUDA, nothing to run) is reported on stderr and the static
+    findings are kept, without verdicts; the caller exits 2."""
+    from mllint.reporters import Diagnostic
+    from mllint.verify.harness import VerifyError, verify
+    from mllint.verify.progress import ProgressDisplay
+    from mllint.verify.summary import summarise
+
     with ProgressDisplay(len(findings), enabled=fmt == "full") as progress:
         try:
             result = verify(findings, options, on_event=progress.update)
         except VerifyError as exc:
-            raise click.ClickException(f"--verify: {exc}") from None
+            click.echo(f"mllint: error: --verify: {exc}", err=True)
+            return tuple(Diagnostic(f) for f in findings), None, True
     diagnostics = [Diagnostic(f, v) for f, v in zip(findings, result.verdicts)]
     diagnostics += [Diagnostic(f, v, runtime_only=True) for f, v in result.runtime_findings]
-    return tuple(diagnostics), _run_summary(result)
-
-
-def _run_summary(result) -> str:
-    run = result.run
-    parts = [f"--verify run: {run.steps} optimizer step(s) in {run.seconds:.1f}s"]
-    if run.timed_out:
-        parts.append("killed at the timeout")
-    elif run.crashed:
-        parts.append(f"the script crashed: {run.crashed}")
-    elif run.stopped_early:
-        parts.append("stopped once every finding was settled or the step budget was spent")
-    elif run.exit_code not in (0, None):
-        parts.append(f"the script exited with status {run.exit_code}")
-    return "; ".join(parts) + "."
+    summary = summarise(result.run, options.max_steps, result.fault_run, result.series)
+    return tuple(diagnostics), summary, False
 
 
 @click.command("rules")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
 def list_rules(fmt: str) -> None:
     """List every rule."""
-    from mllint.registry import all_rules
-    rules = all_rules()
+    from mllint.registry import all_checks, all_rules
+    rules, checks = all_rules(), all_checks()
     if fmt == "json":
         import json
         click.echo(json.dumps([{"code": r.code, "name": r.name, "summary": r.summary,
-                                "severity": r.severity.value} for r in rules], indent=2))
+                                "severity": r.severity.value,
+                                "kind": "runtime" if r in checks else "static"}
+                               for r in (*rules, *checks)], indent=2))
         return
     if fmt == "markdown":
         click.echo(rules_table(rules), nl=False)
+        click.echo("\nRuntime checks (every `--verify` run):\n")
+        click.echo(rules_table(checks), nl=False)
         return
-    width = max((len(r.name) for r in rules), default=0)
+    width = max((len(r.name) for r in (*rules, *checks)), default=0)
     for r in rules:
         click.echo(f"{r.code}  {r.name:<{width}}  {r.summary}")
+    for r in checks:
+        click.echo(f"{r.code}  {r.name:<{width}}  {r.summary} (runtime, --verify)")
 
 
 def rules_table(rules) -> str:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Sequence, TypeVar
 
 if TYPE_CHECKING:
     from mllint.rule import Rule
+    from mllint.runtime_check import RuntimeCheck
 
 R = TypeVar("R")
 
@@ -46,11 +47,34 @@ def all_rules() -> tuple[type["Rule"], ...]:
     return tuple(found[c] for c in sorted(found))
 
 
+@functools.lru_cache(maxsize=1)
+def all_checks() -> tuple[type["RuntimeCheck"], ...]:
+    """Every ``RuntimeCheck`` subclass defined in a module of ``mllint.rules.runtime``
+    (the checks ``--verify`` performs on every run), by code."""
+    import mllint.rules.runtime as package
+    from mllint.runtime_check import RuntimeCheck
+
+    found: dict[str, type[RuntimeCheck]] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for obj in vars(module).values():
+            if (isinstance(obj, type) and issubclass(obj, RuntimeCheck)
+                    and obj is not RuntimeCheck and obj.__module__ == module.__name__):
+                if obj.code in found and found[obj.code] is not obj:
+                    raise RuntimeError(
+                        f"check code {obj.code} defined twice: {found[obj.code]} and {obj}")
+                found[obj.code] = obj
+    return tuple(found[c] for c in sorted(found))
+
+
 def rule_by_code(code: str) -> type["Rule"]:
+    """A rule, or a runtime check, by its code or name."""
     wanted = code.strip().upper()
-    for rule in all_rules():
+    for rule in (*all_rules(), *all_checks()):
         if rule.code == wanted or rule.name == code.strip().lower():
-            return rule
+            return rule  # type: ignore[return-value]
     raise UnknownRuleError(code)
 
 
@@ -75,3 +99,32 @@ def select_rules(
             raise UnknownRuleError(selector)
     chosen = [r for r in rules if not select or any(matches(r, s) for s in select)]
     return tuple(r for r in chosen if not any(matches(r, s) for s in ignore or []))
+
+
+def select_rules_and_checks(
+    select: list[str] | None, ignore: list[str] | None, rules: Sequence[R],
+) -> tuple[tuple[R, ...], tuple[type["RuntimeCheck"], ...]]:
+    """``select_rules`` over the static rules and the runtime checks together: a selector
+    may name either (``ML1`` only checks, ``ML`` both); one that names neither is an
+    ``UnknownRuleError``. With a selection, what it does not name is left out."""
+    checks = all_checks()
+
+    def known(items: Sequence, selector: str) -> bool:
+        try:
+            select_rules([selector], None, items)
+        except UnknownRuleError:
+            return False
+        return True
+
+    for selector in [*(select or []), *(ignore or [])]:
+        if not known(rules, selector) and not known(checks, selector):
+            raise UnknownRuleError(selector)
+
+    def choose(items: Sequence[Any]) -> tuple:
+        chosen = [s for s in select or [] if known(items, s)]
+        ignored = [s for s in ignore or [] if known(items, s)]
+        if select and not chosen:
+            return ()
+        return select_rules(chosen or None, ignored, items)
+
+    return choose(rules), choose(checks)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
-from mllint.types import FileError, Finding, Verdict
+from mllint.types import FileError, Finding, Verdict, VerdictStatus
 
 FORMATS = ("full", "concise", "json", "github", "sarif")
 
@@ -18,15 +18,25 @@ class Diagnostic:
     #: True for a bug the runtime probes found that the static pass did not.
     runtime_only: bool = False
 
+    @property
+    def refuted(self) -> bool:
+        """The run showed the bug does not happen: a note, not a problem."""
+        return self.verdict is not None and self.verdict.status is VerdictStatus.REFUTED
+
 
 @dataclass(frozen=True)
 class Report:
     diagnostics: tuple[Diagnostic, ...]
     errors: tuple[FileError, ...]
     files_checked: int
-    #: Rendered run summary from --verify (exit status, steps, time), if it ran.
-    verify_summary: str | None = None
+    #: The --verify run summary (``mllint.verify.summary.RunSummary``), if it ran.
+    verify_summary: Any = None
     sources: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> tuple[Diagnostic, ...]:
+        """Diagnostics that count as problems (all but the refuted ones)."""
+        return tuple(d for d in self.diagnostics if not d.refuted)
 
 
 def printable_path(path: str) -> str:

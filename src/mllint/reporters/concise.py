@@ -13,3 +13,5 @@ def render(report: Report, out: TextIO) -> None:
     for e in report.errors:
         pos = "" if e.position is None else f"{e.position.line}:{e.position.column}:"
         out.write(f"{e.path}:{pos} error[{e.kind.value}] {e.message}\n")
+    if report.verify_summary is not None:
+        out.write(report.verify_summary.text() + "\n")

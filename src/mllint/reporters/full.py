@@ -64,13 +64,25 @@ def render(report: Report, out: TextIO) -> None:
         pos = "" if e.position is None else f"{e.position.line}:{e.position.column}:"
         console.print(f"[bold]{escape(e.path)}:{pos}[/bold] [bold magenta]error[/bold magenta] "
                       f"[magenta]{e.kind.value}[/magenta]: {escape(e.message)}")
-    if report.verify_summary:
-        console.print(escape(report.verify_summary))
-    n = len(report.diagnostics)
-    files = len({d.finding.path for d in report.diagnostics})
+    run = report.verify_summary
+    if run is not None:
+        console.print(escape(run.text()))
+        if run.failed and run.output_tail:
+            console.print("[dim]last lines of the script's output:[/dim]")
+            for line in run.output_tail.splitlines():
+                console.print(f"  [dim]│[/dim] {escape(line)}", highlight=False)
+    problems = report.problems
+    n = len(problems)
+    files = len({d.finding.path for d in problems})
     failed = len({e.path for e in report.errors})
     summary = (f"Found {n} problem{'s' if n != 1 else ''} in {files} file{'s' if files != 1 else ''}"
                if n else "No problems found" + (" in the files checked" if failed else ""))
+    refuted = len(report.diagnostics) - n
+    if refuted:
+        summary += f" ({refuted} finding{'s' if refuted != 1 else ''} refuted by the run)"
+    if run is not None and run.failed:
+        summary += (", but the --verify run did not finish"
+                    if n == 0 else "; the --verify run did not finish")
     summary += f" ({report.files_checked} file{'s' if report.files_checked != 1 else ''} checked"
     if failed:
         summary += f"; {failed} file{'s' if failed != 1 else ''} could not be linted, see above"

@@ -18,7 +18,8 @@ def _prop(s: str) -> str:
 def render(report: Report, out: TextIO) -> None:
     for d in report.diagnostics:
         f = d.finding
-        level = "error" if f.severity.value == "error" else "warning"
+        # A refuted finding is a note: the run showed the bug does not happen.
+        level = "notice" if d.refuted else ("error" if f.severity.value == "error" else "warning")
         msg = f.message
         if d.verdict is not None:
             msg += f"\n--verify: {d.verdict.status.value}: {d.verdict.evidence}"
@@ -28,6 +29,10 @@ def render(report: Report, out: TextIO) -> None:
             f"title={_prop(f'{f.code} {f.name}')}"
         )
         out.write(f"::{level} {props}::{_data(msg)}\n")
+    run = report.verify_summary
+    if run is not None:
+        level = "error" if run.failed else "notice"
+        out.write(f"::{level} title={_prop('mllint --verify')}::{_data(run.text())}\n")
     for e in report.errors:
         props = f"file={_prop(e.path)}"
         if e.position is not None:

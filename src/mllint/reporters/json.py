@@ -1,4 +1,8 @@
-"""A JSON list of diagnostics; file errors appear with ``"code": null``."""
+"""A JSON list of diagnostics; file errors appear with ``"code": null``.
+
+With ``--verify`` the document is an object instead: ``{"diagnostics": [...], "verify":
+{...}}``, where ``verify`` is the run summary (steps, stop reason, crash, timeout, the
+fault-injection run) and ``verify.series`` the per-step series the run recorded."""
 
 from __future__ import annotations
 
@@ -34,6 +38,12 @@ def diagnostics(report: Report) -> list[dict]:
     return out
 
 
+def document(report: Report) -> list | dict:
+    if report.verify_summary is None:
+        return diagnostics(report)
+    return {"diagnostics": diagnostics(report), "verify": report.verify_summary.to_dict()}
+
+
 def render(report: Report, out: TextIO) -> None:
-    json.dump(diagnostics(report), out, indent=2)
+    json.dump(document(report), out, indent=2)
     out.write("\n")

@@ -52,7 +52,9 @@ def render(report: Report, out: TextIO) -> None:
         f = d.finding
         result = {
             "ruleId": f.code,
-            "level": "error" if f.severity.value == "error" else "warning",
+            # A refuted finding is a note: the run showed the bug does not happen.
+            "level": "note" if d.refuted else (
+                "error" if f.severity.value == "error" else "warning"),
             "message": {"text": f.message},
             "locations": [{
                 "physicalLocation": {
@@ -83,13 +85,18 @@ def render(report: Report, out: TextIO) -> None:
         }
         for e in report.errors
     ]
+    run = report.verify_summary
+    if run is not None:
+        notifications.append({"level": "error" if run.failed else "note",
+                              "message": {"text": run.text()}})
     doc = {
         "$schema": SCHEMA,
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": driver},
             "invocations": [{
-                "executionSuccessful": not report.errors,
+                "executionSuccessful": not report.errors and not (run and run.failed),
+                **({"properties": {"verify": run.to_dict()}} if run is not None else {}),
                 "toolExecutionNotifications": notifications,
                 "workingDirectory": {"uri": Path(os.getcwd()).as_uri() + "/"},
             }],

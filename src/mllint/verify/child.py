@@ -96,7 +96,9 @@ class _Child:
             emit=self.events.emit,
             library_dirs=(os.path.dirname(mllint.__file__), spec.rules_path),
         )
+        runtime.cow = self._copy_on_write()
         runtime.install_core()
+        runtime.cow.install(runtime.patch)
         self._redirect_tensorboard(runtime)
         findings = [Finding.from_dict(d) for d in spec.findings]
         for probe_spec in spec.probes:
@@ -128,6 +130,21 @@ class _Child:
             runtime.stop_tracing()
         self.result.notes.append(f"ran for {time.perf_counter() - start:.2f}s")
         self._finish()
+
+    def _copy_on_write(self) -> Any:
+        """The project is the working directory and the script's own directory."""
+        from mllint.verify.cow import CopyOnWrite
+
+        spec = self.spec
+        roots = [spec.cwd]
+        if spec.mode == "script":
+            roots.append(os.path.dirname(os.path.realpath(spec.target)))
+        overlay = os.environ.pop("MLLINT_OVERLAY", None)
+        if overlay is not None:
+            self.result.notes.append(
+                "the project directory was mounted copy-on-write (overlay)" if overlay == "1"
+                else "the overlay mount was refused; copy-on-write at the Python level only")
+        return CopyOnWrite(roots, os.path.join(spec.scratch, "cow"))
 
     def _check_target(self) -> None:
         """After the probes are installed: finding a module imports its parent package."""
@@ -304,6 +321,7 @@ class _Child:
             result.saves = runtime.saves
             result.stop_reason = runtime.stop_reason
             result.stops_raised = runtime.stops_raised
+            result.series = runtime.series()
         result.partial = partial
         result.fault_indices = [
             s.index for s in self.slots
@@ -321,6 +339,8 @@ class _Child:
             else:
                 verdict = self._verdict(slot)
                 result.verdicts[str(slot.index)] = None if verdict is None else verdict.to_dict()
+        result.notes += [slot.error for slot in self.slots
+                         if slot.index is None and slot.error is not None]
         if result.stops_raised > 1:
             result.notes.append(
                 f"the script caught mllint's stop signal {result.stops_raised - 1} time(s) "

@@ -58,6 +58,13 @@ class VerifyOptions:
     #: End the run as soon as every finding is settled (the default). ``False`` runs the
     #: whole step budget, e.g. to measure the probes' overhead.
     stop_when_settled: bool = True
+    #: Pass the script's stdout and stderr through to mllint's stderr as it runs.
+    show_output: bool = False
+    #: ``--overfit-batch N``: replay the first batch for N steps (check ML108).
+    overfit_batch: int | None = None
+    #: Mount the working directory copy-on-write (overlayfs in a private mount namespace)
+    #: where Linux allows it; the Python-level copy-on-write layer runs in any case.
+    overlay: bool = True
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,8 @@ class VerifyReport:
     runtime_findings: tuple[tuple[Finding, Verdict], ...]
     run: RunOutcome
     fault_run: RunOutcome | None
+    #: Per-step series of the main run (loss, gradient norms, update ratios, lr, memory).
+    series: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def verify(
@@ -102,6 +111,11 @@ def verify(
     if options.max_batches < 1 or options.max_steps < 1 or not options.timeout > 0:
         raise VerifyError("--max-batches and --max-steps must be at least 1 and --timeout "
                           "positive")
+    if options.overfit_batch is not None:
+        # ML108: N steps on the replayed first batch, with no pass cut before them.
+        options = dataclasses.replace(options, max_steps=options.overfit_batch,
+                                      max_batches=max(options.max_batches,
+                                                      options.overfit_batch))
     findings = list(findings)
     resolved = [dataclasses.replace(f, path=os.path.realpath(f.path)) for f in findings]
     probe_targets = [_probe_target(i, f, options) for i, f in enumerate(findings)]
@@ -137,7 +151,7 @@ def verify(
         for i, f in enumerate(findings)
     )
     runtime_findings = _runtime_findings(result, resolved)
-    return VerifyReport(final, runtime_findings, run, fault_outcome)
+    return VerifyReport(final, runtime_findings, run, fault_outcome, result.series)
 
 
 def _probe_target(index: int, finding: Finding, options: VerifyOptions) -> str | None:
@@ -155,12 +169,21 @@ def _probe_target(index: int, finding: Finding, options: VerifyOptions) -> str |
 
 
 def _watchers(options: VerifyOptions) -> list[str]:
+    """Watchers of the run: the runtime checks' (``mllint.rules.runtime``; opt-in ones only
+    when asked for) and rules' ``RUNTIME_WATCH``, as chosen by ``options.watch``."""
     if options.watch == ():
         return []
-    from mllint.registry import all_rules
+    from mllint.registry import all_checks, all_rules
 
     found = [w for w in options.watch or () if ":" in w]
     codes = None if options.watch is None else {w.upper() for w in options.watch}
+    for check in all_checks():
+        if codes is not None and check.code not in codes:
+            continue
+        if check.OPT_IN and not _opted_in(check.code, options):
+            continue
+        if check.WATCHER not in found:
+            found.append(check.WATCHER)
     for rule in all_rules():
         if codes is not None and rule.code not in codes:
             continue
@@ -170,6 +193,10 @@ def _watchers(options: VerifyOptions) -> list[str]:
         if isinstance(watch, str) and watch not in found:
             found.append(watch)
     return found
+
+
+def _opted_in(code: str, options: VerifyOptions) -> bool:
+    return code == "ML108" and options.overfit_batch is not None
 
 
 # -- running the child -------------------------------------------------------------------
@@ -220,14 +247,23 @@ def _run_child(
     out_path = os.path.join(tmp, f"stdout-{phase}.txt")
     err_path = os.path.join(tmp, f"stderr-{phase}.txt")
     bootstrap = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
+    argv = [target.python, bootstrap, spec_path]
+    if options.overlay:
+        from mllint.verify.cow import overlay_argv
+
+        argv = overlay_argv(target.cwd, os.path.join(scratch, "cow"), argv) or argv
+    streamed = _Streamed(emit)
     try:
-        ended = process.run([target.python, bootstrap, spec_path], cwd=target.cwd, env=env,
+        ended = process.run(argv, cwd=target.cwd, env=env,
                             pipe=pipe, out_path=out_path, err_path=err_path,
-                            timeout=options.timeout, emit=emit)
+                            timeout=options.timeout, emit=streamed,
+                            passthrough=options.show_output)
     except OSError as exc:
         raise VerifyError(f"cannot start {target.python}: {exc}") from None
     stdout_tail, stderr_tail = process.tail(out_path), process.tail(err_path)
     result = _read_result(spec.results)
+    if result is None and streamed.seen:
+        result = streamed.result()
     if result is not None and result.fatal is not None:
         raise VerifyError(result.fatal["message"])
     if result is None and not ended.started and not ended.timed_out:
@@ -235,6 +271,35 @@ def _run_child(
             f"the verify bootstrap did not start in {target.python} (exit status "
             f"{ended.returncode}): {stderr_tail.strip()[-1500:] or 'no output'}")
     return _outcome(result, ended, options, stdout_tail, stderr_tail)
+
+
+class _Streamed:
+    """What the child reported as it ran (steps, settled verdicts): the result of a run
+    that died before writing its report (``os._exit``, a signal, the OOM killer)."""
+
+    def __init__(self, emit: Callable[[dict], None]) -> None:
+        self._emit = emit
+        self.seen = False
+        self.steps = self.batches = 0
+        self.verdicts: dict[str, dict] = {}
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind in ("step", "settled", "batch"):
+            self.seen = True
+            self.steps = max(self.steps, int(event.get("steps") or 0))
+            self.batches = max(self.batches, int(event.get("batches") or 0))
+        verdict = event.get("verdict")
+        if kind == "settled" and isinstance(verdict, dict) and verdict.get("status") not in (
+                None, "not-reached"):
+            self.verdicts[str(event.get("index"))] = verdict
+        self._emit(event)
+
+    def result(self) -> RunResult:
+        return RunResult(verdicts=dict(self.verdicts), steps=self.steps, batches=self.batches,
+                         partial=True,
+                         notes=["the script died before mllint's report; the steps and "
+                                "verdicts are those it streamed while running"])
 
 
 def _read_result(path: str) -> RunResult | None:
@@ -313,6 +378,10 @@ def _final_verdict(
     else:
         why = (f"within the budget ({run.steps} optimizer step(s), at most "
                f"{options.max_batches} batch(es) per DataLoader pass)")
+        if run.stop_reason in ("steps", "batches"):
+            # The run was cut by mllint, so a larger budget may reach the code.
+            why += (f"; run again with a larger budget to reach it, e.g. --max-steps "
+                    f"{options.max_steps * 5}")
     return Verdict(VerdictStatus.NOT_REACHED, f"the flagged code at {where} never ran {why}",
                    {"steps": run.steps})
 

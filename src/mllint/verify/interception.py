@@ -71,6 +71,8 @@ def install_save_guard(rt: "Runtime") -> None:
     original_load = torch.serialization.load
     saved_files: dict[str, bytes] = {}
 
+    cow = getattr(rt, "cow", None)
+
     def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
         rt.dispatch_save(obj, f)
         # Serialise anyway, so an unpicklable payload fails where it would have.
@@ -78,11 +80,21 @@ def install_save_guard(rt: "Runtime") -> None:
         original_save(obj, buffer, *args, **kwargs)
         rt.saves += 1
         if isinstance(f, (str, os.PathLike)):
-            saved_files[os.path.realpath(os.fspath(f))] = buffer.getvalue()
+            if cow is not None:
+                # Into the copy-on-write scratch area, where the run's reads find it.
+                with open(cow.capture(f), "wb") as fh:
+                    fh.write(buffer.getvalue())
+            else:
+                saved_files[os.path.realpath(os.fspath(f))] = buffer.getvalue()
+        elif cow is not None and buffer is not f and callable(getattr(f, "write", None)):
+            # A file object the script opened: copy-on-write already sent it to scratch
+            # if it was the user's, so the bytes may go there (and be read back).
+            f.write(buffer.getvalue())
 
     def load(f: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(f, (str, os.PathLike)):
-            saved = saved_files.get(os.path.realpath(os.fspath(f)))
+            real = os.path.realpath(os.fspath(f))
+            saved = cow.read_bytes(real) if cow is not None else saved_files.get(real)
             if saved is not None:
                 f = io.BytesIO(saved)
         return original_load(f, *args, **kwargs)

@@ -54,6 +54,7 @@ class ProbeRuntime:
 
     torch = property(lambda self: self._core.torch)
     step = property(lambda self: self._core.step)
+    max_steps = property(lambda self: self._core.max_steps)
     batches = property(lambda self: self._core.batches)
     fault_run = property(lambda self: self._core.fault_run)
 
@@ -83,6 +84,19 @@ class ProbeRuntime:
 
     def object_of(self, frame: FrameType, expr: str) -> Any:
         return self._core.object_of(frame, expr)
+
+    def quiet(self) -> Any:
+        return self._core.quiet()
+
+    def monitor(self) -> Any:
+        return self._core.monitor()
+
+    def is_user_file(self, filename: str) -> bool:
+        return self._core.is_user_file(filename)
+
+    def user_site(self) -> Any:
+        """The user's (file, line) calling into torch right now, as a monitor ``Site``."""
+        return self._core.monitor().user_site(sys._getframe(1))
 
     def patch(self, owner: Any, attr: str, replacement: Any) -> None:
         self._core.patch(owner, attr, replacement)

@@ -189,12 +189,55 @@ def graph_size(torch: Any, outputs: list[Any], exclude_ptrs: set[int],
                 continue
             for t in value if isinstance(value, (list, tuple)) else (value,):
                 if isinstance(t, torch.Tensor) and t.numel():
-                    ptr = t.data_ptr()
+                    ptr = storage_ptr(t)
                     if ptr and ptr not in ptrs and ptr not in exclude_ptrs:
                         ptrs.add(ptr)
-                        saved += t.numel() * t.element_size()
+                        saved += tensor_bytes(t)
         stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
     return len(seen), saved
+
+
+def storage_ptr(t: Any) -> int:
+    """``data_ptr()`` of a dense tensor; a sparse one has no storage of its own, so the
+    address of its values stands in (0 when there is none to read)."""
+    if t.is_sparse or _is_compressed(t):
+        try:
+            return _values(t).data_ptr()
+        except (RuntimeError, AttributeError, NotImplementedError):
+            return 0
+    try:
+        return t.data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return 0
+
+
+def tensor_bytes(t: Any) -> int:
+    """Bytes a tensor holds: for a sparse tensor its values and indices, not its shape."""
+    if t.is_sparse or _is_compressed(t):
+        try:
+            parts = [_values(t), *(_indices(t))]
+        except (RuntimeError, AttributeError, NotImplementedError):
+            return 0
+        return sum(p.numel() * p.element_size() for p in parts)
+    return t.numel() * t.element_size()
+
+
+def _is_compressed(t: Any) -> bool:
+    return str(getattr(t, "layout", "")) in (
+        "torch.sparse_csr", "torch.sparse_csc", "torch.sparse_bsr", "torch.sparse_bsc")
+
+
+def _values(t: Any) -> Any:
+    return t._values() if t.is_sparse else t.values()
+
+
+def _indices(t: Any) -> list[Any]:
+    if t.is_sparse:
+        return [t._indices()]
+    layout = str(t.layout)
+    if layout in ("torch.sparse_csr", "torch.sparse_bsr"):
+        return [t.crow_indices(), t.col_indices()]
+    return [t.ccol_indices(), t.row_indices()]
 
 
 def human_bytes(n: int) -> str:

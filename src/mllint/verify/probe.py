@@ -103,6 +103,21 @@ class Runtime(Protocol):
         through that attribute, e.g. ``on_call(torch.nn.functional, "cross_entropy",
         ...)``; the original then runs unchanged. Restored afterwards."""
 
+    def monitor(self) -> Any:
+        """The run's ``TrainingMonitor`` (``mllint.verify.monitor``): construction sites of
+        modules, optimizers and loaders, per-step norms, losses and memory, shared by the
+        runtime checks. Installed on first use; call it from ``install()``."""
+
+    def user_site(self) -> Any:
+        """The user's line calling into torch right now, as a monitor ``Site``."""
+
+    def is_user_file(self, filename: str) -> bool:
+        """Whether ``filename`` is the user's code (not torch, mllint or the stdlib)."""
+
+    def quiet(self) -> Any:
+        """A context manager: forwards run inside it reach no probe's hooks (for a
+        probe that replays a forward, e.g. in eval mode, to compare)."""
+
     def object_of(self, frame: FrameType, expr: str) -> Any:
         """Evaluate a dotted name such as ``self.model`` or ``opt`` in ``frame``
         (locals, then globals, then attribute access only; never calls anything).

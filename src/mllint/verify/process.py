@@ -8,14 +8,19 @@ the caller's thread while the child runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from mllint.verify.errors import VerifyInterrupted
 
 
 class EventPipe:
@@ -36,11 +41,19 @@ class Exit:
 
 def run(
     argv: list[str], *, cwd: str, env: Mapping[str, str], pipe: EventPipe, out_path: str,
-    err_path: str, timeout: float, emit: Callable[[dict], None],
+    err_path: str, timeout: float, emit: Callable[[dict], None], passthrough: bool = False,
 ) -> Exit:
-    """Run ``argv`` to its end or the timeout. Raises ``OSError`` if it cannot start."""
+    """Run ``argv`` to its end or the timeout. Raises ``OSError`` if it cannot start.
+
+    The child's output goes to ``out_path``/``err_path``, or with ``passthrough`` to our
+    own stderr (``--show-output``; the files then stay empty)."""
     started = time.monotonic()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+    _become_subreaper()
+    known = _own_children()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err, _signals_interrupt():
+        if passthrough:
+            sys.stderr.flush()
+            out = err = sys.stderr  # noqa: PLW2901 - the child writes to our stderr
         try:
             proc = subprocess.Popen(
                 argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
@@ -56,6 +69,7 @@ def run(
             timed_out = _wait(proc, reader, started + timeout)
         finally:
             _kill_group(proc)
+            _kill_orphans(known)
             reader.drain()
             reader.close()
     return Exit(proc.returncode, timed_out, reader.started, time.monotonic() - started)
@@ -87,6 +101,87 @@ def _exited(proc: subprocess.Popen) -> bool:
     except ChildProcessError:
         return True
     return info is not None and info.si_pid == proc.pid
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM, SIGHUP and SIGINT raise ``VerifyInterrupted`` while the child runs (the
+    caller's ``finally`` blocks then kill the tree and remove the temporary files)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise VerifyInterrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, interrupt)
+        except (OSError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _become_subreaper() -> None:
+    """Linux: processes the script starts in a session of their own (so ``killpg`` misses
+    them) are re-parented to us when their parent dies, so ``_kill_orphans`` finds them."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _own_children() -> set[int]:
+    return {pid for pid, ppid in _process_table().items() if ppid == os.getpid()}
+
+
+def _process_table() -> dict[int, int]:
+    """pid -> parent pid, from /proc (empty where there is none)."""
+    table = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return table
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+                table[int(entry)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return table
+
+
+def _kill_orphans(known: set[int]) -> None:
+    """Kill what the run left behind: our children that were not there before it (the
+    re-parented descendants) and everything below them, then reap them."""
+    table = _process_table()
+    roots = {pid for pid, ppid in table.items() if ppid == os.getpid() and pid not in known}
+    doomed, frontier = set(), set(roots)
+    while frontier:
+        doomed |= frontier
+        frontier = {pid for pid, ppid in table.items() if ppid in frontier} - doomed
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in roots:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -60,6 +60,8 @@ class Runtime:
         self.torch = torch
         self.step = 0
         self.batches = 0
+        #: ``backward()`` calls so far; they stand in for steps while no optimizer steps.
+        self.backwards = 0
         self.saves = 0
         self.fault_run = fault_run
         self.max_batches = max_batches
@@ -89,6 +91,10 @@ class Runtime:
         self._save: list[Callable] = []
         self._batch: list[Callable] = []
         self._registered: set[str] = set()
+        self._quiet = 0
+        self._monitor: Any = None
+        #: The run's ``CopyOnWrite`` layer, set by the child before ``install_core``.
+        self.cow: Any = None
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -98,6 +104,8 @@ class Runtime:
         self._install_steps()
         interception.install_save_guard(self)
         interception.hide_mps_on_cpu(self)
+        if self._first("backward"):  # counted for the step budget (see dispatch_backward)
+            interception.install_backward_interception(self)
         self._stack.callback(linerewrite.install_hook(self._sites))
 
     def start(self) -> None:
@@ -266,12 +274,37 @@ class Runtime:
             handle = module.register_module_forward_pre_hook(self._dispatch_forward_pre)
             self._stack.callback(handle.remove)
 
+    def monitor(self) -> Any:
+        """The run's ``TrainingMonitor``, installed on first use (see ``monitor``)."""
+        if self._monitor is None:
+            from mllint.verify.monitor import TrainingMonitor
+
+            self._monitor = TrainingMonitor(self)
+            self._monitor.install()
+        return self._monitor
+
+    def series(self) -> dict:
+        return {} if self._monitor is None else self._monitor.series()
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """Forwards run inside are not dispatched to any probe (a probe's own replay)."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
     def _dispatch_forward_pre(self, module: Any, args: tuple) -> None:
+        if self._quiet:
+            return
         self.enforce_stop()
         for fn in self._forward_pre:
             fn(module, args)
 
     def _dispatch_forward(self, module: Any, args: tuple, output: Any) -> None:
+        if self._quiet:
+            return
         for fn in self._forward:
             fn(module, args, output)
 
@@ -295,6 +328,12 @@ class Runtime:
 
     def dispatch_backward(self, tensors: Any) -> None:
         self.enforce_stop()
+        self.backwards += 1
+        if self.step == 0 and self.backwards > self.max_steps and self.stop_reason is None:
+            # Weights updated by hand (``p -= lr * p.grad``): no optimizer step ever comes,
+            # so backward passes count against the step budget.
+            self.stop_reason = "steps"
+            self.enforce_stop()
         if isinstance(tensors, self.torch.Tensor):
             tensors = (tensors,)
         for tensor in tensors or ():
@@ -303,6 +342,11 @@ class Runtime:
 
     def dispatch_batch(self, loader: Any, batch: Any) -> None:
         self.batches += 1
+        if (self.step == 0 and self.backwards == 0 and self.stop_reason is None
+                and self.batches > self.max_steps * self.max_batches):
+            # A run that never trains (evaluation only, or a loop mllint cannot see) is
+            # bounded by the batches the step budget would have drawn.
+            self.stop_reason = "batches"
         for fn in self._batch:
             fn(loader, batch)
         self._emit({"type": "batch", "batches": self.batches})
@@ -334,20 +378,24 @@ class Runtime:
             if slot.error is not None:
                 slot.settled = True
             if slot.settled and slot.index is not None:
+                # The whole verdict goes to the parent now: if the script dies suddenly
+                # (os._exit, the OOM killer), the verdicts reached so far are kept.
+                verdict = self._verdict_now(slot)
                 self._emit({"type": "settled", "index": slot.index,
-                            "status": self._status_now(slot)})
+                            "status": verdict["status"], "verdict": verdict,
+                            "steps": self.step, "batches": self.batches})
 
-    def _status_now(self, slot: Slot) -> str:
+    def _verdict_now(self, slot: Slot) -> dict:
         if slot.error is not None:
-            return VerdictStatus.ERROR.value
+            return Verdict(VerdictStatus.ERROR, slot.error).to_dict()
         try:
             verdict = slot.probe.verdict()
         except Exception as exc:
             slot.fail("verdict()", exc)
-            return VerdictStatus.ERROR.value
-        return verdict.status.value if isinstance(verdict, Verdict) else (
-            VerdictStatus.NOT_REACHED.value
-        )
+            return Verdict(VerdictStatus.ERROR, slot.error or "verdict() failed").to_dict()
+        if isinstance(verdict, Verdict):
+            return verdict.to_dict()
+        return {"status": VerdictStatus.NOT_REACHED.value, "evidence": ""}
 
     def enforce_stop(self) -> None:
         if self.stop_reason is None or threading.get_ident() != self._main_thread:

@@ -3,11 +3,18 @@
 Note "verify-safety" (cited by the harness, the bootstrap and the README):
 
 Guaranteed, and tested:
-- ``torch.save(obj, f)`` never writes to ``f`` when ``f`` is a path or an open file: the
-  probes see ``obj``, then it is serialised into an in-memory buffer, so pickling errors
-  still surface exactly where they would. A later ``torch.load`` of a path saved during
-  the run reads that in-memory copy back (the last one per path), so "save best, reload
-  best" scripts run on. Only an ``io.BytesIO`` target receives the bytes (it is memory).
+- Copy-on-write (``mllint.verify.cow``): writes to existing files, and any write inside
+  the project (the working directory and the script's directory), go to a scratch copy
+  that later reads in the same run see; deletions, renames and new directories happen
+  to copies; all of it is discarded with the run, so every file of the project is
+  byte-identical afterwards. On Linux, where mount and user namespaces allow it, the
+  working directory is also mounted as an overlay whose upper layer is scratch, which
+  catches writes from C extensions and subprocesses too. What can still escape the
+  Python layer alone is listed in that module's docstring.
+- ``torch.save(obj, f)`` shows the probes ``obj`` and writes to a copy-on-write copy (a
+  path) or to the file object the script opened (already redirected if it was the
+  user's); ``torch.load`` reads the run's copy back. Pickling errors surface where they
+  would.
 - ``torch.utils.tensorboard`` / ``tensorboardX`` ``SummaryWriter`` logs go to a scratch
   directory that is deleted after the run, whatever ``log_dir`` the script passes.
 - Experiment trackers are kept offline or off through their environment variables
@@ -22,15 +29,12 @@ Guaranteed, and tested:
   non-interactive Agg backend, and at the timeout the whole process group is killed,
   including DataLoader workers and any process the script started.
 
-Not prevented (documented, not sandboxed): the script runs with the user's permissions in
-the user's working directory, so it may still create, truncate or append to files it
-opens itself (``open()``, ``np.save``, ``plt.savefig``, CSV and text logs, an ``open(path,
-"wb")`` handed to ``torch.save`` is created/truncated by that ``open`` even though nothing
-is written to it), create directories (``os.makedirs``), save through other serialisers
-(``safetensors``, ``save_pretrained``, ``torch.jit.save``), open network connections
-(downloads, custom HTTP calls, distributed rendezvous), and start processes. Run
-``--verify`` in a checkout you are happy for the script to run in, as you would the
-script itself; everything it does stops at the step budget or the timeout.
+Not prevented: the script runs with the user's permissions. New files outside the project
+are created for real (in the temporary directory, a data directory elsewhere); without
+the overlay, writes that bypass Python's file functions (C/C++/Rust writers such as
+``safetensors`` or ``cv2.imwrite``, subprocesses) reach the disk; network connections
+(downloads, custom HTTP calls, distributed rendezvous) and processes it starts are not
+stopped. Everything it does stops at the step budget or the timeout.
 """
 
 from __future__ import annotations

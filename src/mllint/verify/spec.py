@@ -93,6 +93,8 @@ class RunResult:
     probe_seconds: dict[str, float] = field(default_factory=dict)
     #: Indices of findings whose probe asked for a fault-injection run.
     fault_indices: list[int] = field(default_factory=list)
+    #: Per-step series recorded by the run (see ``mllint.verify.series``).
+    series: dict[str, Any] = field(default_factory=dict)
 
     def dump(self, path: str) -> None:
         _write_json(path, asdict(self))
