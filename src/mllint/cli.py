@@ -130,13 +130,19 @@ def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter):
     return list(lint_targets(iter_targets(paths, settings), opts))
 
 
-def _sources(paths) -> dict[str, list[str]]:
+def _sources(paths) -> dict:
+    from mllint.notebook import is_notebook, read_notebook
     from mllint.source import decode, read_bytes
-    out = {}
+    from mllint.types import FileError
+    out: dict = {}
     for path in set(paths):
         data = read_bytes(path)
         text = decode(path, data) if isinstance(data, bytes) else None
-        if isinstance(text, str):
+        if isinstance(text, str) and is_notebook(path):
+            nb = read_notebook(path, text)
+            if not isinstance(nb, FileError):
+                out.update(((path, n), list(lines)) for n, lines in enumerate(nb.cells, 1))
+        elif isinstance(text, str):
             out[path] = text.splitlines()
     return out
 

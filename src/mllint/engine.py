@@ -14,6 +14,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper
 
 from mllint import fast_positions, fast_scope, traversal
+from mllint.notebook import is_notebook, map_result, read_notebook
 from mllint.prefilter import admitted, python_syntax_error
 from mllint.rule import FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
@@ -164,8 +165,13 @@ def lint_path(
     text = decode(path, data)
     if isinstance(text, FileError):
         return FileResult(shown, errors=(_rename(text, shown),))
+    if is_notebook(path):
+        nb = read_notebook(shown, text)
+        if isinstance(nb, FileError):
+            return FileResult(shown, errors=(nb,))
+        return map_result(lint_text(shown, nb.text, rules, prefilter=prefilter), nb)
     return lint_text(shown, text, rules, prefilter=prefilter)
 
 
 def _rename(error: FileError, path: str) -> FileError:
-    return FileError(path, error.kind, error.message, error.position, error.rule)
+    return FileError(path, error.kind, error.message, error.position, error.rule, error.cell)

@@ -18,6 +18,10 @@ DEFAULT_EXCLUDED_DIRS = frozenset({
 })
 
 
+#: What a directory walk lints: Python files and Jupyter notebooks (``mllint.notebook``).
+LINTED_SUFFIXES = (".py", ".ipynb")
+
+
 @dataclass(frozen=True)
 class Target:
     path: str  # as given or joined from what was given: what the user sees
@@ -64,7 +68,7 @@ def _walk(top: str, settings: Settings, seen: set[str]) -> Iterator[Target | Fil
             and not settings.is_excluded(os.path.join(dirpath, d))
         )
         for name in sorted(filenames):
-            if not name.endswith(".py"):
+            if not name.endswith(LINTED_SUFFIXES):
                 continue
             path = os.path.join(dirpath, name)
             if settings.is_excluded(path):

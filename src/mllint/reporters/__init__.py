@@ -26,7 +26,12 @@ class Report:
     files_checked: int
     #: Rendered run summary from --verify (exit status, steps, time), if it ran.
     verify_summary: str | None = None
-    sources: dict[str, list[str]] = field(default_factory=dict)
+    #: Source lines for code frames: by path, or by (path, cell) for a notebook's cells.
+    sources: dict[str | tuple[str, int], list[str]] = field(default_factory=dict)
+
+    def lines_of(self, finding: Finding) -> list[str] | None:
+        key = finding.path if finding.cell is None else (finding.path, finding.cell)
+        return self.sources.get(key)
 
 
 def render(fmt: str, report: Report, out: TextIO) -> None:

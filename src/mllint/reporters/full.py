@@ -43,13 +43,15 @@ def render(report: Report, out: TextIO) -> None:
                       **({"color_system": None} if plain else {}))
     for d in report.diagnostics:
         f = d.finding
-        tag = "runtime " if d.runtime_only else ""
+        tag = "runtime" if d.runtime_only else ""
+        where = (f"{f.line}:{f.span.start.column}" if f.cell is None
+                 else f"cell {f.cell}:line {f.line}")
         console.print(
-            f"[bold]{escape(f.path)}:{f.line}:{f.span.start.column}[/bold]: "
-            f"[bold red]{f.code}[/bold red] [cyan]{f.name}[/cyan] {tag}"
+            f"[bold]{escape(f.path)}:{where}[/bold]: "
+            f"[bold red]{f.code}[/bold red] [cyan]{f.name}[/cyan]{' ' + tag if tag else ''}"
         )
         console.print(f"  {escape(f.message)}")
-        lines = report.sources.get(f.path)
+        lines = report.lines_of(f)
         if lines and 0 < f.line <= len(lines):
             _frame(console, lines, f.line, f.span.start.column, f.span.end.column, f.span.end.line)
         if f.hint:
@@ -62,6 +64,8 @@ def render(report: Report, out: TextIO) -> None:
         console.print()
     for e in report.errors:
         pos = "" if e.position is None else f"{e.position.line}:{e.position.column}:"
+        if e.cell is not None:
+            pos = f"cell {e.cell}:{pos}"
         console.print(f"[bold]{escape(e.path)}:{pos}[/bold] [bold magenta]error[/bold magenta] "
                       f"[magenta]{e.kind.value}[/magenta]: {escape(e.message)}")
     if report.verify_summary:

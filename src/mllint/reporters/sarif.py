@@ -6,22 +6,47 @@ import json
 import os
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote
 
 from mllint import __version__
 from mllint.registry import all_rules
 from mllint.reporters import Report
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+#: Where each rule's documentation is read online (the README's rule table).
+DOCS = "https://pypi.org/project/mllint-torch/"
+SRCROOT = "%SRCROOT%"
 
 
-def _uri(path: str) -> str:
-    p = Path(path)
-    if p.is_absolute():
-        try:
-            p = p.relative_to(Path.cwd())
-        except ValueError:
-            return p.as_uri()
-    return p.as_posix()
+def _location(path: str) -> dict:
+    """An artifact location: percent-encoded, relative to ``%SRCROOT%`` (the working
+    directory) when the file is under it, else an absolute ``file:`` URI."""
+    p = Path(os.path.abspath(path))
+    try:
+        rel = p.relative_to(Path.cwd())
+    except ValueError:
+        return {"uri": p.as_uri()}
+    return {"uri": quote(rel.as_posix(), safe="/"), "uriBaseId": SRCROOT}
+
+
+def _directory_uri() -> str:
+    uri = Path(os.getcwd()).as_uri()
+    return uri if uri.endswith("/") else uri + "/"
+
+
+def _level(severity) -> str:
+    return "error" if severity.value == "error" else "warning"
+
+
+def _region(f) -> dict:
+    if f.cell is not None:  # a notebook: the .ipynb line that holds the source line
+        return {"startLine": f.notebook_line or 1}
+    return {
+        "startLine": f.span.start.line,
+        "startColumn": f.span.start.column,
+        "endLine": f.span.end.line,
+        "endColumn": f.span.end.column,
+    }
 
 
 def render(report: Report, out: TextIO) -> None:
@@ -38,7 +63,8 @@ def render(report: Report, out: TextIO) -> None:
                 "shortDescription": {"text": r.summary},
                 "fullDescription": {"text": r.doc_sections().get("What it does", r.summary)},
                 "help": {"text": r.summary, "markdown": r.documentation()},
-                "defaultConfiguration": {"level": "error" if r.severity.value == "error" else "warning"},
+                "helpUri": f"{DOCS}#what-it-finds",
+                "defaultConfiguration": {"level": _level(r.severity)},
             }
             for r in rules
         ],
@@ -48,34 +74,36 @@ def render(report: Report, out: TextIO) -> None:
         f = d.finding
         result = {
             "ruleId": f.code,
-            "level": "error" if f.severity.value == "error" else "warning",
+            "level": _level(f.severity),
             "message": {"text": f.message},
             "locations": [{
                 "physicalLocation": {
-                    "artifactLocation": {"uri": _uri(f.path)},
-                    "region": {
-                        "startLine": f.span.start.line,
-                        "startColumn": f.span.start.column,
-                        "endLine": f.span.end.line,
-                        "endColumn": f.span.end.column,
-                    },
+                    "artifactLocation": _location(f.path),
+                    "region": _region(f),
                 }
             }],
         }
         if f.code in index:
             result["ruleIndex"] = index[f.code]
+        properties = {}
+        if f.cell is not None:
+            properties.update(cell=f.cell, cellLine=f.span.start.line,
+                              cellColumn=f.span.start.column)
         if d.verdict is not None:
-            result["properties"] = {"verification": d.verdict.to_dict()}
+            properties["verification"] = d.verdict.to_dict()
+        if properties:
+            result["properties"] = properties
         results.append(result)
     notifications = [
         {
             "level": "error",
             "message": {"text": f"{e.kind.value}: {e.message}"},
             "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": _uri(e.path)},
+                "artifactLocation": _location(e.path),
                 **({"region": {"startLine": e.position.line, "startColumn": e.position.column}}
-                   if e.position else {}),
+                   if e.position and e.cell is None else {}),
             }}],
+            **({"properties": {"cell": e.cell}} if e.cell is not None else {}),
         }
         for e in report.errors
     ]
@@ -84,10 +112,13 @@ def render(report: Report, out: TextIO) -> None:
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": driver},
+            "originalUriBaseIds": {SRCROOT: {"uri": _directory_uri()}},
+            # libcst counts columns in code points, not UTF-16 units.
+            "columnKind": "unicodeCodePoints",
             "invocations": [{
                 "executionSuccessful": not report.errors,
                 "toolExecutionNotifications": notifications,
-                "workingDirectory": {"uri": Path(os.getcwd()).as_uri() + "/"},
+                "workingDirectory": {"uri": _directory_uri()},
             }],
             "results": results,
         }],
