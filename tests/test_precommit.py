@@ -59,5 +59,6 @@ def test_hook_definition_covers_notebooks_and_runs_one_process():
     assert hook["types_or"] == ["python", "pyi", "jupyter"]
     assert "types" not in hook  # would be ANDed with types_or
     assert hook["require_serial"] is True
+    assert hook["entry"] == "mllint --force-exclude"  # files come by name; exclude applies
     # types_or needs pre-commit 2.9.0.
     assert tuple(int(p) for p in hook["minimum_pre_commit_version"].split(".")) >= (2, 9, 0)

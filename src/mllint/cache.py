@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class Cache:
                 raw["path"],
                 tuple(Finding.from_dict(f) for f in raw["findings"]),
                 tuple(FileError.from_dict(e) for e in raw["errors"]),
+                tuple(raw.get("warnings", ())),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -58,6 +60,7 @@ class Cache:
                 "path": result.path,
                 "findings": [f.to_dict() for f in result.findings],
                 "errors": [e.to_dict() for e in result.errors],
+                "warnings": list(result.warnings),
             })
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -78,3 +81,19 @@ class Cache:
         if not tag.exists():
             tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# mllint cache\n")
         self._ready = True
+
+
+def clear(directory: Path) -> int:
+    """Empty a cache directory mllint made (and only such); returns the entries removed."""
+    tag = directory / "CACHEDIR.TAG"
+    try:
+        if directory.is_symlink() or "mllint" not in tag.read_text(encoding="utf-8"):
+            return 0
+    except (OSError, UnicodeDecodeError):
+        return 0
+    removed = 0
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and len(entry.name) == 2:
+            removed += sum(1 for _ in entry.glob("*.json"))
+            shutil.rmtree(entry, ignore_errors=True)
+    return removed

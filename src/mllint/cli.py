@@ -1,7 +1,9 @@
 """The ``mllint`` command.
 
-``mllint [PATHS]...`` lints; ``mllint rules`` lists the rules; ``mllint rule CODE`` prints a
-rule's documentation. (To lint a directory literally named ``rules``, write ``./rules``.)
+``mllint [PATHS]...`` lints (it is ``mllint check [PATHS]...``, the default command);
+``mllint rules`` lists the rules; ``mllint rule CODE`` prints a rule's documentation;
+``mllint clean`` removes the result cache. A directory named like a subcommand is linted
+with ``mllint check rules`` (or ``mllint ./rules``).
 Exit codes: 0 clean, 1 findings (with ``--verify``: a finding confirmed or left unsettled),
 2 usage error or a file that could not be linted (it is reported, the run goes on).
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 import click
 
 from mllint import __version__
+from mllint.cli_options import ecosystem_options
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -23,12 +26,42 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
     return [c.strip() for v in values for c in v.split(",") if c.strip()]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+HELP = {"help_option_names": ["-h", "--help"]}
+
+
+class DefaultGroup(click.Group):
+    """A group whose first argument, when it names no subcommand, starts ``check``:
+    ``mllint src/`` is ``mllint check src/``, as ruff users type it."""
+
+    default = "check"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        group_only = {"-h", "--help", "--version"}
+        if not ctx.resilient_parsing and (not args or (args[0] not in self.commands
+                                                       and args[0] not in group_only)):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[OPTIONS] [PATHS]... | COMMAND [ARGS]...")
+
+
+@click.group(cls=DefaultGroup, context_settings=HELP)
+@click.version_option(__version__, prog_name="mllint")
+def cli() -> None:
+    """Find silent bugs in PyTorch training code and notebooks.
+
+    `mllint [OPTIONS] [PATHS]...` lints (the `check` command); `mllint check -h` lists
+    its options.
+    """
+
+
+@cli.command("check", context_settings=HELP)
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--select", multiple=True, metavar="CODES",
               help="Only these rules (codes, prefixes or names; comma-separated). Overrides config.")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules.")
-@click.option("--format", "fmt", default="full", show_default=True,
+@click.option("--format", "--output-format", "fmt", default="full", show_default=True,
               type=click.Choice(["full", "concise", "json", "github", "sarif"]),
               help="Output format.")
 @click.option("--output-file", "-o", type=click.Path(dir_okay=False), help="Write the report here.")
@@ -55,24 +88,29 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
               help="With --verify: optimizer steps before the run is stopped.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="With --verify: seconds before the run is killed.")
+@ecosystem_options
 @click.version_option(__version__, prog_name="mllint")
 @click.pass_context
 def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero, jobs,
           no_cache, cache_dir, config_path, no_prefilter, verify, run_cmd, device,
-          max_batches, max_steps, timeout) -> None:
-    """Find silent bugs in PyTorch training code."""
+          max_batches, max_steps, timeout, **opts) -> None:
+    """Find silent bugs in PyTorch training code and notebooks."""
+    from mllint import cli_options
     from mllint.config import ConfigError, load_settings
     from mllint.registry import UnknownRuleError, select_rules
 
     script_args = tuple((ctx.obj or {}).get("script_args", ()))
-    paths = list(paths) or ["."]
+    stdin_name = opts["stdin_filename"]
+    if stdin_name and [p for p in paths if p != "-"]:
+        raise click.UsageError("--stdin-filename lints standard input: pass no paths")
+    paths = [stdin_name] if stdin_name else (list(paths) or ["."])
     if (run_cmd or script_args) and not verify:
         raise click.UsageError("--run and script arguments after `--` need --verify")
     try:
-        settings = load_settings(paths, config_path)
+        settings = cli_options.override_settings(load_settings(paths, config_path), opts)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    chosen_select = _split_codes(select) or list(settings.select)
+    chosen_select = cli_options.extend_select(_split_codes(select) or list(settings.select), opts)
     chosen_ignore = _split_codes(ignore) + list(settings.ignore)
     try:
         from mllint.manifest import rule_infos
@@ -90,7 +128,16 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
         script = scripts[0]
 
     from mllint.reporters import Diagnostic, Report
-    results = _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter)
+    unused = tuple(r.code for r in rules) if opts["report_unused_noqa"] else ()
+    if stdin_name:
+        results, stdin_data = _lint_stdin(stdin_name, rules, settings, unused)
+    else:
+        results = _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unused)
+    cli_options.print_warnings(results, opts["quiet"])
+    if opts["add_noqa"]:
+        changed = cli_options.add_noqa(results)
+        click.echo(f"Added {changed} noqa directive{'s' if changed != 1 else ''}.", err=True)
+        ctx.exit(EXIT_ERROR if any(r.errors for r in results) else EXIT_CLEAN)
     findings = sorted((f for r in results for f in r.findings), key=lambda f: f.sort_key())
     errors = tuple(e for r in results for e in r.errors)
     diagnostics = tuple(Diagnostic(f) for f in findings)
@@ -99,9 +146,16 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
         diagnostics, summary = _verify(findings, script, script_args, run_cmd, device,
                                        max_batches, max_steps, timeout, fmt)
     sources = _sources(d.finding.path for d in diagnostics) if fmt == "full" else {}
+    if stdin_name and fmt == "full":
+        sources.update(_sources_of(stdin_name, stdin_data))
     checked = sum(1 for r in results if not r.errors)
-    report = Report(diagnostics, errors, checked, summary, sources)
-    _emit(fmt, report, output_file)
+    report = Report(diagnostics, errors, checked, summary, sources, quiet=opts["quiet"])
+    if opts["statistics"]:
+        cli_options.print_statistics(diagnostics, fmt, sys.stdout)
+        for e in errors:
+            click.echo(f"error: {e.path}: {e.kind.value}: {e.message}", err=True)
+    else:
+        _emit(fmt, report, output_file)
 
     if errors:
         ctx.exit(EXIT_ERROR)
@@ -115,36 +169,60 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     ctx.exit(EXIT_FINDINGS if diagnostics else EXIT_CLEAN)
 
 
-def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter):
+def _lint_stdin(path, rules, settings, unused):
+    """Standard input as the file ``path``: its config, per-file ignores and, with
+    ``--force-exclude``, its exclusion (an excluded file reports nothing, as with ruff)."""
+    from mllint.cli_options import read_stdin
+    from mllint.files import is_skipped
+    from mllint.runner import RunOptions, check_bytes
+    from mllint.types import FileResult
+
+    data = read_stdin()
+    if settings.force_exclude and is_skipped(path, settings):
+        return [FileResult(path)], data
+    opts = RunOptions(rules=rules, settings=settings, unused_noqa=unused)
+    return [check_bytes(path, data, opts)], data
+
+
+def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unused=()):
     from mllint.cache import Cache
     from mllint.files import iter_targets
     from mllint.runner import RunOptions, lint_targets
 
     cache = None
     if not no_cache and not os.environ.get("MLLINT_NO_CACHE"):
-        directory = Path(cache_dir) if cache_dir else (settings.cache_dir or settings.root / ".mllint_cache")
+        directory = Path(cache_dir) if cache_dir else _cache_directory(settings)
         from mllint.manifest import code_fingerprint
-        cache = Cache(directory, tuple(r.code for r in rules), code_fingerprint())
+        # An unused-noqa report is part of the result: a different cache entry.
+        cache = Cache(directory, tuple(r.code for r in rules) + (("noqa",) if unused else ()),
+                      code_fingerprint())
     opts = RunOptions(rules=rules, settings=settings, jobs=jobs, cache=cache,
-                      prefilter=not no_prefilter)
+                      prefilter=not no_prefilter, unused_noqa=unused)
     return list(lint_targets(iter_targets(paths, settings), opts))
 
 
 def _sources(paths) -> dict:
-    from mllint.notebook import is_notebook, read_notebook
-    from mllint.source import decode, read_bytes
-    from mllint.types import FileError
+    from mllint.source import read_bytes
     out: dict = {}
     for path in set(paths):
-        data = read_bytes(path)
-        text = decode(path, data) if isinstance(data, bytes) else None
-        if isinstance(text, str) and is_notebook(path):
-            nb = read_notebook(path, text)
-            if not isinstance(nb, FileError):
-                out.update(((path, n), list(lines)) for n, lines in enumerate(nb.cells, 1))
-        elif isinstance(text, str):
-            out[path] = text.splitlines()
+        out.update(_sources_of(path, read_bytes(path)))
     return out
+
+
+def _sources_of(path: str, data) -> dict:
+    """Lines for code frames: a file's, or each cell's of a notebook."""
+    from mllint.notebook import is_notebook, read_notebook
+    from mllint.source import decode
+    from mllint.types import FileError
+    text = decode(path, data) if isinstance(data, bytes) else None
+    if not isinstance(text, str):
+        return {}
+    if not is_notebook(path):
+        return {path: text.splitlines()}
+    nb = read_notebook(path, text)
+    if isinstance(nb, FileError):
+        return {}
+    return {(path, n): list(lines) for n, lines in enumerate(nb.cells, 1)}
 
 
 def _emit(fmt, report, output_file) -> None:
@@ -189,7 +267,7 @@ def _run_summary(result) -> str:
     return "; ".join(parts) + "."
 
 
-@click.command("rules")
+@cli.command("rules", context_settings=HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
 def list_rules(fmt: str) -> None:
     """List every rule."""
@@ -215,7 +293,7 @@ def rules_table(rules) -> str:
     return "\n".join(rows) + "\n"
 
 
-@click.command("rule")
+@cli.command("rule", context_settings=HELP)
 @click.argument("code")
 def show_rule(code: str) -> None:
     """Print a rule's documentation (by code or name)."""
@@ -227,16 +305,32 @@ def show_rule(code: str) -> None:
     click.echo(rule.documentation(), nl=False)
 
 
-SUBCOMMANDS = {"rules": list_rules, "rule": show_rule}
+@cli.command("clean", context_settings=HELP)
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="The cache to remove (default: the one `mllint` uses here).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A pyproject.toml to read [tool.mllint] from.")
+def clean(cache_dir, config_path) -> None:
+    """Remove the result cache."""
+    from mllint.cache import clear
+    from mllint.config import ConfigError, load_settings
+    try:
+        settings = load_settings(["."], config_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    directory = Path(cache_dir) if cache_dir else _cache_directory(settings)
+    removed = clear(directory)
+    click.echo(f"Removed {removed} cached result{'s' if removed != 1 else ''} from {directory}")
+
+
+def _cache_directory(settings) -> Path:
+    return settings.cache_dir or settings.root / ".mllint_cache"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in SUBCOMMANDS:
-        SUBCOMMANDS[args[0]].main(args[1:], prog_name=f"mllint {args[0]}")
-        return
     script_args: list[str] = []
     if "--" in args:
         i = args.index("--")
         args, script_args = args[:i], args[i + 1:]
-    check.main(args, prog_name="mllint", obj={"script_args": tuple(script_args)})
+    cli.main(args, prog_name="mllint", obj={"script_args": tuple(script_args)})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Mapping
+
+import pathspec
 
 try:
     import tomllib
@@ -17,7 +19,7 @@ from mllint.source import DEFAULT_MAX_BYTES
 
 KNOWN_KEYS = {
     "select", "ignore", "extend-select", "per-file-ignores", "exclude", "extend-exclude",
-    "max-file-size", "cache-dir",
+    "max-file-size", "cache-dir", "respect-gitignore", "force-exclude",
 }
 
 
@@ -35,6 +37,12 @@ class Settings:
     exclude: tuple[str, ...] = ()
     max_file_size: int = DEFAULT_MAX_BYTES
     cache_dir: Path | None = None
+    #: Skip what git ignores (``.gitignore`` files, ``.git/info/exclude``, the global
+    #: excludes file) when walking directories, as ruff does.
+    respect_gitignore: bool = True
+    #: Apply ``exclude`` and ``.gitignore`` to files passed by name too (pre-commit,
+    #: editors pass every file by name).
+    force_exclude: bool = False
 
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the config root, in POSIX form, for pattern matching."""
@@ -44,8 +52,9 @@ class Settings:
         except ValueError:
             return p.as_posix()
 
-    def is_excluded(self, path: str | os.PathLike) -> bool:
-        return matches_any(self.relative(path), self.exclude)
+    def is_excluded(self, path: str | os.PathLike, is_dir: bool = False) -> bool:
+        rel = self.relative(path)
+        return matches_any(rel + "/" if is_dir else rel, self.exclude)
 
     def ignored_codes(self, path: str | os.PathLike) -> set[str]:
         rel = self.relative(path)
@@ -57,33 +66,22 @@ class Settings:
 
 
 def matches_any(rel: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    """gitignore-flavoured matching: ``dir/`` matches everything under it, a pattern
-    without ``/`` matches any path component, otherwise the whole relative path."""
-    parts = PurePosixPath(rel).parts
+    """Whether ``rel`` (POSIX, relative to the config root; a directory ends in ``/``)
+    matches the patterns, with gitignore semantics (``pathspec``): ``dir/`` matches a
+    directory and everything under it, a pattern without a ``/`` matches at any depth,
+    ``*`` stops at ``/`` and ``**`` crosses it, a later ``!pattern`` re-includes."""
+    return _spec(tuple(patterns)).match_file(rel)
+
+
+@functools.lru_cache(maxsize=64)
+def _spec(patterns: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
+    lines = []
     for raw in patterns:
         pattern = raw.strip()
-        if not pattern:
-            continue
-        pattern = pattern.lstrip("./") if pattern.startswith("./") else pattern
-        if pattern.endswith("/"):
-            pattern = pattern.rstrip("/")
-            if "/" not in pattern:
-                if any(fnmatch.fnmatchcase(part, pattern) for part in parts[:-1]):
-                    return True
-                continue
-            if rel.startswith(pattern + "/") or fnmatch.fnmatchcase(rel, pattern + "/*"):
-                return True
-            continue
-        if "/" not in pattern:
-            if any(fnmatch.fnmatchcase(part, pattern) for part in parts):
-                return True
-        elif (
-            fnmatch.fnmatchcase(rel, pattern)
-            or fnmatch.fnmatchcase(rel, pattern + "/*")
-            or rel.startswith(pattern.rstrip("/") + "/")
-        ):
-            return True
-    return False
+        while pattern.startswith("./"):  # "./.github/" means ".github/" at the root
+            pattern = "/" + pattern[2:].lstrip("/") if pattern[2:] else ""
+        lines.append(pattern)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def find_config(paths: list[str]) -> Path | None:
@@ -143,6 +141,12 @@ def settings_from_table(table: Mapping[str, Any], file: Path) -> Settings:
     root = file.parent.resolve()
     cache_dir = table.get("cache-dir")
     select = str_list("select") + str_list("extend-select") if "select" in table else ()
+    flags = {}
+    for key in ("respect-gitignore", "force-exclude"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ConfigError(f"{file}: [tool.mllint] {key} must be true or false")
+            flags[key.replace("-", "_")] = table[key]
     return Settings(
         root=root,
         config_file=file,
@@ -152,4 +156,5 @@ def settings_from_table(table: Mapping[str, Any], file: Path) -> Settings:
         exclude=str_list("exclude") + str_list("extend-exclude"),
         max_file_size=size,
         cache_dir=None if cache_dir is None else root / cache_dir,
+        **flags,
     )

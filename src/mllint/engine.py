@@ -6,47 +6,23 @@ The engine knows rules only through the ``Rule`` interface; it never names one.
 from __future__ import annotations
 
 import ast
-import re
 import traceback
 from typing import Iterable, Sequence
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
-from mllint import fast_positions, fast_scope, traversal
+from mllint import fast_positions, fast_scope, noqa, traversal
 from mllint.notebook import is_notebook, map_result, read_notebook
 from mllint.prefilter import admitted, python_syntax_error
 from mllint.rule import FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
 from mllint.types import ErrorKind, FileError, FileResult, Finding, Position
 
-_NOQA_RE = re.compile(
-    r"#\s*noqa(?::[\s]*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE
-)
-
-
 def noqa_map(lines: Sequence[str]) -> dict[int, frozenset[str] | None]:
     """Line -> codes suppressed there (``None`` means a blanket ``# noqa``)."""
-    out: dict[int, frozenset[str] | None] = {}
-    for i, line in enumerate(lines, start=1):
-        if "noqa" not in line.lower():
-            continue
-        m = _NOQA_RE.search(line)
-        if m:
-            codes = m.group("codes")
-            out[i] = None if codes is None else frozenset(
-                c.upper() for c in re.split(r"[\s,]+", codes) if c
-            )
-    return out
-
-
-def is_suppressed(finding: Finding, noqa: dict[int, frozenset[str] | None]) -> bool:
-    for line in {finding.span.start.line, finding.span.end.line}:
-        if line in noqa:
-            codes = noqa[line]
-            if codes is None or finding.code in codes:
-                return True
-    return False
+    found = noqa.scan("\n".join(lines) + "\n", noqa.known_rules())
+    return {line: d.codes for line, d in found.directives.items()}
 
 
 def applicable_rules(text: str, rules: Iterable[type[Rule]]) -> list[type[Rule]]:
@@ -100,11 +76,15 @@ def _syntax_error(path: str, text: str, exc: cst.ParserSyntaxError) -> FileError
 
 
 def lint_text(
-    path: str, text: str, rules: Sequence[type[Rule]], *, prefilter: bool = True
+    path: str, text: str, rules: Sequence[type[Rule]], *, prefilter: bool = True,
+    unused_noqa: Sequence[str] = (),
 ) -> FileResult:
+    """``unused_noqa``: the codes of every rule of the run, to report ``# noqa`` directives
+    that suppress none of them (empty: no such report)."""
     active = applicable_rules(text, rules) if prefilter else list(rules)
+    known = noqa.known_rules(rules)
     if not active:
-        return FileResult(path)
+        return noqa.apply(FileResult(path), text, known, unused_noqa)
     invalid = python_syntax_error(text)
     if invalid is not None:
         # Not Python at all: say so in Python's words, and never hand libcst input its
@@ -142,12 +122,8 @@ def lint_text(
                         rule=rule.code,
                     )
                 )
-    noqa = noqa_map(context.lines)
-    findings = sorted(
-        (f for v in visitors for f in v.findings if not is_suppressed(f, noqa)),
-        key=Finding.sort_key,
-    )
-    return FileResult(path, tuple(findings), tuple(errors))
+    found = [f for v in visitors for f in v.findings]
+    return noqa.apply(FileResult(path, (), tuple(errors)), text, known, unused_noqa, found)
 
 
 def lint_path(

@@ -32,6 +32,8 @@ class RunOptions:
     jobs: int = 0  # 0: all cores
     cache: Cache | None = None
     prefilter: bool = True
+    #: The run's rule codes when unused ``# noqa`` directives are to be reported.
+    unused_noqa: tuple[str, ...] = ()
 
 
 def _check_file(path: str, opts: RunOptions) -> FileResult:
@@ -40,6 +42,11 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
     data = read_bytes(path, opts.settings.max_file_size)
     if isinstance(data, FileError):
         return FileResult(path, errors=(data,))
+    return check_bytes(path, data, opts)
+
+
+def check_bytes(path: str, data: bytes, opts: RunOptions) -> FileResult:
+    """One file's content, linted as the file at ``path`` (``--stdin-filename``)."""
     text = decode(path, data)
     if isinstance(text, FileError):
         return FileResult(path, errors=(text,))
@@ -71,7 +78,11 @@ def _check_text(path, data, text, opts, mapped=lambda result: result) -> FileRes
             return _apply_per_file_ignores(cached, opts.settings)
     infos = admitted(opts.rules, text) if opts.prefilter else list(opts.rules)
     if not infos:
-        result = mapped(FileResult(path))
+        result = FileResult(path)
+        if "noqa" in text.lower():  # directives are checked in every file
+            from mllint import noqa
+            result = noqa.apply(result, text, noqa.known_rules(), opts.unused_noqa)
+        result = mapped(result)
         if opts.cache is not None and key is not None:
             opts.cache.put(key, result)
         return result
@@ -80,7 +91,8 @@ def _check_text(path, data, text, opts, mapped=lambda result: result) -> FileRes
     from mllint.registry import all_rules
 
     by_code = {r.code: r for r in all_rules()}
-    result = mapped(lint_text(path, text, [by_code[i.code] for i in infos], prefilter=False))
+    result = mapped(lint_text(path, text, [by_code[i.code] for i in infos], prefilter=False,
+                              unused_noqa=opts.unused_noqa))
     if opts.cache is not None and key is not None:
         opts.cache.put(key, result)
     return _apply_per_file_ignores(result, opts.settings)

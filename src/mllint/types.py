@@ -181,3 +181,5 @@ class FileResult:
     path: str
     findings: tuple[Finding, ...] = ()
     errors: tuple[FileError, ...] = ()
+    #: Problems that do not stop the lint (an unreadable ``# noqa``), printed to stderr.
+    warnings: tuple[str, ...] = ()

@@ -28,6 +28,8 @@ class Report:
     verify_summary: str | None = None
     #: Source lines for code frames: by path, or by (path, cell) for a notebook's cells.
     sources: dict[str | tuple[str, int], list[str]] = field(default_factory=dict)
+    #: Findings only: no summary line.
+    quiet: bool = False
 
     def lines_of(self, finding: Finding) -> list[str] | None:
         key = finding.path if finding.cell is None else (finding.path, finding.cell)

@@ -68,6 +68,8 @@ def render(report: Report, out: TextIO) -> None:
             pos = f"cell {e.cell}:{pos}"
         console.print(f"[bold]{escape(e.path)}:{pos}[/bold] [bold magenta]error[/bold magenta] "
                       f"[magenta]{e.kind.value}[/magenta]: {escape(e.message)}")
+    if report.quiet:
+        return
     if report.verify_summary:
         console.print(escape(report.verify_summary))
     n = len(report.diagnostics)
