@@ -336,3 +336,34 @@ def test_config_loader_falls_back_to_tomli(tmp_path, monkeypatch):
 def test_tomli_is_declared_for_python_before_3_11():
     from importlib.metadata import requires
     assert "tomli>=1.1; python_version < \"3.11\"" in requires("mllint-torch")
+
+
+# -- messages ------------------------------------------------------------------------------
+
+def test_hint_names_the_users_own_variables(tmp_path):
+    text = BAD.read_text().replace("optimizer", "opt").replace("loss", "l")
+    (tmp_path / "t.py").write_text(text)
+    (item,) = json.loads(run("--format", "json", "t.py", cwd=tmp_path).stdout)
+    assert item["hint"] == ("Call `opt.zero_grad()` once per step: before `l.backward()` "
+                            "or right after `opt.step()`.")
+
+
+def test_personal_hint_replaces_only_names_the_rule_reported():
+    from mllint.rule import personal_hint
+    hint = "Call `model.eval()`, keep `models` and `model_b.x()`; `model` alone too."
+    assert personal_hint(hint, {"model": "net", "line": 3}) == \
+        "Call `net.eval()`, keep `models` and `model_b.x()`; `net` alone too."
+
+
+def test_full_format_wraps_to_the_terminal_and_highlights_the_frame(tmp_path):
+    import re
+    shutil.copy(BAD, tmp_path / "t.py")
+    out = run("t.py", cwd=tmp_path, env={"FORCE_COLOR": "1", "COLUMNS": "60"}).stdout
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out).splitlines()
+    prose = [line for line in plain if "│" not in line]
+    assert max(len(line) for line in prose) <= 60
+    assert not [line for line in plain if line != line.rstrip() and "│" not in line]
+    frame = next(line for line in out.splitlines() if f">{BAD_LINE}" in line)
+    assert "\x1b[" in frame.split("│", 1)[1]  # the code itself is coloured
+    piped = run("t.py", cwd=tmp_path, env={"COLUMNS": "60"}).stdout.splitlines()
+    assert max(len(line) for line in piped) > 60  # one line per message when piped

@@ -71,6 +71,19 @@ class FileContext:
             self.lines = self.source.splitlines()
 
 
+_HINT_NAME = re.compile(r"`([A-Za-z_]\w*)(?=[.(`])")
+
+
+def personal_hint(hint: str, data: Mapping[str, Any]) -> str:
+    """The hint in the user's own names: a code span that starts with a name the rule put
+    in ``data`` (`optimizer.zero_grad()` with ``data["optimizer"] == "opt"``) names their
+    variable instead (`opt.zero_grad()`)."""
+    def own(m: re.Match) -> str:
+        value = data.get(m.group(1))
+        return f"`{value}" if isinstance(value, str) and value else m.group(0)
+    return _HINT_NAME.sub(own, hint) if hint else hint
+
+
 class Rule(cst.BatchableCSTVisitor):
     """Base class of every rule. Subclasses live in ``mllint.rules`` and are discovered."""
 
@@ -162,7 +175,7 @@ class Rule(cst.BatchableCSTVisitor):
                 message=message,
                 span=self.span_of(node),
                 severity=self.severity,
-                hint=self.hint,
+                hint=personal_hint(self.hint, data or {}),
                 region=None if region is None else self.lines_of(region),
                 data=dict(data or {}),
             )
