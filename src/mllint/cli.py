@@ -138,6 +138,19 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
         changed = cli_options.add_noqa(results)
         click.echo(f"Added {changed} noqa directive{'s' if changed != 1 else ''}.", err=True)
         ctx.exit(EXIT_ERROR if any(r.errors for r in results) else EXIT_CLEAN)
+    if opts["fix"] or opts["diff"]:
+        if verify:
+            raise click.UsageError("--fix and --diff do not combine with --verify")
+        fixed = cli_options.apply_fixes(results, rules, settings, opts["unsafe_fixes"],
+                                        write=not opts["diff"])
+        if opts["diff"]:
+            sys.stdout.write("".join(fixed.diffs))
+            if not opts["quiet"]:
+                click.echo(cli_options.fix_summary(fixed, write=False), err=True)
+            ctx.exit(EXIT_FINDINGS if fixed.diffs else EXIT_CLEAN)
+        results = fixed.results
+        if not opts["quiet"]:
+            click.echo(cli_options.fix_summary(fixed, write=True), err=True)
     findings = sorted((f for r in results for f in r.findings), key=lambda f: f.sort_key())
     errors = tuple(e for r in results for e in r.errors)
     diagnostics = tuple(Diagnostic(f) for f in findings)

@@ -135,3 +135,77 @@ def write_like(path: str, original: bytes, text: str) -> None:
 
 def read_stdin() -> bytes:
     return sys.stdin.buffer.read()
+
+
+FIX_OPTIONS: list[Callable] = [
+    click.option("--fix", is_flag=True, help="Apply the safe fixes, then report what is left."),
+    click.option("--unsafe-fixes", is_flag=True,
+                 help="With --fix or --diff: apply the unsafe fixes too."),
+    click.option("--diff", is_flag=True,
+                 help="Print the fixes as a unified diff instead of writing them."),
+]
+OPTIONS.extend(FIX_OPTIONS)
+
+
+@dataclasses.dataclass
+class FixReport:
+    results: list
+    fixed: int = 0  # findings fixed
+    files: int = 0  # files changed
+    withheld: int = 0  # unsafe fixes not applied
+    diffs: list = dataclasses.field(default_factory=list)
+
+
+def apply_fixes(results, rule_infos, settings, unsafe: bool, write: bool) -> FixReport:
+    """Fixes every file that has findings; each fixed file is linted again, so what is
+    reported afterwards is what is left. With ``write`` False, the diffs are collected."""
+    from mllint.engine import lint_text
+    from mllint.fixes import fix_text, unified_diff
+    from mllint.notebook import is_notebook
+    from mllint.registry import all_rules
+    from mllint.source import decode, read_bytes
+    from mllint.types import FileResult
+
+    classes = {r.code: r for r in all_rules()}
+    chosen = [classes[i.code] for i in rule_infos if i.code in classes]
+    report = FixReport([])
+    for result in results:
+        if not result.findings or result.errors or is_notebook(result.path):
+            report.results.append(result)
+            continue
+        data = read_bytes(result.path, settings.max_file_size)
+        text = decode(result.path, data) if isinstance(data, bytes) else None
+        if not isinstance(text, str):
+            report.results.append(result)
+            continue
+        ignored = settings.ignored_codes(result.path)
+        path = result.path
+
+        def lint(t: str, path=path, ignored=ignored):
+            found = lint_text(path, t, chosen).findings
+            return [f for f in found if not any(f.code.startswith(i) for i in ignored)]
+        outcome = fix_text(text, lint, classes, unsafe)
+        report.withheld += outcome.withheld
+        if outcome.text == text:
+            report.results.append(result)
+            continue
+        after = tuple(lint(outcome.text))
+        report.fixed += max(0, len(result.findings) - len(after))
+        report.files += 1
+        if write:
+            write_like(path, data, outcome.text)
+            report.results.append(FileResult(path, after, (), result.warnings))
+        else:
+            report.diffs.append(unified_diff(path, text, outcome.text))
+            report.results.append(result)
+    return report
+
+
+def fix_summary(report: FixReport, write: bool) -> str:
+    verb = "Fixed" if write else "Would fix"
+    text = (f"{verb} {report.fixed} finding{'s' if report.fixed != 1 else ''} in "
+            f"{report.files} file{'s' if report.files != 1 else ''}.")
+    if report.withheld:
+        text += (f" {report.withheld} more fix{'es' if report.withheld != 1 else ''} "
+                 "available with --unsafe-fixes.")
+    return text

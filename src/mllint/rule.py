@@ -108,6 +108,9 @@ class Rule(cst.BatchableCSTVisitor):
     #: The runtime probe paired with this rule, as ``"module:Class"`` so that static
     #: linting never imports it (probes import torch).
     PROBE: ClassVar[str | None] = None
+    #: The rule's automatic fix and its "Fix safety" docs (``mllint.fixes.FixSpec``), set
+    #: at the end of the rule's module.
+    FIX: ClassVar[Any] = None
 
     METADATA_DEPENDENCIES = (PositionProvider,)
 
@@ -210,6 +213,8 @@ class Rule(cst.BatchableCSTVisitor):
             out += ["## Example", "", "```python", cls.INVALID[0].code.rstrip(), "```", ""]
         if cls.VALID:
             out += ["## Use instead", "", "```python", cls.VALID[0].code.rstrip(), "```", ""]
+        if cls.FIX is not None:
+            out += ["## Fix safety", "", inspect.cleandoc(cls.FIX.safety), ""]
         if sec.get(DOC_HEADINGS[3]):
             out += [f"## {DOC_HEADINGS[3]}", "", sec[DOC_HEADINGS[3]], ""]
         return "\n".join(out).rstrip() + "\n"
@@ -233,4 +238,6 @@ class Rule(cst.BatchableCSTVisitor):
             problems.append(f"{cls.__name__}: needs VALID and INVALID examples")
         if not cls.REQUIRES:
             problems.append(f"{cls.__name__}: needs a REQUIRES prefilter")
+        if cls.FIX is None:
+            problems.append(f"{cls.__name__}: needs a FIX (its fix, or why it has none)")
         return problems
