@@ -112,6 +112,13 @@ def test_noqa_applies_per_line_in_a_cell(tmp_path):
     assert [(d["code"], d["cell"], d["line"]) for d in items] == [("ML004", 4, 8)]
 
 
+def test_noqa_warnings_name_the_cell(tmp_path):
+    (tmp_path / "nb.ipynb").write_text(NOTEBOOK.read_text().replace(
+        "optimizer.step()  # expect: ML001", "optimizer.step()  # noqa: ML0001"))
+    proc = run("--format", "json", "nb.ipynb", cwd=tmp_path)
+    assert "warning: nb.ipynb: cell 4, line 7: unknown rule `ML0001`" in proc.stderr
+
+
 def test_directory_walk_lints_notebooks_and_skips_checkpoints(tmp_path):
     shutil.copy(NOTEBOOK, tmp_path / "a.ipynb")
     (tmp_path / ".ipynb_checkpoints").mkdir()

@@ -206,7 +206,18 @@ def map_result(result: FileResult, nb: NotebookSource) -> FileResult:
         result,
         findings=tuple(_map_finding(f, nb) for f in result.findings),
         errors=tuple(_map_error(e, nb) for e in result.errors),
+        warnings=tuple(_LINE_IN_WARNING.sub(lambda m: _cell_line(m, nb), w)
+                       for w in result.warnings),
     )
+
+
+#: How a warning names its line (``mllint.noqa``): ``path: line 12: ...``.
+_LINE_IN_WARNING = re.compile(r"(?<=: )line (\d+)(?=: )")
+
+
+def _cell_line(m: re.Match, nb: NotebookSource) -> str:
+    where = nb.locate(int(m.group(1)))
+    return m.group(0) if where is None else f"cell {where.cell}, line {where.line}"
 
 
 def _map_finding(f: Finding, nb: NotebookSource) -> Finding:
