@@ -154,3 +154,24 @@ def test_broken_notebooks_are_reported_not_called_clean(tmp_path):
     assert "not a notebook: invalid JSON" in by_path["bad_json.ipynb"]["message"]
     broken = by_path["bad_cell.ipynb"]
     assert (broken["code"], broken["cell"], broken["line"]) == (None, 2, 1)
+
+
+@pytest.mark.slow
+def test_verify_runs_the_notebook_cells_from_its_own_directory(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    (folder / "helper.py").write_text("SEED = 0\n")
+    raw = NOTEBOOK.read_text().replace('"torch.manual_seed(0)\\n"',
+                                       '"from helper import SEED\\n",\n    "torch.manual_seed(SEED)\\n"')
+    assert "from helper import SEED" in raw
+    (folder / "nb.ipynb").write_text(raw)
+    before = sorted(p.name for p in folder.iterdir())
+    proc = run("--verify", "--format", "json", "notebooks/nb.ipynb", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    items = json.loads(proc.stdout)
+    got = {(d["code"], d["cell"], d["line"], d["verification"]["status"]) for d in items}
+    assert got == {("ML001", 4, 7, "confirmed"), ("ML004", 4, 8, "confirmed")}
+    ml004 = next(d for d in items if d["code"] == "ML004")
+    assert "(cell 4, line 8)" in ml004["verification"]["evidence"]
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written there
+    assert (folder / "nb.ipynb").read_text() == raw

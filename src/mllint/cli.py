@@ -120,7 +120,7 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
 
     script = None
     if verify and not run_cmd:
-        scripts = [p for p in paths if p.endswith(".py") and os.path.isfile(p)]
+        scripts = [p for p in paths if p.endswith((".py", ".ipynb")) and os.path.isfile(p)]
         if len(scripts) != 1:
             raise click.UsageError(
                 "--verify needs one training script to run (mllint --verify train.py "
@@ -156,8 +156,11 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     diagnostics = tuple(Diagnostic(f) for f in findings)
     summary = None
     if verify:
-        diagnostics, summary = _verify(findings, script, script_args, run_cmd, device,
-                                       max_batches, max_steps, timeout, fmt)
+        verify_args = (script_args, run_cmd, device, max_batches, max_steps, timeout, fmt)
+        if script is not None and script.endswith(".ipynb"):
+            diagnostics, summary = _verify_notebook(findings, script, verify_args)
+        else:
+            diagnostics, summary = _verify(findings, script, *verify_args)
     sources = _sources(d.finding.path for d in diagnostics) if fmt == "full" else {}
     if stdin_name and fmt == "full":
         sources.update(_sources_of(stdin_name, stdin_data))
@@ -248,14 +251,50 @@ def _emit(fmt, report, output_file) -> None:
         sys.stdout.flush()
 
 
-def _verify(findings, script, script_args, run_cmd, device, max_batches, max_steps, timeout, fmt):
+def _verify_notebook(findings, notebook, verify_args):
+    """A notebook's code cells run as a script (``mllint.notebook.as_script``), in the
+    notebook's directory as Jupyter runs it, its modules importable; findings and
+    verdicts are told in cells and lines."""
+    from mllint import notebook as nbs
+    from mllint.reporters import Diagnostic
+    from mllint.source import decode, read_bytes
+    from mllint.types import FileError
+
+    text = decode(notebook, read_bytes(notebook))
+    nb = nbs.read_notebook(notebook, text) if isinstance(text, str) else text
+    if isinstance(nb, FileError):
+        raise click.ClickException(f"--verify: {nb.message}")
+    folder = os.path.dirname(os.path.abspath(notebook))
+    path = os.environ.get("PYTHONPATH")
+    env = {"PYTHONPATH": folder + (os.pathsep + path if path else "")}
+    with nbs.as_script(notebook, nb) as script:
+        diagnostics, summary = _verify([nbs.to_script(f, nb, script) for f in findings],
+                                       script, *verify_args, cwd=folder, env=env)
+    static, runtime = diagnostics[:len(findings)], diagnostics[len(findings):]
+    out = [Diagnostic(f, _verdict_in_cells(d.verdict, nb)) for f, d in zip(findings, static)]
+    out += [Diagnostic(nbs.from_script(d.finding, nb, notebook),
+                       _verdict_in_cells(d.verdict, nb), runtime_only=True) for d in runtime]
+    return tuple(out), summary
+
+
+def _verdict_in_cells(verdict, nb):
+    from mllint.notebook import cells_in_text
+    from mllint.types import Verdict
+    if verdict is None:
+        return None
+    return Verdict(verdict.status, cells_in_text(verdict.evidence, nb), verdict.figures)
+
+
+def _verify(findings, script, script_args, run_cmd, device, max_batches, max_steps, timeout,
+            fmt, cwd=None, env=None):
     """Run the training under the probes; returns diagnostics with verdicts and a summary."""
     from mllint.reporters import Diagnostic
     from mllint.verify.harness import VerifyError, VerifyOptions, verify
     from mllint.verify.progress import ProgressDisplay
 
     options = VerifyOptions(script=script, script_args=script_args, run=run_cmd, device=device,
-                            max_batches=max_batches, max_steps=max_steps, timeout=timeout)
+                            max_batches=max_batches, max_steps=max_steps, timeout=timeout,
+                            **({"cwd": cwd} if cwd else {}), **({"env": env} if env else {}))
     with ProgressDisplay(len(findings), enabled=fmt == "full") as progress:
         try:
             result = verify(findings, options, on_event=progress.update)

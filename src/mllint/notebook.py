@@ -15,9 +15,13 @@ the raw file (GitHub annotations, SARIF).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 from mllint.types import ErrorKind, FileError, FileResult, Finding, Position, Span
 
@@ -245,3 +249,54 @@ def _map_error(e: FileError, nb: NotebookSource) -> FileError:
     if where is None:
         return e
     return replace(e, position=Position(where.line, e.position.column), cell=where.cell)
+
+
+# -- --verify: a notebook run as a script ----------------------------------------------------
+
+@contextlib.contextmanager
+def as_script(path: str, nb: NotebookSource) -> Iterator[str]:
+    """The notebook's code cells as a script in a temporary directory (never next to the
+    notebook: ``--verify`` writes nothing to the user's files), removed afterwards. The
+    masked IPython lines are ``pass``: magics and shell escapes are skipped."""
+    with tempfile.TemporaryDirectory(prefix="mllint-notebook-") as tmp:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        script = os.path.join(tmp, f"{stem}.py")
+        with open(script, "w", encoding="utf-8") as fh:
+            fh.write(nb.text)
+        yield script
+
+
+def joined_line(nb: NotebookSource, cell: int, line: int) -> int | None:
+    for i, where in enumerate(nb.lines, start=1):
+        if where.cell == cell and where.line == line:
+            return i
+    return None
+
+
+def to_script(f: Finding, nb: NotebookSource, script: str) -> Finding:
+    """A notebook finding in the coordinates of ``as_script``'s script."""
+    if f.cell is None:
+        return replace(f, path=script)
+    start = joined_line(nb, f.cell, f.span.start.line) or 1
+    end = joined_line(nb, f.cell, f.span.end.line) or start
+    region = None
+    if f.region is not None:
+        a = joined_line(nb, f.cell, f.region.start.line)
+        b = joined_line(nb, f.cell, f.region.end.line)
+        region = Span.lines(a, b) if a and b else None
+    return replace(f, path=script, cell=None, notebook_line=None, region=region,
+                   span=Span(Position(start, f.span.start.column),
+                             Position(end, f.span.end.column)))
+
+
+def from_script(f: Finding, nb: NotebookSource, path: str) -> Finding:
+    """A finding about ``as_script``'s script (one the run found) in notebook terms."""
+    return _map_finding(replace(f, path=path), nb)
+
+
+def cells_in_text(text: str, nb: NotebookSource) -> str:
+    """``line N`` (of the script) in a verdict's evidence as ``cell C, line L``."""
+    def named(m: re.Match) -> str:
+        where = nb.locate(int(m.group(1)))
+        return m.group(0) if where is None else f"cell {where.cell}, line {where.line}"
+    return re.sub(r"\bline (\d+)\b", named, text)
