@@ -218,8 +218,9 @@ def test_fix_writes_and_reports_what_is_left(scripts):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture", [
-    "ml001/bad_no_zero_grad.py", "ml004/bad_loss_accumulated.py",
-    "ml005/bad_softmax_last_layer.py",
+    "ml001/bad_no_zero_grad.py", "ml003/bad_validation_with_autograd.py",
+    "ml004/bad_loss_accumulated.py", "ml005/bad_softmax_last_layer.py",
+    "ml006/bad_weights_only_checkpoint.py",
 ])
 def test_fixed_fixture_runs_and_verify_confirms_nothing(tmp_path, fixture):
     script = tmp_path / "train.py"
