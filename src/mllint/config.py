@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import pathspec
-
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -70,11 +68,13 @@ def matches_any(rel: str, patterns: tuple[str, ...] | list[str]) -> bool:
     matches the patterns, with gitignore semantics (``pathspec``): ``dir/`` matches a
     directory and everything under it, a pattern without a ``/`` matches at any depth,
     ``*`` stops at ``/`` and ``**`` crosses it, a later ``!pattern`` re-includes."""
-    return _spec(tuple(patterns)).match_file(rel)
+    return bool(patterns) and _spec(tuple(patterns)).match_file(rel)
 
 
 @functools.lru_cache(maxsize=64)
-def _spec(patterns: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
+def _spec(patterns: tuple[str, ...]) -> Any:
+    import pathspec  # only when there are patterns: it costs a run's start-up time
+
     lines = []
     for raw in patterns:
         pattern = raw.strip()

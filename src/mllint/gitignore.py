@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
-import pathspec
 
-
-def _read(path: Path) -> pathspec.GitIgnoreSpec | None:
+def _read(path: Path) -> Any:
+    """The file's patterns as a ``pathspec.GitIgnoreSpec``; None when there are none."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
+    import pathspec  # only once some ignore file exists: it costs a run's start-up time
+
     return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 
@@ -48,51 +50,43 @@ class GitIgnore:
     """Answers "does git ignore this path?" for paths under any number of work trees."""
 
     def __init__(self) -> None:
-        self._trees: dict[Path, list[pathspec.GitIgnoreSpec]] = {}  # tree -> base specs
-        self._dirs: dict[Path, pathspec.GitIgnoreSpec | None] = {}
-        self._tree_of: dict[Path, Path | None] = {}
-        self._global: pathspec.GitIgnoreSpec | None | bool = False
+        #: directory -> the (spec, its base directory) that apply inside it, lowest
+        #: precedence first; empty outside a work tree or where nothing applies.
+        self._chains: dict[str, list[tuple[Any, str]] | None] = {}
+        self._global: Any = False
 
     def ignored(self, path: str | os.PathLike, is_dir: bool = False) -> bool:
-        absolute = Path(os.path.abspath(path))
-        tree = self._tree(absolute.parent)
-        if tree is None or absolute == tree:
-            return False
-        rel = absolute.relative_to(tree)
-        if rel.parts and rel.parts[0] == ".git":
-            return True
+        absolute = os.path.abspath(path)
+        chain = self._chain(os.path.dirname(absolute)) or ()
         verdict = None
-        # Lowest precedence first; a later source that matches overrides.
-        sources = [(spec, tree) for spec in self._base(tree)]
-        directory = tree
-        for part in rel.parts[:-1]:
-            sources.append((self._dir_spec(directory), directory))
-            directory = directory / part
-        sources.append((self._dir_spec(directory), directory))
-        for spec, base in sources:
-            if spec is None:
-                continue
-            sub = absolute.relative_to(base).as_posix() + ("/" if is_dir else "")
-            result = spec.check_file(sub)
+        for spec, base in chain:
+            rel = absolute[len(base):].lstrip(os.sep).replace(os.sep, "/")
+            result = spec.check_file(rel + "/" if is_dir else rel)
             if result.include is not None:
                 verdict = result.include
         return bool(verdict)
 
-    def _tree(self, directory: Path) -> Path | None:
-        if directory not in self._tree_of:
-            self._tree_of[directory] = _work_tree(directory)
-        return self._tree_of[directory]
+    def _chain(self, directory: str) -> list[tuple[Any, str]] | None:
+        """None outside a work tree."""
+        if directory in self._chains:
+            return self._chains[directory]
+        chain: list[tuple[Any, str]] | None
+        if os.path.exists(os.path.join(directory, ".git")):  # the work tree's top
+            chain = [(spec, directory) for spec in self._base(directory)]
+        else:
+            parent = os.path.dirname(directory)
+            up = None if parent == directory else self._chain(parent)
+            chain = None if up is None else list(up)
+        if chain is not None:
+            own = _read(Path(directory) / ".gitignore")
+            if own is not None:
+                chain.append((own, directory))
+        self._chains[directory] = chain
+        return chain
 
-    def _base(self, tree: Path) -> list[pathspec.GitIgnoreSpec]:
-        if tree not in self._trees:
-            if self._global is False:
-                found = _global_excludes()
-                self._global = _read(found) if found else None
-            specs = [self._global, _read(tree / ".git" / "info" / "exclude")]
-            self._trees[tree] = [s for s in specs if s is not None]
-        return self._trees[tree]
-
-    def _dir_spec(self, directory: Path) -> pathspec.GitIgnoreSpec | None:
-        if directory not in self._dirs:
-            self._dirs[directory] = _read(directory / ".gitignore")
-        return self._dirs[directory]
+    def _base(self, tree: str) -> list[Any]:
+        if self._global is False:
+            found = _global_excludes()
+            self._global = _read(found) if found else None
+        specs = [self._global, _read(Path(tree) / ".git" / "info" / "exclude")]
+        return [s for s in specs if s is not None]
