@@ -736,3 +736,40 @@ class MissingZeroGradProbe(Probe):
             f"{who} were cleared (None or zero) before they were applied again",
             **figures,
         )
+
+
+# -- fix (mllint.fixes): kept apart from the check above -------------------------------------
+
+from mllint.fixes import Fix, FixFile, FixSpec  # noqa: E402
+
+
+def _fix(file: FixFile, finding) -> Fix | None:
+    data = finding.data
+    optimizer, line = data.get("optimizer"), data.get("backward_line")
+    if data.get("kind") != Kind.NEVER_CLEARED.value or not optimizer or not line:
+        return None
+    if finding.region is not None and not finding.region.contains_line(line):
+        return None  # the backward pass is in a helper: its scope may not see the optimizer
+    # The backward call must start its own line, so the new call goes right above it.
+    statements = [s for s in file.nodes_on_line(line, cst.SimpleStatementLine)]
+    if len(statements) != 1:
+        return None
+    text = file.line_text(line)
+    if file.positions[statements[0]].start.column != len(text) - len(text.lstrip(" \t")):
+        return None
+    edit = file.insert_line_before(line, f"{optimizer}.zero_grad()")
+    return Fix(f"Call `{optimizer}.zero_grad()` before the backward pass", True, (edit,))
+
+
+MissingZeroGrad.FIX = FixSpec(
+    safety="""
+    For a loop that never clears the gradients, the fix inserts `optimizer.zero_grad()`
+    (with your optimizer's name) on the line above the loop's `backward()` call. It is
+    safe: the rule only reports a loop whose steps apply gradients summed over every
+    earlier batch, which no correct loop intends (gradient accumulation clears once per
+    optimizer step and is not reported). A backward pass in a helper function, or a
+    `zero_grad()` that runs between `backward()` and `step()`, has no fix: where the call
+    belongs there is a decision for you.
+    """,
+    make=_fix,
+)

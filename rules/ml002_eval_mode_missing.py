@@ -349,3 +349,16 @@ class EvalModeProbe(Probe):
             f"{where} in training mode, with mode-dependent layers {names}{more}{bn}",
             **figures,
         )
+
+
+# -- fix (mllint.fixes) ----------------------------------------------------------------------
+
+from mllint.fixes import FixSpec  # noqa: E402
+
+EvalModeMissing.FIX = FixSpec(safety="""
+    No automatic fix. `model.eval()` belongs before the validation pass and
+    `model.train()` before training resumes, and where training resumes (the next epoch,
+    a caller, a callback) is a decision about your loop that a source edit cannot make
+    safely: a missing `model.train()` would silently train with dropout and batch-norm
+    updates off.
+    """)

@@ -314,3 +314,40 @@ class NoGradProbe(Probe):
             "alive until its outputs were dropped",
             **figures,
         )
+
+
+# -- fix (mllint.fixes): kept apart from the check above -------------------------------------
+
+import libcst as cst  # noqa: E402
+
+from mllint.fixes import Fix, FixFile, FixSpec  # noqa: E402
+
+
+def _fix(file: FixFile, finding) -> Fix | None:
+    forward = file.node_for(finding, cst.CSTNode)
+    if forward is None or not file.binds("torch"):
+        return None
+    function = next((a for a in file.ancestors(forward) if isinstance(a, cst.FunctionDef)), None)
+    if function is None:
+        return None  # a pass at module level: wrap it in `with torch.no_grad():` yourself
+    body = file.code(function)
+    if ".backward(" in body or ".step(" in body:
+        return None  # it trains too: a decorator would turn autograd off for that as well
+    first = function.decorators[0] if function.decorators else function
+    line = file.positions[first].start.line
+    edit = file.insert_line_before(line, "@torch.no_grad()")
+    return Fix(f"Decorate `{function.name.value}` with `@torch.no_grad()`", False, (edit,))
+
+
+NoGradMissing.FIX = FixSpec(
+    safety="""
+    When the evaluation runs in a function that neither back-propagates nor steps an
+    optimizer, the fix decorates that function with `@torch.no_grad()` (when the module
+    imports `torch`). It is unsafe: a caller may back-propagate through what the function
+    returns (a validation loss used as a training signal, a function shared by training
+    and evaluation), and under `no_grad` that backward pass fails. An evaluation at module
+    level, or in a function that also trains, has no fix: wrap the pass in
+    `with torch.no_grad():` yourself.
+    """,
+    make=_fix,
+)

@@ -809,3 +809,93 @@ class LossTensorAccumulatedProbe(Probe):
             f"reachable{growth}: every step's graph stays alive",
             **figures,
         )
+
+
+# -- fix (mllint.fixes): kept apart from the check above -------------------------------------
+
+from mllint.fixes import Fix, FixFile, FixSpec, method_call  # noqa: E402
+
+#: Calls that read an accumulator as a number (or a list of numbers) and would read a
+#: float (or a list of floats) the same way.
+_NUMERIC_READERS = frozenset({
+    "print", "float", "int", "round", "len", "sum", "min", "max", "abs", "str", "repr",
+    "format", "mean", "median", "fmean", "average", "std", "isnan", "isfinite",
+    "add_scalar", "add_scalars", "log", "log_metric", "log_metrics", "info", "debug",
+    "warning", "write", "set_postfix", "set_description",
+})
+_CONTAINER_METHODS = frozenset({"append", "insert", "clear", "extend"})
+
+
+def _read_as_number(file: FixFile, node: cst.CSTNode, depth: int = 0,
+                    name: str = "") -> bool:
+    """Whether the value at ``node`` (a reference to ``name``) is only ever read the way a
+    float would be."""
+    parent = file.parent(node)
+    if isinstance(parent, (cst.AssignTarget, cst.AugAssign)) and parent.target is node:
+        return True  # written, not read
+    if isinstance(parent, cst.Subscript) and parent.value is node:
+        return _read_as_number(file, parent, depth, name)  # ``meters["loss"]``
+    if isinstance(parent, cst.Attribute) and parent.value is node:
+        return (parent.attr.value in _CONTAINER_METHODS
+                and isinstance(file.parent(parent), cst.Call))
+    if isinstance(parent, (cst.Comparison, cst.ComparisonTarget,
+                           cst.FormattedStringExpression, cst.AugAssign)):
+        return True
+    if isinstance(parent, (cst.BinaryOperation, cst.UnaryOperation)):
+        return _read_as_number(file, parent, depth, name)  # ``total / n``: as what it joins
+    if isinstance(parent, cst.Arg):
+        call = file.parent(parent)
+        func = call.func if isinstance(call, cst.Call) else None
+        name = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", "")
+        return name in _NUMERIC_READERS
+    if isinstance(parent, cst.Assign) and depth < 3:
+        # ``avg = total / n``: follow the new name, twice at most.
+        return all(isinstance(t.target, cst.Name) and (
+            t.target.value == name  # ``total = total + ...``: the accumulator itself
+            or _name_read_as_number(file, t.target.value, depth + 1)) for t in parent.targets)
+    return False
+
+
+def _name_read_as_number(file: FixFile, name: str, depth: int = 0) -> bool:
+    if not name.isidentifier():
+        return False  # ``self.total``: read from anywhere the object goes
+    references = [n for n in file.walk(cst.Name) if n.value == name and not (
+        isinstance(file.parent(n), cst.Attribute) and file.parent(n).attr is n)]
+    return all(_read_as_number(file, n, depth, name) for n in references)
+
+
+def _fix(file: FixFile, finding) -> Fix | None:
+    node = file.node_for(finding, (cst.AugAssign, cst.Assign, cst.Call))
+    accumulator = finding.data.get("accumulator")
+    if node is None or not accumulator:
+        return None
+    if isinstance(node, cst.AugAssign) and isinstance(node.operator, cst.AddAssign):
+        value = node.value
+    elif isinstance(node, cst.Assign) and isinstance(node.value, cst.BinaryOperation):
+        op = node.value
+        target = file.code(node.targets[0].target).strip()
+        value = op.right if file.code(op.left).strip() == target else op.left
+    elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and \
+            node.func.attr.value in ("append", "insert") and node.args:
+        value = node.args[-1].value
+    else:
+        return None
+    if "\n" in file.source(value):
+        return None
+    safe = _name_read_as_number(file, accumulator)
+    new = method_call(file, value, "item")
+    return Fix(f"Accumulate `{new}`", safe, (file.replace(value, new),))
+
+
+LossTensorAccumulated.FIX = FixSpec(
+    safety="""
+    The fix accumulates `loss.item()` (a Python float) instead of the tensor. It is safe
+    when the accumulator is only read as a number: printed, formatted, logged, averaged
+    with `sum`/`len`/`mean`, compared, or combined arithmetically into values read the
+    same way. It is unsafe when anything else reads it (`torch.stack(losses)`,
+    `total.backward()`, `total.item()`, returned to a caller), because a float does not
+    behave like a tensor there. `losses.extend([loss])` and accumulators written by helper
+    methods have no fix.
+    """,
+    make=_fix,
+)

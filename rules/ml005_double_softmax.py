@@ -595,3 +595,92 @@ class DoubleSoftmaxProbe(Probe):
             f"off by up to {self.max_row_error:.3g} (batch shape {figures['batch_shape']})",
             **figures,
         )
+
+
+# -- fix (mllint.fixes): kept apart from the check above -------------------------------------
+
+from mllint.fixes import Fix, FixFile, FixSpec  # noqa: E402
+
+
+def _softmax_input(node: cst.BaseExpression) -> cst.BaseExpression | None:
+    """``x`` of ``F.softmax(x, dim=1)``, ``torch.softmax(x, 1)``, ``x.softmax(1)`` or
+    ``nn.Softmax(dim=1)(x)``; None for anything else."""
+    if not isinstance(node, cst.Call):
+        return None
+    func = node.func
+    if isinstance(func, cst.Call) and _last_name(func.func) == "Softmax":
+        return node.args[0].value if len(node.args) == 1 and not node.args[0].keyword else None
+    if _last_name(func) != "softmax":
+        return None
+    data_arg = positional_arg(node, 0) or keyword_arg(node, "input")
+    if isinstance(func, cst.Attribute) and _last_name(func.value) in ("F", "functional", "torch"):
+        return data_arg.value if data_arg is not None else None
+    if isinstance(func, cst.Attribute):
+        return func.value  # the method: ``x.softmax(dim=1)``
+    return data_arg.value if data_arg is not None else None  # ``from ... import softmax``
+
+
+def _last_name(node: cst.BaseExpression) -> str:
+    if isinstance(node, cst.Attribute):
+        return node.attr.value
+    return node.value if isinstance(node, cst.Name) else ""
+
+
+def _fix(file: FixFile, finding) -> Fix | None:
+    call = file.node_for(finding, cst.Call)
+    if call is None:
+        return None
+    arg = keyword_arg(call, "input") or positional_arg(call, 0)
+    if arg is None:
+        return None
+    inner = _softmax_input(arg.value)
+    if inner is not None:
+        # The softmax only feeds the loss: removing it changes nothing else.
+        edit = file.replace(arg.value, file.source(inner))
+        return Fix("Pass the logits to the loss", True, (edit,))
+    line = finding.data.get("softmax_line")
+    if isinstance(arg.value, cst.Name) and line:
+        for assign in file.nodes_on_line(line, cst.Assign):
+            source = _softmax_input(assign.value)
+            targets = [t.target for t in assign.targets]
+            if source is not None and len(targets) == 1 and isinstance(targets[0], cst.Name) \
+                    and targets[0].value == arg.value.value:
+                return Fix("Pass the logits to the loss", False,
+                           (file.replace(arg.value, file.source(source)),))
+    if line:
+        return _drop_last_layer(file, line)
+    return None
+
+
+def _drop_last_layer(file: FixFile, line: int) -> Fix | None:
+    """Removes a trailing ``nn.Softmax(...)`` from the ``nn.Sequential(...)`` it ends."""
+    for layer in file.nodes_on_line(line, cst.Call):
+        if _last_name(layer.func) != "Softmax":
+            continue
+        arg = file.parent(layer)
+        sequential = file.parent(arg) if isinstance(arg, cst.Arg) else None
+        if not isinstance(sequential, cst.Call) or _last_name(sequential.func) != "Sequential":
+            continue
+        if sequential.args[-1] is not arg or len(sequential.args) < 2:
+            continue
+        edit = file.delete_item(arg.value, sequential.args[-2].value)
+        return Fix("Remove the model's last Softmax layer", False, (edit,))
+    return None
+
+
+DoubleSoftmax.FIX = FixSpec(
+    safety="""
+    When the softmax is written inside the loss call (`F.cross_entropy(F.softmax(x, dim=1),
+    y)`), the fix passes its input instead (`F.cross_entropy(x, y)`). That is safe: the
+    softmax fed nothing but the loss.
+
+    When the probabilities come from a variable (`probs = F.softmax(logits, dim=1)` ...
+    `F.cross_entropy(probs, y)`), the fix passes `logits` to the loss and leaves `probs`
+    for whatever else reads it; unsafe, because `logits` may have been rebound in between.
+    When the model's last layer is `nn.Softmax` in an `nn.Sequential`, the fix removes that
+    layer; unsafe, because everything else that calls the model (inference, metrics,
+    exported checkpoints) then receives logits instead of probabilities. A softmax
+    returned by a `forward` method has no fix.
+    """,
+    make=_fix,
+)

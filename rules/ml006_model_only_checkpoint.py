@@ -848,3 +848,47 @@ def _bytes(n: int) -> str:
     if n < 1024 * 1024:
         return f"{n / 1024:.1f} KiB"
     return f"{n / (1024 * 1024):.1f} MiB"
+
+
+# -- fix (mllint.fixes): kept apart from the check above -------------------------------------
+
+from mllint.fixes import Fix, FixFile, FixSpec  # noqa: E402
+
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+
+
+def _fix(file: FixFile, finding) -> Fix | None:
+    optimizer, model = finding.data.get("optimizer"), finding.data.get("model")
+    save = file.node_for(finding, cst.Call)
+    if save is None or not save.args or not isinstance(optimizer, str):
+        return None
+    root = optimizer.split(".")[0]
+    if not _DOTTED.match(optimizer) or not (root == "self" or file.binds(root)):
+        return None  # a class name, not a variable the checkpoint can read
+    payload = save.args[0].value
+    state = f"{optimizer}.state_dict()"
+    if isinstance(payload, cst.Dict) and payload.elements:
+        keys = {e.key.value.strip("'\"") for e in payload.elements
+                if isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString)}
+        key = next(k for k in ("optimizer", "optimizer_state_dict", "optim") if k not in keys)
+        edit = file.append_item(payload.elements, f'"{key}": {state}')
+        return Fix(f"Save `{state}` in the checkpoint", False, (edit,))
+    if isinstance(payload, cst.Call) and file.source(payload).endswith(".state_dict()"):
+        weights = file.source(payload)
+        new = f'{{"model": {weights}, "optimizer": {state}}}'
+        return Fix(f"Save `{state}` in the checkpoint", False, (file.replace(payload, new),))
+    return None
+
+
+ModelOnlyCheckpoint.FIX = FixSpec(
+    safety="""
+    The fix adds the optimizer's state to the checkpoint: `"optimizer":
+    opt.state_dict()` in the dict passed to `torch.save`, or, when only
+    `model.state_dict()` is saved, a dict `{"model": ..., "optimizer": ...}` in its place.
+    It is always unsafe: the code that loads the checkpoint must change with it (read
+    `ckpt["model"]`, call `opt.load_state_dict(ckpt["optimizer"])`), and the file grows by
+    the optimizer's state (twice the model's size for Adam). A checkpoint built in a
+    variable, or an optimizer the rule knows only by its class, has no fix.
+    """,
+    make=_fix,
+)

@@ -451,3 +451,14 @@ class TrainDataProbe(Probe):
             f"{len(self._train_samples)} training samples seen",
             **figures,
         )
+
+
+# -- fix (mllint.fixes) ----------------------------------------------------------------------
+
+from mllint.fixes import FixSpec  # noqa: E402
+
+ValidationOnTrainData.FIX = FixSpec(safety="""
+    No automatic fix: which data is held out (a validation split, a separate file, a
+    `random_split` of the training set) is a decision about your experiment, not a
+    source edit.
+    """)

@@ -592,3 +592,14 @@ class SwallowedTrainingErrorProbe(Probe):
             "it was raised, so the failure was not swallowed",
             **figures,
         )
+
+
+# -- fix (mllint.fixes) ----------------------------------------------------------------------
+
+from mllint.fixes import FixSpec  # noqa: E402
+
+SwallowedTrainingError.FIX = FixSpec(safety="""
+    No automatic fix. Adding `raise` to the handler would stop runs that today survive a
+    recoverable error on purpose (a corrupt sample skipped and logged), and narrowing the
+    `except` needs to know which errors you mean to recover from.
+    """)

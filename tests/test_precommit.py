@@ -30,6 +30,7 @@ def test_hook_from_this_repo_blocks_a_buggy_file_and_passes_a_clean_one(tmp_path
     _git("init", "-q", cwd=proj)
     shutil.copy(bad, proj / "train_bad.py")
     shutil.copy(good, proj / "train_good.py")
+    shutil.copy(FIXTURES / "notebooks" / "bad_training_loop.ipynb", proj / "explore.ipynb")
     _git("add", ".", cwd=proj)
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pc-home"), "MLLINT_NO_CACHE": "1"}
 
@@ -44,3 +45,20 @@ def test_hook_from_this_repo_blocks_a_buggy_file_and_passes_a_clean_one(tmp_path
         assert f"train_bad.py:{line}:" in failing.stdout and code in failing.stdout
     passing = hook("train_good.py")
     assert passing.returncode == 0, passing.stdout + passing.stderr
+    # Notebooks are the hook's too (types_or: jupyter); one process, so one summary.
+    both = hook("explore.ipynb", "train_bad.py")
+    assert both.returncode == 1, both.stdout + both.stderr
+    assert "explore.ipynb:cell 4:line 7: ML001" in both.stdout
+    assert both.stdout.count("Found ") == 1, both.stdout
+
+
+def test_hook_definition_covers_notebooks_and_runs_one_process():
+    import yaml  # pre-commit's own dependency
+
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert hook["types_or"] == ["python", "pyi", "jupyter"]
+    assert "types" not in hook  # would be ANDed with types_or
+    assert hook["require_serial"] is True
+    assert hook["entry"] == "mllint --force-exclude"  # files come by name; exclude applies
+    # types_or needs pre-commit 2.9.0.
+    assert tuple(int(p) for p in hook["minimum_pre_commit_version"].split(".")) >= (2, 9, 0)

@@ -153,6 +153,7 @@ class Cache:
             "findings": [_without_path(f.to_dict()) for f in result.findings],
             "errors": [_without_path(e.to_dict()) for e in result.errors],
             "depends_on": dict(result.depends_on),
+            "warnings": list(result.warnings),
         }, sort_keys=True)
         mac = sign(self._secret, key.encode(), payload.encode("utf-8", "surrogatepass"))
         try:
@@ -229,7 +230,7 @@ def _without_path(d: dict[str, Any]) -> dict[str, Any]:
 
 def _result(path: str, raw: Any) -> FileResult:
     """A stored payload back as a result for ``path``; raises on any unexpected shape."""
-    if not isinstance(raw, dict) or set(raw) != {"findings", "errors", "depends_on"}:
+    if not isinstance(raw, dict) or set(raw) != {"findings", "errors", "depends_on", "warnings"}:
         raise ValueError("bad entry")
     findings = tuple(_checked_finding(path, d) for d in raw["findings"])
     errors = tuple(FileError.from_dict({**d, "path": path}) for d in raw["errors"])
@@ -240,7 +241,10 @@ def _result(path: str, raw: Any) -> FileResult:
     if not isinstance(depends_on, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in depends_on.items()):
         raise ValueError("bad entry")
-    return FileResult(path, findings, errors, depends_on)
+    warnings = raw["warnings"]
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise ValueError("bad entry")
+    return FileResult(path, findings, errors, tuple(warnings), depends_on)
 
 
 def _checked_finding(path: str, d: dict[str, Any]) -> Finding:

@@ -1,7 +1,9 @@
 """The ``mllint`` command.
 
-``mllint [PATHS]...`` lints; ``mllint rules`` lists the rules; ``mllint rule CODE`` prints a
-rule's documentation. (To lint a directory literally named ``rules``, write ``./rules``.)
+``mllint [PATHS]...`` lints (it is ``mllint check [PATHS]...``, the default command);
+``mllint rules`` lists the rules; ``mllint rule CODE`` prints a rule's documentation;
+``mllint clean`` removes the result cache. A directory named like a subcommand is linted
+with ``mllint check rules`` (or ``mllint ./rules``).
 Exit codes: 0 clean, 1 findings (with ``--verify``: a finding confirmed or left unsettled),
 2 usage error or a file that could not be linted (it is reported, the run goes on).
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 import click
 
 from mllint import __version__
+from mllint.cli_options import ecosystem_options
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -24,12 +27,42 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
     return [c.strip() for v in values for c in v.split(",") if c.strip()]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+HELP = {"help_option_names": ["-h", "--help"]}
+
+
+class DefaultGroup(click.Group):
+    """A group whose first argument, when it names no subcommand, starts ``check``:
+    ``mllint src/`` is ``mllint check src/``, as ruff users type it."""
+
+    default = "check"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        group_only = {"-h", "--help", "--version"}
+        if not ctx.resilient_parsing and (not args or (args[0] not in self.commands
+                                                       and args[0] not in group_only)):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[OPTIONS] [PATHS]... | COMMAND [ARGS]...")
+
+
+@click.group(cls=DefaultGroup, context_settings=HELP)
+@click.version_option(__version__, prog_name="mllint")
+def cli() -> None:
+    """Find silent bugs in PyTorch training code and notebooks.
+
+    `mllint [OPTIONS] [PATHS]...` lints (the `check` command); `mllint check -h` lists
+    its options.
+    """
+
+
+@cli.command("check", context_settings=HELP)
 @click.argument("paths", nargs=-1, type=click.Path(readable=False))
 @click.option("--select", multiple=True, metavar="CODES",
               help="Only these rules (codes, prefixes or names; comma-separated). Overrides config.")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules.")
-@click.option("--format", "fmt", default="full", show_default=True,
+@click.option("--format", "--output-format", "fmt", default="full", show_default=True,
               type=click.Choice(["full", "concise", "json", "github", "sarif"]),
               help="Output format.")
 @click.option("--output-file", "-o", type=click.Path(dir_okay=False), help="Write the report here.")
@@ -69,12 +102,15 @@ def _split_codes(values: tuple[str, ...]) -> list[str]:
                    "verdicts, evidence, per-step plots).")
 @click.option("--show-output", is_flag=True,
               help="With --verify: pass the script's own output through (to stderr).")
+@ecosystem_options
 @click.version_option(__version__, prog_name="mllint")
 @click.pass_context
 def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero, jobs,
-          no_cache, cache_dir, clear_cache, file_timeout, config_path, no_prefilter, verify, run_cmd, device,
-          max_batches, max_steps, timeout, overfit_batch, report_path, show_output) -> None:
-    """Find silent bugs in PyTorch training code."""
+          no_cache, cache_dir, clear_cache, file_timeout, config_path, no_prefilter, verify,
+          run_cmd, device, max_batches, max_steps, timeout, overfit_batch, report_path,
+          show_output, **opts) -> None:
+    """Find silent bugs in PyTorch training code and notebooks."""
+    from mllint import cli_options
     from mllint.config import ConfigError, load_settings, resolve_rule_codes
     from mllint.registry import UnknownRuleError
 
@@ -82,16 +118,19 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     if (libcst_warning := warning(installed_version())) is not None:
         click.echo(libcst_warning, err=True)
     script_args = tuple((ctx.obj or {}).get("script_args", ()))
-    paths = list(paths) or ["."]
+    stdin_name = opts["stdin_filename"]
+    if stdin_name and [p for p in paths if p != "-"]:
+        raise click.UsageError("--stdin-filename lints standard input: pass no paths")
+    paths = [stdin_name] if stdin_name else (list(paths) or ["."])
     if (run_cmd or script_args) and not verify:
         raise click.UsageError("--run and script arguments after `--` need --verify")
     if report_path and not verify:
         raise click.UsageError("--report needs --verify")
     try:
-        settings = load_settings(paths, config_path)
+        settings = cli_options.override_settings(load_settings(paths, config_path), opts)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    chosen_select = _split_codes(select) or list(settings.select)
+    chosen_select = cli_options.extend_select(_split_codes(select) or list(settings.select), opts)
     chosen_ignore = _split_codes(ignore) + list(settings.ignore)
     try:
         from mllint.manifest import rule_infos
@@ -113,7 +152,7 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
 
     script = None
     if verify and not run_cmd:
-        scripts = [p for p in paths if p.endswith(".py") and os.path.isfile(p)]
+        scripts = [p for p in paths if p.endswith((".py", ".ipynb")) and os.path.isfile(p)]
         if len(scripts) != 1:
             raise click.UsageError(
                 "--verify needs one training script to run (mllint --verify train.py "
@@ -121,7 +160,29 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
         script = scripts[0]
 
     from mllint.reporters import Diagnostic, Report
-    results = _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter)
+    unused = tuple(r.code for r in rules) if opts["report_unused_noqa"] else ()
+    if stdin_name:
+        results, stdin_data = _lint_stdin(stdin_name, rules, settings, unused)
+    else:
+        results = _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unused)
+    cli_options.print_warnings(results, opts["quiet"])
+    if opts["add_noqa"]:
+        changed = cli_options.add_noqa(results)
+        click.echo(f"Added {changed} noqa directive{'s' if changed != 1 else ''}.", err=True)
+        ctx.exit(EXIT_ERROR if any(r.errors for r in results) else EXIT_CLEAN)
+    if opts["fix"] or opts["diff"]:
+        if verify:
+            raise click.UsageError("--fix and --diff do not combine with --verify")
+        fixed = cli_options.apply_fixes(results, rules, settings, opts["unsafe_fixes"],
+                                        write=not opts["diff"])
+        if opts["diff"]:
+            sys.stdout.write("".join(fixed.diffs))
+            if not opts["quiet"]:
+                click.echo(cli_options.fix_summary(fixed, write=False), err=True)
+            ctx.exit(EXIT_FINDINGS if fixed.diffs else EXIT_CLEAN)
+        results = fixed.results
+        if not opts["quiet"]:
+            click.echo(cli_options.fix_summary(fixed, write=True), err=True)
     findings = sorted((f for r in results for f in r.findings), key=lambda f: f.sort_key())
     errors = tuple(e for r in results for e in r.errors)
     diagnostics = tuple(Diagnostic(f) for f in findings)
@@ -134,11 +195,21 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
                                 timeout=timeout, show_output=show_output,
                                 overfit_batch=overfit_batch,
                                 watch=tuple(c.code for c in checks))
-        diagnostics, summary, verify_failed = _verify(findings, options, fmt)
+        if script is not None and script.endswith(".ipynb"):
+            diagnostics, summary, verify_failed = _verify_notebook(findings, script, options, fmt)
+        else:
+            diagnostics, summary, verify_failed = _verify(findings, options, fmt)
     sources = _sources(d.finding.path for d in diagnostics) if fmt == "full" else {}
+    if stdin_name and fmt == "full":
+        sources.update(_sources_of(stdin_name, stdin_data))
     checked = sum(1 for r in results if not r.errors)
-    report = Report(diagnostics, errors, checked, summary, sources)
-    _emit(fmt, report, output_file)
+    report = Report(diagnostics, errors, checked, summary, sources, quiet=opts["quiet"])
+    if opts["statistics"]:
+        cli_options.print_statistics(diagnostics, fmt, sys.stdout)
+        for e in errors:
+            click.echo(f"error: {e.path}: {e.kind.value}: {e.message}", err=True)
+    else:
+        _emit(fmt, report, output_file)
     if report_path:
         from mllint.reporters.html import document
         with open(report_path, "w", encoding="utf-8") as fh:
@@ -155,7 +226,22 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     ctx.exit(EXIT_FINDINGS if diagnostics else EXIT_CLEAN)
 
 
-def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter):
+def _lint_stdin(path, rules, settings, unused):
+    """Standard input as the file ``path``: its config, per-file ignores and, with
+    ``--force-exclude``, its exclusion (an excluded file reports nothing, as with ruff)."""
+    from mllint.cli_options import read_stdin
+    from mllint.files import is_skipped
+    from mllint.runner import RunOptions, check_bytes
+    from mllint.types import FileResult
+
+    data = read_stdin()
+    if settings.force_exclude and is_skipped(path, settings):
+        return [FileResult(path)], data
+    opts = RunOptions(rules=rules, settings=settings, unused_noqa=unused)
+    return [check_bytes(path, data, opts)], data
+
+
+def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unused=()):
     from mllint.cache import Cache
     from mllint.files import iter_targets
     from mllint.runner import RunOptions, lint_targets
@@ -163,10 +249,12 @@ def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter):
     cache = None
     if not _no_cache(no_cache):
         from mllint.manifest import code_fingerprint
-        cache = Cache(_cache_dir(settings, cache_dir), tuple(r.code for r in rules),
+        # An unused-noqa report is part of the result: a different cache entry.
+        cache = Cache(_cache_dir(settings, cache_dir),
+                      tuple(r.code for r in rules) + (("noqa",) if unused else ()),
                       code_fingerprint())
     opts = RunOptions(rules=rules, settings=settings, jobs=jobs, cache=cache,
-                      prefilter=not no_prefilter)
+                      prefilter=not no_prefilter, unused_noqa=unused)
     results = list(lint_targets(iter_targets(paths, settings), opts))
     if cache is not None:
         cache.prune()
@@ -174,7 +262,7 @@ def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter):
 
 
 def _cache_dir(settings, cache_dir) -> Path:
-    return Path(cache_dir) if cache_dir else (settings.cache_dir or settings.root / ".mllint_cache")
+    return Path(cache_dir) if cache_dir else _cache_directory(settings)
 
 
 def _no_cache(no_cache: bool) -> bool:
@@ -193,15 +281,28 @@ def _check_output_file(output_file: str) -> None:
         raise click.UsageError(f"--output-file {output_file}: not writable")
 
 
-def _sources(paths) -> dict[str, list[str]]:
-    from mllint.source import decode, physical_lines, read_bytes
-    out = {}
+def _sources(paths) -> dict:
+    from mllint.source import read_bytes
+    out: dict = {}
     for path in set(paths):
-        data = read_bytes(path)
-        text = decode(path, data) if isinstance(data, bytes) else None
-        if isinstance(text, str):
-            out[path] = physical_lines(text)
+        out.update(_sources_of(path, read_bytes(path)))
     return out
+
+
+def _sources_of(path: str, data) -> dict:
+    """Lines for code frames: a file's, or each cell's of a notebook."""
+    from mllint.notebook import is_notebook, read_notebook
+    from mllint.source import decode, physical_lines
+    from mllint.types import FileError
+    text = decode(path, data) if isinstance(data, bytes) else None
+    if not isinstance(text, str):
+        return {}
+    if not is_notebook(path):
+        return {path: physical_lines(text)}
+    nb = read_notebook(path, text)
+    if isinstance(nb, FileError):
+        return {}
+    return {(path, n): list(lines) for n, lines in enumerate(nb.cells, 1)}
 
 
 def _emit(fmt, report, output_file) -> None:
@@ -212,6 +313,41 @@ def _emit(fmt, report, output_file) -> None:
     else:
         render(fmt, report, sys.stdout)
         sys.stdout.flush()
+
+
+def _verify_notebook(findings, notebook, options, fmt):
+    """A notebook's code cells run as a script (``mllint.notebook.as_script``), in the
+    notebook's directory as Jupyter runs it, its modules importable; findings and
+    verdicts are told in cells and lines."""
+    from mllint import notebook as nbs
+    from mllint.reporters import Diagnostic
+    from mllint.source import decode, read_bytes
+    from mllint.types import FileError
+
+    text = decode(notebook, read_bytes(notebook))
+    nb = nbs.read_notebook(notebook, text) if isinstance(text, str) else text
+    if isinstance(nb, FileError):
+        raise click.ClickException(f"--verify: {nb.message}")
+    folder = os.path.dirname(os.path.abspath(notebook))
+    path = os.environ.get("PYTHONPATH")
+    env = {"PYTHONPATH": folder + (os.pathsep + path if path else "")}
+    with nbs.as_script(notebook, nb) as script:
+        diagnostics, summary, failed = _verify(
+            [nbs.to_script(f, nb, script) for f in findings],
+            replace(options, script=script, cwd=folder, env=env), fmt)
+    static, runtime = diagnostics[:len(findings)], diagnostics[len(findings):]
+    out = [Diagnostic(f, _verdict_in_cells(d.verdict, nb)) for f, d in zip(findings, static)]
+    out += [Diagnostic(nbs.from_script(d.finding, nb, notebook),
+                       _verdict_in_cells(d.verdict, nb), runtime_only=True) for d in runtime]
+    return tuple(out), summary, failed
+
+
+def _verdict_in_cells(verdict, nb):
+    from mllint.notebook import cells_in_text
+    from mllint.types import Verdict
+    if verdict is None:
+        return None
+    return Verdict(verdict.status, cells_in_text(verdict.evidence, nb), verdict.figures)
 
 
 def _verify(findings, options, fmt):
@@ -236,7 +372,7 @@ def _verify(findings, options, fmt):
     return tuple(diagnostics), summary, False
 
 
-@click.command("rules")
+@cli.command("rules", context_settings=HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
 def list_rules(fmt: str) -> None:
     """List every rule."""
@@ -268,7 +404,7 @@ def rules_table(rules) -> str:
     return "\n".join(rows) + "\n"
 
 
-@click.command("rule")
+@cli.command("rule", context_settings=HELP)
 @click.argument("code")
 def show_rule(code: str) -> None:
     """Print a rule's documentation (by code or name)."""
@@ -280,16 +416,32 @@ def show_rule(code: str) -> None:
     click.echo(rule.documentation(), nl=False)
 
 
-SUBCOMMANDS = {"rules": list_rules, "rule": show_rule}
+@cli.command("clean", context_settings=HELP)
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="The cache to remove (default: the one `mllint` uses here).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A pyproject.toml to read [tool.mllint] from.")
+def clean(cache_dir, config_path) -> None:
+    """Remove the result cache."""
+    from mllint.cache import clear
+    from mllint.config import ConfigError, load_settings
+    try:
+        settings = load_settings(["."], config_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    directory = Path(cache_dir) if cache_dir else _cache_directory(settings)
+    removed = clear(directory)
+    click.echo(f"Removed {removed} cached result{'s' if removed != 1 else ''} from {directory}")
+
+
+def _cache_directory(settings) -> Path:
+    return settings.cache_dir or settings.root / ".mllint_cache"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in SUBCOMMANDS:
-        SUBCOMMANDS[args[0]].main(args[1:], prog_name=f"mllint {args[0]}")
-        return
     script_args: list[str] = []
     if "--" in args:
         i = args.index("--")
         args, script_args = args[:i], args[i + 1:]
-    check.main(args, prog_name="mllint", obj={"script_args": tuple(script_args)})
+    cli.main(args, prog_name="mllint", obj={"script_args": tuple(script_args)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -35,6 +35,12 @@ class Settings:
     cache_dir: Path | None = None
     #: Seconds one file may take before it is reported instead of linted (``None``: no limit).
     file_timeout: float | None = DEFAULT_FILE_TIMEOUT
+    #: Skip what git ignores (``.gitignore`` files, ``.git/info/exclude``, the global
+    #: excludes file) when walking directories, as ruff does.
+    respect_gitignore: bool = True
+    #: Apply ``exclude`` and ``.gitignore`` to files passed by name too (pre-commit,
+    #: editors pass every file by name).
+    force_exclude: bool = False
 
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the config root, in POSIX form, for pattern matching."""
@@ -44,8 +50,9 @@ class Settings:
         except ValueError:
             return p.as_posix()
 
-    def is_excluded(self, path: str | os.PathLike) -> bool:
-        return matches_any(self.relative(path), self.exclude)
+    def is_excluded(self, path: str | os.PathLike, is_dir: bool = False) -> bool:
+        rel = self.relative(path)
+        return matches_any(rel + "/" if is_dir else rel, self.exclude)
 
     def ignored_codes(self, path: str | os.PathLike) -> set[str]:
         rel = self.relative(path)
@@ -57,33 +64,24 @@ class Settings:
 
 
 def matches_any(rel: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    """gitignore-flavoured matching: ``dir/`` matches everything under it, a pattern
-    without ``/`` matches any path component, otherwise the whole relative path."""
-    parts = PurePosixPath(rel).parts
+    """Whether ``rel`` (POSIX, relative to the config root; a directory ends in ``/``)
+    matches the patterns, with gitignore semantics (``pathspec``): ``dir/`` matches a
+    directory and everything under it, a pattern without a ``/`` matches at any depth,
+    ``*`` stops at ``/`` and ``**`` crosses it, a later ``!pattern`` re-includes."""
+    return bool(patterns) and _spec(tuple(patterns)).match_file(rel)
+
+
+@functools.lru_cache(maxsize=64)
+def _spec(patterns: tuple[str, ...]) -> Any:
+    import pathspec  # only when there are patterns: it costs a run's start-up time
+
+    lines = []
     for raw in patterns:
         pattern = raw.strip()
-        if not pattern:
-            continue
-        pattern = pattern.lstrip("./") if pattern.startswith("./") else pattern
-        if pattern.endswith("/"):
-            pattern = pattern.rstrip("/")
-            if "/" not in pattern:
-                if any(fnmatch.fnmatchcase(part, pattern) for part in parts[:-1]):
-                    return True
-                continue
-            if rel.startswith(pattern + "/") or fnmatch.fnmatchcase(rel, pattern + "/*"):
-                return True
-            continue
-        if "/" not in pattern:
-            if any(fnmatch.fnmatchcase(part, pattern) for part in parts):
-                return True
-        elif (
-            fnmatch.fnmatchcase(rel, pattern)
-            or fnmatch.fnmatchcase(rel, pattern + "/*")
-            or rel.startswith(pattern.rstrip("/") + "/")
-        ):
-            return True
-    return False
+        while pattern.startswith("./"):  # "./.github/" means ".github/" at the root
+            pattern = "/" + pattern[2:].lstrip("/") if pattern[2:] else ""
+        lines.append(pattern)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def find_config(paths: list[str]) -> Path | None:
@@ -165,6 +163,8 @@ SCHEMA: dict[str, tuple[str, Callable[[object], bool]]] = {
     "max-file-size": ("a positive integer (bytes)", _is_positive_int),
     "cache-dir": ("a string (a directory path)", lambda v: isinstance(v, str) and v != ""),
     "file-timeout": ("a positive number (seconds)", _is_positive_number),
+    "respect-gitignore": ("true or false", lambda v: isinstance(v, bool)),
+    "force-exclude": ("true or false", lambda v: isinstance(v, bool)),
 }
 
 
@@ -201,6 +201,8 @@ def settings_from_table(table: Mapping[str, Any], file: Path) -> Settings:
     root = file.parent.resolve()
     cache_dir = table.get("cache-dir")
     select = (*table["select"], *table.get("extend-select", ())) if "select" in table else ()
+    flags = {key.replace("-", "_"): table[key]
+             for key in ("respect-gitignore", "force-exclude") if key in table}
     return Settings(
         root=root,
         config_file=file,
@@ -211,6 +213,7 @@ def settings_from_table(table: Mapping[str, Any], file: Path) -> Settings:
         max_file_size=table.get("max-file-size", DEFAULT_MAX_BYTES),
         cache_dir=None if cache_dir is None else root / cache_dir,
         file_timeout=float(table.get("file-timeout", DEFAULT_FILE_TIMEOUT)),
+        **flags,
     )
 
 

@@ -6,16 +6,18 @@ The engine knows rules only through the ``Rule`` interface; it never names one.
 from __future__ import annotations
 
 import ast
-import re
 import sys
 import threading
 import traceback
+from dataclasses import replace
 from typing import Callable, Iterable, Sequence, TypeVar
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
+from mllint import noqa
 from mllint.libcst_support import fast_paths_enabled
+from mllint.notebook import is_notebook, map_result, read_notebook
 from mllint.prefilter import admitted, python_syntax_error
 from mllint.rule import FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
@@ -23,33 +25,11 @@ from mllint.types import ErrorKind, FileError, FileResult, Finding, Position
 
 T = TypeVar("T")
 
-_NOQA_RE = re.compile(
-    r"#\s*noqa(?::[\s]*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE
-)
-
 
 def noqa_map(lines: Sequence[str]) -> dict[int, frozenset[str] | None]:
     """Line -> codes suppressed there (``None`` means a blanket ``# noqa``)."""
-    out: dict[int, frozenset[str] | None] = {}
-    for i, line in enumerate(lines, start=1):
-        if "noqa" not in line.lower():
-            continue
-        m = _NOQA_RE.search(line)
-        if m:
-            codes = m.group("codes")
-            out[i] = None if codes is None else frozenset(
-                c.upper() for c in re.split(r"[\s,]+", codes) if c
-            )
-    return out
-
-
-def is_suppressed(finding: Finding, noqa: dict[int, frozenset[str] | None]) -> bool:
-    for line in {finding.span.start.line, finding.span.end.line}:
-        if line in noqa:
-            codes = noqa[line]
-            if codes is None or finding.code in codes:
-                return True
-    return False
+    found = noqa.scan("\n".join(lines) + "\n", noqa.known_rules())
+    return {line: d.codes for line, d in found.directives.items()}
 
 
 def applicable_rules(text: str, rules: Iterable[type[Rule]],
@@ -160,18 +140,21 @@ def on_deep_stack(fn: Callable[[], T]) -> T:
 
 def lint_text(
     path: str, text: str, rules: Sequence[type[Rule]], *, prefilter: bool = True,
-    file: str | None = None,
+    file: str | None = None, unused_noqa: Sequence[str] = (),
 ) -> FileResult:
     """Lint ``text`` shown as ``path``; ``file`` is where it lies on disk, if anywhere
-    (the project model then reads the modules around it)."""
-    return on_deep_stack(lambda: _lint_text(path, text, rules, prefilter, file))
+    (the project model then reads the modules around it). ``unused_noqa``: the codes of
+    every rule of the run, to report ``# noqa`` directives that suppress none of them
+    (empty: no such report)."""
+    return on_deep_stack(lambda: _lint_text(path, text, rules, prefilter, file, unused_noqa))
 
 
 def _lint_text(path: str, text: str, rules: Sequence[type[Rule]], prefilter: bool,
-               file: str | None) -> FileResult:
+               file: str | None, unused_noqa: Sequence[str]) -> FileResult:
     active = applicable_rules(text, rules, file) if prefilter else list(rules)
+    known = noqa.known_rules(rules)
     if not active:
-        return FileResult(path)
+        return noqa.apply(FileResult(path), text, known, unused_noqa)
     invalid = python_syntax_error(text)
     if invalid is not None:
         # Not Python at all: say so in Python's words, and never hand libcst input its
@@ -209,12 +192,9 @@ def _lint_text(path: str, text: str, rules: Sequence[type[Rule]], prefilter: boo
                         rule=rule.code,
                     )
                 )
-    noqa = noqa_map(context.lines)
-    findings = sorted(
-        (f for v in visitors for f in v.findings if not is_suppressed(f, noqa)),
-        key=Finding.sort_key,
-    )
-    return FileResult(path, tuple(findings), tuple(errors), context.depends_on)
+    found = [f for v in visitors for f in v.findings]
+    result = noqa.apply(FileResult(path, (), tuple(errors)), text, known, unused_noqa, found)
+    return replace(result, depends_on=context.depends_on)
 
 
 def lint_path(
@@ -232,8 +212,13 @@ def lint_path(
     text = decode(path, data)
     if isinstance(text, FileError):
         return FileResult(shown, errors=(_rename(text, shown),))
+    if is_notebook(path):
+        nb = read_notebook(shown, text)
+        if isinstance(nb, FileError):
+            return FileResult(shown, errors=(nb,))
+        return map_result(lint_text(shown, nb.text, rules, prefilter=prefilter), nb)
     return lint_text(shown, text, rules, prefilter=prefilter, file=path)
 
 
 def _rename(error: FileError, path: str) -> FileError:
-    return FileError(path, error.kind, error.message, error.position, error.rule)
+    return FileError(path, error.kind, error.message, error.position, error.rule, error.cell)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from mllint.config import Settings
+from mllint.gitignore import GitIgnore
 from mllint.types import ErrorKind, FileError
 
 #: Directories that never hold the user's own training code.
@@ -16,6 +17,10 @@ DEFAULT_EXCLUDED_DIRS = frozenset({
     "build", "dist", "node_modules", "site-packages", ".mypy_cache", ".pytest_cache",
     ".ruff_cache", ".mllint_cache", ".ipynb_checkpoints",
 })
+
+
+#: What a directory walk lints: Python files and Jupyter notebooks (``mllint.notebook``).
+LINTED_SUFFIXES = (".py", ".ipynb")
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,10 @@ def _is_virtualenv(dirpath: str) -> bool:
 
 
 def iter_targets(paths: list[str], settings: Settings) -> Iterator[Target | FileError]:
+    """Files given by name are linted even when excluded (or ignored by git), unless
+    ``force_exclude``; files found by walking a directory never are, as with ruff."""
     seen: set[str] = set()
+    git = GitIgnore() if settings.respect_gitignore else None
     for given in paths:
         try:
             os.stat(given)  # follows links: a loop or a dangling link raises here
@@ -43,15 +51,27 @@ def iter_targets(paths: list[str], settings: Settings) -> Iterator[Target | File
                 yield FileError(given, ErrorKind.UNREADABLE, f"cannot access: {exc.strerror}")
             continue
         if os.path.isdir(given):
-            yield from _walk(given, settings, seen)
-        elif not settings.is_excluded(given):
+            yield from _walk(given, settings, seen, git)
+        elif not (settings.force_exclude and _skipped(given, settings, git)):
             real = os.path.realpath(given)
             if real not in seen:
                 seen.add(real)
                 yield Target(given)
 
 
-def _walk(top: str, settings: Settings, seen: set[str]) -> Iterator[Target | FileError]:
+def is_skipped(path: str, settings: Settings) -> bool:
+    """Whether a walk would skip the file ``path`` (excluded, or ignored by git)."""
+    return _skipped(path, settings, GitIgnore() if settings.respect_gitignore else None)
+
+
+def _skipped(path: str, settings: Settings, git: GitIgnore | None, is_dir: bool = False) -> bool:
+    if settings.is_excluded(path, is_dir):
+        return True
+    return git is not None and git.ignored(path, is_dir)
+
+
+def _walk(top: str, settings: Settings, seen: set[str],
+          git: GitIgnore | None) -> Iterator[Target | FileError]:
     errors: list[OSError] = []
     # followlinks=False: a symlinked directory is never entered, so links cannot loop.
     for dirpath, dirnames, filenames in os.walk(top, onerror=errors.append):
@@ -60,14 +80,13 @@ def _walk(top: str, settings: Settings, seen: set[str]) -> Iterator[Target | Fil
             if d not in DEFAULT_EXCLUDED_DIRS
             and not d.endswith(".egg-info")
             and not _is_virtualenv(os.path.join(dirpath, d))
-            and not settings.is_excluded(os.path.join(dirpath, d) + "/")
-            and not settings.is_excluded(os.path.join(dirpath, d))
+            and not _skipped(os.path.join(dirpath, d), settings, git, is_dir=True)
         )
         for name in sorted(filenames):
-            if not name.endswith(".py"):
+            if not name.endswith(LINTED_SUFFIXES):
                 continue
             path = os.path.join(dirpath, name)
-            if settings.is_excluded(path):
+            if _skipped(path, settings, git):
                 continue
             real = os.path.realpath(path)
             if real in seen:

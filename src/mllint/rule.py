@@ -95,6 +95,19 @@ class FileContext:
         return dict(view.read) if view is not None else {}
 
 
+_HINT_NAME = re.compile(r"`([A-Za-z_]\w*)(?=[.(`])")
+
+
+def personal_hint(hint: str, data: Mapping[str, Any]) -> str:
+    """The hint in the user's own names: a code span that starts with a name the rule put
+    in ``data`` (`optimizer.zero_grad()` with ``data["optimizer"] == "opt"``) names their
+    variable instead (`opt.zero_grad()`)."""
+    def own(m: re.Match) -> str:
+        value = data.get(m.group(1))
+        return f"`{value}" if isinstance(value, str) and value else m.group(0)
+    return _HINT_NAME.sub(own, hint) if hint else hint
+
+
 class Rule(cst.BatchableCSTVisitor):
     """Base class of every rule. Subclasses live in ``mllint.rules`` and are discovered."""
 
@@ -119,6 +132,9 @@ class Rule(cst.BatchableCSTVisitor):
     #: The runtime probe paired with this rule, as ``"module:Class"`` so that static
     #: linting never imports it (probes import torch).
     PROBE: ClassVar[str | None] = None
+    #: The rule's automatic fix and its "Fix safety" docs (``mllint.fixes.FixSpec``), set
+    #: at the end of the rule's module.
+    FIX: ClassVar[Any] = None
 
     METADATA_DEPENDENCIES = (PositionProvider,)
 
@@ -186,7 +202,7 @@ class Rule(cst.BatchableCSTVisitor):
                 message=message,
                 span=self.span_of(node),
                 severity=self.severity,
-                hint=self.hint,
+                hint=personal_hint(self.hint, data or {}),
                 region=None if region is None else self.lines_of(region),
                 data=dict(data or {}),
             )
@@ -221,6 +237,8 @@ class Rule(cst.BatchableCSTVisitor):
             out += ["## Example", "", "```python", cls.INVALID[0].code.rstrip(), "```", ""]
         if cls.VALID:
             out += ["## Use instead", "", "```python", cls.VALID[0].code.rstrip(), "```", ""]
+        if cls.FIX is not None:
+            out += ["## Fix safety", "", inspect.cleandoc(cls.FIX.safety), ""]
         if sec.get(DOC_HEADINGS[3]):
             out += [f"## {DOC_HEADINGS[3]}", "", sec[DOC_HEADINGS[3]], ""]
         return "\n".join(out).rstrip() + "\n"
@@ -244,4 +262,6 @@ class Rule(cst.BatchableCSTVisitor):
             problems.append(f"{cls.__name__}: needs VALID and INVALID examples")
         if not cls.REQUIRES:
             problems.append(f"{cls.__name__}: needs a REQUIRES prefilter")
+        if cls.FIX is None:
+            problems.append(f"{cls.__name__}: needs a FIX (its fix, or why it has none)")
         return problems

@@ -17,6 +17,7 @@ from mllint.cache import Cache
 from mllint.config import Settings
 from mllint.files import Target
 from mllint.manifest import RuleInfo
+from mllint.notebook import is_notebook, map_result, read_notebook
 from mllint.prefilter import admitted
 from mllint.source import decode, read_bytes
 from mllint.types import FileError, FileResult
@@ -32,6 +33,8 @@ class RunOptions:
     jobs: int = 0  # 0: all cores
     cache: Cache | None = None
     prefilter: bool = True
+    #: The run's rule codes when unused ``# noqa`` directives are to be reported.
+    unused_noqa: tuple[str, ...] = ()
 
 
 def _check_file(path: str, opts: RunOptions) -> FileResult:
@@ -40,9 +43,33 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
     data = read_bytes(path, opts.settings.max_file_size)
     if isinstance(data, FileError):
         return FileResult(path, errors=(data,))
+    return check_bytes(path, data, opts)
+
+
+def check_bytes(path: str, data: bytes, opts: RunOptions) -> FileResult:
+    """One file's content, linted as the file at ``path`` (``--stdin-filename``)."""
     text = decode(path, data)
     if isinstance(text, FileError):
         return FileResult(path, errors=(text,))
+    if is_notebook(path):
+        return _check_notebook(path, data, text, opts)
+    return _check_text(path, data, text, opts)
+
+
+def _check_notebook(path: str, data: bytes, raw: str, opts: RunOptions) -> FileResult:
+    """A notebook's code cells, linted as one module, every position mapped to its cell.
+    The cache keys on the notebook's bytes and stores the mapped result."""
+    if opts.cache is not None:  # before the JSON parse, as for a Python file's prefilters
+        cached = opts.cache.get(opts.cache.key(path, data))
+        if cached is not None:
+            return _apply_per_file_ignores(cached, opts.settings)
+    nb = read_notebook(path, raw)
+    if isinstance(nb, FileError):
+        return FileResult(path, errors=(nb,))
+    return _check_text(path, data, nb.text, opts, lambda result: map_result(result, nb))
+
+
+def _check_text(path, data, text, opts, mapped=lambda result: result) -> FileResult:
     key = None
     if opts.cache is not None:
         # Looked up before the prefilters: on an unchanged tree even the regexes are spared.
@@ -53,6 +80,10 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
     infos = admitted(opts.rules, text, path) if opts.prefilter else list(opts.rules)
     if not infos:
         result = FileResult(path)
+        if "noqa" in text.lower():  # directives are checked in every file
+            from mllint import noqa
+            result = noqa.apply(result, text, noqa.known_rules(), opts.unused_noqa)
+        result = mapped(result)
         if opts.cache is not None and key is not None:
             opts.cache.put(key, result)
         return result
@@ -62,7 +93,8 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
 
     by_code = {r.code: r for r in all_rules()}
     clock_starts()
-    result = lint_text(path, text, [by_code[i.code] for i in infos], prefilter=False, file=path)
+    result = mapped(lint_text(path, text, [by_code[i.code] for i in infos], prefilter=False,
+                              file=path, unused_noqa=opts.unused_noqa))
     if opts.cache is not None and key is not None:
         opts.cache.put(key, result)
     return _apply_per_file_ignores(result, opts.settings)

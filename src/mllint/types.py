@@ -56,13 +56,18 @@ class Finding:
     hint: str | None = None
     region: Span | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: In a notebook: the code cell (1-based) that ``span`` counts lines in, and the line
+    #: of the ``.ipynb`` file holding the start (see ``mllint.notebook``).
+    cell: int | None = None
+    notebook_line: int | None = None
 
     @property
     def line(self) -> int:
         return self.span.start.line
 
     def sort_key(self) -> tuple:
-        return (self.path, self.span.start.line, self.span.start.column, self.code)
+        return (self.path, self.cell or 0, self.span.start.line, self.span.start.column,
+                self.code)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +85,8 @@ class Finding:
             if self.region is None
             else [self.region.start.line, self.region.end.line],
             "data": dict(self.data),
+            "cell": self.cell,
+            **({} if self.cell is None else {"notebook_line": self.notebook_line}),
         }
 
     @classmethod
@@ -97,6 +104,8 @@ class Finding:
             hint=d.get("hint"),
             region=None if region is None else Span.lines(region[0], region[1]),
             data=d.get("data") or {},
+            cell=d.get("cell"),
+            notebook_line=d.get("notebook_line"),
         )
 
 
@@ -124,6 +133,7 @@ class FileError:
     message: str
     position: Position | None = None
     rule: str | None = None
+    cell: int | None = None  # in a notebook: the code cell ``position`` counts lines in
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,12 +143,14 @@ class FileError:
             "line": None if self.position is None else self.position.line,
             "column": None if self.position is None else self.position.column,
             "rule": self.rule,
+            "cell": self.cell,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FileError":
         pos = None if d.get("line") is None else Position(d["line"], d["column"] or 1)
-        return cls(d["path"], ErrorKind(d["kind"]), d["message"], pos, d.get("rule"))
+        return cls(d["path"], ErrorKind(d["kind"]), d["message"], pos, d.get("rule"),
+                   d.get("cell"))
 
 
 class VerdictStatus(str, enum.Enum):
@@ -173,6 +185,8 @@ class FileResult:
     path: str
     findings: tuple[Finding, ...] = ()
     errors: tuple[FileError, ...] = ()
+    #: Problems that do not stop the lint (an unreadable ``# noqa``), printed to stderr.
+    warnings: tuple[str, ...] = ()
     #: Other files of the project the result depended on (path -> content digest, see
     #: ``mllint.project``): a cached result is valid only while they are unchanged.
     depends_on: Mapping[str, str] = field(default_factory=dict, compare=False)

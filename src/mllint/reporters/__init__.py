@@ -31,7 +31,14 @@ class Report:
     files_checked: int
     #: The --verify run summary (``mllint.verify.summary.RunSummary``), if it ran.
     verify_summary: Any = None
-    sources: dict[str, list[str]] = field(default_factory=dict)
+    #: Source lines for code frames: by path, or by (path, cell) for a notebook's cells.
+    sources: dict[str | tuple[str, int], list[str]] = field(default_factory=dict)
+    #: Findings only: no summary line.
+    quiet: bool = False
+
+    def lines_of(self, finding: Finding) -> list[str] | None:
+        key = finding.path if finding.cell is None else (finding.path, finding.cell)
+        return self.sources.get(key)
 
     @property
     def problems(self) -> tuple[Diagnostic, ...]:

@@ -10,6 +10,8 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
+from rich.syntax import Syntax
+from rich.text import Text
 
 from mllint.reporters import Report
 from mllint.types import VerdictStatus
@@ -26,14 +28,30 @@ def _frame(console: Console, lines: list[str], line: int, col: int, end_col: int
     first = max(1, line - 1)
     last = min(len(lines), line + 1)
     width = len(str(last))
+    # Python colours when colour is on (rich.syntax); plain text otherwise.
+    syntax = Syntax("", "python", theme="ansi_dark") if console.color_system else None
     for n in range(first, last + 1):
         text = lines[n - 1].rstrip("\n")
         marker = ">" if n == line else " "
-        console.print(f"  [dim]{marker}{n:>{width}} │[/dim] {escape(text)}", highlight=False)
+        row = Text.from_markup(f"  [dim]{marker}{n:>{width}} │[/dim] ")
+        code = syntax.highlight(text) if syntax else Text(text)
+        code.rstrip()  # highlight() ends the text with a newline
+        row.append_text(code)
+        console.print(row, highlight=False, no_wrap=True, crop=False)
         if n == line:
             stop = end_col if end_line == line and end_col > col else len(text.rstrip()) + 1
             carets = "^" * max(1, stop - col)
             console.print(f"  [dim] {' ' * width} │[/dim] {' ' * (col - 1)}[red]{carets}[/red]")
+
+
+def _paragraph(console: Console, markup: str, wrap: bool) -> None:
+    if not wrap:
+        console.print(f"  {markup}")
+        return
+    text = Text.from_markup(markup)
+    for line in text.wrap(console, max(20, console.width - 2)):
+        line.rstrip()
+        console.print(Text("  ") + line, soft_wrap=True)
 
 
 def render(report: Report, out: TextIO) -> None:
@@ -41,19 +59,24 @@ def render(report: Report, out: TextIO) -> None:
     plain = bool(os.environ.get("NO_COLOR"))
     console = Console(file=out, soft_wrap=True, highlight=False,
                       **({"color_system": None} if plain else {}))
+    # On a terminal, long messages wrap at its width under their indent; piped output
+    # keeps one line per message for grep and editors.
+    wrap = console.is_terminal
     for d in report.diagnostics:
         f = d.finding
-        tag = "runtime " if d.runtime_only else ""
+        tag = "runtime" if d.runtime_only else ""
+        where = (f"{f.line}:{f.span.start.column}" if f.cell is None
+                 else f"cell {f.cell}:line {f.line}")
         console.print(
-            f"[bold]{escape(f.path)}:{f.line}:{f.span.start.column}[/bold]: "
-            f"[bold red]{f.code}[/bold red] [cyan]{f.name}[/cyan] {tag}"
+            f"[bold]{escape(f.path)}:{where}[/bold]: "
+            f"[bold red]{f.code}[/bold red] [cyan]{f.name}[/cyan]{' ' + tag if tag else ''}"
         )
-        console.print(f"  {escape(f.message)}")
-        lines = report.sources.get(f.path)
+        _paragraph(console, escape(f.message), wrap)
+        lines = report.lines_of(f)
         if lines and 0 < f.line <= len(lines):
             _frame(console, lines, f.line, f.span.start.column, f.span.end.column, f.span.end.line)
         if f.hint:
-            console.print(f"  [blue]hint[/blue]: {escape(f.hint)}")
+            _paragraph(console, f"[blue]hint[/blue]: {escape(f.hint)}", wrap)
         if d.verdict is not None:
             style = _VERDICT_STYLE[d.verdict.status]
             console.print(
@@ -62,8 +85,12 @@ def render(report: Report, out: TextIO) -> None:
         console.print()
     for e in report.errors:
         pos = "" if e.position is None else f"{e.position.line}:{e.position.column}:"
+        if e.cell is not None:
+            pos = f"cell {e.cell}:{pos}"
         console.print(f"[bold]{escape(e.path)}:{pos}[/bold] [bold magenta]error[/bold magenta] "
                       f"[magenta]{e.kind.value}[/magenta]: {escape(e.message)}")
+    if report.quiet:
+        return
     run = report.verify_summary
     if run is not None:
         console.print(escape(run.text()))

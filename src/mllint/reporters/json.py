@@ -1,4 +1,4 @@
-"""A JSON list of diagnostics; file errors appear with ``"code": null``.
+"""A JSON list of diagnostics; file errors appear with the same keys and ``"code": null``.
 
 With ``--verify`` the document is an object instead: ``{"diagnostics": [...], "verify":
 {...}}``, where ``verify`` is the run summary (steps, stop reason, crash, timeout, the
@@ -23,6 +23,8 @@ def diagnostics(report: Report) -> list[dict]:
             item["runtime_only"] = True
         out.append(item)
     for e in report.errors:
+        # Shaped like a finding (same keys), so a consumer reads both alike: no rule code,
+        # the error kind as the name, the crashing rule (if any) in ``data``.
         out.append({
             "path": printable_path(e.path),
             "line": None if e.position is None else e.position.line,
@@ -33,7 +35,10 @@ def diagnostics(report: Report) -> list[dict]:
             "name": e.kind.value,
             "message": e.message,
             "severity": "error",
-            "rule": e.rule,
+            "hint": None,
+            "region": None,
+            "data": {} if e.rule is None else {"rule": e.rule},
+            "cell": e.cell,
         })
     return out
 
