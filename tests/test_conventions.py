@@ -329,7 +329,7 @@ def test_config_loader_falls_back_to_tomli(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text('[tool.mllint]\nselect = ["ML001"]\n')
     assert copy.load_settings([str(tmp_path)]).select == ("ML001",)
     (tmp_path / "pyproject.toml").write_text('[tool.mllint]\nselect = [\n')
-    with pytest.raises(copy.ConfigError, match="cannot read"):
+    with pytest.raises(copy.ConfigError, match="invalid TOML"):
         copy.load_settings([str(tmp_path)], str(tmp_path / "pyproject.toml"))
 
 

@@ -90,7 +90,9 @@ def known_rules(extra=()) -> dict[str, str]:
     """Every rule's name -> its code (from the manifest: no rule is imported), plus
     ``extra`` rules (anything with ``code`` and ``name``)."""
     from mllint.manifest import rule_infos
-    return {r.name: r.code for r in (*rule_infos(), *extra)}
+    # Never written from here: whether a manifest may be stored is the CLI's call
+    # (not with --no-cache), and it has asked first.
+    return {r.name: r.code for r in (*rule_infos(write=False), *extra)}
 
 
 def apply(result: FileResult, text: str, known: dict[str, str],

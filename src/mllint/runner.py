@@ -60,7 +60,7 @@ def _check_notebook(path: str, data: bytes, raw: str, opts: RunOptions) -> FileR
     """A notebook's code cells, linted as one module, every position mapped to its cell.
     The cache keys on the notebook's bytes and stores the mapped result."""
     if opts.cache is not None:  # before the JSON parse, as for a Python file's prefilters
-        cached = opts.cache.get(opts.cache.key(path, data))
+        cached = opts.cache.get(opts.cache.key(path, data), path)
         if cached is not None:
             return _apply_per_file_ignores(cached, opts.settings)
     nb = read_notebook(path, raw)
