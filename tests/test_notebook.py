@@ -168,7 +168,7 @@ def test_verify_runs_the_notebook_cells_from_its_own_directory(tmp_path):
     before = sorted(p.name for p in folder.iterdir())
     proc = run("--verify", "--format", "json", "notebooks/nb.ipynb", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    items = json.loads(proc.stdout)
+    items = json.loads(proc.stdout)["diagnostics"]  # with --verify: beside the run summary
     got = {(d["code"], d["cell"], d["line"], d["verification"]["status"]) for d in items}
     assert got == {("ML001", 4, 7, "confirmed"), ("ML004", 4, 8, "confirmed")}
     ml004 = next(d for d in items if d["code"] == "ML004")
