@@ -228,4 +228,5 @@ def test_fixed_fixture_runs_and_verify_confirms_nothing(tmp_path, fixture):
     assert run("--fix", "--unsafe-fixes", "train.py", cwd=tmp_path).returncode == 0
     proc = run("--verify", "--format", "json", "train.py", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(proc.stdout) == []
+    # With --verify the JSON carries the run summary beside the diagnostics.
+    assert json.loads(proc.stdout)["diagnostics"] == []
