@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 import libcst as cst
 from libcst.metadata import PositionProvider
 
+from mllint.docstrings import sections
 from mllint.prefilter import Requirement, matches, normalize
 from mllint.source import physical_lines
 from mllint.types import Finding, Position, Severity, Span
@@ -213,17 +214,7 @@ class Rule(cst.BatchableCSTVisitor):
     @classmethod
     def doc_sections(cls) -> dict[str, str]:
         """The docstring split by its ``## Heading`` lines."""
-        doc = inspect.cleandoc(cls.__doc__ or "")
-        sections: dict[str, str] = {}
-        current = None
-        for line in doc.splitlines():
-            m = re.match(r"^##\s+(.*\S)\s*$", line)
-            if m:
-                current = m.group(1)
-                sections[current] = ""
-            elif current is not None:
-                sections[current] += line + "\n"
-        return {k: v.strip("\n") for k, v in sections.items()}
+        return sections(cls.__doc__)
 
     @classmethod
     def documentation(cls) -> str:

@@ -17,11 +17,11 @@ This module is stdlib-only: ``mllint rule ML101`` must not import torch.
 
 from __future__ import annotations
 
-import inspect
 import linecache
 import re
 from typing import Any, ClassVar
 
+from mllint.docstrings import sections
 from mllint.types import Finding, Position, Severity, Span, Verdict, VerdictStatus
 from mllint.verify.probe import Watcher
 
@@ -54,17 +54,8 @@ class RuntimeCheck:
 
     @classmethod
     def doc_sections(cls) -> dict[str, str]:
-        doc = inspect.cleandoc(cls.__doc__ or "")
-        sections: dict[str, str] = {}
-        current = None
-        for line in doc.splitlines():
-            m = re.match(r"^##\s+(.*\S)\s*$", line)
-            if m:
-                current = m.group(1)
-                sections[current] = ""
-            elif current is not None:
-                sections[current] += line + "\n"
-        return {k: v.strip("\n") for k, v in sections.items()}
+        """The docstring split by its ``## Heading`` lines."""
+        return sections(cls.__doc__)
 
     @classmethod
     def documentation(cls) -> str:
