@@ -28,6 +28,7 @@ from mllint.analysis_loss import (
 )
 from mllint.gates.loss import ACCUMULATING_METHODS as _ACCUMULATING_METHODS
 from mllint.gates.loss import KNOWN_METER_METHODS
+from mllint.prefilter import any_layout
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
@@ -43,10 +44,12 @@ GRAD_ON_SIGNS = (
     "__main__",
     "enable_grad",
     "set_grad_enabled",
-    r"\n(?:for|while)\b",
-    r"\A(?:for|while)\b",
-    r"\n[A-Za-z_][\w.]*\s*\(",
-    r"\A[A-Za-z_][\w.]*\s*\(",
+    # Module-level loops and calls (a dotted callee at the start of a line). No layout
+    # makes a line start; blanks and continuations may sit around the dots and the ``(``.
+    any_layout(r"\n(?:for|while)\b"),
+    any_layout(r"\A(?:for|while)\b"),
+    any_layout(r"\n[A-Za-z_](?:\w|(?:\s|\\)*\.(?:\s|\\)*)*(?:\s|\\)*\("),
+    any_layout(r"\A[A-Za-z_](?:\w|(?:\s|\\)*\.(?:\s|\\)*)*(?:\s|\\)*\("),
 )
 GRAD_ON_TEXT = "|".join(GRAD_ON_SIGNS)
 
@@ -126,7 +129,7 @@ class LossTensorAccumulated(IndexedRule):
     summary = "A loss tensor is accumulated across iterations with its autograd graph"
     hint = "Accumulate `loss.item()` (or `loss.detach()`), not the loss tensor itself."
     # Cheapest first: ``all()`` stops at the first pattern a file lacks.
-    REQUIRES = (r"\+|append|extend|insert|update|add", GRAD_ON_SIGNS, LOSS_TEXT)
+    REQUIRES = (any_layout(r"\+|append|extend|insert|update|add"), GRAD_ON_SIGNS, LOSS_TEXT)
     GATE = "mllint.gates.loss:accumulation_may_flag"
     PROBE = "mllint.rules.ml004_loss_tensor_accumulated:LossTensorAccumulatedProbe"
 

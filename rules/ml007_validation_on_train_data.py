@@ -17,6 +17,7 @@ from mllint.analysis_validation_names import (
     is_train_name,
     is_val_name,
 )
+from mllint.prefilter import any_layout
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import SampleKeys, data_source
@@ -69,7 +70,7 @@ class ValidationOnTrainData(ValidationRule):
     # or is what a training loop (backward/step/autograd) iterates.
     REQUIRES = (
         (*EVAL_SIGNS, NO_GRAD_SIGN, MODE_SIGN, CALL_VAL),
-        rf"{TRAIN_WORD}|backward|step|autograd",
+        any_layout(rf"{TRAIN_WORD}|backward|step|autograd"),  # words: no layout splits one
     )
     # Then a forward of something model-like with a sign of evaluation (see the gate).
     GATE = "mllint.gates.validation:ml007_may_flag"

@@ -32,9 +32,10 @@ from mllint.gates.loss import (  # noqa: F401
     LOSS_CALLEE,
     LOSS_FUNCTIONS,
 )
+from mllint.prefilter import any_layout
 
 #: The prefilter: a file without any of these cannot hold a recognised loss.
-LOSS_TEXT = r"(?i)loss|cross_?entropy|kl_div|backward|crit"
+LOSS_TEXT = any_layout(r"(?i:loss|cross_?entropy|kl_div|backward|crit)")  # words only
 
 #: Methods of a loss object that compute the loss itself (``criterion.forward(out, y)``).
 LOSS_OBJECT_CALLS = frozenset({"forward", "__call__"})

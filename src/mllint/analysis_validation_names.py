@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from mllint.prefilter import guarded
+from mllint.prefilter import GAP, any_layout, as_written, guarded
 
 Pos = tuple[int, int]
 
@@ -115,7 +115,7 @@ def _both(a: tuple[str, str], b: tuple[str, str]) -> str:
 #: breaks, comments and backslash continuations (``(runner\n .evaluate  # x\n (m, l))``).
 #: A superset of Python's layout there, so a prefilter built on it stays sound; its three
 #: branches start with different characters, so it matches in one way only (no backtracking).
-CALL_LAYOUT = r"(?:\s|\\|#[^\n]*\n)*"
+CALL_LAYOUT = GAP
 #: ``evaluate(model, loader)``: a call (with arguments) of an evaluation-named function,
 #: i.e. ``(?<!\w){EVAL_FUNCTION}{CALL_LAYOUT}\((?!\s*\))``, led by the first two letters
 #: of its core word (``ev``/``va``/``te``, any case) and checking what precedes them by
@@ -125,25 +125,36 @@ _CORE_PRE = (r"(?:(?<!\w)|(?<=_)(?:(?<![A-Za-z0-9]_)|(?<=run_)|(?<=do_)|(?<=perf
              r"|(?<=compute_)))")
 _CORE_TAIL = {"e": ("[vV]", "(?i:al|aluate|aluation)"), "v": ("[aA]", "(?i:lidate|lidation|l)"),
               "t": ("[eE]", "(?i:st|sting)")}
-CALL_VAL = "|".join(
+CALL_VAL = any_layout("|".join(
     rf"{c}{_CORE_TAIL[c.lower()][0]}(?<={_CORE_PRE}..){_CORE_TAIL[c.lower()][1]}"
     rf"{_EVAL_SUFFIXES}{CALL_LAYOUT}\((?!\s*\))"
     for c in "eEvVtT"
-)
+))
 #: Any name-based sign that a loop or function evaluates: as alternatives of a REQUIRES
 #: entry (each literal-led, searched once per file for all three rules), and as one regex.
-EVAL_SIGNS = (FOR_VAL, WHILE_VAL, DEF_VAL, ARG_VAL)
+#:
+#:
+#: None of them needs the prefilter's layout variants: the analysis reads the data-name
+#: signs off the physical line as written (``line_matches``), and the function name is
+#: searched with Python's layout between ``def`` and the name.
+EVAL_SIGNS = (
+    as_written(FOR_VAL),
+    as_written(WHILE_VAL),
+    any_layout(rf"{_kw('def')}(?:\s|\\)+{EVAL_FUNCTION}(?!\w)"),
+    as_written(ARG_VAL),
+)
 EVAL_SIGN = "|".join(EVAL_SIGNS)
-#: ``with torch.no_grad():`` and, somewhere, a loop over batches.
-NO_GRAD_SIGN = guarded(
+#: ``with torch.no_grad():`` and, somewhere, a loop over batches (both read off their
+#: physical lines by the analysis).
+NO_GRAD_SIGN = as_written(guarded(
     ("no_grad", "inference_mode", "set_grad_enabled"),  # what every ``with`` part names
     _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("for"), _FOR_DATA_REST)),
-)
-#: ``model.eval()`` and a loop over batches.
-MODE_SIGN = guarded(
+))
+#: ``model.eval()`` (in any layout) and a loop over batches (on its line).
+MODE_SIGN = as_written(guarded(
     ("eval", "train"),  # what every ``.eval(``/``.train(`` part names
-    _both((r"\.", _MODE_CALL_REST), (_kw("for"), _FOR_DATA_REST)),
-)
+    _both((r"\.", rf"{GAP}(?:eval|train){GAP}\("), (_kw("for"), _FOR_DATA_REST)),
+))
 FOR_VAL_RE = re.compile(FOR_VAL)
 WHILE_VAL_RE = re.compile(WHILE_VAL)
 ARG_VAL_RE = re.compile(ARG_VAL)

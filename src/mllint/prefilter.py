@@ -40,7 +40,36 @@ _COMPILED: dict[str, tuple[re.Pattern[str], tuple[str, ...]]] = {}
 #: A pattern may open with a regex comment naming literals of which every match contains
 #: at least one, e.g. ``(?#guard:no_grad|inference_mode)``: when none occurs in the text
 #: (a plain substring test, far cheaper than any regex), the pattern is not run at all.
-_GUARD = re.compile(r"\(\?#guard:([^)]*)\)")
+_GUARD = re.compile(r"(?:\(\?#(?:any-layout|as-written)\))?\(\?#guard:([^)]*)\)")
+
+
+#: What Python allows between two tokens of one statement, outside strings: blanks, line
+#: breaks (inside brackets), backslash continuations and comments. A superset: a regex
+#: that allows it between tokens matches the code in any layout. Each character has one
+#: way to be matched (a comment runs to the end of its line), so it never backtracks
+#: more than linearly, even over a banner of ``#``s.
+GAP = r"(?:\s|\\|#[^\r\n]*(?![^\r\n]))*"
+#: Marks a pattern that needs no ``token_variants`` because it matches the text as
+#: written whenever it would match one of them: it allows ``GAP`` between tokens, or
+#: names only runs of word characters (which no layout splits or joins).
+#: ``tests/test_prefilter_soundness.py`` checks that claim on every fixture and rule
+#: example laid out every way.
+_ANY_LAYOUT = "(?#any-layout)"
+#: Marks a sign the rule itself reads off one physical line of the text as written
+#: (``line_matches``): a layout that breaks the line hides it from the rule as well, so
+#: only the text as written matters. (Checked by the same tests, end to end.)
+_AS_WRITTEN = "(?#as-written)"
+_MARKS = (_ANY_LAYOUT, _AS_WRITTEN)
+
+
+def any_layout(pattern: str) -> str:
+    """``pattern`` marked as matching the code as written in any layout (see above)."""
+    return pattern if pattern.startswith(_MARKS) else _ANY_LAYOUT + pattern
+
+
+def as_written(pattern: str) -> str:
+    """``pattern`` marked as a sign the rule reads off a physical line (see above)."""
+    return pattern if pattern.startswith(_MARKS) else _AS_WRITTEN + pattern
 
 
 def guarded(literals: Sequence[str], pattern: str) -> str:
@@ -176,79 +205,123 @@ def token_variants(text: str) -> tuple[str, str]:
 def _stage1(rules: Sequence[T], text: str) -> list[T]:
     """The rules each of whose ``REQUIRES`` entries occurs in the text as written or in
     one of its ``token_variants`` (each entry may be found in a different form: the rule
-    fires only if the code has every piece, in whatever layout)."""
+    fires only if the code has every piece, in whatever layout).
+
+    Cheapest first: a rule one of whose entries misses a word every match must contain
+    (a substring test, see ``_layout_proof``) is out before any regex runs; the variants
+    are made only for an entry whose regex fails on the text while its words are there."""
     forms: list[str] = [text]
     memos: list[dict[str, bool]] = [{}]
+    texts = _Texts(text)
+
+    def proven_absent(entry: Requirement) -> bool:
+        return all(_layout_proof(p, texts) for p in ((entry,) if isinstance(entry, str) else entry))
 
     def found(entry: Requirement) -> bool:
         if matches((entry,), text, memos[0]):
             return True
-        if all(_layout_proof(p, text) for p in ((entry,) if isinstance(entry, str) else entry)):
+        rest = tuple(p for p in ((entry,) if isinstance(entry, str) else entry)
+                     if not p.startswith(_MARKS) and not _layout_proof(p, texts))
+        if not rest:
             return False
         if len(forms) == 1:
             forms.extend(token_variants(text))
             memos.extend(({}, {}))
-        return matches((entry,), forms[1], memos[1]) or matches((entry,), forms[2], memos[2])
+        return matches((rest,), forms[1], memos[1]) or matches((rest,), forms[2], memos[2])
 
-    return [r for r in rules if all(found(e) for e in _requirements(r))]
+    candidates = [r for r in rules if not any(proven_absent(e) for e in _requirements(r))]
+    return [r for r in candidates if all(found(e) for e in _requirements(r))]
 
 
 _WORD = re.compile(r"\w+")
 
 
-def _layout_proof(pattern: str, text: str) -> bool:
-    """Whether ``pattern``, absent from ``text``, is surely absent from its variants too:
-    some piece of literal text every match must contain is missing. (``token_variants``
-    only removes comments, line continuations and blanks, so a literal run of word
+class _Texts:
+    """The text, and (made once, if a case-insensitive word is asked about) its lower-case
+    form; ``None`` for a text that is not ASCII, where ``re``'s case folding is wider
+    than ``str.lower`` (``ſ`` matches ``s``) and no case-insensitive proof is made."""
+
+    __slots__ = ("text", "_lower")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._lower: str | None | bool = False
+
+    @property
+    def lower(self) -> str | None:
+        if self._lower is False:
+            self._lower = self.text.lower() if self.text.isascii() else None
+        return self._lower  # type: ignore[return-value]
+
+    def has(self, word: str, ignore_case: bool) -> bool:
+        if not ignore_case:
+            return word in self.text
+        lower = self.lower
+        return lower is None or word in lower
+
+
+def _layout_proof(pattern: str, texts: _Texts) -> bool:
+    """Whether ``pattern`` is surely absent from the text and from its variants: some
+    piece of literal text every match must contain is missing. (``token_variants`` only
+    removes comments, line continuations and blanks, so a literal run of word
     characters, which no layout can split, is missing from them as well.)"""
-    return any(not any(lit in text for lit in clause) for clause in _needed(pattern))
+    return any(not any(texts.has(w, ci) for w, ci in clause) for clause in _needed(pattern))
 
 
 @functools.lru_cache(maxsize=None)
-def _needed(pattern: str) -> tuple[frozenset[str], ...]:
-    """Clauses of words: every match of ``pattern`` contains a word of each clause."""
+def _needed(pattern: str) -> tuple[frozenset[tuple[str, bool]], ...]:
+    """Clauses of words: every match of ``pattern`` contains a word of each clause. A word
+    is ``(word, ignore_case)``; a case-insensitive one is kept in lower case."""
     try:
         parsed = _sre_parse.parse(pattern)
     except Exception:  # noqa: BLE001 - an unforeseen form: no shortcut, just slower
         return ()
-    if parsed.state.flags & re.IGNORECASE:
-        return ()
-    return tuple(frozenset(c) for c in _clauses(list(parsed)))
+    ignore_case = bool(parsed.state.flags & re.IGNORECASE)
+    clauses = _clauses(list(parsed), ignore_case)
+    guard = _GUARD.match(pattern)
+    if guard:  # the pattern's own promise: every match holds one of these literals
+        clauses.append({(lit, False) for lit in guard.group(1).split("|")})
+    return tuple(frozenset(c) for c in clauses)
 
 
-def _clauses(items: list) -> list[set[str]]:
+def _clauses(items: list, ignore_case: bool) -> list[set[tuple[str, bool]]]:
     """Needed-word clauses of a parsed regex sequence (see ``_needed``)."""
     c = _sre_constants
-    out: list[set[str]] = []
+    out: list[set[tuple[str, bool]]] = []
     run: list[str] = []
 
     def flush() -> None:
         word = "".join(run)
         if _WORD.fullmatch(word):
-            out.append({word})
+            out.append({(word.lower(), True) if ignore_case else (word, False)})
         run.clear()
 
     for op, arg in items:
         if op is c.LITERAL:
             ch = chr(arg)
-            if _WORD.fullmatch(ch):
+            if ch.isascii() and _WORD.fullmatch(ch):
                 run.append(ch)
                 continue
         flush()
         if op is c.SUBPATTERN:
-            _group, add_flags, _del, sub = arg
-            if not add_flags & re.IGNORECASE:
-                out += _clauses(list(sub))
+            _group, add_flags, del_flags, sub = arg
+            inner = (ignore_case or bool(add_flags & re.IGNORECASE)) and not del_flags & re.IGNORECASE
+            out += _clauses(list(sub), inner)
         elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[0] >= 1:
-            out += _clauses(list(arg[2]))
+            out += _clauses(list(arg[2]), ignore_case)
         elif op is c.BRANCH:
-            per_branch = [_clauses(list(b)) for b in arg[1]]
+            per_branch = [_clauses(list(b), ignore_case) for b in arg[1]]
             if all(per_branch):
                 # One clause from each branch: a match takes some branch, so contains
-                # one of these words.
-                out.append(set().union(*(min(b, key=len) for b in per_branch)))
+                # one of these words. (Any clause of a branch will do; the one whose
+                # shortest word is longest is the least likely to be found by chance.)
+                out.append(set().union(*(max(b, key=_strength) for b in per_branch)))
     flush()
     return out
+
+
+def _strength(clause: set[tuple[str, bool]]) -> tuple[int, int]:
+    return min(len(w) for w, _ in clause), -len(clause)
 
 
 def _requirements(rule: object) -> tuple[Requirement, ...]:
