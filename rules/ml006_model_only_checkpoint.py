@@ -13,7 +13,7 @@ from mllint.analysis import dotted_name, keyword_arg, positional_arg, qualified_
 from mllint.analysis_flow import FLOW_METADATA, Flow, source_of
 from mllint.analysis_training import Optimizer, TrainingMap, looks_like_optimizer
 from mllint.gates.training import CHECKPOINT_CALL, SAVE_FUNCTIONS
-from mllint.prefilter import any_layout
+from mllint.prefilter import GAP, any_layout
 from mllint.project.summaries import path_words
 from mllint.rule import FileContext, Invalid, Rule, Valid
 from mllint.types import Verdict
@@ -133,9 +133,12 @@ class ModelOnlyCheckpoint(Rule):
     # (``looks_like_optimizer``: opt, optim, engine) or a library optimizer class.
     # (Literal-first, so ``re`` can skip ahead: ``save(?<![A-Za-z0-9]save)`` is a ``save``
     # no letter or digit precedes; ``save_pretrained`` exports are no checkpoint helper.)
-    # (Words only, bounded by what precedes and follows them: no layout changes that.)
-    REQUIRES = (any_layout(r"save(?<![A-Za-z0-9]save)(?![A-Za-z0-9])(?!_pretrained)|Save"
-                           r"|checkpoint|Checkpoint|ckpt|snapshot"),
+    # The gate needs a call: of a name ``CHECKPOINT_CALL`` matches (``torch.save(``,
+    # ``utils.save_checkpoint (``), or of what ``from torch import save as S`` binds.
+    # (Names are runs of word characters no layout splits; ``GAP`` before the ``(``.)
+    REQUIRES = (any_layout(rf"(?:save(?<![A-Za-z0-9]save)(?![A-Za-z0-9])(?!_pretrained)|Save"
+                           rf"|checkpoint|Checkpoint|ckpt|snapshot)\w*{GAP}\("
+                           rf"|save(?<![A-Za-z0-9]save){GAP}as(?![A-Za-z0-9_])"),
                 any_layout(r"optim|Optim|OPTIM|opt(?<![A-Za-z0-9]opt)(?![a-z])"
                            r"|Opt(?<![A-Za-z0-9]Opt)(?![a-z])|OPT(?<![A-Za-z0-9]OPT)(?![A-Z])"
                            r"|engine|Engine|ENGINE|AdamW|Adafactor"))
