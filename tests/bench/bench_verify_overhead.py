@@ -7,8 +7,8 @@ finding of its own) in one sitting: plainly (``python overhead_train.py``) and u
 ``verify()`` with the findings mllint makes on it, the budgets lifted and
 ``stop_when_settled=False`` so that both runs take the same steps. A step's time is the
 interval between consecutive optimizer steps within an epoch (the validation pass and the
-checkpoint between epochs are left out); the first epoch is warm-up. Prints the median
-step time of each, in wall time and in main-thread CPU time (torch runs single-threaded,
+checkpoint between epochs are left out); the first epoch is warm-up. Prints the step time
+of each (see ``step_ms``), in wall time and in main-thread CPU time (torch runs single-threaded,
 so CPU time stays meaningful on a busy machine), and their ratio (target: under 1.3x).
 It also runs the harness with no probe (its own cost: budgets, hooks, the torch.save guard)
 and reports the time each probe's callbacks took per step; ``--each`` runs every finding's
@@ -48,11 +48,23 @@ def _times_dir(workdir: Path) -> Path:
     return times
 
 
+#: Steps per cycle: the checks measure one step in 4 (``monitor.MEASURE_EVERY``,
+#: ML107's ``SAMPLE_EVERY``), so every cycle holds the same work.
+CYCLE = 4
+
+
 def step_ms(times_file: Path) -> tuple[float, float]:
-    """Median (wall, CPU) milliseconds between consecutive steps of an epoch."""
+    """(wall, CPU) milliseconds per step: the lower quartile, over the cycles of ``CYCLE``
+    consecutive steps within an epoch, of the cycle's time, divided by ``CYCLE``.
+
+    A cycle holds every periodic cost once, so nothing the checks do one step in four is
+    left out; the lower quartile rather than the median keeps out the steps another
+    process on a busy machine slowed down, which is most of the noise here."""
     epochs = json.loads(times_file.read_text())[1:]  # the first epoch warms up
-    pairs = [(b, a) for stamps in epochs for a, b in zip(stamps, stamps[1:])]
-    return tuple(statistics.median(b[k] - a[k] for b, a in pairs) * 1000 for k in (0, 1))
+    cycles = [(stamps[i + CYCLE], stamps[i]) for stamps in epochs
+              for i in range(0, len(stamps) - CYCLE, CYCLE)]
+    return tuple(statistics.quantiles([(b[k] - a[k]) for b, a in cycles], n=4)[0]
+                 * 1000 / CYCLE for k in (0, 1))
 
 
 def plain(workdir: Path, epochs: int) -> tuple[float, float]:
