@@ -9,7 +9,6 @@ import re
 import sys
 
 import pytest
-
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
