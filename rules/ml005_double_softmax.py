@@ -557,8 +557,9 @@ class DoubleSoftmaxProbe(Probe):
             class_dim = 0 if x.dim() == 1 else 1
             if x.numel() == 0:
                 return
-            min_value = x.min().item()
-            row_error = (x.sum(dim=class_dim) - 1).abs().max().item()
+            # One host sync for both figures (this runs at every training step).
+            min_value, row_error = torch.stack(
+                [x.min(), (x.sum(dim=class_dim) - 1).abs().max()]).tolist()
         self.calls += 1
         if min_value >= -self.TOLERANCE and row_error <= self.TOLERANCE:
             self.distribution_calls += 1

@@ -374,7 +374,8 @@ class TrainDataProbe(Probe):
         if self.rt.stack_in(self.finding) is not None:
             self.pass_batches += 1
             self._pass_loaders.add(id(loader))
-            self._pass_sources.setdefault(id(loader), self._source(loader))
+            if id(loader) not in self._pass_sources:
+                self._pass_sources[id(loader)] = self._source(loader)
             self._pass_samples.update(hashes)
             return
         # A batch outside the pass is training data once backward/step follows it; a
@@ -386,7 +387,8 @@ class TrainDataProbe(Probe):
         for loader, hashes in self._pending:
             self.trained_batches += 1
             self._train_loaders.add(id(loader))
-            self._train_sources.setdefault(id(loader), self._source(loader))
+            if id(loader) not in self._train_sources:  # once: it is read at every step
+                self._train_sources[id(loader)] = self._source(loader)
             self._train_samples.update(hashes)
         self._pending = []
 

@@ -86,12 +86,15 @@ def test_crash_without_confirmed_findings_exits_2_with_full_message_and_output(t
     script = copy("crash_with_colons.py", tmp_path)
     full = mllint("--verify", script.name, cwd=tmp_path)
     assert full.returncode == 2, full.stdout + full.stderr
-    message = "ValueError: bad config: key 'lr': expected float: got str (at crash_with_colons.py:15)"
+    message = "ValueError: bad config: key 'lr': expected float: got str (at crash_with_colons.py:21)"
     assert f"the script crashed: {message}" in full.stdout
     assert "last lines of the script's output:" in full.stdout
     assert "training line 2" in full.stdout
     assert "No problems found, but the --verify run did not finish" in full.stdout
     doc = json.loads(mllint("--verify", "--format", "json", script.name, cwd=tmp_path).stdout)
+    # Exit 2 holds only while nothing is confirmed: a runtime finding here would be the
+    # reason for an exit 1, so it is named.
+    assert doc["diagnostics"] == [], doc["diagnostics"]
     assert doc["verify"]["stop_reason"] == "crashed"
     assert doc["verify"]["crashed"] == message
     concise = mllint("--verify", "--format", "concise", script.name, cwd=tmp_path)

@@ -73,19 +73,27 @@ class NonFiniteWatcher(CheckWatcher):
         self.monitor = self.rt.monitor()
         self.rt.on_backward(self._backward)
         self.rt.add_step_post_hook(self._after_step)
-        self.rt.add_forward_hook(self._forward)
         self._armed = False
+        self._unhook: Any = self.rt.add_forward_hook(self._forward)
 
     def _arm(self) -> None:
         """Once a non-finite loss, gradient or weight is seen, watch the module outputs
         of the following forwards too, to name the layer. Otherwise outputs are checked
         only in the first ``EAGER_STEPS`` steps (where initialisation and data problems
-        show): checking every output of every step costs more than the budget allows."""
+        show), and the forward hook is removed after them: checking every output of
+        every step, or merely having a global hook, costs more than the budget allows."""
         self._armed = True
+        if self._unhook is None and self.forward_seen is None:
+            self._unhook = self.rt.add_forward_hook(self._forward)
 
     def _after_step(self, optimizer: Any) -> None:
-        if self.monitor.first_nonfinite_step is not None:
+        if self.monitor.first_nonfinite_step is not None and not self._armed:
             self._arm()
+        done = self.forward_seen is not None or (self.rt.step >= EAGER_STEPS
+                                                 and not self._armed)
+        if done and self._unhook is not None:
+            self._unhook()
+            self._unhook = None
 
     def _note(self, step: int, phase: int, what: str, site: Any) -> None:
         if self.first is None or (step, phase) < self.first[:2]:

@@ -7,13 +7,18 @@ finding of its own) in one sitting: plainly (``python overhead_train.py``) and u
 ``verify()`` with the findings mllint makes on it, the budgets lifted and
 ``stop_when_settled=False`` so that both runs take the same steps. A step's time is the
 interval between consecutive optimizer steps within an epoch (the validation pass and the
-checkpoint between epochs are left out); the first epoch is warm-up. Prints the median
-step time of each, in wall time and in main-thread CPU time (torch runs single-threaded,
+checkpoint between epochs are left out); the first epoch is warm-up. Prints the step time
+of each (see ``step_ms``), in wall time and in main-thread CPU time (torch runs single-threaded,
 so CPU time stays meaningful on a busy machine), and their ratio (target: under 1.3x).
 It also runs the harness with no probe (its own cost: budgets, hooks, the torch.save guard)
 and reports the time each probe's callbacks took per step; ``--each`` runs every finding's
-probe alone as well. With ``--repeat`` the runs
-alternate and the best median of each is kept.
+probe alone as well. With ``--repeat`` the runs alternate and the best median of each is
+kept; each ratio is also given as the median over rounds of that round's ratio (each round
+runs plain first, so a change in the machine's load between rounds cancels out), which is
+the figure to quote on a shared machine.
+
+To compare two versions of mllint, run this script with each one's Python in turn
+(alternating, the same arguments): the plain runs are the common reference.
 """
 
 from __future__ import annotations
@@ -43,11 +48,23 @@ def _times_dir(workdir: Path) -> Path:
     return times
 
 
+#: Steps per cycle: the checks measure one step in 4 (``monitor.MEASURE_EVERY``,
+#: ML107's ``SAMPLE_EVERY``), so every cycle holds the same work.
+CYCLE = 4
+
+
 def step_ms(times_file: Path) -> tuple[float, float]:
-    """Median (wall, CPU) milliseconds between consecutive steps of an epoch."""
+    """(wall, CPU) milliseconds per step: the lower quartile, over the cycles of ``CYCLE``
+    consecutive steps within an epoch, of the cycle's time, divided by ``CYCLE``.
+
+    A cycle holds every periodic cost once, so nothing the checks do one step in four is
+    left out; the lower quartile rather than the median keeps out the steps another
+    process on a busy machine slowed down, which is most of the noise here."""
     epochs = json.loads(times_file.read_text())[1:]  # the first epoch warms up
-    pairs = [(b, a) for stamps in epochs for a, b in zip(stamps, stamps[1:])]
-    return tuple(statistics.median(b[k] - a[k] for b, a in pairs) * 1000 for k in (0, 1))
+    cycles = [(stamps[i + CYCLE], stamps[i]) for stamps in epochs
+              for i in range(0, len(stamps) - CYCLE, CYCLE)]
+    return tuple(statistics.quantiles([(b[k] - a[k]) for b, a in cycles], n=4)[0]
+                 * 1000 / CYCLE for k in (0, 1))
 
 
 def plain(workdir: Path, epochs: int) -> tuple[float, float]:
@@ -113,20 +130,24 @@ def main() -> None:
         cpu = min(run[1] for run in runs)
         print(f"  {findings[i].code} probe alone: {cpu:.3f} ms/step CPU, "
               f"{cpu / base[1]:.2f}x")
-    bare = min(run[1] for run in bare_ms)
-    print(f"  the harness alone (no probe, no check): {bare:.3f} ms/step CPU, "
-          f"{bare / base[1]:.2f}x")
-    probes = min(run[1] for run in probes_ms)
-    print(f"  the probes without the runtime checks: {probes:.3f} ms/step CPU, "
-          f"{probes / base[1]:.2f}x")
-    checks = min(run[1] for run in checks_ms)
-    print(f"  the runtime checks ML101-ML107 alone: {checks:.3f} ms/step CPU, "
-          f"{checks / base[1]:.2f}x")
+    def per_round(runs: list[tuple[float, float]], k: int = 1) -> str:
+        ratios = [run[k] / plain_run[k] for run, plain_run in zip(runs, plain_ms)]
+        return (f"per-round median {statistics.median(ratios):.2f}x "
+                f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+
+    for label, runs in (("the harness alone (no probe, no check)", bare_ms),
+                        ("the probes without the runtime checks", probes_ms),
+                        ("the runtime checks ML101-ML107 alone", checks_ms),
+                        ("all probes and checks", verify_ms)):
+        best = min(run[1] for run in runs)
+        print(f"  {label}: {best:.3f} ms/step CPU, {best / base[1]:.2f}x; "
+              f"{per_round(runs)}")
     runtime = sorted(report.runtime_findings, key=lambda fv: fv[0].code)
     print(f"  runtime findings: {', '.join(f'{f.code}:{f.line}' for f, _ in runtime) or 'none'}")
     for k, kind in enumerate(("wall", "CPU")):
         print(f"{kind:>4}: plain {base[k]:.3f} ms/step, all probes and checks {instrumented[k]:.3f} "
-              f"ms/step, ratio {instrumented[k] / base[k]:.2f}x (target < 1.3x)")
+              f"ms/step, ratio {instrumented[k] / base[k]:.2f}x; {per_round(verify_ms, k)} "
+              "(target < 1.3x)")
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ class ProbeRuntime:
     def add_forward_pre_hook(self, fn: Callable[[Any, tuple], None]) -> None:
         self._core.add_forward_pre_hook(self._guard(fn, "a forward pre-hook"))
 
-    def add_forward_hook(self, fn: Callable[[Any, tuple, Any], None]) -> None:
-        self._core.add_forward_hook(self._guard(fn, "a forward hook"))
+    def add_forward_hook(self, fn: Callable[[Any, tuple, Any], None]) -> Callable[[], None]:
+        """Returns what removes the hook again."""
+        return self._core.add_forward_hook(self._guard(fn, "a forward hook"))
 
     def add_step_pre_hook(self, fn: Callable[[Any], None]) -> None:
         self._core.add_step_pre_hook(self._guard(fn, "a step pre-hook"))

@@ -7,8 +7,8 @@ starts). It records, once for every check:
   points at): the first user frame outside the chain of ``__init__`` calls;
 - per measured optimizer step (the first three, then one in four: ``measured``) and
   parameter group: learning rate, gradient norm, update norm and weight norm (fused
-  norms, one host sync per step), and per parameter whether it ever had a non-zero
-  gradient or a non-finite one;
+  norms, two host syncs per measured step: note "monitor-cost"), and per parameter
+  whether it ever had a non-zero gradient or a non-finite one;
 - the loss of every ``backward()`` and the loader whose batch preceded each step;
 - the memory in use at each measured step (the CUDA allocator on GPU, the RSS on CPU).
 
@@ -98,8 +98,12 @@ class TrainingMonitor:
         self.optimizer_records: dict[int, OptimizerRecord] = {}
         self.params: dict[int, ParamRecord] = {}
         self._param_refs: dict[int, Any] = {}
+        #: Per optimizer: the weights before the step being measured, in copies reused
+        #: from one measured step to the next (note "monitor-cost").
         self._before: dict[int, list[Any]] = {}
-        self._pre_norms: dict[int, list[float]] = {}
+        self._copies: dict[int, list[Any]] = {}
+        #: Per optimizer: (gradient norms, weight norms) before the step being measured.
+        self._pre_norms: dict[int, tuple[list[float | None], list[float | None]]] = {}
         #: (step, loss) of each backward of a scalar loss.
         self.losses: list[tuple[int, float]] = []
         self.loss_site: Site | None = None
@@ -112,6 +116,7 @@ class TrainingMonitor:
         self.first_nonfinite_step: int | None = None
         #: Called with (step, optimizer record) after every recorded step.
         self.step_listeners: list[Callable[[int, OptimizerRecord], None]] = []
+        self._statm: int | None = None
 
     # -- installing ---------------------------------------------------------------------
 
@@ -229,10 +234,11 @@ class TrainingMonitor:
             return
         params = self.optimizer_params(optimizer)
         with torch.no_grad():
-            self._before[id(optimizer)] = [p.detach().clone() for p in params]
+            before = self._before[id(optimizer)] = self._copy(optimizer, params)
             grads = [p.grad for p in params]
-            norms = _norms(torch, grads)
-        self._pre_norms[id(optimizer)] = norms
+            both = _norms(torch, grads + before)
+        norms = both[: len(params)]
+        self._pre_norms[id(optimizer)] = (norms, both[len(params):])
         for p, g, n in zip(params, grads, norms):
             record = self.params.get(id(p))
             if record is None:
@@ -251,9 +257,10 @@ class TrainingMonitor:
     def _after_step(self, optimizer: Any) -> None:
         torch = self.torch
         before = self._before.pop(id(optimizer), None)
-        pre = self._pre_norms.pop(id(optimizer), None)
-        if before is None or pre is None:
+        pre_norms = self._pre_norms.pop(id(optimizer), None)
+        if before is None or pre_norms is None:
             return
+        pre, weights = pre_norms
         record = self.optimizer_records.get(id(optimizer))
         if record is None:
             record = self.optimizer_records[id(optimizer)] = OptimizerRecord(
@@ -262,10 +269,10 @@ class TrainingMonitor:
         if len(params) != len(before):
             return  # the groups changed during the step (add_param_group)
         with torch.no_grad():
-            deltas = [p.detach() - b for p, b in zip(params, before)]
-            # The ratio is taken against the weights before the update (ML104's docs).
-            both = _norms(torch, deltas + before)
-        updates, weights = both[: len(params)], both[len(params):]
+            # In place: the copies now hold minus the update (the weights before it,
+            # against which ML104 takes the ratio, were measured in ``_before_step``).
+            _subtract(torch, before, params)
+            updates = _norms(torch, before)
         step = self.rt.step
         groups: list[GroupStep] = []
         start = 0
@@ -295,13 +302,30 @@ class TrainingMonitor:
         for listener in self.step_listeners:
             listener(step, record)
 
+    def _copy(self, optimizer: Any, params: list[Any]) -> list[Any]:
+        """The weights copied into this optimizer's buffers (made anew when its
+        parameters changed)."""
+        copies = self._copies.get(id(optimizer))
+        if copies is None or len(copies) != len(params) or any(
+                c.shape != p.shape or c.dtype != p.dtype or c.device != p.device
+                for c, p in zip(copies, params)):
+            copies = self._copies[id(optimizer)] = [p.detach().clone() for p in params]
+            return copies
+        try:
+            self.torch._foreach_copy_(copies, [p.detach() for p in params])
+        except (RuntimeError, TypeError, AttributeError):
+            for c, p in zip(copies, params):
+                c.copy_(p.detach())
+        return copies
+
     def _memory_in_use(self) -> int:
         torch = self.torch
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             return int(torch.cuda.memory_allocated())
         try:
-            with open("/proc/self/statm", encoding="ascii") as fh:
-                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            if self._statm is None:  # kept open: read again at every measured step
+                self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+            return int(os.pread(self._statm, 256, 0).split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
             import resource
 
@@ -342,6 +366,12 @@ class TrainingMonitor:
 #: Steps measured one by one at the start (initialisation problems show there), then one
 #: in ``MEASURE_EVERY``: copying the weights and taking norms at every step would cost
 #: more than the step budget allows on small models.
+#:
+#: Note "monitor-cost": a measured step costs one copy of the weights into buffers kept
+#: from one measured step to the next (allocating fresh copies every time page-faulted
+#: their memory in again, the largest part of the cost on CPU), two fused norms (gradients
+#: and weights before the step together, the update after it, computed in place in the
+#: copies) and two host syncs.
 MEASURE_FIRST, MEASURE_EVERY = 3, 4
 
 
@@ -365,13 +395,24 @@ def _norms(torch: Any, tensors: list[Any]) -> list[float | None]:
     for indices in by_device.values():
         group = [tensors[i] for i in indices]
         try:
-            norms = torch._foreach_norm(group)
+            # In float32 whatever the tensors' type: a half-precision norm above 65504
+            # would read as infinite (a false ML101).
+            norms = torch._foreach_norm(group, 2, dtype=torch.float32)
         except (RuntimeError, TypeError, AttributeError):
-            norms = [torch.linalg.vector_norm(t.float()) for t in group]
-        values = torch.stack([n.float() for n in norms]).cpu().tolist()
+            norms = [torch.linalg.vector_norm(t, dtype=torch.float32) for t in group]
+        values = torch.stack(norms).cpu().tolist()
         for i, value in zip(indices, values):
             out[i] = value
     return out
+
+
+def _subtract(torch: Any, copies: list[Any], params: list[Any]) -> None:
+    """``copies[i] -= params[i]`` for every i, fused where torch can."""
+    try:
+        torch._foreach_sub_(copies, [p.detach() for p in params])
+    except (RuntimeError, TypeError, AttributeError):
+        for c, p in zip(copies, params):
+            c.sub_(p.detach())
 
 
 def _combine(norms: list[float | None]) -> float:

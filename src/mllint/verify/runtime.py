@@ -85,6 +85,7 @@ class Runtime:
         self._adopted: set[str] = set()
         self._forward_pre: list[Callable] = []
         self._forward: list[Callable] = []
+        self._forward_handle: Any = None
         self._step_pre: list[Callable] = []
         self._step_post: list[Callable] = []
         self._backward: list[Callable] = []
@@ -192,12 +193,29 @@ class Runtime:
         self._forward_pre.append(fn)
         self._register_forward_pre()
 
-    def add_forward_hook(self, fn: Callable[[Any, tuple, Any], None]) -> None:
+    def add_forward_hook(self, fn: Callable[[Any, tuple, Any], None]) -> Callable[[], None]:
+        """Calls ``fn`` after every module's forward; returns what removes it again.
+
+        torch's global hook is registered only while some callback wants it: with any
+        global hook, every module call takes ``Module._call_impl``'s slow path."""
         self._forward.append(fn)
-        if self._first("forward"):
+        if self._forward_handle is None:
             module = self.torch.nn.modules.module
-            handle = module.register_module_forward_hook(self._dispatch_forward)
-            self._stack.callback(handle.remove)
+            self._forward_handle = module.register_module_forward_hook(self._dispatch_forward)
+            self._stack.callback(self._drop_forward_hook)
+
+        def remove() -> None:
+            if fn in self._forward:
+                self._forward.remove(fn)
+            if not self._forward:
+                self._drop_forward_hook()
+
+        return remove
+
+    def _drop_forward_hook(self) -> None:
+        if self._forward_handle is not None:
+            self._forward_handle.remove()
+            self._forward_handle = None
 
     def add_step_pre_hook(self, fn: Callable[[Any], None]) -> None:
         self._step_pre.append(fn)
