@@ -417,10 +417,20 @@ def meter_updates(ix: CodeIndex) -> list[Accumulation]:
     ``self.values.append(val)``), or ``update``/``add`` of a well-known meter class
     defined elsewhere (``AverageMeter``: ``gates.loss.KNOWN_METER``)."""
     out = []
-    # Only a method some class here accumulates in, or a known meter's, can add anything.
+    # Only a method some class here accumulates in, or a known meter's, can add anything;
+    # and only methods called with arguments here need looking at (a walk of each).
+    called = {c.func.attr.value for c in ix.nodes.calls
+              if isinstance(c.func, cst.Attribute) and c.args}
+    memo: dict[cst.FunctionDef, dict[cst.Param, Any]] = {}
+
+    def accumulated(method: cst.FunctionDef) -> dict[cst.Param, Any]:
+        if method not in memo:
+            memo[method] = accumulated_params(method)
+        return memo[method]
+
     wanted = KNOWN_METER_METHODS | {
         f.name.value for c in ix.nodes.classes for f in c.body.body
-        if isinstance(f, cst.FunctionDef) and accumulated_params(f)
+        if isinstance(f, cst.FunctionDef) and f.name.value in called and accumulated(f)
     }
     for call in ix.nodes.calls:
         func = call.func
@@ -432,7 +442,7 @@ def meter_updates(ix: CodeIndex) -> list[Accumulation]:
                 found = ix.class_methods(cls, method)
                 if found is None:
                     continue
-                for param, how in accumulated_params(found).items():
+                for param, how in accumulated(found).items():
                     arg = ix.argument_for(call, found, param)
                     if arg is not None:
                         out.append(Accumulation(call, func.value, arg, how.arithmetic,

@@ -174,7 +174,12 @@ def test_scheduler_and_scaler_state_is_not_the_model():
 def test_prefilter():
     may = ModelOnlyCheckpoint.may_match
     assert may("torch.save(m, p); torch.optim.SGD(ps)")
-    assert may("from torch import save\nfrom transformers import AdamW as A")
+    assert may("from torch import save\nfrom transformers import AdamW as A\nsave(m, p)")
+    assert may("from torch import save as keep\nopt = A()\nkeep(m, p)")
+    assert may("utils.save_checkpoint \\\n (m, opt)")  # a helper call, in any layout
+    # The word alone is no save: an import never called, activation checkpointing flags.
+    assert not may("from torch import save\nfrom transformers import AdamW as A")
+    assert not may("self.gradient_checkpointing = True\noptimizer = None")
     assert not may("torch.load(p); torch.optim.SGD(ps)")
     assert not may("torch.save(model.state_dict(), p)")  # no optimizer: nothing to lose
     for path in FIXTURE_FILES:
