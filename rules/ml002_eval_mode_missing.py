@@ -185,6 +185,19 @@ class EvalModeMissing(ValidationRule):
                     preds = model(batch).argmax(-1)
             """
         ),
+        Valid(
+            # eval() chained on construction.
+            """
+            import torch
+            from torch import nn
+
+            model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 2)).eval()
+            model.load_state_dict(torch.load("model.pt"))
+            with torch.no_grad():
+                for x, y in test_loader:
+                    print((model(x).argmax(1) == y).float().mean().item())
+            """
+        ),
     ]
 
     def decide(self, analysis: ValidationAnalysis) -> None:

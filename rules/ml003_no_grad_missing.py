@@ -193,6 +193,27 @@ class NoGradMissing(ValidationRule):
                     print((model(adv).argmax(1) == y).float().mean().item())
             """
         ),
+        Valid(
+            # Actor-critic: evaluate() scores the actions taken, and the update trains on
+            # what it returns, so autograd must stay on.
+            """
+            import torch
+
+            def evaluate(policy, states, actions):
+                dist = torch.distributions.Categorical(logits=policy(states))
+                return dist.log_prob(actions), dist.entropy()
+
+            def ppo_update(policy, optimizer, states, actions, advantages, old_logprobs):
+                policy.train()
+                for _ in range(4):
+                    logprobs, entropy = evaluate(policy, states, actions)
+                    ratio = torch.exp(logprobs - old_logprobs)
+                    loss = -(ratio * advantages).mean() - 0.01 * entropy.mean()
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+            """
+        ),
         Valid(  # the same periodic evaluation, under no_grad
             """
             import torch

@@ -232,3 +232,76 @@ test()
     assert lines(code.replace("def test():", "def test(word):")
                  .replace('    word = encode("hello")\n', "")
                  .replace("test()", "test(encode('hello'))")) == [16]
+
+
+def test_training_mode_of_another_functions_local_is_another_model():
+    code = HEADER + """
+def train(train_loader):
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for x, y in train_loader:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    torch.save(model.state_dict(), "model.pt")
+
+@torch.no_grad()
+def evaluate(model, val_loader):
+    for x, y in val_loader:
+        print(model(x).argmax(1))
+"""
+    assert lines(code) == []
+    # A parameter of the training function may be the very model evaluate() gets.
+    passed = code.replace("def train(train_loader):\n    model = Net()\n",
+                          "def train(model, train_loader):\n")
+    assert lines(passed) == [25]
+
+
+@pytest.mark.parametrize(
+    "built,expected",
+    [("Net().eval()", []), ("Net().to('cpu').eval()", []), ("Net().train(False)", []),
+     ("Net()", [16]), ("Net().eval().to('cpu')", [])],
+)
+def test_mode_chained_on_construction(built, expected):
+    code = HEADER + f"""
+model = {built}
+with torch.no_grad():
+    for x, y in test_loader:
+        print(model(x).argmax(1))
+"""
+    assert lines(code) == expected
+
+
+AGENT = """
+import torch
+from torch import nn
+
+class Agent:
+    def __init__(self):
+        self.model = nn.Sequential(nn.Linear(4, 64), nn.Dropout(0.1), nn.Linear(64, 3))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=3e-4)
+
+    def evaluate(self, states, actions):
+        out = self.model(states)
+        dist = torch.distributions.Categorical(logits=out[:, :2])
+        return dist.log_prob(actions), out[:, 2]
+
+    def update(self, states, actions, returns, old_logprobs):
+        self.model.train()
+        for _ in range(4):
+            logprobs, values = self.evaluate(states, actions)
+            ratio = torch.exp(logprobs - old_logprobs)
+            loss = -(ratio * (returns - values.detach())).mean() + (values - returns).pow(2).mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+"""
+
+
+def test_an_evaluate_helper_whose_outputs_the_caller_backpropagates_is_no_pass():
+    # Actor-critic: evaluate() scores the actions taken; update() trains on the result.
+    assert lines(AGENT) == []
+    # Called only to report the scores, the same helper is a pass in training mode.
+    reporting = AGENT.replace("            loss.backward()\n", "            print(loss.item())\n")
+    assert lines(reporting) == [10]

@@ -441,7 +441,7 @@ class ValidationAnalysis:
             return None  # a lone forward in a function of no telling name: could be anything
         if self._synthetic_input(call):
             return None  # ``net(torch.randn(1, 3, 32, 32))``: a smoke test of shapes
-        if self._backpropagated(call):
+        if self._backpropagated(call) or self._caller_backpropagates(call):
             return None
         # Autograd or mode switched off are signs of evaluation only around a loop over
         # batches: optimizers, initialisers and generation code switch them off too.
@@ -485,14 +485,7 @@ class ValidationAnalysis:
         scope = call.scope
         if call.flow is None or not call.flow.targets:
             return False
-        tainted = set(call.flow.targets)
-        for f in scope.flows:
-            if f.pos <= call.flow.pos or f.value is None or f.index is not None:
-                continue
-            if names_in(f.value) & tainted:
-                tainted |= set(f.targets)
-            elif isinstance(getattr(f, "stmt", None), (cst.Assign, cst.AnnAssign)):
-                tainted -= set(f.targets)  # reassigned from something else: a new value
+        tainted = self._tainted(call)
         for c in scope.calls:
             if c.pos < call.pos:
                 continue
@@ -501,6 +494,54 @@ class ValidationAnalysis:
                 if reads & tainted:
                     return True
         return False
+
+    def _caller_backpropagates(self, call: CallRec, depth: int = 0) -> bool:
+        """The forward's output is returned, and a caller in this module back-propagates
+        what it gets back: ``logprobs, values = policy.evaluate(states, actions)`` and then
+        ``loss.backward()`` in a PPO update. Such a helper computes a training signal,
+        whatever its name says."""
+        scope = call.scope
+        if scope.is_module or depth > 1 or not self._returns_output(call):
+            return False
+        for c in self._calls_of(scope):
+            if self._backpropagated(c) or self._caller_backpropagates(c, depth + 1):
+                return True
+        return False
+
+    def _returns_output(self, call: CallRec) -> bool:
+        tainted = self._tainted(call) if call.flow is not None and call.flow.targets else set()
+        for ret in _returns(call.scope.node):
+            if ret.value is None:
+                continue
+            if names_in(ret.value) & tainted or _contains(ret.value, call.node):
+                return True
+        return False
+
+    def _calls_of(self, scope: Scope) -> list[CallRec]:
+        """Calls of ``scope`` in this module: resolved ones, and for a method, any
+        ``x.method(...)`` (the receiver's class is rarely in sight: ``self.policy``)."""
+        found = list(self.callers(scope))
+        if scope.cls is not None:
+            seen = {id(c) for c in found}
+            for s in self.facts.scopes:
+                for c in s.calls:
+                    if c.attr == scope.name and id(c) not in seen and c.scope is not scope:
+                        found.append(c)
+        return found
+
+    def _tainted(self, call: CallRec) -> set[str]:
+        """Names that hold the forward's output, or values computed from it, after it."""
+        scope = call.scope
+        assert call.flow is not None
+        tainted = set(call.flow.targets)
+        for f in scope.flows:
+            if f.pos <= call.flow.pos or f.value is None or f.index is not None:
+                continue
+            if names_in(f.value) & tainted:
+                tainted |= set(f.targets)
+            elif isinstance(getattr(f, "stmt", None), (cst.Assign, cst.AnnAssign)):
+                tainted -= set(f.targets)  # reassigned from something else: a new value
+        return tainted
 
     # -- mode -------------------------------------------------------------------------------
 
@@ -607,7 +648,7 @@ class ValidationAnalysis:
             elsewhere = self._mode_from_other_modules(scope, names)
             if elsewhere is not None:
                 return elsewhere
-            demo = self.demonstrated_train(names)
+            demo = self.demonstrated_train(scope, names)
             return demo if demo is not None else State(Mode.UNKNOWN)
         return self.origin_mode(scope, names, before)
 
@@ -623,6 +664,11 @@ class ValidationAnalysis:
         """The mode the model was built in, when no code on the path sets one."""
         for n in sorted(names):
             for s, f in self.origins(scope, n, before):
+                chained = _chained_mode(f.value) if f.index is None else None
+                if chained is not None:
+                    # ``model = Net().eval()``: the last mode call of the chain decides.
+                    mode, text = chained
+                    return State(mode, f.pos[0], f"`{n}` is built with `{text}` on line {f.pos[0]}")
                 value = _strip_passthrough(f.value) if f.value is not None else None
                 call = self._call_rec(s, value)
                 if call is None or f.index is not None:
@@ -645,7 +691,7 @@ class ValidationAnalysis:
                     return State(Mode.TRAIN, f.pos[0],
                                  f"`{n}` is built on line {f.pos[0]} and a new module starts "
                                  "in training mode")
-        return self.demonstrated_train(names) or State(Mode.UNKNOWN)
+        return self.demonstrated_train(scope, names) or State(Mode.UNKNOWN)
 
     def mode_dependent_layers(self, scope: Scope, names: set[str], before: Pos) -> bool | None:
         """Whether the model holds layers that behave differently in eval mode (dropout,
@@ -741,15 +787,45 @@ class ValidationAnalysis:
         # The pass's loop header may come before ``train()`` inside it, or after.
         return not (vp.loop is not None and self.loop_trains(vp.loop))
 
-    def demonstrated_train(self, names: set[str]) -> State | None:
-        """The module puts the model in training mode somewhere (``model.train()``)."""
+    def demonstrated_train(self, scope: Scope, names: set[str]) -> State | None:
+        """The module puts the model (as ``scope`` names it) in training mode somewhere
+        (``model.train()``)."""
         for s in self.facts.scopes:
             for c in s.calls:
-                if self.mode_call(c) is Mode.TRAIN and self._matches(c.receiver, names):
+                if (
+                    self.mode_call(c) is Mode.TRAIN and self._matches(c.receiver, names)
+                    and self._may_be_same(scope, s, c.receiver or "")
+                ):
                     return State(Mode.TRAIN, c.line,
                                  f"the module puts `{c.receiver}` in training mode on line "
                                  f"{c.line} and nothing switches it to eval mode before this pass")
         return None
+
+    @staticmethod
+    def _binding(scope: Scope, root: str) -> str:
+        """How ``root`` is bound in ``scope``: "self", "param", "local" or "global"."""
+        if scope.is_module:
+            return "global"
+        if root == scope.self_name:
+            return "self"
+        if root in scope.params:
+            return "param"
+        return "local" if scope.assigned(root) else "global"
+
+    def _may_be_same(self, scope: Scope, other: Scope, receiver: str) -> bool:
+        """``receiver`` in ``other`` may be the object ``scope`` names the same way: not a
+        local variable of another function, nor ``self.x`` of another class."""
+        if other is scope:
+            return True
+        root = receiver.split(".", 1)[0]
+        mine, theirs = self._binding(scope, root), self._binding(other, root)
+        if mine == "self" or theirs == "self":
+            return mine == theirs and scope.cls is other.cls
+        if theirs == "local":
+            return _encloses(other, scope)  # a closure reads its function's local
+        if mine == "local":
+            return _encloses(scope, other)
+        return True  # parameters and globals: the object may well be passed along
 
     # -- autograd ---------------------------------------------------------------------------
 
@@ -904,6 +980,38 @@ def _literal(value: cst.BaseExpression) -> object:
     return UNKNOWN
 
 
+def _encloses(outer: Scope, inner: Scope) -> bool:
+    s: Scope | None = inner
+    while s is not None:
+        if s is outer:
+            return True
+        s = s.parent
+    return False
+
+
+def _returns(func: cst.CSTNode) -> list[cst.Return]:
+    """The ``return`` statements of a function's own body (nested definitions excluded)."""
+    found: list[cst.Return] = []
+    stack: list[cst.CSTNode] = list(func.body.children) if isinstance(func, cst.FunctionDef) else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Return):
+            found.append(node)
+        elif not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda, cst.BaseExpression)):
+            stack.extend(node.children)
+    return found
+
+
+def _contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
+    stack = [tree]
+    while stack:
+        cur = stack.pop()
+        if cur is node:
+            return True
+        stack.extend(cur.children)
+    return False
+
+
 def _is_known_stateless(call: CallRec) -> bool:
     return any(q.startswith("torch.") for q in call.qnames)
 
@@ -952,6 +1060,30 @@ def _strip_passthrough(expr: cst.BaseExpression) -> cst.BaseExpression:
     ):
         expr = expr.func.value
     return expr
+
+
+def _chained_mode(expr: cst.BaseExpression | None) -> tuple[Mode, str] | None:
+    """The mode set by the outermost ``.eval()``/``.train(...)`` in a chain of module
+    pass-through calls (``Net().to(device).eval()``), or None when there is none."""
+    while (
+        isinstance(expr, cst.Call)
+        and isinstance(expr.func, cst.Attribute)
+        and expr.func.attr.value in MODULE_PASSTHROUGH
+    ):
+        attr = expr.func.attr.value
+        if attr == "eval" and not expr.args:
+            return Mode.EVAL, ".eval()"
+        if attr == "train":
+            if not expr.args:
+                return Mode.TRAIN, ".train()"
+            arg = expr.args[0]
+            if arg.keyword is None or arg.keyword.value == "mode":
+                flag = _is_false_literal(arg.value)
+                if flag is None:
+                    return Mode.UNKNOWN, ".train(...)"
+                return (Mode.EVAL, ".train(False)") if flag else (Mode.TRAIN, ".train(True)")
+        expr = expr.func.value
+    return None
 
 
 def _first_arg(call: cst.Call) -> cst.BaseExpression | None:
