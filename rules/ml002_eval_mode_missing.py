@@ -6,7 +6,7 @@ from typing import Any
 
 from mllint.analysis_validation import ValidationAnalysis, ValidationRule
 from mllint.analysis_validation_facts import Mode
-from mllint.analysis_validation_names import EVAL_SIGNS, NO_GRAD_SIGN
+from mllint.analysis_validation_names import EVAL_SIGNS, NO_GRAD_SIGN, or_flag_pass
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import (
@@ -63,8 +63,9 @@ class EvalModeMissing(ValidationRule):
     summary = "Validation pass runs while the model is still in training mode (no model.eval())"
     hint = "Call `model.eval()` before evaluating and `model.train()` before training resumes."
     # A pass needs a sign of evaluation: a loop over held-out-looking data, an
-    # evaluation-named function, a forward on held-out data, or a no_grad block.
-    REQUIRES = ((*EVAL_SIGNS, NO_GRAD_SIGN),)
+    # evaluation-named function, a forward on held-out data, or a no_grad block - or a
+    # shared train/eval loop switched by a flag.
+    REQUIRES = or_flag_pass((*EVAL_SIGNS, NO_GRAD_SIGN))
     # Then a forward of something model-like with a sign of evaluation (see the gate).
     GATE = "mllint.gates.validation:ml002_may_flag"
     PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"
@@ -201,16 +202,18 @@ class EvalModeMissing(ValidationRule):
     ]
 
     def decide(self, analysis: ValidationAnalysis) -> None:
+        reported: set[int] = set()
         for vp in analysis.passes():
-            names = analysis.aliases(vp.scope, vp.model)
-            state = analysis.mode_at(vp.scope, names, vp.forward.pos)
+            if id(vp.forward) in reported:
+                continue  # a shared loop evaluated from two calls
+            state = analysis.pass_mode(vp)
             if state.value is not Mode.TRAIN:
                 continue
             if analysis.deliberate_train(vp, state):
                 continue
-            layers = analysis.mode_dependent_layers(vp.scope, names, vp.forward.pos)
-            if layers is False:
+            if analysis.pass_layers(vp) is False:
                 continue
+            reported.add(id(vp.forward))
             where = vp.where
             self.report(
                 vp.forward.node,

@@ -6,7 +6,7 @@ from typing import Any
 
 from mllint.analysis_validation import ValidationAnalysis, ValidationRule
 from mllint.analysis_validation_facts import Grad
-from mllint.analysis_validation_names import EVAL_SIGNS, MODE_SIGN
+from mllint.analysis_validation_names import EVAL_SIGNS, MODE_SIGN, or_flag_pass
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import (
@@ -63,8 +63,8 @@ class NoGradMissing(ValidationRule):
     hint = "Wrap the evaluation in `with torch.no_grad():` or decorate it with `@torch.no_grad()`."
     # A pass needs a sign of evaluation other than no_grad (a no_grad block as the only
     # sign cannot lack no_grad): held-out-looking data, an evaluation-named function, or
-    # `model.eval()` / `model.train(False)`.
-    REQUIRES = ((*EVAL_SIGNS, MODE_SIGN),)
+    # `model.eval()` / `model.train(False)` - or a shared train/eval loop switched by a flag.
+    REQUIRES = or_flag_pass((*EVAL_SIGNS, MODE_SIGN))
     # Then a forward of something model-like with a sign of evaluation (see the gate).
     GATE = "mllint.gates.validation:ml003_may_flag"
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
@@ -237,7 +237,7 @@ class NoGradMissing(ValidationRule):
             key = id(vp.region)
             if key in reported:
                 continue
-            state = analysis.grad_at(vp.forward)
+            state = analysis.pass_grad(vp)
             if state.value is not Grad.ON:
                 continue
             names = analysis.aliases(vp.scope, vp.model)

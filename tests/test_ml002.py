@@ -305,3 +305,50 @@ def test_an_evaluate_helper_whose_outputs_the_caller_backpropagates_is_no_pass()
     # Called only to report the scores, the same helper is a pass in training mode.
     reporting = AGENT.replace("            loss.backward()\n", "            print(loss.item())\n")
     assert lines(reporting) == [10]
+
+
+SHARED = HEADER + """
+def run(model, loader, optimizer, {param}):
+    for x, y in loader:
+        loss = nn.functional.cross_entropy(model(x), y)
+        {test}
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+with torch.no_grad():
+    run(model, loader, optimizer{call})
+"""
+
+
+@pytest.mark.parametrize(
+    "param,test,call,expected",
+    [
+        ("train", "if train:", ", train=False", [15]),
+        ("train", "if train:", ", False", [15]),
+        ("train", "if train:", ", True", []),
+        ("train=True", "if train:", "", []),
+        ("train=False", "if train:", "", [15]),
+        ("cross_valid=False", "if not cross_valid:", ", cross_valid=True", [15]),
+        ("phase", 'if phase == "train":', ', phase="val"', [15]),
+        ("phase", 'if phase == "train":', ', phase="train"', []),
+        ("phase", 'if phase != "val":', ', "val"', [15]),
+        ("train", "if train:", ", train=flag", []),  # decided at run time
+        ("train", "if train and x.numel():", ", train=False", []),  # not a plain flag test
+    ],
+)
+def test_shared_loop_is_checked_on_its_evaluation_path(param, test, call, expected):
+    code = SHARED.format(param=param, test=test, call=call)
+    assert lines(code) == expected
+
+
+def test_shared_loop_sets_the_mode_on_its_evaluation_path():
+    code = SHARED.format(param="train", test="if train:", call=", train=False")
+    evals = code.replace("    for x, y in loader:\n",
+                         "    if not train:\n        model.eval()\n    for x, y in loader:\n")
+    assert lines(evals) == []
+    trains_only = code.replace("    for x, y in loader:\n",
+                               "    if train:\n        model.eval()\n    for x, y in loader:\n")
+    assert lines(trains_only) == [17]

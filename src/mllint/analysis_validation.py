@@ -71,6 +71,7 @@ from mllint.analysis_validation_names import (
     is_train_name,
     is_val_name,
 )
+from mllint.analysis_validation_flags import EvalCall, Flags, flag_test
 from mllint.project.model import ProjectView
 from mllint.project.roles import UNKNOWN, mode_dependent_layer
 
@@ -107,10 +108,15 @@ class ValidationPass:
     evidence: frozenset[Evidence]
     #: The training loop a periodic evaluation runs inside (``if step % 50 == 0:``).
     training_loop: Loop | None = None
+    #: For the evaluation path of a shared train/eval loop: the call that takes it.
+    via: EvalCall | None = None
 
     @property
     def where(self) -> str:
         """Where the pass is, for messages."""
+        if self.via is not None and self.loop is not None:
+            return (f"the loop on line {self.loop.pos[0]} when {self.via.describe()} runs "
+                    f"it on line {self.via.call.line}")
         if self.loop is not None:
             return f"the loop on line {self.loop.pos[0]}"
         if self.training_loop is not None:
@@ -144,6 +150,8 @@ class ValidationAnalysis:
         self._trains_cache: dict[Scope, bool] = {}
         self._passes: list[ValidationPass] | None = None
         self._model_cache: dict[tuple[int, str], bool] = {}
+        #: Shared train/eval loops switched by a flag.
+        self.flags = Flags(self)
         base = os.path.basename(facts.path)
         self.is_test_file = base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
 
@@ -386,7 +394,33 @@ class ValidationAnalysis:
                     continue
                 seen.add(key)
                 out.append(vp)
+        out.extend(self._flag_passes())
         self._passes = out
+        return out
+
+    def _flag_passes(self) -> list[ValidationPass]:
+        """The loops over batches of a shared train/eval loop, on its evaluation path."""
+        out: list[ValidationPass] = []
+        for scope in self.facts.scopes:
+            if scope.is_module or not scope.loops or self.framework_owned(scope):
+                continue
+            calls = self.flags.eval_calls(scope)
+            if not calls:
+                continue
+            for call in scope.calls:
+                model = self.forward_target(call)
+                if model is None or not call.loops or self._is_callable_definition(call):
+                    continue
+                loop = call.loops[-1]
+                if not self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
+                    continue
+                if not self._is_model_cached(scope, model) or self._synthetic_input(call):
+                    continue
+                for ec in calls:
+                    if self.flags.runs(call, ec.switch.param, ec.value) is False:
+                        continue
+                    out.append(ValidationPass(scope, loop, call, model,
+                                              frozenset({Evidence.EVAL_FLAG}), via=ec))
         return out
 
     def _is_callable_definition(self, call: CallRec) -> bool:
@@ -652,6 +686,96 @@ class ValidationAnalysis:
             return demo if demo is not None else State(Mode.UNKNOWN)
         return self.origin_mode(scope, names, before)
 
+    def pass_mode(self, vp: ValidationPass) -> State:
+        """The model's mode at the pass's forward (on the evaluation path, for a shared
+        train/eval loop: what the loop sets there, else what holds at the call)."""
+        names = self.aliases(vp.scope, vp.model)
+        if vp.via is None:
+            return self.mode_at(vp.scope, names, vp.forward.pos)
+        ec = vp.via
+        last: State | None = None
+        for c in vp.scope.calls:
+            if c.pos >= vp.forward.pos:
+                break
+            runs = self.flags.runs(c, ec.switch.param, ec.value)
+            if runs is False:
+                continue
+            state: State | None = None
+            m = self.mode_call(c)
+            if m is not None and self._matches(c.receiver, names):
+                state = State(m, c.line, f"{_show(c)} on line {c.line}")
+            elif (helper := self.helper_of(c)) is not None and helper is not vp.scope:
+                mapped = self.map_names(helper, c, names, inward=True)
+                effect = self.mode_local(helper, mapped, (10**9, 0), 1) if mapped else None
+                if effect is not None:
+                    state = State(effect.value, c.line,
+                                  f"`{c.func}(...)` on line {c.line} calls {effect.why}")
+            if state is not None:
+                # Under some other condition it may or may not run.
+                last = state if runs or not c.ifs else State(Mode.UNKNOWN)
+        if last is not None:
+            return last
+        outer = self._caller_names(vp)
+        if not outer:
+            return State(Mode.UNKNOWN)
+        s = self.mode_at(ec.call.scope, outer, ec.call.pos)
+        if s.value is Mode.TRAIN:
+            return State(Mode.TRAIN, ec.call.line, f"it is called on line {ec.call.line}, "
+                         f"after {s.why}")
+        return s
+
+    def _caller_names(self, vp: ValidationPass) -> set[str]:
+        assert vp.via is not None
+        call = vp.via.call
+        mapped = self.map_names(vp.scope, call, self.aliases(vp.scope, vp.model), inward=False)
+        return set().union(*(self.aliases(call.scope, m) for m in mapped)) if mapped else set()
+
+    def pass_grad(self, vp: ValidationPass) -> State:
+        """Autograd at the pass's forward (on the evaluation path, for a shared loop)."""
+        if vp.via is None:
+            return self.grad_at(vp.forward)
+        local = self.grad_local(vp.forward)
+        if local is not None:
+            if local.value is Grad.UNKNOWN:
+                return self._flag_grad(vp) or local
+            return local
+        s = self.grad_at(vp.via.call)
+        if s.value is Grad.ON:
+            return State(Grad.ON, vp.via.call.line,
+                         f"its call on line {vp.via.call.line} runs with autograd on")
+        return s
+
+    def _flag_grad(self, vp: ValidationPass) -> State | None:
+        """``with torch.set_grad_enabled(train):`` around the forward, on the path taken."""
+        ctx = vp.forward.grad
+        if ctx is None or not isinstance(ctx.node, cst.With):
+            return None
+        ec = vp.via
+        assert ec is not None
+        for item in ctx.node.items:
+            c = self._call_rec(vp.scope, item.item)
+            if c is None or not c.qnames & GRAD_SET or not c.node.args:
+                continue
+            test = flag_test(c.node.args[0].value, (ec.switch.param,))
+            if test is None or test.equals is not None:
+                continue
+            on = test.body_runs(ec.value)
+            text = cst.Module([]).code_for_node(item.item)
+            return State(Grad.ON if on else Grad.OFF, c.line, f"`{text}` with "
+                         f"`{ec.switch.param}={ec.value!r}`")
+        return None
+
+    def pass_layers(self, vp: ValidationPass) -> bool | None:
+        """Whether the pass's model holds mode-dependent layers (see
+        ``mode_dependent_layers``); a shared loop's model is also looked up at its call."""
+        names = self.aliases(vp.scope, vp.model)
+        found = self.mode_dependent_layers(vp.scope, names, vp.forward.pos)
+        if found is None and vp.via is not None:
+            outer = self._caller_names(vp)
+            if outer:
+                found = self.mode_dependent_layers(vp.via.call.scope, outer, vp.via.call.pos)
+        return found
+
     def _comes_from_outside(self, scope: Scope, names: set[str]) -> bool:
         for n in names:
             root = n.split(".", 1)[0]
@@ -772,6 +896,8 @@ class ValidationAnalysis:
     def deliberate_train(self, vp: ValidationPass, state: State) -> bool:
         """``model.train()`` right before a no-backward pass, with no training in between,
         is deliberate (re-estimating batch-norm statistics, MC dropout)."""
+        if vp.via is not None:
+            return False
         scope = vp.scope
         set_at = None
         for c in scope.calls:

@@ -16,7 +16,9 @@ decide cheaply, so it answers True whenever the analysis could find a pass:
   the function is named like an evaluation (``is_eval_function``) and takes data or
   loops; a loop-less call's first argument is named like held-out data; or, in a loop,
   an enclosing ``with`` that may switch autograd off (ML002, ML007) or any
-  ``.eval()``/``.train(...)`` call in the module (ML003, ML007).
+  ``.eval()``/``.train(...)`` call in the module (ML003, ML007); or, in a loop, a
+  function with an ``if`` that tests one of its parameters (``if train:``, ``if not p:``,
+  ``if p == "train":``), which a shared train/eval loop switched by a flag needs.
 
 Left out (each only ever rejects a pass, so leaving it out keeps the gate sound): the
 textual line checks, training inside the loop through helpers, synthetic inputs,
@@ -47,13 +49,13 @@ _GRAD_NAMES = frozenset({"no_grad", "inference_mode", "set_grad_enabled"})
 _FLOW_METHODS = frozenset({"append", "extend", "add", "update", "put"})
 
 # Signs of evaluation (``analysis_validation_facts.Evidence``), as bits.
-DATA, FUNCTION, NO_GRAD, EVAL_MODE = 1, 2, 4, 8
+DATA, FUNCTION, NO_GRAD, EVAL_MODE, FLAG = 1, 2, 4, 8, 16
 #: Which signs can lead to a finding of each rule: a pass whose only sign is a
 #: ``no_grad`` block cannot lack no_grad (ML003), one whose only sign is ``model.eval()``
 #: cannot be in training mode (ML002).
-ML002_SIGNS = DATA | FUNCTION | NO_GRAD
-ML003_SIGNS = DATA | FUNCTION | EVAL_MODE
-ML007_SIGNS = DATA | FUNCTION | NO_GRAD | EVAL_MODE
+ML002_SIGNS = DATA | FUNCTION | NO_GRAD | FLAG
+ML003_SIGNS = DATA | FUNCTION | EVAL_MODE | FLAG
+ML007_SIGNS = DATA | FUNCTION | NO_GRAD | EVAL_MODE | FLAG
 
 
 @dataclass(eq=False)
@@ -98,6 +100,8 @@ class _Facts:
     mode_calls: bool = False
     targets: set[str] = field(default_factory=set)
     grad_aliases: set[str] = field(default_factory=set)
+    #: Functions (``id`` of their ``_Scope``) with an ``if`` testing a parameter.
+    flag_scopes: set[int] = field(default_factory=set)
 
 
 def _words(expr: ast.AST) -> tuple[tuple[str, ...], bool]:
@@ -238,6 +242,8 @@ class _Walker:
                         self.target(t)
             elif isinstance(node, ast.Call):
                 self.call(node, scope, loops, grad)
+            elif isinstance(node, ast.If) and _flag_test(node.test, scope.params):
+                self.facts.flag_scopes.add(id(scope))
             stack.extend((child, scope, None, loops, grad) for child in ast.iter_child_nodes(node))
 
     def call(self, node: ast.Call, scope: _Scope, loops: tuple[_Loop, ...], grad: Any) -> None:
@@ -278,12 +284,30 @@ def _may_be_model(c: _Candidate, targets: set[str]) -> bool:
     return is_model_name(name) or name in targets
 
 
-def _signs(c: _Candidate, mode_calls: bool) -> int:
+def _flag_test(test: ast.expr, params: tuple[str, ...]) -> bool:
+    """``p``, ``not p``, ``p == "x"`` or ``p != "x"`` on a parameter ``p`` (the forms
+    ``analysis_validation_flags.flag_test`` accepts, parentheses or not)."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        test = test.operand
+        return isinstance(test, ast.Name) and test.id in params
+    if isinstance(test, ast.Compare):
+        return (
+            len(test.ops) == 1 and isinstance(test.ops[0], (ast.Eq, ast.NotEq))
+            and isinstance(test.left, ast.Name) and test.left.id in params
+            and isinstance(test.comparators[0], ast.Constant)
+            and isinstance(test.comparators[0].value, str)
+        )
+    return isinstance(test, ast.Name) and test.id in params
+
+
+def _signs(c: _Candidate, mode_calls: bool, flag_scopes: set[int] = frozenset()) -> int:  # type: ignore[assignment]
     signs = 0
+    if c.loops and id(c.scope) in flag_scopes:
+        signs |= FLAG  # maybe the evaluation path of a shared train/eval loop
     held_out = c.first_arg is not None and is_val_name(c.first_arg) and not is_train_name(c.first_arg)
     if c.loops and c.loops[-1].trains:
         # A forward on held-out data inside the training loop: a periodic evaluation.
-        return DATA if held_out else 0
+        return signs | (DATA if held_out else 0)
     if c.loops:
         if any(loop.may_name_heldout() for loop in c.loops if not loop.trains):
             signs |= DATA
@@ -314,7 +338,7 @@ def _facts(tree: ast.Module) -> _Facts:
 def _may_pass(tree: ast.Module, wanted: int) -> bool:
     facts = _facts(tree)
     for c in facts.candidates:
-        if _signs(c, facts.mode_calls) & wanted and _may_be_model(c, facts.targets):
+        if _signs(c, facts.mode_calls, facts.flag_scopes) & wanted and _may_be_model(c, facts.targets):
             return True
     return False
 
