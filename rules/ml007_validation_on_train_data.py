@@ -251,7 +251,8 @@ class ValidationOnTrainData(ValidationRule):
                 names = [p if p is not None else n for p, n in zip(picked, names) if p != ""]
             for name in names:
                 via = vp.via.call if vp.via is not None else None
-                for src in data.sources(vp.scope, name, pos, via):
+                scope = vp.loop.scope if vp.loop is not None else vp.scope
+                for src in data.sources(scope, name, pos, via):
                     site = src.call_site or vp.loop or vp.forward
                     if src.kind is not Kind.TRAIN:
                         heldout.append(site)

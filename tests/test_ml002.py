@@ -352,3 +352,66 @@ def test_shared_loop_sets_the_mode_on_its_evaluation_path():
     trains_only = code.replace("    for x, y in loader:\n",
                                "    if train:\n        model.eval()\n    for x, y in loader:\n")
     assert lines(trains_only) == [17]
+
+
+def test_methods_of_the_models_own_class_are_forwards():
+    code = HEADER + """
+    def predict(self, x):
+        return self.forward(x).argmax(1)
+
+model = Net()
+with torch.no_grad():
+    for x, y in val_loader:
+        print((model.{method}(x) == y).sum())
+"""
+    assert lines(code.format(method="predict")) == [19]
+    # A method the class does not define is nothing the analysis can follow.
+    assert lines(code.format(method="score")) == []
+
+
+def test_methods_of_other_objects_are_no_forwards():
+    code = """
+    import torch
+    from sklearn.ensemble import RandomForestClassifier
+    from transformers import AutoModelForCausalLM
+
+    model = RandomForestClassifier()
+    model.fit(X_train, y_train)
+    print((model.predict(X_test) == y_test).mean())
+    lm = AutoModelForCausalLM.from_pretrained("gpt2")
+    lm.train()
+    for batch in test_loader:
+        print(lm.generate(batch["input_ids"]))
+    """
+    assert lines(code) == []
+
+
+TRAINER = HEADER + """
+class Trainer:
+    def __init__(self, train_loader, val_loader):
+        self.model = Net()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.train_loader, self.val_loader = train_loader, val_loader
+
+    def _forward_pass(self, x, y):
+        out = self.model(x)
+        return nn.functional.cross_entropy(out, y)
+
+    def fit(self):
+        self.model.train()
+        for x, y in self.train_loader:
+            loss = self._forward_pass(x, y)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        {switch}
+        for x, y in self.val_loader:
+            print(self._forward_pass(x, y).item())
+"""
+
+
+@pytest.mark.parametrize(
+    "switch,expected", [("pass", [20]), ("self.model.eval()", [])],
+)
+def test_a_helper_that_runs_the_model_is_checked_along_the_validation_loop(switch, expected):
+    assert lines(TRAINER.format(switch=switch)) == expected

@@ -110,6 +110,14 @@ class ValidationPass:
     training_loop: Loop | None = None
     #: For the evaluation path of a shared train/eval loop: the call that takes it.
     via: EvalCall | None = None
+    #: For a forward in a helper that a validation loop calls (``self._forward_pass(x)``):
+    #: that call; the loop is the caller's.
+    helper_call: CallRec | None = None
+
+    @property
+    def through(self) -> CallRec | None:
+        """The call whose path is checked: mode and autograd are what hold there."""
+        return self.via.call if self.via is not None else self.helper_call
 
     @property
     def where(self) -> str:
@@ -117,6 +125,9 @@ class ValidationPass:
         if self.via is not None and self.loop is not None:
             return (f"the loop on line {self.loop.pos[0]} when {self.via.describe()} runs "
                     f"it on line {self.via.call.line}")
+        if self.helper_call is not None and self.loop is not None:
+            return (f"`{self.helper_call.func}(...)`, which the loop on line "
+                    f"{self.loop.pos[0]} calls on line {self.helper_call.line}")
         if self.loop is not None:
             return f"the loop on line {self.loop.pos[0]}"
         if self.training_loop is not None:
@@ -381,10 +392,8 @@ class ValidationAnalysis:
             if self.framework_owned(scope):
                 continue
             for call in scope.calls:
-                model = self.forward_target(call)
-                if model is None or self._is_callable_definition(call):
-                    continue
-                if not self._is_model_cached(scope, model):
+                model = self.model_forward(call)
+                if model is None:
                     continue
                 vp = self._as_pass(call, model)
                 if vp is None:
@@ -408,13 +417,13 @@ class ValidationAnalysis:
             if not calls:
                 continue
             for call in scope.calls:
-                model = self.forward_target(call)
-                if model is None or not call.loops or self._is_callable_definition(call):
+                if not call.loops:
                     continue
                 loop = call.loops[-1]
                 if not self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
                     continue
-                if not self._is_model_cached(scope, model) or self._synthetic_input(call):
+                model = self.model_forward(call)
+                if model is None or self._synthetic_input(call):
                     continue
                 for ec in calls:
                     if self.flags.runs(call, ec.switch.param, ec.value) is False:
@@ -422,6 +431,39 @@ class ValidationAnalysis:
                     out.append(ValidationPass(scope, loop, call, model,
                                               frozenset({Evidence.EVAL_FLAG}), via=ec))
         return out
+
+    def model_forward(self, call: CallRec) -> str | None:
+        """The model ``call`` runs forward: ``model`` in ``model(x)``, ``model.forward(x)``
+        and in a method its own class defines (``model.predict(x)``, ``model.infer(x)``,
+        ``model.generate(x)``), or None."""
+        model = self.forward_target(call)
+        if model is None:
+            return None
+        recv = call.receiver
+        if recv and call.attr != "forward" and self._own_method(call.scope, recv, call.attr or ""):
+            return recv if self._is_model_cached(call.scope, recv) else None
+        if self._is_callable_definition(call) or not self._is_model_cached(call.scope, model):
+            return None
+        return model
+
+    def _own_method(self, scope: Scope, name: str, method: str) -> bool:
+        """``name`` holds an instance of a module class of this file that defines
+        ``method`` (itself or through a base class of this file)."""
+        for s, f in self.origins(scope, name):
+            value = _strip_passthrough(f.value) if f.value is not None else None
+            built = self._call_rec(s, value)
+            cls = self.facts.classes.get(built.func or "") if built is not None else None
+            if cls is not None and self.class_is(cls, is_module_base):
+                return self._defines(cls, method, 0)
+        return False
+
+    def _defines(self, cls: ClassInfo, method: str, depth: int) -> bool:
+        if method in cls.methods:
+            return True
+        return depth < _MAX_DEPTH and any(
+            b in self.facts.classes and self._defines(self.facts.classes[b], method, depth + 1)
+            for b in cls.base_names
+        )
 
     def _is_callable_definition(self, call: CallRec) -> bool:
         """``create_model(...)``, ``Net(...)``: calling an imported or defined function or
@@ -472,7 +514,9 @@ class ValidationAnalysis:
             if inputs or (loop is not None and self.facts.line_matches(loop.kw_pos, FOR_DATA_RE)):
                 evidence.add(Evidence.FUNCTION_NAME)
         if loop is None and not evidence:
-            return None  # a lone forward in a function of no telling name: could be anything
+            # A lone forward in a function of no telling name: could be anything, unless
+            # a validation loop calls the function for it (``self._forward_pass(x)``).
+            return self._helper_pass(call, model)
         if self._synthetic_input(call):
             return None  # ``net(torch.randn(1, 3, 32, 32))``: a smoke test of shapes
         if self._backpropagated(call) or self._caller_backpropagates(call):
@@ -493,6 +537,53 @@ class ValidationAnalysis:
         if not evidence:
             return None
         return ValidationPass(scope, loop, call, model, frozenset(evidence), training_loop)
+
+    def _helper_pass(self, call: CallRec, model: str) -> ValidationPass | None:
+        """A helper that runs the model and returns the output, called from a loop with
+        a sign of evaluation that does not train: the pass is that loop, checked along
+        that call."""
+        scope = call.scope
+        if scope.is_module or self.trains(scope) or self._synthetic_input(call):
+            return None
+        if self._backpropagated(call) or not self._returns_output(call):
+            return None
+        for c in self.callers(scope):
+            if not c.loops or not c.node.args or self.framework_owned(c.scope):
+                continue
+            if self.loop_trains(c.loops[-1]) or self._backpropagated(c):
+                continue
+            evidence = self._loop_evidence(c, self.map_names(scope, c, {model}, inward=False))
+            if evidence:
+                return ValidationPass(scope, c.loops[-1], call, model, frozenset(evidence),
+                                      helper_call=c)
+        return None
+
+    def _loop_evidence(self, call: CallRec, models: set[str]) -> set[Evidence]:
+        """The signs of evaluation of the loops around ``call`` (a loop that does not
+        train), as ``_as_pass`` reads them for a forward there."""
+        evidence: set[Evidence] = set()
+        cur: Loop | None = call.loops[-1]
+        while cur is not None and not self.loop_trains(cur):
+            words = cur.iter_words
+            if any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words):
+                sign = WHILE_VAL_RE if isinstance(cur.node, cst.While) else FOR_VAL_RE
+                if self.facts.line_matches(cur.kw_pos, sign):
+                    evidence.add(Evidence.DATA_NAME)
+            cur = cur.parent
+        scope = call.scope
+        loop = call.loops[-1]
+        if not scope.is_module and is_eval_function(scope.name) and not self.trains(scope):
+            if self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
+                evidence.add(Evidence.FUNCTION_NAME)
+        if self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
+            ctx = call.grad
+            if ctx is not None and ctx.state is Grad.OFF and self.facts.line_matches(ctx.pos, WITH_NO_GRAD_RE):
+                evidence.add(Evidence.NO_GRAD)
+            names = set().union(*(self.aliases(scope, m) for m in models)) if models else set()
+            mode = self.mode_local(scope, names, call.pos) if names else None
+            if mode is not None and mode.value is Mode.EVAL:
+                evidence.add(Evidence.EVAL_MODE)
+        return evidence
 
     def _synthetic_input(self, call: CallRec) -> bool:
         if not call.node.args:
@@ -690,14 +781,15 @@ class ValidationAnalysis:
         """The model's mode at the pass's forward (on the evaluation path, for a shared
         train/eval loop: what the loop sets there, else what holds at the call)."""
         names = self.aliases(vp.scope, vp.model)
-        if vp.via is None:
+        through = vp.through
+        if through is None:
             return self.mode_at(vp.scope, names, vp.forward.pos)
         ec = vp.via
         last: State | None = None
         for c in vp.scope.calls:
             if c.pos >= vp.forward.pos:
                 break
-            runs = self.flags.runs(c, ec.switch.param, ec.value)
+            runs = True if ec is None else self.flags.runs(c, ec.switch.param, ec.value)
             if runs is False:
                 continue
             state: State | None = None
@@ -718,31 +810,32 @@ class ValidationAnalysis:
         outer = self._caller_names(vp)
         if not outer:
             return State(Mode.UNKNOWN)
-        s = self.mode_at(ec.call.scope, outer, ec.call.pos)
+        s = self.mode_at(through.scope, outer, through.pos)
         if s.value is Mode.TRAIN:
-            return State(Mode.TRAIN, ec.call.line, f"it is called on line {ec.call.line}, "
+            return State(Mode.TRAIN, through.line, f"it is called on line {through.line}, "
                          f"after {s.why}")
         return s
 
     def _caller_names(self, vp: ValidationPass) -> set[str]:
-        assert vp.via is not None
-        call = vp.via.call
+        call = vp.through
+        assert call is not None
         mapped = self.map_names(vp.scope, call, self.aliases(vp.scope, vp.model), inward=False)
         return set().union(*(self.aliases(call.scope, m) for m in mapped)) if mapped else set()
 
     def pass_grad(self, vp: ValidationPass) -> State:
         """Autograd at the pass's forward (on the evaluation path, for a shared loop)."""
-        if vp.via is None:
+        through = vp.through
+        if through is None:
             return self.grad_at(vp.forward)
         local = self.grad_local(vp.forward)
         if local is not None:
-            if local.value is Grad.UNKNOWN:
+            if local.value is Grad.UNKNOWN and vp.via is not None:
                 return self._flag_grad(vp) or local
             return local
-        s = self.grad_at(vp.via.call)
+        s = self.grad_at(through)
         if s.value is Grad.ON:
-            return State(Grad.ON, vp.via.call.line,
-                         f"its call on line {vp.via.call.line} runs with autograd on")
+            return State(Grad.ON, through.line,
+                         f"its call on line {through.line} runs with autograd on")
         return s
 
     def _flag_grad(self, vp: ValidationPass) -> State | None:
@@ -770,10 +863,11 @@ class ValidationAnalysis:
         ``mode_dependent_layers``); a shared loop's model is also looked up at its call."""
         names = self.aliases(vp.scope, vp.model)
         found = self.mode_dependent_layers(vp.scope, names, vp.forward.pos)
-        if found is None and vp.via is not None:
+        through = vp.through
+        if found is None and through is not None:
             outer = self._caller_names(vp)
             if outer:
-                found = self.mode_dependent_layers(vp.via.call.scope, outer, vp.via.call.pos)
+                found = self.mode_dependent_layers(through.scope, outer, through.pos)
         return found
 
     def _comes_from_outside(self, scope: Scope, names: set[str]) -> bool:
@@ -896,7 +990,7 @@ class ValidationAnalysis:
     def deliberate_train(self, vp: ValidationPass, state: State) -> bool:
         """``model.train()`` right before a no-backward pass, with no training in between,
         is deliberate (re-estimating batch-norm statistics, MC dropout)."""
-        if vp.via is not None:
+        if vp.through is not None:
             return False
         scope = vp.scope
         set_at = None
