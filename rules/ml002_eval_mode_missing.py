@@ -27,7 +27,12 @@ class EvalModeMissing(ValidationRule):
     path to it puts the model in eval mode: no `model.eval()` / `model.train(False)` in
     the function before the pass, in the same-module helpers it calls first, or - for an
     evaluation helper - at every call site. A model built in the module starts in
-    training mode, and `model.train()` in the training loop keeps it there.
+    training mode (unless built with `.eval()` chained on), and `model.train()` in the
+    training loop keeps it there. A shared train/eval loop switched by a flag
+    (`run_epoch(loader, train=False)` around `if train: loss.backward()`) is checked on
+    the path that call takes. The forward may be a method of the model's own class
+    (`model.predict(x)`) or a helper of the file that runs the model and returns the
+    output (`self._forward_pass(x)`), checked along the validation loop that calls it.
 
     ## Why is this bad?
     In training mode dropout keeps zeroing activations and batch norm normalises each
@@ -37,7 +42,11 @@ class EvalModeMissing(ValidationRule):
     polluted by validation data - all without an error.
 
     ## Known problems
-    Callers in other modules of the project are followed one level: an evaluation
+    A helper whose returned outputs a caller in the file back-propagates (an
+    actor-critic's `evaluate(states, actions)`) computes a training signal and is no
+    pass, whatever its name. Training mode set in another function counts only for the
+    same object: not for a same-named local variable there, nor for `self.x` of another
+    class. Callers in other modules of the project are followed one level: an evaluation
     helper whose callers there all put the model in eval mode first is not reported, one
     called there right after `model.train()` is (evaluation helpers nobody in the
     project calls are reported only when their file puts the model in training mode).

@@ -27,7 +27,12 @@ class NoGradMissing(ValidationRule):
     there: no `torch.no_grad()` / `torch.inference_mode()` / `torch.set_grad_enabled(False)`
     around it, as a `with` block or as a decorator, on the function or on every caller
     that reaches it in the same file. `torch.enable_grad()` inside such a block turns
-    autograd back on. Aliases (`from torch import no_grad`) are resolved.
+    autograd back on. Aliases (`from torch import no_grad`) are resolved. A shared
+    train/eval loop switched by a flag (`self._run_one_epoch(epoch, cross_valid=True)`
+    around `if not cross_valid: loss.backward()`) is checked on the path that call takes
+    (`torch.set_grad_enabled(train)` there switches autograd off with it). The forward
+    may be a method of the model's own class (`model.predict(x)`) or a helper of the
+    file that runs the model and returns the output (`self._forward_pass(x)`).
 
     ## Why is this bad?
     With autograd on, every forward records its graph and keeps each layer's
@@ -37,6 +42,8 @@ class NoGradMissing(ValidationRule):
     accumulated from the outputs without `.item()` keeps those graphs alive across batches.
 
     ## Known problems
+    A helper whose returned outputs a caller in the file back-propagates (an
+    actor-critic's `evaluate(states, actions)`) is no pass, whatever its name.
     Callers in other modules of the project are followed one level: an evaluation
     helper whose callers there all run it under `no_grad` is not reported, one called
     there at a script's top level or from a module that trains is. Only top-level

@@ -38,7 +38,8 @@ class ValidationOnTrainData(ValidationRule):
     number selects the model. Loaders are followed to their datasets (through
     `accelerator.prepare`, `iter(...)`, `.__iter__()`, torchtext iterators and the
     same-module helpers that build and return them) and evaluation helpers to their
-    callers.
+    callers; a shared train/eval loop switched by a flag is checked on the data its
+    evaluation call passes (`run_epoch(model, train_loader, train=False)`).
 
     ## Why is this bad?
     The model is measured on examples it was fitted to. Validation accuracy then tracks
