@@ -191,3 +191,29 @@ def main(model, train_loader, val_loader, optimizer):
 )
 def test_shared_loop_autograd_on_its_evaluation_path(ctx, val, expected):
     assert lines(SHARED.format(ctx=ctx, val=val)) == expected
+
+
+def test_a_model_handed_in_on_an_argument_namespace():
+    code = """
+    import torch
+
+    class Trainer:
+        def __init__(self, args):
+            self.model = args.model.to(args.device)
+            self.loader = args.loader
+
+        def evaluate(self, epoch):
+            it = self.loader.__iter__()
+            for step in range(len(self.loader)):
+                print(epoch, self.model(next(it)).mean().item())
+
+        def train_epoch(self, optimizer):
+            for x in self.loader:
+                optimizer.zero_grad()
+                self.model(x).sum().backward()
+                optimizer.step()
+    """
+    assert lines(code) == [11]
+    # Moved to a device but not named like a model: nothing says what it is.
+    assert lines(code.replace("args.model.to", "args.thing.to")
+                 .replace("self.model", "self.thing")) == []

@@ -324,6 +324,11 @@ class ValidationAnalysis:
             else:
                 inner = call.node.func.value  # type: ignore[attr-defined]
             d = dotted_name(inner) if inner is not None else None
+            if d and call.attr in MODULE_PASSTHROUGH and _param_attribute(call.scope, d) \
+                    and is_model_name(d):
+                # ``self.model = args.model.to(device)``: an object moved to a device and
+                # named a model, handed in on a parameter.
+                return True
             if d:
                 return self.is_model(call.scope, d, depth + 1)
             sub = self._call_rec(call.scope, inner) if inner is not None else None
@@ -1198,6 +1203,13 @@ def _literal(value: cst.BaseExpression) -> object:
     if isinstance(value, cst.Name) and value.value in ("True", "False", "None"):
         return {"True": True, "False": False, "None": None}[value.value]
     return UNKNOWN
+
+
+def _param_attribute(scope: Scope, name: str) -> bool:
+    """``name`` is ``p.x`` for a parameter ``p`` of ``scope`` (not ``self``)."""
+    root, dot, rest = name.partition(".")
+    return bool(dot) and "." not in rest and root in scope.params and root != scope.self_name \
+        and not scope.assigned(root)
 
 
 def _encloses(outer: Scope, inner: Scope) -> bool:
