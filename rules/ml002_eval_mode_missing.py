@@ -6,7 +6,7 @@ from typing import Any
 
 from mllint.analysis_validation import ValidationAnalysis, ValidationRule
 from mllint.analysis_validation_facts import Mode
-from mllint.analysis_validation_names import EVAL_SIGNS, NO_GRAD_SIGN
+from mllint.analysis_validation_names import EVAL_SIGNS, NO_GRAD_SIGN, or_flag_pass
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import (
@@ -27,7 +27,12 @@ class EvalModeMissing(ValidationRule):
     path to it puts the model in eval mode: no `model.eval()` / `model.train(False)` in
     the function before the pass, in the same-module helpers it calls first, or - for an
     evaluation helper - at every call site. A model built in the module starts in
-    training mode, and `model.train()` in the training loop keeps it there.
+    training mode (unless built with `.eval()` chained on), and `model.train()` in the
+    training loop keeps it there. A shared train/eval loop switched by a flag
+    (`run_epoch(loader, train=False)` around `if train: loss.backward()`) is checked on
+    the path that call takes. The forward may be a method of the model's own class
+    (`model.predict(x)`) or a helper of the file that runs the model and returns the
+    output (`self._forward_pass(x)`), checked along the validation loop that calls it.
 
     ## Why is this bad?
     In training mode dropout keeps zeroing activations and batch norm normalises each
@@ -37,7 +42,11 @@ class EvalModeMissing(ValidationRule):
     polluted by validation data - all without an error.
 
     ## Known problems
-    Callers in other modules of the project are followed one level: an evaluation
+    A helper whose returned outputs a caller in the file back-propagates (an
+    actor-critic's `evaluate(states, actions)`) computes a training signal and is no
+    pass, whatever its name. Training mode set in another function counts only for the
+    same object: not for a same-named local variable there, nor for `self.x` of another
+    class. Callers in other modules of the project are followed one level: an evaluation
     helper whose callers there all put the model in eval mode first is not reported, one
     called there right after `model.train()` is (evaluation helpers nobody in the
     project calls are reported only when their file puts the model in training mode).
@@ -63,8 +72,9 @@ class EvalModeMissing(ValidationRule):
     summary = "Validation pass runs while the model is still in training mode (no model.eval())"
     hint = "Call `model.eval()` before evaluating and `model.train()` before training resumes."
     # A pass needs a sign of evaluation: a loop over held-out-looking data, an
-    # evaluation-named function, a forward on held-out data, or a no_grad block.
-    REQUIRES = ((*EVAL_SIGNS, NO_GRAD_SIGN),)
+    # evaluation-named function, a forward on held-out data, or a no_grad block - or a
+    # shared train/eval loop switched by a flag.
+    REQUIRES = or_flag_pass((*EVAL_SIGNS, NO_GRAD_SIGN))
     # Then a forward of something model-like with a sign of evaluation (see the gate).
     GATE = "mllint.gates.validation:ml002_may_flag"
     PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"
@@ -185,19 +195,34 @@ class EvalModeMissing(ValidationRule):
                     preds = model(batch).argmax(-1)
             """
         ),
+        Valid(
+            # eval() chained on construction.
+            """
+            import torch
+            from torch import nn
+
+            model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 2)).eval()
+            model.load_state_dict(torch.load("model.pt"))
+            with torch.no_grad():
+                for x, y in test_loader:
+                    print((model(x).argmax(1) == y).float().mean().item())
+            """
+        ),
     ]
 
     def decide(self, analysis: ValidationAnalysis) -> None:
+        reported: set[int] = set()
         for vp in analysis.passes():
-            names = analysis.aliases(vp.scope, vp.model)
-            state = analysis.mode_at(vp.scope, names, vp.forward.pos)
+            if id(vp.forward) in reported:
+                continue  # a shared loop evaluated from two calls
+            state = analysis.pass_mode(vp)
             if state.value is not Mode.TRAIN:
                 continue
             if analysis.deliberate_train(vp, state):
                 continue
-            layers = analysis.mode_dependent_layers(vp.scope, names, vp.forward.pos)
-            if layers is False:
+            if analysis.pass_layers(vp) is False:
                 continue
+            reported.add(id(vp.forward))
             where = vp.where
             self.report(
                 vp.forward.node,

@@ -6,7 +6,7 @@ from typing import Any
 
 from mllint.analysis_validation import ValidationAnalysis, ValidationRule
 from mllint.analysis_validation_facts import Grad
-from mllint.analysis_validation_names import EVAL_SIGNS, MODE_SIGN
+from mllint.analysis_validation_names import EVAL_SIGNS, MODE_SIGN, or_flag_pass
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import (
@@ -27,7 +27,12 @@ class NoGradMissing(ValidationRule):
     there: no `torch.no_grad()` / `torch.inference_mode()` / `torch.set_grad_enabled(False)`
     around it, as a `with` block or as a decorator, on the function or on every caller
     that reaches it in the same file. `torch.enable_grad()` inside such a block turns
-    autograd back on. Aliases (`from torch import no_grad`) are resolved.
+    autograd back on. Aliases (`from torch import no_grad`) are resolved. A shared
+    train/eval loop switched by a flag (`self._run_one_epoch(epoch, cross_valid=True)`
+    around `if not cross_valid: loss.backward()`) is checked on the path that call takes
+    (`torch.set_grad_enabled(train)` there switches autograd off with it). The forward
+    may be a method of the model's own class (`model.predict(x)`) or a helper of the
+    file that runs the model and returns the output (`self._forward_pass(x)`).
 
     ## Why is this bad?
     With autograd on, every forward records its graph and keeps each layer's
@@ -37,6 +42,8 @@ class NoGradMissing(ValidationRule):
     accumulated from the outputs without `.item()` keeps those graphs alive across batches.
 
     ## Known problems
+    A helper whose returned outputs a caller in the file back-propagates (an
+    actor-critic's `evaluate(states, actions)`) is no pass, whatever its name.
     Callers in other modules of the project are followed one level: an evaluation
     helper whose callers there all run it under `no_grad` is not reported, one called
     there at a script's top level or from a module that trains is. Only top-level
@@ -63,8 +70,8 @@ class NoGradMissing(ValidationRule):
     hint = "Wrap the evaluation in `with torch.no_grad():` or decorate it with `@torch.no_grad()`."
     # A pass needs a sign of evaluation other than no_grad (a no_grad block as the only
     # sign cannot lack no_grad): held-out-looking data, an evaluation-named function, or
-    # `model.eval()` / `model.train(False)`.
-    REQUIRES = ((*EVAL_SIGNS, MODE_SIGN),)
+    # `model.eval()` / `model.train(False)` - or a shared train/eval loop switched by a flag.
+    REQUIRES = or_flag_pass((*EVAL_SIGNS, MODE_SIGN))
     # Then a forward of something model-like with a sign of evaluation (see the gate).
     GATE = "mllint.gates.validation:ml003_may_flag"
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
@@ -193,6 +200,27 @@ class NoGradMissing(ValidationRule):
                     print((model(adv).argmax(1) == y).float().mean().item())
             """
         ),
+        Valid(
+            # Actor-critic: evaluate() scores the actions taken, and the update trains on
+            # what it returns, so autograd must stay on.
+            """
+            import torch
+
+            def evaluate(policy, states, actions):
+                dist = torch.distributions.Categorical(logits=policy(states))
+                return dist.log_prob(actions), dist.entropy()
+
+            def ppo_update(policy, optimizer, states, actions, advantages, old_logprobs):
+                policy.train()
+                for _ in range(4):
+                    logprobs, entropy = evaluate(policy, states, actions)
+                    ratio = torch.exp(logprobs - old_logprobs)
+                    loss = -(ratio * advantages).mean() - 0.01 * entropy.mean()
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+            """
+        ),
         Valid(  # the same periodic evaluation, under no_grad
             """
             import torch
@@ -216,7 +244,7 @@ class NoGradMissing(ValidationRule):
             key = id(vp.region)
             if key in reported:
                 continue
-            state = analysis.grad_at(vp.forward)
+            state = analysis.pass_grad(vp)
             if state.value is not Grad.ON:
                 continue
             names = analysis.aliases(vp.scope, vp.model)

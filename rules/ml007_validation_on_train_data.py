@@ -7,6 +7,7 @@ from typing import Any
 from mllint.analysis import dotted_name
 from mllint.analysis_validation import ValidationAnalysis, ValidationRule
 from mllint.analysis_validation_data import DataAnalysis, Kind, Source
+from mllint.analysis_validation_flags import chosen_name
 from mllint.analysis_validation_places import Places, Site
 from mllint.analysis_validation_names import (
     CALL_VAL,
@@ -15,6 +16,7 @@ from mllint.analysis_validation_names import (
     NO_GRAD_SIGN,
     TRAIN_WORD,
     is_train_name,
+    or_flag_pass,
     is_val_name,
 )
 from mllint.prefilter import any_layout
@@ -37,7 +39,8 @@ class ValidationOnTrainData(ValidationRule):
     number selects the model. Loaders are followed to their datasets (through
     `accelerator.prepare`, `iter(...)`, `.__iter__()`, torchtext iterators and the
     same-module helpers that build and return them) and evaluation helpers to their
-    callers.
+    callers; a shared train/eval loop switched by a flag is checked on the data its
+    evaluation call passes (`run_epoch(model, train_loader, train=False)`).
 
     ## Why is this bad?
     The model is measured on examples it was fitted to. Validation accuracy then tracks
@@ -69,7 +72,7 @@ class ValidationOnTrainData(ValidationRule):
     # function; training data is named like it, built with train=True/split="train",
     # or is what a training loop (backward/step/autograd) iterates.
     REQUIRES = (
-        (*EVAL_SIGNS, NO_GRAD_SIGN, MODE_SIGN, CALL_VAL),
+        *or_flag_pass((*EVAL_SIGNS, NO_GRAD_SIGN, MODE_SIGN, CALL_VAL)),
         any_layout(rf"{TRAIN_WORD}|backward|step|autograd"),  # words: no layout splits one
     )
     # Then a forward of something model-like with a sign of evaluation (see the gate).
@@ -244,8 +247,14 @@ class ValidationOnTrainData(ValidationRule):
             else:
                 names = [d for a in vp.forward.node.args if (d := dotted_name(a.value))]
                 pos = vp.forward.pos
+            if vp.via is not None:
+                # ``loader = self.tr_loader if not cross_valid else self.cv_loader``
+                picked = [chosen_name(analysis, vp.via, vp.scope, n, pos) for n in names]
+                names = [p if p is not None else n for p, n in zip(picked, names) if p != ""]
             for name in names:
-                for src in data.sources(vp.scope, name, pos):
+                via = vp.via.call if vp.via is not None else None
+                scope = vp.loop.scope if vp.loop is not None else vp.scope
+                for src in data.sources(scope, name, pos, via):
                     site = src.call_site or vp.loop or vp.forward
                     if src.kind is not Kind.TRAIN:
                         heldout.append(site)

@@ -232,3 +232,186 @@ test()
     assert lines(code.replace("def test():", "def test(word):")
                  .replace('    word = encode("hello")\n', "")
                  .replace("test()", "test(encode('hello'))")) == [16]
+
+
+def test_training_mode_of_another_functions_local_is_another_model():
+    code = HEADER + """
+def train(train_loader):
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for x, y in train_loader:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    torch.save(model.state_dict(), "model.pt")
+
+@torch.no_grad()
+def evaluate(model, val_loader):
+    for x, y in val_loader:
+        print(model(x).argmax(1))
+"""
+    assert lines(code) == []
+    # A parameter of the training function may be the very model evaluate() gets.
+    passed = code.replace("def train(train_loader):\n    model = Net()\n",
+                          "def train(model, train_loader):\n")
+    assert lines(passed) == [25]
+
+
+@pytest.mark.parametrize(
+    "built,expected",
+    [("Net().eval()", []), ("Net().to('cpu').eval()", []), ("Net().train(False)", []),
+     ("Net()", [16]), ("Net().eval().to('cpu')", [])],
+)
+def test_mode_chained_on_construction(built, expected):
+    code = HEADER + f"""
+model = {built}
+with torch.no_grad():
+    for x, y in test_loader:
+        print(model(x).argmax(1))
+"""
+    assert lines(code) == expected
+
+
+AGENT = """
+import torch
+from torch import nn
+
+class Agent:
+    def __init__(self):
+        self.model = nn.Sequential(nn.Linear(4, 64), nn.Dropout(0.1), nn.Linear(64, 3))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=3e-4)
+
+    def evaluate(self, states, actions):
+        out = self.model(states)
+        dist = torch.distributions.Categorical(logits=out[:, :2])
+        return dist.log_prob(actions), out[:, 2]
+
+    def update(self, states, actions, returns, old_logprobs):
+        self.model.train()
+        for _ in range(4):
+            logprobs, values = self.evaluate(states, actions)
+            ratio = torch.exp(logprobs - old_logprobs)
+            loss = -(ratio * (returns - values.detach())).mean() + (values - returns).pow(2).mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+"""
+
+
+def test_an_evaluate_helper_whose_outputs_the_caller_backpropagates_is_no_pass():
+    # Actor-critic: evaluate() scores the actions taken; update() trains on the result.
+    assert lines(AGENT) == []
+    # Called only to report the scores, the same helper is a pass in training mode.
+    reporting = AGENT.replace("            loss.backward()\n", "            print(loss.item())\n")
+    assert lines(reporting) == [10]
+
+
+SHARED = HEADER + """
+def run(model, loader, optimizer, {param}):
+    for x, y in loader:
+        loss = nn.functional.cross_entropy(model(x), y)
+        {test}
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+model = Net()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+with torch.no_grad():
+    run(model, loader, optimizer{call})
+"""
+
+
+@pytest.mark.parametrize(
+    "param,test,call,expected",
+    [
+        ("train", "if train:", ", train=False", [15]),
+        ("train", "if train:", ", False", [15]),
+        ("train", "if train:", ", True", []),
+        ("train=True", "if train:", "", []),
+        ("train=False", "if train:", "", [15]),
+        ("cross_valid=False", "if not cross_valid:", ", cross_valid=True", [15]),
+        ("phase", 'if phase == "train":', ', phase="val"', [15]),
+        ("phase", 'if phase == "train":', ', phase="train"', []),
+        ("phase", 'if phase != "val":', ', "val"', [15]),
+        ("train", "if train:", ", train=flag", []),  # decided at run time
+        ("train", "if train and x.numel():", ", train=False", []),  # not a plain flag test
+    ],
+)
+def test_shared_loop_is_checked_on_its_evaluation_path(param, test, call, expected):
+    code = SHARED.format(param=param, test=test, call=call)
+    assert lines(code) == expected
+
+
+def test_shared_loop_sets_the_mode_on_its_evaluation_path():
+    code = SHARED.format(param="train", test="if train:", call=", train=False")
+    evals = code.replace("    for x, y in loader:\n",
+                         "    if not train:\n        model.eval()\n    for x, y in loader:\n")
+    assert lines(evals) == []
+    trains_only = code.replace("    for x, y in loader:\n",
+                               "    if train:\n        model.eval()\n    for x, y in loader:\n")
+    assert lines(trains_only) == [17]
+
+
+def test_methods_of_the_models_own_class_are_forwards():
+    code = HEADER + """
+    def predict(self, x):
+        return self.forward(x).argmax(1)
+
+model = Net()
+with torch.no_grad():
+    for x, y in val_loader:
+        print((model.{method}(x) == y).sum())
+"""
+    assert lines(code.format(method="predict")) == [19]
+    # A method the class does not define is nothing the analysis can follow.
+    assert lines(code.format(method="score")) == []
+
+
+def test_methods_of_other_objects_are_no_forwards():
+    code = """
+    import torch
+    from sklearn.ensemble import RandomForestClassifier
+    from transformers import AutoModelForCausalLM
+
+    model = RandomForestClassifier()
+    model.fit(X_train, y_train)
+    print((model.predict(X_test) == y_test).mean())
+    lm = AutoModelForCausalLM.from_pretrained("gpt2")
+    lm.train()
+    for batch in test_loader:
+        print(lm.generate(batch["input_ids"]))
+    """
+    assert lines(code) == []
+
+
+TRAINER = HEADER + """
+class Trainer:
+    def __init__(self, train_loader, val_loader):
+        self.model = Net()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.train_loader, self.val_loader = train_loader, val_loader
+
+    def _forward_pass(self, x, y):
+        out = self.model(x)
+        return nn.functional.cross_entropy(out, y)
+
+    def fit(self):
+        self.model.train()
+        for x, y in self.train_loader:
+            loss = self._forward_pass(x, y)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        {switch}
+        for x, y in self.val_loader:
+            print(self._forward_pass(x, y).item())
+"""
+
+
+@pytest.mark.parametrize(
+    "switch,expected", [("pass", [20]), ("self.model.eval()", [])],
+)
+def test_a_helper_that_runs_the_model_is_checked_along_the_validation_loop(switch, expected):
+    assert lines(TRAINER.format(switch=switch)) == expected

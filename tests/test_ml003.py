@@ -155,3 +155,65 @@ def test_adversarial_evaluation_needs_autograd():
     """
     assert lines(code) == []
     assert lines(code.replace("adversary.perturb(x, y)", "x.flip(0)")) == [6]
+
+
+SHARED = """
+import torch
+from torch import nn
+
+def run_epoch(model, loader, optimizer, train):
+    model.train(train)
+    for x, y in loader:
+        with {ctx}:
+            loss = nn.functional.cross_entropy(model(x), y)
+        if train:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+def main(model, train_loader, val_loader, optimizer):
+    for epoch in range(3):
+        run_epoch(model, train_loader, optimizer, train=True)
+        {val}
+"""
+
+
+@pytest.mark.parametrize(
+    "ctx,val,expected",
+    [
+        ("torch.autocast('cpu')", "run_epoch(model, val_loader, optimizer, train=False)", [8]),
+        ("torch.set_grad_enabled(train)", "run_epoch(model, val_loader, optimizer, train=False)", []),
+        ("torch.set_grad_enabled(not train)", "run_epoch(model, val_loader, optimizer, False)", [8]),
+        ("torch.autocast('cpu')",
+         "with torch.no_grad(): run_epoch(model, val_loader, optimizer, train=False)", []),
+        ("torch.autocast('cpu')", "run_epoch(model, val_loader, optimizer, train=True)", []),
+    ],
+)
+def test_shared_loop_autograd_on_its_evaluation_path(ctx, val, expected):
+    assert lines(SHARED.format(ctx=ctx, val=val)) == expected
+
+
+def test_a_model_handed_in_on_an_argument_namespace():
+    code = """
+    import torch
+
+    class Trainer:
+        def __init__(self, args):
+            self.model = args.model.to(args.device)
+            self.loader = args.loader
+
+        def evaluate(self, epoch):
+            it = self.loader.__iter__()
+            for step in range(len(self.loader)):
+                print(epoch, self.model(next(it)).mean().item())
+
+        def train_epoch(self, optimizer):
+            for x in self.loader:
+                optimizer.zero_grad()
+                self.model(x).sum().backward()
+                optimizer.step()
+    """
+    assert lines(code) == [11]
+    # Moved to a device but not named like a model: nothing says what it is.
+    assert lines(code.replace("args.model.to", "args.thing.to")
+                 .replace("self.model", "self.thing")) == []

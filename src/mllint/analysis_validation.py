@@ -71,6 +71,7 @@ from mllint.analysis_validation_names import (
     is_train_name,
     is_val_name,
 )
+from mllint.analysis_validation_flags import EvalCall, Flags, flag_test
 from mllint.project.model import ProjectView
 from mllint.project.roles import UNKNOWN, mode_dependent_layer
 
@@ -107,10 +108,26 @@ class ValidationPass:
     evidence: frozenset[Evidence]
     #: The training loop a periodic evaluation runs inside (``if step % 50 == 0:``).
     training_loop: Loop | None = None
+    #: For the evaluation path of a shared train/eval loop: the call that takes it.
+    via: EvalCall | None = None
+    #: For a forward in a helper that a validation loop calls (``self._forward_pass(x)``):
+    #: that call; the loop is the caller's.
+    helper_call: CallRec | None = None
+
+    @property
+    def through(self) -> CallRec | None:
+        """The call whose path is checked: mode and autograd are what hold there."""
+        return self.via.call if self.via is not None else self.helper_call
 
     @property
     def where(self) -> str:
         """Where the pass is, for messages."""
+        if self.via is not None and self.loop is not None:
+            return (f"the loop on line {self.loop.pos[0]} when {self.via.describe()} runs "
+                    f"it on line {self.via.call.line}")
+        if self.helper_call is not None and self.loop is not None:
+            return (f"`{self.helper_call.func}(...)`, which the loop on line "
+                    f"{self.loop.pos[0]} calls on line {self.helper_call.line}")
         if self.loop is not None:
             return f"the loop on line {self.loop.pos[0]}"
         if self.training_loop is not None:
@@ -144,6 +161,8 @@ class ValidationAnalysis:
         self._trains_cache: dict[Scope, bool] = {}
         self._passes: list[ValidationPass] | None = None
         self._model_cache: dict[tuple[int, str], bool] = {}
+        #: Shared train/eval loops switched by a flag.
+        self.flags = Flags(self)
         base = os.path.basename(facts.path)
         self.is_test_file = base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
 
@@ -305,6 +324,11 @@ class ValidationAnalysis:
             else:
                 inner = call.node.func.value  # type: ignore[attr-defined]
             d = dotted_name(inner) if inner is not None else None
+            if d and call.attr in MODULE_PASSTHROUGH and _param_attribute(call.scope, d) \
+                    and is_model_name(d):
+                # ``self.model = args.model.to(device)``: an object moved to a device and
+                # named a model, handed in on a parameter.
+                return True
             if d:
                 return self.is_model(call.scope, d, depth + 1)
             sub = self._call_rec(call.scope, inner) if inner is not None else None
@@ -373,10 +397,8 @@ class ValidationAnalysis:
             if self.framework_owned(scope):
                 continue
             for call in scope.calls:
-                model = self.forward_target(call)
-                if model is None or self._is_callable_definition(call):
-                    continue
-                if not self._is_model_cached(scope, model):
+                model = self.model_forward(call)
+                if model is None:
                     continue
                 vp = self._as_pass(call, model)
                 if vp is None:
@@ -386,8 +408,67 @@ class ValidationAnalysis:
                     continue
                 seen.add(key)
                 out.append(vp)
+        out.extend(self._flag_passes())
         self._passes = out
         return out
+
+    def _flag_passes(self) -> list[ValidationPass]:
+        """The loops over batches of a shared train/eval loop, on its evaluation path."""
+        out: list[ValidationPass] = []
+        for scope in self.facts.scopes:
+            if scope.is_module or not scope.loops or self.framework_owned(scope):
+                continue
+            calls = self.flags.eval_calls(scope)
+            if not calls:
+                continue
+            for call in scope.calls:
+                if not call.loops:
+                    continue
+                loop = call.loops[-1]
+                if not self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
+                    continue
+                model = self.model_forward(call)
+                if model is None or self._synthetic_input(call):
+                    continue
+                for ec in calls:
+                    if self.flags.runs(call, ec.switch.param, ec.value) is False:
+                        continue
+                    out.append(ValidationPass(scope, loop, call, model,
+                                              frozenset({Evidence.EVAL_FLAG}), via=ec))
+        return out
+
+    def model_forward(self, call: CallRec) -> str | None:
+        """The model ``call`` runs forward: ``model`` in ``model(x)``, ``model.forward(x)``
+        and in a method its own class defines (``model.predict(x)``, ``model.infer(x)``,
+        ``model.generate(x)``), or None."""
+        model = self.forward_target(call)
+        if model is None:
+            return None
+        recv = call.receiver
+        if recv and call.attr != "forward" and self._own_method(call.scope, recv, call.attr or ""):
+            return recv if self._is_model_cached(call.scope, recv) else None
+        if self._is_callable_definition(call) or not self._is_model_cached(call.scope, model):
+            return None
+        return model
+
+    def _own_method(self, scope: Scope, name: str, method: str) -> bool:
+        """``name`` holds an instance of a module class of this file that defines
+        ``method`` (itself or through a base class of this file)."""
+        for s, f in self.origins(scope, name):
+            value = _strip_passthrough(f.value) if f.value is not None else None
+            built = self._call_rec(s, value)
+            cls = self.facts.classes.get(built.func or "") if built is not None else None
+            if cls is not None and self.class_is(cls, is_module_base):
+                return self._defines(cls, method, 0)
+        return False
+
+    def _defines(self, cls: ClassInfo, method: str, depth: int) -> bool:
+        if method in cls.methods:
+            return True
+        return depth < _MAX_DEPTH and any(
+            b in self.facts.classes and self._defines(self.facts.classes[b], method, depth + 1)
+            for b in cls.base_names
+        )
 
     def _is_callable_definition(self, call: CallRec) -> bool:
         """``create_model(...)``, ``Net(...)``: calling an imported or defined function or
@@ -438,10 +519,12 @@ class ValidationAnalysis:
             if inputs or (loop is not None and self.facts.line_matches(loop.kw_pos, FOR_DATA_RE)):
                 evidence.add(Evidence.FUNCTION_NAME)
         if loop is None and not evidence:
-            return None  # a lone forward in a function of no telling name: could be anything
+            # A lone forward in a function of no telling name: could be anything, unless
+            # a validation loop calls the function for it (``self._forward_pass(x)``).
+            return self._helper_pass(call, model)
         if self._synthetic_input(call):
             return None  # ``net(torch.randn(1, 3, 32, 32))``: a smoke test of shapes
-        if self._backpropagated(call):
+        if self._backpropagated(call) or self._caller_backpropagates(call):
             return None
         # Autograd or mode switched off are signs of evaluation only around a loop over
         # batches: optimizers, initialisers and generation code switch them off too.
@@ -459,6 +542,53 @@ class ValidationAnalysis:
         if not evidence:
             return None
         return ValidationPass(scope, loop, call, model, frozenset(evidence), training_loop)
+
+    def _helper_pass(self, call: CallRec, model: str) -> ValidationPass | None:
+        """A helper that runs the model and returns the output, called from a loop with
+        a sign of evaluation that does not train: the pass is that loop, checked along
+        that call."""
+        scope = call.scope
+        if scope.is_module or self.trains(scope) or self._synthetic_input(call):
+            return None
+        if self._backpropagated(call) or not self._returns_output(call):
+            return None
+        for c in self.callers(scope):
+            if not c.loops or not c.node.args or self.framework_owned(c.scope):
+                continue
+            if self.loop_trains(c.loops[-1]) or self._backpropagated(c):
+                continue
+            evidence = self._loop_evidence(c, self.map_names(scope, c, {model}, inward=False))
+            if evidence:
+                return ValidationPass(scope, c.loops[-1], call, model, frozenset(evidence),
+                                      helper_call=c)
+        return None
+
+    def _loop_evidence(self, call: CallRec, models: set[str]) -> set[Evidence]:
+        """The signs of evaluation of the loops around ``call`` (a loop that does not
+        train), as ``_as_pass`` reads them for a forward there."""
+        evidence: set[Evidence] = set()
+        cur: Loop | None = call.loops[-1]
+        while cur is not None and not self.loop_trains(cur):
+            words = cur.iter_words
+            if any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words):
+                sign = WHILE_VAL_RE if isinstance(cur.node, cst.While) else FOR_VAL_RE
+                if self.facts.line_matches(cur.kw_pos, sign):
+                    evidence.add(Evidence.DATA_NAME)
+            cur = cur.parent
+        scope = call.scope
+        loop = call.loops[-1]
+        if not scope.is_module and is_eval_function(scope.name) and not self.trains(scope):
+            if self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
+                evidence.add(Evidence.FUNCTION_NAME)
+        if self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
+            ctx = call.grad
+            if ctx is not None and ctx.state is Grad.OFF and self.facts.line_matches(ctx.pos, WITH_NO_GRAD_RE):
+                evidence.add(Evidence.NO_GRAD)
+            names = set().union(*(self.aliases(scope, m) for m in models)) if models else set()
+            mode = self.mode_local(scope, names, call.pos) if names else None
+            if mode is not None and mode.value is Mode.EVAL:
+                evidence.add(Evidence.EVAL_MODE)
+        return evidence
 
     def _synthetic_input(self, call: CallRec) -> bool:
         if not call.node.args:
@@ -485,14 +615,7 @@ class ValidationAnalysis:
         scope = call.scope
         if call.flow is None or not call.flow.targets:
             return False
-        tainted = set(call.flow.targets)
-        for f in scope.flows:
-            if f.pos <= call.flow.pos or f.value is None or f.index is not None:
-                continue
-            if names_in(f.value) & tainted:
-                tainted |= set(f.targets)
-            elif isinstance(getattr(f, "stmt", None), (cst.Assign, cst.AnnAssign)):
-                tainted -= set(f.targets)  # reassigned from something else: a new value
+        tainted = self._tainted(call)
         for c in scope.calls:
             if c.pos < call.pos:
                 continue
@@ -501,6 +624,54 @@ class ValidationAnalysis:
                 if reads & tainted:
                     return True
         return False
+
+    def _caller_backpropagates(self, call: CallRec, depth: int = 0) -> bool:
+        """The forward's output is returned, and a caller in this module back-propagates
+        what it gets back: ``logprobs, values = policy.evaluate(states, actions)`` and then
+        ``loss.backward()`` in a PPO update. Such a helper computes a training signal,
+        whatever its name says."""
+        scope = call.scope
+        if scope.is_module or depth > 1 or not self._returns_output(call):
+            return False
+        for c in self._calls_of(scope):
+            if self._backpropagated(c) or self._caller_backpropagates(c, depth + 1):
+                return True
+        return False
+
+    def _returns_output(self, call: CallRec) -> bool:
+        tainted = self._tainted(call) if call.flow is not None and call.flow.targets else set()
+        for ret in _returns(call.scope.node):
+            if ret.value is None:
+                continue
+            if names_in(ret.value) & tainted or _contains(ret.value, call.node):
+                return True
+        return False
+
+    def _calls_of(self, scope: Scope) -> list[CallRec]:
+        """Calls of ``scope`` in this module: resolved ones, and for a method, any
+        ``x.method(...)`` (the receiver's class is rarely in sight: ``self.policy``)."""
+        found = list(self.callers(scope))
+        if scope.cls is not None:
+            seen = {id(c) for c in found}
+            for s in self.facts.scopes:
+                for c in s.calls:
+                    if c.attr == scope.name and id(c) not in seen and c.scope is not scope:
+                        found.append(c)
+        return found
+
+    def _tainted(self, call: CallRec) -> set[str]:
+        """Names that hold the forward's output, or values computed from it, after it."""
+        scope = call.scope
+        assert call.flow is not None
+        tainted = set(call.flow.targets)
+        for f in scope.flows:
+            if f.pos <= call.flow.pos or f.value is None or f.index is not None:
+                continue
+            if names_in(f.value) & tainted:
+                tainted |= set(f.targets)
+            elif isinstance(getattr(f, "stmt", None), (cst.Assign, cst.AnnAssign)):
+                tainted -= set(f.targets)  # reassigned from something else: a new value
+        return tainted
 
     # -- mode -------------------------------------------------------------------------------
 
@@ -607,9 +778,102 @@ class ValidationAnalysis:
             elsewhere = self._mode_from_other_modules(scope, names)
             if elsewhere is not None:
                 return elsewhere
-            demo = self.demonstrated_train(names)
+            demo = self.demonstrated_train(scope, names)
             return demo if demo is not None else State(Mode.UNKNOWN)
         return self.origin_mode(scope, names, before)
+
+    def pass_mode(self, vp: ValidationPass) -> State:
+        """The model's mode at the pass's forward (on the evaluation path, for a shared
+        train/eval loop: what the loop sets there, else what holds at the call)."""
+        names = self.aliases(vp.scope, vp.model)
+        through = vp.through
+        if through is None:
+            return self.mode_at(vp.scope, names, vp.forward.pos)
+        ec = vp.via
+        last: State | None = None
+        for c in vp.scope.calls:
+            if c.pos >= vp.forward.pos:
+                break
+            runs = True if ec is None else self.flags.runs(c, ec.switch.param, ec.value)
+            if runs is False:
+                continue
+            state: State | None = None
+            m = self.mode_call(c)
+            if m is not None and self._matches(c.receiver, names):
+                state = State(m, c.line, f"{_show(c)} on line {c.line}")
+            elif (helper := self.helper_of(c)) is not None and helper is not vp.scope:
+                mapped = self.map_names(helper, c, names, inward=True)
+                effect = self.mode_local(helper, mapped, (10**9, 0), 1) if mapped else None
+                if effect is not None:
+                    state = State(effect.value, c.line,
+                                  f"`{c.func}(...)` on line {c.line} calls {effect.why}")
+            if state is not None:
+                # Under some other condition it may or may not run.
+                last = state if runs or not c.ifs else State(Mode.UNKNOWN)
+        if last is not None:
+            return last
+        outer = self._caller_names(vp)
+        if not outer:
+            return State(Mode.UNKNOWN)
+        s = self.mode_at(through.scope, outer, through.pos)
+        if s.value is Mode.TRAIN:
+            return State(Mode.TRAIN, through.line, f"it is called on line {through.line}, "
+                         f"after {s.why}")
+        return s
+
+    def _caller_names(self, vp: ValidationPass) -> set[str]:
+        call = vp.through
+        assert call is not None
+        mapped = self.map_names(vp.scope, call, self.aliases(vp.scope, vp.model), inward=False)
+        return set().union(*(self.aliases(call.scope, m) for m in mapped)) if mapped else set()
+
+    def pass_grad(self, vp: ValidationPass) -> State:
+        """Autograd at the pass's forward (on the evaluation path, for a shared loop)."""
+        through = vp.through
+        if through is None:
+            return self.grad_at(vp.forward)
+        local = self.grad_local(vp.forward)
+        if local is not None:
+            if local.value is Grad.UNKNOWN and vp.via is not None:
+                return self._flag_grad(vp) or local
+            return local
+        s = self.grad_at(through)
+        if s.value is Grad.ON:
+            return State(Grad.ON, through.line,
+                         f"its call on line {through.line} runs with autograd on")
+        return s
+
+    def _flag_grad(self, vp: ValidationPass) -> State | None:
+        """``with torch.set_grad_enabled(train):`` around the forward, on the path taken."""
+        ctx = vp.forward.grad
+        if ctx is None or not isinstance(ctx.node, cst.With):
+            return None
+        ec = vp.via
+        assert ec is not None
+        for item in ctx.node.items:
+            c = self._call_rec(vp.scope, item.item)
+            if c is None or not c.qnames & GRAD_SET or not c.node.args:
+                continue
+            test = flag_test(c.node.args[0].value, (ec.switch.param,))
+            if test is None or test.equals is not None:
+                continue
+            on = test.body_runs(ec.value)
+            text = cst.Module([]).code_for_node(item.item)
+            return State(Grad.ON if on else Grad.OFF, c.line, f"`{text}` with "
+                         f"`{ec.switch.param}={ec.value!r}`")
+        return None
+
+    def pass_layers(self, vp: ValidationPass) -> bool | None:
+        """Whether the pass's model holds mode-dependent layers (see
+        ``mode_dependent_layers``); a shared loop's model is also looked up at its call."""
+        names = self.aliases(vp.scope, vp.model)
+        found = self.mode_dependent_layers(vp.scope, names, vp.forward.pos)
+        through = vp.through
+        if found is None and through is not None:
+            outer = self._caller_names(vp)
+            if outer:
+                found = self.mode_dependent_layers(through.scope, outer, through.pos)
+        return found
 
     def _comes_from_outside(self, scope: Scope, names: set[str]) -> bool:
         for n in names:
@@ -623,6 +887,11 @@ class ValidationAnalysis:
         """The mode the model was built in, when no code on the path sets one."""
         for n in sorted(names):
             for s, f in self.origins(scope, n, before):
+                chained = _chained_mode(f.value) if f.index is None else None
+                if chained is not None:
+                    # ``model = Net().eval()``: the last mode call of the chain decides.
+                    mode, text = chained
+                    return State(mode, f.pos[0], f"`{n}` is built with `{text}` on line {f.pos[0]}")
                 value = _strip_passthrough(f.value) if f.value is not None else None
                 call = self._call_rec(s, value)
                 if call is None or f.index is not None:
@@ -645,7 +914,7 @@ class ValidationAnalysis:
                     return State(Mode.TRAIN, f.pos[0],
                                  f"`{n}` is built on line {f.pos[0]} and a new module starts "
                                  "in training mode")
-        return self.demonstrated_train(names) or State(Mode.UNKNOWN)
+        return self.demonstrated_train(scope, names) or State(Mode.UNKNOWN)
 
     def mode_dependent_layers(self, scope: Scope, names: set[str], before: Pos) -> bool | None:
         """Whether the model holds layers that behave differently in eval mode (dropout,
@@ -726,6 +995,8 @@ class ValidationAnalysis:
     def deliberate_train(self, vp: ValidationPass, state: State) -> bool:
         """``model.train()`` right before a no-backward pass, with no training in between,
         is deliberate (re-estimating batch-norm statistics, MC dropout)."""
+        if vp.through is not None:
+            return False
         scope = vp.scope
         set_at = None
         for c in scope.calls:
@@ -741,15 +1012,45 @@ class ValidationAnalysis:
         # The pass's loop header may come before ``train()`` inside it, or after.
         return not (vp.loop is not None and self.loop_trains(vp.loop))
 
-    def demonstrated_train(self, names: set[str]) -> State | None:
-        """The module puts the model in training mode somewhere (``model.train()``)."""
+    def demonstrated_train(self, scope: Scope, names: set[str]) -> State | None:
+        """The module puts the model (as ``scope`` names it) in training mode somewhere
+        (``model.train()``)."""
         for s in self.facts.scopes:
             for c in s.calls:
-                if self.mode_call(c) is Mode.TRAIN and self._matches(c.receiver, names):
+                if (
+                    self.mode_call(c) is Mode.TRAIN and self._matches(c.receiver, names)
+                    and self._may_be_same(scope, s, c.receiver or "")
+                ):
                     return State(Mode.TRAIN, c.line,
                                  f"the module puts `{c.receiver}` in training mode on line "
                                  f"{c.line} and nothing switches it to eval mode before this pass")
         return None
+
+    @staticmethod
+    def _binding(scope: Scope, root: str) -> str:
+        """How ``root`` is bound in ``scope``: "self", "param", "local" or "global"."""
+        if scope.is_module:
+            return "global"
+        if root == scope.self_name:
+            return "self"
+        if root in scope.params:
+            return "param"
+        return "local" if scope.assigned(root) else "global"
+
+    def _may_be_same(self, scope: Scope, other: Scope, receiver: str) -> bool:
+        """``receiver`` in ``other`` may be the object ``scope`` names the same way: not a
+        local variable of another function, nor ``self.x`` of another class."""
+        if other is scope:
+            return True
+        root = receiver.split(".", 1)[0]
+        mine, theirs = self._binding(scope, root), self._binding(other, root)
+        if mine == "self" or theirs == "self":
+            return mine == theirs and scope.cls is other.cls
+        if theirs == "local":
+            return _encloses(other, scope)  # a closure reads its function's local
+        if mine == "local":
+            return _encloses(scope, other)
+        return True  # parameters and globals: the object may well be passed along
 
     # -- autograd ---------------------------------------------------------------------------
 
@@ -904,6 +1205,45 @@ def _literal(value: cst.BaseExpression) -> object:
     return UNKNOWN
 
 
+def _param_attribute(scope: Scope, name: str) -> bool:
+    """``name`` is ``p.x`` for a parameter ``p`` of ``scope`` (not ``self``)."""
+    root, dot, rest = name.partition(".")
+    return bool(dot) and "." not in rest and root in scope.params and root != scope.self_name \
+        and not scope.assigned(root)
+
+
+def _encloses(outer: Scope, inner: Scope) -> bool:
+    s: Scope | None = inner
+    while s is not None:
+        if s is outer:
+            return True
+        s = s.parent
+    return False
+
+
+def _returns(func: cst.CSTNode) -> list[cst.Return]:
+    """The ``return`` statements of a function's own body (nested definitions excluded)."""
+    found: list[cst.Return] = []
+    stack: list[cst.CSTNode] = list(func.body.children) if isinstance(func, cst.FunctionDef) else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Return):
+            found.append(node)
+        elif not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda, cst.BaseExpression)):
+            stack.extend(node.children)
+    return found
+
+
+def _contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
+    stack = [tree]
+    while stack:
+        cur = stack.pop()
+        if cur is node:
+            return True
+        stack.extend(cur.children)
+    return False
+
+
 def _is_known_stateless(call: CallRec) -> bool:
     return any(q.startswith("torch.") for q in call.qnames)
 
@@ -952,6 +1292,30 @@ def _strip_passthrough(expr: cst.BaseExpression) -> cst.BaseExpression:
     ):
         expr = expr.func.value
     return expr
+
+
+def _chained_mode(expr: cst.BaseExpression | None) -> tuple[Mode, str] | None:
+    """The mode set by the outermost ``.eval()``/``.train(...)`` in a chain of module
+    pass-through calls (``Net().to(device).eval()``), or None when there is none."""
+    while (
+        isinstance(expr, cst.Call)
+        and isinstance(expr.func, cst.Attribute)
+        and expr.func.attr.value in MODULE_PASSTHROUGH
+    ):
+        attr = expr.func.attr.value
+        if attr == "eval" and not expr.args:
+            return Mode.EVAL, ".eval()"
+        if attr == "train":
+            if not expr.args:
+                return Mode.TRAIN, ".train()"
+            arg = expr.args[0]
+            if arg.keyword is None or arg.keyword.value == "mode":
+                flag = _is_false_literal(arg.value)
+                if flag is None:
+                    return Mode.UNKNOWN, ".train(...)"
+                return (Mode.EVAL, ".train(False)") if flag else (Mode.TRAIN, ".train(True)")
+        expr = expr.func.value
+    return None
 
 
 def _first_arg(call: cst.Call) -> cst.BaseExpression | None:

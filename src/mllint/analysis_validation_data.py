@@ -82,7 +82,7 @@ class DataAnalysis:
                 if not loop.trains and not self.va.loop_trains(loop):
                     continue
                 for name in loop.iterables:
-                    for s, n, pos in self._outward(scope, name, loop.pos, 0):
+                    for s, n, pos in self._outward(scope, name, loop.pos, 0, training=True):
                         self._mark(s, n, pos, keys, flows, 0)
         self._training, self._training_flows = keys, flows
         return keys, flows
@@ -119,12 +119,18 @@ class DataAnalysis:
             s = s.parent
         return (id(self.va.module), name)
 
-    def _outward(self, scope: Scope, name: str, pos: Pos, depth: int):
+    def _outward(self, scope: Scope, name: str, pos: Pos, depth: int,
+                 only: CallRec | None = None, training: bool = False):
         """``(scope, name, pos)`` for ``name`` and, when it is a helper's parameter, for
-        what every same-module caller passes in its place."""
+        what every same-module caller passes in its place: only ``only``, when given
+        (the call taking a shared train/eval loop's evaluation path); for a training
+        loop (``training``), not the calls that take its evaluation path."""
         root = name.split(".", 1)[0]
         if root in scope.params and not scope.assigned(root) and depth < _DEPTH:
-            callers = self.va.callers(scope)
+            callers = self.va.callers(scope) if only is None else [only]
+            if training:
+                evaluating = {id(e.call) for e in self.va.flags.eval_calls(scope)}
+                callers = [c for c in callers if id(c) not in evaluating]
             if callers:
                 for c in callers:
                     for mapped in self.va.map_names(scope, c, {name}, inward=False):
@@ -134,9 +140,10 @@ class DataAnalysis:
 
     # -- classifying one iterable ----------------------------------------------------------
 
-    def sources(self, scope: Scope, name: str, pos: Pos) -> list[Source]:
+    def sources(self, scope: Scope, name: str, pos: Pos,
+                only: CallRec | None = None) -> list[Source]:
         out = []
-        for s, n, p in self._outward(scope, name, pos, 0):
+        for s, n, p in self._outward(scope, name, pos, 0, only):
             site = None
             if s is not scope:
                 site = self._outermost_site(scope, s, p)

@@ -49,6 +49,7 @@ class Evidence(enum.Enum):
     FUNCTION_NAME = "its function is named like an evaluation"
     NO_GRAD = "it loops over batches in a `with torch.no_grad()` block"
     EVAL_MODE = "it loops over batches after `model.eval()`"
+    EVAL_FLAG = "a call switches this shared train/eval loop to evaluation"
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class CallRec:
     flow: FlowRec | None
     #: The callee is reached through an import (``from timm import create_model``).
     imported: bool = False
+    #: The ``if`` statements around it in its scope, outermost first.
+    ifs: tuple[cst.If, ...] = ()
 
     @property
     def pos(self) -> Pos:
@@ -186,6 +189,7 @@ class Scope:
     grad_stack: list[GradCtx] = field(default_factory=list)
     with_stack: list[cst.With] = field(default_factory=list)
     flow_stack: list[FlowRec] = field(default_factory=list)
+    if_stack: list[cst.If] = field(default_factory=list)
 
     @property
     def is_module(self) -> bool:
@@ -206,6 +210,8 @@ class Facts:
     classes: dict[str, ClassInfo] = field(default_factory=dict)
     path: str = ""
     lines: Sequence[str] = ()
+    #: Where each ``if`` statement starts, by ``id`` of its node.
+    ifs: dict[int, Where] = field(default_factory=dict)
 
     def line_matches(self, pos: Pos, pattern: re.Pattern[str]) -> bool:
         """``pattern`` occurs on line ``pos[0]`` from column ``pos[1]`` on."""
@@ -399,6 +405,13 @@ class FactsCollector(Rule):
         if scope.grad_stack and scope.grad_stack[-1].node is original_node:
             scope.grad_stack.pop()
 
+    def visit_If(self, node: cst.If) -> None:
+        self._cur().if_stack.append(node)
+        self.facts.ifs[id(node)] = Where(node, self._pos)
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self._cur().if_stack.pop()
+
     # -- value flow ----------------------------------------------------------------------
 
     def visit_Assign(self, node: cst.Assign) -> None:
@@ -462,6 +475,7 @@ class FactsCollector(Rule):
             scope.with_stack[-1] if scope.with_stack else None,
             scope.flow_stack[-1] if scope.flow_stack else None,
             imported=any(q.source is QualifiedNameSource.IMPORT for q in qualified),
+            ifs=tuple(scope.if_stack),
         )
         scope.calls.append(rec)
         for loop in scope.loop_stack:

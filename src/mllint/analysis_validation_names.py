@@ -100,6 +100,11 @@ _WITH_NO_GRAD_REST = rf"\b[^\n]*?(?:{NO_GRAD_WORD})"
 WITH_NO_GRAD = _kw("with") + _WITH_NO_GRAD_REST
 WITH_NO_GRAD_RE = re.compile(WITH_NO_GRAD)
 
+#: ``if train:`` / ``elif not cross_valid:`` / ``if phase == "train":``: a test of a flag
+#: that a shared train/eval loop may branch on (led by ``if``, so ``elif`` matches too).
+FLAG_IF = r"if\s+(?:not\s+)?\w+\s*(?:[=!]=\s*(?:'\w*'|\"\w*\")\s*)?:"
+FLAG_IF_RE = re.compile(FLAG_IF)
+
 # -- the rules' REQUIRES pieces (file-wide) ------------------------------------------------
 
 
@@ -130,10 +135,19 @@ CALL_VAL = any_layout("|".join(
     rf"{_EVAL_SUFFIXES}{CALL_LAYOUT}\((?!\s*\))"
     for c in "eEvVtT"
 ))
+
+
+def or_flag_pass(signs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """REQUIRES entries for "one of ``signs``, or a shared train/eval loop": both a flag
+    test (``if train:``) and a loop over batches (see ``analysis_validation_flags``),
+    written as two entries, ``(signs | FLAG_IF) & (signs | FOR_DATA)``, since entries
+    are all required and each is searched once on its own. (Both are read off their
+    physical lines by the analysis.)"""
+    return (*signs, as_written(FLAG_IF)), (*signs, as_written(FOR_DATA))
+
+
 #: Any name-based sign that a loop or function evaluates: as alternatives of a REQUIRES
 #: entry (each literal-led, searched once per file for all three rules), and as one regex.
-#:
-#:
 #: None of them needs the prefilter's layout variants: the analysis reads the data-name
 #: signs off the physical line as written (``line_matches``), and the function name is
 #: searched with Python's layout between ``def`` and the name.

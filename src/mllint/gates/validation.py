@@ -9,6 +9,8 @@ decide cheaply, so it answers True whenever the analysis could find a pass:
 
 * the callee may be a model: its name says so (``is_model_name``), or the module assigns
   that name somewhere (only an assignment lets the analysis judge a name by its value);
+  for ``recv.method(args)`` with a ``method`` some class of the module defines, the same
+  of ``recv`` (``model.predict(x)``);
 * a sign of evaluation may hold: a loop around the call (the comprehension's or
   statement's own, within the same function) iterates a name that ``is_val_name``
   accepts and none that ``is_train_name`` accepts (any string constant counts as
@@ -16,7 +18,11 @@ decide cheaply, so it answers True whenever the analysis could find a pass:
   the function is named like an evaluation (``is_eval_function``) and takes data or
   loops; a loop-less call's first argument is named like held-out data; or, in a loop,
   an enclosing ``with`` that may switch autograd off (ML002, ML007) or any
-  ``.eval()``/``.train(...)`` call in the module (ML003, ML007).
+  ``.eval()``/``.train(...)`` call in the module (ML003, ML007); or, in a loop, a
+  function with an ``if`` that tests one of its parameters (``if train:``, ``if not p:``,
+  ``if p == "train":``), which a shared train/eval loop switched by a flag needs; or, for
+  a call outside any loop in a function, any of these signs at a call of a function of
+  that name (with arguments) from a loop (a helper such as ``self._forward_pass(x)``).
 
 Left out (each only ever rejects a pass, so leaving it out keeps the gate sound): the
 textual line checks, training inside the loop through helpers, synthetic inputs,
@@ -27,7 +33,7 @@ framework hook (``validation_step``) is skipped exactly as the analysis skips it
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mllint.analysis_validation_names import (
@@ -47,13 +53,13 @@ _GRAD_NAMES = frozenset({"no_grad", "inference_mode", "set_grad_enabled"})
 _FLOW_METHODS = frozenset({"append", "extend", "add", "update", "put"})
 
 # Signs of evaluation (``analysis_validation_facts.Evidence``), as bits.
-DATA, FUNCTION, NO_GRAD, EVAL_MODE = 1, 2, 4, 8
+DATA, FUNCTION, NO_GRAD, EVAL_MODE, FLAG = 1, 2, 4, 8, 16
 #: Which signs can lead to a finding of each rule: a pass whose only sign is a
 #: ``no_grad`` block cannot lack no_grad (ML003), one whose only sign is ``model.eval()``
 #: cannot be in training mode (ML002).
-ML002_SIGNS = DATA | FUNCTION | NO_GRAD
-ML003_SIGNS = DATA | FUNCTION | EVAL_MODE
-ML007_SIGNS = DATA | FUNCTION | NO_GRAD | EVAL_MODE
+ML002_SIGNS = DATA | FUNCTION | NO_GRAD | FLAG
+ML003_SIGNS = DATA | FUNCTION | EVAL_MODE | FLAG
+ML007_SIGNS = DATA | FUNCTION | NO_GRAD | EVAL_MODE | FLAG
 
 
 @dataclass(eq=False)
@@ -89,6 +95,9 @@ class _Candidate:
     #: True, or the root names of enclosing ``with`` items to resolve (see ``run``).
     in_grad_with: bool | tuple[str, ...]
     first_arg: str | None
+    #: For ``recv.method(args)``: the receiver, a model when its class defines ``method``.
+    receiver: str | None = None
+    method: str | None = None
 
 
 @dataclass
@@ -98,6 +107,10 @@ class _Facts:
     mode_calls: bool = False
     targets: set[str] = field(default_factory=set)
     grad_aliases: set[str] = field(default_factory=set)
+    #: Functions (``id`` of their ``_Scope``) with an ``if`` testing a parameter.
+    flag_scopes: set[int] = field(default_factory=set)
+    #: Names of the methods the module's classes define.
+    methods: set[str] = field(default_factory=set)
 
 
 def _words(expr: ast.AST) -> tuple[tuple[str, ...], bool]:
@@ -210,6 +223,9 @@ class _Walker:
                 stack.extend((child, inner, None, (), False) for child in ast.iter_child_nodes(node))
                 continue
             if isinstance(node, ast.ClassDef):
+                self.facts.methods.update(
+                    n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                )
                 stack.extend((child, scope, node, loops, grad) for child in node.body)
                 stack.extend((child, scope, None, loops, grad)
                              for child in (*node.bases, *node.keywords, *node.decorator_list))
@@ -238,6 +254,8 @@ class _Walker:
                         self.target(t)
             elif isinstance(node, ast.Call):
                 self.call(node, scope, loops, grad)
+            elif isinstance(node, ast.If) and _flag_test(node.test, scope.params):
+                self.facts.flag_scopes.add(id(scope))
             stack.extend((child, scope, None, loops, grad) for child in ast.iter_child_nodes(node))
 
     def call(self, node: ast.Call, scope: _Scope, loops: tuple[_Loop, ...], grad: Any) -> None:
@@ -262,8 +280,10 @@ class _Walker:
         if target is None:
             return
         first = _first_arg(node)
+        receiver = dotted(f.value) if attr is not None and attr != "forward" else None  # type: ignore[union-attr]
         self.facts.candidates.append(
-            _Candidate(target, scope, loops, grad, dotted(first) if first is not None else None)
+            _Candidate(target, scope, loops, grad, dotted(first) if first is not None else None,
+                       receiver, attr if receiver else None)
         )
 
 
@@ -278,12 +298,30 @@ def _may_be_model(c: _Candidate, targets: set[str]) -> bool:
     return is_model_name(name) or name in targets
 
 
-def _signs(c: _Candidate, mode_calls: bool) -> int:
+def _flag_test(test: ast.expr, params: tuple[str, ...]) -> bool:
+    """``p``, ``not p``, ``p == "x"`` or ``p != "x"`` on a parameter ``p`` (the forms
+    ``analysis_validation_flags.flag_test`` accepts, parentheses or not)."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        test = test.operand
+        return isinstance(test, ast.Name) and test.id in params
+    if isinstance(test, ast.Compare):
+        return (
+            len(test.ops) == 1 and isinstance(test.ops[0], (ast.Eq, ast.NotEq))
+            and isinstance(test.left, ast.Name) and test.left.id in params
+            and isinstance(test.comparators[0], ast.Constant)
+            and isinstance(test.comparators[0].value, str)
+        )
+    return isinstance(test, ast.Name) and test.id in params
+
+
+def _signs(c: _Candidate, mode_calls: bool, flag_scopes: set[int] = frozenset()) -> int:  # type: ignore[assignment]
     signs = 0
+    if c.loops and id(c.scope) in flag_scopes:
+        signs |= FLAG  # maybe the evaluation path of a shared train/eval loop
     held_out = c.first_arg is not None and is_val_name(c.first_arg) and not is_train_name(c.first_arg)
     if c.loops and c.loops[-1].trains:
         # A forward on held-out data inside the training loop: a periodic evaluation.
-        return DATA if held_out else 0
+        return signs | (DATA if held_out else 0)
     if c.loops:
         if any(loop.may_name_heldout() for loop in c.loops if not loop.trains):
             signs |= DATA
@@ -311,11 +349,33 @@ def _facts(tree: ast.Module) -> _Facts:
     return _last[1]  # type: ignore[return-value]
 
 
+def _helper_signs(facts: _Facts) -> dict[str, int]:
+    """Per function name, the signs of the loops that call a function of that name with
+    arguments: a forward in a helper (``self._forward_pass(x)``) is checked as part of
+    the validation loop that calls it."""
+    found: dict[str, int] = {}
+    for d in facts.candidates:
+        if d.loops:
+            name = d.target.rpartition(".")[2]
+            found[name] = found.get(name, 0) | _signs(d, facts.mode_calls, facts.flag_scopes)
+    return found
+
+
 def _may_pass(tree: ast.Module, wanted: int) -> bool:
     facts = _facts(tree)
+    helpers: dict[str, int] | None = None
     for c in facts.candidates:
-        if _signs(c, facts.mode_calls) & wanted and _may_be_model(c, facts.targets):
+        signs = _signs(c, facts.mode_calls, facts.flag_scopes)
+        if not c.loops and not c.scope.is_module and not signs & wanted:
+            if helpers is None:
+                helpers = _helper_signs(facts)
+            signs |= helpers.get(c.scope.name, 0)
+        if not signs & wanted:
+            continue
+        if _may_be_model(c, facts.targets):
             return True
+        if c.method in facts.methods and _may_be_model(replace(c, target=c.receiver), facts.targets):
+            return True  # ``model.predict(x)``: a method of the model's own class
     return False
 
 

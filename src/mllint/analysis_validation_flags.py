@@ -1,0 +1,256 @@
+"""Shared train/eval loops switched by a flag: the evaluation path of ``run_epoch(...)``.
+
+Many training scripts run one loop for both phases and let a parameter decide whether it
+trains::
+
+    def run_epoch(model, loader, optimizer, train: bool):
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            if train:
+                optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+    run_epoch(model, val_loader, optimizer, train=False)
+
+The loop trains, so it is no validation pass as written; but called with ``train=False``
+it is one. A function is *switched* by its parameter ``p`` when every training call in
+it (``backward()``, ``step()``, a same-module helper that trains) sits under an ``if``
+that tests ``p`` (``if p:``, ``if not p:``, ``if p == "train":``, on one line, so the
+prefilter can see it). A call of the function that binds ``p`` - by keyword, position or
+default - to a literal on which no training call runs is an *evaluation call*, and the
+function's loops over batches are validation passes on that path: their mode and
+autograd state are what the function sets on that path, else what holds at that call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+
+from mllint.analysis import dotted_name
+from mllint.analysis_validation_facts import CallRec, Scope, _is_training_call
+from mllint.analysis_validation_names import FLAG_IF_RE
+
+#: A literal a flag can be bound to: ``True``/``False``/``None``, a number or a string.
+Literal = object
+_NOT_LITERAL = object()
+
+
+@dataclass(frozen=True)
+class FlagTest:
+    """``if <test>:`` on parameter ``param``: its body runs for the values ``runs`` accepts."""
+
+    param: str
+    negated: bool
+    #: ``==``/``!=`` against this string; None for a truth test.
+    equals: str | None = None
+
+    def body_runs(self, value: Literal) -> bool:
+        if self.equals is None:
+            taken = bool(value)
+        else:
+            taken = value == self.equals
+        return taken != self.negated
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A function whose training is switched by its parameter ``param``."""
+
+    scope: Scope
+    param: str
+
+
+@dataclass(frozen=True)
+class EvalCall:
+    """A call of a switched function that takes its evaluation path."""
+
+    switch: Switch
+    call: CallRec
+    value: Literal
+
+    def describe(self) -> str:
+        return f"`{self.call.func}(..., {self.switch.param}={_show(self.value)})`"
+
+
+def flag_test(test: cst.BaseExpression, params: tuple[str, ...]) -> FlagTest | None:
+    """The flag test ``test`` makes on one of ``params``, if it is one of the forms the
+    prefilter (``FLAG_IF``) and the ast gate also know."""
+    negated = False
+    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        negated, test = True, test.expression
+        if test.lpar:
+            return None
+    if isinstance(test, cst.Name) and test.value in params and not test.lpar:
+        return FlagTest(test.value, negated)
+    if negated or not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+        return None
+    left, comp = test.left, test.comparisons[0]
+    if not (isinstance(left, cst.Name) and left.value in params) or test.lpar or left.lpar:
+        return None
+    if not isinstance(comp.operator, (cst.Equal, cst.NotEqual)):
+        return None
+    right = comp.comparator
+    if not isinstance(right, cst.SimpleString) or right.prefix or right.lpar:
+        return None
+    value = right.evaluated_value
+    if not isinstance(value, str):
+        return None
+    return FlagTest(left.value, isinstance(comp.operator, cst.NotEqual), value)
+
+
+class Flags:
+    """The switched functions of one module and their evaluation calls."""
+
+    def __init__(self, va) -> None:  # va: ValidationAnalysis (imports this module)
+        self.va = va
+        self._switches: dict[int, Switch | None] = {}
+        self._tests: dict[int, FlagTest | None] = {}
+
+    # -- guards ------------------------------------------------------------------------
+
+    def _test(self, scope: Scope, node: cst.If) -> FlagTest | None:
+        key = id(node)
+        if key not in self._tests:
+            test = flag_test(node.test, scope.params)
+            if test is not None and not self._on_flag_line(scope, node):
+                test = None
+            self._tests[key] = test
+        return self._tests[key]
+
+    def _on_flag_line(self, scope: Scope, node: cst.If) -> bool:
+        where = self.va.facts.ifs.get(id(node))
+        return where is not None and self.va.facts.line_matches(where.pos, FLAG_IF_RE)
+
+    def runs(self, call: CallRec, param: str, value: Literal) -> bool | None:
+        """Whether ``call`` runs when ``param`` is ``value``, as far as the ``if`` tests
+        on ``param`` around it tell: True, False, or None (no such test around it)."""
+        verdict: bool | None = None
+        for node in call.ifs:
+            test = self._test(call.scope, node)
+            if test is None or test.param != param:
+                continue
+            in_body = _contains(node.body, call.node)
+            if not in_body and (node.orelse is None or not _contains(node.orelse, call.node)):
+                continue  # in the test itself
+            taken = test.body_runs(value)
+            if taken != in_body:
+                return False
+            verdict = True
+        return verdict
+
+    # -- switched functions --------------------------------------------------------------
+
+    def switch(self, scope: Scope) -> Switch | None:
+        """``scope``'s flag parameter, when every training call in it is guarded by a test
+        of that one parameter."""
+        key = id(scope)
+        if key in self._switches:
+            return self._switches[key]
+        self._switches[key] = None
+        found: Switch | None = None
+        if not scope.is_module and self.va.trains(scope):
+            training = [c for c in scope.calls if self._trains(c)]
+            params: set[str] | None = None
+            for c in training:
+                guarded = {t.param for n in c.ifs if (t := self._test(scope, n)) is not None}
+                params = guarded if params is None else params & guarded
+                if not params:
+                    break
+            if params and len(params) == 1:
+                found = Switch(scope, next(iter(params)))
+        self._switches[key] = found
+        return found
+
+    def _trains(self, call: CallRec) -> bool:
+        if _is_training_call(call):
+            return True
+        helper = self.va.helper_of(call)
+        return helper is not None and helper is not call.scope and self.va.trains(helper)
+
+    def trains_with(self, switch: Switch, value: Literal) -> bool:
+        """Some training call of the switched function runs when its flag is ``value``."""
+        return any(self.runs(c, switch.param, value) is not False
+                   for c in switch.scope.calls if self._trains(c))
+
+    def eval_calls(self, scope: Scope) -> list[EvalCall]:
+        """The calls of ``scope`` in this module that take its evaluation path."""
+        switch = self.switch(scope)
+        if switch is None:
+            return []
+        out = []
+        for call in self.va.callers(scope):
+            value = bound_literal(scope, call, switch.param)
+            if value is not _NOT_LITERAL and not self.trains_with(switch, value):
+                out.append(EvalCall(switch, call, value))
+        return out
+
+    def is_eval_call(self, call: CallRec) -> bool:
+        """``call`` is a call of a switched function on its evaluation path."""
+        helper = self.va.helper_of(call)
+        if helper is None or self.switch(helper) is None:
+            return False
+        return any(e.call is call for e in self.eval_calls(helper))
+
+
+def chosen_name(va, ec: EvalCall, scope: Scope, name: str, pos) -> str | None:
+    """What ``name`` holds on the evaluation path when it is assigned a conditional on
+    the flag (``loader = self.tr_loader if not cross_valid else self.cv_loader``): the
+    chosen branch's dotted name, "" when that branch is no name; None when ``name`` is
+    not assigned that way."""
+    for s, f in va.origins(scope, name, pos):
+        if s is not scope or f.index is not None or not isinstance(f.value, cst.IfExp):
+            continue
+        test = flag_test(f.value.test, (ec.switch.param,))
+        if test is not None:
+            branch = f.value.body if test.body_runs(ec.value) else f.value.orelse
+            return dotted_name(branch) or ""
+    return None
+
+
+def bound_literal(callee: Scope, call: CallRec, param: str) -> Literal:
+    """The literal ``call`` binds to ``callee``'s parameter ``param`` (its default when
+    the call leaves it out), or ``_NOT_LITERAL``."""
+    node = call.node
+    for a in node.args:
+        if a.keyword is not None and a.keyword.value == param:
+            return _literal(a.value)
+        if a.star:
+            return _NOT_LITERAL  # ``*args`` / ``**kwargs``: cannot tell
+    offset = 1 if callee.cls is not None and call.func and "." in call.func else 0
+    index = callee.params.index(param) - offset
+    positional = [a for a in node.args if a.keyword is None]
+    if 0 <= index < len(positional):
+        return _literal(positional[index].value)
+    func = callee.node
+    if isinstance(func, cst.FunctionDef):
+        p = func.params
+        for q in (*p.posonly_params, *p.params, *p.kwonly_params):
+            if q.name.value == param and q.default is not None:
+                return _literal(q.default)
+    return _NOT_LITERAL
+
+
+def _literal(expr: cst.BaseExpression) -> Literal:
+    if isinstance(expr, cst.Name) and expr.value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[expr.value]
+    if isinstance(expr, cst.Integer):
+        return int(expr.value.replace("_", ""), 0)
+    if isinstance(expr, cst.SimpleString) and not expr.prefix:
+        value = expr.evaluated_value
+        return value if isinstance(value, str) else _NOT_LITERAL
+    return _NOT_LITERAL
+
+
+def _show(value: Literal) -> str:
+    return repr(value)
+
+
+def _contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
+    stack = [tree]
+    while stack:
+        cur = stack.pop()
+        if cur is node:
+            return True
+        stack.extend(cur.children)
+    return False
