@@ -158,6 +158,8 @@ class CodeIndex:
         self._calls_by_function: dict[int, list[cst.Call]] | None = None
         self._call_sites: dict[int, list[cst.Call]] | None = None
         self._resolved: dict[int, Function | None] = {}
+        self._returns_by_function: dict[int, list[cst.Return]] | None = None
+        self._self_assigns: dict[str, list[cst.Assign | cst.AnnAssign]] | None = None
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -298,6 +300,17 @@ class CodeIndex:
                 groups.setdefault(id(f) if f is not None else 0, []).append(call)
             self._calls_by_function = groups
         return self._calls_by_function.get(id(func) if func is not None else 0, [])
+
+    def returns_of(self, func: Function) -> list[cst.Return]:
+        """The ``return`` statements of ``func`` (not of functions nested in it)."""
+        if self._returns_by_function is None:
+            groups: dict[int, list[cst.Return]] = {}
+            for node in self.nodes.returns:
+                f = self.function_of(node)
+                if f is not None:
+                    groups.setdefault(id(f), []).append(node)
+            self._returns_by_function = groups
+        return self._returns_by_function.get(id(func), [])
 
     def class_methods(self, cls: cst.ClassDef, name: str, _seen: frozenset = frozenset()) -> Function | None:
         """Method ``name`` of ``cls`` or of a base class defined in this module."""
@@ -465,21 +478,30 @@ class CodeIndex:
     def self_attribute_values(self, cls: cst.ClassDef, attr: str) -> list[cst.BaseExpression]:
         classes = self.related_classes(cls)
         out = []
-        for node in self.nodes.assigns:
-            if not isinstance(node, (cst.Assign, cst.AnnAssign)) or node.value is None:
-                continue
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            for target in targets:
-                if (
-                    isinstance(target, cst.Attribute)
-                    and target.attr.value == attr
-                    and isinstance(target.value, cst.Name)
-                    and target.value.value == "self"
-                ):
-                    owner = self.class_of(self.function_of(node))
-                    if owner is not None and any(owner is c for c in classes):
-                        out.append(node.value)
+        for node in self._assigns_to_self().get(attr, ()):
+            owner = self.class_of(self.function_of(node))
+            if owner is not None and any(owner is c for c in classes):
+                out.append(node.value)
         return out
+
+    def _assigns_to_self(self) -> dict[str, list[cst.Assign | cst.AnnAssign]]:
+        """Assignments with a value to ``self.<attr>``, by attribute name, once per
+        module (one entry per matching target, as a scan of the targets gives)."""
+        if self._self_assigns is None:
+            found: dict[str, list[cst.Assign | cst.AnnAssign]] = {}
+            for node in self.nodes.assigns:
+                if not isinstance(node, (cst.Assign, cst.AnnAssign)) or node.value is None:
+                    continue
+                targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+                for target in targets:
+                    if (
+                        isinstance(target, cst.Attribute)
+                        and isinstance(target.value, cst.Name)
+                        and target.value.value == "self"
+                    ):
+                        found.setdefault(target.attr.value, []).append(node)
+            self._self_assigns = found
+        return self._self_assigns
 
     def _origins_of_binding(self, node: cst.CSTNode, depth: int, seen: set[int]) -> list[Origin]:
         if isinstance(node, cst.Param):

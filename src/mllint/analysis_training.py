@@ -76,6 +76,10 @@ class TrainingMap:
     optimizers: list[_Optimizer] = field(default_factory=list)
     _trains: dict[cst.CSTNode, StepSite] = field(default_factory=dict)
     _training_functions: dict[cst.FunctionDef, StepSite] = field(default_factory=dict)
+    #: Lines and targets of ``optimizers``, so each question is a lookup, not a scan of
+    #: every optimizer of the module (a file of many training functions stays linear).
+    _optimizer_lines: set[int] = field(default_factory=set)
+    _optimizer_targets: set[str | None] = field(default_factory=set)
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -125,8 +129,8 @@ class TrainingMap:
         dotted = [dotted_name(t) for t in targets]
         momentum = sgd_momentum(names, value)
         for target in dotted or [None]:
-            self.optimizers.append(_Optimizer(target, kind, line, models, momentum is Momentum.NONE,
-                                              momentum is Momentum.UNKNOWN))
+            self._add(_Optimizer(target, kind, line, models, momentum is Momentum.NONE,
+                                 momentum is Momentum.UNKNOWN))
 
     def _factory_optimizers(self, targets: list[cst.BaseExpression], value: cst.Call) -> None:
         """``optimizer = build_optimizer(cfg, model)``, ``model, opt = setup(cfg)``: a
@@ -168,21 +172,23 @@ class TrainingMap:
                     continue
                 kinds = {v.kind for v in built}
                 kind = kinds.pop() if len(kinds) == 1 and None not in kinds else callee
-                self.optimizers.append(_Optimizer(dotted, kind, line, models,
-                                                  all(v.stateless for v in built)))
+                self._add(_Optimizer(dotted, kind, line, models, all(v.stateless for v in built)))
 
     def constructor(self, node: cst.Call) -> None:
         """An optimizer built without being assigned (``return torch.optim.Adam(...)``)."""
         names = qualified_names(self.flow.v, node.func)
-        if is_optimizer_constructor(names) and not any(
-            o.line == self.flow.line(node) for o in self.optimizers
-        ):
+        if is_optimizer_constructor(names) and self.flow.line(node) not in self._optimizer_lines:
             momentum = sgd_momentum(names, node)
-            self.optimizers.append(
+            self._add(
                 _Optimizer(None, min(names, key=len), self.flow.line(node),
                            tuple(_parameter_owners(node)), momentum is Momentum.NONE,
                            momentum is Momentum.UNKNOWN)
             )
+
+    def _add(self, optimizer: _Optimizer) -> None:
+        self.optimizers.append(optimizer)
+        self._optimizer_lines.add(optimizer.line)
+        self._optimizer_targets.add(optimizer.target)
 
     def _site(self, node: cst.Call) -> StepSite:
         return StepSite(self.flow.line(node), source_of(node), tuple(self._stack))
@@ -190,7 +196,7 @@ class TrainingMap:
     # -- questions -----------------------------------------------------------------------
 
     def is_optimizer(self, dotted: str) -> bool:
-        return any(o.target == dotted for o in self.optimizers) or looks_like_optimizer(dotted)
+        return dotted in self._optimizer_targets or looks_like_optimizer(dotted)
 
     def finish(self) -> None:
         """Settle which containers train, following same-module calls to a fixed point.
