@@ -519,8 +519,8 @@ class _Checker:
         func = self.ix.function_of(acc.node)
         backwarded = self.oracle.backwarded_names(func)
         fed = set(backwarded)
-        for node in self.ix.nodes.assigns:
-            if self.ix.function_of(node) is not func or node.value is None:
+        for node in self.ix.assigns_in_function(func):
+            if node.value is None:
                 continue
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
             if any(dotted_name(t) in backwarded for t in targets):
@@ -567,10 +567,10 @@ class _Checker:
         ix = self.ix
         func = scope if isinstance(scope, cst.FunctionDef) else ix.function_of(scope)
         written = source_of(acc.target)
-        for node in ix.nodes.assigns:
+        for node in ix.assigns_in_function(func):
             if node is acc.node or isinstance(node, cst.AugAssign) or node.value is None:
                 continue
-            if ix.function_of(node) is not func or not ix.within(node, scope.body):
+            if not ix.within(node, scope.body):
                 continue
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
             if any(dotted_name(t) == base or source_of(t) == written for t in targets):

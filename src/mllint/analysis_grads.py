@@ -93,6 +93,7 @@ class GradEvents:
         self._optimizer_memo: dict[int, bool] = {}
         self._by_function: dict[int, Events] | None = None
         self._cleared_names: dict[str, list[Function | None]] | None = None
+        self._clears_by_node: dict[int, list[Clear]] | None = None
         for call in index.nodes.calls:
             self._classify_call(call)
         for node in index.nodes.assigns:
@@ -312,8 +313,7 @@ class GradEvents:
         """Events inside ``container`` (a loop, a statement, a function body) of ``func``,
         with the events of same-module functions called there, transitively."""
         out = Events()
-        by_function = self._events_by_function()
-        mine = by_function.get(id(func) if func is not None else 0, Events())
+        mine = self.in_function(func)
 
         def inside(node: cst.CSTNode) -> bool:
             return self.ix.within(node, container)
@@ -335,6 +335,20 @@ class GradEvents:
             if callee is not None and self.ix.within(call, container):
                 out.merge(self.summary(callee))
         return out
+
+    def in_function(self, func: Function | None) -> Events:
+        """The events ``func`` itself holds (``None``: module level), in source order,
+        without those of the functions it calls."""
+        return self._events_by_function().get(id(func) if func is not None else 0, Events())
+
+    def clears_at(self, node: cst.CSTNode) -> list[Clear]:
+        """The clears recorded for ``node`` itself (a call or a statement)."""
+        if self._clears_by_node is None:
+            found: dict[int, list[Clear]] = {}
+            for clear in self._clears:
+                found.setdefault(id(clear.node), []).append(clear)
+            self._clears_by_node = found
+        return self._clears_by_node.get(id(node), [])
 
     def _events_by_function(self) -> dict[int, Events]:
         """The module's events grouped by the function that holds them (``0``: module

@@ -80,6 +80,10 @@ class TrainingMap:
     #: every optimizer of the module (a file of many training functions stays linear).
     _optimizer_lines: set[int] = field(default_factory=set)
     _optimizer_targets: set[str | None] = field(default_factory=set)
+    #: The ``callees`` key of each function: a call reaches a set of functions when the
+    #: key it calls by is among the set's keys (one lookup, not a scan of every
+    #: same-named method of the module).
+    _function_keys: dict[cst.FunctionDef, tuple[str, bool]] = field(default_factory=dict)
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -88,6 +92,7 @@ class TrainingMap:
         if isinstance(node, cst.FunctionDef):
             is_method = isinstance(self.flow.parent(self.flow.parent(node) or node), cst.ClassDef)
             self._functions.setdefault((node.name.value, is_method), []).append(node)
+            self._function_keys[node] = (node.name.value, is_method)
 
     def exit(self, node: cst.CSTNode) -> None:
         if self._stack and self._stack[-1] is node:
@@ -214,37 +219,46 @@ class TrainingMap:
         for site in sorted(steps, key=lambda s: s.line):
             for container in site.containers:
                 self._trains.setdefault(container, site)
+        trained = self.keys_of(self._trains)
         changed = True
         while changed:
             changed = False
             for call in self._calls:
-                if not any(f in self._trains for f in self.callees(call.name, call.method)):
+                if (call.name, call.method) not in trained:
                     continue
                 for container in call.site.containers:
                     if container not in self._trains:
                         self._trains[container] = call.site
+                        trained |= self.keys_of([container])
                         changed = True
+
+    def keys_of(self, containers) -> set[tuple[str, bool]]:
+        """The ``callees`` keys by which a call reaches one of ``containers``."""
+        return {self._function_keys[c] for c in containers if c in self._function_keys}
 
     def _stepping_functions(self, steps: list[StepSite]) -> set[cst.CSTNode | None]:
         """Functions (``None``: module level) from which an optimizer step is in reach."""
         stepping: set[cst.CSTNode | None] = {_functions_on(s)[0] for s in steps}
+        stepping_keys = self.keys_of(stepping)
         changed = True
         while changed:  # a function that calls a stepping function steps too
             changed = False
             for call in self._calls:
                 caller = _functions_on(call.site)[0]
-                if caller not in stepping and any(
-                    f in stepping for f in self.callees(call.name, call.method)
-                ):
+                if caller not in stepping and (call.name, call.method) in stepping_keys:
                     stepping.add(caller)
+                    stepping_keys |= self.keys_of([caller])
                     changed = True
         context = set(stepping)
+        added: set[tuple[str, bool]] = set()  # keys whose callees are all in ``context``
         changed = True
         while changed:  # ...and so does what it calls: the step follows their backward
             changed = False
             for call in self._calls:
-                if any(f in context for f in _functions_on(call.site)):
-                    for f in self.callees(call.name, call.method):
+                key = (call.name, call.method)
+                if key not in added and any(f in context for f in _functions_on(call.site)):
+                    added.add(key)
+                    for f in self.callees(*key):
                         if f not in context:
                             context.add(f)
                             changed = True
@@ -260,6 +274,10 @@ class TrainingMap:
     def calls(self) -> list[tuple[list[cst.FunctionDef], StepSite]]:
         """Every call of a same-module function, with the functions it may reach."""
         return [(self.callees(c.name, c.method), c.site) for c in self._calls]
+
+    def calls_by_key(self) -> list[tuple[tuple[str, bool], StepSite]]:
+        """Every call of a same-module function, with the ``callees`` key it calls by."""
+        return [((c.name, c.method), c.site) for c in self._calls]
 
     def optimizer_for(self, model: str | None) -> _Optimizer | None:
         """The optimizer built over ``model``'s parameters, else the first one built."""
