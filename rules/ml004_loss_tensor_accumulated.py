@@ -489,6 +489,7 @@ class _Checker:
         self.ev = events
         self.oracle = oracle
         self._enabled: dict[int, bool] = {}
+        self._switched_off: bool | None = None
 
     def judge(self, acc: Accumulation) -> tuple[LossValue, str, cst.CSTNode, Kind] | None:
         ix = self.ix
@@ -669,12 +670,14 @@ class _Checker:
         return False
 
     def _grad_switched_off_globally(self) -> bool:
-        """``torch.set_grad_enabled(False)`` as a statement: we cannot tell where it holds."""
-        for call in self.ix.nodes.calls:
-            if self.ix.qualified(call.func) & {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}:
-                if isinstance(self.ix.parent(call), cst.Expr):
-                    return True
-        return False
+        """``torch.set_grad_enabled(False)`` as a statement: we cannot tell where it holds.
+        (Once per module: every evaluation-kind accumulation asks.)"""
+        if self._switched_off is None:
+            self._switched_off = any(
+                self.ix.qualified(call.func) & {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}
+                and isinstance(self.ix.parent(call), cst.Expr)
+                for call in self.ix.nodes.calls)
+        return self._switched_off
 
 
 # -- runtime probe -----------------------------------------------------------------------
