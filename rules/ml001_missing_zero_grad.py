@@ -418,7 +418,7 @@ class MissingZeroGrad(IndexedRule):
         """Whether ``step``'s optimizer is the only one stepped in its function, so that
         ``model.zero_grad()`` or ``p.grad = None`` there surely reaches its parameters."""
         mine = ev.identity(step.optimizer)
-        return all(ev.identity(s.optimizer) == mine for s in ev.steps() if ix.function_of(s.call) is func)
+        return all(ev.identity(s.optimizer) == mine for s in ev.in_function(func).steps)
 
     def _unconditional_clear(
         self, ix: CodeIndex, ev: GradEvents, stmt: cst.CSTNode, step: Step, sole: bool, seen: set[int]
@@ -433,7 +433,7 @@ class MissingZeroGrad(IndexedRule):
             return None
         for small in stmt.body:
             node = small.value if isinstance(small, cst.Expr) else small
-            for clear in ev.clears:
+            for clear in ev.clears_at(node):
                 if clear.node is node:
                     same = clear.receiver is not None and ev.identity(clear.receiver) == ev.identity(step.optimizer)
                     if same or (sole and (clear.receiver is None or not ev.is_optimizer(clear.receiver))):

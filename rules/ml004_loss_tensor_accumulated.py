@@ -502,6 +502,7 @@ class _Checker:
         self.ev = events
         self.oracle = oracle
         self._enabled: dict[int, bool] = {}
+        self._switched_off: bool | None = None
 
     def judge(self, acc: Accumulation) -> tuple[LossValue, str, cst.CSTNode, Kind] | None:
         ix = self.ix
@@ -532,8 +533,8 @@ class _Checker:
         func = self.ix.function_of(acc.node)
         backwarded = self.oracle.backwarded_names(func)
         fed = set(backwarded)
-        for node in self.ix.nodes.assigns:
-            if self.ix.function_of(node) is not func or node.value is None:
+        for node in self.ix.assigns_in_function(func):
+            if node.value is None:
                 continue
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
             if any(dotted_name(t) in backwarded for t in targets):
@@ -580,10 +581,10 @@ class _Checker:
         ix = self.ix
         func = scope if isinstance(scope, cst.FunctionDef) else ix.function_of(scope)
         written = source_of(acc.target)
-        for node in ix.nodes.assigns:
+        for node in ix.assigns_in_function(func):
             if node is acc.node or isinstance(node, cst.AugAssign) or node.value is None:
                 continue
-            if ix.function_of(node) is not func or not ix.within(node, scope.body):
+            if not ix.within(node, scope.body):
                 continue
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
             if any(dotted_name(t) == base or source_of(t) == written for t in targets):
@@ -682,12 +683,14 @@ class _Checker:
         return False
 
     def _grad_switched_off_globally(self) -> bool:
-        """``torch.set_grad_enabled(False)`` as a statement: we cannot tell where it holds."""
-        for call in self.ix.nodes.calls:
-            if self.ix.qualified(call.func) & {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}:
-                if isinstance(self.ix.parent(call), cst.Expr):
-                    return True
-        return False
+        """``torch.set_grad_enabled(False)`` as a statement: we cannot tell where it holds.
+        (Once per module: every evaluation-kind accumulation asks.)"""
+        if self._switched_off is None:
+            self._switched_off = any(
+                self.ix.qualified(call.func) & {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}
+                and isinstance(self.ix.parent(call), cst.Expr)
+                for call in self.ix.nodes.calls)
+        return self._switched_off
 
 
 # -- runtime probe -----------------------------------------------------------------------

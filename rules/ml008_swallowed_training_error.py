@@ -335,15 +335,17 @@ class SwallowedTrainingError(Rule):
                 site = StepSite(self.flow.line(node), source_of(node), containers)
                 for container in containers:
                     found.setdefault(container, site)
-        calls = self.training.calls()
+        calls = self.training.calls_by_key()
+        reached = self.training.keys_of(found)  # one lookup per call, not a scan of its callees
         changed = True
         while changed:
             changed = False
-            for callees, site in calls:
-                if any(f in found for f in callees):
+            for key, site in calls:
+                if key in reached:
                     for container in site.containers:
                         if container not in found:
                             found[container] = site
+                            reached |= self.training.keys_of([container])
                             changed = True
         return found
 

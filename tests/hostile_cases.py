@@ -79,6 +79,47 @@ def many_training_functions(size: int) -> str:
     return "".join(parts)
 
 
+def many_trainers(size: int) -> str:
+    """About ``size`` bytes of small training classes and helpers (one file): every class
+    has the same method names and ``self.optimizer``, every helper is handed an optimizer,
+    every ``fit`` evaluates under ``no_grad``, so questions about same-named methods,
+    attributes, call sites and evaluation loops all have many candidates."""
+    parts, total, i = ["import torch\nimport torch.nn as nn\n\n\n"], 0, 0
+    while total < size:
+        part = (f"def helper_{i}(opt, loss):\n"
+                f"    loss.backward()\n"
+                f"    opt.step()\n\n\n"
+                f"class Trainer{i}:\n"
+                f"    def __init__(self, model, lr):\n"
+                f"        self.model = model\n"
+                f"        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)\n"
+                f"        self.criterion = nn.CrossEntropyLoss()\n\n"
+                f"    def _step(self, x, y):\n"
+                f"        self.optimizer.zero_grad()\n"
+                f"        loss = self.criterion(self.model(x), y)\n"
+                f"        loss.backward()\n"
+                f"        self.optimizer.step()\n"
+                f"        return loss.item()\n\n"
+                f"    def fit(self, loader, val_loader):\n"
+                f"        running = 0.0\n"
+                f"        for x, y in loader:\n"
+                f"            running += self._step(x, y)\n"
+                f"        self.model.eval()\n"
+                f"        with torch.no_grad():\n"
+                f"            for x, y in val_loader:\n"
+                f"                out = self.model(x)\n"
+                f"        return running\n\n\n"
+                f"def run_{i}(model, loader):\n"
+                f"    Trainer{i}(model, 0.1).fit(loader, loader)\n"
+                f"    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+                f"    for x, y in loader:\n"
+                f"        helper_{i}(opt, model(x).sum())\n\n\n")
+        parts.append(part)
+        total += len(part)
+        i += 1
+    return "".join(parts)
+
+
 #: Characters ``str.splitlines`` breaks a line on but Python's tokenizer does not.
 ODD_LINE_BREAKS = ("\x0c", "\x0b", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 

@@ -98,6 +98,9 @@ class GradEvents:
         self._summaries: dict[int, Events] = {}
         self._in_progress: set[int] = set()
         self._optimizer_memo: dict[int, bool] = {}
+        self._by_function: dict[int, Events] | None = None
+        self._cleared_names: dict[str, list[Function | None]] | None = None
+        self._clears_by_node: dict[int, list[Clear]] | None = None
         for call in index.nodes.calls:
             self._classify_call(call)
         for node in index.nodes.assigns:
@@ -207,8 +210,7 @@ class GradEvents:
                 return self._subclasses_optimizer(cls)
             return any(
                 r.value is not None and self.is_optimizer(r.value)
-                for r in self.ix.nodes.returns
-                if self.ix.function_of(r) is callee
+                for r in self.ix.returns_of(callee)
             )
         cls = self.ix.class_named(value.func)
         if cls is not None:
@@ -272,14 +274,20 @@ class GradEvents:
         if not _OPTIMIZER_PARAM.match(name):
             return False
         home = self.ix.function_defining(param)
-        for clear in self._clears:
-            recv = clear.receiver
-            if recv is None or self.ix.function_of(clear.node) is home:
-                continue
-            dotted = dotted_name(recv)
-            if dotted is not None and dotted.rsplit(".", 1)[-1] == name:
-                return True
-        return False
+        return any(f is not home for f in self._clearing_functions().get(name, ()))
+
+    def _clearing_functions(self) -> dict[str, list[Function | None]]:
+        """For each last name of a ``zero_grad()`` receiver (``opt`` of ``self.opt``),
+        the functions that clear it, computed once per module."""
+        if self._cleared_names is None:
+            found: dict[str, list[Function | None]] = {}
+            for clear in self._clears:
+                dotted = dotted_name(clear.receiver) if clear.receiver is not None else None
+                if dotted is not None:
+                    found.setdefault(dotted.rsplit(".", 1)[-1], []).append(
+                        self.ix.function_of(clear.node))
+            self._cleared_names = found
+        return self._cleared_names
 
     def identity(self, expr: cst.BaseExpression) -> tuple | None:
         """A key equal for two mentions of the same variable in the same scope."""
@@ -312,14 +320,15 @@ class GradEvents:
         """Events inside ``container`` (a loop, a statement, a function body) of ``func``,
         with the events of same-module functions called there, transitively."""
         out = Events()
+        mine = self.in_function(func)
 
         def inside(node: cst.CSTNode) -> bool:
-            return self.ix.function_of(node) is func and self.ix.within(node, container)
+            return self.ix.within(node, container)
 
-        out.backwards = [c for c in self._backwards if inside(c)]
-        out.step_calls = [c for c in self._step_calls if inside(c)]
-        out.clears = [c for c in self._clears if inside(c.node)]
-        out.steps = [s for s in self.steps() if inside(s.call)]
+        out.backwards = [c for c in mine.backwards if inside(c)]
+        out.step_calls = [c for c in mine.step_calls if inside(c)]
+        out.clears = [c for c in mine.clears if inside(c.node)]
+        out.steps = [s for s in mine.steps if inside(s.call)]
         for step in list(out.steps):
             if step.closure is None:
                 continue
@@ -333,6 +342,43 @@ class GradEvents:
             if callee is not None and self.ix.within(call, container):
                 out.merge(self.summary(callee))
         return out
+
+    def in_function(self, func: Function | None) -> Events:
+        """The events ``func`` itself holds (``None``: module level), in source order,
+        without those of the functions it calls."""
+        return self._events_by_function().get(id(func) if func is not None else 0, Events())
+
+    def clears_at(self, node: cst.CSTNode) -> list[Clear]:
+        """The clears recorded for ``node`` itself (a call or a statement)."""
+        if self._clears_by_node is None:
+            found: dict[int, list[Clear]] = {}
+            for clear in self._clears:
+                found.setdefault(id(clear.node), []).append(clear)
+            self._clears_by_node = found
+        return self._clears_by_node.get(id(node), [])
+
+    def _events_by_function(self) -> dict[int, Events]:
+        """The module's events grouped by the function that holds them (``0``: module
+        level), in source order: ``events_in`` then looks at one function's events, not
+        at every event of the module (which made a file of many small training
+        functions cost quadratic time)."""
+        if self._by_function is None:
+            groups: dict[int, Events] = {}
+
+            def group(node: cst.CSTNode) -> Events:
+                func = self.ix.function_of(node)
+                return groups.setdefault(id(func) if func is not None else 0, Events())
+
+            for call in self._backwards:
+                group(call).backwards.append(call)
+            for call in self._step_calls:
+                group(call).step_calls.append(call)
+            for clear in self._clears:
+                group(clear.node).clears.append(clear)
+            for step in self.steps():
+                group(step.call).steps.append(step)
+            self._by_function = groups
+        return self._by_function
 
     def summary(self, func: Function) -> Events:
         key = id(func)

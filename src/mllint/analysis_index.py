@@ -158,6 +158,9 @@ class CodeIndex:
         self._calls_by_function: dict[int, list[cst.Call]] | None = None
         self._call_sites: dict[int, list[cst.Call]] | None = None
         self._resolved: dict[int, Function | None] = {}
+        self._returns_by_function: dict[int, list[cst.Return]] | None = None
+        self._assigns_by_function: dict[int, list[cst.Assign | cst.AugAssign | cst.AnnAssign]] | None = None
+        self._self_assigns: dict[tuple[int, str], list[tuple[int, cst.Assign | cst.AnnAssign]]] | None = None
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -298,6 +301,27 @@ class CodeIndex:
                 groups.setdefault(id(f) if f is not None else 0, []).append(call)
             self._calls_by_function = groups
         return self._calls_by_function.get(id(func) if func is not None else 0, [])
+
+    def assigns_in_function(self, func: Function | None) -> list[cst.Assign | cst.AugAssign | cst.AnnAssign]:
+        """The assignments ``func`` itself holds (``None``: module level), in source order."""
+        if self._assigns_by_function is None:
+            groups: dict[int, list[cst.Assign | cst.AugAssign | cst.AnnAssign]] = {}
+            for node in self.nodes.assigns:
+                f = self.function_of(node)
+                groups.setdefault(id(f) if f is not None else 0, []).append(node)
+            self._assigns_by_function = groups
+        return self._assigns_by_function.get(id(func) if func is not None else 0, [])
+
+    def returns_of(self, func: Function) -> list[cst.Return]:
+        """The ``return`` statements of ``func`` (not of functions nested in it)."""
+        if self._returns_by_function is None:
+            groups: dict[int, list[cst.Return]] = {}
+            for node in self.nodes.returns:
+                f = self.function_of(node)
+                if f is not None:
+                    groups.setdefault(id(f), []).append(node)
+            self._returns_by_function = groups
+        return self._returns_by_function.get(id(func), [])
 
     def class_methods(self, cls: cst.ClassDef, name: str, _seen: frozenset = frozenset()) -> Function | None:
         """Method ``name`` of ``cls`` or of a base class defined in this module."""
@@ -463,23 +487,35 @@ class CodeIndex:
         return [Origin(expr)]
 
     def self_attribute_values(self, cls: cst.ClassDef, attr: str) -> list[cst.BaseExpression]:
-        classes = self.related_classes(cls)
-        out = []
-        for node in self.nodes.assigns:
-            if not isinstance(node, (cst.Assign, cst.AnnAssign)) or node.value is None:
-                continue
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            for target in targets:
-                if (
-                    isinstance(target, cst.Attribute)
-                    and target.attr.value == attr
-                    and isinstance(target.value, cst.Name)
-                    and target.value.value == "self"
-                ):
-                    owner = self.class_of(self.function_of(node))
-                    if owner is not None and any(owner is c for c in classes):
-                        out.append(node.value)
-        return out
+        """What the methods of ``cls`` and of its same-module bases assign to
+        ``self.<attr>``, in source order."""
+        assigns = self._assigns_to_self()
+        found = [entry for c in self.related_classes(cls) for entry in assigns.get((id(c), attr), ())]
+        return [node.value for _, node in sorted(found, key=lambda entry: entry[0])]
+
+    def _assigns_to_self(self) -> dict[tuple[int, str], list[tuple[int, cst.Assign | cst.AnnAssign]]]:
+        """Assignments with a value to ``self.<attr>``, keyed by the class of the method
+        that makes them and the attribute, with their rank in source order (one entry per
+        matching target). Built once per module: one query no longer scans every
+        assignment of the module."""
+        if self._self_assigns is None:
+            found: dict[tuple[int, str], list[tuple[int, cst.Assign | cst.AnnAssign]]] = {}
+            for rank, node in enumerate(self.nodes.assigns):
+                if not isinstance(node, (cst.Assign, cst.AnnAssign)) or node.value is None:
+                    continue
+                targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+                owner: cst.ClassDef | None = None
+                for target in targets:
+                    if (
+                        isinstance(target, cst.Attribute)
+                        and isinstance(target.value, cst.Name)
+                        and target.value.value == "self"
+                    ):
+                        owner = owner or self.class_of(self.function_of(node))
+                        if owner is not None:
+                            found.setdefault((id(owner), target.attr.value), []).append((rank, node))
+            self._self_assigns = found
+        return self._self_assigns
 
     def _origins_of_binding(self, node: cst.CSTNode, depth: int, seen: set[int]) -> list[Origin]:
         if isinstance(node, cst.Param):

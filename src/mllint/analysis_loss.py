@@ -68,10 +68,9 @@ class LossOracle:
         key = id(func)
         if key not in self._backwarded:
             names: set[str] = set()
-            for call in self.ev.backwards:
-                if self.ix.function_of(call) is func:
-                    for target in self.ev.backward_targets(call):
-                        names |= names_in(target)
+            for call in self.ev.in_function(func).backwards:
+                for target in self.ev.backward_targets(call):
+                    names |= names_in(target)
             self._backwarded[key] = names
         return self._backwarded[key]
 
@@ -80,8 +79,8 @@ class LossOracle:
         func = self.ix.function_of(at)
         pos = self.ix.position(at)
         found = []
-        for node in self.ix.nodes.assigns:
-            if self.ix.function_of(node) is not func or self.ix.position(node) >= pos:
+        for node in self.ix.assigns_in_function(func):
+            if self.ix.position(node) >= pos:
                 continue
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
             if any(name in _bound_names(t) for t in targets):
@@ -160,7 +159,7 @@ class LossOracle:
         callee = self.ix.resolve_call(sub.value) if index is not None else None
         if callee is None or depth > 4:
             return True
-        returns = [r for r in self.ix.nodes.returns if self.ix.function_of(r) is callee]
+        returns = self.ix.returns_of(callee)
         if not returns or not all(
             isinstance(r.value, (cst.Tuple, cst.List)) and index < len(r.value.elements)
             and not any(isinstance(e, cst.StarredElement) for e in r.value.elements)
@@ -225,8 +224,7 @@ class LossOracle:
                 return False
             return depth < 4 and any(
                 r.value is not None and self.carried_loss(r.value, r, depth + 2) is not None
-                for r in self.ix.nodes.returns
-                if self.ix.function_of(r) is callee
+                for r in self.ix.returns_of(callee)
             )
         if isinstance(func, (cst.Name, cst.Attribute)):
             for origin in self.ix.origins(func):

@@ -76,6 +76,14 @@ class TrainingMap:
     optimizers: list[_Optimizer] = field(default_factory=list)
     _trains: dict[cst.CSTNode, StepSite] = field(default_factory=dict)
     _training_functions: dict[cst.FunctionDef, StepSite] = field(default_factory=dict)
+    #: Lines and targets of ``optimizers``, so each question is a lookup, not a scan of
+    #: every optimizer of the module (a file of many training functions stays linear).
+    _optimizer_lines: set[int] = field(default_factory=set)
+    _optimizer_targets: set[str | None] = field(default_factory=set)
+    #: The ``callees`` key of each function: a call reaches a set of functions when the
+    #: key it calls by is among the set's keys (one lookup, not a scan of every
+    #: same-named method of the module).
+    _function_keys: dict[cst.FunctionDef, tuple[str, bool]] = field(default_factory=dict)
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -84,6 +92,7 @@ class TrainingMap:
         if isinstance(node, cst.FunctionDef):
             is_method = isinstance(self.flow.parent(self.flow.parent(node) or node), cst.ClassDef)
             self._functions.setdefault((node.name.value, is_method), []).append(node)
+            self._function_keys[node] = (node.name.value, is_method)
 
     def exit(self, node: cst.CSTNode) -> None:
         if self._stack and self._stack[-1] is node:
@@ -125,8 +134,8 @@ class TrainingMap:
         dotted = [dotted_name(t) for t in targets]
         momentum = sgd_momentum(names, value)
         for target in dotted or [None]:
-            self.optimizers.append(_Optimizer(target, kind, line, models, momentum is Momentum.NONE,
-                                              momentum is Momentum.UNKNOWN))
+            self._add(_Optimizer(target, kind, line, models, momentum is Momentum.NONE,
+                                 momentum is Momentum.UNKNOWN))
 
     def _factory_optimizers(self, targets: list[cst.BaseExpression], value: cst.Call) -> None:
         """``optimizer = build_optimizer(cfg, model)``, ``model, opt = setup(cfg)``: a
@@ -168,21 +177,23 @@ class TrainingMap:
                     continue
                 kinds = {v.kind for v in built}
                 kind = kinds.pop() if len(kinds) == 1 and None not in kinds else callee
-                self.optimizers.append(_Optimizer(dotted, kind, line, models,
-                                                  all(v.stateless for v in built)))
+                self._add(_Optimizer(dotted, kind, line, models, all(v.stateless for v in built)))
 
     def constructor(self, node: cst.Call) -> None:
         """An optimizer built without being assigned (``return torch.optim.Adam(...)``)."""
         names = qualified_names(self.flow.v, node.func)
-        if is_optimizer_constructor(names) and not any(
-            o.line == self.flow.line(node) for o in self.optimizers
-        ):
+        if is_optimizer_constructor(names) and self.flow.line(node) not in self._optimizer_lines:
             momentum = sgd_momentum(names, node)
-            self.optimizers.append(
+            self._add(
                 _Optimizer(None, min(names, key=len), self.flow.line(node),
                            tuple(_parameter_owners(node)), momentum is Momentum.NONE,
                            momentum is Momentum.UNKNOWN)
             )
+
+    def _add(self, optimizer: _Optimizer) -> None:
+        self.optimizers.append(optimizer)
+        self._optimizer_lines.add(optimizer.line)
+        self._optimizer_targets.add(optimizer.target)
 
     def _site(self, node: cst.Call) -> StepSite:
         return StepSite(self.flow.line(node), source_of(node), tuple(self._stack))
@@ -190,7 +201,7 @@ class TrainingMap:
     # -- questions -----------------------------------------------------------------------
 
     def is_optimizer(self, dotted: str) -> bool:
-        return any(o.target == dotted for o in self.optimizers) or looks_like_optimizer(dotted)
+        return dotted in self._optimizer_targets or looks_like_optimizer(dotted)
 
     def finish(self) -> None:
         """Settle which containers train, following same-module calls to a fixed point.
@@ -208,37 +219,46 @@ class TrainingMap:
         for site in sorted(steps, key=lambda s: s.line):
             for container in site.containers:
                 self._trains.setdefault(container, site)
+        trained = self.keys_of(self._trains)
         changed = True
         while changed:
             changed = False
             for call in self._calls:
-                if not any(f in self._trains for f in self.callees(call.name, call.method)):
+                if (call.name, call.method) not in trained:
                     continue
                 for container in call.site.containers:
                     if container not in self._trains:
                         self._trains[container] = call.site
+                        trained |= self.keys_of([container])
                         changed = True
+
+    def keys_of(self, containers) -> set[tuple[str, bool]]:
+        """The ``callees`` keys by which a call reaches one of ``containers``."""
+        return {self._function_keys[c] for c in containers if c in self._function_keys}
 
     def _stepping_functions(self, steps: list[StepSite]) -> set[cst.CSTNode | None]:
         """Functions (``None``: module level) from which an optimizer step is in reach."""
         stepping: set[cst.CSTNode | None] = {_functions_on(s)[0] for s in steps}
+        stepping_keys = self.keys_of(stepping)
         changed = True
         while changed:  # a function that calls a stepping function steps too
             changed = False
             for call in self._calls:
                 caller = _functions_on(call.site)[0]
-                if caller not in stepping and any(
-                    f in stepping for f in self.callees(call.name, call.method)
-                ):
+                if caller not in stepping and (call.name, call.method) in stepping_keys:
                     stepping.add(caller)
+                    stepping_keys |= self.keys_of([caller])
                     changed = True
         context = set(stepping)
+        added: set[tuple[str, bool]] = set()  # keys whose callees are all in ``context``
         changed = True
         while changed:  # ...and so does what it calls: the step follows their backward
             changed = False
             for call in self._calls:
-                if any(f in context for f in _functions_on(call.site)):
-                    for f in self.callees(call.name, call.method):
+                key = (call.name, call.method)
+                if key not in added and any(f in context for f in _functions_on(call.site)):
+                    added.add(key)
+                    for f in self.callees(*key):
                         if f not in context:
                             context.add(f)
                             changed = True
@@ -254,6 +274,10 @@ class TrainingMap:
     def calls(self) -> list[tuple[list[cst.FunctionDef], StepSite]]:
         """Every call of a same-module function, with the functions it may reach."""
         return [(self.callees(c.name, c.method), c.site) for c in self._calls]
+
+    def calls_by_key(self) -> list[tuple[tuple[str, bool], StepSite]]:
+        """Every call of a same-module function, with the ``callees`` key it calls by."""
+        return [((c.name, c.method), c.site) for c in self._calls]
 
     def optimizer_for(self, model: str | None) -> _Optimizer | None:
         """The optimizer built over ``model``'s parameters, else the first one built."""

@@ -146,7 +146,11 @@ class _Facts:
         self.values: dict[str, list[ast.expr]] = defaultdict(list)
         self.returns: dict[str, list[ast.expr]] = defaultdict(list)
         self.backwarded: set[str] = set()
-        self._params: dict[str, list[list[str]]] = {}
+        #: Positional parameter names of the functions of each name; equal lists once
+        #: (every ``forward(self, x)`` of a module gives the same values): a file of many
+        #: same-named methods then costs linear, not quadratic, time.
+        self._params: dict[str, dict[tuple[str, ...], None]] = {}
+        self._loss_callables: dict[str, bool] = {}
         for node in of_type(tree, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.FunctionDef,
                             ast.AsyncFunctionDef, ast.Call):
             if isinstance(node, ast.Assign):
@@ -172,7 +176,7 @@ class _Facts:
         """A parameter holds its default, and whatever same-module callers pass it."""
         args = func.args
         positional = [a.arg for a in args.posonlyargs + args.args]
-        self._params.setdefault(func.name, []).append(positional)
+        self._params.setdefault(func.name, {})[tuple(positional)] = None
         defaults = list(zip(reversed(positional), reversed(args.defaults)))
         defaults += [(a.arg, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
         for name, default in defaults:
@@ -258,13 +262,20 @@ class _Facts:
         if last is not None and last in self.loss_functions:
             return True
         name = dotted(func)
-        if name is not None:
-            for value in self.values.get(name, ()):
-                if isinstance(value, ast.Call) and _builds_loss_module(value, self.imports):
-                    return True
-                if self.imports.qualified(value) & LOSS_FUNCTIONS:
-                    return True
+        if name is not None and self._holds_loss_callable(name):
+            return True
         return last is not None and bool(LOSS_CALLEE.match(last))
+
+    def _holds_loss_callable(self, name: str) -> bool:
+        """``name`` is given a loss module or function somewhere. Once per name: the
+        values are all known before the first question, and every call of ``name``
+        asks it again."""
+        if name not in self._loss_callables:
+            self._loss_callables[name] = any(
+                (isinstance(value, ast.Call) and _builds_loss_module(value, self.imports))
+                or bool(self.imports.qualified(value) & LOSS_FUNCTIONS)
+                for value in self.values.get(name, ()))
+        return self._loss_callables[name]
 
 
 def _builds_loss_module(call: ast.Call, imports: Imports) -> bool:
