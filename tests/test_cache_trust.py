@@ -174,3 +174,35 @@ def test_no_cache_writes_no_manifest(tmp_path, train):
                           env=env, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert not (tmp_path / "xdg").exists()
+
+
+def test_a_warm_run_answers_hits_without_workers(tmp_path, train, monkeypatch):
+    """Hits are looked up in the parent (a warm run makes no round trip per file); only
+    a changed file goes to a worker, and both come back with the same findings."""
+    from mllint import runner
+    from mllint.config import Settings
+    from mllint.files import Target
+    from mllint.manifest import rule_infos
+
+    infos = tuple(rule_infos(write=False))
+    cache = Cache(tmp_path / "c", tuple(i.code for i in infos), secret=SECRET)
+    opts = runner.RunOptions(rules=infos, settings=Settings(root=tmp_path), jobs=1, cache=cache)
+    other = tmp_path / "other.py"
+    other.write_text(hc.TRAIN)
+    targets = [Target(str(train)), Target(str(other))]
+    cold = {r.path: [(f.code, f.line) for f in r.findings] for r in runner.lint_targets(targets, opts)}
+    assert cold[str(train)] == cold[str(other)] and cold[str(train)]  # TRAIN has a finding
+
+    sent: list[list[str]] = []
+
+    class Pool(runner.WorkerPool):
+        def run(self, paths):
+            sent.append(list(paths))
+            return super().run(paths)
+
+    monkeypatch.setattr(runner, "WorkerPool", Pool)
+    warm = {r.path: [(f.code, f.line) for f in r.findings] for r in runner.lint_targets(targets, opts)}
+    assert warm == cold and sent == []
+    other.write_text(hc.TRAIN + "\n# changed\n")
+    again = {r.path: [(f.code, f.line) for f in r.findings] for r in runner.lint_targets(targets, opts)}
+    assert again == cold and sent == [[str(other)]]

@@ -4,12 +4,14 @@ Each worker takes whole files: it reads and decodes one, looks it up in the cach
 every rule's prefilters (``mllint.prefilter``), and parses it with libcst only when some
 rule could flag it and no result is cached. The parent holds paths and results, never file text.
 Workers are separate processes even for one file (``mllint.workers``): a file that crashes
-libcst's native parser or runs past its time budget is reported, and the run goes on.
+libcst's native parser or runs past its time budget is reported, and the run goes on. Only
+cache hits are answered in the parent (a read, a hash and a lookup: nothing that can crash).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
@@ -117,12 +119,38 @@ def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions) -> Ite
             yield FileResult(target.path, errors=(target,))
         else:
             paths.append(target.path)
+    if opts.cache is not None:
+        # A warm run is mostly hits: answered here, without a round trip to a worker each.
+        misses = []
+        for path in paths:
+            hit = _cached(path, opts)
+            if hit is None:
+                misses.append(path)
+            else:
+                yield hit
+        paths = misses
     if not paths:
         return
     jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(paths)))
     # Largest files first so that one big file does not finish the run alone.
     paths.sort(key=_size, reverse=True)
     yield from WorkerPool(_check_file, opts, jobs, opts.settings.file_timeout).run(paths)
+
+
+def _cached(path: str, opts: RunOptions) -> FileResult | None:
+    """The cached result of the file at ``path``, looked up as ``_check_text`` and
+    ``_check_notebook`` look it up (by path and bytes); ``None`` when there is none."""
+    assert opts.cache is not None
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a FIFO or device could block a read: the worker's business
+    except OSError:
+        return None
+    data = read_bytes(path, opts.settings.max_file_size)
+    if isinstance(data, FileError):
+        return None  # the worker reports it
+    cached = opts.cache.get(opts.cache.key(path, data), path)
+    return None if cached is None else _apply_per_file_ignores(cached, opts.settings)
 
 
 def _size(path: str) -> int:
