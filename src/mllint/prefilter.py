@@ -213,15 +213,22 @@ def _stage1(rules: Sequence[T], text: str) -> list[T]:
     forms: list[str] = [text]
     memos: list[dict[str, bool]] = [{}]
     texts = _Texts(text)
+    proofs: dict[str, bool] = {}
+
+    def proof(pattern: str) -> bool:
+        found = proofs.get(pattern)
+        if found is None:
+            found = proofs[pattern] = _layout_proof(pattern, texts)
+        return found
 
     def proven_absent(entry: Requirement) -> bool:
-        return all(_layout_proof(p, texts) for p in ((entry,) if isinstance(entry, str) else entry))
+        return all(proof(p) for p in ((entry,) if isinstance(entry, str) else entry))
 
     def found(entry: Requirement) -> bool:
         if matches((entry,), text, memos[0]):
             return True
         rest = tuple(p for p in ((entry,) if isinstance(entry, str) else entry)
-                     if not p.startswith(_MARKS) and not _layout_proof(p, texts))
+                     if not p.startswith(_MARKS) and not proof(p))
         if not rest:
             return False
         if len(forms) == 1:

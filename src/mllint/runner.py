@@ -62,9 +62,9 @@ def _check_notebook(path: str, data: bytes, raw: str, opts: RunOptions) -> FileR
     """A notebook's code cells, linted as one module, every position mapped to its cell.
     The cache keys on the notebook's bytes and stores the mapped result."""
     if opts.cache is not None:  # before the JSON parse, as for a Python file's prefilters
-        cached = opts.cache.get(opts.cache.key(path, data), path)
+        cached = _from_cache(opts.cache.key(path, data), path, opts)
         if cached is not None:
-            return _apply_per_file_ignores(cached, opts.settings)
+            return cached
     nb = read_notebook(path, raw)
     if isinstance(nb, FileError):
         return FileResult(path, errors=(nb,))
@@ -76,9 +76,9 @@ def _check_text(path, data, text, opts, mapped=lambda result: result) -> FileRes
     if opts.cache is not None:
         # Looked up before the prefilters: on an unchanged tree even the regexes are spared.
         key = opts.cache.key(path, data)
-        cached = opts.cache.get(key, path)
+        cached = _from_cache(key, path, opts)
         if cached is not None:
-            return _apply_per_file_ignores(cached, opts.settings)
+            return cached
     infos = admitted(opts.rules, text, path) if opts.prefilter else list(opts.rules)
     if not infos:
         result = FileResult(path)
@@ -149,7 +149,13 @@ def _cached(path: str, opts: RunOptions) -> FileResult | None:
     data = read_bytes(path, opts.settings.max_file_size)
     if isinstance(data, FileError):
         return None  # the worker reports it
-    cached = opts.cache.get(opts.cache.key(path, data), path)
+    return _from_cache(opts.cache.key(path, data), path, opts)
+
+
+def _from_cache(key: str, path: str, opts: RunOptions) -> FileResult | None:
+    """The stored result under ``key``, with this run's per-file ignores applied."""
+    assert opts.cache is not None
+    cached = opts.cache.get(key, path)
     return None if cached is None else _apply_per_file_ignores(cached, opts.settings)
 
 
