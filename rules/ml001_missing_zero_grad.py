@@ -10,10 +10,10 @@ from typing import Any
 
 import libcst as cst
 
-from mllint.analysis import dotted_name
-from mllint.analysis_flow import source_of
-from mllint.analysis_grads import BACKWARD_SIGNS, STEP_TEXT, Events, GradEvents, Step
-from mllint.analysis_index import CodeIndex, IndexedRule, LoopChain
+from mllint.analysis.flow import source_of
+from mllint.analysis.grads import BACKWARD_SIGNS, STEP_TEXT, Events, GradEvents, Step
+from mllint.analysis.index import CodeIndex, IndexedRule, LoopChain
+from mllint.analysis.syntax import dotted_name
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mllint.analysis_validation import ValidationAnalysis, ValidationRule
-from mllint.analysis_validation_facts import Mode
-from mllint.analysis_validation_names import EVAL_SIGNS, NO_GRAD_SIGN, or_flag_pass
+from mllint.analysis.validation.facts import Mode
+from mllint.analysis.validation.names import EVAL_SIGNS, NO_GRAD_SIGN, or_flag_pass
+from mllint.analysis.validation.passes import ValidationAnalysis, ValidationRule
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.pass_watch import (

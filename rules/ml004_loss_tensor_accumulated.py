@@ -8,17 +8,16 @@ from typing import Any
 
 import libcst as cst
 
-from mllint.analysis import dotted_name
-from mllint.analysis_flow import source_of
-from mllint.analysis_grads import BACKWARD_SIGNS, STEP_TEXT, GradEvents
-from mllint.analysis_index import (
+from mllint.analysis.flow import source_of
+from mllint.analysis.grads import BACKWARD_SIGNS, STEP_TEXT, GradEvents
+from mllint.analysis.index import (
     MAX_CALLER_DEPTH,
     CodeIndex,
     GradMode,
     IndexedRule,
     LoopChain,
 )
-from mllint.analysis_loss import (
+from mllint.analysis.loss import (
     LOSS_TEXT,
     LossOracle,
     LossValue,
@@ -26,6 +25,7 @@ from mllint.analysis_loss import (
     meter_classes,
     names_in,
 )
+from mllint.analysis.syntax import dotted_name
 from mllint.gates.loss import ACCUMULATING_METHODS as _ACCUMULATING_METHODS
 from mllint.gates.loss import KNOWN_METER_METHODS
 from mllint.prefilter import any_layout

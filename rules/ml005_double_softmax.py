@@ -6,8 +6,8 @@ from typing import Any
 
 import libcst as cst
 
-from mllint.analysis import keyword_arg, positional_arg
-from mllint.analysis_flow import FLOW_METADATA, PASSTHROUGH_METHODS, Flow, source_of
+from mllint.analysis.flow import FLOW_METADATA, PASSTHROUGH_METHODS, Flow, source_of
+from mllint.analysis.syntax import keyword_arg, positional_arg
 
 # The names the rule and its stdlib-only gate both recognise live with the gate.
 from mllint.gates.ml005 import (

@@ -9,9 +9,14 @@ from typing import Any
 
 import libcst as cst
 
-from mllint.analysis import dotted_name, keyword_arg, positional_arg, qualified_names
-from mllint.analysis_flow import FLOW_METADATA, Flow, source_of
-from mllint.analysis_training import Optimizer, TrainingMap, looks_like_optimizer
+from mllint.analysis.flow import FLOW_METADATA, Flow, source_of
+from mllint.analysis.syntax import (
+    dotted_name,
+    keyword_arg,
+    positional_arg,
+    qualified_names,
+)
+from mllint.analysis.training import Optimizer, TrainingMap, looks_like_optimizer
 from mllint.gates.training import CHECKPOINT_CALL, SAVE_FUNCTIONS
 from mllint.prefilter import GAP, any_layout
 from mllint.project.summaries import path_words

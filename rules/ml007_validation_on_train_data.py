@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from mllint.analysis import dotted_name
-from mllint.analysis_validation import ValidationAnalysis, ValidationRule
-from mllint.analysis_validation_data import DataAnalysis, Kind, Source
-from mllint.analysis_validation_flags import chosen_name
-from mllint.analysis_validation_places import Places, Site
-from mllint.analysis_validation_names import (
+from mllint.analysis.syntax import dotted_name
+from mllint.analysis.validation.data import DataAnalysis, Kind, Source
+from mllint.analysis.validation.flags import chosen_name
+from mllint.analysis.validation.names import (
     CALL_VAL,
     EVAL_SIGNS,
     MODE_SIGN,
     NO_GRAD_SIGN,
     TRAIN_WORD,
     is_train_name,
-    or_flag_pass,
     is_val_name,
+    or_flag_pass,
 )
+from mllint.analysis.validation.passes import ValidationAnalysis, ValidationRule
+from mllint.analysis.validation.places import Places, Site
 from mllint.prefilter import any_layout
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict

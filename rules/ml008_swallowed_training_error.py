@@ -6,10 +6,10 @@ from typing import Any
 
 import libcst as cst
 
-from mllint.analysis import dotted_name, qualified_names
-from mllint.analysis_flow import FLOW_METADATA, Flow, source_of
-from mllint.analysis_training import StepSite, TrainingMap
-from mllint.analysis_validation_names import is_model_name
+from mllint.analysis.flow import FLOW_METADATA, Flow, source_of
+from mllint.analysis.syntax import dotted_name, qualified_names
+from mllint.analysis.training import StepSite, TrainingMap
+from mllint.analysis.validation.names import is_model_name
 from mllint.gates.training import BACKWARD_METHODS, BROAD, STEP_WITH_OPTIMIZER
 from mllint.optimizer_names import looks_like_optimizer
 from mllint.prefilter import GAP, any_layout

@@ -147,7 +147,7 @@ def test_cache_skips_results_with_internal_errors(tmp_path):
 def test_fast_parent_map_equals_libcst_parent_provider():
     from libcst.metadata import MetadataWrapper, ParentNodeProvider
 
-    from mllint.fast_scope import _parent_map
+    from mllint.engine.scope import _parent_map
 
     module = cst.parse_module(
         "import torch\nclass A:\n    def f(self, x):\n        for i in x:\n"
@@ -160,8 +160,9 @@ def test_fast_parent_map_equals_libcst_parent_provider():
 
 def test_seeded_metadata_gives_the_same_findings_as_libcst_providers(monkeypatch):
     """The engine's cheaper parent links and lazy qualified names change no result."""
-    import mllint.engine as engine
     from helpers import all_fixtures
+
+    from mllint.engine import lint as engine
     from mllint.registry import all_rules
 
     rules = all_rules()
@@ -224,11 +225,12 @@ def test_code_fingerprint_covers_the_gates():
 
 
 def test_own_traversal_gives_libcst_traversals_findings(monkeypatch):
-    """The engine walks the tree itself (``mllint.traversal``); libcst's own batched
+    """The engine walks the tree itself (``mllint.engine.traversal``); libcst's own batched
     traversal must give the same findings on every fixture."""
     from pathlib import Path
 
-    from mllint import engine, traversal
+    from mllint.engine import lint as engine
+    from mllint.engine import traversal
     from mllint.registry import all_rules
 
     rules = all_rules()
@@ -246,7 +248,7 @@ def test_rules_together_find_what_each_finds_alone():
     findings must be those of each rule run on its own."""
     from pathlib import Path
 
-    from mllint import engine
+    from mllint.engine import lint as engine
     from mllint.registry import all_rules
     from mllint.types import Finding
 

@@ -9,8 +9,8 @@ import libcst as cst
 import pytest
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
-from mllint import fast_positions
-from mllint.fast_positions import LazyPositions
+from mllint.engine import positions as fast_positions
+from mllint.engine.positions import LazyPositions
 from mllint.registry import all_rules
 
 ROOT = Path(__file__).resolve().parent.parent

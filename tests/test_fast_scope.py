@@ -12,11 +12,11 @@ import textwrap
 
 import libcst as cst
 import pytest
+from helpers import all_fixtures
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, ScopeProvider
 from libcst.metadata.scope_provider import Assignment, BuiltinAssignment
 
-from helpers import all_fixtures
-from mllint import fast_scope
+from mllint.engine import scope as fast_scope
 from mllint.registry import all_rules
 
 

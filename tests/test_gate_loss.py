@@ -6,11 +6,11 @@ import ast
 import textwrap
 
 import pytest
+from mllint.rules.ml004_loss_tensor_accumulated import LossTensorAccumulated as RULE
 
-from mllint import analysis_loss
+from mllint.analysis import loss as analysis_loss
 from mllint.engine import lint_text
 from mllint.gates import loss as gate
-from mllint.rules.ml004_loss_tensor_accumulated import LossTensorAccumulated as RULE
 
 
 def _flags(code: str) -> list[int]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import all_fixtures
-from mllint import libcst_support
-from mllint.engine import lint_text
+
+from mllint.engine import libcst_support, lint_text
 from mllint.registry import all_rules
 
 
@@ -42,7 +41,7 @@ def test_installed_libcst_is_in_the_tested_range():
 def test_untested_libcst_falls_back_to_its_own_providers_with_the_same_findings(monkeypatch):
     texts = [(str(p), p.read_text(encoding="utf-8")) for p in all_fixtures()[:40]]
     fast = [lint_text(p, t, all_rules()) for p, t in texts]
-    from mllint import traversal
+    from mllint.engine import traversal
 
     def forbidden(*args, **kwargs):
         raise AssertionError("fast path used with an untested libcst")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from helpers import FIXTURES, expected
-from mllint.engine import lint_path, lint_text
 from mllint.rules.ml006_model_only_checkpoint import ModelOnlyCheckpoint
+
+from mllint.engine import lint_path, lint_text
 
 FIXTURE_FILES = sorted((FIXTURES / "ml006").glob("*.py"))
 
@@ -194,7 +194,7 @@ def test_prefilter():
     "bitsandbytes.optim.Adam8bit", "apex.optimizers.FusedAdam", "torch_optimizer.Lamb",
 ])
 def test_prefilter_admits_every_optimizer_the_rule_recognises(name):
-    from mllint.analysis import is_optimizer_constructor
+    from mllint.analysis.syntax import is_optimizer_constructor
 
     assert is_optimizer_constructor({name})
     # The import that makes ``name`` resolvable always spells this much of it.

@@ -8,14 +8,14 @@ import re
 import textwrap
 
 import pytest
-
-from mllint import analysis_validation_names as N
-from mllint.engine import lint_text
-from mllint.prefilter import admitted, python_tree
-from mllint.gates import validation as gate
 from mllint.rules.ml002_eval_mode_missing import EvalModeMissing
 from mllint.rules.ml003_no_grad_missing import NoGradMissing
 from mllint.rules.ml007_validation_on_train_data import ValidationOnTrainData
+
+from mllint.analysis.validation import names as N
+from mllint.engine import lint_text
+from mllint.gates import validation as gate
+from mllint.prefilter import admitted, python_tree
 
 RULES = {"ML002": EvalModeMissing, "ML003": NoGradMissing, "ML007": ValidationOnTrainData}
 

@@ -15,12 +15,12 @@ from collections import Counter
 from pathlib import Path
 from types import CodeType
 
+import hostile_cases as hc
+import mllint.rules
 import pytest
 
-import hostile_cases as hc
 import mllint
-import mllint.rules
-from mllint.analysis_grads import GradEvents
+from mllint.analysis.grads import GradEvents
 from mllint.engine import lint_text
 from mllint.registry import all_rules
 
@@ -97,4 +97,4 @@ def test_the_check_names_a_lookup_that_scans_the_module_per_question(tmp_path, m
     small = call_counts(training_functions(SMALL), tmp_path / "small.py")
     large = call_counts(training_functions(FACTOR * SMALL), tmp_path / "large.py")
     found = _superlinear(small, large)
-    assert any(line.startswith("group (analysis_grads.py:") for line in found), found
+    assert any(line.startswith("group (grads.py:") for line in found), found

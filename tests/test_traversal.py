@@ -1,4 +1,4 @@
-"""The read-only batched traversal (``mllint.traversal``) matches libcst's own."""
+"""The read-only batched traversal (``mllint.engine.traversal``) matches libcst's own."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import libcst as cst
 import pytest
 from libcst.metadata import MetadataWrapper
 
-from mllint import traversal
+from mllint.engine import traversal
 from mllint.registry import all_rules
 
 ROOT = Path(__file__).resolve().parent.parent

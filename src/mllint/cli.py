@@ -112,9 +112,8 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     """Find silent bugs in PyTorch training code and notebooks."""
     from mllint import cli_options
     from mllint.config import ConfigError, load_settings, resolve_rule_codes
+    from mllint.engine.libcst_support import installed_version, warning
     from mllint.registry import UnknownRuleError
-
-    from mllint.libcst_support import installed_version, warning
     if (libcst_warning := warning(installed_version())) is not None:
         click.echo(libcst_warning, err=True)
     script_args = tuple((ctx.obj or {}).get("script_args", ()))

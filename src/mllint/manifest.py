@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mllint import __version__
-from mllint.cache import sign, user_secret, user_cache_dir
+from mllint.cache import sign, user_cache_dir, user_secret
 from mllint.prefilter import Requirement, matches, normalize
 
 _CODE_RE = re.compile(r"^ML\d{3}$")
@@ -55,7 +55,13 @@ def _fingerprint(directory: Path) -> str:
     own = Path(__file__).resolve().parent
     # The gates decide which files are linted at all: a cached "nothing to check" must
     # not outlive a change to them.
-    for folder in (directory, own, own / "gates", own / "project"):
+    folders = [directory, own] + sorted(
+        Path(root) / name
+        for root, dirs, _ in os.walk(own)
+        for name in dirs
+        if name != "__pycache__"
+    )
+    for folder in folders:
         if not folder.is_dir():
             continue
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):

@@ -26,7 +26,7 @@ from mllint.project.roles import Role
 if TYPE_CHECKING:
     from mllint.project.model import ProjectView
 
-# Defined here (stdlib only) and imported by ``analysis_grads``, so the gate and the
+# Defined here (stdlib only) and imported by ``analysis.grads``, so the gate and the
 # libcst analysis recognise optimizers alike.
 BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
 OPTIMIZER_BASES = frozenset({"torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"})

@@ -2,7 +2,7 @@
 
 ML004 reports an accumulation (``t += x``, ``t = t + x``, ``xs.append(x)``,
 ``extend``/``appendleft``/``insert``) whose added value carries a loss
-(``analysis_loss.LossOracle.carried_loss``). This gate runs a coarse version of that
+(``analysis.loss.LossOracle.carried_loss``). This gate runs a coarse version of that
 question over Python's ``ast``: flow- and scope-insensitive (a dotted name is a loss if
 *any* assignment anywhere gives it one, or if it is back-propagated anywhere), with a
 fixpoint instead of a depth limit, and without the rule's later conditions (loops,
@@ -17,7 +17,7 @@ from collections import defaultdict
 
 from mllint.gates.resolve import Imports, dotted, of_type, returns_of
 
-# Defined here (stdlib only) and imported by ``analysis_loss`` and the rule, so the gate
+# Defined here (stdlib only) and imported by ``analysis.loss`` and the rule, so the gate
 # and the libcst analysis cannot drift apart.
 LOSS_FUNCTIONS = frozenset(
     f"torch.nn.functional.{name}"
@@ -95,7 +95,7 @@ def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
 
 def _accumulates_on_self(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """The method adds to or appends to something under its first parameter (a superset of
-    ``analysis_loss.accumulated_params`` being non-empty)."""
+    ``analysis.loss.accumulated_params`` being non-empty)."""
     args = [*func.args.posonlyargs, *func.args.args]
     if not args:
         return False

@@ -29,7 +29,7 @@ import ast
 from collections import defaultdict
 from typing import Callable, Hashable
 
-# Defined here (stdlib only) and imported by the rule and ``analysis_flow``, so the gate
+# Defined here (stdlib only) and imported by the rule and ``analysis.flow``, so the gate
 # and the libcst analysis recognise the same names.
 SOFTMAX_FUNCTIONS = frozenset(
     {"torch.nn.functional.softmax", "torch.softmax", "torch.special.softmax", "torch.Tensor.softmax"}

@@ -1,4 +1,4 @@
-"""Gates of the rules built on ``analysis_training`` (ML006, ML008).
+"""Gates of the rules built on ``analysis.training`` (ML006, ML008).
 
 Each asks, over Python's ``ast``, for the few things without which the rule cannot
 report in a module, by the rule's own definitions (names resolved through imports as
@@ -20,7 +20,7 @@ from mllint.project.roles import Role
 if TYPE_CHECKING:
     from mllint.project.model import ProjectView
 
-# Defined here (stdlib only) and imported by ``analysis_training`` and the rules, so the
+# Defined here (stdlib only) and imported by ``analysis.training`` and the rules, so the
 # gates and the libcst analyses recognise the same calls.
 SAVE_FUNCTIONS = frozenset({"torch.save", "torch.serialization.save"})
 #: Methods whose call back-propagates: ``loss.backward()``, ``accelerator.backward(loss)``,

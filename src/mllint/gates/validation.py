@@ -36,7 +36,7 @@ import ast
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mllint.analysis_validation_names import (
+from mllint.analysis.validation.names import (
     _FRAMEWORK_HOOKS,
     TRAIN_METHODS,
     is_eval_function,
@@ -52,7 +52,7 @@ _GRAD_NAMES = frozenset({"no_grad", "inference_mode", "set_grad_enabled"})
 #: Methods whose receiver the analysis records as assigned (``outputs.append(model(x))``).
 _FLOW_METHODS = frozenset({"append", "extend", "add", "update", "put"})
 
-# Signs of evaluation (``analysis_validation_facts.Evidence``), as bits.
+# Signs of evaluation (``analysis.validation.facts.Evidence``), as bits.
 DATA, FUNCTION, NO_GRAD, EVAL_MODE, FLAG = 1, 2, 4, 8, 16
 #: Which signs can lead to a finding of each rule: a pass whose only sign is a
 #: ``no_grad`` block cannot lack no_grad (ML003), one whose only sign is ``model.eval()``
@@ -300,7 +300,7 @@ def _may_be_model(c: _Candidate, targets: set[str]) -> bool:
 
 def _flag_test(test: ast.expr, params: tuple[str, ...]) -> bool:
     """``p``, ``not p``, ``p == "x"`` or ``p != "x"`` on a parameter ``p`` (the forms
-    ``analysis_validation_flags.flag_test`` accepts, parentheses or not)."""
+    ``analysis.validation.flags.flag_test`` accepts, parentheses or not)."""
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         test = test.operand
         return isinstance(test, ast.Name) and test.id in params

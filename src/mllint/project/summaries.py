@@ -515,7 +515,7 @@ def _words_of_node(node: ast.AST) -> tuple[str, ...]:
 
 
 def _momentum_free(call: ast.Call, qualified: set[str]) -> bool:
-    """``torch.optim.SGD`` with momentum absent or a literal 0 (as ``analysis_training.
+    """``torch.optim.SGD`` with momentum absent or a literal 0 (as ``analysis.training.
     sgd_momentum`` decides on libcst's tree): no state between steps."""
     if not qualified & SGD_CONSTRUCTORS:
         return False

@@ -26,9 +26,9 @@ import re
 import libcst as cst
 from libcst.metadata import PositionProvider
 
-from mllint.analysis_validation import ValidationAnalysis
-from mllint.analysis_validation_facts import CallRec, Loop, Scope
-from mllint.analysis_validation_names import is_train_name, is_val_name
+from mllint.analysis.validation.facts import CallRec, Loop, Scope
+from mllint.analysis.validation.names import is_train_name, is_val_name
+from mllint.analysis.validation.passes import ValidationAnalysis
 
 #: Where an evaluation happens: the outermost call handing the data in, or the pass's
 #: own loop or forward call.

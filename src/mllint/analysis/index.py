@@ -23,7 +23,7 @@ from libcst.metadata import (
     ScopeProvider,
 )
 
-from mllint.analysis import dotted_name, qualified_names
+from mllint.analysis.syntax import dotted_name, qualified_names
 from mllint.rule import Rule
 
 Loop = cst.For | cst.While

@@ -143,7 +143,7 @@ CALL_VAL = any_layout("|".join(
 
 def or_flag_pass(signs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """REQUIRES entries for "one of ``signs``, or a shared train/eval loop": both a flag
-    test (``if train:``) and a loop over batches (see ``analysis_validation_flags``),
+    test (``if train:``) and a loop over batches (see ``analysis.validation.flags``),
     written as two entries, ``(signs | FLAG_IF) & (signs | FOR_DATA)``, since entries
     are all required and each is searched once on its own. (Both are read off their
     physical lines by the analysis.)"""

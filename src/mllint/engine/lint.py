@@ -16,7 +16,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper
 
 from mllint import noqa
-from mllint.libcst_support import fast_paths_enabled
+from mllint.engine.libcst_support import fast_paths_enabled
 from mllint.notebook import is_notebook, map_result, read_notebook
 from mllint.prefilter import admitted, python_syntax_error
 from mllint.rule import FileContext, Rule
@@ -45,8 +45,9 @@ def _seed_metadata(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     ``test_engine`` checks that seeded and plain metadata give the same findings.
     """
     if not fast_paths_enabled():
-        return  # an untested libcst: its own providers (see mllint.libcst_support)
-    from mllint import fast_positions, fast_scope
+        return  # an untested libcst: its own providers (see mllint.engine.libcst_support)
+    from mllint.engine import positions as fast_positions
+    from mllint.engine import scope as fast_scope
 
     wanted: set = set()
     for v in visitors:
@@ -64,7 +65,7 @@ def _run(wrapper: MetadataWrapper, visitors: list[Rule]) -> None:
     if not fast_paths_enabled():
         wrapper.visit_batched(visitors)
         return
-    from mllint import traversal
+    from mllint.engine import traversal
 
     # libcst's own ``wrapper.visit_batched`` rebuilds every node; this walk does not.
     traversal.visit_batched(wrapper, visitors)

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from mllint.analysis import dotted_name
-from mllint.analysis_validation_facts import (
+from mllint.analysis.syntax import dotted_name
+from mllint.analysis.validation.facts import (
     CallRec,
     ClassInfo,
     Evidence,
@@ -49,7 +49,8 @@ from mllint.analysis_validation_facts import (
     _is_training_call,
     names_in,
 )
-from mllint.analysis_validation_names import (
+from mllint.analysis.validation.flags import EvalCall, Flags, flag_test
+from mllint.analysis.validation.names import (
     _FRAMEWORK_HOOKS,
     ARG_VAL_RE,
     AUTOGRAD_CALLS,
@@ -71,7 +72,6 @@ from mllint.analysis_validation_names import (
     is_train_name,
     is_val_name,
 )
-from mllint.analysis_validation_flags import EvalCall, Flags, flag_test
 from mllint.project.model import ProjectView
 from mllint.project.roles import UNKNOWN, mode_dependent_layer
 

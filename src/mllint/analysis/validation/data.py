@@ -23,16 +23,16 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from mllint.analysis import dotted_name
-from mllint.analysis_validation import ValidationAnalysis
-from mllint.analysis_validation_facts import CallRec, FlowRec, Scope
-from mllint.analysis_validation_names import (
+from mllint.analysis.syntax import dotted_name
+from mllint.analysis.validation.facts import CallRec, FlowRec, Scope
+from mllint.analysis.validation.names import (
     SPLITTERS,
     Pos,
     is_eval_function,
     is_train_name,
     is_val_name,
 )
+from mllint.analysis.validation.passes import ValidationAnalysis
 
 _DEPTH = 5
 _SPLIT_KEYWORDS = ("split", "subset", "mode", "phase", "set", "stage", "partition")

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import PositionProvider, QualifiedNameProvider, QualifiedNameSource
 
-from mllint.analysis import dotted_name
-from mllint.analysis_validation_names import (
+from mllint.analysis.syntax import dotted_name
+from mllint.analysis.validation.names import (
     AUTOGRAD_CALLS,
     GRAD_OFF,
     GRAD_ON,

@@ -19,8 +19,12 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from mllint.analysis import dotted_name, is_optimizer_constructor, qualified_names
-from mllint.analysis_flow import Flow, source_of
+from mllint.analysis.flow import Flow, source_of
+from mllint.analysis.syntax import (
+    dotted_name,
+    is_optimizer_constructor,
+    qualified_names,
+)
 
 # What back-propagates and what steps, defined with the stdlib-only ML006/ML008 gates.
 from mllint.gates.training import (

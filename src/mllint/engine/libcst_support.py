@@ -1,6 +1,6 @@
 """Which libcst versions mllint's fast paths are tested against, and the fallback outside.
 
-``fast_scope``, ``fast_positions`` and ``traversal`` stand in for libcst's own metadata
+``engine.scope``, ``engine.positions`` and ``engine.traversal`` stand in for libcst's own metadata
 providers and batched visit. They import libcst's private modules and read the source
 of its node classes, so they give libcst's answers only for the libcst versions the
 test suite ran against (``TESTED``, also the bounds of the dependency in
@@ -48,7 +48,7 @@ def warning(version: str | None) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def fast_paths_enabled() -> bool:
-    """Whether the engine may use ``fast_scope``, ``fast_positions`` and ``traversal``."""
+    """Whether the engine may use ``engine.scope``, ``engine.positions`` and ``engine.traversal``."""
     if not is_tested(installed_version()):
         return False
     try:

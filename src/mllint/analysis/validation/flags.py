@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from mllint.analysis import dotted_name
-from mllint.analysis_validation_facts import CallRec, Scope, _is_training_call
-from mllint.analysis_validation_names import FLAG_IF_RE
+from mllint.analysis.syntax import dotted_name
+from mllint.analysis.validation.facts import CallRec, Scope, _is_training_call
+from mllint.analysis.validation.names import FLAG_IF_RE
 
 #: A literal a flag can be bound to: ``True``/``False``/``None``, a number or a string.
 Literal = object

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from mllint.analysis import dotted_name
-from mllint.analysis_grads import GradEvents
-from mllint.analysis_index import CodeIndex, GradMode
+from mllint.analysis.grads import GradEvents
+from mllint.analysis.index import CodeIndex, GradMode
+from mllint.analysis.syntax import dotted_name
 
 # What names a loss, and which methods keep a tensor on the graph, are defined with the
 # stdlib-only gate of ML004 (``mllint.gates.loss``), which must judge them alike.

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from mllint.analysis import dotted_name, is_optimizer_constructor
-from mllint.analysis_index import CodeIndex, Function, Origin
+from mllint.analysis.index import CodeIndex, Function, Origin
+from mllint.analysis.syntax import dotted_name, is_optimizer_constructor
 
 # How optimizers are recognised, defined with the stdlib-only ML001 gate.
 from mllint.gates.grads import BACKWARD_FUNCTIONS, EXTRA_OPTIMIZERS, OPTIMIZER_BASES  # noqa: F401

@@ -1,0 +1,17 @@
+"""What one module's code does, read from its libcst tree during the engine's traversal.
+
+Rules ask these questions of the file they are checking; questions about *other* modules
+(what a factory returns, which class a model is, whether a checkpoint is loaded back)
+go to the project model in ``mllint.project``, which these analyses consult.
+
+- ``syntax``: resolving dotted and qualified names, call arguments.
+- ``index``: functions, loops, calls and assignments of a module, collected once.
+- ``flow``: following a name back to what was assigned to it.
+- ``grads``: backward passes, optimizer steps and gradient clearing (ML001, ML004).
+- ``loss``: which expressions hold a loss tensor still carrying its graph (ML004).
+- ``training``: where training steps run, and which optimizer each belongs to (ML006, ML008).
+- ``validation``: validation passes, their mode, autograd state and data (ML002, ML003, ML007).
+
+The cheap stages that decide whether a file needs this analysis at all are in
+``mllint.prefilter`` (literal signs) and ``mllint.gates`` (Python's ``ast``).
+"""
