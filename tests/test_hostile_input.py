@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from mllint.engine import lint_text
 from mllint.manifest import rule_infos
 from mllint.registry import all_rules
 from mllint.runner import RunOptions, _check_file
+from mllint import workers
 from mllint.workers import WorkerPool
 
 MLLINT = shutil.which("mllint") or pytest.fail("the mllint console script is not installed")
@@ -88,6 +90,29 @@ def test_a_worker_that_dies_is_replaced_and_its_file_reported(tmp_path, jobs):
             assert r.findings == ()
         else:
             assert r.errors == () and [(f.code, f.line) for f in r.findings] == [hc.TRAIN_FINDING]
+
+
+def _hang_on_slow(path: str, opts) -> object:
+    if path.endswith("slow.py"):
+        time.sleep(60)
+    return _check_file(path, opts)
+
+
+def test_files_queued_behind_a_timed_out_file_are_linted_by_another_worker(tmp_path, monkeypatch):
+    # One worker holds two files: the one behind the file that hangs must not be lost
+    # with the killed worker.
+    monkeypatch.setattr(workers, "SETUP_ALLOWANCE", 0.0)
+    paths = []
+    for name in ("a.py", "slow.py", "b.py", "c.py"):
+        paths.append(str(tmp_path / name))
+        Path(paths[-1]).write_text(hc.TRAIN)
+    opts = RunOptions(rules=rule_infos(), settings=Settings(root=tmp_path))
+    pool = WorkerPool(_hang_on_slow, opts, jobs=1, budget=3.0)
+    results = list(pool.run(paths))
+    assert [r.path for r in results] == paths
+    assert [e.kind.value for e in results[1].errors] == ["timeout"]
+    for r in (results[0], results[2], results[3]):
+        assert r.errors == () and [(f.code, f.line) for f in r.findings] == [hc.TRAIN_FINDING]
 
 
 def test_a_file_over_the_time_budget_is_reported_and_the_rest_linted(tmp_path):

@@ -3,8 +3,9 @@
 A worker that dies (a segfault in libcst's native parser, the out-of-memory killer) or
 that runs past the per-file time budget is killed and replaced; its file is reported as
 an error of kind ``crashed`` or ``timeout`` with the cause, and every other file is linted.
-Files are handed out one at a time (not in chunks) so that the parent always knows which
-file a dead worker was on.
+A worker holds at most two files at a time (the one it is on and the next, see
+``WorkerPool``), never a chunk, so that the parent always knows which file a dead worker
+was on.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def _serve(conn: Connection, check: Check, opts: Any) -> None:
 class _Worker:
     process: Any
     conn: Connection
-    path: str | None = None
-    index: int = -1
+    #: Files sent and not answered yet, in the order the worker takes them: (index, path).
+    #: The first is the one it is on; it dies or times out on that one.
+    queue: deque = field(default_factory=deque)
     deadline: float = 0.0
     _closed: bool = field(default=False, repr=False)
 
@@ -102,11 +104,22 @@ def death_cause(exitcode: int | None) -> str:
 
 
 class WorkerPool:
-    def __init__(self, check: Check, opts: Any, jobs: int, budget: float | None) -> None:
+    """Lints files in ``jobs`` worker processes.
+
+    Each worker has up to ``depth`` files in hand: the one it is on and the next, so that
+    it never waits for the parent between two files (most files take a few milliseconds,
+    about what a round trip through the parent costs on a busy machine). Files still come
+    back one result at a time, in the order sent, so the parent always knows which file a
+    dead worker was on; the files queued behind it go to another worker.
+    """
+
+    def __init__(self, check: Check, opts: Any, jobs: int, budget: float | None,
+                 depth: int = 2) -> None:
         self.check = check
         self.opts = opts
         self.jobs = max(1, jobs)
         self.budget = budget
+        self.depth = max(1, depth)
         methods = multiprocessing.get_all_start_methods()
         # fork shares the parent's imports; workers pay for libcst only if a file needs it.
         self.ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -118,70 +131,88 @@ class WorkerPool:
         child.close()
         return _Worker(process, parent)
 
+    def _head_deadline(self) -> float:
+        """When the file a worker has just begun must be done: the budget plus the setup
+        allowance, until the worker says its own lint has started (``clock_starts``)."""
+        return time.monotonic() + (self.budget + SETUP_ALLOWANCE if self.budget else float("inf"))
+
+    def _send(self, worker: _Worker, item: tuple[int, str]) -> None:
+        if not worker.queue:
+            worker.deadline = self._head_deadline()
+        worker.queue.append(item)
+        try:
+            worker.conn.send(item[1])
+        except OSError:
+            pass  # it died already: found when its sentinel is ready
+
     def run(self, paths: list[str]) -> Iterator[FileResult]:
         """Lint ``paths``; results come in the order of ``paths``."""
         pending = deque(enumerate(paths))
         done: dict[int, FileResult] = {}
-        idle: list[_Worker] = []
-        busy: list[_Worker] = []
+        workers: list[_Worker] = []
         emitted = 0
         try:
-            while pending or busy:
-                while pending and len(busy) < self.jobs:
-                    worker = idle.pop() if idle else self._start()
-                    worker.index, worker.path = pending.popleft()
-                    worker.deadline = time.monotonic() + (
-                        self.budget + SETUP_ALLOWANCE if self.budget else float("inf"))
-                    try:
-                        worker.conn.send(worker.path)
-                    except OSError:
-                        pass  # it died already: found below
-                    busy.append(worker)
-                now = time.monotonic()
-                timeout = max(0.0, min(w.deadline for w in busy) - now)
+            while pending or any(w.queue for w in workers):
+                wanted = min(self.jobs, len(pending) + sum(len(w.queue) for w in workers))
+                while len(workers) < wanted:
+                    workers.append(self._start())
+                for level in range(1, self.depth + 1):  # one file each before a second
+                    for worker in workers:
+                        if pending and len(worker.queue) < level:
+                            self._send(worker, pending.popleft())
+                busy = [w for w in workers if w.queue]
+                timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
                 ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy],
                                  timeout=None if timeout == float("inf") else timeout))
-                for worker in list(busy):
-                    result = self._collect(worker, ready)
-                    if result is None:
-                        continue
-                    busy.remove(worker)
-                    done[worker.index] = result
+                for worker in busy:
+                    for index, result in self._collect(worker, ready, pending):
+                        done[index] = result
                     if worker._closed:
-                        continue
-                    idle.append(worker)
+                        workers.remove(worker)
                 while emitted in done:
                     yield done.pop(emitted)
                     emitted += 1
         finally:
-            for worker in idle + busy:
-                worker.stop(force=worker in busy)
+            for worker in workers:
+                worker.stop(force=bool(worker.queue))
 
-    def _collect(self, worker: _Worker, ready: set) -> FileResult | None:
-        """The worker's result, an error if it died or ran out of time, else ``None``."""
-        path = worker.path
-        assert path is not None
+    def _collect(self, worker: _Worker, ready: set,
+                 pending: deque) -> list[tuple[int, FileResult]]:
+        """The results the worker has sent; an error for its current file if it died or ran
+        out of time (the files queued behind that one go back to ``pending``)."""
+        results: list[tuple[int, FileResult]] = []
         if worker.conn in ready or worker.process.sentinel in ready:
             try:
-                while worker.conn.poll():
+                while worker.queue and worker.conn.poll():
                     message = worker.conn.recv()
-                    if message != _STARTED:
-                        return message
-                    if self.budget:
-                        worker.deadline = time.monotonic() + self.budget
-                if worker.process.is_alive():
-                    return None
+                    if message == _STARTED:
+                        if self.budget:
+                            worker.deadline = time.monotonic() + self.budget
+                        continue
+                    results.append((worker.queue.popleft()[0], message))
+                    worker.deadline = self._head_deadline()
+                if not worker.queue or worker.process.is_alive():
+                    return results
             except (EOFError, OSError):
                 pass
             worker.process.join()
-            cause = death_cause(worker.process.exitcode)
-            worker.stop(force=True)
-            return FileResult(path, errors=(FileError(
-                path, ErrorKind.CRASHED, f"{cause}; not linted, please report this"),))
+            return results + [self._lost(worker, pending, ErrorKind.CRASHED,
+                                         f"{death_cause(worker.process.exitcode)}; "
+                                         "not linted, please report this")]
         if time.monotonic() >= worker.deadline:
-            worker.stop(force=True)
-            return FileResult(path, errors=(FileError(
-                path, ErrorKind.TIMEOUT,
+            return results + [self._lost(
+                worker, pending, ErrorKind.TIMEOUT,
                 f"linting took longer than the {self.budget:g} s budget per file; stopped, "
-                "not linted (raise `file-timeout` in [tool.mllint] or pass --file-timeout)"),))
-        return None
+                "not linted (raise `file-timeout` in [tool.mllint] or pass --file-timeout)")]
+        return results
+
+    @staticmethod
+    def _lost(worker: _Worker, pending: deque, kind: ErrorKind,
+              message: str) -> tuple[int, FileResult]:
+        """Stop a worker that died or ran out of time on its current file: that file gets
+        the error, the files queued behind it are handed out again."""
+        worker.stop(force=True)
+        index, path = worker.queue.popleft()
+        pending.extendleft(reversed(worker.queue))
+        worker.queue.clear()
+        return index, FileResult(path, errors=(FileError(path, kind, message),))
