@@ -38,6 +38,16 @@ def test_installed_libcst_is_in_the_tested_range():
     assert libcst_support.is_tested(libcst_support.installed_version())
 
 
+def test_the_fast_paths_are_on_with_a_tested_libcst():
+    # Off, nothing breaks and every finding stays the same, only slower: so a moved or
+    # renamed fast-path module must fail here, not pass unnoticed.
+    libcst_support.fast_paths_enabled.cache_clear()
+    try:
+        assert libcst_support.fast_paths_enabled()
+    finally:
+        libcst_support.fast_paths_enabled.cache_clear()
+
+
 def test_untested_libcst_falls_back_to_its_own_providers_with_the_same_findings(monkeypatch):
     texts = [(str(p), p.read_text(encoding="utf-8")) for p in all_fixtures()[:40]]
     fast = [lint_text(p, t, all_rules()) for p, t in texts]

@@ -52,7 +52,7 @@ def fast_paths_enabled() -> bool:
     if not is_tested(installed_version()):
         return False
     try:
-        from mllint import fast_positions, fast_scope, traversal  # noqa: F401
+        from mllint.engine import positions, scope, traversal  # noqa: F401
     except ImportError:  # a private module moved: fall back rather than fail
         return False
     return True
