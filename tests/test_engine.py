@@ -274,3 +274,31 @@ def test_a_guarded_pattern_runs_only_where_a_guard_literal_occurs():
     # The regex alone would match, but no guard literal occurs: the guard says no.
     assert not matches((pattern,), "with open(p) as f:")
     assert not matches((pattern,), "no_grad = 1")  # guard present, regex decides
+
+
+def test_a_worker_imports_only_the_rules_a_file_needs():
+    # A fresh interpreter, as a worker's first file: ML001 alone must not pull in the
+    # validation analyses (ML002/ML003/ML007) or any other rule module.
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "from mllint.manifest import rule_infos\n"
+        "from mllint.registry import rule_classes\n"
+        "[info] = [i for i in rule_infos(write=False) if i.code == 'ML001']\n"
+        "[cls] = rule_classes([info])\n"
+        "print(cls.code, info.module)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('mllint.rules.')))\n"
+        "print('mllint.analysis.validation.passes' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["ML001 ml001_missing_zero_grad", "['mllint.rules.ml001_missing_zero_grad']",
+                   "False"]
+
+
+def test_rule_classes_fall_back_to_discovery_without_a_module():
+    from mllint.manifest import RuleInfo, rule_infos
+    from mllint.registry import all_rules, rule_classes
+    infos = [RuleInfo(i.code, i.name, i.requires, i.gate) for i in rule_infos(write=False)]
+    assert rule_classes(infos) == list(all_rules())

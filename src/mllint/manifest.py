@@ -25,6 +25,7 @@ from mllint.cache import sign, user_cache_dir, user_secret
 from mllint.prefilter import Requirement, matches, normalize
 
 _CODE_RE = re.compile(r"^ML\d{3}$")
+_MODULE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class RuleInfo:
     name: str
     requires: tuple[Requirement, ...]
     gate: str | None = None
+    #: The module of ``mllint.rules`` that defines the rule, so that a worker imports
+    #: only the rules a file needs (``registry.rule_classes``).
+    module: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "requires", normalize(self.requires))
@@ -83,7 +87,8 @@ def _manifest_path(directory: Path) -> Path:
 def _from_rules() -> tuple[RuleInfo, ...]:
     from mllint.registry import all_rules
 
-    return tuple(RuleInfo(r.code, r.name, tuple(r.REQUIRES), r.GATE) for r in all_rules())
+    return tuple(RuleInfo(r.code, r.name, tuple(r.REQUIRES), r.GATE,
+                          r.__module__.rpartition(".")[2]) for r in all_rules())
 
 
 def _is_requirement(r: object) -> bool:
@@ -98,14 +103,16 @@ def _parse(raw: object) -> tuple[RuleInfo, ...]:
         raise ValueError("not a rule list")
     infos = []
     for r in raw:
-        if not (isinstance(r, dict) and set(r) == {"code", "name", "requires", "gate"}
+        if not (isinstance(r, dict) and set(r) == {"code", "name", "requires", "gate", "module"}
                 and isinstance(r["code"], str) and _CODE_RE.match(r["code"])
                 and isinstance(r["name"], str) and r["name"]
                 and isinstance(r["requires"], list) and r["requires"]
                 and all(_is_requirement(x) for x in r["requires"])
-                and (r["gate"] is None or isinstance(r["gate"], str))):
+                and (r["gate"] is None or isinstance(r["gate"], str))
+                and isinstance(r["module"], str) and _MODULE_RE.match(r["module"])):
             raise ValueError("bad rule entry")
-        infos.append(RuleInfo(r["code"], r["name"], tuple(r["requires"]), r["gate"]))
+        infos.append(RuleInfo(r["code"], r["name"], tuple(r["requires"]), r["gate"],
+                              r["module"]))
     return tuple(infos)
 
 
@@ -131,7 +138,7 @@ def rule_infos(write: bool = True) -> tuple[RuleInfo, ...]:
     if secret is None or not write:
         return infos
     payload = json.dumps([{"code": i.code, "name": i.name, "requires": list(i.requires),
-                           "gate": i.gate} for i in infos])
+                           "gate": i.gate, "module": i.module} for i in infos])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

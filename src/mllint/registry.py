@@ -47,6 +47,30 @@ def all_rules() -> tuple[type["Rule"], ...]:
     return tuple(found[c] for c in sorted(found))
 
 
+def rule_classes(infos: Sequence[Any]) -> list[type["Rule"]]:
+    """The rule classes ``infos`` (manifest entries) describe, importing only their own
+    modules: a file that only ML001 could flag does not pay for the validation analyses.
+    An entry that names no module, or a module without its rule, falls back to
+    ``all_rules``."""
+    from mllint.rule import Rule
+
+    classes: list[type[Rule]] = []
+    for info in infos:
+        found = None
+        if info.module:
+            try:
+                module = importlib.import_module(f"mllint.rules.{info.module}")
+            except ImportError:
+                module = None
+            found = next((obj for obj in vars(module).values()
+                          if isinstance(obj, type) and issubclass(obj, Rule)
+                          and getattr(obj, "code", None) == info.code), None) if module else None
+        if found is None:
+            found = next(r for r in all_rules() if r.code == info.code)
+        classes.append(found)
+    return classes
+
+
 @functools.lru_cache(maxsize=1)
 def all_checks() -> tuple[type["RuntimeCheck"], ...]:
     """Every ``RuntimeCheck`` subclass defined in a module of ``mllint.rules.runtime``

@@ -91,11 +91,11 @@ def _check_text(path, data, text, opts, mapped=lambda result: result) -> FileRes
         return result
     # Only now are libcst and the rule classes needed.
     from mllint.engine import lint_text
-    from mllint.registry import all_rules
+    from mllint.registry import rule_classes
 
-    by_code = {r.code: r for r in all_rules()}
+    rules = rule_classes(infos)
     clock_starts()
-    result = mapped(lint_text(path, text, [by_code[i.code] for i in infos], prefilter=False,
+    result = mapped(lint_text(path, text, rules, prefilter=False,
                               file=path, unused_noqa=opts.unused_noqa))
     if opts.cache is not None and key is not None:
         opts.cache.put(key, result)
