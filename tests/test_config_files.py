@@ -80,3 +80,28 @@ def test_same_file_given_twice_is_linted_once(tmp_path):
     settings = load_settings([str(tmp_path)])
     out = list(iter_targets([str(tmp_path / "a.py"), str(tmp_path)], settings))
     assert [os.path.basename(t.path) for t in out] == ["a.py"]
+
+
+def test_a_file_and_a_symlink_to_it_in_the_tree_are_linted_once(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.py").write_text("")
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "b.py").symlink_to(tmp_path / "real" / "a.py")
+    # A walk through a symlinked parent directory given by name reaches the same files.
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    settings = load_settings([str(tmp_path)])
+    out = list(iter_targets([str(tmp_path / "alias"), str(tmp_path)], settings))
+    assert [os.path.relpath(t.path, tmp_path) for t in out] == [os.path.join("alias", "a.py")]
+
+
+@pytest.mark.parametrize("path, rel", [
+    ("{root}", "."),
+    ("{root}/src/a.py", "src/a.py"),
+    ("{root}/src/../b.py", "b.py"),
+    ("{root}x/c.py", "{root}x/c.py"),  # a sibling sharing the root's name as a prefix
+    ("/elsewhere/d.py", "/elsewhere/d.py"),
+])
+def test_paths_relative_to_the_config_root(tmp_path, path, rel):
+    settings = load_settings([str(tmp_path)])
+    root = str(settings.root)
+    assert settings.relative(path.format(root=root)) == rel.format(root=root)

@@ -44,11 +44,14 @@ class Settings:
 
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the config root, in POSIX form, for pattern matching."""
-        p = Path(os.path.abspath(path))
-        try:
-            return p.relative_to(self.root).as_posix()
-        except ValueError:
-            return p.as_posix()
+        # String operations, not pathlib: this runs for every file and directory walked.
+        full = os.path.abspath(path)
+        root = os.fspath(self.root)
+        if full == root:
+            return "."
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        rel = full[len(prefix):] if full.startswith(prefix) else full
+        return rel if os.sep == "/" else rel.replace(os.sep, "/")
 
     def is_excluded(self, path: str | os.PathLike, is_dir: bool = False) -> bool:
         rel = self.relative(path)

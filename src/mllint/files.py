@@ -75,6 +75,7 @@ def _walk(top: str, settings: Settings, seen: set[str],
     errors: list[OSError] = []
     # followlinks=False: a symlinked directory is never entered, so links cannot loop.
     for dirpath, dirnames, filenames in os.walk(top, onerror=errors.append):
+        real_dir = None  # resolved once per directory, and only if a file is linted
         dirnames[:] = sorted(
             d for d in dirnames
             if d not in DEFAULT_EXCLUDED_DIRS
@@ -88,7 +89,12 @@ def _walk(top: str, settings: Settings, seen: set[str],
             path = os.path.join(dirpath, name)
             if _skipped(path, settings, git):
                 continue
-            real = os.path.realpath(path)
+            # The same file reached twice (a symlink to a file of the tree) is linted once.
+            if os.path.islink(path):
+                real = os.path.realpath(path)
+            else:
+                real_dir = real_dir or os.path.realpath(dirpath)
+                real = os.path.join(real_dir, name)
             if real in seen:
                 continue
             seen.add(real)
