@@ -251,3 +251,28 @@ def test_non_utf8_file_name_gives_valid_unicode_output(tmp_path, fmt):
         [result] = report["runs"][0]["results"]
         uri = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
         assert uri == "bad%FFname.py"
+
+
+_WARMED: list[str] = []
+
+
+def _says_if_warmed(path: str, opts) -> object:
+    from mllint.types import FileResult
+    return FileResult(path, warnings=tuple(_WARMED))
+
+
+def test_the_prestarted_worker_takes_the_first_file_and_unused_ones_are_killed(tmp_path):
+    import multiprocessing
+    paths = [str(tmp_path / "a.py")]
+    pool = WorkerPool(_says_if_warmed, None, jobs=1, budget=None)
+    pool.prestart(lambda: _WARMED.append("warmed"))
+    [result] = list(pool.run(paths))
+    assert result.warnings == ("warmed",)  # linted by the worker that ran the warm-up
+    pool.close()
+    assert multiprocessing.active_children() == []
+
+    idle = WorkerPool(_says_if_warmed, None, jobs=1, budget=None)
+    idle.prestart(lambda: time.sleep(60))  # still "importing" when the run ends
+    started = time.monotonic()
+    idle.close()
+    assert time.monotonic() - started < 10 and multiprocessing.active_children() == []

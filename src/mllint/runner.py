@@ -113,28 +113,42 @@ def _apply_per_file_ignores(result: FileResult, settings: Settings) -> FileResul
 
 
 def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions) -> Iterator[FileResult]:
-    paths: list[str] = []
-    for target in targets:
-        if isinstance(target, FileError):
-            yield FileResult(target.path, errors=(target,))
-        else:
-            paths.append(target.path)
-    if opts.cache is not None:
-        # A warm run is mostly hits: answered here, without a round trip to a worker each.
-        misses = []
-        for path in paths:
-            hit = _cached(path, opts)
-            if hit is None:
-                misses.append(path)
+    pool = WorkerPool(_check_file, opts, 1, opts.settings.file_timeout)
+    # One worker starts importing libcst and the rules now, while this process walks the
+    # tree and answers cache hits (on one changed file, that import is most of a warm run).
+    pool.prestart(_warm_up)
+    try:
+        paths: list[str] = []
+        for target in targets:
+            if isinstance(target, FileError):
+                yield FileResult(target.path, errors=(target,))
             else:
-                yield hit
-        paths = misses
-    if not paths:
-        return
-    jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(paths)))
-    # Largest files first so that one big file does not finish the run alone.
-    paths.sort(key=_size, reverse=True)
-    yield from WorkerPool(_check_file, opts, jobs, opts.settings.file_timeout).run(paths)
+                paths.append(target.path)
+        if opts.cache is not None:
+            # A warm run is mostly hits: answered here, without a round trip to a worker each.
+            misses = []
+            for path in paths:
+                hit = _cached(path, opts)
+                if hit is None:
+                    misses.append(path)
+                else:
+                    yield hit
+            paths = misses
+        if not paths:
+            return
+        pool.jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(paths)))
+        # Largest files first so that one big file does not finish the run alone.
+        paths.sort(key=_size, reverse=True)
+        yield from pool.run(paths)
+    finally:
+        pool.close()
+
+
+def _warm_up() -> None:
+    """What a worker needs for any file that passes a prefilter: libcst and the engine,
+    imported in a prestarted worker before any file is known. (The rule modules are not:
+    each file imports only those it needs, see ``registry.rule_classes``.)"""
+    from mllint.engine import lint  # noqa: F401
 
 
 def _cached(path: str, opts: RunOptions) -> FileResult | None:

@@ -38,11 +38,17 @@ def clock_starts() -> None:
         _conn.send(_STARTED)
 
 
-def _serve(conn: Connection, check: Check, opts: Any) -> None:
+def _serve(conn: Connection, check: Check, opts: Any,
+           warm_up: Callable[[], object] | None = None) -> None:
     global _conn
     _conn = conn
     # Ctrl-C reaches the whole process group: the parent alone decides, and stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if warm_up is not None:
+        try:
+            warm_up()
+        except Exception:  # noqa: BLE001 - only a head start: the check imports what it needs
+            pass
     while True:
         try:
             path = conn.recv()
@@ -123,13 +129,29 @@ class WorkerPool:
         methods = multiprocessing.get_all_start_methods()
         # fork shares the parent's imports; workers pay for libcst only if a file needs it.
         self.ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self._spare: list[_Worker] = []
 
-    def _start(self) -> _Worker:
+    def _start(self, warm_up: Callable[[], object] | None = None) -> _Worker:
+        if self._spare and warm_up is None:
+            return self._spare.pop()
         parent, child = self.ctx.Pipe()
-        process = self.ctx.Process(target=_serve, args=(child, self.check, self.opts), daemon=True)
+        process = self.ctx.Process(target=_serve, args=(child, self.check, self.opts, warm_up),
+                                   daemon=True)
         process.start()
         child.close()
         return _Worker(process, parent)
+
+    def prestart(self, warm_up: Callable[[], object]) -> None:
+        """Start one worker now, running ``warm_up`` (importing libcst and the rules)
+        while the parent is still finding files and answering cache hits: the first file
+        that needs linting then finds a worker ready. ``run`` uses it first; ``close``
+        kills it unused, without waiting for its imports."""
+        self._spare.append(self._start(warm_up))
+
+    def close(self) -> None:
+        """Kill the prestarted workers ``run`` did not use."""
+        while self._spare:
+            self._spare.pop().stop(force=True)
 
     def _head_deadline(self) -> float:
         """When the file a worker has just begun must be done: the budget plus the setup
