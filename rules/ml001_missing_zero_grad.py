@@ -267,6 +267,8 @@ class MissingZeroGrad(IndexedRule):
             return
         reported: set[int] = set()
         for step in events.steps():
+            if self._check_closure_clears_after_backward(index, events, step):
+                continue
             if self._check_cleared_before_step(index, events, step):
                 continue
             if self._check_cleared_each_micro_batch(index, events, step, reported):
@@ -285,7 +287,10 @@ class MissingZeroGrad(IndexedRule):
                 continue
             if self._passes_optimizer_away(ix, loop, step):
                 continue
-            backward = min(inner.backwards, key=ix.position)
+            # The backward pass this step applies: the last one before it (a GAN's
+            # generator step follows the discriminator's backward and its own).
+            before = [b for b in inner.backwards if ix.position(b) < ix.position(step.call)]
+            backward = max(before, key=ix.position) if before else min(inner.backwards, key=ix.position)
             self._report(ix, ev, step, loop, backward, None, Kind.NEVER_CLEARED)
             return
 
@@ -361,6 +366,33 @@ class MissingZeroGrad(IndexedRule):
             if not isinstance(owner, cst.With):
                 return False
             current = owner
+
+    def _check_closure_clears_after_backward(self, ix: CodeIndex, ev: GradEvents, step: Step) -> bool:
+        """``opt.step(closure)`` (LBFGS) whose closure clears the gradients after its own
+        ``backward()``: the step re-evaluates the closure and reads zero gradients."""
+        closure = ev.function_named(step.closure) if step.closure is not None else None
+        if closure is None:
+            return False
+        mine = dotted_name(step.optimizer)
+        backward = None
+        for stmt in closure.body.body:
+            found = ev.events_in(stmt, closure).backwards
+            if found:
+                backward = found[-1]
+                continue
+            if backward is None or not isinstance(stmt, cst.SimpleStatementLine):
+                continue
+            for small in stmt.body:
+                node = small.value if isinstance(small, cst.Expr) else small
+                for clear in ev.clears_at(node):
+                    if clear.node is node and (
+                        clear.receiver is None or dotted_name(clear.receiver) == mine
+                        or not ev.is_optimizer(clear.receiver)
+                    ):
+                        self._report(ix, ev, step, closure, backward, node,
+                                     Kind.CLEARED_BEFORE_STEP)
+                        return True
+        return False
 
     # -- cleared on every micro-batch of an accumulation ---------------------------------
 

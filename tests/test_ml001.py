@@ -207,6 +207,45 @@ FLAGGED = {
         """,
         [12],
     ),
+    # A GAN whose generator step follows only the discriminator's model.zero_grad().
+    "gan_other_model_zero_grad": (
+        """
+        import torch
+        from torch import nn
+
+        netG = nn.Linear(8, 4)
+        netD = nn.Linear(4, 1)
+        opt_g = torch.optim.Adam(netG.parameters())
+        opt_d = torch.optim.Adam([{"params": netD.parameters()}], lr=2e-4)
+        for real in data:
+            netD.zero_grad()
+            fake = netG(noise())
+            (netD(real) - netD(fake.detach())).mean().backward()
+            opt_d.step()
+            netD.zero_grad()
+            (-netD(fake)).mean().backward()
+            opt_g.step()
+        """,
+        [15],
+    ),
+    # LBFGS: the closure clears the gradients its own backward() just computed.
+    "lbfgs_closure_clears_after_backward": (
+        """
+        import torch
+
+        opt = torch.optim.LBFGS(model.parameters())
+
+        def closure():
+            loss = model(x).sum()
+            loss.backward()
+            opt.zero_grad()
+            return loss
+
+        for _ in range(10):
+            opt.step(closure)
+        """,
+        [12],
+    ),
 }
 
 
@@ -388,6 +427,57 @@ NOT_FLAGGED = {
                 model(chunk).sum().backward()
             opt.step()
             opt.zero_grad()
+        """,
+    # The cleared model wraps or holds the optimizer's: its zero_grad reaches them.
+    "gan_wrapper_holds_the_generator": """
+        import torch
+        from torch import nn
+
+        netG = nn.Linear(8, 4)
+        gan = GAN(netG, nn.Linear(4, 1))
+        opt_g = torch.optim.Adam(netG.parameters())
+        for real in data:
+            gan.zero_grad()
+            gan(real).mean().backward()
+            opt_g.step()
+        """,
+    "optimizer_over_a_model_built_from_the_cleared_one": """
+        import torch
+        from torch import nn
+
+        netD = nn.Linear(4, 1)
+        head = netD.head
+        opt = torch.optim.SGD(head.parameters(), lr=0.1)
+        for real in data:
+            netD.zero_grad()
+            netD(real).mean().backward()
+            opt.step()
+        """,
+    # Parameters from elsewhere: the cleared model may hold them.
+    "optimizer_over_unknown_parameters": """
+        import torch
+        from torch import nn
+
+        netD = nn.Linear(4, 1)
+        opt = torch.optim.SGD(params, lr=0.1)
+        for real in data:
+            netD.zero_grad()
+            netD(real).mean().backward()
+            opt.step()
+        """,
+    "lbfgs_closure_clears_before_backward": """
+        import torch
+
+        opt = torch.optim.LBFGS(model.parameters())
+
+        def closure():
+            opt.zero_grad()
+            loss = model(x).sum()
+            loss.backward()
+            return loss
+
+        for _ in range(10):
+            opt.step(closure)
         """,
 }
 

@@ -312,7 +312,52 @@ class GradEvents:
             return True
         if mine[:2] != theirs[:2]:
             return True  # different scopes: may well be the same object
-        return not self.is_optimizer(clear.receiver)
+        if self.is_optimizer(clear.receiver):
+            return False
+        return not self._other_models(clear.receiver, step.optimizer)
+
+    def _other_models(self, module: cst.BaseExpression, optimizer: cst.BaseExpression) -> bool:
+        """Whether ``module.zero_grad()`` surely misses ``optimizer``'s parameters: the
+        optimizer is built over ``owner.parameters()`` of other models only (a GAN's
+        ``opt_g`` over ``netG``, cleared by ``netD.zero_grad()``), and neither is built
+        from the other (``DDP(netG)``, ``netG = netD.generator``). Anything not seen
+        being built in this module may be the same object: then it may clear."""
+        owners = self._parameter_owners(optimizer)
+        name = dotted_name(module)
+        if not owners or name is None or name in {dotted_name(o) for o in owners}:
+            return False
+        built = self.ix.origins(module)
+        if not built or any(not isinstance(o.expr, cst.Call) for o in built):
+            return False
+        owner_names = {dotted_name(o) for o in owners}
+        if any(_mentions(o.expr, owner_names) for o in built):
+            return False
+        for owner in owners:
+            made = self.ix.origins(owner)
+            if not made or any(not isinstance(o.expr, cst.Call) or _mentions(o.expr, {name})
+                               for o in made):
+                return False
+        return True
+
+    def _parameter_owners(self, optimizer: cst.BaseExpression) -> list[cst.BaseExpression]:
+        """The ``owner`` of every ``owner.parameters()`` an optimizer is built over, when
+        each of its constructions passes only such parameters (else empty)."""
+        owners: list[cst.BaseExpression] = []
+        origins = self.ix.origins(optimizer)
+        for origin in origins:
+            value = origin.expr
+            if origin.index is not None or not isinstance(value, cst.Call) or not value.args:
+                return []
+            if not is_optimizer_constructor(self.ix.qualified(value.func)):
+                return []
+            params = next((a.value for a in value.args
+                           if a.keyword is not None and a.keyword.value == "params"),
+                          value.args[0].value if value.args[0].keyword is None else None)
+            found = _parameter_calls(params) if params is not None else None
+            if not found:
+                return []
+            owners.extend(found)
+        return owners if all(dotted_name(o) is not None for o in owners) else []
 
     # -- summaries ---------------------------------------------------------------------
 
@@ -332,7 +377,7 @@ class GradEvents:
         for step in list(out.steps):
             if step.closure is None:
                 continue
-            closure = self._function_named(step.closure)
+            closure = self.function_named(step.closure)
             if closure is not None:
                 out.merge(self.summary(closure))
             elif not isinstance(step.closure, cst.Lambda):
@@ -394,7 +439,7 @@ class GradEvents:
         self._summaries[key] = events
         return events
 
-    def _function_named(self, expr: cst.BaseExpression) -> Function | None:
+    def function_named(self, expr: cst.BaseExpression) -> Function | None:
         if isinstance(expr, cst.Name):
             for node in self.ix.bindings(expr):
                 if isinstance(node, cst.FunctionDef):
@@ -415,6 +460,35 @@ class GradEvents:
         positional = [a.value for a in call.args if a.keyword is None and not a.star]
         out += positional[:1]
         return out
+
+
+def _parameter_calls(expr: cst.BaseExpression) -> list[cst.BaseExpression] | None:
+    """The receivers of the ``x.parameters()`` / ``x.named_parameters()`` calls that
+    ``expr`` is made of (through lists, dicts of param groups, ``chain``, ``list``,
+    ``filter``); ``None`` if any other value could supply parameters."""
+    if isinstance(expr, cst.Call):
+        func = expr.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters"):
+            return [func.value]
+        inner = [_parameter_calls(a.value) for a in expr.args if not isinstance(a.value, cst.Lambda)]
+    elif isinstance(expr, (cst.List, cst.Tuple)):
+        inner = [_parameter_calls(e.value) for e in expr.elements]
+    elif isinstance(expr, cst.Dict):
+        inner = [_parameter_calls(e.value) for e in expr.elements
+                 if isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString)
+                 and e.key.evaluated_value == "params"]
+    else:
+        return None
+    if not inner or any(i is None for i in inner):
+        return None
+    return [r for i in inner for r in i]
+
+
+def _mentions(expr: cst.CSTNode, names: set[str | None]) -> bool:
+    """Whether ``expr`` names any of ``names`` (dotted) anywhere inside it."""
+    if isinstance(expr, (cst.Name, cst.Attribute)) and dotted_name(expr) in names:
+        return True
+    return any(_mentions(child, names) for child in expr.children)
 
 
 def _is_grad_attribute(expr: cst.BaseExpression) -> bool:
