@@ -78,6 +78,9 @@ class DeadUnitsWatcher(CheckWatcher):
         super().__init__(runtime)
         #: key -> (label, site, recent "fired" masks, samples per mask)
         self.layers: dict[Any, tuple[str, Any, collections.deque, list[int]]] = {}
+        #: ReLU calls measured so far, and their count when ``settled`` last looked.
+        self._measured = 0
+        self._judged_at = -1
 
     def install(self) -> None:
         torch = self.rt.torch
@@ -104,6 +107,7 @@ class DeadUnitsWatcher(CheckWatcher):
         if entry is None or entry[2] and entry[2][-1].shape != fired.shape:
             entry = self.layers[key] = (label, site, collections.deque(maxlen=WINDOW), [])
         entry[2].append(fired)
+        self._measured += 1
         entry[3].append(x.numel() // max(1, fired.numel()))
         del entry[3][:-WINDOW]
 
@@ -136,6 +140,9 @@ class DeadUnitsWatcher(CheckWatcher):
     def settled(self) -> bool:
         if self.rt.step < SETTLE_STEPS:
             return False
+        if self._judged_at == self._measured:
+            return False  # no batch measured since the last look (asked at every step)
+        self._judged_at = self._measured
         for _, _, masks, _ in self.layers.values():
             if len(masks) < WINDOW:
                 return False
