@@ -66,8 +66,11 @@ class UpdateRatio(RuntimeCheck):
     2, 3, 4 and 8 of a single optimizer), when each group is either flagged as too large
     (that is judged on the first 3 steps alone) or clear of the lower threshold by two
     orders of magnitude: its median ratio and its latest ratio both at least 1e-4. A
-    group in between, or one whose ratio is falling (a scheduler decaying to nothing),
-    keeps the run going to `--max-steps`, where the median over the whole run decides.
+    group in between, or one whose latest ratio has dropped under 1e-4 (a scheduler
+    decaying to nothing), keeps the run going to `--max-steps`, where the median over
+    the whole run decides; so does a learning-rate warm-up that starts near zero. An
+    optimizer measured fewer than 5 times in the budget (several optimizers stepped in
+    turn share the monitor's schedule) keeps it going too.
     """
 
     code = "ML104"
