@@ -40,6 +40,15 @@ class NonFinite(RuntimeCheck):
     the first 3 steps, and again from the moment any non-finite value is seen, to name
     the layer. The earliest event wins; a layer is blamed only while the weights are
     still finite (otherwise it merely carries the NaN the update wrote).
+
+    ## When it is settled
+    The absence of a NaN can never be proven: a run may diverge at any step. So with
+    nothing seen, ML101 counts as settled after 8 optimizer steps, and the run stops
+    only once the other checks are settled too (note "settle-windows" in
+    `mllint.rules.runtime._support`). A too-large learning rate or a log of zero shows
+    within those first steps; a slow divergence later in training is only seen with a
+    longer `--max-steps` (or by training). Once a non-finite value is seen, the check is
+    settled when the layer that produced it is named, or 2 steps after the first event.
     """
 
     code = "ML101"
@@ -53,6 +62,11 @@ class NonFinite(RuntimeCheck):
 
 #: Steps whose module outputs are always checked (later ones only once armed).
 EAGER_STEPS = 3
+
+#: Steps after which the check is settled when no non-finite value was seen.
+SETTLE_STEPS = 8
+#: Steps after the first non-finite event given to the forward hook to name the layer.
+BLAME_STEPS = 2
 
 #: Order of events within one step: forward, loss, backward, update.
 _FORWARD, _LOSS, _BACKWARD, _UPDATE = range(4)
@@ -74,6 +88,7 @@ class NonFiniteWatcher(CheckWatcher):
         self.rt.on_backward(self._backward)
         self.rt.add_step_post_hook(self._after_step)
         self._armed = False
+        self._armed_at = 0
         self._unhook: Any = self.rt.add_forward_hook(self._forward)
 
     def _arm(self) -> None:
@@ -82,6 +97,8 @@ class NonFiniteWatcher(CheckWatcher):
         only in the first ``EAGER_STEPS`` steps (where initialisation and data problems
         show), and the forward hook is removed after them: checking every output of
         every step, or merely having a global hook, costs more than the budget allows."""
+        if not self._armed:
+            self._armed_at = self.rt.step
         self._armed = True
         if self._unhook is None and self.forward_seen is None:
             self._unhook = self.rt.add_forward_hook(self._forward)
@@ -125,7 +142,11 @@ class NonFiniteWatcher(CheckWatcher):
                 self._arm()
 
     def settled(self) -> bool:
-        return self.forward_seen is not None
+        if self.forward_seen is not None:
+            return True
+        if self._armed:
+            return self.rt.step >= self._armed_at + BLAME_STEPS
+        return self.rt.step >= SETTLE_STEPS
 
     def findings(self) -> list:
         events = []

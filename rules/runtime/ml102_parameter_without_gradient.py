@@ -36,6 +36,13 @@ class ParameterWithoutGradient(RuntimeCheck):
     The training monitor reads every held parameter's gradient norm just before each
     measured optimizer step (one fused norm per step), so a gradient that exists but is
     exactly zero counts as none.
+
+    ## When it is settled
+    Once every trainable parameter held by an optimizer that has stepped either had a
+    gradient (it can no longer be reported) or went without one for 3 measured steps
+    (it is reported): with the monitor's schedule, after step 3 for a single optimizer.
+    A parameter that only starts getting gradients later in the budget is then reported
+    (see Known problems). Optimizers that have not stepped yet are not waited for.
     """
 
     code = "ML102"
@@ -56,6 +63,20 @@ class ParameterWithoutGradientWatcher(CheckWatcher):
 
     def install(self) -> None:
         self.monitor = self.rt.monitor()
+
+    def settled(self) -> bool:
+        monitor = self.monitor
+        if not monitor.optimizer_records:
+            return False  # no optimizer step measured yet
+        for record in monitor.optimizer_records.values():
+            optimizer = record.ref()
+            for p in monitor.optimizer_params(optimizer) if optimizer is not None else ():
+                if not p.requires_grad:
+                    continue
+                seen = monitor.params.get(id(p))
+                if seen is None or (seen.grad_steps == 0 and seen.steps_seen < MIN_STEPS):
+                    return False
+        return True
 
     def findings(self) -> list:
         monitor = self.monitor

@@ -35,6 +35,13 @@ class ParameterNotOptimized(RuntimeCheck):
     The monitor knows every module and optimizer the script built. At each step the
     check takes the top-level models sharing a parameter with some optimizer and looks
     for their parameters that hold a gradient but are in no optimizer's param groups.
+    It looks at optimizer steps 1, 2, 4, 8, 16... (the layout rarely changes later).
+
+    ## When it is settled
+    After its look at the 4th optimizer step (it has looked at steps 1, 2 and 4): by
+    then the optimizers and the models they train are built and every parameter the
+    forward uses has had a gradient. A layer swapped in or first used later in the
+    budget is seen only if the run goes on for another check.
     """
 
     code = "ML103"
@@ -44,6 +51,10 @@ class ParameterNotOptimized(RuntimeCheck):
             "parameters (`model.parameters()`), or freeze the others with "
             "`requires_grad_(False)`.")
     WATCHER = "mllint.rules.runtime.ml103_parameter_not_optimized:ParameterNotOptimizedWatcher"
+
+
+#: Optimizer steps (all optimizers together) after which the check is settled.
+SETTLE_STEPS = 4
 
 
 class ParameterNotOptimizedWatcher(CheckWatcher):
@@ -58,6 +69,9 @@ class ParameterNotOptimizedWatcher(CheckWatcher):
     def install(self) -> None:
         self.monitor = self.rt.monitor()
         self.rt.add_step_pre_hook(self._before_step)
+
+    def settled(self) -> bool:
+        return self._checked_steps >= SETTLE_STEPS
 
     def _before_step(self, optimizer: Any) -> None:
         self._checked_steps += 1

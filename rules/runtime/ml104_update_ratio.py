@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
 from mllint.rules.runtime._support import optimizer_label
 from mllint.runtime_check import CheckWatcher, RuntimeCheck
@@ -15,6 +16,11 @@ LOW = 1e-6
 #: Steps of a parameter group needed before it is judged; the first ones are the
 #: weights' initial scale, where a too-large update shows before it inflates the weights.
 MIN_STEPS = EARLY = 3
+#: Measured steps of each group before the check may settle (steps 1-4 and 8).
+SETTLE_STEPS = 5
+#: A group settles as healthy when its median and latest ratios are both above this
+#: (100x the lower threshold).
+CLEAR = 100 * LOW
 
 
 class UpdateRatio(RuntimeCheck):
@@ -54,6 +60,17 @@ class UpdateRatio(RuntimeCheck):
     the norms of the change and of those weights (fused norms, one host sync per step),
     at the first three steps and then one step in four; the ratios are also in the
     `--report` plots and the JSON series.
+
+    ## When it is settled
+    After 5 measured steps of every group of every optimizer that has stepped (steps 1,
+    2, 3, 4 and 8 of a single optimizer), when each group is either flagged as too large
+    (that is judged on the first 3 steps alone) or clear of the lower threshold by two
+    orders of magnitude: its median ratio and its latest ratio both at least 1e-4. A
+    group in between, or one whose latest ratio has dropped under 1e-4 (a scheduler
+    decaying to nothing), keeps the run going to `--max-steps`, where the median over
+    the whole run decides; so does a learning-rate warm-up that starts near zero. An
+    optimizer measured fewer than 5 times in the budget (several optimizers stepped in
+    turn share the monitor's schedule) keeps it going too.
     """
 
     code = "ML104"
@@ -70,6 +87,22 @@ class UpdateRatioWatcher(CheckWatcher):
     def install(self) -> None:
         self.monitor = self.rt.monitor()
 
+    def settled(self) -> bool:
+        records = self.monitor.optimizer_records.values()
+        if not records:
+            return False
+        for record in records:
+            count = max((len(g) for g in record.groups), default=0)
+            for index in range(count):
+                ratios = _ratios(record, index)
+                if len(ratios) < SETTLE_STEPS:
+                    return False
+                if max(ratios[:EARLY]) > HIGH:
+                    continue  # flagged as too large, on the first steps alone
+                if statistics.median(ratios) < CLEAR or ratios[-1] < CLEAR:
+                    return False
+        return True
+
     def findings(self) -> list:
         out = []
         for record in self.monitor.optimizer_records.values():
@@ -78,7 +111,7 @@ class UpdateRatioWatcher(CheckWatcher):
             count = max((len(g) for g in record.groups), default=0)
             for index in range(count):
                 steps = [g[index] for g in record.groups if index < len(g)]
-                ratios = [s.ratio for s in steps if s.ratio is not None and math.isfinite(s.ratio)]
+                ratios = _ratios(record, index)
                 if len(ratios) < MIN_STEPS:
                     continue
                 median = statistics.median(ratios)
@@ -113,3 +146,9 @@ class UpdateRatioWatcher(CheckWatcher):
                     lr=lrs[-1] if lrs else None,
                 ))
         return out
+
+
+def _ratios(record: Any, index: int) -> list[float]:
+    """The finite update/weight ratios of parameter group ``index``, step by step."""
+    return [g[index].ratio for g in record.groups
+            if index < len(g) and g[index].ratio is not None and math.isfinite(g[index].ratio)]

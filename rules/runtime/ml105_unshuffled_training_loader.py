@@ -38,6 +38,12 @@ class UnshuffledTrainingLoader(RuntimeCheck):
     ## How --verify measures it
     The monitor notes which loader yielded the last batch before each optimizer step;
     after the run, the check reads that loader's sampler, batch sampler and dataset.
+
+    ## When it is settled
+    After the first optimizer step: the loader whose batch fed it is known then, and its
+    sampler does not change. A second training loader that only comes into use later
+    in the budget (a later training phase) is seen only if the run goes on for another
+    check.
     """
 
     code = "ML105"
@@ -53,6 +59,9 @@ class UnshuffledTrainingLoaderWatcher(CheckWatcher):
 
     def install(self) -> None:
         self.monitor = self.rt.monitor()
+
+    def settled(self) -> bool:
+        return self.rt.step >= 1
 
     def findings(self) -> list:
         out = []

@@ -41,6 +41,14 @@ class InitialLoss(RuntimeCheck):
     ## How --verify measures it
     The first call of one of those losses with autograd on is evaluated once more, under
     `no_grad`, to read its value; `C` is the size of the class dimension of its input.
+    Only a loss computed before the run's first `backward()` (or first optimizer step)
+    is an initial loss: a classification loss first met later (after a regression
+    phase, say) is not judged, since the model has been trained by then.
+
+    ## When it is settled
+    At the first `backward()` of a scalar loss (or the first optimizer step, whichever
+    comes first): the first loss has been measured by then, or the run's first loss is
+    not a classification loss and there is nothing to judge.
     """
 
     code = "ML106"
@@ -63,13 +71,14 @@ class InitialLossWatcher(CheckWatcher):
         self.first: dict[str, Any] | None = None
 
     def install(self) -> None:
+        self.monitor = self.rt.monitor()
         functional = self.rt.torch.nn.functional
         for name in _LOSSES:
             self.rt.on_call(functional, name, self._callback(functional, name))
 
     def _callback(self, functional: Any, name: str):
         def seen(*args: Any, **kwargs: Any) -> None:
-            if self.first is None:
+            if not self.settled():
                 self._judge(getattr(functional, name), name, args, kwargs)
 
         return seen
@@ -101,7 +110,8 @@ class InitialLossWatcher(CheckWatcher):
                       "site": self.rt.user_site(), "step": self.rt.step + 1}
 
     def settled(self) -> bool:
-        return self.first is not None
+        return (self.first is not None or bool(self.monitor.losses)
+                or self.rt.step >= 1)
 
     def findings(self) -> list:
         first = self.first

@@ -45,6 +45,10 @@ class CannotOverfitOneBatch(RuntimeCheck):
     The DataLoaders are patched to return each loader's first batch at every draw (the
     usual budgets still count them), the step budget becomes N and the per-pass batch
     cut at least N; the loss of every `backward()` is recorded by the training monitor.
+
+    ## When it is settled
+    Never before the end: the curve is judged on all N steps, so a run with
+    `--overfit-batch N` always takes its N steps (or ends with the script).
     """
 
     code = "ML108"

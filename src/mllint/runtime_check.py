@@ -8,7 +8,8 @@ and what it finds is reported as a runtime-only finding at the user's line that 
 
 Checks live one per module in ``mllint.rules.runtime`` and are discovered like rules
 (``mllint.registry.all_checks``). The class docstring *is* the documentation, under the
-headings of ``DOC_HEADINGS``; ``Threshold`` says what is flagged and why that figure.
+headings of ``DOC_HEADINGS``; ``Threshold`` says what is flagged and why that figure, and
+``When it is settled`` how many steps the check needs before the run may stop early.
 Each check has a triggering script and a healthy twin in ``fixtures/runtime/<code>/``
 (``bad_*.py`` / ``good_*.py``), which the tests run end to end.
 
@@ -31,6 +32,7 @@ DOC_HEADINGS = (
     "Threshold",
     "Known problems",
     "How --verify measures it",
+    "When it is settled",
 )
 
 _CODE_RE = re.compile(r"^ML1\d{2}$")

@@ -15,7 +15,8 @@ from mllint.types import VerdictStatus
 
 
 class StopReason(str, enum.Enum):
-    #: Every finding's probe was settled, so mllint ended the run.
+    #: Every finding's probe and every runtime check was settled, so mllint ended the run
+    #: (note "settle-windows" in ``mllint.rules.runtime._support``).
     SETTLED = "settled"
     #: ``--max-steps`` optimizer steps (or, without an optimizer, backward passes) ran.
     STEPS = "steps"
@@ -54,7 +55,8 @@ class RunSummary:
     def text(self) -> str:
         head = f"--verify run: {self.steps} optimizer step(s) in {self.seconds:.1f}s"
         why = {
-            StopReason.SETTLED: "stopped once every finding was settled",
+            StopReason.SETTLED: ("stopped once every finding and runtime check was "
+                                "settled"),
             StopReason.STEPS: f"stopped: the step budget (--max-steps {self.max_steps}) "
                               "was spent",
             StopReason.BATCHES: "stopped: no optimizer step ran within the batch budget "
