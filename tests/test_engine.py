@@ -276,11 +276,16 @@ def test_a_guarded_pattern_runs_only_where_a_guard_literal_occurs():
     assert not matches((pattern,), "no_grad = 1")  # guard present, regex decides
 
 
-def test_a_worker_imports_only_the_rules_a_file_needs():
+def test_a_worker_imports_only_the_rules_a_file_needs(tmp_path):
     # A fresh interpreter, as a worker's first file: ML001 alone must not pull in the
-    # validation analyses (ML002/ML003/ML007) or any other rule module.
+    # validation analyses (ML002/ML003/ML007) or any other rule module. The manifest is
+    # written first, by another interpreter, as a first run would.
+    import os
     import subprocess
     import sys
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", "from mllint.manifest import rule_infos; rule_infos()"],
+                   env=env, check=True)
     code = (
         "import sys\n"
         "from mllint.manifest import rule_infos\n"
@@ -292,7 +297,7 @@ def test_a_worker_imports_only_the_rules_a_file_needs():
         "print('mllint.analysis.validation.passes' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+                         env=env, check=True).stdout.splitlines()
     assert out == ["ML001 ml001_missing_zero_grad", "['mllint.rules.ml001_missing_zero_grad']",
                    "False"]
 
