@@ -206,3 +206,89 @@ def test_a_warm_run_answers_hits_without_workers(tmp_path, train, monkeypatch):
     other.write_text(hc.TRAIN + "\n# changed\n")
     again = {r.path: [(f.code, f.line) for f in r.findings] for r in runner.lint_targets(targets, opts)}
     assert again == cold and sent == [[str(other)]]
+
+
+# -- the stat index: unchanged files are not read again ----------------------------------
+
+def _run(targets, opts):
+    from mllint import runner
+    found = {r.path: [(f.code, f.line) for f in r.findings] for r in runner.lint_targets(targets, opts)}
+    opts.cache.save_stat_index()
+    return found
+
+
+def _stat_index_setup(tmp_path):
+    from mllint import runner
+    from mllint.config import Settings
+    from mllint.files import Target
+    from mllint.manifest import rule_infos
+
+    infos = tuple(rule_infos(write=False))
+    make = lambda: Cache(tmp_path / "c", tuple(i.code for i in infos), secret=SECRET)  # noqa: E731
+    paths = []
+    for name in ("a.py", "b.py"):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(hc.TRAIN)
+    targets = [Target(str(p)) for p in paths]
+    opts = lambda: runner.RunOptions(rules=infos, settings=Settings(root=tmp_path), jobs=1,  # noqa: E731
+                                     cache=make())
+    return paths, targets, opts
+
+
+def _count_reads(monkeypatch) -> list[str]:
+    from mllint import runner
+    reads: list[str] = []
+    real = runner.read_bytes
+
+    def counting(path, *args):
+        reads.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(runner, "read_bytes", counting)
+    return reads
+
+
+def test_a_warm_run_reads_no_unchanged_file(tmp_path, monkeypatch):
+    paths, targets, opts = _stat_index_setup(tmp_path)
+    cold = _run(targets, opts())
+    _run(targets, opts())  # all hits, read and hashed once: the index is written
+    reads = _count_reads(monkeypatch)
+    assert _run(targets, opts()) == cold and reads == []
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_is_read_again(tmp_path, monkeypatch):
+    paths, targets, opts = _stat_index_setup(tmp_path)
+    _run(targets, opts())
+    _run(targets, opts())
+    st = paths[0].stat()
+    fixed = hc.TRAIN.replace("optimizer.step()", "print(optimizer)")  # same length
+    assert len(fixed) == len(hc.TRAIN)
+    time.sleep(0.01)
+    paths[0].write_text(fixed)
+    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns))  # ctime still moves
+    reads = _count_reads(monkeypatch)
+    again = _run(targets, opts())
+    assert str(paths[0]) in reads and str(paths[1]) not in reads
+    assert again[str(paths[0])] != again[str(paths[1])]
+
+
+@pytest.mark.parametrize("tamper", ["edit", "garbage", "other_salt"])
+def test_an_untrusted_stat_index_is_ignored(tmp_path, monkeypatch, tamper):
+    paths, targets, opts = _stat_index_setup(tmp_path)
+    cold = _run(targets, opts())
+    _run(targets, opts())
+    index = tmp_path / "c" / "stat-index.json"
+    raw = json.loads(index.read_text())
+    if tamper == "edit":  # point a.py at another file's key: must not be believed
+        data = json.loads(raw["payload"])
+        data["files"][str(paths[0])][4] = "0" * 40
+        raw["payload"] = json.dumps(data)
+        index.write_text(json.dumps(raw))
+    elif tamper == "garbage":
+        index.write_bytes(b"\xff{not json")
+    else:  # a cache of another rule set (or mllint version) does not read this index
+        other = Cache(tmp_path / "c", ("ML001",), secret=SECRET)
+        assert other.known_key(str(paths[0]), paths[0].stat()) is None
+        return
+    reads = _count_reads(monkeypatch)
+    assert _run(targets, opts()) == cold and sorted(reads) == sorted(map(str, paths))

@@ -116,10 +116,77 @@ class Cache:
         self._salt = salt.encode()
         self._secret = secret if secret is not None else user_secret()
         self._ready = False
+        self._index: dict[str, list] | None = None
+        self._index_dirty = False
+        self._touched: set[str] = set()
 
     @property
     def enabled(self) -> bool:
         return self._secret is not None
+
+    # -- keys of unchanged files, without reading them ------------------------------------
+    #
+    # A warm run over a large tree spends most of its time reading and hashing files that
+    # did not change. The stat index remembers, per path, the (inode, size, mtime, ctime)
+    # it had when its key was last computed, and the key. ``ctime`` changes on every write
+    # and cannot be set back, so a file whose four values match still has the content the
+    # key was made from. The index is signed like the entries, and bound to this cache's
+    # salt (mllint's code and the rule set): a foreign, edited or stale index is ignored.
+
+    def known_key(self, path: str, st: os.stat_result) -> str | None:
+        """The key of ``path`` if the stat index says the file is unchanged since."""
+        entry = self._stat_index().get(path)
+        return entry[4] if entry is not None and entry[:4] == _stamp(st) else None
+
+    def remember_key(self, path: str, st: os.stat_result, key: str) -> None:
+        index = self._stat_index()
+        self._touched.add(path)
+        stamp = [*_stamp(st), key]
+        if index.get(path) != stamp:
+            index[path] = stamp
+            self._index_dirty = True
+
+    def save_stat_index(self) -> None:
+        """Write the stat index back if it changed (best effort, like every write here)."""
+        if not self._index_dirty or self._secret is None or self._index is None:
+            return
+        if len(self._index) > MAX_ENTRIES:  # paths of other runs go first
+            self._index = {p: e for p, e in self._index.items() if p in self._touched}
+        payload = json.dumps({"salt": self._salt_digest(), "files": self._index}, sort_keys=True)
+        mac = sign(self._secret, b"stat-index", payload.encode("utf-8", "surrogatepass"))
+        try:
+            self._prepare()
+            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"payload": payload, "mac": mac}, fh)
+            os.replace(tmp, self.directory / _INDEX)
+            self._index_dirty = False
+        except (OSError, UnicodeEncodeError):
+            pass
+
+    def _salt_digest(self) -> str:
+        return hashlib.blake2b(self._salt, digest_size=16).hexdigest()
+
+    def _stat_index(self) -> dict[str, list]:
+        if self._index is None:
+            self._index = self._read_stat_index()
+        return self._index
+
+    def _read_stat_index(self) -> dict[str, list]:
+        if self._secret is None:
+            return {}
+        try:
+            raw = json.loads((self.directory / _INDEX).read_bytes())
+            payload = raw["payload"]
+            expected = sign(self._secret, b"stat-index", payload.encode("utf-8", "surrogatepass"))
+            if not isinstance(raw.get("mac"), str) or not hmac.compare_digest(raw["mac"], expected):
+                return {}
+            data = json.loads(payload)
+            if data.get("salt") != self._salt_digest() or not isinstance(data.get("files"), dict):
+                return {}
+            return {p: e for p, e in data["files"].items() if _is_stamp(e)}
+        except Exception:  # noqa: BLE001 - an unreadable index only costs the reads it saves
+            return {}
 
     def key(self, path: str, data: bytes) -> str:
         h = hashlib.blake2b(self._salt, digest_size=20)
@@ -220,6 +287,18 @@ class Cache:
         except OSError:
             pass
         return len(doomed)
+
+
+_INDEX = "stat-index.json"
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _is_stamp(entry: object) -> bool:
+    return (isinstance(entry, list) and len(entry) == 5
+            and all(type(n) is int for n in entry[:4]) and isinstance(entry[4], str))
 
 
 def _without_path(d: dict[str, Any]) -> dict[str, Any]:

@@ -256,6 +256,7 @@ def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unuse
                       prefilter=not no_prefilter, unused_noqa=unused)
     results = list(lint_targets(iter_targets(paths, settings), opts))
     if cache is not None:
+        cache.save_stat_index()
         cache.prune()
     return results
 

@@ -156,14 +156,21 @@ def _cached(path: str, opts: RunOptions) -> FileResult | None:
     ``_check_notebook`` look it up (by path and bytes); ``None`` when there is none."""
     assert opts.cache is not None
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None  # a FIFO or device could block a read: the worker's business
+        st = os.stat(path)
     except OSError:
         return None
-    data = read_bytes(path, opts.settings.max_file_size)
-    if isinstance(data, FileError):
-        return None  # the worker reports it
-    return _from_cache(opts.cache.key(path, data), path, opts)
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a FIFO or device could block a read: the worker's business
+    key = opts.cache.known_key(path, st)
+    if key is None:
+        data = read_bytes(path, opts.settings.max_file_size)
+        if isinstance(data, FileError):
+            return None  # the worker reports it
+        key = opts.cache.key(path, data)
+    hit = _from_cache(key, path, opts)
+    if hit is not None:
+        opts.cache.remember_key(path, st, key)
+    return hit
 
 
 def _from_cache(key: str, path: str, opts: RunOptions) -> FileResult | None:
