@@ -277,7 +277,7 @@ def test_an_untrusted_stat_index_is_ignored(tmp_path, monkeypatch, tamper):
     paths, targets, opts = _stat_index_setup(tmp_path)
     cold = _run(targets, opts())
     _run(targets, opts())
-    index = tmp_path / "c" / "stat-index.json"
+    index = tmp_path / "c" / "stat-index"
     raw = json.loads(index.read_text())
     if tamper == "edit":  # point a.py at another file's key: must not be believed
         data = json.loads(raw["payload"])

@@ -63,10 +63,13 @@ def test_shell_completion_offers_subcommands():
 def test_clean_removes_the_cache(proj):
     env = {"MLLINT_NO_CACHE": ""}
     run("train.py", cwd=proj, env=env)
+    run("train.py", cwd=proj, env=env)  # a hit: the stat index is written too
     assert list((proj / ".mllint_cache").rglob("*.json"))
+    assert (proj / ".mllint_cache" / "stat-index").is_file()
     proc = run("clean", cwd=proj, env=env)
     assert proc.returncode == 0 and "Removed 1 cached result" in proc.stdout
     assert not list((proj / ".mllint_cache").rglob("*.json"))
+    assert not (proj / ".mllint_cache" / "stat-index").exists()
 
 
 # -- noqa ----------------------------------------------------------------------------------

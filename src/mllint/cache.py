@@ -99,6 +99,10 @@ def clear(directory: Path) -> int:
     if directory.is_symlink() or not is_mllint_dir(directory):
         return 0
     removed = 0
+    try:
+        (directory / _INDEX).unlink()
+    except OSError:
+        pass
     for entry in directory.iterdir():
         if entry.is_dir() and not entry.is_symlink() and len(entry.name) == 2:
             removed += sum(1 for _ in entry.glob("*.json"))
@@ -289,7 +293,7 @@ class Cache:
         return len(doomed)
 
 
-_INDEX = "stat-index.json"
+_INDEX = "stat-index"
 
 
 def _stamp(st: os.stat_result) -> list[int]:
