@@ -1,6 +1,6 @@
 """A result cache keyed by file content, path, rule set and mllint version.
 
-Unchanged files cost one hash on the next run. Only complete results are stored: a file
+Unchanged files cost one ``stat`` on the next run (the stat index below), else one hash. Only complete results are stored: a file
 whose lint hit an internal error is linted again next time.
 
 Nothing read back is trusted (see "Why entries are signed" below): an entry is used only
