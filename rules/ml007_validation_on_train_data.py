@@ -305,12 +305,14 @@ class ValidationOnTrainData(ValidationRule):
             else:
                 names = [d for a in vp.forward.node.args if (d := dotted_name(a.value))]
                 pos = vp.forward.pos
-            if vp.via is not None:
+            ec = vp.outer or vp.via  # the call that takes the loop's evaluation path
+            if ec is not None:
                 # ``loader = self.tr_loader if not cross_valid else self.cv_loader``
-                picked = [chosen_name(analysis, vp.via, vp.scope, n, pos) for n in names]
+                loop_scope = vp.loop.scope if vp.loop is not None else vp.scope
+                picked = [chosen_name(analysis, ec, loop_scope, n, pos) for n in names]
                 names = [p if p is not None else n for p, n in zip(picked, names) if p != ""]
             for name in names:
-                via = vp.via.call if vp.via is not None else None
+                via = ec.call if ec is not None else None
                 scope = vp.loop.scope if vp.loop is not None else vp.scope
                 for src in data.sources(scope, name, pos, via):
                     site = src.call_site or vp.loop or vp.forward
