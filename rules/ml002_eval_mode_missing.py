@@ -125,8 +125,60 @@ class EvalModeMissing(ValidationRule):
             """,
             lines=(14,),
         ),
+        Invalid(
+            # A shared train/eval loop whose flag reaches the batch function one level down.
+            """
+            import torch
+
+            def run_batch(model, optimizer, x, y, train):
+                with torch.set_grad_enabled(train):
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                if train:
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                return loss.item()
+
+            def run_epoch(model, optimizer, loader, train):
+                for x, y in loader:
+                    run_batch(model, optimizer, x, y, train)
+
+            def main(model, optimizer, train_loader, test_loader):
+                for epoch in range(10):
+                    model.train()
+                    run_epoch(model, optimizer, train_loader, train=True)
+                    run_epoch(model, optimizer, test_loader, train=False)
+            """,
+            lines=(5,),
+        ),
     ]
     VALID = [
+        Valid(
+            """
+            import torch
+
+            def run_batch(model, optimizer, x, y, train):
+                with torch.set_grad_enabled(train):
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                if train:
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                return loss.item()
+
+            def run_epoch(model, optimizer, loader, train):
+                if not train:
+                    model.eval()
+                for x, y in loader:
+                    run_batch(model, optimizer, x, y, train)
+
+            def main(model, optimizer, train_loader, test_loader):
+                for epoch in range(10):
+                    model.train()
+                    run_epoch(model, optimizer, train_loader, train=True)
+                    run_epoch(model, optimizer, test_loader, train=False)
+            """
+        ),
         Valid(
             """
             import torch

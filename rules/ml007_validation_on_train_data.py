@@ -10,6 +10,7 @@ from mllint.analysis.validation.flags import chosen_name
 from mllint.analysis.validation.names import (
     CALL_VAL,
     EVAL_SIGNS,
+    GUARDED_NO_GRAD_SIGN,
     MODE_SIGN,
     NO_GRAD_SIGN,
     TRAIN_WORD,
@@ -38,9 +39,12 @@ class ValidationOnTrainData(ValidationRule):
     (`if args.evaluate: ...; return`), or only at another stage while the per-epoch
     number selects the model. Loaders are followed to their datasets (through
     `accelerator.prepare`, `iter(...)`, `.__iter__()`, torchtext iterators and the
-    same-module helpers that build and return them) and evaluation helpers to their
+    same-module helpers that build and return them; a loop over `range(n)` that draws
+    its batches with `next(it)` iterates `it`) and evaluation helpers to their
     callers; a shared train/eval loop switched by a flag is checked on the data its
-    evaluation call passes (`run_epoch(model, train_loader, train=False)`).
+    evaluation call passes (`run_epoch(model, train_loader, train=False)`). A loop
+    that runs the model under `no_grad` inside a test of held-out data (`if val_ds is
+    not None:`) but iterates what the training loop iterates is flagged too.
 
     ## Why is this bad?
     The model is measured on examples it was fitted to. Validation accuracy then tracks
@@ -72,7 +76,7 @@ class ValidationOnTrainData(ValidationRule):
     # function; training data is named like it, built with train=True/split="train",
     # or is what a training loop (backward/step/autograd) iterates.
     REQUIRES = (
-        *or_flag_pass((*EVAL_SIGNS, NO_GRAD_SIGN, MODE_SIGN, CALL_VAL)),
+        *or_flag_pass((*EVAL_SIGNS, NO_GRAD_SIGN, GUARDED_NO_GRAD_SIGN, MODE_SIGN, CALL_VAL)),
         any_layout(rf"{TRAIN_WORD}|backward|step|autograd"),  # words: no layout splits one
     )
     # Then a forward of something model-like with a sign of evaluation (see the gate).
@@ -161,6 +165,44 @@ class ValidationOnTrainData(ValidationRule):
             """,
             lines=(14,),
         ),
+        Invalid(
+            # The loop is sized by the test set but draws its batches from the training loader.
+            """
+            import torch
+
+            def fit(model, optimizer, train_loader, test_loader, epochs):
+                for epoch in range(epochs):
+                    model.train()
+                    for x, y in train_loader:
+                        optimizer.zero_grad()
+                        model(x).logsumexp(1).mean().backward()
+                        optimizer.step()
+                    model.eval()
+                    batches = iter(train_loader)
+                    with torch.no_grad():
+                        for _ in range(len(test_loader)):
+                            x, y = next(batches)
+                            print((model(x).argmax(1) == y).float().mean().item())
+            """,
+            lines=(13,),
+        ),
+        Invalid(
+            # The validation loss, computed only when there is held-out data, on the training data.
+            """
+            import torch
+
+            def fit(net, optimizer, data, val_data=None, epochs=3):
+                for epoch in range(epochs):
+                    for x, y in data:
+                        optimizer.zero_grad()
+                        net(x, y).backward()
+                        optimizer.step()
+                    if val_data is not None:
+                        with torch.no_grad():
+                            val_loss = sum(net(x, y).item() for x, y in data)
+            """,
+            lines=(11,),
+        ),
     ]
     VALID = [
         Valid(
@@ -227,6 +269,21 @@ class ValidationOnTrainData(ValidationRule):
                         model(x)
             """
         ),
+        Valid(
+            """
+            import torch
+
+            def fit(net, optimizer, data, val_data=None, epochs=3):
+                for epoch in range(epochs):
+                    for x, y in data:
+                        optimizer.zero_grad()
+                        net(x, y).backward()
+                        optimizer.step()
+                    if val_data is not None:
+                        with torch.no_grad():
+                            val_loss = sum(net(x, y).item() for x, y in val_data)
+            """
+        ),
     ]
 
     def decide(self, analysis: ValidationAnalysis) -> None:
@@ -236,7 +293,8 @@ class ValidationOnTrainData(ValidationRule):
         heldout: list[Site] = []
         candidates: list[tuple[object, object, Source, Site]] = []
         done: set[int] = set()
-        for vp in analysis.passes():
+        guarded = data.guarded_evaluations()
+        for vp in [*analysis.passes(), *guarded]:
             key = id(vp.region)
             if key in done:
                 continue
@@ -247,12 +305,14 @@ class ValidationOnTrainData(ValidationRule):
             else:
                 names = [d for a in vp.forward.node.args if (d := dotted_name(a.value))]
                 pos = vp.forward.pos
-            if vp.via is not None:
+            ec = vp.outer or vp.via  # the call that takes the loop's evaluation path
+            if ec is not None:
                 # ``loader = self.tr_loader if not cross_valid else self.cv_loader``
-                picked = [chosen_name(analysis, vp.via, vp.scope, n, pos) for n in names]
+                loop_scope = vp.loop.scope if vp.loop is not None else vp.scope
+                picked = [chosen_name(analysis, ec, loop_scope, n, pos) for n in names]
                 names = [p if p is not None else n for p, n in zip(picked, names) if p != ""]
             for name in names:
-                via = vp.via.call if vp.via is not None else None
+                via = ec.call if ec is not None else None
                 scope = vp.loop.scope if vp.loop is not None else vp.scope
                 for src in data.sources(scope, name, pos, via):
                     site = src.call_site or vp.loop or vp.forward

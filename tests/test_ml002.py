@@ -415,3 +415,52 @@ class Trainer:
 )
 def test_a_helper_that_runs_the_model_is_checked_along_the_validation_loop(switch, expected):
     assert lines(TRAINER.format(switch=switch)) == expected
+
+
+TWO_LEVELS = HEADER + """
+class Trainer:
+    def __init__(self, train_loader, test_loader=None):
+        self.model = Net()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.train_loader = train_loader
+        self.test_loader = test_loader
+
+    def _run_batch(self, x, y, train=True):
+        with torch.set_grad_enabled(train):
+            loss = nn.functional.cross_entropy(self.model(x), y)
+        if train:
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        return loss.item()
+
+    def _run_epoch(self, loader, train=True):
+        {switch}
+        for x, y in loader:
+            self._run_batch(x, y, {flag})
+
+    def fit(self, epochs):
+        for epoch in range(epochs):
+            self.model.train()
+            self._run_epoch(self.train_loader, train=True)
+            if self.test_loader is not None:
+                self._run_epoch(self.test_loader, train=False)
+"""
+
+
+@pytest.mark.parametrize(
+    "switch,flag,expected",
+    [
+        # The flag reaches the batch function through the epoch function.
+        ("pass", "train", [22]),
+        ("pass", "train=train", [22]),
+        ("self.model.train(train)", "train", []),
+        ("if not train:\n            self.model.eval()", "train", []),
+        ("if train:\n            self.model.train()\n        else:\n            self.model.eval()",
+         "train", []),
+        # The epoch function always trains: no evaluation path.
+        ("pass", "True", []),
+    ],
+)
+def test_shared_loop_switched_through_two_levels(switch, flag, expected):
+    assert lines(TWO_LEVELS.format(switch=switch, flag=flag)) == expected

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from helpers import FIXTURES
 from mllint.rules.ml007_validation_on_train_data import ValidationOnTrainData
 
@@ -392,3 +394,90 @@ def test_torchtext_iterators_and_dunder_iter():
         val_batches = iter(DataLoader(train_ds))
         """, "train_loader", "val_batches")
     assert lines(wrapped) == [6]
+
+
+DRAWN = """
+import torch
+
+class Trainer:
+    def __init__(self, model, optimizer, train_loader, test_loader):
+        self.model = model
+        self.optimizer = optimizer
+        self.train_loader = train_loader
+        self.test_loader = test_loader
+
+    def fit(self, epochs):
+        for epoch in range(epochs):
+            self.model.train()
+            self.train_epoch()
+            print(self.evaluate(epoch))
+
+    def train_epoch(self):
+        batches = iter(self.train_loader)
+        for _ in range(len(self.train_loader)):
+            x, y = {draw_train}
+            self.optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(self.model(x), y).backward()
+            self.optimizer.step()
+
+    @torch.no_grad()
+    def evaluate(self, epoch):
+        self.model.eval()
+        batches = {evaluated}
+        hits = 0
+        for _ in range(len(self.test_loader)):
+            x, y = {draw}
+            hits += (self.model(x).argmax(1) == y).sum().item()
+        return hits
+"""
+
+
+@pytest.mark.parametrize("draw", ["next(batches)", "batches.next()", "batches.__next__()"])
+def test_batches_drawn_with_next_keep_the_loaders_identity(draw):
+    # The evaluation sizes its loop by the test set but draws from the training loader.
+    code = DRAWN.format(draw_train="next(batches)", draw=draw,
+                        evaluated="self.train_loader.__iter__()")
+    assert lines(code) == [29]
+    fixed = code.replace("batches = self.train_loader.__iter__()",
+                         "batches = self.test_loader.__iter__()")
+    assert lines(fixed) == []
+    assert lines(code.replace("self.train_loader.__iter__()", "iter(self.train_loader)")) == [29]
+
+
+GUARDED = """
+import torch
+from torch.utils.data import DataLoader
+
+def fit(net, train_data, val_data=None, epochs=3):
+    data = DataLoader(train_data, shuffle=True)
+    held_out = DataLoader(val_data) if val_data is not None else None
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    history = []
+    for epoch in range(epochs):
+        net.train()
+        for images, targets in data:
+            losses = net(images, targets)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+        if {guard}:
+            total = 0.0
+            with torch.no_grad():
+                for images, targets in {evaluated}:
+                    losses = net(images, targets)
+                    total += sum(losses.values()).item()
+            history.append(total / len(held_out))
+    return history
+"""
+
+
+def test_loss_on_the_training_data_under_a_held_out_guard():
+    # ``if val_data is not None:`` says the loop stands for the validation loss, but it
+    # iterates ``data``, which the training loop iterates.
+    code = GUARDED.format(guard="val_data is not None", evaluated="data")
+    assert lines(code) == [19]
+    assert lines(GUARDED.format(guard="val_data is not None", evaluated="held_out")) == []
+    # Without a guard naming held-out data, a no_grad loop over ``data`` (no name of a
+    # loader) is no sign of evaluation: nothing to report.
+    assert lines(GUARDED.format(guard="epoch % 2 == 0", evaluated="data")) == []
+    assert lines(GUARDED.format(guard="val_data is not None and train_data", evaluated="data")) == []

@@ -22,7 +22,9 @@ decide cheaply, so it answers True whenever the analysis could find a pass:
   function with an ``if`` that tests one of its parameters (``if train:``, ``if not p:``,
   ``if p == "train":``), which a shared train/eval loop switched by a flag needs; or, for
   a call outside any loop in a function, any of these signs at a call of a function of
-  that name (with arguments) from a loop (a helper such as ``self._forward_pass(x)``).
+  that name (with arguments) from a loop (a helper such as ``self._forward_pass(x)``),
+  or such a call from a loop that hands on a parameter of its function (a flag handed
+  on to a switched batch function: ``self._run_batch(x, y, train)``).
 
 Left out (each only ever rejects a pass, so leaving it out keeps the gate sound): the
 textual line checks, training inside the loop through helpers, synthetic inputs,
@@ -98,6 +100,8 @@ class _Candidate:
     #: For ``recv.method(args)``: the receiver, a model when its class defines ``method``.
     receiver: str | None = None
     method: str | None = None
+    #: A bare parameter of its function is among its arguments (a flag handed on).
+    hands_on_param: bool = False
 
 
 @dataclass
@@ -281,9 +285,11 @@ class _Walker:
             return
         first = _first_arg(node)
         receiver = dotted(f.value) if attr is not None and attr != "forward" else None  # type: ignore[union-attr]
+        args = [*node.args, *(k.value for k in node.keywords)]
+        hands_on = any(isinstance(a, ast.Name) and a.id in scope.params for a in args)
         self.facts.candidates.append(
             _Candidate(target, scope, loops, grad, dotted(first) if first is not None else None,
-                       receiver, attr if receiver else None)
+                       receiver, attr if receiver else None, hands_on)
         )
 
 
@@ -357,7 +363,10 @@ def _helper_signs(facts: _Facts) -> dict[str, int]:
     for d in facts.candidates:
         if d.loops:
             name = d.target.rpartition(".")[2]
-            found[name] = found.get(name, 0) | _signs(d, facts.mode_calls, facts.flag_scopes)
+            signs = _signs(d, facts.mode_calls, facts.flag_scopes)
+            if d.hands_on_param:
+                signs |= FLAG  # maybe a flag handed on to a switched batch function
+            found[name] = found.get(name, 0) | signs
     return found
 
 

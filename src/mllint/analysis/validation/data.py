@@ -24,15 +24,25 @@ from dataclasses import dataclass
 import libcst as cst
 
 from mllint.analysis.syntax import dotted_name
-from mllint.analysis.validation.facts import CallRec, FlowRec, Scope
+from mllint.analysis.validation.facts import (
+    CallRec,
+    Evidence,
+    FlowRec,
+    Grad,
+    Loop,
+    Scope,
+    _words,
+)
 from mllint.analysis.validation.names import (
+    IF_VAL_RE,
     SPLITTERS,
+    WITH_NO_GRAD_RE,
     Pos,
     is_eval_function,
     is_train_name,
     is_val_name,
 )
-from mllint.analysis.validation.passes import ValidationAnalysis
+from mllint.analysis.validation.passes import ValidationAnalysis, ValidationPass
 
 _DEPTH = 5
 _SPLIT_KEYWORDS = ("split", "subset", "mode", "phase", "set", "stage", "partition")
@@ -371,6 +381,63 @@ class DataAnalysis:
                 if is_eval_function(last):
                     out.append(c)
         return out
+
+    # -- evaluations under a held-out guard ----------------------------------------------
+
+    def guarded_evaluations(self) -> list[ValidationPass]:
+        """Loops that run the model with autograd off under a test of held-out data, over
+        what a training loop iterates: ``if val_data is not None: with torch.no_grad():
+        for x, y in data: model(x)``. The loop's own name gives no sign of evaluation, so
+        they are no validation passes (nothing there for ML002/ML003 to judge); the guard
+        says the loop stands for the held-out evaluation, and only training data that the
+        training loop itself iterates counts against it."""
+        out: list[ValidationPass] = []
+        keys, flows = self.training_keys()
+        for scope in self.va.facts.scopes:
+            if self.va.framework_owned(scope):
+                continue
+            for loop in scope.loops:
+                if not loop.iterables or not any(self._tests_held_out(i) for i in loop.ifs):
+                    continue
+                if loop.trains or self.va.loop_trains(loop):
+                    continue
+                if not any(self._key(scope, n) in keys for n in loop.iterables):
+                    continue
+                found = self._guarded_forward(loop)
+                if found is not None:
+                    call, model = found
+                    out.append(ValidationPass(scope, loop, call, model,
+                                              frozenset({Evidence.NO_GRAD})))
+        return out
+
+    def _tests_held_out(self, node: cst.If) -> bool:
+        """``if val_dataset is not None:``: a test of held-out data (and of no training
+        data), named on the ``if`` line, as the prefilter reads it."""
+        words = list(_words(node.test))
+        if not any(is_val_name(w) for w in words) or any(is_train_name(w) for w in words):
+            return False
+        where = self.va.facts.ifs.get(id(node))
+        return where is not None and self.va.facts.line_matches(where.pos, IF_VAL_RE)
+
+    def _guarded_forward(self, loop: Loop) -> tuple[CallRec, str] | None:
+        """A forward of the model directly in ``loop`` (and the model), inside a ``with``
+        block around the loop that switches autograd off, whose output is not
+        back-propagated."""
+        for call in loop.calls:
+            ctx = call.grad
+            if call.loops[-1] is not loop or ctx is None or ctx.state is not Grad.OFF:
+                continue
+            if not isinstance(ctx.node, cst.With) or ctx.pos >= loop.pos:
+                continue
+            if not self.va.facts.line_matches(ctx.pos, WITH_NO_GRAD_RE):
+                continue  # read off its line, as the prefilter reads it
+            model = self.va.model_forward(call)
+            if model is None or self.va._synthetic_input(call):
+                continue
+            if self.va._backpropagated(call) or self.va._caller_backpropagates(call):
+                continue
+            return call, model
+        return None
 
 
 def _is_loader(call: CallRec) -> bool:

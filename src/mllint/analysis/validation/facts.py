@@ -88,6 +88,11 @@ class Loop:
     #: Where its ``for``/``while`` keyword is.
     kw_pos: Pos = (0, 0)
     trains: bool = False
+    #: Its header iterates no data (``for i in range(n)``, ``while True``), so the
+    #: iterators its body draws batches from (``next(it)``) are added to ``iterables``.
+    draws: bool = False
+    #: The ``if`` statements around it in its scope, outermost first.
+    ifs: tuple[cst.If, ...] = ()
     calls: list[CallRec] = field(default_factory=list)
 
 
@@ -358,7 +363,8 @@ class FactsCollector(Rule):
         kw_pos = self._pos(kw)  # ``async for`` starts at ``async``; the sign search skips it
         loop = Loop(
             node, self._pos(node), scope, scope.loop_stack[-1] if scope.loop_stack else None,
-            iterables, tuple(_words(expr)), kw_pos,
+            iterables, tuple(_words(expr)), kw_pos, draws=not iterables,
+            ifs=tuple(scope.if_stack),
         )
         scope.loops.append(loop)
         scope.loop_stack.append(loop)
@@ -480,6 +486,11 @@ class FactsCollector(Rule):
         scope.calls.append(rec)
         for loop in scope.loop_stack:
             loop.calls.append(rec)
+        if scope.loop_stack and scope.loop_stack[-1].draws:
+            drawn = _drawn_from(node, func)
+            loop = scope.loop_stack[-1]
+            if drawn and drawn not in loop.iterables:
+                loop.iterables = (*loop.iterables, drawn)
         if _is_training_call(rec):
             scope.trains = True
             for loop in scope.loop_stack:
@@ -548,6 +559,20 @@ def _iterables(expr: cst.BaseExpression) -> Iterator[str]:
     name = dotted_name(expr)
     if name:
         yield name
+
+
+def _drawn_from(node: cst.Call, func: str | None) -> str | None:
+    """The iterator a call takes the next batch from: ``it`` in ``next(it)``,
+    ``it.next()``, ``it.__next__()``."""
+    if func == "next":
+        first = node.args[0] if node.args else None
+        if first is not None and first.keyword is None and not first.star:
+            return dotted_name(first.value)
+        return None
+    f = node.func
+    if isinstance(f, cst.Attribute) and f.attr.value in ("next", "__next__") and not node.args:
+        return dotted_name(f.value)
+    return None
 
 
 def _words(expr: cst.BaseExpression) -> Iterator[str]:

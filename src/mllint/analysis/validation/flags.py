@@ -19,6 +19,11 @@ prefilter can see it). A call of the function that binds ``p`` - by keyword, pos
 default - to a literal on which no training call runs is an *evaluation call*, and the
 function's loops over batches are validation passes on that path: their mode and
 autograd state are what the function sets on that path, else what holds at that call.
+
+The flag may reach the guarded training one level further down: a loop function that
+hands its parameter on to a switched batch function (``self._run_batch(x, y, train)``)
+is switched by that parameter, and the batch function's forwards are passes of its loop
+on the evaluation path of both.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from mllint.analysis.validation.names import FLAG_IF_RE
 #: A literal a flag can be bound to: ``True``/``False``/``None``, a number or a string.
 Literal = object
 _NOT_LITERAL = object()
+#: How many functions a flag is followed through when each hands it on to the next.
+_MAX_HOPS = 3
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,9 @@ class Flags:
             params: set[str] | None = None
             for c in training:
                 guarded = {t.param for n in c.ifs if (t := self._test(scope, n)) is not None}
+                forwarded = self.forwarded(c)
+                if forwarded is not None:
+                    guarded.add(forwarded[1])  # ``self._run_batch(x, y, train)``
                 params = guarded if params is None else params & guarded
                 if not params:
                     break
@@ -168,10 +178,36 @@ class Flags:
         helper = self.va.helper_of(call)
         return helper is not None and helper is not call.scope and self.va.trains(helper)
 
-    def trains_with(self, switch: Switch, value: Literal) -> bool:
-        """Some training call of the switched function runs when its flag is ``value``."""
-        return any(self.runs(c, switch.param, value) is not False
-                   for c in switch.scope.calls if self._trains(c))
+    def forwarded(self, call: CallRec) -> tuple[Switch, str] | None:
+        """A call that hands its function's parameter on as the flag of a switched helper
+        (``self._run_batch(x, y, train)`` in ``_run_epoch(self, loader, train)``): the
+        helper's switch and the parameter handed on."""
+        scope = call.scope
+        helper = self.va.helper_of(call)
+        if scope.is_module or helper is None or helper is scope:
+            return None
+        inner = self.switch(helper)
+        if inner is None:
+            return None
+        arg = bound_arg(helper, call, inner.param)
+        if (isinstance(arg, cst.Name) and not arg.lpar and arg.value in scope.params
+                and not scope.assigned(arg.value)):
+            return inner, arg.value
+        return None
+
+    def trains_with(self, switch: Switch, value: Literal, depth: int = 0) -> bool:
+        """Some training call of the switched function runs when its flag is ``value``
+        (a call that hands the flag on to a switched helper: when the helper trains)."""
+        for c in switch.scope.calls:
+            if not self._trains(c) or self.runs(c, switch.param, value) is False:
+                continue
+            forwarded = self.forwarded(c)
+            if forwarded is not None and forwarded[1] == switch.param:
+                if depth >= _MAX_HOPS or self.trains_with(forwarded[0], value, depth + 1):
+                    return True
+                continue
+            return True
+        return False
 
     def eval_calls(self, scope: Scope) -> list[EvalCall]:
         """The calls of ``scope`` in this module that take its evaluation path."""
@@ -211,24 +247,31 @@ def chosen_name(va, ec: EvalCall, scope: Scope, name: str, pos) -> str | None:
 def bound_literal(callee: Scope, call: CallRec, param: str) -> Literal:
     """The literal ``call`` binds to ``callee``'s parameter ``param`` (its default when
     the call leaves it out), or ``_NOT_LITERAL``."""
+    expr = bound_arg(callee, call, param)
+    return _NOT_LITERAL if expr is None else _literal(expr)
+
+
+def bound_arg(callee: Scope, call: CallRec, param: str) -> cst.BaseExpression | None:
+    """The expression ``call`` binds to ``callee``'s parameter ``param`` (its default when
+    the call leaves it out), or None when that cannot be told."""
     node = call.node
     for a in node.args:
         if a.keyword is not None and a.keyword.value == param:
-            return _literal(a.value)
+            return a.value
         if a.star:
-            return _NOT_LITERAL  # ``*args`` / ``**kwargs``: cannot tell
+            return None  # ``*args`` / ``**kwargs``: cannot tell
     offset = 1 if callee.cls is not None and call.func and "." in call.func else 0
     index = callee.params.index(param) - offset
     positional = [a for a in node.args if a.keyword is None]
     if 0 <= index < len(positional):
-        return _literal(positional[index].value)
+        return positional[index].value
     func = callee.node
     if isinstance(func, cst.FunctionDef):
         p = func.params
         for q in (*p.posonly_params, *p.params, *p.kwonly_params):
             if q.name.value == param and q.default is not None:
-                return _literal(q.default)
-    return _NOT_LITERAL
+                return q.default
+    return None
 
 
 def _literal(expr: cst.BaseExpression) -> Literal:

@@ -168,6 +168,14 @@ NO_GRAD_SIGN = as_written(guarded(
     ("no_grad", "inference_mode", "set_grad_enabled"),  # what every ``with`` part names
     _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("for"), _FOR_DATA_REST)),
 ))
+#: ``with torch.no_grad():`` and an ``if`` that tests held-out data on its line
+#: (``if val_ds is not None:``): an evaluation that a held-out test guards.
+IF_VAL = rf"{_kw('if')}\b[^\n]*?{VAL_WORD}"
+IF_VAL_RE = re.compile(IF_VAL)
+GUARDED_NO_GRAD_SIGN = as_written(guarded(
+    ("no_grad", "inference_mode", "set_grad_enabled"),
+    _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("if"), rf"\b[^\n]*?{VAL_WORD}")),
+))
 #: ``model.eval()`` (in any layout) and a loop over batches (on its line).
 MODE_SIGN = as_written(guarded(
     ("eval", "train"),  # what every ``.eval(``/``.train(`` part names

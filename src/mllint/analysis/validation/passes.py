@@ -113,6 +113,10 @@ class ValidationPass:
     #: For a forward in a helper that a validation loop calls (``self._forward_pass(x)``):
     #: that call; the loop is the caller's.
     helper_call: CallRec | None = None
+    #: When the flag reaches the forward's function through the loop's function
+    #: (``_run_epoch(loader, train=False)`` calls ``_run_batch(x, y, train)``): the call
+    #: that takes the loop's evaluation path; ``via`` is then the call in the loop.
+    outer: EvalCall | None = None
 
     @property
     def through(self) -> CallRec | None:
@@ -122,6 +126,10 @@ class ValidationPass:
     @property
     def where(self) -> str:
         """Where the pass is, for messages."""
+        if self.outer is not None and self.via is not None and self.loop is not None:
+            return (f"the loop on line {self.loop.pos[0]} when {self.outer.describe()} runs "
+                    f"it on line {self.outer.call.line} (through `{self.via.call.func}(...)` "
+                    f"on line {self.via.call.line})")
         if self.via is not None and self.loop is not None:
             return (f"the loop on line {self.loop.pos[0]} when {self.via.describe()} runs "
                     f"it on line {self.via.call.line}")
@@ -428,13 +436,39 @@ class ValidationAnalysis:
                 if not self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
                     continue
                 model = self.model_forward(call)
-                if model is None or self._synthetic_input(call):
+                if model is None:
+                    out.extend(self._forwarded_passes(call, loop, calls))
+                    continue
+                if self._synthetic_input(call):
                     continue
                 for ec in calls:
                     if self.flags.runs(call, ec.switch.param, ec.value) is False:
                         continue
                     out.append(ValidationPass(scope, loop, call, model,
                                               frozenset({Evidence.EVAL_FLAG}), via=ec))
+        return out
+
+    def _forwarded_passes(self, call: CallRec, loop: Loop,
+                          calls: list[EvalCall]) -> list[ValidationPass]:
+        """The forwards of a switched batch function that the loop calls handing on its
+        own flag (``self._run_batch(x, y, train)``), on each evaluation path."""
+        forwarded = self.flags.forwarded(call)
+        if forwarded is None:
+            return []
+        inner, param = forwarded
+        out: list[ValidationPass] = []
+        for ec in calls:
+            if ec.switch.param != param or self.flags.runs(call, param, ec.value) is False:
+                continue
+            via = EvalCall(inner, call, ec.value)
+            for h in inner.scope.calls:
+                model = self.model_forward(h)
+                if model is None or self._synthetic_input(h):
+                    continue
+                if self.flags.runs(h, inner.param, ec.value) is False:
+                    continue
+                out.append(ValidationPass(inner.scope, loop, h, model,
+                                          frozenset({Evidence.EVAL_FLAG}), via=via, outer=ec))
         return out
 
     def model_forward(self, call: CallRec) -> str | None:
@@ -789,30 +823,17 @@ class ValidationAnalysis:
         through = vp.through
         if through is None:
             return self.mode_at(vp.scope, names, vp.forward.pos)
-        ec = vp.via
-        last: State | None = None
-        for c in vp.scope.calls:
-            if c.pos >= vp.forward.pos:
-                break
-            runs = True if ec is None else self.flags.runs(c, ec.switch.param, ec.value)
-            if runs is False:
-                continue
-            state: State | None = None
-            m = self.mode_call(c)
-            if m is not None and self._matches(c.receiver, names):
-                state = State(m, c.line, f"{_show(c)} on line {c.line}")
-            elif (helper := self.helper_of(c)) is not None and helper is not vp.scope:
-                mapped = self.map_names(helper, c, names, inward=True)
-                effect = self.mode_local(helper, mapped, (10**9, 0), 1) if mapped else None
-                if effect is not None:
-                    state = State(effect.value, c.line,
-                                  f"`{c.func}(...)` on line {c.line} calls {effect.why}")
-            if state is not None:
-                # Under some other condition it may or may not run.
-                last = state if runs or not c.ifs else State(Mode.UNKNOWN)
+        last = self._path_mode(vp.scope, names, vp.forward.pos, vp.via)
         if last is not None:
             return last
         outer = self._caller_names(vp)
+        if vp.outer is not None and outer:
+            # The loop's function, on its own evaluation path, then the call that takes it.
+            last = self._path_mode(through.scope, outer, through.pos, vp.outer)
+            if last is not None:
+                return last
+            outer = self._names_across(through.scope, vp.outer.call, outer)
+            through = vp.outer.call
         if not outer:
             return State(Mode.UNKNOWN)
         s = self.mode_at(through.scope, outer, through.pos)
@@ -821,10 +842,40 @@ class ValidationAnalysis:
                          f"after {s.why}")
         return s
 
+    def _path_mode(self, scope: Scope, names: set[str], before: Pos,
+                   ec: EvalCall | None) -> State | None:
+        """The last mode ``scope`` sets on ``names`` before ``before`` on the path ``ec``
+        takes (every call, when None)."""
+        last: State | None = None
+        for c in scope.calls:
+            if c.pos >= before:
+                break
+            runs = True if ec is None else self.flags.runs(c, ec.switch.param, ec.value)
+            if runs is False:
+                continue
+            state: State | None = None
+            m = self.mode_call(c)
+            if m is not None and self._matches(c.receiver, names):
+                state = State(m, c.line, f"{_show(c)} on line {c.line}")
+            elif (helper := self.helper_of(c)) is not None and helper is not scope:
+                mapped = self.map_names(helper, c, names, inward=True)
+                effect = self.mode_local(helper, mapped, (10**9, 0), 1) if mapped else None
+                if effect is not None:
+                    state = State(effect.value, c.line,
+                                  f"`{c.func}(...)` on line {c.line} calls {effect.why}")
+            if state is not None:
+                # Under some other condition it may or may not run.
+                last = state if runs or not c.ifs else State(Mode.UNKNOWN)
+        return last
+
     def _caller_names(self, vp: ValidationPass) -> set[str]:
         call = vp.through
         assert call is not None
-        mapped = self.map_names(vp.scope, call, self.aliases(vp.scope, vp.model), inward=False)
+        return self._names_across(vp.scope, call, self.aliases(vp.scope, vp.model))
+
+    def _names_across(self, scope: Scope, call: CallRec, names: set[str]) -> set[str]:
+        """What ``call``'s function calls ``names`` (of ``scope``), as its caller names them."""
+        mapped = self.map_names(scope, call, names, inward=False)
         return set().union(*(self.aliases(call.scope, m) for m in mapped)) if mapped else set()
 
     def pass_grad(self, vp: ValidationPass) -> State:
@@ -835,23 +886,28 @@ class ValidationAnalysis:
         local = self.grad_local(vp.forward)
         if local is not None:
             if local.value is Grad.UNKNOWN and vp.via is not None:
-                return self._flag_grad(vp) or local
+                return self._flag_grad(vp.forward, vp.via) or local
             return local
+        if vp.outer is not None:
+            local = self.grad_local(through)
+            if local is not None:
+                if local.value is Grad.UNKNOWN:
+                    return self._flag_grad(through, vp.outer) or local
+                return local
+            through = vp.outer.call
         s = self.grad_at(through)
         if s.value is Grad.ON:
             return State(Grad.ON, through.line,
                          f"its call on line {through.line} runs with autograd on")
         return s
 
-    def _flag_grad(self, vp: ValidationPass) -> State | None:
-        """``with torch.set_grad_enabled(train):`` around the forward, on the path taken."""
-        ctx = vp.forward.grad
+    def _flag_grad(self, call: CallRec, ec: EvalCall) -> State | None:
+        """``with torch.set_grad_enabled(train):`` around ``call``, on the path taken."""
+        ctx = call.grad
         if ctx is None or not isinstance(ctx.node, cst.With):
             return None
-        ec = vp.via
-        assert ec is not None
         for item in ctx.node.items:
-            c = self._call_rec(vp.scope, item.item)
+            c = self._call_rec(call.scope, item.item)
             if c is None or not c.qnames & GRAD_SET or not c.node.args:
                 continue
             test = flag_test(c.node.args[0].value, (ec.switch.param,))
@@ -873,6 +929,11 @@ class ValidationAnalysis:
             outer = self._caller_names(vp)
             if outer:
                 found = self.mode_dependent_layers(through.scope, outer, through.pos)
+            if found is None and outer and vp.outer is not None:
+                outer = self._names_across(through.scope, vp.outer.call, outer)
+                call = vp.outer.call
+                if outer:
+                    found = self.mode_dependent_layers(call.scope, outer, call.pos)
         return found
 
     def _comes_from_outside(self, scope: Scope, names: set[str]) -> bool:
