@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from mllint.analysis.index import CodeIndex, Function, Origin
-from mllint.analysis.syntax import dotted_name, is_optimizer_constructor
+from mllint.analysis.syntax import dotted_name, is_optimizer_constructor, names_in
 
 # How optimizers are recognised, defined with the stdlib-only ML001 gate.
 from mllint.gates.grads import BACKWARD_FUNCTIONS, EXTRA_OPTIMIZERS, OPTIMIZER_BASES  # noqa: F401
@@ -485,10 +485,9 @@ def _parameter_calls(expr: cst.BaseExpression) -> list[cst.BaseExpression] | Non
 
 
 def _mentions(expr: cst.CSTNode, names: set[str | None]) -> bool:
-    """Whether ``expr`` names any of ``names`` (dotted) anywhere inside it."""
-    if isinstance(expr, (cst.Name, cst.Attribute)) and dotted_name(expr) in names:
-        return True
-    return any(_mentions(child, names) for child in expr.children)
+    """Whether ``expr`` reads any of ``names`` (dotted), or an attribute of one."""
+    return any(read == name or read.startswith(f"{name}.")
+               for read in names_in(expr) for name in names if name is not None)
 
 
 def _is_grad_attribute(expr: cst.BaseExpression) -> bool:

@@ -21,7 +21,7 @@ import libcst as cst
 
 from mllint.analysis.grads import GradEvents
 from mllint.analysis.index import CodeIndex, GradMode
-from mllint.analysis.syntax import dotted_name
+from mllint.analysis.syntax import dotted_name, names_in
 
 # What names a loss, and which methods keep a tensor on the graph, are defined with the
 # stdlib-only gate of ML004 (``mllint.gates.loss``), which must judge them alike.
@@ -262,25 +262,6 @@ class LossOracle:
 
     def _off(self, node: cst.CSTNode) -> bool:
         return self.ix.grad_mode(node) in (GradMode.DISABLED, GradMode.MAYBE_DISABLED)
-
-
-def names_in(expr: cst.BaseExpression) -> set[str]:
-    """Dotted names (``loss``, ``self.total``) read anywhere in a small expression."""
-    out: set[str] = set()
-
-    class _Names(cst.CSTVisitor):
-        def visit_Attribute(self, node: cst.Attribute) -> bool:
-            dotted = dotted_name(node)
-            if dotted is not None:
-                out.add(dotted)
-                return False
-            return True
-
-        def visit_Name(self, node: cst.Name) -> None:
-            out.add(node.value)
-
-    expr.visit(_Names())
-    return out
 
 
 def _bound_names(target: cst.BaseExpression) -> set[str]:

@@ -68,3 +68,33 @@ def keyword_arg(call: cst.Call, name: str) -> cst.Arg | None:
 def positional_arg(call: cst.Call, index: int) -> cst.Arg | None:
     positional = [a for a in call.args if a.keyword is None and not a.star]
     return positional[index] if index < len(positional) else None
+
+
+def names_in(expr: cst.CSTNode) -> set[str]:
+    """Dotted names (``loss``, ``self.total``) read anywhere in a small expression."""
+    out: set[str] = set()
+
+    class _Names(cst.CSTVisitor):
+        def visit_Attribute(self, node: cst.Attribute) -> bool:
+            dotted = dotted_name(node)
+            if dotted is not None:
+                out.add(dotted)
+                return False
+            return True
+
+        def visit_Name(self, node: cst.Name) -> None:
+            out.add(node.value)
+
+    expr.visit(_Names())
+    return out
+
+
+def contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
+    """Whether ``node`` is ``tree`` or lies anywhere inside it."""
+    stack = [tree]
+    while stack:
+        cur = stack.pop()
+        if cur is node:
+            return True
+        stack.extend(cur.children)
+    return False

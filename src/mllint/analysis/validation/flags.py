@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from mllint.analysis.syntax import dotted_name
+from mllint.analysis.syntax import contains, dotted_name
 from mllint.analysis.validation.facts import CallRec, Scope, _is_training_call
 from mllint.analysis.validation.names import FLAG_IF_RE
 
@@ -137,8 +137,8 @@ class Flags:
             test = self._test(call.scope, node)
             if test is None or test.param != param:
                 continue
-            in_body = _contains(node.body, call.node)
-            if not in_body and (node.orelse is None or not _contains(node.orelse, call.node)):
+            in_body = contains(node.body, call.node)
+            if not in_body and (node.orelse is None or not contains(node.orelse, call.node)):
                 continue  # in the test itself
             taken = test.body_runs(value)
             if taken != in_body:
@@ -287,13 +287,3 @@ def _literal(expr: cst.BaseExpression) -> Literal:
 
 def _show(value: Literal) -> str:
     return repr(value)
-
-
-def _contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
-    stack = [tree]
-    while stack:
-        cur = stack.pop()
-        if cur is node:
-            return True
-        stack.extend(cur.children)
-    return False

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from mllint.analysis.syntax import dotted_name
+from mllint.analysis.syntax import contains, dotted_name
 from mllint.analysis.validation.facts import (
     CallRec,
     ClassInfo,
@@ -677,7 +677,7 @@ class ValidationAnalysis:
         for ret in _returns(call.scope.node):
             if ret.value is None:
                 continue
-            if names_in(ret.value) & tainted or _contains(ret.value, call.node):
+            if names_in(ret.value) & tainted or contains(ret.value, call.node):
                 return True
         return False
 
@@ -1293,16 +1293,6 @@ def _returns(func: cst.CSTNode) -> list[cst.Return]:
         elif not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda, cst.BaseExpression)):
             stack.extend(node.children)
     return found
-
-
-def _contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
-    stack = [tree]
-    while stack:
-        cur = stack.pop()
-        if cur is node:
-            return True
-        stack.extend(cur.children)
-    return False
 
 
 def _is_known_stateless(call: CallRec) -> bool:
