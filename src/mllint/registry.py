@@ -30,21 +30,26 @@ def all_rules() -> tuple[type["Rule"], ...]:
     for info in pkgutil.iter_modules(package.__path__):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for obj in vars(module).values():
-            if (
-                isinstance(obj, type)
-                and issubclass(obj, Rule)
-                and obj is not Rule
-                and obj.__module__ == module.__name__
-                and getattr(obj, "code", None)
-            ):
-                if obj.code in found and found[obj.code] is not obj:
-                    raise RuntimeError(
-                        f"rule code {obj.code} defined twice: {found[obj.code]} and {obj}"
-                    )
-                found[obj.code] = obj
+        for obj in _rules_defined_in(info.name):
+            if obj.code in found and found[obj.code] is not obj:
+                raise RuntimeError(
+                    f"rule code {obj.code} defined twice: {found[obj.code]} and {obj}"
+                )
+            found[obj.code] = obj
     return tuple(found[c] for c in sorted(found))
+
+
+@functools.lru_cache(maxsize=None)
+def _rules_defined_in(name: str) -> tuple[type["Rule"], ...]:
+    """The rule classes the module ``mllint.rules.<name>`` defines (imported once)."""
+    from mllint.rule import Rule
+
+    module = importlib.import_module(f"mllint.rules.{name}")
+    return tuple(
+        obj for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, Rule) and obj is not Rule
+        and obj.__module__ == module.__name__ and getattr(obj, "code", None)
+    )
 
 
 def rule_classes(infos: Sequence[Any]) -> list[type["Rule"]]:
@@ -52,22 +57,14 @@ def rule_classes(infos: Sequence[Any]) -> list[type["Rule"]]:
     modules: a file that only ML001 could flag does not pay for the validation analyses.
     An entry that names no module, or a module without its rule, falls back to
     ``all_rules``."""
-    from mllint.rule import Rule
-
-    classes: list[type[Rule]] = []
+    classes = []
     for info in infos:
-        found = None
-        if info.module:
-            try:
-                module = importlib.import_module(f"mllint.rules.{info.module}")
-            except ImportError:
-                module = None
-            found = next((obj for obj in vars(module).values()
-                          if isinstance(obj, type) and issubclass(obj, Rule)
-                          and getattr(obj, "code", None) == info.code), None) if module else None
-        if found is None:
-            found = next(r for r in all_rules() if r.code == info.code)
-        classes.append(found)
+        try:
+            own = _rules_defined_in(info.module) if info.module else ()
+        except ImportError:
+            own = ()
+        found = next((r for r in own if r.code == info.code), None)
+        classes.append(found or next(r for r in all_rules() if r.code == info.code))
     return classes
 
 
