@@ -24,7 +24,6 @@ class UnknownRuleError(KeyError):
 @functools.lru_cache(maxsize=1)
 def all_rules() -> tuple[type["Rule"], ...]:
     import mllint.rules as package
-    from mllint.rule import Rule
 
     found: dict[str, type[Rule]] = {}
     for info in pkgutil.iter_modules(package.__path__):
