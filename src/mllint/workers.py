@@ -132,8 +132,6 @@ class WorkerPool:
         self._spare: list[_Worker] = []
 
     def _start(self, warm_up: Callable[[], object] | None = None) -> _Worker:
-        if self._spare and warm_up is None:
-            return self._spare.pop()
         parent, child = self.ctx.Pipe()
         process = self.ctx.Process(target=_serve, args=(child, self.check, self.opts, warm_up),
                                    daemon=True)
@@ -142,7 +140,7 @@ class WorkerPool:
         return _Worker(process, parent)
 
     def prestart(self, warm_up: Callable[[], object]) -> None:
-        """Start one worker now, running ``warm_up`` (importing libcst and the rules)
+        """Start one worker now, running ``warm_up`` (importing libcst and the engine)
         while the parent is still finding files and answering cache hits: the first file
         that needs linting then finds a worker ready. ``run`` uses it first; ``close``
         kills it unused, without waiting for its imports."""
@@ -177,7 +175,7 @@ class WorkerPool:
             while pending or any(w.queue for w in workers):
                 wanted = min(self.jobs, len(pending) + sum(len(w.queue) for w in workers))
                 while len(workers) < wanted:
-                    workers.append(self._start())
+                    workers.append(self._spare.pop() if self._spare else self._start())
                 for level in range(1, self.depth + 1):  # one file each before a second
                     for worker in workers:
                         if pending and len(worker.queue) < level:
