@@ -87,6 +87,27 @@ def sign(secret: bytes, *parts: bytes) -> str:
     return mac.hexdigest()
 
 
+def read_signed(path: Path, secret: bytes, label: bytes) -> str | None:
+    """The payload of a file ``write_signed`` wrote, if its signature verifies; ``None``
+    for a missing, unreadable, malformed or foreign file."""
+    try:
+        raw = json.loads(path.read_bytes())
+        payload, mac = raw["payload"], raw["mac"]
+        expected = sign(secret, label, payload.encode("utf-8", "surrogatepass"))
+        return payload if isinstance(mac, str) and hmac.compare_digest(mac, expected) else None
+    except Exception:  # noqa: BLE001 - whatever is wrong with it, it is not trusted
+        return None
+
+
+def write_signed(path: Path, secret: bytes, label: bytes, payload: str) -> None:
+    """Store ``payload`` with its signature, atomically (raises ``OSError``)."""
+    mac = sign(secret, label, payload.encode("utf-8", "surrogatepass"))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"payload": payload, "mac": mac}, fh)
+    os.replace(tmp, path)
+
+
 def is_mllint_dir(directory: Path) -> bool:
     try:
         return (directory / "CACHEDIR.TAG").read_text(encoding="utf-8") == _TAG
@@ -157,13 +178,9 @@ class Cache:
         if len(self._index) > MAX_ENTRIES:  # paths of other runs go first
             self._index = {p: e for p, e in self._index.items() if p in self._touched}
         payload = json.dumps({"salt": self._salt_digest(), "files": self._index}, sort_keys=True)
-        mac = sign(self._secret, b"stat-index", payload.encode("utf-8", "surrogatepass"))
         try:
             self._prepare()
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"payload": payload, "mac": mac}, fh)
-            os.replace(tmp, self.directory / _INDEX)
+            write_signed(self.directory / _INDEX, self._secret, b"stat-index", payload)
             self._index_dirty = False
         except (OSError, UnicodeEncodeError):
             pass
@@ -179,12 +196,10 @@ class Cache:
     def _read_stat_index(self) -> dict[str, list]:
         if self._secret is None:
             return {}
+        payload = read_signed(self.directory / _INDEX, self._secret, b"stat-index")
+        if payload is None:
+            return {}
         try:
-            raw = json.loads((self.directory / _INDEX).read_bytes())
-            payload = raw["payload"]
-            expected = sign(self._secret, b"stat-index", payload.encode("utf-8", "surrogatepass"))
-            if not isinstance(raw.get("mac"), str) or not hmac.compare_digest(raw["mac"], expected):
-                return {}
             data = json.loads(payload)
             if data.get("salt") != self._salt_digest() or not isinstance(data.get("files"), dict):
                 return {}
@@ -206,12 +221,10 @@ class Cache:
         is none or it cannot be trusted."""
         if self._secret is None:
             return None
+        payload = read_signed(self._file(key), self._secret, key.encode())
+        if payload is None:
+            return None
         try:
-            raw = json.loads(self._file(key).read_bytes())
-            payload = raw["payload"]
-            expected = sign(self._secret, key.encode(), payload.encode("utf-8", "surrogatepass"))
-            if not isinstance(raw.get("mac"), str) or not hmac.compare_digest(raw["mac"], expected):
-                return None
             result = _result(path, json.loads(payload))
             return result if _unchanged(dict(result.depends_on)) else None
         except Exception:  # noqa: BLE001 - any unreadable or malformed entry is a miss
@@ -226,15 +239,11 @@ class Cache:
             "depends_on": dict(result.depends_on),
             "warnings": list(result.warnings),
         }, sort_keys=True)
-        mac = sign(self._secret, key.encode(), payload.encode("utf-8", "surrogatepass"))
         try:
             self._prepare()
             target = self._file(key)
             target.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"payload": payload, "mac": mac}, fh)
-            os.replace(tmp, target)
+            write_signed(target, self._secret, key.encode(), payload)
         except (OSError, UnicodeEncodeError):
             # A read-only checkout must still lint; the cache is only an accelerator.
             pass

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import importlib.util
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mllint import __version__
-from mllint.cache import sign, user_cache_dir, user_secret
+from mllint.cache import read_signed, user_cache_dir, user_secret, write_signed
 from mllint.prefilter import Requirement, matches, normalize
 
 _CODE_RE = re.compile(r"^ML\d{3}$")
@@ -126,13 +124,11 @@ def rule_infos(write: bool = True) -> tuple[RuleInfo, ...]:
         path = _manifest_path(_rules_dir())
     except OSError:
         return _from_rules()
-    if secret is not None:
+    stored = read_signed(path, secret, path.name.encode()) if secret is not None else None
+    if stored is not None:
         try:
-            raw = json.loads(path.read_bytes())
-            payload = raw["payload"]
-            if hmac.compare_digest(raw["mac"], sign(secret, path.name.encode(), payload.encode())):
-                return _parse(json.loads(payload))
-        except Exception:  # noqa: BLE001 - any unreadable or malformed manifest is remade
+            return _parse(json.loads(stored))
+        except Exception:  # noqa: BLE001 - a malformed manifest is remade
             pass
     infos = _from_rules()
     if secret is None or not write:
@@ -141,10 +137,7 @@ def rule_infos(write: bool = True) -> tuple[RuleInfo, ...]:
                            "gate": i.gate, "module": i.module} for i in infos])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"payload": payload, "mac": sign(secret, path.name.encode(), payload.encode())}, fh)
-        os.replace(tmp, path)
+        write_signed(path, secret, path.name.encode(), payload)
         # Manifests of earlier versions or edits are never read again.
         for old in path.parent.glob("rules-*.json"):
             if old != path:
