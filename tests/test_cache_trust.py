@@ -193,11 +193,16 @@ def test_a_warm_run_answers_hits_without_workers(tmp_path, train, monkeypatch):
     cold = {r.path: [(f.code, f.line) for f in r.findings] for r in runner.lint_targets(targets, opts)}
     assert cold[str(train)] == cold[str(other)] and cold[str(train)]  # TRAIN has a finding
 
-    sent: list[list[str]] = []
+    sent: list[tuple] = []
 
     class Pool(runner.WorkerPool):
+        def submit_early(self, path):
+            taken = super().submit_early(path)
+            sent.append(("early", path, taken))
+            return taken
+
         def run(self, paths):
-            sent.append(list(paths))
+            sent.append(("run", list(paths)))
             return super().run(paths)
 
     monkeypatch.setattr(runner, "WorkerPool", Pool)
@@ -205,7 +210,8 @@ def test_a_warm_run_answers_hits_without_workers(tmp_path, train, monkeypatch):
     assert warm == cold and sent == []
     other.write_text(hc.TRAIN + "\n# changed\n")
     again = {r.path: [(f.code, f.line) for f in r.findings] for r in runner.lint_targets(targets, opts)}
-    assert again == cold and sent == [[str(other)]]
+    # The changed file went to the prestarted worker as soon as the walk found it.
+    assert again == cold and sent == [("early", str(other), True), ("run", [])]
 
 
 # -- the stat index: unchanged files are not read again ----------------------------------
@@ -292,3 +298,47 @@ def test_an_untrusted_stat_index_is_ignored(tmp_path, monkeypatch, tamper):
         return
     reads = _count_reads(monkeypatch)
     assert _run(targets, opts()) == cold and sorted(reads) == sorted(map(str, paths))
+
+
+def _opened_entries(monkeypatch) -> list[str]:
+    """Names of the signed files the cache opens from now on (entries and the index)."""
+    opened: list[str] = []
+    real = cache_mod.read_signed
+
+    def recording(path, *args):
+        opened.append(path.name)
+        return real(path, *args)
+
+    monkeypatch.setattr(cache_mod, "read_signed", recording)
+    return opened
+
+
+def test_a_warm_run_answers_clean_files_from_the_stat_index_alone(tmp_path, monkeypatch):
+    from mllint.files import Target
+
+    paths, targets, opts = _stat_index_setup(tmp_path)
+    clean = tmp_path / "clean.py"
+    clean.write_text("import os\nprint(os.getcwd())\n")  # nothing any rule could flag
+    targets = [*targets, Target(str(clean))]
+    cold = _run(targets, opts())
+    _run(targets, opts())  # all hits: the index notes which entries are empty
+    entry = lambda p: opts().cache.key(str(p), p.read_bytes())[2:] + ".json"  # noqa: E731
+    opened = _opened_entries(monkeypatch)
+    assert _run(targets, opts()) == cold
+    assert cold[str(clean)] == [] and cold[str(paths[0])] == [hc.TRAIN_FINDING]
+    assert entry(paths[0]) in opened and entry(paths[1]) in opened
+    assert entry(clean) not in opened
+
+
+def test_per_file_ignores_do_not_make_an_entry_clean(tmp_path):
+    """A finding hidden by this run's per-file ignores is still in the stored result: the
+    next run, without the ignore, reports it from the cache."""
+    from dataclasses import replace as _replace
+
+    paths, targets, opts = _stat_index_setup(tmp_path)
+    _run(targets, opts())
+    hiding = opts()
+    hiding = _replace(hiding, settings=_replace(hiding.settings, per_file_ignores={"a.py": ("ML001",)}))
+    hidden = _run(targets, hiding)  # hits, noted in the index
+    assert hidden[str(paths[0])] == [] and hidden[str(paths[1])] == [hc.TRAIN_FINDING]
+    assert _run(targets, opts())[str(paths[0])] == [hc.TRAIN_FINDING]

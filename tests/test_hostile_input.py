@@ -276,3 +276,16 @@ def test_the_prestarted_worker_takes_the_first_file_and_unused_ones_are_killed(t
     started = time.monotonic()
     idle.close()
     assert time.monotonic() - started < 10 and multiprocessing.active_children() == []
+
+
+def test_files_submitted_early_go_to_the_prestarted_worker_and_come_back_first(tmp_path):
+    a, b, c, d = (str(tmp_path / f"{n}.py") for n in "abcd")
+    pool = WorkerPool(_says_if_warmed, None, jobs=2, budget=None)
+    assert not pool.submit_early(a)  # no prestarted worker yet: nowhere to send it
+    pool.prestart(lambda: _WARMED.append("warmed"))
+    assert pool.submit_early(a) and pool.submit_early(b)
+    assert not pool.submit_early(c)  # it holds two files already
+    results = list(pool.run([c, d]))
+    pool.close()
+    assert [r.path for r in results] == [a, b, c, d]
+    assert results[0].warnings == results[1].warnings == ("warmed",)

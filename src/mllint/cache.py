@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from mllint import __version__
 from mllint.project.summaries import digest_of
@@ -144,6 +144,9 @@ class Cache:
         self._index: dict[str, list] | None = None
         self._index_dirty = False
         self._touched: set[str] = set()
+        #: Digests of the files results depend on, read once per run (many files of a
+        #: project depend on the same few modules).
+        self._digests: dict[str, str | None] = {}
 
     @property
     def enabled(self) -> bool:
@@ -158,15 +161,23 @@ class Cache:
     # key was made from. The index is signed like the entries, and bound to this cache's
     # salt (mllint's code and the rule set): a foreign, edited or stale index is ignored.
 
-    def known_key(self, path: str, st: os.stat_result) -> str | None:
-        """The key of ``path`` if the stat index says the file is unchanged since."""
-        entry = self._stat_index().get(path)
-        return entry[4] if entry is not None and entry[:4] == _stamp(st) else None
+    #
+    # Most files of a tree have nothing to report and depend on no other file (no rule could
+    # flag them). The index marks such a file's entry as clean, so that a warm run answers
+    # it from the index alone, without opening its entry.
 
-    def remember_key(self, path: str, st: os.stat_result, key: str) -> None:
+    def known_key(self, path: str, st: os.stat_result) -> tuple[str, bool] | None:
+        """The key of ``path`` if the stat index says the file is unchanged since, and
+        whether its stored result is empty (nothing found, nothing depended on)."""
+        entry = self._stat_index().get(path)
+        return (entry[4], entry[5]) if entry is not None and entry[:4] == _stamp(st) else None
+
+    def remember_key(self, path: str, st: os.stat_result, key: str, result: FileResult) -> None:
+        """Note that ``path``, as ``st`` describes it, has the key ``key`` and the stored
+        result ``result``."""
         index = self._stat_index()
         self._touched.add(path)
-        stamp = [*_stamp(st), key]
+        stamp = [*_stamp(st), key, _is_empty(result)]
         if index.get(path) != stamp:
             index[path] = stamp
             self._index_dirty = True
@@ -226,9 +237,21 @@ class Cache:
             return None
         try:
             result = _result(path, json.loads(payload))
-            return result if _unchanged(dict(result.depends_on)) else None
+            return result if self._unchanged(result.depends_on) else None
         except Exception:  # noqa: BLE001 - any unreadable or malformed entry is a miss
             return None
+
+    def _unchanged(self, depends_on: Mapping[str, str]) -> bool:
+        """Whether every other file a cached result depended on still has the same content."""
+        for path, digest in depends_on.items():
+            if path not in self._digests:
+                try:
+                    self._digests[path] = digest_of(Path(path).read_bytes())
+                except OSError:
+                    self._digests[path] = None
+            if self._digests[path] != digest:
+                return False
+        return True
 
     def put(self, key: str, result: FileResult) -> None:
         if self._secret is None or any(e.kind is ErrorKind.INTERNAL for e in result.errors):
@@ -310,8 +333,13 @@ def _stamp(st: os.stat_result) -> list[int]:
 
 
 def _is_stamp(entry: object) -> bool:
-    return (isinstance(entry, list) and len(entry) == 5
-            and all(type(n) is int for n in entry[:4]) and isinstance(entry[4], str))
+    return (isinstance(entry, list) and len(entry) == 6
+            and all(type(n) is int for n in entry[:4]) and isinstance(entry[4], str)
+            and type(entry[5]) is bool)
+
+
+def _is_empty(result: FileResult) -> bool:
+    return not (result.findings or result.errors or result.warnings or result.depends_on)
 
 
 def _without_path(d: dict[str, Any]) -> dict[str, Any]:
@@ -347,14 +375,3 @@ def _checked_finding(path: str, d: dict[str, Any]) -> Finding:
     if not all(isinstance(s, str) for s in (f.code, f.name, f.message)):
         raise ValueError("bad text")
     return replace(f, data=dict(f.data))
-
-
-def _unchanged(depends_on: dict[str, str]) -> bool:
-    """Whether every other file a cached result depended on still has the same content."""
-    for path, digest in depends_on.items():
-        try:
-            if digest_of(Path(path).read_bytes()) != digest:
-                return False
-        except OSError:
-            return False
-    return True

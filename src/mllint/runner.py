@@ -118,23 +118,20 @@ def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions) -> Ite
     # tree and answers cache hits (on one changed file, that import is most of a warm run).
     pool.prestart(_warm_up)
     try:
+        # A warm run is mostly hits: answered here as the walk finds them, without a round
+        # trip to a worker each. The first misses go to the prestarted worker at once, so
+        # that a changed file is linted while the rest of the tree is walked and answered.
         paths: list[str] = []
         for target in targets:
             if isinstance(target, FileError):
                 yield FileResult(target.path, errors=(target,))
-            else:
+                continue
+            hit = _cached(target.path, opts) if opts.cache is not None else None
+            if hit is not None:
+                yield hit
+            elif opts.cache is None or not pool.submit_early(target.path):
                 paths.append(target.path)
-        if opts.cache is not None:
-            # A warm run is mostly hits: answered here, without a round trip to a worker each.
-            misses = []
-            for path in paths:
-                hit = _cached(path, opts)
-                if hit is None:
-                    misses.append(path)
-                else:
-                    yield hit
-            paths = misses
-        if not paths:
+        if not paths and not pool.early:
             return
         pool.jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(paths)))
         # Largest files first so that one big file does not finish the run alone.
@@ -161,16 +158,21 @@ def _cached(path: str, opts: RunOptions) -> FileResult | None:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None  # a FIFO or device could block a read: the worker's business
-    key = opts.cache.known_key(path, st)
-    if key is None:
+    known = opts.cache.known_key(path, st)
+    if known is not None and known[1]:
+        return FileResult(path)  # unchanged, and its stored result is empty
+    if known is not None:
+        key = known[0]
+    else:
         data = read_bytes(path, opts.settings.max_file_size)
         if isinstance(data, FileError):
             return None  # the worker reports it
         key = opts.cache.key(path, data)
-    hit = _from_cache(key, path, opts)
-    if hit is not None:
-        opts.cache.remember_key(path, st, key)
-    return hit
+    stored = opts.cache.get(key, path)
+    if stored is None:
+        return None
+    opts.cache.remember_key(path, st, key, stored)
+    return _apply_per_file_ignores(stored, opts.settings)
 
 
 def _from_cache(key: str, path: str, opts: RunOptions) -> FileResult | None:

@@ -130,6 +130,8 @@ class WorkerPool:
         # fork shares the parent's imports; workers pay for libcst only if a file needs it.
         self.ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._spare: list[_Worker] = []
+        #: Files handed to a prestarted worker by ``submit_early``; they come first in ``run``.
+        self.early = 0
 
     def _start(self, warm_up: Callable[[], object] | None = None) -> _Worker:
         parent, child = self.ctx.Pipe()
@@ -145,6 +147,18 @@ class WorkerPool:
         that needs linting then finds a worker ready. ``run`` uses it first; ``close``
         kills it unused, without waiting for its imports."""
         self._spare.append(self._start(warm_up))
+
+    def submit_early(self, path: str) -> bool:
+        """Hand ``path`` to a prestarted worker now, if one has room, while the caller goes
+        on finding files (a warm run's one changed file is then linted while this process
+        answers the cache hits). ``run`` yields its result first. False: no room, pass it
+        to ``run``."""
+        for worker in self._spare:
+            if len(worker.queue) < self.depth:
+                self._send(worker, (self.early, path))
+                self.early += 1
+                return True
+        return False
 
     def close(self) -> None:
         """Kill the prestarted workers ``run`` did not use."""
@@ -166,10 +180,13 @@ class WorkerPool:
             pass  # it died already: found when its sentinel is ready
 
     def run(self, paths: list[str]) -> Iterator[FileResult]:
-        """Lint ``paths``; results come in the order of ``paths``."""
-        pending = deque(enumerate(paths))
+        """Lint ``paths``; results come in the order of ``paths``, after those of the
+        files ``submit_early`` handed out."""
+        pending = deque(enumerate(paths, start=self.early))
         done: dict[int, FileResult] = {}
-        workers: list[_Worker] = []
+        # Workers that already hold files, first; prestarted idle ones wait in the spares.
+        workers = [w for w in self._spare if w.queue]
+        self._spare = [w for w in self._spare if not w.queue]
         emitted = 0
         try:
             while pending or any(w.queue for w in workers):
