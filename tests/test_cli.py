@@ -300,3 +300,23 @@ def test_code_too_deep_for_pythons_parser_is_reported_not_hung_on(tmp_path):
     (error,) = json.loads(proc.stdout)
     assert error["name"] == "syntax-error"
     assert "nested too deeply" in error["message"]
+
+
+@pytest.mark.parametrize("args, status", [(["--version"], 0), (["--no-such-option"], 2),
+                                          (["--format", "json", "{bad}"], 1)])
+def test_the_quick_exit_keeps_the_status_the_output_and_the_exit_handlers(args, status, bad_copy):
+    """``console_main`` leaves with ``os._exit``: the exit status, everything written to
+    the (piped) output and ``atexit`` handlers must survive that."""
+    path, want = bad_copy
+    args = [str(path) if a == "{bad}" else a for a in args]
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+            f"sys.argv = ['mllint', *{args!r}]\n"
+            "from mllint.cli import console_main\n"
+            "console_main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "MLLINT_NO_CACHE": "1"}, timeout=120)
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr.rstrip().endswith("handler ran")
+    if status == 1:
+        assert {(d["code"], d["line"]) for d in json.loads(proc.stdout)} == want

@@ -1,3 +1,3 @@
-from mllint.cli import main
+from mllint.cli import console_main
 
-main()
+console_main()
