@@ -201,9 +201,9 @@ def test_a_warm_run_answers_hits_without_workers(tmp_path, train, monkeypatch):
             sent.append(("early", path, taken))
             return taken
 
-        def run(self, paths):
+        def run(self, paths, while_waiting=None):
             sent.append(("run", list(paths)))
-            return super().run(paths)
+            return super().run(paths, while_waiting)
 
     monkeypatch.setattr(runner, "WorkerPool", Pool)
     warm = {r.path: [(f.code, f.line) for f in r.findings] for r in runner.lint_targets(targets, opts)}

@@ -289,3 +289,19 @@ def test_files_submitted_early_go_to_the_prestarted_worker_and_come_back_first(t
     pool.close()
     assert [r.path for r in results] == [a, b, c, d]
     assert results[0].warnings == results[1].warnings == ("warmed",)
+
+
+def test_while_waiting_runs_once_before_the_first_result_and_cannot_break_the_run(tmp_path):
+    paths = [str(tmp_path / f"{n}.py") for n in "abc"]
+    seen: list[int] = []
+    results: list = []
+    for result in WorkerPool(_says_if_warmed, None, jobs=1, budget=None).run(
+            paths, while_waiting=lambda: seen.append(len(results))):
+        results.append(result)
+    assert seen == [0] and [r.path for r in results] == paths
+
+    def broken() -> None:
+        raise ImportError("no such reporter")
+
+    again = list(WorkerPool(_says_if_warmed, None, jobs=1, budget=None).run(paths, broken))
+    assert [r.path for r in again] == paths

@@ -160,12 +160,13 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
                 "[-- args]) or a command (--run \"python -m pkg.train\")")
         script = scripts[0]
 
-    from mllint.reporters import Diagnostic, Report
+    from mllint.reporters import Diagnostic, Report, preload
     unused = tuple(r.code for r in rules) if opts["report_unused_noqa"] else ()
     if stdin_name:
         results, stdin_data = _lint_stdin(stdin_name, rules, settings, unused)
     else:
-        results = _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unused)
+        results = _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unused,
+                        while_waiting=lambda: preload(fmt))
     cli_options.print_warnings(results, opts["quiet"])
     if opts["add_noqa"]:
         changed = cli_options.add_noqa(results)
@@ -242,7 +243,8 @@ def _lint_stdin(path, rules, settings, unused):
     return [check_bytes(path, data, opts)], data
 
 
-def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unused=()):
+def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unused=(),
+          while_waiting=None):
     from mllint.cache import Cache
     from mllint.files import iter_targets
     from mllint.runner import RunOptions, lint_targets
@@ -256,7 +258,7 @@ def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unuse
                       code_fingerprint())
     opts = RunOptions(rules=rules, settings=settings, jobs=jobs, cache=cache,
                       prefilter=not no_prefilter, unused_noqa=unused)
-    results = list(lint_targets(iter_targets(paths, settings), opts))
+    results = list(lint_targets(iter_targets(paths, settings), opts, while_waiting))
     if cache is not None:
         cache.save_stat_index()
         cache.prune()

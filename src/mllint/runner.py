@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from mllint.cache import Cache
 from mllint.config import Settings
@@ -112,7 +112,10 @@ def _apply_per_file_ignores(result: FileResult, settings: Settings) -> FileResul
     return replace(result, findings=kept)
 
 
-def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions) -> Iterator[FileResult]:
+def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions,
+                 while_waiting: Callable[[], object] | None = None) -> Iterator[FileResult]:
+    """Results of every target. ``while_waiting`` is called once, the first time this
+    process has nothing to do but wait for workers (the CLI imports its reporter then)."""
     pool = WorkerPool(_check_file, opts, 1, opts.settings.file_timeout)
     # One worker starts importing libcst and the rules now, while this process walks the
     # tree and answers cache hits (on one changed file, that import is most of a warm run).
@@ -136,7 +139,7 @@ def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions) -> Ite
         pool.jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(paths)))
         # Largest files first so that one big file does not finish the run alone.
         paths.sort(key=_size, reverse=True)
-        yield from pool.run(paths)
+        yield from pool.run(paths, while_waiting)
     finally:
         pool.close()
 

@@ -179,9 +179,11 @@ class WorkerPool:
         except OSError:
             pass  # it died already: found when its sentinel is ready
 
-    def run(self, paths: list[str]) -> Iterator[FileResult]:
+    def run(self, paths: list[str],
+            while_waiting: Callable[[], object] | None = None) -> Iterator[FileResult]:
         """Lint ``paths``; results come in the order of ``paths``, after those of the
-        files ``submit_early`` handed out."""
+        files ``submit_early`` handed out. ``while_waiting`` runs once, before the first
+        wait for a worker (errors in it are ignored: it is only a head start)."""
         pending = deque(enumerate(paths, start=self.early))
         done: dict[int, FileResult] = {}
         # Workers that already hold files, first; prestarted idle ones wait in the spares.
@@ -198,6 +200,12 @@ class WorkerPool:
                         if pending and len(worker.queue) < level:
                             self._send(worker, pending.popleft())
                 busy = [w for w in workers if w.queue]
+                if while_waiting is not None:
+                    try:
+                        while_waiting()
+                    except Exception:  # noqa: BLE001 - whoever needs it imports it again
+                        pass
+                    while_waiting = None
                 timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
                 ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy],
                                  timeout=None if timeout == float("inf") else timeout))

@@ -62,3 +62,10 @@ def render(fmt: str, report: Report, out: TextIO) -> None:
         raise ValueError(f"unknown format {fmt!r}")
     module = importlib.import_module(f"mllint.reporters.{fmt}")
     module.render(report, out)
+
+
+def preload(fmt: str) -> None:
+    """Import the reporter of ``fmt`` (for ``full``, rich's console) ahead of ``render``:
+    the CLI does it while it waits for the workers, off the path to the report."""
+    if fmt in FORMATS:
+        importlib.import_module(f"mllint.reporters.{fmt}")
