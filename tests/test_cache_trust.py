@@ -342,3 +342,49 @@ def test_per_file_ignores_do_not_make_an_entry_clean(tmp_path):
     hidden = _run(targets, hiding)  # hits, noted in the index
     assert hidden[str(paths[0])] == [] and hidden[str(paths[1])] == [hc.TRAIN_FINDING]
     assert _run(targets, opts())[str(paths[0])] == [hc.TRAIN_FINDING]
+
+
+def _warm_up_marker(monkeypatch, tmp_path) -> Path:
+    """Make the worker's warm-up leave a file behind (the worker is forked, so it runs
+    the patched function)."""
+    from mllint import runner
+    marker = tmp_path / "warmed"
+    monkeypatch.setattr(runner, "_warm_up", lambda: marker.write_text("warmed"))
+    return marker
+
+
+@pytest.mark.parametrize("warm_up", [True, False])
+def test_files_named_on_the_command_line_skip_the_libcst_warm_up(tmp_path, monkeypatch, warm_up):
+    from mllint import runner
+    from mllint.config import Settings
+    from mllint.files import Target
+    from mllint.manifest import rule_infos
+
+    plain = tmp_path / "plain.py"
+    plain.write_text("import os\nprint(os.getcwd())\n")
+    marker = _warm_up_marker(monkeypatch, tmp_path)
+    opts = runner.RunOptions(rules=tuple(rule_infos(write=False)), settings=Settings(root=tmp_path))
+    [result] = list(runner.lint_targets([Target(str(plain))], opts, warm_up=warm_up))
+    assert result.path == str(plain) and not result.findings and not result.errors
+    # With the warm-up, the worker runs it before it takes the file.
+    assert marker.exists() is warm_up
+
+
+@pytest.mark.parametrize("target, warm_up", [("train.py", False), (".", True)])
+def test_the_cli_warms_up_only_when_it_walks_a_directory(tmp_path, monkeypatch, train, target, warm_up):
+    from click.testing import CliRunner
+
+    from mllint import cli, runner
+
+    seen: list[bool] = []
+    real = runner.lint_targets
+
+    def recording(targets, opts, while_waiting=None, warm_up=True):
+        seen.append(warm_up)
+        return real(targets, opts, while_waiting, warm_up)
+
+    monkeypatch.setattr(runner, "lint_targets", recording)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.cli, ["check", "--no-cache", target])
+    assert result.exit_code == 1, result.output  # TRAIN's ML001
+    assert seen == [warm_up]

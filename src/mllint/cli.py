@@ -258,7 +258,11 @@ def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unuse
                       code_fingerprint())
     opts = RunOptions(rules=rules, settings=settings, jobs=jobs, cache=cache,
                       prefilter=not no_prefilter, unused_noqa=unused)
-    results = list(lint_targets(iter_targets(paths, settings), opts, while_waiting))
+    # Files named one by one (pre-commit) go to the first worker at once; most need no
+    # libcst, so it is not imported ahead of them.
+    named_files = bool(paths) and all(os.path.isfile(p) for p in paths)
+    results = list(lint_targets(iter_targets(paths, settings), opts, while_waiting,
+                                warm_up=not named_files))
     if cache is not None:
         cache.save_stat_index()
         cache.prune()

@@ -113,13 +113,17 @@ def _apply_per_file_ignores(result: FileResult, settings: Settings) -> FileResul
 
 
 def lint_targets(targets: Iterable[Target | FileError], opts: RunOptions,
-                 while_waiting: Callable[[], object] | None = None) -> Iterator[FileResult]:
+                 while_waiting: Callable[[], object] | None = None,
+                 warm_up: bool = True) -> Iterator[FileResult]:
     """Results of every target. ``while_waiting`` is called once, the first time this
-    process has nothing to do but wait for workers (the CLI imports its reporter then)."""
+    process has nothing to do but wait for workers (the CLI imports its reporter then).
+    ``warm_up=False`` when the targets are files named on the command line (pre-commit):
+    they reach the first worker at once, and most need no libcst at all."""
     pool = WorkerPool(_check_file, opts, 1, opts.settings.file_timeout)
-    # One worker starts importing libcst and the rules now, while this process walks the
-    # tree and answers cache hits (on one changed file, that import is most of a warm run).
-    pool.prestart(_warm_up)
+    # One worker starts now, importing libcst and the engine (``warm_up``) while this
+    # process walks the tree and answers cache hits (on one changed file, that import is
+    # most of a warm run).
+    pool.prestart(_warm_up if warm_up else None)
     try:
         # A warm run is mostly hits: answered here as the walk finds them, without a round
         # trip to a worker each. The first misses go to the prestarted worker at once, so

@@ -141,7 +141,7 @@ class WorkerPool:
         child.close()
         return _Worker(process, parent)
 
-    def prestart(self, warm_up: Callable[[], object]) -> None:
+    def prestart(self, warm_up: Callable[[], object] | None) -> None:
         """Start one worker now, running ``warm_up`` (importing libcst and the engine)
         while the parent is still finding files and answering cache hits: the first file
         that needs linting then finds a worker ready. ``run`` uses it first; ``close``
