@@ -177,6 +177,23 @@ class LossTensorAccumulated(IndexedRule):
                 optimizer.zero_grad()
             """
         ),
+        Valid(  # per-environment losses summed into the objective of one step
+            """
+            import torch.nn.functional as F
+
+            def update(network, minibatches, optimizer, penalty):
+                total_loss = 0
+                for x, y in minibatches:
+                    env_loss = F.cross_entropy(network(x), y)
+                    total_loss += env_loss
+                mean_loss = total_loss / len(minibatches)
+                objective = mean_loss + penalty
+                optimizer.zero_grad()
+                objective.backward()
+                optimizer.step()
+                return mean_loss.item()
+            """
+        ),
         Valid(  # an auxiliary loss added before backward
             """
             for x, y in loader:
@@ -529,16 +546,24 @@ class _Checker:
 
     def _feeds_backward(self, acc: Accumulation, base: str) -> bool:
         """The accumulator is (part of) what gets back-propagated: a summed loss built
-        within one step (``total_loss += loss; total_loss.backward()``)."""
+        within one step (``total_loss += loss; total_loss.backward()``), also through
+        other variables (``mean = total_loss / n; objective = mean + penalty;
+        objective.backward()``)."""
         func = self.ix.function_of(acc.node)
-        backwarded = self.oracle.backwarded_names(func)
-        fed = set(backwarded)
+        fed = set(self.oracle.backwarded_names(func))
+        flows: list[tuple[set[str], set[str]]] = []  # (targets, names read) per assignment
         for node in self.ix.assigns_in_function(func):
             if node.value is None:
                 continue
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            if any(dotted_name(t) in backwarded for t in targets):
-                fed |= names_in(node.value)
+            flows.append(({d for t in targets if (d := dotted_name(t))}, names_in(node.value)))
+        grown = True
+        while grown and base not in fed:
+            grown = False
+            for targets, read in flows:
+                if targets & fed and not read <= fed:
+                    fed |= read
+                    grown = True
         return base in fed
 
     def _persistent(self, acc: Accumulation, base: str) -> bool:
