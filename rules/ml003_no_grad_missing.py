@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import libcst as cst
+import libcst.matchers as m
+
+from mllint.analysis.syntax import dotted_name
 from mllint.analysis.validation.facts import Grad
 from mllint.analysis.validation.names import EVAL_SIGNS, MODE_SIGN, or_flag_pass
 from mllint.analysis.validation.passes import ValidationAnalysis, ValidationRule
@@ -51,7 +55,10 @@ class NoGradMissing(ValidationRule):
     whose parameters were frozen with `model.requires_grad_(False)` records no graph and
     is not reported, nor is a pass that computes gradients of its own (an adversarial
     attack such as `adversary.perturb(x, y)`, inputs set to `requires_grad_()`).
-    Lightning modules and Hugging Face `Trainer` subclasses are skipped.
+    Lightning modules and Hugging Face `Trainer` subclasses are skipped. A forward on
+    `Variable(x, volatile=True)` inputs is not reported: that was PyTorch 0.3's way of
+    switching autograd off, and code written for it is right for its version (current
+    PyTorch ignores `volatile` with a warning).
     A pass is recognised by a sign of evaluation (held-out data named on the loop's `for`
     line, an evaluation-named function, or a loop over batches after `model.eval()`), so
     a loop with none of these is not checked.
@@ -135,8 +142,34 @@ class NoGradMissing(ValidationRule):
             """,
             lines=(10,),
         ),
+        Invalid(  # a Variable without volatile=True records the graph as any tensor does
+            """
+            from torch.autograd import Variable
+
+            net.eval()
+            for inputs, targets in test_loader:
+                inputs, targets = Variable(inputs).cuda(), Variable(targets)
+                loss = criterion(net(inputs), targets)
+            """,
+            lines=(6,),
+        ),
     ]
     VALID = [
+        Valid(  # PyTorch 0.3 code: volatile inputs were its no_grad
+            """
+            from torch.autograd import Variable
+
+            net.eval()
+            for inputs, targets in test_loader:
+                if use_cuda:
+                    inputs = Variable(inputs, volatile=True).cuda()
+                else:
+                    inputs = Variable(inputs, volatile=True)
+                loss = criterion(net(inputs), Variable(targets))
+            for images, _ in test_loader:
+                outputs = net(Variable(images, volatile=True))
+            """
+        ),
         Valid(
             """
             import torch
@@ -250,6 +283,8 @@ class NoGradMissing(ValidationRule):
             names = analysis.aliases(vp.scope, vp.model)
             if analysis.frozen(vp.scope, names, vp.forward.pos) or analysis.needs_grad(vp):
                 continue
+            if _volatile_inputs(vp.forward.node, vp.region):
+                continue
             reported.add(key)
             where = vp.where
             self.report(
@@ -266,6 +301,48 @@ class NoGradMissing(ValidationRule):
                     "evidence": sorted(e.name for e in vp.evidence),
                 },
             )
+
+
+#: ``Variable`` as PyTorch 0.3 code calls it.
+_VARIABLE = frozenset({"Variable", "autograd.Variable", "torch.autograd.Variable"})
+#: Methods that hand back a Variable in the same autograd state (``.cuda()``).
+_SAME_STATE = frozenset({"cuda", "cpu", "to", "float", "long", "half", "double"})
+
+
+def _volatile(expr: cst.BaseExpression) -> bool:
+    """``Variable(x, volatile=True)``, possibly moved (``.cuda()``)."""
+    while (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
+           and expr.func.attr.value in _SAME_STATE):
+        expr = expr.func.value
+    return (isinstance(expr, cst.Call) and dotted_name(expr.func) in _VARIABLE
+            and any(a.keyword is not None and a.keyword.value == "volatile"
+                    and m.matches(a.value, m.Name("True")) for a in expr.args))
+
+
+def _volatile_inputs(forward: cst.Call, region: cst.CSTNode) -> bool:
+    """Some input of the forward is a volatile Variable: built in the call, or assigned in
+    the pass (``x = Variable(x, volatile=True).cuda()``, ``x, y = Variable(x,
+    volatile=True), Variable(y)``)."""
+    names = set()
+    for arg in forward.args:
+        if _volatile(arg.value):
+            return True
+        if isinstance(arg.value, cst.Name):
+            names.add(arg.value.value)
+    if not names:
+        return False
+    for assign in m.findall(region, m.Assign()):
+        assert isinstance(assign, cst.Assign)
+        for target in assign.targets:
+            pairs = [(target.target, assign.value)]
+            if (isinstance(target.target, cst.Tuple) and isinstance(assign.value, cst.Tuple)
+                    and len(target.target.elements) == len(assign.value.elements)):
+                pairs = list(zip((e.value for e in target.target.elements),
+                                 (e.value for e in assign.value.elements)))
+            if any(isinstance(t, cst.Name) and t.value in names and _volatile(v)
+                   for t, v in pairs):
+                return True
+    return False
 
 
 class NoGradProbe(Probe):
