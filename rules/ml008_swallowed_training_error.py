@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import libcst as cst
+import libcst.matchers as m
 
 from mllint.analysis.flow import FLOW_METADATA, Flow, source_of
 from mllint.analysis.syntax import dotted_name, qualified_names
@@ -42,6 +43,9 @@ class SwallowedTrainingError(Rule):
     never flagged, even when they skip a step: recovering from a known error is a choice.
     `except KeyboardInterrupt:` that saves a checkpoint is fine, and so is skipping a batch
     whose *loading* fails (a `try` around reading a sample, with no forward in it).
+    A handler around the whole training loop that prints or logs the traceback
+    (`traceback.print_exc()`, `logger.exception(...)`) is not flagged: training stops at
+    the error and says why, even though the script then exits 0.
 
     ## How --verify confirms it
     Runs the script a second, short time and raises an exception once inside the flagged
@@ -121,6 +125,23 @@ class SwallowedTrainingError(Rule):
             lines=(5,),
         ),
         Invalid(
+            # A printed traceback does not help when the loop goes on past the failure.
+            """
+            import logging
+            log = logging.getLogger(__name__)
+            def train(model, loader, optimizer, loss_fn):
+                for epoch in range(10):
+                    try:
+                        for x, y in loader:
+                            optimizer.zero_grad()
+                            loss_fn(model(x), y).backward()
+                            optimizer.step()
+                    except Exception:
+                        log.exception("epoch %d failed", epoch)
+            """,
+            lines=(10,),
+        ),
+        Invalid(
             # The step taken through an optimizer wrapper (a learning-rate schedule).
             """
             def train_epoch(model, loader, optimizer):
@@ -136,6 +157,23 @@ class SwallowedTrainingError(Rule):
         ),
     ]
     VALID = [
+        Valid(
+            # The loop stops at the first error and its traceback is printed.
+            """
+            import traceback
+            def main(model, loader, optimizer, loss_fn):
+                try:
+                    for epoch in range(10):
+                        for x, y in loader:
+                            optimizer.zero_grad()
+                            loss_fn(model(x), y).backward()
+                            optimizer.step()
+                except Exception:
+                    traceback.print_exc()
+                finally:
+                    print("done")
+            """
+        ),
         Valid(
             """
             import logging
@@ -228,7 +266,7 @@ class SwallowedTrainingError(Rule):
         self._tries: list[cst.Try | cst.TryStar] = []
         self._try_bodies: dict[cst.BaseSuite, cst.CSTNode] = {}
         # Loop bodies are watched too: a step after a ``try`` in one may be skipped by it.
-        self._loop_bodies: set[cst.BaseSuite] = set()
+        self._loop_bodies: dict[cst.BaseSuite, cst.For | cst.While] = {}
         # ``optimizer.step_and_update_lr()`` and other method calls on an optimizer.
         self._wrapper_calls: list[tuple[str, cst.Call, tuple[cst.CSTNode, ...]]] = []
 
@@ -249,10 +287,10 @@ class SwallowedTrainingError(Rule):
         self._try_bodies[node.body] = node
 
     def visit_For(self, node: cst.For) -> None:
-        self._loop_bodies.add(node.body)
+        self._loop_bodies[node.body] = node
 
     def visit_While(self, node: cst.While) -> None:
-        self._loop_bodies.add(node.body)
+        self._loop_bodies[node.body] = node
 
     # Only the ``try`` body is watched: steps in handlers or ``finally`` are not guarded.
     def visit_IndentedBlock(self, node: cst.IndentedBlock) -> None:
@@ -301,7 +339,19 @@ class SwallowedTrainingError(Rule):
                 if caught is None or _leaves(handler, self):
                     continue
                 data = {"handler_line": self.flow.line(handler), "try_line": self.flow.line(try_node)}
-                if step is not None:
+                ended = self._loop_in_try(try_node, step) if step is not None else None
+                if ended is not None and _prints_traceback(handler, self):
+                    continue  # the loop stops at the error, its traceback printed
+                if ended is not None:
+                    message = (
+                        f"`{caught}` catches every error of the training step at line "
+                        f"{step.line} (`{_short(step.text)}`) and does not re-raise: the first "
+                        f"failing step ends the loop on line {self.flow.line(ended)}, and the "
+                        "code after the `try` carries on as if training had finished (the "
+                        "script exits 0), so a broken run looks like a finished one. Catch only "
+                        "the errors you can recover from, or re-raise after logging."
+                    )
+                elif step is not None:
                     message = (
                         f"`{caught}` catches every error of the training step at line "
                         f"{step.line} (`{_short(step.text)}`) and does not re-raise: a failing "
@@ -322,6 +372,21 @@ class SwallowedTrainingError(Rule):
                 else:
                     continue
                 self.report(handler, message, region=try_node, data=data)
+
+    def _loop_in_try(self, try_node: cst.Try | cst.TryStar, step: StepSite) -> cst.CSTNode | None:
+        """The outermost loop of the step's function that runs inside the ``try`` body, when
+        no loop of that function runs around the ``try``: an error then ends that loop
+        rather than one of its iterations."""
+        containers = step.containers
+        at = next((i for i, c in enumerate(containers) if c is try_node.body), None)
+        if at is None:
+            return None
+        start = max((i for i, c in enumerate(containers[:at]) if isinstance(c, cst.FunctionDef)),
+                    default=-1)
+        if any(c in self._loop_bodies for c in containers[start + 1:at]):
+            return None  # a loop around the try goes on with its next iteration
+        return next((self._loop_bodies[c] for c in containers[at + 1:] if c in self._loop_bodies),
+                    None)
 
     def _wrapper_steps(self) -> dict[cst.CSTNode, StepSite]:
         """Containers that step through an optimizer wrapper: ``optimizer.step_*()``, or a
@@ -458,6 +523,27 @@ class _Forward(cst.CSTVisitor):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
         return False
+
+
+#: Calls that print or log the current exception's traceback.
+_TRACEBACK_CALLS = frozenset({
+    "traceback.print_exc", "traceback.print_exception", "traceback.format_exc",
+    "traceback.format_exception", "logging.exception",
+})
+
+
+def _prints_traceback(handler: cst.ExceptHandler | cst.ExceptStarHandler, rule: Rule) -> bool:
+    """The handler prints or logs the traceback (``traceback.print_exc()``,
+    ``logger.exception(...)``)."""
+    for call in m.findall(handler.body, m.Call()):
+        assert isinstance(call, cst.Call)
+        if qualified_names(rule, call.func) & _TRACEBACK_CALLS:
+            return True
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "exception" and (
+                "log" in (dotted_name(func.value) or "").lower()):
+            return True
+    return False
 
 
 def _leaves(handler: cst.CSTNode, rule: Rule) -> bool:

@@ -296,3 +296,37 @@ def test_steps_through_an_optimizer_wrapper():
                 except Exception:
                     pass
         """) == ()
+
+
+WHOLE_LOOP = """
+    import traceback
+    def main(model, loader, optimizer):
+        try:
+            for epoch in range(10):
+                for x, y in loader:
+                    optimizer.zero_grad()
+                    model(x).sum().backward()
+                    optimizer.step()
+        except Exception as exc:
+            {handler}
+        print("finished")
+"""
+
+
+def test_a_handler_around_the_whole_loop_is_said_to_end_the_loop():
+    [finding] = lint(WHOLE_LOOP.format(handler="print(exc)"))
+    assert finding.line == 9
+    assert "ends the loop on line 4" in finding.message
+    assert "script exits 0" in finding.message
+
+
+@pytest.mark.parametrize("handler", ["traceback.print_exc()",
+                                     "print(traceback.format_exc())",
+                                     "logger.exception('training failed')"])
+def test_a_handler_around_the_whole_loop_that_prints_the_traceback_is_not_flagged(handler):
+    assert lint(WHOLE_LOOP.format(handler=handler)) == ()
+
+
+def test_a_printed_traceback_does_not_excuse_skipping_steps():
+    [finding] = lint(step_with_handler("except Exception:", "traceback.print_exc();continue"))
+    assert finding.line == 8 and "a failing step is skipped" in finding.message
