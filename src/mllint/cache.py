@@ -144,9 +144,10 @@ class Cache:
         self._index: dict[str, list] | None = None
         self._index_dirty = False
         self._touched: set[str] = set()
-        #: Digests of the files results depend on, read once per run (many files of a
-        #: project depend on the same few modules).
-        self._digests: dict[str, str | None] = {}
+        #: Digests of the files results depend on, by path, with the stat stamp they were
+        #: read at: many files of a project depend on the same few modules, which are
+        #: then read once, and read again only when they change.
+        self._digests: dict[str, tuple[list[int], str]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -243,15 +244,19 @@ class Cache:
 
     def _unchanged(self, depends_on: Mapping[str, str]) -> bool:
         """Whether every other file a cached result depended on still has the same content."""
-        for path, digest in depends_on.items():
-            if path not in self._digests:
-                try:
-                    self._digests[path] = digest_of(Path(path).read_bytes())
-                except OSError:
-                    self._digests[path] = None
-            if self._digests[path] != digest:
-                return False
-        return True
+        return all(self._digest(path) == digest for path, digest in depends_on.items())
+
+    def _digest(self, path: str) -> str | None:
+        try:
+            stamp = _stamp(os.stat(path))
+            known = self._digests.get(path)
+            if known is not None and known[0] == stamp:
+                return known[1]
+            digest = digest_of(Path(path).read_bytes())
+        except OSError:
+            return None
+        self._digests[path] = (stamp, digest)
+        return digest
 
     def put(self, key: str, result: FileResult) -> None:
         if self._secret is None or any(e.kind is ErrorKind.INTERNAL for e in result.errors):
