@@ -149,3 +149,28 @@ def test_gate_turns_away_what_ml004_cannot_flag(code):
     code = textwrap.dedent(code).strip() + "\n"
     assert _flags(code) == []
     assert not gate.accumulation_may_flag(ast.parse(code))
+
+
+def test_project_losses_admit_unpacked_parts_of_another_modules_loss_function(tmp_path):
+    """The rule reads ``a, b = helpers.compute(...)`` as losses when the project says so;
+    the gate must admit the file then, also through an alias, and only with the project."""
+    from mllint.project import project_for
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "helpers.py").write_text(
+        "import torch.nn.functional as F\n"
+        "def compute(out, y):\n"
+        "    a = F.mse_loss(out, y)\n"
+        "    return a, a.item()\n")
+    script = tmp_path / "train.py"
+    for call in ("helpers.compute", "run"):
+        script.write_text(
+            "import helpers\n"
+            "run = helpers.compute\n"
+            "total = 0\n"
+            "for x, y in loader:\n"
+            f"    part, number = {call}(model(x), y)\n"
+            "    total += part\n")
+        tree = ast.parse(script.read_text())
+        assert gate.accumulation_may_flag(tree, project_for(script)), call
+        assert not gate.accumulation_may_flag(tree), call  # nothing in the file says "loss"

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from mllint.analysis.loss import LOSS_CALLEE, LOSS_FUNCTIONS, LOSS_TEXT
-from mllint.engine import lint_text
+from mllint.engine import lint_path, lint_text
 from mllint.registry import rule_by_code
 
 RULE = rule_by_code("ML004")
@@ -684,3 +684,58 @@ def test_meter_in_an_evaluation_with_autograd_on():
     assert lines(code.replace("import torch.nn.functional as F",
                               "import torch\n        import torch.nn.functional as F")
                  .replace("def validate", "@torch.no_grad()\n        def validate")) == []
+
+
+LOSS_MODULE = """
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+
+    def combined_loss(classes, boxes, target_classes, target_boxes):
+        mse = nn.MSELoss()
+        box_loss = mse(boxes, target_boxes)
+        ce = F.cross_entropy(classes, target_classes)
+        loss = 0.5 * ce + 0.5 * box_loss
+        return loss, box_loss, ce.item()
+"""
+
+TRAIN_SCRIPT = """
+    import torch
+
+    from losses import combined_loss
+
+    loss_fn = combined_loss
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    for epoch in range(10):
+        total_box = 0.0
+        total_ce = 0.0
+        for images, classes, boxes in loader:
+            optimizer.zero_grad()
+            out_classes, out_boxes = net(images)
+            loss, box_loss, ce = loss_fn(out_classes, out_boxes, classes, boxes)
+            loss.backward()
+            optimizer.step()
+            total_box += box_loss
+            total_ce += ce
+"""
+
+
+def test_loss_parts_returned_by_a_loss_function_of_another_module(tmp_path):
+    """``loss, box_loss, ce = loss_fn(...)``: the project model knows which positions of
+    what ``combined_loss`` returns are loss tensors (the second), and which are numbers
+    (``ce.item()``), also through the module-level alias ``loss_fn``."""
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "losses.py").write_text(textwrap.dedent(LOSS_MODULE))
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(TRAIN_SCRIPT))
+    result = lint_path(str(script), [rule_by_code("ML004")])
+    assert [(f.code, f.line) for f in result.findings] == [("ML004", 17)]
+    assert "`total_box += box_loss`" in result.findings[0].message
+    assert str(tmp_path / "losses.py") in result.depends_on
+
+
+def test_loss_parts_of_an_unknown_function_are_not_guessed(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(TRAIN_SCRIPT))  # losses.py is not in the project
+    assert lint_path(str(script), [rule_by_code("ML004")]).findings == ()

@@ -108,6 +108,10 @@ class LossOracle:
                     return LossValue(name, node)
                 if _drops_graph(value):
                     return None
+            if not direct and isinstance(node, cst.Assign) and isinstance(value, cst.Call):
+                index = _unpacked_index(node, dotted)
+                if index is not None and index in self._project_losses(value):
+                    return LossValue(name, node)  # ``loss, mse = losses.compute(out, y)``
             # Unknown producer (``logits, loss = model(x, y)``): back-propagating it says
             # it is a loss.
             if dotted in self.backwarded_names(self.ix.function_of(at)):
@@ -116,6 +120,34 @@ class LossOracle:
         if dotted in self.backwarded_names(self.ix.function_of(at)):
             return LossValue(name, None)
         return None
+
+    def _project_losses(self, call: cst.Call) -> frozenset[int]:
+        """Positions of what ``call`` returns that hold a loss tensor, when it runs a
+        function of another module of the project (also through a module-level alias:
+        ``loss_fn = my_loss``)."""
+        context = getattr(self.ix.v, "context", None)
+        view = context.project if context is not None else None
+        callee = dotted_name(call.func)
+        if view is None or callee is None or self.ix.resolve_call(call) is not None:
+            return frozenset()
+        found = view.returned_losses(callee)
+        if not found and isinstance(call.func, cst.Name):
+            alias = self._module_alias(call.func)
+            if alias is not None:
+                found = view.returned_losses(alias)
+        return found
+
+    def _module_alias(self, name: cst.Name) -> str | None:
+        """What ``name`` stands for when every binding of it is a module-level
+        ``name = other`` of the same ``other``."""
+        found: set[str | None] = set()
+        for binding in self.ix.bindings(name):
+            target = self.ix.parent(binding) if isinstance(binding, cst.Name) else None
+            assign = self.ix.parent(target) if isinstance(target, cst.AssignTarget) else None
+            if not isinstance(assign, cst.Assign) or self.ix.function_of(assign) is not None:
+                return None
+            found.add(dotted_name(assign.value))
+        return found.pop() if len(found) == 1 else None
 
     # -- expressions -------------------------------------------------------------------
 
@@ -530,3 +562,15 @@ def _carries(expr: cst.BaseExpression, name: str) -> bool:
 
 def _source(node: cst.CSTNode) -> str:
     return cst.Module([]).code_for_node(node)
+
+
+def _unpacked_index(assign: cst.Assign, name: str) -> int | None:
+    """Where ``name`` sits in a tuple target of ``assign`` (``a, name, c = ...``)."""
+    for target in assign.targets:
+        seq = target.target
+        if isinstance(seq, (cst.Tuple, cst.List)) and not any(
+                isinstance(e, cst.StarredElement) for e in seq.elements):
+            for i, element in enumerate(seq.elements):
+                if dotted_name(element.value) == name:
+                    return i
+    return None

@@ -6,7 +6,9 @@ ML004 reports an accumulation (``t += x``, ``t = t + x``, ``xs.append(x)``,
 question over Python's ``ast``: flow- and scope-insensitive (a dotted name is a loss if
 *any* assignment anywhere gives it one, or if it is back-propagated anywhere), with a
 fixpoint instead of a depth limit, and without the rule's later conditions (loops,
-lifetimes, resets, autograd mode). Everything the oracle calls a loss, this calls one.
+lifetimes, resets, autograd mode). With the project model, a call of a function of
+another module that returns a loss tensor in any position is a loss (the oracle asks
+for one position). Everything the oracle calls a loss, this calls one.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ from __future__ import annotations
 import ast
 import re
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from mllint.gates.resolve import Imports, dotted, of_type, returns_of
+from mllint.prefilter import project_aware
+
+if TYPE_CHECKING:
+    from mllint.project.model import ProjectView
 
 # Defined here (stdlib only) and imported by ``analysis.loss`` and the rule, so the gate
 # and the libcst analysis cannot drift apart.
@@ -58,8 +65,9 @@ KNOWN_METER_METHODS = frozenset({"update", "add"})
 _MAX_ROUNDS = 20
 
 
-def accumulation_may_flag(tree: ast.Module) -> bool:
-    facts = _Facts(tree)
+@project_aware
+def accumulation_may_flag(tree: ast.Module, project: ProjectView | None = None) -> bool:
+    facts = _Facts(tree, project)
     for value in _accumulated_values(tree):
         if facts.lossy(value):
             return True
@@ -141,8 +149,10 @@ def _bound(target: ast.expr) -> list[str]:
 
 
 class _Facts:
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, project: ProjectView | None = None) -> None:
         self.imports = Imports.of(tree)
+        #: Functions of other modules returning loss tensors (``ProjectView.returned_losses``).
+        self.project = project
         self.values: dict[str, list[ast.expr]] = defaultdict(list)
         self.returns: dict[str, list[ast.expr]] = defaultdict(list)
         self.backwarded: set[str] = set()
@@ -264,7 +274,18 @@ class _Facts:
         name = dotted(func)
         if name is not None and self._holds_loss_callable(name):
             return True
+        if name is not None and self._project_loss(name):
+            return True
         return last is not None and bool(LOSS_CALLEE.match(last))
+
+    def _project_loss(self, name: str) -> bool:
+        """A call of ``name`` runs a function of another module that returns a loss
+        tensor somewhere in its result, named directly or through a module-level alias
+        (``loss_fn = combined_loss``)."""
+        if self.project is None:
+            return False
+        names = {name} | {d for v in self.values.get(name, ()) if (d := dotted(v)) is not None}
+        return any(self.project.returned_losses(n) for n in names)
 
     def _holds_loss_callable(self, name: str) -> bool:
         """``name`` is given a loss module or function somewhere. Once per name: the

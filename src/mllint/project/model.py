@@ -223,6 +223,12 @@ class ProjectView:
             paths[key] = resolve_module(self.project.root, Path(summary.path), name, level)
         return paths[key]
 
+    def returned_losses(self, dotted: str) -> frozenset[int]:
+        """Positions of what a call of ``dotted`` returns that hold a loss tensor
+        (``FunctionSummary.loss_positions``); empty when the project does not tell."""
+        found = self.function(dotted)
+        return frozenset() if found is None else found[1].loss_positions
+
     def returned_roles(self, dotted: str) -> tuple[frozenset[Role], ...]:
         """The roles of what a call of ``dotted`` returns, one entry per tuple position
         (one entry for a plain value); empty when the project does not tell."""

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mllint.gates.loss import GRAPH_KEEPING_METHODS, LOSS_FUNCTIONS
 from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.gates.training import BACKWARD_METHODS, SAVE_FUNCTIONS
 from mllint.optimizer_names import looks_like_optimizer
@@ -75,6 +76,10 @@ class FunctionSummary:
     trains: bool = False
     #: The names of everything it calls, as written.
     called: frozenset[str] = frozenset()
+    #: Positions of its returned tuple that hold a loss tensor on every ``return``
+    #: (``return loss, mse, ce`` of a loss function built from ``nn.MSELoss()`` and the
+    #: like); position 0 for a plain returned loss.
+    loss_positions: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -325,7 +330,49 @@ def _function(func: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str,
     called = frozenset(name for node in nodes if isinstance(node, ast.Call)
                        and (name := dotted(node.func)) is not None)
     return FunctionSummary(qualname, func.lineno, params, tuple(returns), frozenset(saved),
-                           clears, forwards, any(_training_call(n) for n in nodes), called)
+                           clears, forwards, any(_training_call(n) for n in nodes), called,
+                           _loss_positions(nodes, bindings, imports))
+
+
+def _loss_positions(nodes: list[ast.AST], bindings: dict[str, list[ast.expr]],
+                    imports: Imports) -> frozenset[int]:
+    """Positions of the returned tuple (0 for a single value) that hold a loss tensor on
+    every ``return`` of one width: the value of a loss function or module call, or of
+    arithmetic on one. Precise rather than complete: an element only sometimes a loss,
+    or given back by ``.item()``, is not counted."""
+    returned = [n.value.elts if isinstance(n.value, ast.Tuple) else [n.value]
+                for n in nodes if isinstance(n, ast.Return) and n.value is not None]
+    if not returned or len({len(r) for r in returned}) != 1 \
+            or any(isinstance(e, ast.Starred) for r in returned for e in r):
+        return frozenset()
+    return frozenset(i for i in range(len(returned[0]))
+                     if all(_holds_loss(r[i], bindings, imports, _MAX_DEPTH) for r in returned))
+
+
+def _holds_loss(expr: ast.expr, bindings: dict[str, list[ast.expr]], imports: Imports,
+                depth: int) -> bool:
+    if depth <= 0:
+        return False
+    if isinstance(expr, ast.Name):
+        values = bindings.get(expr.id, ())
+        return bool(values) and all(_holds_loss(v, bindings, imports, depth - 1) for v in values)
+    if isinstance(expr, ast.BinOp):  # the expression's own size bounds this
+        return (_holds_loss(expr.left, bindings, imports, depth)
+                or _holds_loss(expr.right, bindings, imports, depth))
+    if not isinstance(expr, ast.Call):
+        return False
+    func = expr.func
+    if imports.qualified(func) & LOSS_FUNCTIONS:
+        return True  # ``F.mse_loss(x, y)``
+    if isinstance(func, ast.Attribute) and func.attr in GRAPH_KEEPING_METHODS:
+        return _holds_loss(func.value, bindings, imports, depth)  # ``loss.mean()``
+    # A call of a loss module: ``nn.MSELoss()(x, y)``, or ``mse(x, y)`` with ``mse`` bound
+    # in the function to ``nn.MSELoss()`` only.
+    built = [func] if isinstance(func, ast.Call) else (
+        bindings.get(func.id, []) if isinstance(func, ast.Name) else [])
+    return bool(built) and all(
+        isinstance(b, ast.Call) and constructor_role(imports.qualified(b.func)) is Role.LOSS
+        for b in built)
 
 
 def _training_call(node: ast.AST) -> bool:
