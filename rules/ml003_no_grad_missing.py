@@ -155,6 +155,16 @@ class NoGradMissing(ValidationRule):
         ),
     ]
     VALID = [
+        Valid(  # ``torch`` comes from a star import of a helper module that imports it
+            """
+            from utils import *
+
+            model.eval()
+            with torch.no_grad():
+                for images, labels in test_loader:
+                    scores = model(images)
+            """
+        ),
         Valid(  # PyTorch 0.3 code: volatile inputs were its no_grad
             """
             from torch.autograd import Variable

@@ -307,3 +307,35 @@ def test_rule_classes_fall_back_to_discovery_without_a_module():
     from mllint.registry import all_rules, rule_classes
     infos = [RuleInfo(i.code, i.name, i.requires, i.gate) for i in rule_infos(write=False)]
     assert rule_classes(infos) == list(all_rules())
+
+
+def test_torch_from_a_star_import_resolves_only_when_nothing_binds_it():
+    """``from utils import *`` (utils importing torch) leaves ``torch`` unbound for the
+    scope analysis: ``torch.x`` then means torch's ``x``, and nothing else does."""
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper, QualifiedNameProvider
+
+    from mllint.analysis.syntax import qualified_names
+    from mllint.rule import FileContext
+
+    class Probe(cst.CSTVisitor):
+        METADATA_DEPENDENCIES = (QualifiedNameProvider,)
+
+        def __init__(self, source: str) -> None:
+            super().__init__()
+            self.context = FileContext("t.py", source)
+            self.found: dict[str, set[str]] = {}
+
+        def visit_Attribute(self, node: cst.Attribute) -> None:
+            self.found[cst.Module([]).code_for_node(node)] = qualified_names(self, node)
+
+    def names(source: str) -> dict[str, set[str]]:
+        probe = Probe(source)
+        MetadataWrapper(cst.parse_module(source)).visit(probe)
+        return probe.found
+
+    star = names("from utils import *\nwith torch.no_grad():\n    np.zeros(1)\n")
+    assert star["torch.no_grad"] == {"torch.no_grad"} and star["np.zeros"] == set()
+    assert names("with torch.no_grad():\n    pass\n")["torch.no_grad"] == set()
+    bound = names("from utils import *\nimport mytorch as torch\ntorch.no_grad()\n")
+    assert bound["torch.no_grad"] == {"mytorch.no_grad"}

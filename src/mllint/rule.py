@@ -61,6 +61,9 @@ class Valid:
         object.__setattr__(self, "code", textwrap.dedent(self.code).strip("\n") + "\n")
 
 
+_STAR_IMPORT = re.compile(r"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]*\*", re.M)
+
+
 @dataclass
 class FileContext:
     """What a rule may know about the file it checks. Never the file's runtime behaviour."""
@@ -78,6 +81,11 @@ class FileContext:
     def __post_init__(self) -> None:
         if not self.lines:
             self.lines = physical_lines(self.source)
+
+    @functools.cached_property
+    def star_imports(self) -> bool:
+        """The module has a ``from x import *``: a name it never binds may come from it."""
+        return _STAR_IMPORT.search(self.source) is not None
 
     @functools.cached_property
     def project(self) -> "ProjectView | None":

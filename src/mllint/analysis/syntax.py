@@ -22,7 +22,23 @@ def qualified_names(visitor: cst.MetadataDependent, node: cst.CSTNode) -> set[st
         names = visitor.get_metadata(QualifiedNameProvider, node, set())
     except KeyError:
         return set()
-    return {q.name for q in names}
+    return {q.name for q in names} if names else star_imported(visitor, node)
+
+
+#: Roots a star import brings in so commonly that an unbound one means that module:
+#: ``from utils import *`` where utils does ``import torch``.
+_STAR_ROOTS = frozenset({"torch"})
+
+
+def star_imported(visitor: cst.MetadataDependent, node: cst.CSTNode) -> set[str]:
+    """``{"torch.no_grad"}`` for ``torch.no_grad`` when nothing in the module binds
+    ``torch`` (no qualified name resolves) and the module star-imports: the name can only
+    have come from the star import, and ``torch`` is torch."""
+    dotted = dotted_name(node) if isinstance(node, (cst.Name, cst.Attribute)) else None
+    if dotted is None or dotted.partition(".")[0] not in _STAR_ROOTS:
+        return set()
+    context = getattr(visitor, "context", None)
+    return {dotted} if context is not None and getattr(context, "star_imports", False) else set()
 
 
 def resolves_to(visitor: cst.MetadataDependent, node: cst.CSTNode, targets: Iterable[str]) -> bool:

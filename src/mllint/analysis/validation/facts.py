@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import PositionProvider, QualifiedNameProvider, QualifiedNameSource
 
-from mllint.analysis.syntax import dotted_name
+from mllint.analysis.syntax import dotted_name, qualified_names
 from mllint.analysis.validation.names import (
     AUTOGRAD_CALLS,
     GRAD_OFF,
@@ -262,7 +262,7 @@ class FactsCollector(Rule):
         return (start.line, start.column)
 
     def _qnames(self, node: cst.CSTNode) -> frozenset[str]:
-        return frozenset(q.name for q in self._qualified(node))
+        return frozenset(qualified_names(self, node))
 
     def _qualified(self, node: cst.CSTNode) -> set:
         try:
