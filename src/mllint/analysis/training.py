@@ -27,6 +27,7 @@ from mllint.analysis.syntax import (
 )
 
 # What back-propagates and what steps, defined with the stdlib-only ML006/ML008 gates.
+from mllint.engine import traversal
 from mllint.gates.training import (
     BACKWARD_FUNCTIONS,
     BACKWARD_METHODS,
@@ -347,7 +348,7 @@ def _parameter_owners(call: cst.Call) -> list[str]:
     """``model`` for every ``model.parameters()`` / ``named_parameters()`` in the arguments."""
     finder = _ParametersFinder()
     for arg in call.args:
-        arg.visit(finder)
+        traversal.visit(arg, finder)
     return finder.owners
 
 

@@ -25,6 +25,7 @@ from mllint.analysis.validation.names import (
     TRAIN_METHODS,
     Pos,
 )
+from mllint.engine.traversal import children
 from mllint.rule import FileContext, Rule
 
 # -- states --------------------------------------------------------------------------------
@@ -588,7 +589,7 @@ def _words(expr: cst.BaseExpression) -> Iterator[str]:
         if isinstance(node, cst.SimpleString):
             yield node.value
             continue
-        stack.extend(node.children)
+        stack.extend(children(node))
 
 
 def names_in(expr: cst.CSTNode) -> set[str]:

@@ -72,6 +72,7 @@ from mllint.analysis.validation.names import (
     is_train_name,
     is_val_name,
 )
+from mllint.engine.traversal import children
 from mllint.project.model import ProjectView
 from mllint.project.roles import UNKNOWN, mode_dependent_layer
 
@@ -1285,13 +1286,13 @@ def _encloses(outer: Scope, inner: Scope) -> bool:
 def _returns(func: cst.CSTNode) -> list[cst.Return]:
     """The ``return`` statements of a function's own body (nested definitions excluded)."""
     found: list[cst.Return] = []
-    stack: list[cst.CSTNode] = list(func.body.children) if isinstance(func, cst.FunctionDef) else []
+    stack: list[cst.CSTNode] = children(func.body) if isinstance(func, cst.FunctionDef) else []
     while stack:
         node = stack.pop()
         if isinstance(node, cst.Return):
             found.append(node)
         elif not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda, cst.BaseExpression)):
-            stack.extend(node.children)
+            stack.extend(children(node))
     return found
 
 
