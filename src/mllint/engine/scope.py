@@ -54,6 +54,9 @@ from libcst.metadata.scope_provider import (
     _gen_dotted_names,
 )
 
+# ``type(x) in NODE_CLASSES``, not ``isinstance(x, cst.CSTNode)``: see its comment.
+from mllint.engine.traversal import NODE_CLASSES
+
 
 def seed(wrapper: MetadataWrapper, wanted: set) -> None:
     store = wrapper._metadata
@@ -139,10 +142,10 @@ def children(node: cst.CSTNode) -> list[cst.CSTNode]:
     fields = _FIELDS.get(t) or _fields(t, node)
     for f in fields:
         v = getattr(node, f)
-        if isinstance(v, cst.CSTNode):
+        if type(v) in NODE_CLASSES:
             out.append(v)
-        elif isinstance(v, (tuple, list)):
-            out.extend(c for c in v if isinstance(c, cst.CSTNode))
+        elif type(v) is tuple or type(v) is list:
+            out.extend(c for c in v if type(c) in NODE_CLASSES)
     return out
 
 
@@ -158,7 +161,7 @@ def _link(parents: dict[cst.CSTNode, cst.CSTNode], root: cst.CSTNode) -> None:
     stack: list[cst.CSTNode] = [root]
     fields_of = _FIELDS
     leaves = _LEAVES
-    node_t = cst.CSTNode
+    nodes = NODE_CLASSES
     while stack:
         node = stack.pop()
         t = type(node)
@@ -167,15 +170,17 @@ def _link(parents: dict[cst.CSTNode, cst.CSTNode], root: cst.CSTNode) -> None:
             fields = _fields(t, node)
         for f in fields:
             v = getattr(node, f)
-            if isinstance(v, node_t):
+            vt = type(v)
+            if vt in nodes:
                 parents[v] = node
-                if type(v) not in leaves:
+                if vt not in leaves:
                     stack.append(v)
-            elif type(v) is tuple or type(v) is list:
+            elif vt is tuple or vt is list:
                 for c in v:
-                    if isinstance(c, node_t):
+                    ct = type(c)
+                    if ct in nodes:
                         parents[c] = node
-                        if type(c) not in leaves:
+                        if ct not in leaves:
                             stack.append(c)
 
 
@@ -310,7 +315,7 @@ class _ScopeBuilder:
             store_field = _STORE_FIELD.get(t)
             generic = self.generic
             handlers = self.handlers
-            node_t = cst.CSTNode
+            nodes = NODE_CLASSES
             leaves = _LEAVES
             scopes = self.scopes
             parents = self.parents
@@ -318,9 +323,9 @@ class _ScopeBuilder:
             for f in fields:
                 v = getattr(node, f)
                 s = (f == store_field) if store_field is not None else store
-                if isinstance(v, node_t):
+                vt = type(v)
+                if vt in nodes:
                     parents[v] = node
-                    vt = type(v)
                     if vt in leaves:
                         scopes[v] = scope  # a leaf: visited, left, nothing else
                     else:
@@ -329,11 +334,11 @@ class _ScopeBuilder:
                             generic(v, s)
                         else:
                             h(v, s)
-                elif type(v) is tuple or type(v) is list:
+                elif vt is tuple or vt is list:
                     for c in v:
-                        if isinstance(c, node_t):
+                        ct = type(c)
+                        if ct in nodes:
                             parents[c] = node
-                            ct = type(c)
                             if ct in leaves:
                                 scopes[c] = scope
                             else:
@@ -356,20 +361,22 @@ class _ScopeBuilder:
 
     def _adopt(self, node: cst.CSTNode, walked: frozenset[str]) -> None:
         parents = self.parents
-        node_t = cst.CSTNode
+        nodes = NODE_CLASSES
         leaves = _LEAVES
         t = type(node)
         for f in _FIELDS.get(t) or _fields(t, node):
             v = getattr(node, f)
-            if isinstance(v, node_t):
+            vt = type(v)
+            if vt in nodes:
                 parents[v] = node
-                if f not in walked and type(v) not in leaves:
+                if f not in walked and vt not in leaves:
                     _link(parents, v)
-            elif type(v) is tuple or type(v) is list:
+            elif vt is tuple or vt is list:
                 for c in v:
-                    if isinstance(c, node_t):
+                    ct = type(c)
+                    if ct in nodes:
                         parents[c] = node
-                        if f not in walked and type(c) not in leaves:
+                        if f not in walked and ct not in leaves:
                             _link(parents, c)
 
     def unsupported(self, node: cst.CSTNode, store: bool) -> None:
