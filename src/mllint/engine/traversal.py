@@ -165,7 +165,10 @@ def _walk(root: CSTNode, methods, skip: frozenset[type], table: dict) -> None:
                 if kind not in skip:
                     kids.append(value)
             elif kind in _SEQUENCES:
-                kids.extend(v for v in value if type(v) in nodes and type(v) not in skip)
+                for v in value:
+                    kind = type(v)
+                    if kind in nodes and kind not in skip:
+                        kids.append(v)
         kids.reverse()
         todo.extend(kids)
 
@@ -240,6 +243,9 @@ def visit(node: CSTNode, visitor: cst.CSTVisitor) -> None:
                 if kind not in skip:
                     kids.append(value)
             elif kind in _SEQUENCES:
-                kids.extend(v for v in value if type(v) in nodes and type(v) not in skip)
+                for v in value:
+                    kind = type(v)
+                    if kind in nodes and kind not in skip:
+                        kids.append(v)
         kids.reverse()
         todo.extend(kids)
