@@ -77,6 +77,9 @@ from mllint.project.model import ProjectView
 from mllint.project.roles import UNKNOWN, mode_dependent_layer
 
 
+_ANALYSIS_KEY = "validation-analysis"
+
+
 class ValidationRule(FactsCollector):
     """Base of ML002/ML003/ML007: gathers ``Facts`` in the single traversal, then decides
     in ``decide(analysis)``, which subclasses implement."""
@@ -88,7 +91,17 @@ class ValidationRule(FactsCollector):
         if facts is None:
             return
         self.facts = facts
-        self.decide(ValidationAnalysis(facts, self.context.project))
+        self.decide(self._analysis(facts))
+
+    def _analysis(self, facts: Facts) -> ValidationAnalysis:
+        """One analysis of the module for ML002, ML003 and ML007: what it works out
+        (the passes, modes, callers) depends only on the facts and the project, so the
+        rules that decide after the first reuse it instead of repeating it."""
+        shared = self.context.shared
+        analysis = shared.get(_ANALYSIS_KEY)
+        if analysis is None or analysis.facts is not facts:
+            analysis = shared[_ANALYSIS_KEY] = ValidationAnalysis(facts, self.context.project)
+        return analysis
 
     def decide(self, analysis: ValidationAnalysis) -> None:
         raise NotImplementedError
