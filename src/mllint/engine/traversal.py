@@ -166,8 +166,8 @@ def _walk(root: CSTNode, methods, skip: frozenset[type], table: dict) -> None:
                     kids.append(value)
             elif kind in _SEQUENCES:
                 for v in value:
-                    kind = type(v)
-                    if kind in nodes and kind not in skip:
+                    element = type(v)
+                    if element in nodes and element not in skip:
                         kids.append(v)
         kids.reverse()
         todo.extend(kids)
@@ -244,8 +244,8 @@ def visit(node: CSTNode, visitor: cst.CSTVisitor) -> None:
                     kids.append(value)
             elif kind in _SEQUENCES:
                 for v in value:
-                    kind = type(v)
-                    if kind in nodes and kind not in skip:
+                    element = type(v)
+                    if element in nodes and element not in skip:
                         kids.append(v)
         kids.reverse()
         todo.extend(kids)
