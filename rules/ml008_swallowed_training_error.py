@@ -7,7 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from mllint.analysis.flow import FLOW_METADATA, Flow, source_of
+from mllint.analysis.flow import FLOW_METADATA, Flow
 from mllint.analysis.syntax import dotted_name, qualified_names
 from mllint.analysis.training import StepSite, TrainingMap
 from mllint.analysis.validation.names import is_model_name
@@ -397,7 +397,7 @@ class SwallowedTrainingError(Rule):
             if method.startswith("step_") or any(
                 self.training.trains(f) for f in self.training.callees(method, True)
             ):
-                site = StepSite(self.flow.line(node), source_of(node), containers)
+                site = StepSite(node, containers, self.flow)
                 for container in containers:
                     found.setdefault(container, site)
         calls = self.training.calls_by_key()

@@ -96,3 +96,81 @@ def test_same_visits_in_the_same_order(name, module):
     traversal.visit_batched(MetadataWrapper(module, unsafe_skip_copy=True), [RECORDER(ours)])
     assert ours == theirs
     assert ours  # not vacuous: every module has a Module node at least
+
+
+def _single_recorder(base: type, skip: frozenset[str] = frozenset(), trivia: bool = False) -> type:
+    """A ``CSTVisitor`` logging every visit and leave; its visits of ``skip`` types
+    return ``False``; with ``trivia`` it also asks about layout nodes."""
+    names = {c.__name__ for c in _node_classes()}
+    if not trivia:
+        names -= {t.__name__ for t in traversal.TRIVIA}
+    attrs = {}
+    for name in names:
+        def visit(self, node, _skip=name in skip):
+            self.log.append(("visit", type(node).__name__, id(node)))
+            return False if _skip else None
+
+        def leave(self, node):
+            self.log.append(("leave", type(node).__name__, id(node)))
+
+        visit.__name__, leave.__name__ = f"visit_{name}", f"leave_{name}"
+        attrs[visit.__name__], attrs[leave.__name__] = visit, leave
+    attrs["__init__"] = lambda self, log: setattr(self, "log", log)
+    return type("SingleRecorder", (base,), attrs)
+
+
+class _AttributeHook(cst.CSTVisitor):
+    """Asks about a field: only libcst's own walk makes that call."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def visit_Call_func(self, node: cst.Call) -> None:
+        self.log.append(("func", id(node)))
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.log.append(("name", node.value))
+
+
+SINGLE_VISITORS = {
+    "plain": _single_recorder(cst.CSTVisitor),
+    "pruning": _single_recorder(cst.CSTVisitor, frozenset({"FunctionDef", "Attribute", "Arg"})),
+    "with-trivia": _single_recorder(cst.CSTVisitor, frozenset({"Lambda"}), trivia=True),
+    "attribute-hook": _AttributeHook,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SINGLE_VISITORS))
+@pytest.mark.parametrize("name, module", list(_all_modules()), ids=lambda v: v if isinstance(v, str) else "")
+def test_one_visitor_makes_the_same_calls_as_libcst(name, module, kind):
+    visitor = SINGLE_VISITORS[kind]
+    for root in (module, *module.body[:3]):
+        theirs: list = []
+        ours: list = []
+        root.visit(visitor(theirs))
+        traversal.visit(root, visitor(ours))
+        assert ours == theirs
+        assert ours or kind == "attribute-hook"
+
+
+def test_a_visitor_class_defined_in_a_function_is_not_kept():
+    import gc
+
+    def names(code: str) -> list[str]:
+        class Names(cst.CSTVisitor):
+            def __init__(self) -> None:
+                self.found: list[str] = []
+
+            def visit_Name(self, node: cst.Name) -> None:
+                self.found.append(node.value)
+
+        v = Names()
+        traversal.visit(cst.parse_module(code), v)
+        return v.found
+
+    assert names("a = b(c)\n") == ["a", "b", "c"]
+    before = len(traversal._PLANS)
+    for _ in range(5):
+        names("x\n")
+    gc.collect()
+    assert len(traversal._PLANS) <= before

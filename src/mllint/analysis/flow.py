@@ -26,6 +26,8 @@ from libcst.metadata import (
     ScopeProvider,
 )
 
+from mllint.engine import traversal
+
 # Methods that return (a view or copy of) the tensor or module they are called on, so
 # what the receiver holds passes through them (``model.to(device)``): defined with the
 # stdlib-only ML005 gate, which follows them too.
@@ -287,7 +289,7 @@ class Flow:
             if not params:
                 continue
             collector = _SelfAssignments(params[0].name.value)
-            stmt.body.visit(collector)
+            traversal.visit(stmt.body, collector)
             for name, value in collector.found:
                 attrs.setdefault(name, []).append(value)
         self._class_attrs[cls] = attrs

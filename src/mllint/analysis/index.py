@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -161,11 +161,18 @@ class CodeIndex:
         self._returns_by_function: dict[int, list[cst.Return]] | None = None
         self._assigns_by_function: dict[int, list[cst.Assign | cst.AugAssign | cst.AnnAssign]] | None = None
         self._self_assigns: dict[tuple[int, str], list[tuple[int, cst.Assign | cst.AnnAssign]]] | None = None
+        self._parents: Mapping[cst.CSTNode, cst.CSTNode] | None = None
 
     # -- metadata ----------------------------------------------------------------------
 
     def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
-        return self.v.get_metadata(ParentNodeProvider, node, None)
+        parents = self._parents
+        if parents is None:
+            # ``get_metadata``'s checks once, then the mapping itself: ``ancestors`` asks
+            # for every level above every node, and the checks cost more than the look-up.
+            self.v.get_metadata(ParentNodeProvider, self.module, None)
+            parents = self._parents = self.v.metadata[ParentNodeProvider]
+        return parents.get(node)
 
     def position(self, node: cst.CSTNode) -> tuple[int, int]:
         rng = self.v.get_metadata(PositionProvider, node)

@@ -25,6 +25,7 @@ from mllint.analysis.syntax import dotted_name, names_in
 
 # What names a loss, and which methods keep a tensor on the graph, are defined with the
 # stdlib-only gate of ML004 (``mllint.gates.loss``), which must judge them alike.
+from mllint.engine import traversal
 from mllint.gates.loss import (  # noqa: F401
     ACCUMULATING_METHODS,
     GRAPH_KEEPING_METHODS,
@@ -457,7 +458,7 @@ def accumulated_params(method: cst.FunctionDef) -> dict[cst.Param, Accumulates]:
     me = params[0].name.value
     candidates = {p.name.value: p for p in (*params[1:], *method.params.kwonly_params)}
     finder = _AccumulationFinder(me, set(candidates))
-    method.body.visit(finder)
+    traversal.visit(method.body, finder)
     out: dict[cst.Param, Accumulates] = {}
     for name, ways in finder.found.items():
         if name in finder.rebound:

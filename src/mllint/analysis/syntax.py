@@ -12,6 +12,9 @@ from typing import Iterable
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider
 
+from mllint.engine import traversal
+from mllint.engine.traversal import children
+
 # Re-exported: the analyses import it from here, the ast gates from ``optimizer_names``.
 from mllint.optimizer_names import is_optimizer_constructor  # noqa: F401
 
@@ -88,21 +91,24 @@ def positional_arg(call: cst.Call, index: int) -> cst.Arg | None:
 
 def names_in(expr: cst.CSTNode) -> set[str]:
     """Dotted names (``loss``, ``self.total``) read anywhere in a small expression."""
-    out: set[str] = set()
+    names = _Names()
+    traversal.visit(expr, names)
+    return names.found
 
-    class _Names(cst.CSTVisitor):
-        def visit_Attribute(self, node: cst.Attribute) -> bool:
-            dotted = dotted_name(node)
-            if dotted is not None:
-                out.add(dotted)
-                return False
-            return True
 
-        def visit_Name(self, node: cst.Name) -> None:
-            out.add(node.value)
+class _Names(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found: set[str] = set()
 
-    expr.visit(_Names())
-    return out
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        dotted = dotted_name(node)
+        if dotted is not None:
+            self.found.add(dotted)
+            return False
+        return True
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.found.add(node.value)
 
 
 def contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
@@ -112,5 +118,5 @@ def contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
         cur = stack.pop()
         if cur is node:
             return True
-        stack.extend(cur.children)
+        stack.extend(children(cur))
     return False

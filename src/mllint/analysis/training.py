@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import libcst as cst
 
@@ -27,6 +28,7 @@ from mllint.analysis.syntax import (
 )
 
 # What back-propagates and what steps, defined with the stdlib-only ML006/ML008 gates.
+from mllint.engine import traversal
 from mllint.gates.training import (
     BACKWARD_FUNCTIONS,
     BACKWARD_METHODS,
@@ -37,13 +39,24 @@ from mllint.optimizer_names import looks_like_optimizer
 from mllint.project.roles import SGD_CONSTRUCTORS, SGD_MOMENTUM_POSITION, Role
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StepSite:
-    """A training step or a call that may train, seen inside some containers."""
+    """A training step or a call that may train (``node``), seen inside some containers.
 
-    line: int
-    text: str
+    Its line and code are worked out when first read: a site is kept for every call of
+    a training file, and only the few that end up in a message are ever read."""
+
+    node: cst.Call
     containers: tuple[cst.CSTNode, ...]
+    flow: Flow = field(repr=False)
+
+    @cached_property
+    def line(self) -> int:
+        return self.flow.line(self.node)
+
+    @cached_property
+    def text(self) -> str:
+        return source_of(self.node)
 
 
 @dataclass
@@ -200,7 +213,7 @@ class TrainingMap:
         self._optimizer_targets.add(optimizer.target)
 
     def _site(self, node: cst.Call) -> StepSite:
-        return StepSite(self.flow.line(node), source_of(node), tuple(self._stack))
+        return StepSite(node, tuple(self._stack), self.flow)
 
     # -- questions -----------------------------------------------------------------------
 
@@ -347,7 +360,7 @@ def _parameter_owners(call: cst.Call) -> list[str]:
     """``model`` for every ``model.parameters()`` / ``named_parameters()`` in the arguments."""
     finder = _ParametersFinder()
     for arg in call.args:
-        arg.visit(finder)
+        traversal.visit(arg, finder)
     return finder.owners
 
 

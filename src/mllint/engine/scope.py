@@ -54,6 +54,9 @@ from libcst.metadata.scope_provider import (
     _gen_dotted_names,
 )
 
+# ``type(x) in NODE_CLASSES``, not ``isinstance(x, cst.CSTNode)``: see its comment.
+from mllint.engine.traversal import NODE_CLASSES
+
 
 def seed(wrapper: MetadataWrapper, wanted: set) -> None:
     store = wrapper._metadata
@@ -139,44 +142,48 @@ def children(node: cst.CSTNode) -> list[cst.CSTNode]:
     fields = _FIELDS.get(t) or _fields(t, node)
     for f in fields:
         v = getattr(node, f)
-        if isinstance(v, cst.CSTNode):
+        if type(v) in NODE_CLASSES:
             out.append(v)
-        elif isinstance(v, (tuple, list)):
-            out.extend(c for c in v if isinstance(c, cst.CSTNode))
+        elif type(v) is tuple or type(v) is list:
+            out.extend(c for c in v if type(c) in NODE_CLASSES)
     return out
 
 
 def parent_map(module: cst.Module) -> dict[cst.CSTNode, cst.CSTNode]:
     """What ``ParentNodeProvider`` computes, without a visitor pass."""
     parents: dict[cst.CSTNode, cst.CSTNode] = {}
-    _link(parents, module)
+    _link(parents, [module])
     return parents
 
 
-def _link(parents: dict[cst.CSTNode, cst.CSTNode], root: cst.CSTNode) -> None:
-    """Record the parent of every node under ``root``."""
-    stack: list[cst.CSTNode] = [root]
+def _link(parents: dict[cst.CSTNode, cst.CSTNode], roots: list[cst.CSTNode]) -> None:
+    """Record the parent of every node under each of ``roots``, one after the other
+    (many calls link a few small subtrees: one call for all of them costs less)."""
     fields_of = _FIELDS
     leaves = _LEAVES
-    node_t = cst.CSTNode
-    while stack:
-        node = stack.pop()
-        t = type(node)
-        fields = fields_of.get(t)
-        if fields is None:
-            fields = _fields(t, node)
-        for f in fields:
-            v = getattr(node, f)
-            if isinstance(v, node_t):
-                parents[v] = node
-                if type(v) not in leaves:
-                    stack.append(v)
-            elif type(v) is tuple or type(v) is list:
-                for c in v:
-                    if isinstance(c, node_t):
-                        parents[c] = node
-                        if type(c) not in leaves:
-                            stack.append(c)
+    nodes = NODE_CLASSES
+    for root in roots:
+        stack: list[cst.CSTNode] = [root]
+        while stack:
+            node = stack.pop()
+            t = type(node)
+            fields = fields_of.get(t)
+            if fields is None:
+                fields = _fields(t, node)
+            for f in fields:
+                v = getattr(node, f)
+                vt = type(v)
+                if vt in nodes:
+                    parents[v] = node
+                    if vt not in leaves:
+                        stack.append(v)
+                elif vt is tuple or vt is list:
+                    for c in v:
+                        ct = type(c)
+                        if ct in nodes:
+                            parents[c] = node
+                            if ct not in leaves:
+                                stack.append(c)
 
 
 # -- scopes ------------------------------------------------------------------------------------
@@ -310,7 +317,7 @@ class _ScopeBuilder:
             store_field = _STORE_FIELD.get(t)
             generic = self.generic
             handlers = self.handlers
-            node_t = cst.CSTNode
+            nodes = NODE_CLASSES
             leaves = _LEAVES
             scopes = self.scopes
             parents = self.parents
@@ -318,9 +325,9 @@ class _ScopeBuilder:
             for f in fields:
                 v = getattr(node, f)
                 s = (f == store_field) if store_field is not None else store
-                if isinstance(v, node_t):
+                vt = type(v)
+                if vt in nodes:
                     parents[v] = node
-                    vt = type(v)
                     if vt in leaves:
                         scopes[v] = scope  # a leaf: visited, left, nothing else
                     else:
@@ -329,11 +336,11 @@ class _ScopeBuilder:
                             generic(v, s)
                         else:
                             h(v, s)
-                elif type(v) is tuple or type(v) is list:
+                elif vt is tuple or vt is list:
                     for c in v:
-                        if isinstance(c, node_t):
+                        ct = type(c)
+                        if ct in nodes:
                             parents[c] = node
-                            ct = type(c)
                             if ct in leaves:
                                 scopes[c] = scope
                             else:
@@ -356,21 +363,26 @@ class _ScopeBuilder:
 
     def _adopt(self, node: cst.CSTNode, walked: frozenset[str]) -> None:
         parents = self.parents
-        node_t = cst.CSTNode
+        nodes = NODE_CLASSES
         leaves = _LEAVES
+        unwalked: list[cst.CSTNode] = []  # linked after this node's own children
         t = type(node)
         for f in _FIELDS.get(t) or _fields(t, node):
             v = getattr(node, f)
-            if isinstance(v, node_t):
+            vt = type(v)
+            if vt in nodes:
                 parents[v] = node
-                if f not in walked and type(v) not in leaves:
-                    _link(parents, v)
-            elif type(v) is tuple or type(v) is list:
+                if f not in walked and vt not in leaves:
+                    unwalked.append(v)
+            elif vt is tuple or vt is list:
                 for c in v:
-                    if isinstance(c, node_t):
+                    ct = type(c)
+                    if ct in nodes:
                         parents[c] = node
-                        if f not in walked and type(c) not in leaves:
-                            _link(parents, c)
+                        if f not in walked and ct not in leaves:
+                            unwalked.append(c)
+        if unwalked:
+            _link(parents, unwalked)
 
     def unsupported(self, node: cst.CSTNode, store: bool) -> None:
         raise _Fallback(type(node).__name__)
@@ -569,7 +581,7 @@ class _ScopeBuilder:
             for arg in node.args[1:]:
                 self.walk(arg)
             if node.args:
-                _link(self.parents, node.args[0])  # the one part libcst does not visit
+                _link(self.parents, [node.args[0]])  # the one part libcst does not visit
         elif "typing.cast" in qnames:
             self.walk(node.func)
             if node.args:

@@ -9,6 +9,10 @@ same original nodes in the same order, visiting each node's children in the orde
 skips whitespace, comments, parentheses and operator tokens, which no rule asks about
 (unless one does: then they are walked like any other node).
 
+``visit`` does the same for one ``CSTVisitor`` over a subtree (``node.visit(visitor)``,
+which the analyses call on function bodies and arguments), and ``children`` stands in
+for ``node.children``.
+
 ``tests/test_traversal.py`` checks the child order against libcst's ``children`` on
 every node of the fixtures and the rules' examples, and that the visits are identical.
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+import weakref
+from collections.abc import MutableMapping
 from contextlib import ExitStack
 from typing import Callable, Sequence
 
@@ -25,6 +31,8 @@ import libcst as cst
 from libcst import BatchableCSTVisitor, CSTNode
 from libcst._batched_visitor import _get_visitor_methods
 from libcst.metadata import MetadataWrapper
+
+from mllint.engine.libcst_support import fast_paths_enabled
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
@@ -59,6 +67,8 @@ def child_fields(cls: type) -> tuple[str, ...]:
 
 def children(node: CSTNode) -> list[CSTNode]:
     """``node.children`` (same nodes, same order), without rebuilding ``node``."""
+    if not fast_paths_enabled():
+        return list(node.children)
     out: list[CSTNode] = []
     for name in child_fields(type(node)):
         value = getattr(node, name)
@@ -155,6 +165,87 @@ def _walk(root: CSTNode, methods, skip: frozenset[type], table: dict) -> None:
                 if kind not in skip:
                     kids.append(value)
             elif kind in _SEQUENCES:
-                kids.extend(v for v in value if type(v) in nodes and type(v) not in skip)
+                for v in value:
+                    element = type(v)
+                    if element in nodes and element not in skip:
+                        kids.append(v)
+        kids.reverse()
+        todo.extend(kids)
+
+
+# -- one visitor over a subtree ------------------------------------------------------------
+
+_NODE_NAMES = frozenset(c.__name__ for c in NODE_CLASSES)
+_HOOKS = ("on_visit", "on_leave", "on_visit_attribute", "on_leave_attribute")
+#: Per visitor class: the names of its own ``visit_``/``leave_`` methods (libcst's are
+#: no-ops) and the trivia types to skip; ``None`` when only libcst's own walk gives the
+#: same calls (a visitor with attribute hooks or its own ``on_*`` methods).
+_PLANS: MutableMapping[type, tuple[frozenset[str], frozenset[type]] | None] = (
+    weakref.WeakKeyDictionary())  # a visitor class defined in a function dies with it
+
+
+def _plan(cls: type) -> tuple[frozenset[str], frozenset[type]] | None:
+    try:
+        return _PLANS[cls]
+    except KeyError:
+        pass
+    own = frozenset(
+        name for name in dir(cls) if name.startswith(("visit_", "leave_"))
+        and getattr(cls, name) is not getattr(cst.CSTVisitor, name, None))
+    types = {name.split("_", 1)[1] for name in own}
+    plan = None
+    if types <= _NODE_NAMES and all(
+            getattr(cls, hook) is getattr(cst.CSTVisitor, hook) for hook in _HOOKS):
+        # Trivia may hold other trivia (a comment inside whitespace): skip it only when
+        # the visitor asks about none of it.
+        wants_trivia = any(t.__name__ in types for t in TRIVIA)
+        plan = own, frozenset() if wants_trivia else TRIVIA
+    _PLANS[cls] = plan
+    return plan
+
+
+def visit(node: CSTNode, visitor: cst.CSTVisitor) -> None:
+    """``node.visit(visitor)`` for a ``CSTVisitor``, without rebuilding ``node``: the same
+    ``visit_<Type>``/``leave_<Type>`` calls in the same order, children skipped where a
+    visit returns ``False``."""
+    plan = _plan(type(visitor))
+    if plan is None or not fast_paths_enabled():
+        node.visit(visitor)
+        return
+    own, skip = plan
+    nodes = NODE_CLASSES
+    table: dict[type, tuple[Method | None, Method | None, tuple[str, ...]]] = {}
+    todo: list = [node]
+    pop = todo.pop
+    while todo:
+        item = pop()
+        if type(item) is tuple:
+            item[1](item[0])
+            continue
+        cls = type(item)
+        entry = table.get(cls)
+        if entry is None:
+            name = cls.__name__
+            on_enter, on_leave = f"visit_{name}", f"leave_{name}"
+            entry = table[cls] = (getattr(visitor, on_enter) if on_enter in own else None,
+                                  getattr(visitor, on_leave) if on_leave in own else None,
+                                  child_fields(cls))
+        enter, leave, fields = entry
+        if leave is not None:
+            todo.append((item, leave))
+        if enter is not None and enter(item) is False:
+            continue
+        kids: list[CSTNode] = []
+        for field in fields:
+            value = getattr(item, field)
+            kind = type(value)
+            if kind in nodes:
+                if kind not in skip:
+                    kids.append(value)
+            elif kind in _SEQUENCES:
+                for v in value:
+                    element = type(v)
+                    if element in nodes and element not in skip:
+                        kids.append(v)
         kids.reverse()
         todo.extend(kids)

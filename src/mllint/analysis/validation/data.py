@@ -43,6 +43,7 @@ from mllint.analysis.validation.names import (
     is_val_name,
 )
 from mllint.analysis.validation.passes import ValidationAnalysis, ValidationPass
+from mllint.engine import traversal
 
 _DEPTH = 5
 _SPLIT_KEYWORDS = ("split", "subset", "mode", "phase", "set", "stage", "partition")
@@ -491,7 +492,7 @@ def _returns(func: cst.FunctionDef) -> list[cst.Return]:
         def visit_Lambda(self, node: cst.Lambda) -> bool:
             return False
 
-    func.body.visit(_Returns())
+    traversal.visit(func.body, _Returns())
     return found
 
 

@@ -25,6 +25,7 @@ from mllint.analysis.validation.names import (
     TRAIN_METHODS,
     Pos,
 )
+from mllint.engine.traversal import children
 from mllint.rule import FileContext, Rule
 
 # -- states --------------------------------------------------------------------------------
@@ -71,22 +72,28 @@ class GradCtx:
     node: cst.CSTNode
     state: Grad
     text: str
-    pos: Pos = (0, 0)
+    #: Where its ``with`` statement starts (none for a decorator).
+    where: Where | None = None
+
+    @property
+    def pos(self) -> Pos:
+        return (0, 0) if self.where is None else self.where.pos
 
 
 @dataclass(eq=False)
 class Loop:
     #: A ``For``/``While`` statement or a comprehension.
     node: cst.CSTNode
-    pos: Pos
+    where: Where
     scope: Scope
     parent: Loop | None
     #: The iterated object after unwrapping ``enumerate``/``tqdm``/``zip``/``iter``.
     iterables: tuple[str, ...]
     #: Every dotted name and string constant in the iterator expression.
     iter_words: tuple[str, ...]
-    #: Where its ``for``/``while`` keyword is.
-    kw_pos: Pos = (0, 0)
+    #: Where its ``for``/``while`` keyword is (``async for`` starts at ``async``; the
+    #: sign search skips it).
+    kw_where: Where | None = None
     trains: bool = False
     #: Its header iterates no data (``for i in range(n)``, ``while True``), so the
     #: iterators its body draws batches from (``next(it)``) are added to ``iterables``.
@@ -94,6 +101,14 @@ class Loop:
     #: The ``if`` statements around it in its scope, outermost first.
     ifs: tuple[cst.If, ...] = ()
     calls: list[CallRec] = field(default_factory=list)
+
+    @property
+    def pos(self) -> Pos:
+        return self.where.pos
+
+    @property
+    def kw_pos(self) -> Pos:
+        return (0, 0) if self.kw_where is None else self.kw_where.pos
 
 
 class Where:
@@ -360,10 +375,9 @@ class FactsCollector(Rule):
     def _push_loop(self, node: cst.CSTNode, expr: cst.BaseExpression, kw: cst.CSTNode) -> None:
         scope = self._cur()
         iterables = tuple(_iterables(expr)) if not isinstance(node, cst.While) else ()
-        kw_pos = self._pos(kw)  # ``async for`` starts at ``async``; the sign search skips it
         loop = Loop(
-            node, self._pos(node), scope, scope.loop_stack[-1] if scope.loop_stack else None,
-            iterables, tuple(_words(expr)), kw_pos, draws=not iterables,
+            node, Where(node, self._pos), scope, scope.loop_stack[-1] if scope.loop_stack else None,
+            iterables, tuple(_words(expr)), Where(kw, self._pos), draws=not iterables,
             ifs=tuple(scope.if_stack),
         )
         scope.loops.append(loop)
@@ -402,7 +416,7 @@ class FactsCollector(Rule):
         scope.with_stack.append(node)
         if ctx is not None:
             ctx.node = node
-            ctx.pos = self._pos(node)
+            ctx.where = Where(node, self._pos)
             scope.grad_stack.append(ctx)
 
     def leave_With(self, original_node: cst.With) -> None:
@@ -588,7 +602,7 @@ def _words(expr: cst.BaseExpression) -> Iterator[str]:
         if isinstance(node, cst.SimpleString):
             yield node.value
             continue
-        stack.extend(node.children)
+        stack.extend(children(node))
 
 
 def names_in(expr: cst.CSTNode) -> set[str]:

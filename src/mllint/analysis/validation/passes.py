@@ -72,8 +72,12 @@ from mllint.analysis.validation.names import (
     is_train_name,
     is_val_name,
 )
+from mllint.engine.traversal import children
 from mllint.project.model import ProjectView
 from mllint.project.roles import UNKNOWN, mode_dependent_layer
+
+
+_ANALYSIS_KEY = "validation-analysis"
 
 
 class ValidationRule(FactsCollector):
@@ -87,7 +91,17 @@ class ValidationRule(FactsCollector):
         if facts is None:
             return
         self.facts = facts
-        self.decide(ValidationAnalysis(facts, self.context.project))
+        self.decide(self._analysis(facts))
+
+    def _analysis(self, facts: Facts) -> ValidationAnalysis:
+        """One analysis of the module for ML002, ML003 and ML007: what it works out
+        (the passes, modes, callers) depends only on the facts and the project, so the
+        rules that decide after the first reuse it instead of repeating it."""
+        shared = self.context.shared
+        analysis = shared.get(_ANALYSIS_KEY)
+        if analysis is None or analysis.facts is not facts:
+            analysis = shared[_ANALYSIS_KEY] = ValidationAnalysis(facts, self.context.project)
+        return analysis
 
     def decide(self, analysis: ValidationAnalysis) -> None:
         raise NotImplementedError
@@ -1285,13 +1299,13 @@ def _encloses(outer: Scope, inner: Scope) -> bool:
 def _returns(func: cst.CSTNode) -> list[cst.Return]:
     """The ``return`` statements of a function's own body (nested definitions excluded)."""
     found: list[cst.Return] = []
-    stack: list[cst.CSTNode] = list(func.body.children) if isinstance(func, cst.FunctionDef) else []
+    stack: list[cst.CSTNode] = children(func.body) if isinstance(func, cst.FunctionDef) else []
     while stack:
         node = stack.pop()
         if isinstance(node, cst.Return):
             found.append(node)
         elif not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda, cst.BaseExpression)):
-            stack.extend(node.children)
+            stack.extend(children(node))
     return found
 
 

@@ -29,6 +29,7 @@ from libcst.metadata import PositionProvider
 from mllint.analysis.validation.facts import CallRec, Loop, Scope
 from mllint.analysis.validation.names import is_train_name, is_val_name
 from mllint.analysis.validation.passes import ValidationAnalysis
+from mllint.engine.traversal import children
 
 #: Where an evaluation happens: the outermost call handing the data in, or the pass's
 #: own loop or forward call.
@@ -129,7 +130,7 @@ class Places:
             stack = [root]
             while stack:
                 node = stack.pop()
-                for c in node.children:
+                for c in children(node):
                     parents[id(c)] = node
                     stack.append(c)
             self._parents[key] = parents
