@@ -161,10 +161,15 @@ class _Facts:
         #: same-named methods then costs linear, not quadratic, time.
         self._params: dict[str, dict[tuple[str, ...], None]] = {}
         self._loss_callables: dict[str, bool] = {}
+        #: Calls whose result is unpacked (``a, b = f(...)``): only their parts may be
+        #: losses by what the project says of ``f`` (as ``LossOracle`` reads them).
+        self._unpacked: set[int] = set()
         for node in of_type(tree, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.FunctionDef,
                             ast.AsyncFunctionDef, ast.Call):
             if isinstance(node, ast.Assign):
                 for target in node.targets:
+                    if isinstance(target, (ast.Tuple, ast.List)) and isinstance(node.value, ast.Call):
+                        self._unpacked.add(id(node.value))
                     for name in _bound(target):
                         self.values[name].append(node.value)
             elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and node.value is not None:
@@ -274,7 +279,7 @@ class _Facts:
         name = dotted(func)
         if name is not None and self._holds_loss_callable(name):
             return True
-        if name is not None and self._project_loss(name):
+        if name is not None and id(call) in self._unpacked and self._project_loss(name):
             return True
         return last is not None and bool(LOSS_CALLEE.match(last))
 
