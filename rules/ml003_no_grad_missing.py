@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import libcst as cst
-import libcst.matchers as m
 
-from mllint.analysis.syntax import dotted_name
+from mllint.analysis.syntax import dotted_name, nodes_of
 from mllint.analysis.validation.facts import Grad
 from mllint.analysis.validation.names import EVAL_SIGNS, MODE_SIGN, or_flag_pass
 from mllint.analysis.validation.passes import ValidationAnalysis, ValidationRule
@@ -326,7 +325,8 @@ def _volatile(expr: cst.BaseExpression) -> bool:
         expr = expr.func.value
     return (isinstance(expr, cst.Call) and dotted_name(expr.func) in _VARIABLE
             and any(a.keyword is not None and a.keyword.value == "volatile"
-                    and m.matches(a.value, m.Name("True")) for a in expr.args))
+                    and isinstance(a.value, cst.Name) and a.value.value == "True"
+                    for a in expr.args))
 
 
 def _volatile_inputs(forward: cst.Call, region: cst.CSTNode) -> bool:
@@ -341,8 +341,7 @@ def _volatile_inputs(forward: cst.Call, region: cst.CSTNode) -> bool:
             names.add(arg.value.value)
     if not names:
         return False
-    for assign in m.findall(region, m.Assign()):
-        assert isinstance(assign, cst.Assign)
+    for assign in nodes_of(region, cst.Assign):
         for target in assign.targets:
             pairs = [(target.target, assign.value)]
             if (isinstance(target.target, cst.Tuple) and isinstance(assign.value, cst.Tuple)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import libcst as cst
-import libcst.matchers as m
 
 from mllint.analysis.flow import FLOW_METADATA, Flow
-from mllint.analysis.syntax import dotted_name, qualified_names
+from mllint.analysis.syntax import dotted_name, nodes_of, qualified_names
 from mllint.analysis.training import StepSite, TrainingMap
 from mllint.analysis.validation.names import is_model_name
 from mllint.gates.training import BACKWARD_METHODS, BROAD, STEP_WITH_OPTIMIZER
@@ -535,8 +534,7 @@ _TRACEBACK_CALLS = frozenset({
 def _prints_traceback(handler: cst.ExceptHandler | cst.ExceptStarHandler, rule: Rule) -> bool:
     """The handler prints or logs the traceback (``traceback.print_exc()``,
     ``logger.exception(...)``)."""
-    for call in m.findall(handler.body, m.Call()):
-        assert isinstance(call, cst.Call)
+    for call in nodes_of(handler.body, cst.Call):
         if qualified_names(rule, call.func) & _TRACEBACK_CALLS:
             return True
         func = call.func

@@ -65,3 +65,19 @@ def test_untested_libcst_falls_back_to_its_own_providers_with_the_same_findings(
         libcst_support.fast_paths_enabled.cache_clear()
     assert slow == fast
     assert sum(len(r.findings) for r in fast) > 5
+
+
+def test_no_rule_imports_libcst_matchers():
+    """``libcst.matchers`` takes about as long to import as libcst itself (a class per
+    node type): a one-file run that needed it would pay that on every commit."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from mllint.registry import all_rules\n"
+            "from mllint.engine import lint_text\n"
+            "lint_text('t.py', 'import torch\\n', all_rules())\n"
+            "print('libcst.matchers' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
