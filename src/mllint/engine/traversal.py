@@ -128,11 +128,30 @@ def visit_batched(wrapper: MetadataWrapper, visitors: Sequence[BatchableCSTVisit
         _walk(wrapper.module, methods, skip, table)
 
 
+def _to_walk(node: CSTNode, fields: tuple[str, ...], skip: frozenset[type]) -> list[CSTNode]:
+    """The children of ``node`` in ``fields`` whose type is not in ``skip``, last first
+    (ready to go on a stack, so that they are entered in source order)."""
+    kids: list[CSTNode] = []
+    nodes = NODE_CLASSES
+    for field in fields:
+        value = getattr(node, field)
+        kind = type(value)
+        if kind in nodes:
+            if kind not in skip:
+                kids.append(value)
+        elif kind in _SEQUENCES:
+            for v in value:
+                element = type(v)
+                if element in nodes and element not in skip:
+                    kids.append(v)
+    kids.reverse()
+    return kids
+
+
 def _walk(root: CSTNode, methods, skip: frozenset[type], table: dict) -> None:
     # An explicit stack: no recursion limit on deeply nested code. An entry is a node to
     # enter, or (node, leave-methods) to leave.
     todo: list = [root]
-    nodes = NODE_CLASSES
     pop = todo.pop
     push = todo.append
     while todo:
@@ -157,20 +176,7 @@ def _walk(root: CSTNode, methods, skip: frozenset[type], table: dict) -> None:
             fn(node)
         if leaves:
             push((node, leaves))
-        kids: list[CSTNode] = []
-        for field in fields:
-            value = getattr(node, field)
-            kind = type(value)
-            if kind in nodes:
-                if kind not in skip:
-                    kids.append(value)
-            elif kind in _SEQUENCES:
-                for v in value:
-                    element = type(v)
-                    if element in nodes and element not in skip:
-                        kids.append(v)
-        kids.reverse()
-        todo.extend(kids)
+        todo.extend(_to_walk(node, fields, skip))
 
 
 # -- one visitor over a subtree ------------------------------------------------------------
@@ -213,7 +219,6 @@ def visit(node: CSTNode, visitor: cst.CSTVisitor) -> None:
         node.visit(visitor)
         return
     own, skip = plan
-    nodes = NODE_CLASSES
     table: dict[type, tuple[Method | None, Method | None, tuple[str, ...]]] = {}
     todo: list = [node]
     pop = todo.pop
@@ -235,17 +240,4 @@ def visit(node: CSTNode, visitor: cst.CSTVisitor) -> None:
             todo.append((item, leave))
         if enter is not None and enter(item) is False:
             continue
-        kids: list[CSTNode] = []
-        for field in fields:
-            value = getattr(item, field)
-            kind = type(value)
-            if kind in nodes:
-                if kind not in skip:
-                    kids.append(value)
-            elif kind in _SEQUENCES:
-                for v in value:
-                    element = type(v)
-                    if element in nodes and element not in skip:
-                        kids.append(v)
-        kids.reverse()
-        todo.extend(kids)
+        todo.extend(_to_walk(item, fields, skip))
