@@ -205,6 +205,26 @@ class ValidationOnTrainData(ValidationRule):
         ),
     ]
     VALID = [
+        Valid(  # placeholders passed for both loaders are not one loader
+            """
+            import torch
+
+            def run(model, loader, val_loader, optimizer):
+                for epoch in range(3):
+                    model.train()
+                    for x, y in loader:
+                        optimizer.zero_grad()
+                        torch.nn.functional.mse_loss(model(x), y).backward()
+                        optimizer.step()
+                    model.eval()
+                    with torch.no_grad():
+                        for x, y in val_loader:
+                            acc = (model(x).argmax(1) == y).float().mean().item()
+
+            if __name__ == "__main__":
+                run(None, None, None, None)
+            """
+        ),
         Valid(
             """
             import torch

@@ -48,6 +48,8 @@ from mllint.engine import traversal
 _DEPTH = 5
 _SPLIT_KEYWORDS = ("split", "subset", "mode", "phase", "set", "stage", "partition")
 _TRAIN_VALUES = ("train", "training", "trn")
+#: Names that are values, not variables: no two uses of them are the same data.
+_CONSTANTS = frozenset({"None", "True", "False"})
 
 
 class Kind(enum.Enum):
@@ -145,7 +147,9 @@ class DataAnalysis:
             if callers:
                 for c in callers:
                     for mapped in self.va.map_names(scope, c, {name}, inward=False):
-                        yield from self._outward(c.scope, mapped, c.pos, depth + 1)
+                        if mapped.partition(".")[0] not in _CONSTANTS:
+                            # ``None`` passed for two loaders is no shared data
+                            yield from self._outward(c.scope, mapped, c.pos, depth + 1)
                 return
         yield scope, name, pos
 
