@@ -80,6 +80,59 @@ class EvalModeMissing(ValidationRule):
     PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"
 
     INVALID = [
+        Invalid(  # a second model handed in as a parameter, left in training mode
+            """
+            import torch
+            from torch import nn
+
+            def train(encoder, predictor, loader, opt):
+                encoder.train()
+                predictor.train()
+                for x, y in loader:
+                    opt.zero_grad()
+                    nn.functional.mse_loss(predictor(encoder(x)), y).backward()
+                    opt.step()
+
+            @torch.no_grad()
+            def test(encoder, predictor, val_loader):
+                encoder.eval()
+                return [predictor(encoder(x)) for x, _ in val_loader]
+
+            def main(loader, val_loader):
+                encoder = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+                head = nn.Sequential(nn.Dropout(0.5), nn.Linear(8, 1))
+                opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()])
+                for epoch in range(10):
+                    train(encoder, head, loader, opt)
+                    test(encoder, head, val_loader)
+            """,
+            lines=(15,),
+        ),
+        Invalid(  # the parameter's name says nothing: what the callers pass does
+            """
+            import torch
+            from torch import nn
+
+            def fit(net, loader, opt):
+                net.train()
+                for x, y in loader:
+                    opt.zero_grad()
+                    nn.functional.mse_loss(net(x), y).backward()
+                    opt.step()
+
+            @torch.no_grad()
+            def score(predictor, val_loader):
+                return [predictor(x) for x, _ in val_loader]
+
+            def main(loader, val_loader):
+                head = nn.Sequential(nn.Dropout(0.5), nn.Linear(8, 1))
+                opt = torch.optim.Adam(head.parameters())
+                for epoch in range(10):
+                    fit(head, loader, opt)
+                    score(head, val_loader)
+            """,
+            lines=(13,),
+        ),
         Invalid(
             """
             import torch

@@ -7,8 +7,9 @@ and ML007 also about a call of an evaluation-named function it cannot see into
 gate restates those conditions over ``ast`` and drops, never adds, the parts it cannot
 decide cheaply, so it answers True whenever the analysis could find a pass:
 
-* the callee may be a model: its name says so (``is_model_name``), or the module assigns
-  that name somewhere (only an assignment lets the analysis judge a name by its value);
+* the callee may be a model: its name says so (``is_model_name``), the module assigns
+  that name somewhere (only an assignment lets the analysis judge a name by its value),
+  or it is a parameter of its function (judged by what the callers pass);
   for ``recv.method(args)`` with a ``method`` some class of the module defines, the same
   of ``recv`` (``model.predict(x)``);
 * a sign of evaluation may hold: a loop around the call (the comprehension's or
@@ -301,6 +302,8 @@ def _may_be_model(c: _Candidate, targets: set[str]) -> bool:
             return False
         # ``self.x``: judged by the class's ``<self>.x = ...`` in any of its methods.
         return is_model_name(name) or any(t.partition(".")[2] == rest for t in targets if "." in t)
+    if name in c.scope.params:
+        return True  # the analysis follows a parameter to what the callers pass
     return is_model_name(name) or name in targets
 
 

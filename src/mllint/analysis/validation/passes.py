@@ -303,13 +303,27 @@ class ValidationAnalysis:
         origins = self.origins(scope, name)
         if not origins:
             if root in scope.params and name == root:
-                return is_model_name(name)
+                return is_model_name(name) or self._passed_models(scope, name, depth)
             return is_model_name(name) and "." not in name.replace(f"{scope.self_name}.", "", 1)
         for s, f in origins:
             verdict = self.is_model_value(s, f, depth + 1)
             if verdict is not None:
                 return verdict
         return is_model_name(name)
+
+    def _passed_models(self, scope: Scope, param: str, depth: int) -> bool:
+        """Every same-module call of the function passes a model for ``param``
+        (``test(model, predictor)`` called with ``predictor = LinkPredictor(...)``)."""
+        if depth >= _MAX_DEPTH:
+            return False
+        callers = self.callers(scope)
+        if not callers:
+            return False
+        for call in callers:
+            passed = self.map_names(scope, call, {param}, inward=False)
+            if not passed or not all(self.is_model(call.scope, p, depth + 1) for p in passed):
+                return False
+        return True
 
     def is_model_value(self, scope: Scope, flow: FlowRec, depth: int) -> bool | None:
         """True/False when how ``flow``'s value was built says, None when it does not."""
