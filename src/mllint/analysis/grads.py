@@ -24,6 +24,8 @@ from mllint.analysis.syntax import dotted_name, is_optimizer_constructor, names_
 # How optimizers are recognised, defined with the stdlib-only ML001 gate.
 from mllint.gates.grads import BACKWARD_FUNCTIONS, EXTRA_OPTIMIZERS, OPTIMIZER_BASES  # noqa: F401
 from mllint.gates.grads import OPTIMIZER_PARAM as _OPTIMIZER_PARAM
+from mllint.gates.grads import CLEARING_NAME as _CLEARING_NAME
+from mllint.gates.grads import GRAD_ZEROING_FUNCTIONS, GRAD_ZEROING_METHODS
 from mllint.prefilter import GAP, any_layout
 from mllint.project.roles import Role
 
@@ -40,12 +42,6 @@ BACKWARD_TEXT = "|".join(BACKWARD_SIGNS)
 STEP_TEXT = any_layout(rf"\.{GAP}step\b")
 #: Wrappers that return the optimizer they are given (accelerate, fabric, apex, horovod).
 OPTIMIZER_WRAPPERS = frozenset({"prepare", "prepare_optimizer", "setup_optimizers", "DistributedOptimizer"})
-#: ``x.grad.zero_()`` and friends clear a gradient in place.
-GRAD_ZEROING_METHODS = frozenset({"zero_", "fill_", "mul_"})
-GRAD_ZEROING_FUNCTIONS = frozenset({"torch._foreach_zero_"})
-#: Callees from other modules whose name says they clear gradients (``utils.zero_grads``).
-#: Used only to *suppress* findings, never to raise one.
-_CLEARING_NAME = re.compile(r"zero_?grad|clear_?grad|reset_?grad", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ one, or a parameter named like one whose name the module clears elsewhere
 (``opt_g.zero_grad()``); with the project model, also a parameter that callers in other
 modules hand an optimizer, or a project factory returning one. Same-module factories and
 wrappers (``accelerator.prepare``) only pass one of those on. A module with none of them
-cannot hold an ML001 finding.
+cannot hold an ML001 finding; nor can one whose every step is cleared in its own loop
+before its backward (``_every_step_cleared``, below).
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ EXTRA_OPTIMIZERS = frozenset(
         "torch.distributed.optim.zero_redundancy_optimizer.ZeroRedundancyOptimizer",
     }
 )
+#: What clears gradients besides ``zero_grad()``: ``p.grad.zero_()`` and kin, and
+#: ``torch._foreach_zero_``.
+GRAD_ZEROING_METHODS = frozenset({"zero_", "fill_", "mul_"})
+GRAD_ZEROING_FUNCTIONS = frozenset({"torch._foreach_zero_"})
+#: Callees from other modules whose name says they clear gradients (``utils.zero_grads``).
+#: Used only to *suppress* findings, never to raise one.
+CLEARING_NAME = re.compile(r"zero_?grad|clear_?grad|reset_?grad", re.IGNORECASE)
 OPTIMIZER_PARAM = re.compile(
     r"^(opt|optim|optimizer|optimiser)(_?\w+)?$|^\w+_(opt|optim|optimizer|optimiser)$"
 )
@@ -55,8 +63,10 @@ def may_flag(tree: ast.Module, project: ProjectView | None = None) -> bool:
             backward = True
     if not (backward and steps):
         return False
-    return _optimizer_evidence(tree, calls, imports) or (
-        project is not None and _project_evidence(tree, project))
+    if not (_optimizer_evidence(tree, calls, imports)
+            or project is not None and _project_evidence(tree, project)):
+        return False
+    return not _every_step_cleared(tree, calls, imports)
 
 
 def _project_evidence(tree: ast.Module, project: ProjectView) -> bool:
@@ -107,5 +117,194 @@ def _optimizer_evidence(tree: ast.Module, calls: list[ast.Call], imports: Import
         ):
             return True
         if arg.arg in cleared and OPTIMIZER_PARAM.match(arg.arg):
+            return True
+    return False
+
+
+# -- steps that surely clear ------------------------------------------------------------
+#
+# A module where an optimizer steps can still hold no ML001 finding: the common training
+# step clears the same optimizer in the same loop, unconditionally, before its backward.
+# ``_every_step_cleared`` proves that for every ``.step()`` call, by the rule's own four
+# ways of reporting (``MissingZeroGrad.check``), each answered by something the code
+# shows at once; any step it cannot prove so keeps the file:
+#
+# * never cleared: a ``zero_grad()`` on the same name (the same text: the analysis gives
+#   it the same identity, so it clears that optimizer), in the same function and inside
+#   the innermost loop around the step, when there is one (the analysis looks for the
+#   clear among the events of that loop, helpers included);
+# * cleared on every micro-batch: the step sits under no ``if`` inside that loop (only a
+#   guarded step can wait for several backward passes);
+# * cleared between backward and step: walking back from the step statement through its
+#   block (and out of ``with`` blocks, as the rule does), a statement that surely
+#   back-propagates comes before anything that may clear (a clearing call, a ``.grad``
+#   assignment, a helper of the module, a loop holding any of these);
+# * a closure cleared after its backward: the step has no argument that may be a closure.
+#
+# Steps of schedulers (``sched``/``warmup`` names never bound to an optimizer) and of RL
+# environments are no optimizer steps; a ``scaler.step(opt)`` steps its argument.
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+_LOOPS = (ast.For, ast.AsyncFor, ast.While)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_NOT_STEPPING = re.compile(r"sched|warmup|(^|_)env($|_)", re.IGNORECASE)
+_SCALER = re.compile(r"scaler", re.IGNORECASE)
+_CLEARING_CALLS = GRAD_ZEROING_METHODS | {"zero_grad"} | {
+    n.rsplit(".", 1)[-1] for n in GRAD_ZEROING_FUNCTIONS}
+
+
+def _every_step_cleared(tree: ast.Module, calls: list[ast.Call], imports: Imports) -> bool:
+    parents = _parents(tree)
+    defined = {f.name for f in of_type(tree, ast.FunctionDef, ast.AsyncFunctionDef)}
+    clears: dict[str, list[ast.Call]] = {}
+    for call in calls:
+        if isinstance(call.func, ast.Attribute) and call.func.attr == "zero_grad":
+            receiver = dotted(call.func.value)
+            if receiver is not None:
+                clears.setdefault(receiver, []).append(call)
+    for call in calls:
+        if isinstance(call.func, ast.Attribute) and call.func.attr == "step":
+            if not _step_cleared(call, tree, parents, defined, clears, imports):
+                return False
+    return True
+
+
+def _parents(tree: ast.Module) -> dict[ast.AST, ast.AST]:
+    parents: dict[ast.AST, ast.AST] = {}
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            parents[child] = node
+            stack.append(child)
+    return parents
+
+
+def _step_cleared(call: ast.Call, tree: ast.Module, parents: dict[ast.AST, ast.AST],
+                  defined: set[str], clears: dict[str, list[ast.Call]], imports: Imports) -> bool:
+    receiver = dotted(call.func.value)  # type: ignore[attr-defined]
+    if receiver is None:
+        return False
+    args = [*call.args, *(k.value for k in call.keywords)]
+    if any(isinstance(a, ast.Lambda) or (dotted(a) or "").rsplit(".", 1)[-1] in defined
+           for a in args):
+        return False  # maybe ``opt.step(closure)``
+    if _NOT_STEPPING.search(receiver.rsplit(".", 1)[-1]) and not _bound_to_optimizer(
+            tree, receiver, imports):
+        return True
+    if not call.args:
+        stepped = [receiver]
+    elif _SCALER.search(receiver.rsplit(".", 1)[-1]) and not _bound_to_optimizer(tree, receiver, imports):
+        stepped = [dotted(call.args[0])]
+    else:
+        stepped = [receiver, dotted(call.args[0])]
+    if None in stepped or any(isinstance(a, ast.Starred) for a in call.args):
+        return False
+    ancestors = _ancestors(call, parents)
+    loop = next((a for a in ancestors if isinstance(a, _LOOPS)), None)
+    inside = ancestors[: ancestors.index(loop)] if loop is not None else ancestors
+    if any(isinstance(a, (ast.If, ast.IfExp, *_COMPREHENSIONS)) for a in inside):
+        return False
+    function = ancestors[-1] if ancestors and isinstance(ancestors[-1], _FUNCTIONS) else None
+    for name in stepped:
+        if not any(_clear_in(c, function, loop, parents) for c in clears.get(name, ())):  # type: ignore[arg-type]
+            return False
+    return not _may_clear_before(call, parents, defined)
+
+
+def _ancestors(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> list[ast.AST]:
+    """From the parent of ``node`` up to its function (included) or the module (not)."""
+    out: list[ast.AST] = []
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.Module):
+            break
+        out.append(node)
+        if isinstance(node, _FUNCTIONS):
+            break
+    return out
+
+
+def _clear_in(clear: ast.Call, function: ast.AST | None, loop: ast.AST | None,
+              parents: dict[ast.AST, ast.AST]) -> bool:
+    ancestors = _ancestors(clear, parents)
+    mine = ancestors[-1] if ancestors and isinstance(ancestors[-1], _FUNCTIONS) else None
+    return mine is function and (loop is None or loop in ancestors)
+
+
+def _bound_to_optimizer(tree: ast.Module, name: str, imports: Imports) -> bool:
+    """Some assignment binds ``name`` from an optimizer's constructor (then a
+    scheduler-named variable may be one after all)."""
+    for node in of_type(tree, ast.Assign, ast.AnnAssign):
+        value = node.value
+        if not isinstance(value, ast.Call):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        names = {dotted(t) for target in targets
+                 for t in (target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target])}
+        if name in names and (is_optimizer_constructor(imports.qualified(value.func))
+                              or "optim" in (dotted(value.func) or "").rsplit(".", 1)[-1].lower()):
+            return True
+    return False
+
+
+def _may_clear_before(call: ast.Call, parents: dict[ast.AST, ast.AST], defined: set[str]) -> bool:
+    """Whether something between the step and the backward before it may clear the
+    gradients (``MissingZeroGrad._check_cleared_before_step``)."""
+    statement = parents.get(call)
+    if not isinstance(statement, ast.Expr):
+        return False  # the rule looks only at a step that is a statement of its own
+    current: ast.AST = statement
+    line = statement.lineno
+    while True:
+        block = parents.get(current)
+        body = _block_of(block, current)
+        if body is None:
+            return False
+        for previous in reversed(body[: body.index(current)]):
+            if previous.end_lineno == line and current is statement:
+                continue  # on the step's own line: the rule does not look there
+            if _surely_backward(previous):
+                return False
+            if _may_clear(previous, defined):
+                return True
+        if not isinstance(block, (ast.With, ast.AsyncWith)):
+            return False
+        current = block
+
+
+def _block_of(block: ast.AST | None, statement: ast.AST) -> list[ast.stmt] | None:
+    for field in ("body", "orelse", "finalbody"):
+        body = getattr(block, field, None)
+        if isinstance(body, list) and statement in body:
+            return body
+    for handler in getattr(block, "handlers", ()):
+        if statement in handler.body:
+            return handler.body
+    return None
+
+
+def _own_nodes(statement: ast.AST):
+    """The nodes of ``statement`` outside functions, lambdas and classes defined in it."""
+    stack = [statement]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(c for c in ast.iter_child_nodes(node)
+                     if not isinstance(c, (*_FUNCTIONS, ast.ClassDef)))
+
+
+def _surely_backward(statement: ast.stmt) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+               and n.func.attr == "backward" for n in _own_nodes(statement))
+
+
+def _may_clear(statement: ast.stmt, defined: set[str]) -> bool:
+    for node in ast.walk(statement):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in _CLEARING_CALLS or name in defined or CLEARING_NAME.search(name):
+                return True
+        elif isinstance(node, ast.Attribute) and node.attr == "grad" and not isinstance(node.ctx, ast.Load):
             return True
     return False
