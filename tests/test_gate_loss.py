@@ -90,6 +90,32 @@ FLAGGED = [
      def main(model, loader, optimizer, criterion):
          train(model, loader, optimizer, criterion, History())
      """, [11]),
+    # ``t = a * t + x``: the target in a term, as the rule finds it.
+    ("""
+     import torch
+     def fit(model, loader, opt, criterion):
+         ema = 0
+         for x, y in loader:
+             loss = criterion(model(x), y)
+             loss.backward()
+             opt.step()
+             ema = 0.9 * ema + loss
+         return ema
+     """, [8]),
+    # A sum under ``no_grad`` that ``enable_grad`` turns back on.
+    ("""
+     import torch
+     def probe(model, loader, criterion):
+         total = 0
+         with torch.no_grad():
+             for x, y in loader:
+                 with torch.enable_grad():
+                     loss = criterion(model(x), y)
+                     total += loss
+         return total
+     if __name__ == "__main__":
+         probe(model, loader, torch.nn.MSELoss())
+     """, [8]),
 ]
 
 
@@ -140,6 +166,30 @@ REJECTED = [
             bar.set_postfix(loss=loss.item())
             logger.update(loss=loss.item())
             meter.update(loss.item(), x.size(0))
+    """,
+    # Fresh sums of losses (each step's total), nothing added to itself.
+    """
+    import torch
+    adversarial_loss = torch.nn.BCELoss()
+    pixelwise_loss = torch.nn.L1Loss()
+    def train(model, loader, opt):
+        for x, y in loader:
+            g_loss = 0.001 * adversarial_loss(model(x), y) + 0.999 * pixelwise_loss(model(x), y)
+            g_loss.backward()
+            opt.step()
+    """,
+    # Losses summed under no_grad: each sum is a new tensor without a graph.
+    """
+    import torch
+    def evaluate(model, loader, criterion):
+        total = 0
+        with torch.no_grad():
+            for x, y in loader:
+                total += criterion(model(x), y)
+                total = total + criterion(model(x), y)
+        return total
+    if __name__ == "__main__":
+        evaluate(model, loader, torch.nn.MSELoss())
     """,
 ]
 

@@ -19,7 +19,7 @@ import ast
 import re
 from typing import TYPE_CHECKING
 
-from mllint.gates.resolve import Imports, dotted, of_type
+from mllint.gates.resolve import Imports, dotted, of_type, parents as parents_of
 from mllint.optimizer_names import is_optimizer_constructor
 from mllint.prefilter import project_aware
 from mllint.project.roles import Role
@@ -154,7 +154,7 @@ _CLEARING_CALLS = GRAD_ZEROING_METHODS | {"zero_grad"} | {
 
 
 def _every_step_cleared(tree: ast.Module, calls: list[ast.Call], imports: Imports) -> bool:
-    parents = _parents(tree)
+    parents = parents_of(tree)
     defined = {f.name for f in of_type(tree, ast.FunctionDef, ast.AsyncFunctionDef)}
     clears: dict[str, list[ast.Call]] = {}
     for call in calls:
@@ -167,17 +167,6 @@ def _every_step_cleared(tree: ast.Module, calls: list[ast.Call], imports: Import
             if not _step_cleared(call, tree, parents, defined, clears, imports):
                 return False
     return True
-
-
-def _parents(tree: ast.Module) -> dict[ast.AST, ast.AST]:
-    parents: dict[ast.AST, ast.AST] = {}
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
-        for child in ast.iter_child_nodes(node):
-            parents[child] = node
-            stack.append(child)
-    return parents
 
 
 def _step_cleared(call: ast.Call, tree: ast.Module, parents: dict[ast.AST, ast.AST],

@@ -5,8 +5,10 @@ ML004 reports an accumulation (``t += x``, ``t = t + x``, ``xs.append(x)``,
 (``analysis.loss.LossOracle.carried_loss``). This gate runs a coarse version of that
 question over Python's ``ast``: flow- and scope-insensitive (a dotted name is a loss if
 *any* assignment anywhere gives it one, or if it is back-propagated anywhere), with a
-fixpoint instead of a depth limit, and without the rule's later conditions (loops,
-lifetimes, resets, autograd mode). With the project model, a call of a function of
+fixpoint instead of a depth limit, and without most of the rule's later conditions
+(loops, lifetimes, resets). Two it does ask, as the rule does: ``t = ... + ...`` adds to
+``t`` only when ``t`` is in one of its terms (``_adds_to_itself``), and a sum inside
+``with torch.no_grad():`` keeps no graph (``_autograd_off``). With the project model, a call of a function of
 another module that returns a loss tensor in any position is a loss (the oracle asks
 for one position). Everything the oracle calls a loss, this calls one.
 """
@@ -18,7 +20,7 @@ import re
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from mllint.gates.resolve import Imports, dotted, of_type, returns_of
+from mllint.gates.resolve import Imports, dotted, of_type, parents, returns_of
 from mllint.prefilter import project_aware
 
 if TYPE_CHECKING:
@@ -87,11 +89,13 @@ def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
             out += [a.value if isinstance(a, ast.Starred) else a for a in node.args]
             out += [k.value for k in node.keywords]
         if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add):
-            out.append(node.value)
+            if not _autograd_off(node, tree):
+                out.append(node.value)
         elif isinstance(node, ast.Assign) and isinstance(node.value, ast.BinOp) \
-                and isinstance(node.value.op, ast.Add):
+                and isinstance(node.value.op, ast.Add) and _adds_to_itself(node):
             # ``t = t + x``: every term may be "the other one" for some target spelling.
-            out.append(node.value)
+            if not _autograd_off(node, tree):
+                out.append(node.value)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                 and node.func.attr in ACCUMULATING_METHODS:
             positional = [a for a in node.args if not isinstance(a, ast.Starred)]
@@ -99,6 +103,50 @@ def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
             if len(positional) > index:
                 out.append(positional[index])
     return out
+
+
+def _adds_to_itself(node: ast.Assign) -> bool:
+    """``t = t + x`` or ``t = a * t + b * x``: one target, found in a term of the sum as
+    the rule looks for it (``_added_to``: the term's text, or a name in it). A fresh sum
+    (``loss = a + b``) accumulates nothing. Equal source texts unparse alike, and every
+    dotted name in a term is among ``_names_in``, so this holds wherever the rule's does."""
+    if len(node.targets) != 1:
+        return False
+    target = node.targets[0]
+    name, text = dotted(target), ast.unparse(target)
+    terms: list[ast.expr] = []
+    stack: list[ast.expr] = [node.value]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add):
+            stack += [e.left, e.right]
+        else:
+            terms.append(e)
+    return any(ast.unparse(t) == text or (name is not None and name in _names_in(t)) for t in terms)
+
+
+#: ``with`` items that surely turn autograd off, written out: torch's own managers and
+#: the names the analysis takes for them (``CodeIndex.grad_mode``).
+_GRAD_OFF_WRITTEN = re.compile(r"^(torch\.(autograd\.)?)?(no_grad|inference_mode)$")
+
+
+def _autograd_off(statement: ast.stmt, tree: ast.Module) -> bool:
+    """Whether ``statement`` surely runs with autograd off: the innermost ``with`` around
+    it in its function opens with ``torch.no_grad()`` or ``torch.inference_mode()``.
+    ML004 does not report ``t += loss`` there (the sum is a new tensor without a graph;
+    ``CodeIndex.grad_mode`` answers DISABLED for these). Any other ``with`` on the way
+    out may switch autograd itself (an alias of ``enable_grad``): then no answer."""
+    up = parents(tree)
+    child: ast.AST = statement
+    node = up.get(statement)
+    while node is not None and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                     ast.Lambda, ast.ClassDef, ast.Module)):
+        if isinstance(node, (ast.With, ast.AsyncWith)) and child in node.body:
+            first = node.items[0].context_expr
+            callee = first.func if isinstance(first, ast.Call) else first
+            return bool(_GRAD_OFF_WRITTEN.match(dotted(callee) or ""))
+        child, node = node, up.get(node)
+    return False
 
 
 def _accumulates_on_self(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:

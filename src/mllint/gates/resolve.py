@@ -52,6 +52,22 @@ def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
     return by_type
 
 
+def parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    """Each node's parent under ``tree``; computed once per tree."""
+    cached = getattr(tree, "_mllint_parents", None)
+    if cached is not None:
+        return cached
+    found: dict[ast.AST, ast.AST] = {}
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            found[child] = node
+            stack.append(child)
+    tree._mllint_parents = found  # type: ignore[attr-defined]
+    return found
+
+
 def returns_of(tree: ast.AST, func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Return]:
     """The ``return`` statements of ``func`` itself (not of functions nested in it)."""
     nodes(tree)
