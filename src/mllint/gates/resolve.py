@@ -24,17 +24,22 @@ _LEAVES = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 
 
 def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
-    """Every node under ``tree`` (itself included), by type; computed once per tree."""
+    """Every node under ``tree`` (itself included), by type; computed once per tree, in
+    the same walk as each node's parent (``parents``) and the returns of each function."""
     cached = getattr(tree, "_mllint_nodes", None)
     if cached is not None:
         return cached
     by_type: dict[type, list[ast.AST]] = defaultdict(list)
     returns: dict[ast.AST, list[ast.Return]] = defaultdict(list)
-    # Each entry: a node and the function whose body it is in (for ``returns_of``).
-    stack: list[tuple[ast.AST, ast.AST | None]] = [(tree, None)]
+    parent_of: dict[ast.AST, ast.AST] = {}
+    # Each entry: a node, the function whose body it is in (for ``returns_of``), and its
+    # parent.
+    stack: list[tuple[ast.AST, ast.AST | None, ast.AST | None]] = [(tree, None, None)]
     functions = (ast.FunctionDef, ast.AsyncFunctionDef)
     while stack:
-        node, func = stack.pop()
+        node, func, parent = stack.pop()
+        if parent is not None:
+            parent_of[node] = parent
         kind = type(node)
         by_type[kind].append(node)
         if kind is ast.Return and func is not None:
@@ -43,29 +48,20 @@ def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
         for name in node._fields:
             value = getattr(node, name, None)
             if isinstance(value, list):
-                stack.extend((v, inner) for v in value
+                stack.extend((v, inner, node) for v in value
                              if isinstance(v, ast.AST) and not isinstance(v, _LEAVES))
             elif isinstance(value, ast.AST) and not isinstance(value, _LEAVES):
-                stack.append((value, inner))
+                stack.append((value, inner, node))
     tree._mllint_nodes = by_type  # type: ignore[attr-defined]
     tree._mllint_returns = returns  # type: ignore[attr-defined]
+    tree._mllint_parents = parent_of  # type: ignore[attr-defined]
     return by_type
 
 
 def parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
-    """Each node's parent under ``tree``; computed once per tree."""
-    cached = getattr(tree, "_mllint_parents", None)
-    if cached is not None:
-        return cached
-    found: dict[ast.AST, ast.AST] = {}
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
-        for child in ast.iter_child_nodes(node):
-            found[child] = node
-            stack.append(child)
-    tree._mllint_parents = found  # type: ignore[attr-defined]
-    return found
+    """Each node's parent under ``tree`` (leaves such as ``Load()`` left out)."""
+    nodes(tree)
+    return tree._mllint_parents  # type: ignore[attr-defined]
 
 
 def returns_of(tree: ast.AST, func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Return]:
