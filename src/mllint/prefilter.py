@@ -36,7 +36,7 @@ Gate = Callable[[ast.Module], bool]
 #: One ``REQUIRES`` entry: a regex, or a tuple of regexes any one of which suffices.
 Requirement = Union[str, Tuple[str, ...]]
 
-_COMPILED: dict[str, tuple[re.Pattern[str], tuple[str, ...]]] = {}
+_COMPILED: dict[str, _Pattern] = {}
 #: A pattern may open with a regex comment naming literals of which every match contains
 #: at least one, e.g. ``(?#guard:no_grad|inference_mode)``: when none occurs in the text
 #: (a plain substring test, far cheaper than any regex), the pattern is not run at all.
@@ -78,21 +78,58 @@ def guarded(literals: Sequence[str], pattern: str) -> str:
     return f"(?#guard:{'|'.join(literals)}){pattern}"
 
 
-def _compiled(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+class _Pattern:
+    """A compiled ``REQUIRES`` regex with what makes it cheap to search (see ``_search``)."""
+
+    __slots__ = ("regex", "guard", "heads")
+
+    def __init__(self, pattern: str) -> None:
+        self.regex = re.compile(pattern)
+        guard = _GUARD.match(pattern)
+        self.guard: tuple[str, ...] = tuple(guard.group(1).split("|")) if guard else ()
+        #: Heads pay where ``re`` has no literal to scan for itself (alternatives, a class,
+        #: ignored case) and none is a single character (``re`` scans for that as fast).
+        heads = _heads(pattern)
+        useful = len(heads) > 1 or (heads and not _literal_lead(pattern).startswith(heads[0]))
+        self.heads = heads if useful and min(map(len, heads)) >= 2 else ()
+
+
+def _compiled(pattern: str) -> _Pattern:
     try:
         return _COMPILED[pattern]
     except KeyError:
-        guard = _GUARD.match(pattern)
-        literals = tuple(guard.group(1).split("|")) if guard else ()
-        _COMPILED[pattern] = entry = (re.compile(pattern), literals)
+        _COMPILED[pattern] = entry = _Pattern(pattern)
         return entry
 
 
-def _search(pattern: str, text: str) -> bool:
-    compiled, literals = _compiled(pattern)
-    if literals and not any(lit in text for lit in literals):
+def _search(pattern: str, texts: _Texts) -> bool:
+    """Whether ``pattern`` occurs in the text. Where every match begins with one of a few
+    literals (its ``_heads``), the regex is tried only where one of them occurs (found
+    by ``str.find`` in the lower-case text, which has the same positions), instead of
+    letting ``re`` try it at every character that could begin one: a match of
+    ``compiled.match(text, i)`` is exactly a match of ``search`` that starts at ``i``
+    (lookbehinds and ``\\A`` see the whole text)."""
+    entry = _compiled(pattern)
+    text = texts.text
+    if entry.guard and not any(lit in text for lit in entry.guard):
         return False
-    return compiled.search(text) is not None
+    if entry.heads:
+        lower = texts.lower
+        if lower is not None:
+            return _match_at_heads(entry.regex, text, lower, entry.heads)
+    return entry.regex.search(text) is not None
+
+
+def _match_at_heads(regex: re.Pattern[str], text: str, lower: str, heads: tuple[str, ...]) -> bool:
+    match = regex.match
+    find = lower.find
+    for head in heads:
+        at = find(head)
+        while at >= 0:
+            if match(text, at):
+                return True
+            at = find(head, at + 1)
+    return False
 
 
 def normalize(requires: Sequence[object]) -> tuple[Requirement, ...]:
@@ -102,13 +139,15 @@ def normalize(requires: Sequence[object]) -> tuple[Requirement, ...]:
 
 def matches(requires: Sequence[Requirement], text: str, memo: dict[str, bool] | None = None) -> bool:
     """Whether every entry of ``requires`` occurs in ``text`` (see stage 1 above)."""
-    if memo is None:
-        memo = {}
+    return _matches(requires, _Texts(text), {} if memo is None else memo)
+
+
+def _matches(requires: Sequence[Requirement], texts: _Texts, memo: dict[str, bool]) -> bool:
     for entry in requires:
         for pattern in ((entry,) if isinstance(entry, str) else entry):
             found = memo.get(pattern)
             if found is None:
-                found = memo[pattern] = _search(pattern, text)
+                found = memo[pattern] = _search(pattern, texts)
             if found:
                 break
         else:
@@ -210,9 +249,9 @@ def _stage1(rules: Sequence[T], text: str) -> list[T]:
     Cheapest first: a rule one of whose entries misses a word every match must contain
     (a substring test, see ``_layout_proof``) is out before any regex runs; the variants
     are made only for an entry whose regex fails on the text while its words are there."""
-    forms: list[str] = [text]
+    forms: list[_Texts] = [_Texts(text)]
     memos: list[dict[str, bool]] = [{}]
-    texts = _Texts(text)
+    texts = forms[0]
     proofs: dict[str, bool] = {}
 
     def proof(pattern: str) -> bool:
@@ -225,16 +264,16 @@ def _stage1(rules: Sequence[T], text: str) -> list[T]:
         return all(proof(p) for p in ((entry,) if isinstance(entry, str) else entry))
 
     def found(entry: Requirement) -> bool:
-        if matches((entry,), text, memos[0]):
+        if _matches((entry,), texts, memos[0]):
             return True
         rest = tuple(p for p in ((entry,) if isinstance(entry, str) else entry)
                      if not p.startswith(_MARKS) and not proof(p))
         if not rest:
             return False
         if len(forms) == 1:
-            forms.extend(token_variants(text))
+            forms.extend(map(_Texts, token_variants(text)))
             memos.extend(({}, {}))
-        return matches((rest,), forms[1], memos[1]) or matches((rest,), forms[2], memos[2])
+        return _matches((rest,), forms[1], memos[1]) or _matches((rest,), forms[2], memos[2])
 
     candidates = [r for r in rules if not any(proven_absent(e) for e in _requirements(r))]
     return [r for r in candidates if all(found(e) for e in _requirements(r))]
@@ -243,10 +282,18 @@ def _stage1(rules: Sequence[T], text: str) -> list[T]:
 _WORD = re.compile(r"\w+")
 
 
+#: The only characters beyond ASCII that ``re`` matches case-insensitively to an ASCII
+#: letter (``ſ`` to ``s``, the Kelvin sign to ``k``, the dotted and dotless ``i``s), and
+#: ``İ`` is also the only character whose ``str.lower`` is two characters long
+#: (``tests/test_prefilter_anchors.py`` checks both over every code point).
+_FOLDS_TO_ASCII = "\u0130\u0131\u017f\u212a"
+
+
 class _Texts:
-    """The text, and (made once, if a case-insensitive word is asked about) its lower-case
-    form; ``None`` for a text that is not ASCII, where ``re``'s case folding is wider
-    than ``str.lower`` (``ſ`` matches ``s``) and no case-insensitive proof is made."""
+    """The text, and (made once, if asked for) its lower-case form: ``None`` where that
+    could mislead, i.e. for a text holding one of ``_FOLDS_TO_ASCII``. Elsewhere the
+    lower-case form has the text's positions, and any case-insensitive match of ASCII
+    letters in the text is those letters, lower-cased, at the same place in it."""
 
     __slots__ = ("text", "_lower")
 
@@ -257,7 +304,9 @@ class _Texts:
     @property
     def lower(self) -> str | None:
         if self._lower is False:
-            self._lower = self.text.lower() if self.text.isascii() else None
+            text = self.text
+            unsafe = not text.isascii() and any(c in text for c in _FOLDS_TO_ASCII)
+            self._lower = None if unsafe else text.lower()
         return self._lower  # type: ignore[return-value]
 
     def has(self, word: str, ignore_case: bool) -> bool:
@@ -329,6 +378,87 @@ def _clauses(items: list, ignore_case: bool) -> list[set[tuple[str, bool]]]:
 
 def _strength(clause: set[tuple[str, bool]]) -> tuple[int, int]:
     return min(len(w) for w, _ in clause), -len(clause)
+
+
+#: At most this many heads per pattern (each costs a ``str.find`` over the text).
+_MAX_HEADS = 16
+
+
+@functools.lru_cache(maxsize=None)
+def _heads(pattern: str) -> tuple[str, ...]:
+    """Lower-case literals one of which begins every match of ``pattern`` (``()`` when
+    no such set is known): the literal text its matches open with, through groups and
+    alternatives, small character classes (``[vV]``) and zero-width assertions, in lower
+    case (so one set serves case-sensitive and case-insensitive parts alike). A head
+    that begins with another head is left out: the shorter one finds it."""
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - an unforeseen form: no shortcut, just slower
+        return ()
+    heads, _ = _openings(list(parsed), {""})
+    if "" in heads:
+        return ()
+    short_first = sorted(heads, key=lambda h: (len(h), h))
+    return tuple(h for i, h in enumerate(short_first)
+                 if not any(h.startswith(g) for g in short_first[:i]))
+
+
+def _literal_lead(pattern: str) -> str:
+    """The case-sensitive literal text ``pattern`` opens with (lower-cased), which ``re``
+    itself scans for quickly."""
+    parsed = _sre_parse.parse(pattern)
+    if parsed.state.flags & re.IGNORECASE:
+        return ""
+    lead = []
+    for op, arg in parsed:
+        if op is not _sre_constants.LITERAL:
+            break
+        lead.append(chr(arg))
+    return "".join(lead).lower()
+
+
+def _openings(items: list, heads: set[str]) -> tuple[set[str], bool]:
+    """``heads`` extended by what ``items`` must open with, and whether all of ``items``
+    was literal (so what follows may extend the heads further)."""
+    c = _sre_constants
+    for op, arg in items:
+        if op is c.AT and arg in (c.AT_BEGINNING, c.AT_BEGINNING_STRING):
+            return {""}, False  # ``re`` tries such a pattern at the start only
+        if op in (c.ASSERT, c.ASSERT_NOT, c.AT):
+            continue  # zero-width: the match goes on from the same place
+        if op is c.SUBPATTERN:
+            heads, whole = _openings(list(arg[3]), heads)
+            if not whole:
+                return heads, False
+            continue
+        if op is c.BRANCH:
+            per_branch = [_openings(list(b), heads) for b in arg[1]]
+            heads = set().union(*(h for h, _ in per_branch))
+            if len(heads) > _MAX_HEADS:
+                return {""}, False
+            if not all(whole for _, whole in per_branch):
+                return heads, False
+            continue
+        chars = _literal_chars(op, arg)
+        if not chars or len(heads) * len(chars) > _MAX_HEADS:
+            return heads, False
+        heads = {h + ch for h in heads for ch in chars}
+    return heads, True
+
+
+def _literal_chars(op: object, arg: object) -> set[str] | None:
+    """The lower-case ASCII characters a literal or a small class matches (``None`` for
+    anything else: beyond ASCII, case folding is not ``str.lower``)."""
+    c = _sre_constants
+    if op is c.LITERAL:
+        codes = [arg]
+    elif op is c.IN and all(o is c.LITERAL for o, _ in arg) and len(arg) <= 4:  # type: ignore[union-attr]
+        codes = [a for _, a in arg]  # type: ignore[union-attr]
+    else:
+        return None
+    if not all(isinstance(code, int) and code < 128 for code in codes):
+        return None
+    return {chr(code).lower() for code in codes}
 
 
 def _requirements(rule: object) -> tuple[Requirement, ...]:

@@ -1,0 +1,111 @@
+"""Stage 1's shortcuts find exactly what a plain ``re.search`` finds: the regex tried only
+where one of its heads occurs (``prefilter._heads``), on a lower-case copy of the text that
+keeps its positions."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from helpers import all_fixtures
+from mllint import prefilter
+from mllint.prefilter import _heads, _requirements, _search, _Texts
+from mllint.registry import all_rules
+
+
+def _found(pattern: str, text: str) -> bool:
+    prefilter._COMPILED.pop(pattern, None)
+    return _search(pattern, _Texts(text))
+
+
+def test_heads_follow_groups_alternatives_classes_and_assertions():
+    assert _heads(r"(?:save(?<!\wsave)|Checkpoint|ckpt)\w*\(") == ("ckpt", "save", "checkpoint")
+    assert _heads(r"e[vV](?<=\be.)(?i:al|aluate)|T[eE](?i:st)") == ("eval", "test")
+    # Literal alternatives are followed on; ``validity`` begins with ``valid``.
+    assert _heads(r"(?i:val|valid|dev)_x") == ("dev_x", "val_x", "valid_x")
+    assert _heads(r"(?i:valid|validity)\w") == ("valid",)
+    assert _heads(r"(?<![a-z])loss") == ("loss",)
+    # No head: a match may open with anything, or only at the start of the text.
+    assert _heads(r"\w+loss") == ()
+    assert _heads(r"(?:loss)?x") == ()
+    assert _heads(r"\A(?:for|while)") == ()
+    assert _heads(r"[a-z]oss") == ()  # a class of more than a few characters
+
+
+# (pattern, text, whether it occurs)
+CASES = [
+    # at the start, in the middle, at the end
+    (r"(?:save|ckpt)\(", "save(m)", True),
+    (r"(?:save|ckpt)\(", "x = 1\nckpt(m)\ny = 2", True),
+    (r"(?:save|ckpt)\(", "x = 1\nsave(", True),
+    # only the second occurrence of a head begins a match
+    (r"(?:save|ckpt)\(", "save = 1\nsave(", True),
+    # the heads overlap themselves: ``abab`` at 0 fails, the one at 2 matches
+    (r"(?:abab|zz)\d", "ababab1", True),
+    # a lookbehind sees the text before the head
+    (r"(?:save|ckpt)(?<=\.save)\(", "torch.save(m)", True),
+    (r"(?:save|ckpt)(?<=\.save)\(", "save(m)", False),
+    (r"(?:save|ckpt)(?<!\wsave)\(", "autosave(m) save(m)", True),
+    (r"(?:save|ckpt)(?<!\wsave)\(", "autosave(m)", False),
+    # ignored case, found through the lower-case copy
+    (r"(?i:val|test)_loader", "for x in VAL_loader:", True),
+    (r"(?i:val|test)_loader", "for x in my_loader:", False),
+    (r"e[vV](?i:al)\(|t[eE]st\(", "evAL(m)", True),
+    (r"e[vV](?i:al)\(|t[eE]st\(", "Eval(m)", False),
+    # beyond ASCII: ``é`` keeps the copy usable; ``ſ`` matches ``s`` to ``re`` only
+    (r"(?i:st|xx)ep", "é = 1\nStep", True),
+    (r"(?i:st|xx)ep", "é = 1\nſtep", True),
+    (r"(?i:st|xx)ep", "é = 1\nſlep", False),
+    (r"(?:İnit|xx)\(", "İnit(", True),
+    # none there at all
+    (r"(?:save|ckpt)\(", "", False),
+    (r"(?:save|ckpt)\(", "saved ckpt = 1", False),
+]
+
+
+@pytest.mark.parametrize("pattern, text, expected", CASES)
+def test_the_shortcut_finds_what_search_finds(pattern, text, expected):
+    assert (re.search(pattern, text) is not None) == expected  # the case itself is right
+    assert _found(pattern, text) == expected
+
+
+def test_heads_are_used_where_re_has_no_literal_lead():
+    assert prefilter._compiled(r"(?:save|ckpt)\(").heads == ("ckpt(", "save(")
+    assert prefilter._compiled(r"(?i:val|test)x").heads == ("valx", "testx")
+    assert prefilter._compiled(r"(?i:loss)x").heads == ("lossx",)
+    # ``re`` scans for a literal lead, or a single character, as fast by itself.
+    assert prefilter._compiled(r"for(?<!\wfor)\s").heads == ()
+    assert prefilter._compiled(r"\((?:a|b)+").heads == ()
+
+
+def _rule_patterns() -> list[str]:
+    return sorted({p for rule in all_rules() for entry in _requirements(rule)
+                   for p in ((entry,) if isinstance(entry, str) else entry)})
+
+
+def test_every_rule_pattern_is_found_where_search_finds_it():
+    texts = [p.read_text(encoding="utf-8") for p in all_fixtures()]
+    texts += [ex.code for rule in all_rules() for ex in [*rule.INVALID, *rule.VALID]]
+    for pattern in _rule_patterns():
+        regex = re.compile(pattern)
+        for text in texts:
+            assert _found(pattern, text) == (regex.search(text) is not None), pattern[:80]
+
+
+def test_the_characters_that_fold_to_ascii_are_known():
+    """What ``_Texts.lower`` relies on, over every code point: beyond ASCII, only
+    ``_FOLDS_TO_ASCII`` match an ASCII letter case-insensitively or lower-case to ASCII,
+    and only ``İ`` lower-cases to more than one character."""
+    letter = re.compile("(?i)[a-z]")
+    folding, growing = set(), set()
+    for code in range(128, sys.maxunicode + 1):
+        ch = chr(code)
+        low = ch.lower()
+        if letter.fullmatch(ch) or any(c.isascii() for c in low):
+            folding.add(ch)
+        if len(low) != 1:
+            growing.add(ch)
+    assert folding == set(prefilter._FOLDS_TO_ASCII)
+    assert growing <= folding
