@@ -17,7 +17,7 @@ from mllint.registry import all_rules
 
 def _found(pattern: str, text: str) -> bool:
     prefilter._COMPILED.pop(pattern, None)
-    return _search(pattern, _Texts(text))
+    return _search(pattern, _Texts(text), {})
 
 
 def test_heads_follow_groups_alternatives_classes_and_assertions():
@@ -109,3 +109,51 @@ def test_the_characters_that_fold_to_ascii_are_known():
             growing.add(ch)
     assert folding == set(prefilter._FOLDS_TO_ASCII)
     assert growing <= folding
+
+
+# -- ``both`` patterns, taken apart -------------------------------------------
+
+def test_both_is_taken_apart_into_its_two_regexes():
+    a, b = r"with\b[^\n]*?no_grad", r"for\s+\w+\s+in\b"
+    assert prefilter._parts(prefilter.both(a, b)) == (a, b)
+    assert prefilter._parts(prefilter.guarded(["no_grad"], prefilter.both(a, b))) == (a, b)
+    # A part that holds the separator's text itself is still split where the regex is.
+    tricky = r"((x))(?s:.*)(?:y)"
+    assert prefilter._parts(prefilter.both(tricky, b)) == (tricky, b)
+    assert prefilter._parts(prefilter.both(b, tricky)) == (b, tricky)
+    assert prefilter._parts(r"\A(?=(?s:.*)x)y") == ()
+
+
+BOTH_CASES = [
+    ("with no_grad():\nfor x in loader:\n", True),  # in order
+    ("for x in loader:\nwith no_grad():\n", True),  # the other way round
+    ("with no_grad(): [m(x) for x in loader]\n", True),  # on one line
+    ("with no_grad():\n", False),
+    ("for x in loader:\n", False),
+    ("", False),
+]
+
+
+@pytest.mark.parametrize("text, expected", BOTH_CASES)
+def test_both_finds_what_search_finds(text, expected):
+    pattern = prefilter.both(r"with\b[^\n]*?no_grad", r"for\s+\w+\s+in\b")
+    assert (re.search(pattern, text) is not None) == expected
+    assert _found(pattern, text) == expected
+
+
+def test_each_part_of_both_is_searched_once_per_file(monkeypatch):
+    searched = []
+    search = prefilter._search
+    monkeypatch.setattr(prefilter, "_search", lambda p, t, m: searched.append(p) or search(p, t, m))
+
+    class Rule:
+        gate = None
+
+        def __init__(self, *requires):
+            self._requires = requires
+
+    shared = r"for\s+\w+\s+in\b"
+    rules = [Rule(prefilter.both(shared, r"with\b")), Rule(prefilter.both(shared, r"if\b")),
+             Rule(prefilter.as_written(shared))]
+    assert prefilter._stage1(rules, "with x:\n  for a in b:\n    if c:\n") == rules
+    assert searched.count(shared) == 1

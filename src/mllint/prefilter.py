@@ -81,7 +81,7 @@ def guarded(literals: Sequence[str], pattern: str) -> str:
 class _Pattern:
     """A compiled ``REQUIRES`` regex with what makes it cheap to search (see ``_search``)."""
 
-    __slots__ = ("regex", "guard", "heads")
+    __slots__ = ("regex", "guard", "heads", "parts")
 
     def __init__(self, pattern: str) -> None:
         self.regex = re.compile(pattern)
@@ -92,6 +92,54 @@ class _Pattern:
         heads = _heads(pattern)
         useful = len(heads) > 1 or (heads and not _literal_lead(pattern).startswith(heads[0]))
         self.heads = heads if useful and min(map(len, heads)) >= 2 else ()
+        self.parts = _parts(pattern)
+
+
+#: How ``both`` writes "both occur": anchored at the start and greedy, ``re`` tries it
+#: once, jumps to the end and steps back only to the characters a part starts with.
+#: (Unanchored, ``a.*b`` is tried again from every ``a`` when there is no ``b``, each
+#: time to the end of the file: quadratic.)
+_BOTH_OPEN, _BOTH_SEP = r"\A(?=(?s:.*)(?:", r"))(?s:.*)(?:"
+
+
+def both(a: str, b: str) -> str:
+    """A regex that matches where ``a`` and ``b`` both occur in the text, in any order or
+    overlap. Stage 1 searches the two on their own instead (each once per file, however
+    many patterns name it), ``a`` first: put the cheaper, rarer one there."""
+    return f"{_BOTH_OPEN}{a}{_BOTH_SEP}{b})"
+
+
+def _parts(pattern: str) -> tuple[str, ...]:
+    """The two parts of a ``both`` pattern (``()`` for any other): where the separator
+    splits it into two regexes, that is its parse (a valid regex inside ``(?:...)`` is
+    one group, so no other split leaves two valid regexes)."""
+    guard = _GUARD.match(pattern)
+    body = pattern[guard.end():] if guard else _unmarked(pattern)
+    if not (body.startswith(_BOTH_OPEN) and body.endswith(")")):
+        return ()
+    inner = body[len(_BOTH_OPEN):-1]
+    at = inner.find(_BOTH_SEP)
+    while at >= 0:
+        a, b = inner[:at], inner[at + len(_BOTH_SEP):]
+        if _valid(a) and _valid(b):
+            return a, b
+        at = inner.find(_BOTH_SEP, at + 1)
+    return ()
+
+
+def _unmarked(pattern: str) -> str:
+    for mark in _MARKS:
+        if pattern.startswith(mark):
+            return pattern[len(mark):]
+    return pattern
+
+
+def _valid(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def _compiled(pattern: str) -> _Pattern:
@@ -102,22 +150,33 @@ def _compiled(pattern: str) -> _Pattern:
         return entry
 
 
-def _search(pattern: str, texts: _Texts) -> bool:
-    """Whether ``pattern`` occurs in the text. Where every match begins with one of a few
-    literals (its ``_heads``), the regex is tried only where one of them occurs (found
-    by ``str.find`` in the lower-case text, which has the same positions), instead of
-    letting ``re`` try it at every character that could begin one: a match of
-    ``compiled.match(text, i)`` is exactly a match of ``search`` that starts at ``i``
-    (lookbehinds and ``\\A`` see the whole text)."""
+def _search(pattern: str, texts: _Texts, memo: dict[str, bool]) -> bool:
+    """Whether ``pattern`` occurs in the text (``memo``: what is known of other patterns
+    in it). Where every match begins with one of a few literals (its ``_heads``), the
+    regex is tried only where one of them occurs (found by ``str.find`` in the lower-case
+    text, which has the same positions), instead of letting ``re`` try it at every
+    character that could begin one: a match of ``compiled.match(text, i)`` is exactly a
+    match of ``search`` that starts at ``i`` (lookbehinds and ``\\A`` see the whole
+    text). A ``both`` pattern is taken apart (see there)."""
     entry = _compiled(pattern)
     text = texts.text
     if entry.guard and not any(lit in text for lit in entry.guard):
         return False
+    if entry.parts:
+        return all(_found(part, texts, memo) for part in entry.parts)
     if entry.heads:
         lower = texts.lower
         if lower is not None:
             return _match_at_heads(entry.regex, text, lower, entry.heads)
     return entry.regex.search(text) is not None
+
+
+def _found(pattern: str, texts: _Texts, memo: dict[str, bool]) -> bool:
+    key = _unmarked(pattern)  # a mark changes nothing the regex matches
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _search(pattern, texts, memo)
+    return found
 
 
 def _match_at_heads(regex: re.Pattern[str], text: str, lower: str, heads: tuple[str, ...]) -> bool:
@@ -144,13 +203,7 @@ def matches(requires: Sequence[Requirement], text: str, memo: dict[str, bool] | 
 
 def _matches(requires: Sequence[Requirement], texts: _Texts, memo: dict[str, bool]) -> bool:
     for entry in requires:
-        for pattern in ((entry,) if isinstance(entry, str) else entry):
-            found = memo.get(pattern)
-            if found is None:
-                found = memo[pattern] = _search(pattern, texts)
-            if found:
-                break
-        else:
+        if not any(_found(p, texts, memo) for p in ((entry,) if isinstance(entry, str) else entry)):
             return False
     return True
 
@@ -365,6 +418,8 @@ def _clauses(items: list, ignore_case: bool) -> list[set[tuple[str, bool]]]:
             out += _clauses(list(sub), inner)
         elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[0] >= 1:
             out += _clauses(list(arg[2]), ignore_case)
+        elif op is c.ASSERT:  # a lookahead or lookbehind: its text is there too
+            out += _clauses(list(arg[1]), ignore_case)
         elif op is c.BRANCH:
             per_branch = [_clauses(list(b), ignore_case) for b in arg[1]]
             if all(per_branch):
