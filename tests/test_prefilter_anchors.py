@@ -4,6 +4,7 @@ keeps its positions."""
 
 from __future__ import annotations
 
+import random
 import re
 import sys
 
@@ -27,9 +28,10 @@ def test_heads_follow_groups_alternatives_classes_and_assertions():
     assert _heads(r"(?i:val|valid|dev)_x") == ("dev_x", "val_x", "valid_x")
     assert _heads(r"(?i:valid|validity)\w") == ("valid",)
     assert _heads(r"(?<![a-z])loss") == ("loss",)
+    assert _heads(r"(?:optimizer_)?step\w") == ("step", "optimizer_step")  # with or without
     # No head: a match may open with anything, or only at the start of the text.
     assert _heads(r"\w+loss") == ()
-    assert _heads(r"(?:loss)?x") == ()
+    assert _heads(r"(?:loss)*x") == ()
     assert _heads(r"\A(?:for|while)") == ()
     assert _heads(r"[a-z]oss") == ()  # a class of more than a few characters
 
@@ -111,7 +113,7 @@ def test_the_characters_that_fold_to_ascii_are_known():
     assert growing <= folding
 
 
-# -- ``both`` patterns, taken apart -------------------------------------------
+# -- ``both`` and ``dotted`` patterns, taken apart -------------------------------------------
 
 def test_both_is_taken_apart_into_its_two_regexes():
     a, b = r"with\b[^\n]*?no_grad", r"for\s+\w+\s+in\b"
@@ -122,6 +124,12 @@ def test_both_is_taken_apart_into_its_two_regexes():
     assert prefilter._parts(prefilter.both(tricky, b)) == (tricky, b)
     assert prefilter._parts(prefilter.both(b, tricky)) == (b, tricky)
     assert prefilter._parts(r"\A(?=(?s:.*)x)y") == ()
+
+
+def test_dotted_is_taken_apart_into_its_rest():
+    assert prefilter._after_dot(prefilter.dotted(r"step\b")) == r"step\b"
+    assert prefilter._after_dot(prefilter.any_layout(prefilter.dotted(r"a|b"))) == "a|b"
+    assert prefilter._after_dot(r"\.step") is None
 
 
 BOTH_CASES = [
@@ -157,3 +165,42 @@ def test_each_part_of_both_is_searched_once_per_file(monkeypatch):
              Rule(prefilter.as_written(shared))]
     assert prefilter._stage1(rules, "with x:\n  for a in b:\n    if c:\n") == rules
     assert searched.count(shared) == 1
+
+
+DOTTED_CASES = [
+    ("optimizer.step()", True),
+    ("optimizer . step ()", True),
+    ("optimizer.\\\n    step()", True),
+    ("(optimizer.  # c\n    step())", True),
+    ("(optimizer.  # c # d\n  # e\n    step())", True),
+    ("optimizer  # a.\n step()", True),  # a dot in a comment is a dot to the regex, too
+    ("optimizer.# c\nstep()", True),
+    ("optimizer.step", True),  # at the end of the text
+    ("optimizer.stepper()", False),
+    ("optimizer.x step()", False),
+    ("optimizer  # c\n step()", False),
+    ("optimizer.  # c step()", False),  # ``step`` inside the comment
+    ("step()", False),
+    (".", False),
+]
+
+
+@pytest.mark.parametrize("text, expected", DOTTED_CASES)
+def test_dotted_finds_what_search_finds(text, expected):
+    pattern = prefilter.dotted(r"step\b")
+    assert (re.search(pattern, text) is not None) == expected
+    assert _found(pattern, text) == expected
+
+
+def test_dotted_and_both_agree_with_search_on_random_texts():
+    """Texts of the characters that matter, where a backwards reading could go wrong:
+    dots, blanks, line breaks, backslashes, comments."""
+    rng = random.Random(1)
+    alphabet = [".", " ", "\n", "\r", "#", "\\", "step", "s", "x", "(", "eval"]
+    patterns = [prefilter.dotted(r"step\b"), prefilter.dotted(rf"(?:eval|step){prefilter.GAP}\("),
+                prefilter.both(r"x\(", prefilter.dotted(r"step\b"))]
+    regexes = [re.compile(p) for p in patterns]
+    for _ in range(8000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+        for pattern, regex in zip(patterns, regexes):
+            assert _found(pattern, text) == (regex.search(text) is not None), (pattern, text)

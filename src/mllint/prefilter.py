@@ -81,7 +81,7 @@ def guarded(literals: Sequence[str], pattern: str) -> str:
 class _Pattern:
     """A compiled ``REQUIRES`` regex with what makes it cheap to search (see ``_search``)."""
 
-    __slots__ = ("regex", "guard", "heads", "parts")
+    __slots__ = ("regex", "guard", "heads", "parts", "rest", "rest_heads")
 
     def __init__(self, pattern: str) -> None:
         self.regex = re.compile(pattern)
@@ -93,6 +93,9 @@ class _Pattern:
         useful = len(heads) > 1 or (heads and not _literal_lead(pattern).startswith(heads[0]))
         self.heads = heads if useful and min(map(len, heads)) >= 2 else ()
         self.parts = _parts(pattern)
+        rest = _after_dot(pattern)
+        self.rest_heads = _heads(rest) if rest is not None else ()
+        self.rest = re.compile(rest) if self.rest_heads else None
 
 
 #: How ``both`` writes "both occur": anchored at the start and greedy, ``re`` tries it
@@ -107,6 +110,20 @@ def both(a: str, b: str) -> str:
     overlap. Stage 1 searches the two on their own instead (each once per file, however
     many patterns name it), ``a`` first: put the cheaper, rarer one there."""
     return f"{_BOTH_OPEN}{a}{_BOTH_SEP}{b})"
+
+
+def dotted(rest: str) -> str:
+    """``.`` then ``rest``, with anything Python allows between two tokens (``GAP``)
+    between them: ``optimizer . step``, ``optimizer.\\`` newline ``step``. Stage 1 looks
+    for ``rest`` first and then back for the dot (``_DOT_BEHIND``), instead of trying
+    the regex at every ``.`` of the file."""
+    return rf"{_DOTTED_OPEN}{rest})"
+
+
+_DOTTED_OPEN = rf"\.{GAP}(?:"
+#: ``\.{GAP}`` read backwards, on the reversed text: a comment, reversed, runs from a
+#: line end back to a ``#``.
+_DOT_BEHIND = re.compile(r"(?:\s|\\|(?<![^\r\n])[^\r\n]*#)*\.")
 
 
 def _parts(pattern: str) -> tuple[str, ...]:
@@ -125,6 +142,16 @@ def _parts(pattern: str) -> tuple[str, ...]:
             return a, b
         at = inner.find(_BOTH_SEP, at + 1)
     return ()
+
+
+def _after_dot(pattern: str) -> str | None:
+    """``rest`` of a ``dotted(rest)`` pattern (``None`` for any other; see ``_parts``)."""
+    body = _unmarked(pattern)
+    if body.startswith(_DOTTED_OPEN) and body.endswith(")"):
+        rest = body[len(_DOTTED_OPEN):-1]
+        if _valid(rest):
+            return rest
+    return None
 
 
 def _unmarked(pattern: str) -> str:
@@ -157,16 +184,18 @@ def _search(pattern: str, texts: _Texts, memo: dict[str, bool]) -> bool:
     text, which has the same positions), instead of letting ``re`` try it at every
     character that could begin one: a match of ``compiled.match(text, i)`` is exactly a
     match of ``search`` that starts at ``i`` (lookbehinds and ``\\A`` see the whole
-    text). A ``both`` pattern is taken apart (see there)."""
+    text). ``both`` and ``dotted`` patterns are taken apart (see there)."""
     entry = _compiled(pattern)
     text = texts.text
     if entry.guard and not any(lit in text for lit in entry.guard):
         return False
     if entry.parts:
         return all(_found(part, texts, memo) for part in entry.parts)
-    if entry.heads:
+    if entry.heads or entry.rest:
         lower = texts.lower
         if lower is not None:
+            if entry.rest:
+                return _dotted_at_heads(entry.rest, texts, lower, entry.rest_heads)
             return _match_at_heads(entry.regex, text, lower, entry.heads)
     return entry.regex.search(text) is not None
 
@@ -177,6 +206,21 @@ def _found(pattern: str, texts: _Texts, memo: dict[str, bool]) -> bool:
     if found is None:
         found = memo[key] = _search(pattern, texts, memo)
     return found
+
+
+def _dotted_at_heads(rest: re.Pattern[str], texts: _Texts, lower: str, heads: tuple[str, ...]) -> bool:
+    """Whether ``dotted(rest)`` matches: ``rest`` at a head, and a dot and ``GAP`` right
+    before it (read backwards from there on the reversed text)."""
+    text, back = texts.text, texts.reversed
+    end = len(text)
+    match, behind, find = rest.match, _DOT_BEHIND.match, lower.find
+    for head in heads:
+        at = find(head)
+        while at >= 0:
+            if match(text, at) and behind(back, end - at):
+                return True
+            at = find(head, at + 1)
+    return False
 
 
 def _match_at_heads(regex: re.Pattern[str], text: str, lower: str, heads: tuple[str, ...]) -> bool:
@@ -348,11 +392,18 @@ class _Texts:
     lower-case form has the text's positions, and any case-insensitive match of ASCII
     letters in the text is those letters, lower-cased, at the same place in it."""
 
-    __slots__ = ("text", "_lower")
+    __slots__ = ("text", "_lower", "_reversed")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._lower: str | None | bool = False
+        self._reversed: str | None = None
+
+    @property
+    def reversed(self) -> str:
+        if self._reversed is None:
+            self._reversed = self.text[::-1]
+        return self._reversed
 
     @property
     def lower(self) -> str | None:
@@ -492,6 +543,14 @@ def _openings(items: list, heads: set[str]) -> tuple[set[str], bool]:
             if len(heads) > _MAX_HEADS:
                 return {""}, False
             if not all(whole for _, whole in per_branch):
+                return heads, False
+            continue
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[:2] == (0, 1):  # ``x?``: with or without
+            taken, whole = _openings(list(arg[2]), heads)
+            heads = heads | taken
+            if len(heads) > _MAX_HEADS:
+                return {""}, False
+            if not whole:
                 return heads, False
             continue
         chars = _literal_chars(op, arg)

@@ -24,7 +24,7 @@ from mllint.analysis.syntax import dotted_name, is_optimizer_constructor, names_
 # How optimizers are recognised, defined with the stdlib-only ML001 gate.
 from mllint.gates.grads import BACKWARD_FUNCTIONS, EXTRA_OPTIMIZERS, OPTIMIZER_BASES  # noqa: F401
 from mllint.gates.grads import OPTIMIZER_PARAM as _OPTIMIZER_PARAM
-from mllint.prefilter import GAP, any_layout
+from mllint.prefilter import GAP, any_layout, dotted
 from mllint.project.roles import Role
 
 #: Text every backward call this module recognises leaves in a file: a ``.backward``
@@ -33,11 +33,11 @@ from mllint.project.roles import Role
 #: prefilter signs, written for any layout (``GAP`` between tokens, comments inside a
 #: bracketed import), so the prefilter needs no normalised copies of the text for them.
 BACKWARD_SIGNS = (
-    any_layout(rf"\.{GAP}backward\b"),
+    any_layout(dotted(r"backward\b")),
     any_layout(rf"from(?:\s|\\)+torch{GAP}\.{GAP}autograd(?:\s|\\)+import(?:[^;#]|#[^\r\n]*(?![^\r\n]))*?\bbackward\b"),
 )
 BACKWARD_TEXT = "|".join(BACKWARD_SIGNS)
-STEP_TEXT = any_layout(rf"\.{GAP}step\b")
+STEP_TEXT = any_layout(dotted(r"step\b"))
 #: Wrappers that return the optimizer they are given (accelerate, fabric, apex, horovod).
 OPTIMIZER_WRAPPERS = frozenset({"prepare", "prepare_optimizer", "setup_optimizers", "DistributedOptimizer"})
 #: ``x.grad.zero_()`` and friends clear a gradient in place.

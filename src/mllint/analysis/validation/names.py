@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from mllint.prefilter import GAP, any_layout, as_written, both, guarded
+from mllint.prefilter import GAP, any_layout, as_written, both, dotted, guarded
 
 Pos = tuple[int, int]
 
@@ -167,7 +167,7 @@ GUARDED_NO_GRAD_SIGN = as_written(guarded(
 #: ``model.eval()`` (in any layout) and a loop over batches (on its line).
 MODE_SIGN = as_written(guarded(
     ("eval", "train"),  # what every ``.eval(``/``.train(`` part names
-    both(FOR_DATA, rf"\.{GAP}(?:eval|train){GAP}\("),
+    both(FOR_DATA, dotted(rf"(?:eval|train){GAP}\(")),
 ))
 FOR_VAL_RE = re.compile(FOR_VAL)
 WHILE_VAL_RE = re.compile(WHILE_VAL)
