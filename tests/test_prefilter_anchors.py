@@ -204,3 +204,12 @@ def test_dotted_and_both_agree_with_search_on_random_texts():
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
         for pattern, regex in zip(patterns, regexes):
             assert _found(pattern, text) == (regex.search(text) is not None), (pattern, text)
+
+
+def test_the_lower_case_form_keeps_positions_beyond_ascii():
+    text = "é = Step(ü) + 日本 # Val"
+    lower = _Texts(text).lower
+    assert len(lower) == len(text)
+    assert lower.index("step") == text.index("Step") and lower.index("val") == text.index("Val")
+    assert _Texts("ſtep").lower is None
+    assert _found(r"(?i:val|test)\b", text) and not _found(r"(?i:val|test)x", text)
