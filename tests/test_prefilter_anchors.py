@@ -213,3 +213,60 @@ def test_the_lower_case_form_keeps_positions_beyond_ascii():
     assert lower.index("step") == text.index("Step") and lower.index("val") == text.index("Val")
     assert _Texts("ſtep").lower is None
     assert _found(r"(?i:val|test)\b", text) and not _found(r"(?i:val|test)x", text)
+
+
+# -- patterns that match within one line, searched line by line ------------------------------
+
+@pytest.mark.parametrize("pattern, within", [
+    (r"\([ \t]*[\w.]*?val[\w.]*[,)]", True),
+    (r"with\b[^\n]*?no_grad", True),
+    (r"(?<![a-z])val(?![a-z])|(?<=['\"])dev(?=['\"])", True),
+    (r"(?m:^)val$", False),  # ``$`` also matches before a last line break
+    (r"val\Z", False),
+    (r"for\s+val", False),  # ``\s`` holds a line break
+    (r"for[^x]val", False),
+    (r"for(?s:.)val", False),
+    (r"for.val", True),  # ``.`` stops at a line break
+    (r"val(?=\n)", False),  # a lookahead past the line
+    (r"[\w\n]val", False),
+    (r"[^\S\n]val", True),
+])
+def test_which_patterns_stay_within_a_line(pattern, within):
+    assert bool(prefilter._line_words(pattern)) == within
+
+
+def test_line_words_are_the_strongest_needed_clause():
+    assert prefilter._line_words(r"\([\w.]*?(?i:val|validation|test)\)") == ("test", "val")
+    assert prefilter._line_words(r"with\b[^\n]*?(?:no_grad|inference_mode)") == (
+        "inference_mode", "no_grad")
+    assert prefilter._line_words(r"\A(?:for|while)\b") == ()  # ``re`` tries it at the start only
+
+
+LINE_PATTERN = r"\((?=[ \t]*[\w.]*[ \t]*[,)])[ \t]*[\w.]*?(?<![a-z])(?i:val|dev)(?![a-z])[\w.]*[ \t]*[,)]"
+LINE_CASES = [
+    ("model(val)", True),  # first line, no line break at all
+    ("x = 1\nmodel(x, val)\ny = 2\n", False),  # the word is not the first argument
+    ("x = 1\nmodel(VAL_x, 2)\n", True),  # ignored case; ``_`` is no letter
+    ("x = 1\nmodel(VALx, 2)\n", False),
+    ("x = 1\nmodel(DEV)\n", True),  # ignored case, a middle line
+    ("interval = 1; f(interval, dev)\nmodel(dev)", True),  # the last line, no ``\n``
+    ("interval = 1; f(x.val) # val\n", True),  # the word twice on one line
+    ("value(x)\n(dev\n)", False),  # the argument runs over the line break
+    ("x\n(a.val)", True),  # a lookbehind at the start of a line sees the break before
+]
+
+
+@pytest.mark.parametrize("text, expected", LINE_CASES)
+def test_line_by_line_finds_what_search_finds(text, expected):
+    assert prefilter._compiled(LINE_PATTERN).line_words == ("dev", "val")
+    assert (re.search(LINE_PATTERN, text) is not None) == expected
+    assert _found(LINE_PATTERN, text) == expected
+
+
+def test_line_by_line_agrees_with_search_on_random_texts():
+    rng = random.Random(2)
+    alphabet = ["(", ")", ",", ".", " ", "\n", "val", "Dev", "x", "_", "interval", "\r"]
+    regex = re.compile(LINE_PATTERN)
+    for _ in range(8000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(14)))
+        assert _found(LINE_PATTERN, text) == (regex.search(text) is not None), text

@@ -81,7 +81,7 @@ def guarded(literals: Sequence[str], pattern: str) -> str:
 class _Pattern:
     """A compiled ``REQUIRES`` regex with what makes it cheap to search (see ``_search``)."""
 
-    __slots__ = ("regex", "guard", "heads", "parts", "rest", "rest_heads")
+    __slots__ = ("regex", "guard", "heads", "parts", "rest", "rest_heads", "line_words")
 
     def __init__(self, pattern: str) -> None:
         self.regex = re.compile(pattern)
@@ -96,6 +96,10 @@ class _Pattern:
         rest = _after_dot(pattern)
         self.rest_heads = _heads(rest) if rest is not None else ()
         self.rest = re.compile(rest) if self.rest_heads else None
+        #: Searching line by line pays where the words are not what ``re`` scans for.
+        words = _line_words(pattern) if not self.heads else ()
+        lead = _literal_lead(pattern)
+        self.line_words = () if any(lead.startswith(w) for w in words) else words
 
 
 #: How ``both`` writes "both occur": anchored at the start and greedy, ``re`` tries it
@@ -191,13 +195,35 @@ def _search(pattern: str, texts: _Texts, memo: dict[str, bool]) -> bool:
         return False
     if entry.parts:
         return all(_found(part, texts, memo) for part in entry.parts)
-    if entry.heads or entry.rest:
+    if entry.heads or entry.rest or entry.line_words:
         lower = texts.lower
         if lower is not None:
             if entry.rest:
                 return _dotted_at_heads(entry.rest, texts, lower, entry.rest_heads)
+            if entry.line_words:
+                return _search_lines(entry.regex, text, lower, entry.line_words)
             return _match_at_heads(entry.regex, text, lower, entry.heads)
     return entry.regex.search(text) is not None
+
+
+def _search_lines(regex: re.Pattern[str], text: str, lower: str, words: tuple[str, ...]) -> bool:
+    """Whether ``regex``, none of whose matches spans a line break and each of which
+    holds one of ``words``, occurs in the text: searched only on the lines where one of
+    the words occurs (with the line's ``\\n``, so that what follows the line looks the
+    same to the regex; lookbehinds see the whole text)."""
+    search, find = regex.search, lower.find
+    searched: set[int] = set()
+    for word in words:
+        at = find(word)
+        while at >= 0:
+            start = text.rfind("\n", 0, at) + 1
+            end = text.find("\n", at) + 1 or len(text)
+            if start not in searched:
+                searched.add(start)
+                if search(text, start, end):
+                    return True
+            at = find(word, end)
+    return False
 
 
 def _found(pattern: str, texts: _Texts, memo: dict[str, bool]) -> bool:
@@ -543,17 +569,18 @@ def _openings(items: list, heads: set[str]) -> tuple[set[str], bool]:
             continue
         if op is c.BRANCH:
             per_branch = [_openings(list(b), heads) for b in arg[1]]
-            heads = set().union(*(h for h, _ in per_branch))
-            if len(heads) > _MAX_HEADS:
-                return {""}, False
+            branched = set().union(*(h for h, _ in per_branch))
+            if len(branched) > _MAX_HEADS:
+                return heads, False  # too many: what came before still begins each match
+            heads = branched
             if not all(whole for _, whole in per_branch):
                 return heads, False
             continue
         if op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[:2] == (0, 1):  # ``x?``: with or without
             taken, whole = _openings(list(arg[2]), heads)
+            if len(heads | taken) > _MAX_HEADS:
+                return heads, False
             heads = heads | taken
-            if len(heads) > _MAX_HEADS:
-                return {""}, False
             if not whole:
                 return heads, False
             continue
@@ -577,6 +604,85 @@ def _literal_chars(op: object, arg: object) -> set[str] | None:
     if not all(isinstance(code, int) and code < 128 for code in codes):
         return None
     return {chr(code).lower() for code in codes}
+
+
+@functools.lru_cache(maxsize=None)
+def _line_words(pattern: str) -> tuple[str, ...]:
+    """For a ``pattern`` none of whose matches can span a line break, lower-case words
+    one of which each match holds (the strongest clause of ``_needed``, each word that
+    holds another one left out); ``()`` for any other pattern."""
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - an unforeseen form: no shortcut, just slower
+        return ()
+    items = list(parsed)
+    if items[:1] in ([(_sre_constants.AT, _sre_constants.AT_BEGINNING)],
+                     [(_sre_constants.AT, _sre_constants.AT_BEGINNING_STRING)]):
+        return ()  # ``re`` tries it at the start only
+    if not _within_a_line(items, parsed.state.flags):
+        return ()
+    clauses = [{w.lower() for w, _ in clause} for clause in _needed(pattern)]
+    clauses = [{w for w in c if not any(v != w and v in w for v in c)} for c in clauses]
+    if not clauses:
+        return ()
+    return tuple(sorted(max(clauses, key=lambda c: _strength({(w, True) for w in c}))))
+
+
+#: Character categories of ``re`` that hold no line break.
+_NO_BREAK_CATEGORIES = frozenset(
+    getattr(_sre_constants, f"CATEGORY_{prefix}{name}")
+    for prefix in ("", "UNI_", "LOC_") for name in ("DIGIT", "NOT_SPACE", "WORD", "NOT_LINEBREAK")
+    if hasattr(_sre_constants, f"CATEGORY_{prefix}{name}")
+)
+
+
+def _within_a_line(items: list, flags: int) -> bool:
+    """Whether no match of the parsed ``items`` (lookarounds included) can hold a
+    ``\\n``, nor depends on where the text ends (``$``, ``\\Z``)."""
+    c = _sre_constants
+    newline = ord("\n")
+    for op, arg in items:
+        if op is c.LITERAL:
+            ok = arg != newline
+        elif op is c.NOT_LITERAL:
+            ok = arg == newline
+        elif op is c.ANY:
+            ok = not flags & re.DOTALL
+        elif op is c.IN:
+            ok = not _class_holds_newline(arg)
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            ok = _within_a_line(list(arg[2]), flags)
+        elif op is c.SUBPATTERN:
+            _group, add_flags, del_flags, sub = arg
+            ok = _within_a_line(list(sub), (flags | add_flags) & ~del_flags)
+        elif op is c.BRANCH:
+            ok = all(_within_a_line(list(b), flags) for b in arg[1])
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            ok = _within_a_line(list(arg[1]), flags)
+        elif op is c.AT:
+            ok = arg not in (c.AT_END, c.AT_END_STRING)
+        else:
+            ok = False  # back-references, atomic groups...: not worth knowing
+        if not ok:
+            return False
+    return True
+
+
+def _class_holds_newline(items: list) -> bool:
+    c = _sre_constants
+    newline = ord("\n")
+    negated = bool(items) and items[0][0] is c.NEGATE
+    held = False
+    for op, arg in items[negated:]:
+        if op is c.LITERAL:
+            held |= arg == newline
+        elif op is c.RANGE:
+            held |= arg[0] <= newline <= arg[1]
+        elif op is c.CATEGORY:
+            held |= arg not in _NO_BREAK_CATEGORIES
+        else:
+            return True  # unforeseen: assume the worst
+    return held != negated
 
 
 def _requirements(rule: object) -> tuple[Requirement, ...]:
