@@ -270,3 +270,12 @@ def test_line_by_line_agrees_with_search_on_random_texts():
     for _ in range(8000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(14)))
         assert _found(LINE_PATTERN, text) == (regex.search(text) is not None), text
+
+
+def test_needed_clauses_keep_only_the_words_that_decide():
+    # ``validation`` holds ``val``: a text with the one has the other.
+    assert prefilter._needed("(?i:val|validation|test)") == (frozenset({("val", True), ("test", True)}),)
+    assert prefilter._needed("Val|(?i:val)") == (frozenset({("val", True)}),)
+    assert prefilter._needed("(?i:Val)|val_x") == (frozenset({("val", True)}),)
+    # a case-insensitive word is not implied by a case-sensitive one
+    assert prefilter._needed("val|(?i:valx)") == (frozenset({("val", False), ("valx", True)}),)

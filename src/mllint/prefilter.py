@@ -418,10 +418,11 @@ class _Texts:
     that form has the text's positions, and any case-insensitive match of ASCII letters
     in the text is those letters, lower-cased, at the same place in it."""
 
-    __slots__ = ("text", "_lower", "_reversed")
+    __slots__ = ("text", "_lower", "_reversed", "_has")
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self._has: dict[tuple[str, bool], bool] = {}
         self._lower: str | None | bool = False
         self._reversed: str | None = None
 
@@ -444,10 +445,17 @@ class _Texts:
         return self._lower  # type: ignore[return-value]
 
     def has(self, word: str, ignore_case: bool) -> bool:
-        if not ignore_case:
-            return word in self.text
-        lower = self.lower
-        return lower is None or word in lower
+        # Asked again and again: many patterns need the same words (the data names).
+        key = (word, ignore_case)
+        found = self._has.get(key)
+        if found is None:
+            if not ignore_case:
+                found = word in self.text
+            else:
+                lower = self.lower
+                found = lower is None or word in lower
+            self._has[key] = found
+        return found
 
 
 def _layout_proof(pattern: str, texts: _Texts) -> bool:
@@ -471,7 +479,18 @@ def _needed(pattern: str) -> tuple[frozenset[tuple[str, bool]], ...]:
     guard = _GUARD.match(pattern)
     if guard:  # the pattern's own promise: every match holds one of these literals
         clauses.append({(lit, False) for lit in guard.group(1).split("|")})
-    return tuple(frozenset(c) for c in clauses)
+    return tuple(frozenset(_fewest(c)) for c in clauses)
+
+
+def _fewest(clause: set[tuple[str, bool]]) -> set[tuple[str, bool]]:
+    """``clause`` without the words that hold another of its words (``validation``
+    beside ``val``): where one is in the text, so is the other, so they decide nothing,
+    and each costs a scan of the text."""
+    def implies(w: tuple[str, bool], v: tuple[str, bool]) -> bool:
+        (word, ci), (other, other_ci) = w, v
+        return w != v and (other_ci or not ci) and other in (word.lower() if other_ci else word)
+
+    return {w for w in clause if not any(implies(w, v) for v in clause)}
 
 
 def _clauses(items: list, ignore_case: bool) -> list[set[tuple[str, bool]]]:
