@@ -5,7 +5,11 @@ reverse), and both runnable without importing libcst or the rules:
 
 1. ``REQUIRES``: regexes that must all occur in the text; an entry may also be a tuple
    of regexes of which any one must occur. Each distinct regex is searched at most once
-   per file, however many rules list it (the validation-pass rules share their signs).
+   per file, however many rules list it (the validation-pass rules share their signs),
+   and never by trying it at every character: a regex whose matches begin with one of
+   a few literals is tried where ``str.find`` finds one (``_heads``); one whose matches
+   stay within a line, on the lines holding the words it needs (``_line_words``); a
+   ``dotted`` one from its word back to the dot; a ``both`` one as its two parts.
 2. ``GATE`` (optional): a function over Python's own syntax tree (``ast``, the C parser,
    about ten times faster than a libcst parse) that answers "could this rule report in
    this module?" by a coarse, over-approximating version of the rule's own reasoning:
