@@ -279,3 +279,11 @@ def test_needed_clauses_keep_only_the_words_that_decide():
     assert prefilter._needed("(?i:Val)|val_x") == (frozenset({("val", True)}),)
     # a case-insensitive word is not implied by a case-sensitive one
     assert prefilter._needed("val|(?i:valx)") == (frozenset({("val", False), ("valx", True)}),)
+
+
+def test_a_word_is_found_in_any_spelling_the_text_has():
+    texts = _Texts("é = Save(model)  # SAVE")
+    assert texts.has("Save", False) and texts.has("SAVE", False) and texts.has("save", True)
+    assert not texts.has("save", False) and not texts.has("Model", False)
+    assert _Texts("x = 'ſave'").has("ſave", False)  # beyond ASCII: the text itself decides
+    assert _Texts("日本 = 1").has("日本", False)
