@@ -455,8 +455,7 @@ class _Texts:
         found = self._has.get(key)
         if found is None:
             if not ignore_case:
-                # Spellings that differ only in case share one scan when all are missing.
-                found = (not word.isascii() or self.has(word.lower(), True)) and word in self.text
+                found = word in self.text
             else:
                 lower = self.lower
                 found = lower is None or word in lower
