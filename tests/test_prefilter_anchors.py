@@ -287,3 +287,9 @@ def test_a_word_is_found_in_any_spelling_the_text_has():
     assert not texts.has("save", False) and not texts.has("Model", False)
     assert _Texts("x = 'ſave'").has("ſave", False)  # beyond ASCII: the text itself decides
     assert _Texts("日本 = 1").has("日本", False)
+
+
+def test_no_shortcut_where_re_scans_for_a_literal_lead_itself():
+    assert prefilter._compiled(r"\n(?:for|while)\b").heads == ()
+    assert prefilter._compiled(r"with\b[^\n]*?(?:no_grad|inference_mode)").line_words == ()
+    assert prefilter._compiled(r"if\b[^\n]*?(?i:val|test)").line_words == ("test", "val")
