@@ -1,6 +1,7 @@
 """Stage 1's shortcuts find exactly what a plain ``re.search`` finds: the regex tried only
-where one of its heads occurs (``prefilter._heads``), on a lower-case copy of the text that
-keeps its positions."""
+where one of its heads occurs (``prefilter._heads``, on a lower-case copy of the text that
+keeps its positions), a ``both`` pattern as its two parts, a ``dotted`` one from its word
+back to the dot, and a pattern that stays within a line only on the lines with its words."""
 
 from __future__ import annotations
 
