@@ -12,7 +12,7 @@ from mllint.analysis.training import StepSite, TrainingMap
 from mllint.analysis.validation.names import is_model_name
 from mllint.gates.training import BACKWARD_METHODS, BROAD, STEP_WITH_OPTIMIZER
 from mllint.optimizer_names import looks_like_optimizer
-from mllint.prefilter import GAP, any_layout
+from mllint.prefilter import GAP, any_layout, dotted
 from mllint.rule import FileContext, Invalid, Rule, Valid
 from mllint.types import Position, Span, Verdict
 from mllint.verify.probe import InjectedFault, Probe
@@ -65,7 +65,7 @@ class SwallowedTrainingError(Rule):
     # method; a same-module function or optimizer wrapper that trains contains one of them. Words in comments ("backward compatible",
     # "one step") do not match.
     REQUIRES = ("except", (any_layout(rf"backward{GAP}\("), any_layout(rf"autograd{GAP}import"),
-                           any_layout(rf"\.{GAP}(?:optimizer_)?step\w*{GAP}\(")))
+                           any_layout(dotted(rf"(?:optimizer_)?step\w*{GAP}\("))))
     GATE = "mllint.gates.training:swallow_may_flag"
     PROBE = "mllint.rules.ml008_swallowed_training_error:SwallowedTrainingErrorProbe"
     METADATA_DEPENDENCIES = FLOW_METADATA

@@ -5,7 +5,11 @@ reverse), and both runnable without importing libcst or the rules:
 
 1. ``REQUIRES``: regexes that must all occur in the text; an entry may also be a tuple
    of regexes of which any one must occur. Each distinct regex is searched at most once
-   per file, however many rules list it (the validation-pass rules share their signs).
+   per file, however many rules list it (the validation-pass rules share their signs),
+   and never by trying it at every character: a regex whose matches begin with one of
+   a few literals is tried where ``str.find`` finds one (``_heads``); one whose matches
+   stay within a line, on the lines holding the words it needs (``_line_words``); a
+   ``dotted`` one from its word back to the dot; a ``both`` one as its two parts.
 2. ``GATE`` (optional): a function over Python's own syntax tree (``ast``, the C parser,
    about ten times faster than a libcst parse) that answers "could this rule report in
    this module?" by a coarse, over-approximating version of the rule's own reasoning:
@@ -36,7 +40,7 @@ Gate = Callable[[ast.Module], bool]
 #: One ``REQUIRES`` entry: a regex, or a tuple of regexes any one of which suffices.
 Requirement = Union[str, Tuple[str, ...]]
 
-_COMPILED: dict[str, tuple[re.Pattern[str], tuple[str, ...]]] = {}
+_COMPILED: dict[str, _Pattern] = {}
 #: A pattern may open with a regex comment naming literals of which every match contains
 #: at least one, e.g. ``(?#guard:no_grad|inference_mode)``: when none occurs in the text
 #: (a plain substring test, far cheaper than any regex), the pattern is not run at all.
@@ -78,21 +82,187 @@ def guarded(literals: Sequence[str], pattern: str) -> str:
     return f"(?#guard:{'|'.join(literals)}){pattern}"
 
 
-def _compiled(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+class _Pattern:
+    """A compiled ``REQUIRES`` regex with what makes it cheap to search (see ``_search``)."""
+
+    __slots__ = ("regex", "guard", "heads", "parts", "rest", "rest_heads", "line_words")
+
+    def __init__(self, pattern: str) -> None:
+        self.regex = re.compile(pattern)
+        guard = _GUARD.match(pattern)
+        self.guard: tuple[str, ...] = tuple(guard.group(1).split("|")) if guard else ()
+        # Measured on the corpus, pattern by pattern: where ``re`` has a literal lead to
+        # scan for (``for(?<!\wfor)``, ``\n(?:for|while)``), it rejects most places at once
+        # and heads do not pay; a short lead (``if``) is so frequent that searching only
+        # the lines with the words still does.
+        lead = _literal_lead(pattern)
+        heads = _heads(pattern) if not lead else ()
+        self.heads = heads if heads and min(map(len, heads)) >= 2 else ()
+        self.parts = _parts(pattern)
+        rest = _after_dot(pattern)
+        self.rest_heads = _heads(rest) if rest is not None else ()
+        self.rest = re.compile(rest) if self.rest_heads else None
+        self.line_words = _line_words(pattern) if not self.heads and len(lead) < 3 else ()
+
+
+#: How ``both`` writes "both occur": anchored at the start and greedy, ``re`` tries it
+#: once, jumps to the end and steps back only to the characters a part starts with.
+#: (Unanchored, ``a.*b`` is tried again from every ``a`` when there is no ``b``, each
+#: time to the end of the file: quadratic.)
+_BOTH_OPEN, _BOTH_SEP = r"\A(?=(?s:.*)(?:", r"))(?s:.*)(?:"
+
+
+def both(a: str, b: str) -> str:
+    """A regex that matches where ``a`` and ``b`` both occur in the text, in any order or
+    overlap. Stage 1 searches the two on their own instead (each once per file, however
+    many patterns name it), ``a`` first: put the cheaper, rarer one there."""
+    return f"{_BOTH_OPEN}{a}{_BOTH_SEP}{b})"
+
+
+def dotted(rest: str) -> str:
+    """``.`` then ``rest``, with anything Python allows between two tokens (``GAP``)
+    between them: ``optimizer . step``, ``optimizer.\\`` newline ``step``. Stage 1 looks
+    for ``rest`` first and then back for the dot (``_DOT_BEHIND``), instead of trying
+    the regex at every ``.`` of the file."""
+    return rf"{_DOTTED_OPEN}{rest})"
+
+
+_DOTTED_OPEN = rf"\.{GAP}(?:"
+#: ``\.{GAP}`` read backwards, on the reversed text: a comment, reversed, runs from a
+#: line end back to a ``#``.
+_DOT_BEHIND = re.compile(r"(?:\s|\\|(?<![^\r\n])[^\r\n]*#)*\.")
+
+
+def _parts(pattern: str) -> tuple[str, ...]:
+    """The two parts of a ``both`` pattern (``()`` for any other): where the separator
+    splits it into two regexes, that is its parse (a valid regex inside ``(?:...)`` is
+    one group, so no other split leaves two valid regexes)."""
+    guard = _GUARD.match(pattern)
+    body = pattern[guard.end():] if guard else _unmarked(pattern)
+    if not (body.startswith(_BOTH_OPEN) and body.endswith(")")):
+        return ()
+    inner = body[len(_BOTH_OPEN):-1]
+    at = inner.find(_BOTH_SEP)
+    while at >= 0:
+        a, b = inner[:at], inner[at + len(_BOTH_SEP):]
+        if _valid(a) and _valid(b):
+            return a, b
+        at = inner.find(_BOTH_SEP, at + 1)
+    return ()
+
+
+def _after_dot(pattern: str) -> str | None:
+    """``rest`` of a ``dotted(rest)`` pattern (``None`` for any other; see ``_parts``)."""
+    body = _unmarked(pattern)
+    if body.startswith(_DOTTED_OPEN) and body.endswith(")"):
+        rest = body[len(_DOTTED_OPEN):-1]
+        if _valid(rest):
+            return rest
+    return None
+
+
+def _unmarked(pattern: str) -> str:
+    for mark in _MARKS:
+        if pattern.startswith(mark):
+            return pattern[len(mark):]
+    return pattern
+
+
+def _valid(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _compiled(pattern: str) -> _Pattern:
     try:
         return _COMPILED[pattern]
     except KeyError:
-        guard = _GUARD.match(pattern)
-        literals = tuple(guard.group(1).split("|")) if guard else ()
-        _COMPILED[pattern] = entry = (re.compile(pattern), literals)
+        _COMPILED[pattern] = entry = _Pattern(pattern)
         return entry
 
 
-def _search(pattern: str, text: str) -> bool:
-    compiled, literals = _compiled(pattern)
-    if literals and not any(lit in text for lit in literals):
+def _search(pattern: str, texts: _Texts, memo: dict[str, bool]) -> bool:
+    """Whether ``pattern`` occurs in the text (``memo``: what is known of other patterns
+    in it). Where every match begins with one of a few literals (its ``_heads``), the
+    regex is tried only where one of them occurs (found by ``str.find`` in the lower-case
+    text, which has the same positions), instead of letting ``re`` try it at every
+    character that could begin one: a match of ``compiled.match(text, i)`` is exactly a
+    match of ``search`` that starts at ``i`` (lookbehinds and ``\\A`` see the whole
+    text). ``both`` and ``dotted`` patterns are taken apart (see there)."""
+    entry = _compiled(pattern)
+    text = texts.text
+    # (The guard's words are a clause of ``_needed``: the proofs have mostly looked.)
+    if entry.guard and not any(texts.has(lit, False) for lit in entry.guard):
         return False
-    return compiled.search(text) is not None
+    if entry.parts:
+        return all(_found(part, texts, memo) for part in entry.parts)
+    if entry.heads or entry.rest or entry.line_words:
+        lower = texts.lower
+        if lower is not None:
+            if entry.rest:
+                return _dotted_at_heads(entry.rest, texts, lower, entry.rest_heads)
+            if entry.line_words:
+                return _search_lines(entry.regex, text, lower, entry.line_words)
+            return _match_at_heads(entry.regex, text, lower, entry.heads)
+    return entry.regex.search(text) is not None
+
+
+def _search_lines(regex: re.Pattern[str], text: str, lower: str, words: tuple[str, ...]) -> bool:
+    """Whether ``regex``, none of whose matches spans a line break and each of which
+    holds one of ``words``, occurs in the text: searched only on the lines where one of
+    the words occurs (with the line's ``\\n``, so that what follows the line looks the
+    same to the regex; lookbehinds see the whole text)."""
+    search, find = regex.search, lower.find
+    searched: set[int] = set()
+    for word in words:
+        at = find(word)
+        while at >= 0:
+            start = text.rfind("\n", 0, at) + 1
+            end = text.find("\n", at) + 1 or len(text)
+            if start not in searched:
+                searched.add(start)
+                if search(text, start, end):
+                    return True
+            at = find(word, end)
+    return False
+
+
+def _found(pattern: str, texts: _Texts, memo: dict[str, bool]) -> bool:
+    key = _unmarked(pattern)  # a mark changes nothing the regex matches
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _search(pattern, texts, memo)
+    return found
+
+
+def _dotted_at_heads(rest: re.Pattern[str], texts: _Texts, lower: str, heads: tuple[str, ...]) -> bool:
+    """Whether ``dotted(rest)`` matches: ``rest`` at a head, and a dot and ``GAP`` right
+    before it (read backwards from there on the reversed text)."""
+    text, back = texts.text, texts.reversed
+    end = len(text)
+    match, behind, find = rest.match, _DOT_BEHIND.match, lower.find
+    for head in heads:
+        at = find(head)
+        while at >= 0:
+            if match(text, at) and behind(back, end - at):
+                return True
+            at = find(head, at + 1)
+    return False
+
+
+def _match_at_heads(regex: re.Pattern[str], text: str, lower: str, heads: tuple[str, ...]) -> bool:
+    match = regex.match
+    find = lower.find
+    for head in heads:
+        at = find(head)
+        while at >= 0:
+            if match(text, at):
+                return True
+            at = find(head, at + 1)
+    return False
 
 
 def normalize(requires: Sequence[object]) -> tuple[Requirement, ...]:
@@ -102,16 +272,12 @@ def normalize(requires: Sequence[object]) -> tuple[Requirement, ...]:
 
 def matches(requires: Sequence[Requirement], text: str, memo: dict[str, bool] | None = None) -> bool:
     """Whether every entry of ``requires`` occurs in ``text`` (see stage 1 above)."""
-    if memo is None:
-        memo = {}
+    return _matches(requires, _Texts(text), {} if memo is None else memo)
+
+
+def _matches(requires: Sequence[Requirement], texts: _Texts, memo: dict[str, bool]) -> bool:
     for entry in requires:
-        for pattern in ((entry,) if isinstance(entry, str) else entry):
-            found = memo.get(pattern)
-            if found is None:
-                found = memo[pattern] = _search(pattern, text)
-            if found:
-                break
-        else:
+        if not any(_found(p, texts, memo) for p in ((entry,) if isinstance(entry, str) else entry)):
             return False
     return True
 
@@ -210,9 +376,9 @@ def _stage1(rules: Sequence[T], text: str) -> list[T]:
     Cheapest first: a rule one of whose entries misses a word every match must contain
     (a substring test, see ``_layout_proof``) is out before any regex runs; the variants
     are made only for an entry whose regex fails on the text while its words are there."""
-    forms: list[str] = [text]
+    forms: list[_Texts] = [_Texts(text)]
     memos: list[dict[str, bool]] = [{}]
-    texts = _Texts(text)
+    texts = forms[0]
     proofs: dict[str, bool] = {}
 
     def proof(pattern: str) -> bool:
@@ -225,16 +391,16 @@ def _stage1(rules: Sequence[T], text: str) -> list[T]:
         return all(proof(p) for p in ((entry,) if isinstance(entry, str) else entry))
 
     def found(entry: Requirement) -> bool:
-        if matches((entry,), text, memos[0]):
+        if _matches((entry,), texts, memos[0]):
             return True
         rest = tuple(p for p in ((entry,) if isinstance(entry, str) else entry)
                      if not p.startswith(_MARKS) and not proof(p))
         if not rest:
             return False
         if len(forms) == 1:
-            forms.extend(token_variants(text))
+            forms.extend(map(_Texts, token_variants(text)))
             memos.extend(({}, {}))
-        return matches((rest,), forms[1], memos[1]) or matches((rest,), forms[2], memos[2])
+        return _matches((rest,), forms[1], memos[1]) or _matches((rest,), forms[2], memos[2])
 
     candidates = [r for r in rules if not any(proven_absent(e) for e in _requirements(r))]
     return [r for r in candidates if all(found(e) for e in _requirements(r))]
@@ -243,28 +409,57 @@ def _stage1(rules: Sequence[T], text: str) -> list[T]:
 _WORD = re.compile(r"\w+")
 
 
-class _Texts:
-    """The text, and (made once, if a case-insensitive word is asked about) its lower-case
-    form; ``None`` for a text that is not ASCII, where ``re``'s case folding is wider
-    than ``str.lower`` (``ſ`` matches ``s``) and no case-insensitive proof is made."""
+#: The only characters beyond ASCII that ``re`` matches case-insensitively to an ASCII
+#: letter (``ſ`` to ``s``, the Kelvin sign to ``k``, the dotted and dotless ``i``s), and
+#: ``İ`` is also the only character whose ``str.lower`` is two characters long
+#: (``tests/test_prefilter_anchors.py`` checks both over every code point).
+_FOLDS_TO_ASCII = "\u0130\u0131\u017f\u212a"
 
-    __slots__ = ("text", "_lower")
+
+class _Texts:
+    """The text, and (made once, if asked for) its lower-case ASCII form: ``None`` where
+    that could mislead, i.e. for a text holding one of ``_FOLDS_TO_ASCII``. Elsewhere
+    that form has the text's positions, and any case-insensitive match of ASCII letters
+    in the text is those letters, lower-cased, at the same place in it."""
+
+    __slots__ = ("text", "_lower", "_reversed", "_has")
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self._has: dict[tuple[str, bool], bool] = {}
         self._lower: str | None | bool = False
+        self._reversed: str | None = None
+
+    @property
+    def reversed(self) -> str:
+        if self._reversed is None:
+            self._reversed = self.text[::-1]
+        return self._reversed
 
     @property
     def lower(self) -> str | None:
         if self._lower is False:
-            self._lower = self.text.lower() if self.text.isascii() else None
+            text = self.text
+            if text.isascii():
+                self._lower = text.lower()
+            elif any(c in text for c in _FOLDS_TO_ASCII):
+                self._lower = None
+            else:  # ASCII letters lower-cased, every other character a ``?``: 3x faster
+                self._lower = text.encode("ascii", "replace").lower().decode("ascii")
         return self._lower  # type: ignore[return-value]
 
     def has(self, word: str, ignore_case: bool) -> bool:
-        if not ignore_case:
-            return word in self.text
-        lower = self.lower
-        return lower is None or word in lower
+        # Asked again and again: many patterns need the same words (the data names).
+        key = (word, ignore_case)
+        found = self._has.get(key)
+        if found is None:
+            if not ignore_case:
+                found = word in self.text
+            else:
+                lower = self.lower
+                found = lower is None or word in lower
+            self._has[key] = found
+        return found
 
 
 def _layout_proof(pattern: str, texts: _Texts) -> bool:
@@ -288,7 +483,18 @@ def _needed(pattern: str) -> tuple[frozenset[tuple[str, bool]], ...]:
     guard = _GUARD.match(pattern)
     if guard:  # the pattern's own promise: every match holds one of these literals
         clauses.append({(lit, False) for lit in guard.group(1).split("|")})
-    return tuple(frozenset(c) for c in clauses)
+    return tuple(frozenset(_fewest(c)) for c in clauses)
+
+
+def _fewest(clause: set[tuple[str, bool]]) -> set[tuple[str, bool]]:
+    """``clause`` without the words that hold another of its words (``validation``
+    beside ``val``): where one is in the text, so is the other, so they decide nothing,
+    and each costs a scan of the text."""
+    def implies(w: tuple[str, bool], v: tuple[str, bool]) -> bool:
+        (word, ci), (other, other_ci) = w, v
+        return w != v and (other_ci or not ci) and other in (word.lower() if other_ci else word)
+
+    return {w for w in clause if not any(implies(w, v) for v in clause)}
 
 
 def _clauses(items: list, ignore_case: bool) -> list[set[tuple[str, bool]]]:
@@ -316,6 +522,8 @@ def _clauses(items: list, ignore_case: bool) -> list[set[tuple[str, bool]]]:
             out += _clauses(list(sub), inner)
         elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[0] >= 1:
             out += _clauses(list(arg[2]), ignore_case)
+        elif op is c.ASSERT:  # a lookahead or lookbehind: its text is there too
+            out += _clauses(list(arg[1]), ignore_case)
         elif op is c.BRANCH:
             per_branch = [_clauses(list(b), ignore_case) for b in arg[1]]
             if all(per_branch):
@@ -329,6 +537,175 @@ def _clauses(items: list, ignore_case: bool) -> list[set[tuple[str, bool]]]:
 
 def _strength(clause: set[tuple[str, bool]]) -> tuple[int, int]:
     return min(len(w) for w, _ in clause), -len(clause)
+
+
+#: At most this many heads per pattern (each costs a ``str.find`` over the text).
+_MAX_HEADS = 16
+
+
+@functools.lru_cache(maxsize=None)
+def _heads(pattern: str) -> tuple[str, ...]:
+    """Lower-case literals one of which begins every match of ``pattern`` (``()`` when
+    no such set is known): the literal text its matches open with, through groups and
+    alternatives, small character classes (``[vV]``) and zero-width assertions, in lower
+    case (so one set serves case-sensitive and case-insensitive parts alike). A head
+    that begins with another head is left out: the shorter one finds it."""
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - an unforeseen form: no shortcut, just slower
+        return ()
+    heads, _ = _openings(list(parsed), {""})
+    if "" in heads:
+        return ()
+    short_first = sorted(heads, key=lambda h: (len(h), h))
+    return tuple(h for i, h in enumerate(short_first)
+                 if not any(h.startswith(g) for g in short_first[:i]))
+
+
+def _literal_lead(pattern: str) -> str:
+    """The case-sensitive literal text ``pattern`` opens with (lower-cased), which ``re``
+    itself scans for quickly."""
+    parsed = _sre_parse.parse(pattern)
+    if parsed.state.flags & re.IGNORECASE:
+        return ""
+    lead = []
+    for op, arg in parsed:
+        if op is not _sre_constants.LITERAL:
+            break
+        lead.append(chr(arg))
+    return "".join(lead).lower()
+
+
+def _openings(items: list, heads: set[str]) -> tuple[set[str], bool]:
+    """``heads`` extended by what ``items`` must open with, and whether all of ``items``
+    was literal (so what follows may extend the heads further)."""
+    c = _sre_constants
+    for op, arg in items:
+        if op is c.AT and arg in (c.AT_BEGINNING, c.AT_BEGINNING_STRING):
+            return {""}, False  # ``re`` tries such a pattern at the start only
+        if op in (c.ASSERT, c.ASSERT_NOT, c.AT):
+            continue  # zero-width: the match goes on from the same place
+        if op is c.SUBPATTERN:
+            heads, whole = _openings(list(arg[3]), heads)
+            if not whole:
+                return heads, False
+            continue
+        if op is c.BRANCH:
+            per_branch = [_openings(list(b), heads) for b in arg[1]]
+            branched = set().union(*(h for h, _ in per_branch))
+            if len(branched) > _MAX_HEADS:
+                return heads, False  # too many: what came before still begins each match
+            heads = branched
+            if not all(whole for _, whole in per_branch):
+                return heads, False
+            continue
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[:2] == (0, 1):  # ``x?``: with or without
+            taken, whole = _openings(list(arg[2]), heads)
+            if len(heads | taken) > _MAX_HEADS:
+                return heads, False
+            heads = heads | taken
+            if not whole:
+                return heads, False
+            continue
+        chars = _literal_chars(op, arg)
+        if not chars or len(heads) * len(chars) > _MAX_HEADS:
+            return heads, False
+        heads = {h + ch for h in heads for ch in chars}
+    return heads, True
+
+
+def _literal_chars(op: object, arg: object) -> set[str] | None:
+    """The lower-case ASCII characters a literal or a small class matches (``None`` for
+    anything else: beyond ASCII, case folding is not ``str.lower``)."""
+    c = _sre_constants
+    if op is c.LITERAL:
+        codes = [arg]
+    elif op is c.IN and all(o is c.LITERAL for o, _ in arg) and len(arg) <= 4:  # type: ignore[union-attr]
+        codes = [a for _, a in arg]  # type: ignore[union-attr]
+    else:
+        return None
+    if not all(isinstance(code, int) and code < 128 for code in codes):
+        return None
+    return {chr(code).lower() for code in codes}
+
+
+@functools.lru_cache(maxsize=None)
+def _line_words(pattern: str) -> tuple[str, ...]:
+    """For a ``pattern`` none of whose matches can span a line break, lower-case words
+    one of which each match holds (the strongest clause of ``_needed``, each word that
+    holds another one left out); ``()`` for any other pattern."""
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - an unforeseen form: no shortcut, just slower
+        return ()
+    items = list(parsed)
+    if items[:1] in ([(_sre_constants.AT, _sre_constants.AT_BEGINNING)],
+                     [(_sre_constants.AT, _sre_constants.AT_BEGINNING_STRING)]):
+        return ()  # ``re`` tries it at the start only
+    if not _within_a_line(items, parsed.state.flags):
+        return ()
+    clauses = [{w.lower() for w, _ in clause} for clause in _needed(pattern)]
+    clauses = [{w for w in c if not any(v != w and v in w for v in c)} for c in clauses]
+    if not clauses:
+        return ()
+    return tuple(sorted(max(clauses, key=lambda c: _strength({(w, True) for w in c}))))
+
+
+#: Character categories of ``re`` that hold no line break.
+_NO_BREAK_CATEGORIES = frozenset(
+    getattr(_sre_constants, f"CATEGORY_{prefix}{name}")
+    for prefix in ("", "UNI_", "LOC_") for name in ("DIGIT", "NOT_SPACE", "WORD", "NOT_LINEBREAK")
+    if hasattr(_sre_constants, f"CATEGORY_{prefix}{name}")
+)
+
+
+def _within_a_line(items: list, flags: int) -> bool:
+    """Whether no match of the parsed ``items`` (lookarounds included) can hold a
+    ``\\n``, nor depends on where the text ends (``$``, ``\\Z``)."""
+    c = _sre_constants
+    newline = ord("\n")
+    for op, arg in items:
+        if op is c.LITERAL:
+            ok = arg != newline
+        elif op is c.NOT_LITERAL:
+            ok = arg == newline
+        elif op is c.ANY:
+            ok = not flags & re.DOTALL
+        elif op is c.IN:
+            ok = not _class_holds_newline(arg)
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            ok = _within_a_line(list(arg[2]), flags)
+        elif op is c.SUBPATTERN:
+            _group, add_flags, del_flags, sub = arg
+            ok = _within_a_line(list(sub), (flags | add_flags) & ~del_flags)
+        elif op is c.BRANCH:
+            ok = all(_within_a_line(list(b), flags) for b in arg[1])
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            ok = _within_a_line(list(arg[1]), flags)
+        elif op is c.AT:
+            ok = arg not in (c.AT_END, c.AT_END_STRING)
+        else:
+            ok = False  # back-references, atomic groups...: not worth knowing
+        if not ok:
+            return False
+    return True
+
+
+def _class_holds_newline(items: list) -> bool:
+    c = _sre_constants
+    newline = ord("\n")
+    negated = bool(items) and items[0][0] is c.NEGATE
+    held = False
+    for op, arg in items[negated:]:
+        if op is c.LITERAL:
+            held |= arg == newline
+        elif op is c.RANGE:
+            held |= arg[0] <= newline <= arg[1]
+        elif op is c.CATEGORY:
+            held |= arg not in _NO_BREAK_CATEGORIES
+        else:
+            return True  # unforeseen: assume the worst
+    return held != negated
 
 
 def _requirements(rule: object) -> tuple[Requirement, ...]:

@@ -26,7 +26,7 @@ from mllint.gates.grads import BACKWARD_FUNCTIONS, EXTRA_OPTIMIZERS, OPTIMIZER_B
 from mllint.gates.grads import OPTIMIZER_PARAM as _OPTIMIZER_PARAM
 from mllint.gates.grads import CLEARING_NAME as _CLEARING_NAME
 from mllint.gates.grads import GRAD_ZEROING_FUNCTIONS, GRAD_ZEROING_METHODS
-from mllint.prefilter import GAP, any_layout
+from mllint.prefilter import GAP, any_layout, dotted
 from mllint.project.roles import Role
 
 #: Text every backward call this module recognises leaves in a file: a ``.backward``
@@ -35,11 +35,11 @@ from mllint.project.roles import Role
 #: prefilter signs, written for any layout (``GAP`` between tokens, comments inside a
 #: bracketed import), so the prefilter needs no normalised copies of the text for them.
 BACKWARD_SIGNS = (
-    any_layout(rf"\.{GAP}backward\b"),
+    any_layout(dotted(r"backward\b")),
     any_layout(rf"from(?:\s|\\)+torch{GAP}\.{GAP}autograd(?:\s|\\)+import(?:[^;#]|#[^\r\n]*(?![^\r\n]))*?\bbackward\b"),
 )
 BACKWARD_TEXT = "|".join(BACKWARD_SIGNS)
-STEP_TEXT = any_layout(rf"\.{GAP}step\b")
+STEP_TEXT = any_layout(dotted(r"step\b"))
 #: Wrappers that return the optimizer they are given (accelerate, fabric, apex, horovod).
 OPTIMIZER_WRAPPERS = frozenset({"prepare", "prepare_optimizer", "setup_optimizers", "DistributedOptimizer"})
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from mllint.prefilter import GAP, any_layout, as_written, guarded
+from mllint.prefilter import GAP, any_layout, as_written, both, dotted, guarded
 
 Pos = tuple[int, int]
 
@@ -108,18 +108,6 @@ FLAG_IF_RE = re.compile(FLAG_IF)
 # -- the rules' REQUIRES pieces (file-wide) ------------------------------------------------
 
 
-def _both(a: tuple[str, str], b: tuple[str, str]) -> str:
-    r"""Both ``lead+rest`` patterns occur somewhere in the file, in any order or overlap.
-
-    Anchored at the start and greedy: ``re`` tries the pattern once, jumps to the end and
-    steps back only to the characters a lead starts with. (Unanchored, ``a.*b`` is tried
-    again from every ``a`` when there is no ``b``, each time to the end of the file:
-    quadratic, 3 s for a 400 KB file of training loops without ``.eval()``; lazy
-    ``\A(?=.*?a)`` is linear but steps through the file char by char.)"""
-    (la, ra), (lb, rb) = a, b
-    return rf"\A(?=(?s:.*){la}{ra})(?s:.*){lb}{rb}"
-
-
 #: What may stand between a callee and its ``(``: spaces, and - inside brackets - line
 #: breaks, comments and backslash continuations (``(runner\n .evaluate  # x\n (m, l))``).
 #: A superset of Python's layout there, so a prefilter built on it stays sound; its three
@@ -166,7 +154,7 @@ EVAL_SIGN = "|".join(EVAL_SIGNS)
 #: physical lines by the analysis).
 NO_GRAD_SIGN = as_written(guarded(
     ("no_grad", "inference_mode", "set_grad_enabled"),  # what every ``with`` part names
-    _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("for"), _FOR_DATA_REST)),
+    both(FOR_DATA, WITH_NO_GRAD),
 ))
 #: ``with torch.no_grad():`` and an ``if`` that tests held-out data on its line
 #: (``if val_ds is not None:``): an evaluation that a held-out test guards.
@@ -174,12 +162,12 @@ IF_VAL = rf"{_kw('if')}\b[^\n]*?{VAL_WORD}"
 IF_VAL_RE = re.compile(IF_VAL)
 GUARDED_NO_GRAD_SIGN = as_written(guarded(
     ("no_grad", "inference_mode", "set_grad_enabled"),
-    _both((_kw("with"), _WITH_NO_GRAD_REST), (_kw("if"), rf"\b[^\n]*?{VAL_WORD}")),
+    both(WITH_NO_GRAD, IF_VAL),
 ))
 #: ``model.eval()`` (in any layout) and a loop over batches (on its line).
 MODE_SIGN = as_written(guarded(
     ("eval", "train"),  # what every ``.eval(``/``.train(`` part names
-    _both((r"\.", rf"{GAP}(?:eval|train){GAP}\("), (_kw("for"), _FOR_DATA_REST)),
+    both(FOR_DATA, dotted(rf"(?:eval|train){GAP}\(")),
 ))
 FOR_VAL_RE = re.compile(FOR_VAL)
 WHILE_VAL_RE = re.compile(WHILE_VAL)
