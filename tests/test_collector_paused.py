@@ -1,4 +1,5 @@
-"""``engine.lint.lint_text`` pauses the cyclic garbage collector for one file only."""
+"""``engine.lint.lint_text`` and the prefilter's gates pause the cyclic garbage collector
+for one file only."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import gc
 
 import pytest
 
+from mllint import prefilter
 from mllint.engine import lint
 from mllint.registry import all_rules
 
@@ -46,3 +48,35 @@ def test_a_caller_that_paused_it_keeps_it_paused():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_paused_while_the_gates_judge_a_file_and_resumed_after(monkeypatch):
+    seen = []
+    real_parse, real_gate = prefilter.python_tree, prefilter._gate_admits
+
+    def parse(text):
+        seen.append(("parse", gc.isenabled()))
+        return real_parse(text)
+
+    def gate(spec, tree, project):
+        seen.append((spec.rpartition(":")[2], gc.isenabled()))
+        return real_gate(spec, tree, project)
+
+    monkeypatch.setattr(prefilter, "python_tree", parse)
+    monkeypatch.setattr(prefilter, "_gate_admits", gate)
+    assert gc.isenabled()
+    passed = prefilter.admitted(all_rules(), CODE)
+    assert ("parse", False) in seen and ("may_flag", False) in seen
+    assert all(enabled is False for _, enabled in seen)
+    assert gc.isenabled()
+    assert "ML001" in {r.code for r in passed}
+
+
+def test_resumed_when_a_gate_raises_past_its_guard(monkeypatch):
+    def crash(spec, tree, project):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prefilter, "_gate_admits", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prefilter.admitted(all_rules(), CODE)
+    assert gc.isenabled()

@@ -36,6 +36,8 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 from typing import Callable, Protocol, Sequence, Tuple, TypeVar, Union
 
+from mllint.collector import collector_paused
+
 Gate = Callable[[ast.Module], bool]
 #: One ``REQUIRES`` entry: a regex, or a tuple of regexes any one of which suffices.
 Requirement = Union[str, Tuple[str, ...]]
@@ -719,11 +721,12 @@ def admitted(rules: Sequence[T], text: str, file: str | None = None) -> list[T]:
     passed = _stage1(rules, text)
     if not any(r.gate for r in passed):
         return passed
-    tree = python_tree(text)
-    if tree is None:
-        return passed
-    project = _LazyProject(file, tree, text)
-    return [r for r in passed if not r.gate or _gate_admits(r.gate, tree, project)]
+    with collector_paused():
+        tree = python_tree(text)
+        if tree is None:
+            return passed
+        project = _LazyProject(file, tree, text)
+        return [r for r in passed if not r.gate or _gate_admits(r.gate, tree, project)]
 
 
 class _LazyProject:

@@ -6,18 +6,17 @@ The engine knows rules only through the ``Rule`` interface; it never names one.
 from __future__ import annotations
 
 import ast
-import gc
 import sys
 import threading
 import traceback
-from contextlib import contextmanager
 from dataclasses import replace
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
 from mllint import noqa
+from mllint.collector import collector_paused
 from mllint.engine.libcst_support import fast_paths_enabled
 from mllint.notebook import is_notebook, map_result, read_notebook
 from mllint.prefilter import admitted, python_syntax_error
@@ -151,26 +150,6 @@ def lint_text(
     (empty: no such report)."""
     with collector_paused():
         return on_deep_stack(lambda: _lint_text(path, text, rules, prefilter, file, unused_noqa))
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector, paused while one file is linted.
-
-    Parsing and the metadata allocate hundreds of thousands of objects per file, which
-    set off full collections that walk the whole heap, the live tree included, and find
-    almost nothing: the tree holds no cycles, and what does (scopes, visitors) lives
-    until the file is done. Paused, the file's garbage is collected in one pass after
-    it (the collector's counts keep running), instead of in thousands of passes during.
-    """
-    if not gc.isenabled():  # paused already, e.g. by a caller: leave it so
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _lint_text(path: str, text: str, rules: Sequence[type[Rule]], prefilter: bool,
