@@ -17,6 +17,13 @@ from mllint.prefilter import _heads, _requirements, _search, _Texts
 from mllint.registry import all_rules
 
 
+@pytest.fixture(autouse=True)
+def _plans_for_every_text(monkeypatch):
+    """The shortcuts are for large texts; here every text takes them (see the last tests
+    for the plain search of small texts)."""
+    monkeypatch.setattr(prefilter, "_PLAIN_BELOW", 0)
+
+
 def _found(pattern: str, text: str) -> bool:
     prefilter._COMPILED.pop(pattern, None)
     return _search(pattern, _Texts(text), {})
@@ -75,12 +82,12 @@ def test_the_shortcut_finds_what_search_finds(pattern, text, expected):
 
 
 def test_heads_are_used_where_re_has_no_literal_lead():
-    assert prefilter._compiled(r"(?:save|ckpt)\(").heads == ("ckpt(", "save(")
-    assert prefilter._compiled(r"(?i:val|test)x").heads == ("valx", "testx")
-    assert prefilter._compiled(r"(?i:loss)x").heads == ("lossx",)
+    assert prefilter._compiled(r"(?:save|ckpt)\(").plan.heads == ("ckpt(", "save(")
+    assert prefilter._compiled(r"(?i:val|test)x").plan.heads == ("valx", "testx")
+    assert prefilter._compiled(r"(?i:loss)x").plan.heads == ("lossx",)
     # ``re`` scans for a literal lead, or a single character, as fast by itself.
-    assert prefilter._compiled(r"for(?<!\wfor)\s").heads == ()
-    assert prefilter._compiled(r"\((?:a|b)+").heads == ()
+    assert prefilter._compiled(r"for(?<!\wfor)\s").plan.heads == ()
+    assert prefilter._compiled(r"\((?:a|b)+").plan.heads == ()
 
 
 def _rule_patterns() -> list[str]:
@@ -259,7 +266,7 @@ LINE_CASES = [
 
 @pytest.mark.parametrize("text, expected", LINE_CASES)
 def test_line_by_line_finds_what_search_finds(text, expected):
-    assert prefilter._compiled(LINE_PATTERN).line_words == ("dev", "val")
+    assert prefilter._compiled(LINE_PATTERN).plan.line_words == ("dev", "val")
     assert (re.search(LINE_PATTERN, text) is not None) == expected
     assert _found(LINE_PATTERN, text) == expected
 
@@ -291,6 +298,19 @@ def test_a_word_is_found_in_any_spelling_the_text_has():
 
 
 def test_no_shortcut_where_re_scans_for_a_literal_lead_itself():
-    assert prefilter._compiled(r"\n(?:for|while)\b").heads == ()
-    assert prefilter._compiled(r"with\b[^\n]*?(?:no_grad|inference_mode)").line_words == ()
-    assert prefilter._compiled(r"if\b[^\n]*?(?i:val|test)").line_words == ("test", "val")
+    assert prefilter._compiled(r"\n(?:for|while)\b").plan.heads == ()
+    assert prefilter._compiled(r"with\b[^\n]*?(?:no_grad|inference_mode)").plan.line_words == ()
+    assert prefilter._compiled(r"if\b[^\n]*?(?i:val|test)").plan.line_words == ("test", "val")
+
+
+def test_a_small_text_is_searched_plainly_without_working_out_a_plan(monkeypatch):
+    monkeypatch.setattr(prefilter, "_PLAIN_BELOW", 100)
+    pattern = r"(?:save(?<!\wsave)|ckpt)\w*\("
+    prefilter._COMPILED.pop(pattern, None)
+    assert _search(pattern, _Texts("torch.save(m, p)\n"), {})
+    assert not _search(pattern, _Texts("unsave(m)\n"), {})
+    assert prefilter._COMPILED[pattern]._plan is None
+    # A large text is searched with the plan, and finds the same.
+    assert _search(pattern, _Texts("x = 1\n" * 30 + "ckpt_save(m)\n"), {})
+    assert prefilter._COMPILED[pattern]._plan is not None
+    assert not _search(pattern, _Texts("x = 1\n" * 30 + "unsave(m)\n"), {})

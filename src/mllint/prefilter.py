@@ -85,14 +85,32 @@ def guarded(literals: Sequence[str], pattern: str) -> str:
 
 
 class _Pattern:
-    """A compiled ``REQUIRES`` regex with what makes it cheap to search (see ``_search``)."""
+    """A compiled ``REQUIRES`` regex with what makes it cheap to search (see ``_search``).
+    What takes parsing the regex is worked out on first use on a large text, so that a
+    run over a few small files (pre-commit) does not pay for it."""
 
-    __slots__ = ("regex", "guard", "heads", "parts", "rest", "rest_heads", "line_words")
+    __slots__ = ("pattern", "regex", "guard", "_plan")
 
     def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
         self.regex = re.compile(pattern)
         guard = _GUARD.match(pattern)
         self.guard: tuple[str, ...] = tuple(guard.group(1).split("|")) if guard else ()
+        self._plan: _Plan | None = None
+
+    @property
+    def plan(self) -> _Plan:
+        if self._plan is None:
+            self._plan = _Plan(self.pattern)
+        return self._plan
+
+
+class _Plan:
+    """How to search a pattern without trying it at every character (see ``_search``)."""
+
+    __slots__ = ("heads", "parts", "rest", "rest_heads", "line_words")
+
+    def __init__(self, pattern: str) -> None:
         # Measured on the corpus, pattern by pattern: where ``re`` has a literal lead to
         # scan for (``for(?<!\wfor)``, ``\n(?:for|while)``), it rejects most places at once
         # and heads do not pay; a short lead (``if``) is so frequent that searching only
@@ -105,6 +123,11 @@ class _Pattern:
         self.rest_heads = _heads(rest) if rest is not None else ()
         self.rest = re.compile(rest) if self.rest_heads else None
         self.line_words = _line_words(pattern) if not self.heads and len(lead) < 3 else ()
+
+
+#: Texts shorter than this are searched with the plain regex: on them a search costs
+#: less than working out a pattern's plan (about ten milliseconds for all of them).
+_PLAIN_BELOW = 16_384
 
 
 #: How ``both`` writes "both occur": anchored at the start and greedy, ``re`` tries it
@@ -199,16 +222,19 @@ def _search(pattern: str, texts: _Texts, memo: dict[str, bool]) -> bool:
     # (The guard's words are a clause of ``_needed``: the proofs have mostly looked.)
     if entry.guard and not any(texts.has(lit, False) for lit in entry.guard):
         return False
-    if entry.parts:
-        return all(_found(part, texts, memo) for part in entry.parts)
-    if entry.heads or entry.rest or entry.line_words:
+    if len(text) < _PLAIN_BELOW:
+        return entry.regex.search(text) is not None
+    plan = entry.plan
+    if plan.parts:
+        return all(_found(part, texts, memo) for part in plan.parts)
+    if plan.heads or plan.rest or plan.line_words:
         lower = texts.lower
         if lower is not None:
-            if entry.rest:
-                return _dotted_at_heads(entry.rest, texts, lower, entry.rest_heads)
-            if entry.line_words:
-                return _search_lines(entry.regex, text, lower, entry.line_words)
-            return _match_at_heads(entry.regex, text, lower, entry.heads)
+            if plan.rest:
+                return _dotted_at_heads(plan.rest, texts, lower, plan.rest_heads)
+            if plan.line_words:
+                return _search_lines(entry.regex, text, lower, plan.line_words)
+            return _match_at_heads(entry.regex, text, lower, plan.heads)
     return entry.regex.search(text) is not None
 
 
