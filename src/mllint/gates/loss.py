@@ -80,8 +80,11 @@ def _accumulated_values(tree: ast.Module) -> list[ast.expr]:
     out: list[ast.expr] = []
     # A meter's method may sum what it is given: ``update``/``add`` of a known meter, or
     # a method of a class of this module that accumulates on ``self`` (every argument).
+    # (Only a method some call names can be one: the others are not looked into.)
+    called = {c.func.attr for c in of_type(tree, ast.Call) if isinstance(c.func, ast.Attribute)}
     methods = {f.name for c in of_type(tree, ast.ClassDef) for f in c.body
-               if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and _accumulates_on_self(f)}
+               if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name in called
+               and _accumulates_on_self(f)}
     meter_methods = (methods | KNOWN_METER_METHODS) - set(ACCUMULATING_METHODS)
     for node in of_type(tree, ast.AugAssign, ast.Assign, ast.Call):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
