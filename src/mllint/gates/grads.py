@@ -19,7 +19,7 @@ import ast
 import re
 from typing import TYPE_CHECKING
 
-from mllint.gates.resolve import Imports, dotted, of_type, parents as parents_of
+from mllint.gates.resolve import Imports, dotted, enclosing, of_type, parents
 from mllint.optimizer_names import is_optimizer_constructor
 from mllint.prefilter import project_aware
 from mllint.project.roles import Role
@@ -154,7 +154,6 @@ _CLEARING_CALLS = GRAD_ZEROING_METHODS | {"zero_grad"} | {
 
 
 def _every_step_cleared(tree: ast.Module, calls: list[ast.Call], imports: Imports) -> bool:
-    parents = parents_of(tree)
     defined = {f.name for f in of_type(tree, ast.FunctionDef, ast.AsyncFunctionDef)}
     clears: dict[str, list[ast.Call]] = {}
     for call in calls:
@@ -164,13 +163,13 @@ def _every_step_cleared(tree: ast.Module, calls: list[ast.Call], imports: Import
                 clears.setdefault(receiver, []).append(call)
     for call in calls:
         if isinstance(call.func, ast.Attribute) and call.func.attr == "step":
-            if not _step_cleared(call, tree, parents, defined, clears, imports):
+            if not _step_cleared(call, tree, defined, clears, imports):
                 return False
     return True
 
 
-def _step_cleared(call: ast.Call, tree: ast.Module, parents: dict[ast.AST, ast.AST],
-                  defined: set[str], clears: dict[str, list[ast.Call]], imports: Imports) -> bool:
+def _step_cleared(call: ast.Call, tree: ast.Module, defined: set[str],
+                  clears: dict[str, list[ast.Call]], imports: Imports) -> bool:
     receiver = dotted(call.func.value)  # type: ignore[attr-defined]
     if receiver is None:
         return False
@@ -189,34 +188,21 @@ def _step_cleared(call: ast.Call, tree: ast.Module, parents: dict[ast.AST, ast.A
         stepped = [receiver, dotted(call.args[0])]
     if None in stepped or any(isinstance(a, ast.Starred) for a in call.args):
         return False
-    ancestors = _ancestors(call, parents)
+    ancestors = enclosing(call, tree)
     loop = next((a for a in ancestors if isinstance(a, _LOOPS)), None)
     inside = ancestors[: ancestors.index(loop)] if loop is not None else ancestors
     if any(isinstance(a, (ast.If, ast.IfExp, *_COMPREHENSIONS)) for a in inside):
         return False
     function = ancestors[-1] if ancestors and isinstance(ancestors[-1], _FUNCTIONS) else None
     for name in stepped:
-        if not any(_clear_in(c, function, loop, parents) for c in clears.get(name, ())):  # type: ignore[arg-type]
+        if not any(_clear_in(c, function, loop, tree) for c in clears.get(name, ())):  # type: ignore[arg-type]
             return False
-    return not _may_clear_before(call, parents, defined)
-
-
-def _ancestors(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> list[ast.AST]:
-    """From the parent of ``node`` up to its function (included) or the module (not)."""
-    out: list[ast.AST] = []
-    while node in parents:
-        node = parents[node]
-        if isinstance(node, ast.Module):
-            break
-        out.append(node)
-        if isinstance(node, _FUNCTIONS):
-            break
-    return out
+    return not _may_clear_before(call, tree, defined)
 
 
 def _clear_in(clear: ast.Call, function: ast.AST | None, loop: ast.AST | None,
-              parents: dict[ast.AST, ast.AST]) -> bool:
-    ancestors = _ancestors(clear, parents)
+              tree: ast.Module) -> bool:
+    ancestors = enclosing(clear, tree)
     mine = ancestors[-1] if ancestors and isinstance(ancestors[-1], _FUNCTIONS) else None
     return mine is function and (loop is None or loop in ancestors)
 
@@ -237,16 +223,17 @@ def _bound_to_optimizer(tree: ast.Module, name: str, imports: Imports) -> bool:
     return False
 
 
-def _may_clear_before(call: ast.Call, parents: dict[ast.AST, ast.AST], defined: set[str]) -> bool:
+def _may_clear_before(call: ast.Call, tree: ast.Module, defined: set[str]) -> bool:
     """Whether something between the step and the backward before it may clear the
     gradients (``MissingZeroGrad._check_cleared_before_step``)."""
-    statement = parents.get(call)
+    up = parents(tree)
+    statement = up.get(call)
     if not isinstance(statement, ast.Expr):
         return False  # the rule looks only at a step that is a statement of its own
     current: ast.AST = statement
     line = statement.lineno
     while True:
-        block = parents.get(current)
+        block = up.get(current)
         body = _block_of(block, current)
         if body is None:
             return False

@@ -20,7 +20,7 @@ import re
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from mllint.gates.resolve import Imports, dotted, of_type, parents, returns_of
+from mllint.gates.resolve import Imports, dotted, enclosing, of_type, returns_of
 from mllint.prefilter import project_aware
 
 if TYPE_CHECKING:
@@ -139,16 +139,13 @@ def _autograd_off(statement: ast.stmt, tree: ast.Module) -> bool:
     ML004 does not report ``t += loss`` there (the sum is a new tensor without a graph;
     ``CodeIndex.grad_mode`` answers DISABLED for these). Any other ``with`` on the way
     out may switch autograd itself (an alias of ``enable_grad``): then no answer."""
-    up = parents(tree)
     child: ast.AST = statement
-    node = up.get(statement)
-    while node is not None and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                     ast.Lambda, ast.ClassDef, ast.Module)):
+    for node in enclosing(statement, tree):
         if isinstance(node, (ast.With, ast.AsyncWith)) and child in node.body:
             first = node.items[0].context_expr
             callee = first.func if isinstance(first, ast.Call) else first
             return bool(_GRAD_OFF_WRITTEN.match(dotted(callee) or ""))
-        child, node = node, up.get(node)
+        child = node
     return False
 
 

@@ -64,6 +64,21 @@ def parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
     return tree._mllint_parents  # type: ignore[attr-defined]
 
 
+def enclosing(node: ast.AST, tree: ast.AST) -> list[ast.AST]:
+    """The nodes around ``node``, innermost first, up to its function or lambda (included)
+    or the module (left out)."""
+    up = parents(tree)
+    out: list[ast.AST] = []
+    while node in up:
+        node = up[node]
+        if isinstance(node, ast.Module):
+            break
+        out.append(node)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            break
+    return out
+
+
 def returns_of(tree: ast.AST, func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Return]:
     """The ``return`` statements of ``func`` itself (not of functions nested in it)."""
     nodes(tree)
