@@ -7,25 +7,32 @@ and ML007 also about a call of an evaluation-named function it cannot see into
 gate restates those conditions over ``ast`` and drops, never adds, the parts it cannot
 decide cheaply, so it answers True whenever the analysis could find a pass:
 
-* the callee may be a model: its name says so (``is_model_name``), the module assigns
-  that name somewhere (only an assignment lets the analysis judge a name by its value),
-  or it is a parameter of its function (judged by what the callers pass);
-  for ``recv.method(args)`` with a ``method`` some class of the module defines, the same
-  of ``recv`` (``model.predict(x)``);
+* the callee may be a model: its name says so (``is_model_name``), an assignment of that
+  name here or in a scope around it (where ``origins`` looks; only an assignment lets the
+  analysis judge a name by its value), or it is a parameter of a function the module
+  calls (judged by what the callers pass); for ``recv.method(args)`` with a ``method``
+  of a class the module builds (``Net(...)``, or a base class of it in the module), the
+  same of ``recv`` (``model.predict(x)``);
 * a sign of evaluation may hold: a loop around the call (the comprehension's or
   statement's own, within the same function) iterates a name that ``is_val_name``
-  accepts and none that ``is_train_name`` accepts (any string constant counts as
-  maybe held-out: the analysis reads strings' source text, which ``ast`` does not keep);
-  the function is named like an evaluation (``is_eval_function``) and takes data or
-  loops; a loop-less call's first argument is named like held-out data; or, in a loop,
-  an enclosing ``with`` that may switch autograd off (ML002, ML007) or any
+  accepts and none that ``is_train_name`` accepts (a string constant counts when its
+  text may name held-out data: the analysis reads strings' source text, which ``ast``
+  does not keep); the function is named like an evaluation (``is_eval_function``) and
+  takes data or loops; a loop-less call's first argument is named like held-out data;
+  or, in a loop, an enclosing ``with`` that may switch autograd off (ML002, ML007) or any
   ``.eval()``/``.train(...)`` call in the module (ML003, ML007); or, in a loop, a
-  function with an ``if`` that tests one of its parameters (``if train:``, ``if not p:``,
-  ``if p == "train":``), which a shared train/eval loop switched by a flag needs; or, for
-  a call outside any loop in a function, any of these signs at a call of a function of
-  that name (with arguments) from a loop (a helper such as ``self._forward_pass(x)``),
-  or such a call from a loop that hands on a parameter of its function (a flag handed
-  on to a switched batch function: ``self._run_batch(x, y, train)``).
+  function that may be a switched train/eval loop (it tests a parameter in an ``if`` or
+  hands one on, the module calls it, and something in the module may train); or, for a
+  call outside any loop in a function that may return its output, any of these signs
+  but the flag at a call of a function of that name (with arguments) from a loop (a
+  helper such as ``self._forward_pass(x)``), or, in a function that may be switched,
+  such a call from a loop of a switched function that hands on a parameter (a flag
+  handed on to a switched batch function: ``self._run_batch(x, y, train)``).
+
+ML007's calls of evaluation functions count when the function is not the module's own
+(``helper_of``) and an argument may be training data: named so, assigned where the
+analysis looks, or anything when something in the module may train (the data a training
+loop iterates is training data).
 
 Left out (each only ever rejects a pass, so leaving it out keeps the gate sound): the
 textual line checks, training inside the loop through helpers, synthetic inputs,
@@ -36,18 +43,20 @@ framework hook (``validation_step``) is skipped exactly as the analysis skips it
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mllint.analysis.validation.names import (
     _FRAMEWORK_HOOKS,
+    AUTOGRAD_CALLS,
     TRAIN_METHODS,
     is_eval_function,
     is_model_name,
     is_train_name,
     is_val_name,
 )
-from mllint.gates.resolve import dotted
+from mllint.gates.resolve import dotted, parents
 
 #: Callees whose ``with`` block may switch autograd off (``torch.no_grad`` and kin), by
 #: their last name; imports that rename them are resolved below.
@@ -69,7 +78,7 @@ ML007_SIGNS = DATA | FUNCTION | NO_GRAD | EVAL_MODE | FLAG
 class _Loop:
     #: Dotted names in the iterated expression (as ``facts._words`` yields them).
     words: tuple[str, ...]
-    #: The expression holds a string constant (its source text might name held-out data).
+    #: The expression holds a string constant whose source text may name held-out data.
     strings: bool
     #: A call in it (same function) surely trains: ``x.backward()``, ``opt.step()``.
     trains: bool = False
@@ -80,14 +89,54 @@ class _Loop:
         return self.strings or any(is_val_name(w) for w in self.words)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Scope:
+    """A function or the module: the analysis's scopes (a class body belongs to the scope
+    around it, as do lambdas and comprehensions)."""
+
     name: str
     params: tuple[str, ...]
     self_name: str | None
     is_module: bool
     #: A framework hook method (here or around it): the analysis skips its calls.
     owned: bool
+    #: The scope the function is defined in (None for the module).
+    parent: _Scope | None = None
+    #: Dotted names assigned here (``FlowRec.targets``).
+    targets: set[str] = field(default_factory=set)
+    #: Holds an ``if`` that tests one of its parameters, or hands a parameter on to a
+    #: call: what a switched function (``FlagAnalysis.switch``) needs.
+    flag: bool = False
+    #: Holds a ``return`` with a value (``_returns_output`` needs one).
+    returns: bool = False
+    #: Functions defined here, not methods (``Scope.children``).
+    defs: set[str] = field(default_factory=set)
+    #: For a method, the methods its class defines (``ClassInfo.methods``).
+    cls_methods: frozenset[str] | None = None
+
+    def resolves(self, func: str) -> bool:
+        """``ValidationAnalysis.helper_of``: ``func`` called here is a function of the
+        module (``f(...)`` defined here or around) or of the method's class
+        (``self.f(...)``)."""
+        if "." not in func:
+            s: _Scope | None = self
+            while s is not None:
+                if func in s.defs:
+                    return True
+                s = s.parent
+            return False
+        recv, _, meth = func.rpartition(".")
+        return self.cls_methods is not None and recv == self.self_name and meth in self.cls_methods
+
+    def sees(self, name: str) -> bool:
+        """``name`` is assigned here or in a scope around it, where the analysis's
+        ``origins`` looks for it."""
+        s: _Scope | None = self
+        while s is not None:
+            if name in s.targets:
+                return True
+            s = s.parent
+        return False
 
 
 @dataclass
@@ -103,18 +152,31 @@ class _Candidate:
     method: str | None = None
     #: A bare parameter of its function is among its arguments (a flag handed on).
     hands_on_param: bool = False
+    node: ast.Call | None = None
 
 
 @dataclass
 class _Facts:
     candidates: list[_Candidate] = field(default_factory=list)
-    external_eval: bool = False
+    #: Calls of evaluation-named functions (maybe defined elsewhere), with their scope
+    #: and the dotted names among their arguments: ML007 classifies those names' data.
+    external_evals: list[tuple[_Scope, str, tuple[str, ...]]] = field(default_factory=list)
+    #: Some call may train (``facts._is_training_call``): only then can a training loop,
+    #: and the data it iterates, be known.
+    trains: bool = False
     mode_calls: bool = False
+    #: Every dotted name assigned anywhere (``self.x`` is judged by the class's
+    #: assignments in any of its methods).
     targets: set[str] = field(default_factory=set)
     grad_aliases: set[str] = field(default_factory=set)
-    #: Functions (``id`` of their ``_Scope``) with an ``if`` testing a parameter.
-    flag_scopes: set[int] = field(default_factory=set)
-    #: Names of the methods the module's classes define.
+    #: Every callee's dotted name (``Net`` in ``Net(...)``), and its last name: a function
+    #: of that name may have callers here.
+    callees: set[str] = field(default_factory=set)
+    called: set[str] = field(default_factory=set)
+    #: Top-level classes: their methods and the names of their bases.
+    classes: dict[str, tuple[set[str], list[str]]] = field(default_factory=dict)
+    #: The methods (own or inherited within the module) of the classes some call of the
+    #: module constructs: ``model.predict(x)`` runs a model only on such an instance.
     methods: set[str] = field(default_factory=set)
 
 
@@ -137,11 +199,28 @@ def _words(expr: ast.AST) -> tuple[tuple[str, ...], bool]:
         elif isinstance(node, ast.arg):
             words.append(node.arg)
         elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
-            strings = True
+            strings = strings or _may_name_heldout(node.value)
         elif isinstance(node, ast.JoinedStr):
             strings = True
         stack.extend(ast.iter_child_nodes(node))
     return tuple(words), strings
+
+
+#: What every match of ``names.VAL_WORD`` holds, lower-cased.
+_HELDOUT_PARTS = ("val", "dev", "test", "holdout", "heldout")
+_PLAIN = re.compile(r"[ -~]*")
+
+
+def _may_name_heldout(value: str | bytes) -> bool:
+    """The source text of a string constant with this value may name held-out data (the
+    analysis reads ``is_val_name`` off that text, quotes and escapes included). Where the
+    value holds a character an escape may have written (``\t``, ``\x76``, anything not
+    printable ASCII), the text cannot be told from it."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if not _PLAIN.fullmatch(text):
+        return True
+    low = text.lower()
+    return any(part in low for part in _HELDOUT_PARTS)
 
 
 def _first_arg(call: ast.Call) -> ast.AST | None:
@@ -163,6 +242,18 @@ def _surely_trains(call: ast.Call) -> bool:
     return not (f.attr == "step" and ("sched" in recv or "lr" == recv.rsplit(".", 1)[-1]))
 
 
+def _may_train(call: ast.Call) -> bool:
+    """``facts._is_training_call``, over-approximated: a method named like a step or a
+    backward, or an autograd function by its last name."""
+    f = call.func
+    if isinstance(f, ast.Attribute):
+        return f.attr in TRAIN_METHODS or f.attr in _AUTOGRAD_LAST
+    return isinstance(f, ast.Name) and f.id in _AUTOGRAD_LAST
+
+
+#: Last names of ``names.AUTOGRAD_CALLS``.
+_AUTOGRAD_LAST = frozenset(q.rpartition(".")[2] for q in AUTOGRAD_CALLS)
+
 #: Nodes with nothing below them that the gate reads.
 _LEAVES = frozenset({ast.Name, ast.Constant, ast.Load, ast.Store, ast.Del, ast.Pass,
                      ast.Break, ast.Continue, ast.Global, ast.Nonlocal, ast.alias})
@@ -175,6 +266,7 @@ class _Walker:
     def run(self, tree: ast.Module) -> _Facts:
         module = _Scope("", (), None, True, False)
         self.visit(tree, module)
+        self.facts.methods = _constructed_methods(self.facts)
         # ``with`` items named by an import alias (``from torch import no_grad as ng``)
         # are known only once every import has been seen.
         aliases = self.facts.grad_aliases
@@ -194,16 +286,17 @@ class _Walker:
             return False
         return d.rsplit(".", 1)[-1] in _GRAD_NAMES or d.split(".", 1)[0]
 
-    def target(self, expr: ast.AST) -> None:
+    def target(self, expr: ast.AST, scope: _Scope) -> None:
         if isinstance(expr, (ast.Tuple, ast.List)):
             for e in expr.elts:
-                self.target(e)
+                self.target(e, scope)
             return
         if isinstance(expr, (ast.Subscript, ast.Starred)):
             expr = expr.value
         d = dotted(expr)
         if d:
             self.facts.targets.add(d)
+            scope.targets.add(d)
 
     def visit(self, root: ast.Module, module: _Scope) -> None:
         """Walk the tree (iteratively: generated code nests deeper than Python recurses).
@@ -223,14 +316,22 @@ class _Walker:
                 inner = _Scope(
                     node.name, params, params[0] if method and params else None, False,
                     scope.owned or (method and bool(_FRAMEWORK_HOOKS.match(node.name))),
+                    scope,
                 )
+                if cls is None:
+                    scope.defs.add(node.name)
+                else:
+                    inner.cls_methods = frozenset(
+                        n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
                 # Decorators and defaults belong to the function's scope (as libcst visits).
                 stack.extend((child, inner, None, (), False) for child in ast.iter_child_nodes(node))
                 continue
             if isinstance(node, ast.ClassDef):
-                self.facts.methods.update(
-                    n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                )
+                if scope.is_module and cls is None:
+                    methods = {n.name for n in node.body
+                               if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                    bases = [d for b in node.bases if (d := dotted(b))]
+                    self.facts.classes.setdefault(node.name, (methods, bases))
                 stack.extend((child, scope, node, loops, grad) for child in node.body)
                 stack.extend((child, scope, None, loops, grad)
                              for child in (*node.bases, *node.keywords, *node.decorator_list))
@@ -256,11 +357,13 @@ class _Walker:
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 if not (isinstance(node, ast.AnnAssign) and node.value is None):
                     for t in node.targets if isinstance(node, ast.Assign) else (node.target,):
-                        self.target(t)
+                        self.target(t, scope)
             elif isinstance(node, ast.Call):
                 self.call(node, scope, loops, grad)
             elif isinstance(node, ast.If) and _flag_test(node.test, scope.params):
-                self.facts.flag_scopes.add(id(scope))
+                scope.flag = True
+            elif isinstance(node, ast.Return) and node.value is not None:
+                scope.returns = True
             stack.extend((child, scope, None, loops, grad) for child in ast.iter_child_nodes(node))
 
     def call(self, node: ast.Call, scope: _Scope, loops: tuple[_Loop, ...], grad: Any) -> None:
@@ -268,6 +371,8 @@ class _Walker:
         if _surely_trains(node):
             for loop in loops:
                 loop.trains = True
+        if _may_train(node):
+            self.facts.trains = True
         attr = f.attr if isinstance(f, ast.Attribute) else None
         has_args = bool(node.args or node.keywords)
         if attr == "eval" and not has_args or attr == "train" and has_args:
@@ -276,11 +381,19 @@ class _Walker:
             recv = dotted(f.value)  # type: ignore[union-attr]
             if recv:
                 self.facts.targets.add(recv)
+                scope.targets.add(recv)
         func = dotted(f)
+        if func is not None:
+            self.facts.callees.add(func)
+            self.facts.called.add(func.rpartition(".")[2])
         if func is None or not has_args or scope.owned:
             return
         if is_eval_function(func.rpartition(".")[2]):
-            self.facts.external_eval = True
+            values = [a.value if isinstance(a, ast.Starred) else a for a in node.args]
+            values += [k.value for k in node.keywords]
+            names = tuple(d for v in values if (d := dotted(v)))
+            if names:
+                self.facts.external_evals.append((scope, func, names))
         target = dotted(f.value) if attr == "forward" else func  # type: ignore[union-attr]
         if target is None:
             return
@@ -288,23 +401,44 @@ class _Walker:
         receiver = dotted(f.value) if attr is not None and attr != "forward" else None  # type: ignore[union-attr]
         args = [*node.args, *(k.value for k in node.keywords)]
         hands_on = any(isinstance(a, ast.Name) and a.id in scope.params for a in args)
+        if hands_on:
+            scope.flag = True  # maybe a flag handed on to a switched helper
         self.facts.candidates.append(
             _Candidate(target, scope, loops, grad, dotted(first) if first is not None else None,
-                       receiver, attr if receiver else None, hands_on)
+                       receiver, attr if receiver else None, hands_on, node)
         )
 
 
-def _may_be_model(c: _Candidate, targets: set[str]) -> bool:
+def _constructed_methods(facts: _Facts) -> set[str]:
+    """``ValidationAnalysis._own_method``: a receiver runs a method of its own class only
+    when it holds an instance built here (``Net(...)``) of a class of the module defining
+    that method, itself or through a base class of the module."""
+    out: set[str] = set()
+    todo = [name for name in facts.classes if name in facts.callees]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in facts.classes:
+            continue
+        seen.add(name)
+        methods, bases = facts.classes[name]
+        out |= methods
+        todo.extend(bases)
+    return out
+
+
+def _may_be_model(c: _Candidate, facts: _Facts) -> bool:
     name = c.target
     root, dot, rest = name.partition(".")
     if c.scope.self_name is not None and root == c.scope.self_name:
         if name.count(".") != 1:
             return False
         # ``self.x``: judged by the class's ``<self>.x = ...`` in any of its methods.
-        return is_model_name(name) or any(t.partition(".")[2] == rest for t in targets if "." in t)
-    if name in c.scope.params:
+        return is_model_name(name) or any(t.partition(".")[2] == rest for t in facts.targets if "." in t)
+    if name in c.scope.params and c.scope.name in facts.called:
         return True  # the analysis follows a parameter to what the callers pass
-    return is_model_name(name) or name in targets
+    # Otherwise an assignment the analysis's ``origins`` finds, or the name alone.
+    return is_model_name(name) or c.scope.sees(name)
 
 
 def _flag_test(test: ast.expr, params: tuple[str, ...]) -> bool:
@@ -323,9 +457,22 @@ def _flag_test(test: ast.expr, params: tuple[str, ...]) -> bool:
     return isinstance(test, ast.Name) and test.id in params
 
 
-def _signs(c: _Candidate, mode_calls: bool, flag_scopes: set[int] = frozenset()) -> int:  # type: ignore[assignment]
+def _switch(scope: _Scope, facts: _Facts) -> bool:
+    """``FlagAnalysis.switch`` may find a flag parameter of ``scope``: it tests a
+    parameter or hands one on, and something may train (a switch guards training)."""
+    return scope.flag and facts.trains
+
+
+def _switched(scope: _Scope, facts: _Facts) -> bool:
+    """``FlagAnalysis.eval_calls`` may find calls of ``scope`` that take its evaluation
+    path: it may be a switch, and it has callers here."""
+    return _switch(scope, facts) and scope.name in facts.called
+
+
+def _signs(c: _Candidate, facts: _Facts) -> int:
     signs = 0
-    if c.loops and id(c.scope) in flag_scopes:
+    mode_calls = facts.mode_calls
+    if c.loops and _switched(c.scope, facts):
         signs |= FLAG  # maybe the evaluation path of a shared train/eval loop
     held_out = c.first_arg is not None and is_val_name(c.first_arg) and not is_train_name(c.first_arg)
     if c.loops and c.loops[-1].trains:
@@ -361,32 +508,57 @@ def _facts(tree: ast.Module) -> _Facts:
 def _helper_signs(facts: _Facts) -> dict[str, int]:
     """Per function name, the signs of the loops that call a function of that name with
     arguments: a forward in a helper (``self._forward_pass(x)``) is checked as part of
-    the validation loop that calls it."""
+    the validation loop that calls it (``_helper_pass``, which reads the loop's data,
+    function name, no_grad and mode, not a flag), or as the evaluation path of a switched
+    batch function the loop hands its flag on to (``_forwarded_passes``: FLAG)."""
     found: dict[str, int] = {}
     for d in facts.candidates:
         if d.loops:
             name = d.target.rpartition(".")[2]
-            signs = _signs(d, facts.mode_calls, facts.flag_scopes)
-            if d.hands_on_param:
-                signs |= FLAG  # maybe a flag handed on to a switched batch function
+            signs = _signs(d, facts) & ~FLAG
+            if d.hands_on_param and _switched(d.scope, facts):
+                signs |= FLAG
             found[name] = found.get(name, 0) | signs
     return found
+
+
+def _may_flow(call: ast.Call | None, tree: ast.Module) -> bool:
+    """``_returns_output`` may hold: the call's value may reach a ``return`` of its
+    function, being in one or in an assignment (``CallRec.flow``: also an ``append``-like
+    call's argument)."""
+    up = parents(tree)
+    node: ast.AST | None = call
+    while node is not None and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module)):
+        if isinstance(node, (ast.Return, ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            return True
+        if (isinstance(node, ast.Call) and node is not call and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _FLOW_METHODS):
+            return True
+        node = up.get(node)
+    return False
 
 
 def _may_pass(tree: ast.Module, wanted: int) -> bool:
     facts = _facts(tree)
     helpers: dict[str, int] | None = None
     for c in facts.candidates:
-        signs = _signs(c, facts.mode_calls, facts.flag_scopes)
+        signs = _signs(c, facts)
         if not c.loops and not c.scope.is_module and not signs & wanted:
             if helpers is None:
                 helpers = _helper_signs(facts)
-            signs |= helpers.get(c.scope.name, 0)
+            handed = helpers.get(c.scope.name, 0)
+            # A flag handed on matters only to a function that tests a parameter; the
+            # loop's other signs only when the forward's output may be returned.
+            if not _switch(c.scope, facts):
+                handed &= ~FLAG
+            if handed & ~FLAG and not (c.scope.returns and _may_flow(c.node, tree)):
+                handed &= FLAG
+            signs |= handed
         if not signs & wanted:
             continue
-        if _may_be_model(c, facts.targets):
+        if _may_be_model(c, facts):
             return True
-        if c.method in facts.methods and _may_be_model(replace(c, target=c.receiver), facts.targets):
+        if c.method in facts.methods and _may_be_model(replace(c, target=c.receiver), facts):
             return True  # ``model.predict(x)``: a method of the model's own class
     return False
 
@@ -399,5 +571,22 @@ def ml003_may_flag(tree: ast.Module) -> bool:
     return _may_pass(tree, ML003_SIGNS)
 
 
+def _may_be_training_data(name: str, scope: _Scope, facts: _Facts) -> bool:
+    """``DataAnalysis.classify`` can call ``name`` training data: by its name, by what an
+    assignment the analysis finds there puts in it, or as data a training loop iterates."""
+    if facts.trains or is_train_name(name):
+        return True
+    root, dot, rest = name.partition(".")
+    if scope.self_name is not None and root == scope.self_name and dot:
+        return any(t.partition(".")[2] == rest for t in facts.targets if "." in t)
+    return scope.sees(name) or (dot != "" and scope.sees(root))
+
+
 def ml007_may_flag(tree: ast.Module) -> bool:
-    return _facts(tree).external_eval or _may_pass(tree, ML007_SIGNS)
+    facts = _facts(tree)
+    for scope, func, names in facts.external_evals:
+        if scope.resolves(func):
+            continue  # a function of this module: its passes are looked into instead
+        if any(_may_be_training_data(n, scope, facts) for n in names):
+            return True
+    return _may_pass(tree, ML007_SIGNS)

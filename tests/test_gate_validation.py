@@ -1,0 +1,228 @@
+"""The validation-pass gate (``gates.validation``) turns a module away only where the
+rules cannot report: each case below is a module the gate turns away, with the rule
+linting it unfiltered as the witness that nothing was lost, and beside it the smallest
+change that makes the rule report, which the gate must admit."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from mllint.rules.ml002_eval_mode_missing import EvalModeMissing
+from mllint.rules.ml003_no_grad_missing import NoGradMissing
+from mllint.rules.ml007_validation_on_train_data import ValidationOnTrainData
+
+from mllint.engine import lint_text
+from mllint.gates import validation as gate
+from mllint.prefilter import admitted, python_tree
+
+RULES = {"ML002": EvalModeMissing, "ML003": NoGradMissing, "ML007": ValidationOnTrainData}
+GATES = {"ML002": gate.ml002_may_flag, "ML003": gate.ml003_may_flag,
+         "ML007": gate.ml007_may_flag}
+
+# (rule, module the gate turns away, its twin the rule flags, the twin's finding line)
+CASES = {
+    # A name is judged by an assignment only where ``origins`` finds one: here or in a
+    # scope around, not in a sibling function.
+    "assigned-in-another-function": ("ML003", """
+        import torch
+        from torch import nn
+
+        def build():
+            clf = nn.Linear(4, 2)
+            return clf
+
+        def check(val_loader):
+            for x, y in val_loader:
+                clf(x)
+
+        check(val_loader)
+        """, """
+        import torch
+        from torch import nn
+
+        def check(val_loader):
+            clf = nn.Linear(4, 2)
+
+            def run():
+                for x, y in val_loader:
+                    clf(x)
+            run()
+
+        check(val_loader)
+        """, 9),
+    # A parameter is a model only by its name or by what the module's calls pass.
+    "parameter-of-an-uncalled-function": ("ML003", """
+        import torch
+
+        def check(clf, val_loader):
+            for x, y in val_loader:
+                clf(x)
+        """, """
+        import torch
+        from torch import nn
+
+        def check(clf, val_loader):
+            for x, y in val_loader:
+                clf(x)
+
+        clf = nn.Linear(4, 2)
+        check(clf, val_loader)
+        """, 6),
+    # ``model.predict(x)`` runs a model only on an instance built here of the class that
+    # defines ``predict``.
+    "method-of-a-class-never-built": ("ML003", """
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def predict(self, x):
+                return self(x)
+
+        def check(model, val_loader):
+            for x, y in val_loader:
+                model.predict(x)
+        """, """
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def predict(self, x):
+                return self(x)
+
+        model = Net()
+        for x, y in val_loader:
+            model.predict(x)
+        """, 10),
+    # A loop switched by a flag has an evaluation path only if the switch guards
+    # training.
+    "flag-that-guards-no-training": ("ML002", """
+        import torch
+
+        def run_epoch(clf, loader, train):
+            for x, y in loader:
+                out = clf(x)
+                if train:
+                    print(out)
+
+        net = torch.nn.Linear(4, 2)
+        run_epoch(net, loader, False)
+        """, """
+        import torch
+
+        def run_epoch(clf, loader, train):
+            for x, y in loader:
+                out = clf(x)
+                if train:
+                    out.sum().backward()
+                    opt.step()
+
+        net = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
+        run_epoch(net, train_loader, True)
+        run_epoch(net, test_loader, False)
+        """, 5),
+    # A forward in a helper belongs to the loop that calls it only if the helper
+    # returns its output.
+    "helper-that-returns-no-output": ("ML003", """
+        import torch
+        from torch import nn
+
+        def apply(fn, x):
+            fn(x)
+
+        clf = nn.Linear(4, 2)
+        for x, y in val_loader:
+            apply(clf, x)
+        """, """
+        import torch
+        from torch import nn
+
+        def apply(fn, x):
+            return fn(x)
+
+        clf = nn.Linear(4, 2)
+        for x, y in val_loader:
+            apply(clf, x)
+        """, 5),
+    # String constants in the iterated expression count only if they may name held-out
+    # data.
+    "loop-over-plain-strings": ("ML003", """
+        import torch
+        from torch import nn
+
+        clf = nn.Linear(4, 2)
+        for name in ("alpha", "beta"):
+            clf(name)
+        """, """
+        import torch
+        from torch import nn
+
+        clf = nn.Linear(4, 2)
+        for name in ("val", "test"):
+            clf(name)
+        """, 6),
+    # An evaluation helper defined elsewhere is reported only on data that may be
+    # training data: by its name, an assignment, or a training loop in the module.
+    "external-evaluation-of-unknown-data": ("ML007", """
+        from lib import evaluate
+
+        def main(cfg, net):
+            evaluate(net, cfg)
+        """, """
+        from lib import evaluate
+
+        def main(net, train_loader):
+            evaluate(net, train_loader)
+        """, 4),
+    # ... and only when it is defined elsewhere: ``self.evaluate`` of the class itself is
+    # looked into instead.
+    "evaluation-method-of-the-class": ("ML007", """
+        class Trainer:
+            def evaluate(self, loader):
+                return len(loader)
+
+            def fit(self, net, train_loader, opt):
+                for x, y in train_loader:
+                    net(x).sum().backward()
+                    opt.step()
+                self.evaluate(train_loader)
+        """, """
+        class Trainer:
+            def fit(self, net, train_loader, opt):
+                for x, y in train_loader:
+                    net(x).sum().backward()
+                    opt.step()
+                self.evaluate(train_loader)
+        """, 6),
+}
+
+
+def _text(source: str) -> str:
+    return textwrap.dedent(source).lstrip("\n")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gate_turns_away_a_module_the_rule_cannot_flag(case):
+    code, rejected, _, _ = CASES[case]
+    text = _text(rejected)
+    assert not GATES[code](python_tree(text))
+    assert lint_text("case.py", text, [RULES[code]], prefilter=False).findings == ()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gate_admits_the_twin_the_rule_flags(case):
+    code, _, twin, line = CASES[case]
+    text = _text(twin)
+    found = lint_text("case.py", text, [RULES[code]], prefilter=False).findings
+    assert [(f.code, f.line) for f in found] == [(code, line)]
+    assert admitted([RULES[code]], text) == [RULES[code]]
+
+
+@pytest.mark.parametrize("value, may", [
+    ("alpha", False), ("train", False), ("val", True), ("my_test_set", True),
+    ("DEV", True), ("Holdout", True), (b"heldout", True), (b"plain", False),
+    # An escape may have written these characters: ``"\test"``, ``"\val"``, ``"\N{...}"``.
+    ("\test", True), ("\x0bal", True), ("\u0394", True),
+])
+def test_string_constants_that_may_name_heldout_data(value, may):
+    assert gate._may_name_heldout(value) is may
