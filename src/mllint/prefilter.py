@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 from typing import Callable, Protocol, Sequence, Tuple, TypeVar, Union
 
 from mllint.collector import collector_paused
+from mllint.source import STRING_OR_COMMENT
 
 Gate = Callable[[ast.Module], bool]
 #: One ``REQUIRES`` entry: a regex, or a tuple of regexes any one of which suffices.
@@ -359,14 +360,6 @@ def python_syntax_error(text: str) -> SyntaxError | RecursionError | MemoryError
     return result if isinstance(result, (SyntaxError, RecursionError, MemoryError)) else None
 
 
-#: A string literal (kept) or a comment (dropped). Strings are matched only so that a
-#: ``#`` inside one is not taken for a comment; prefixes need no care (a raw string's
-#: ``\"`` does not end it either).
-_STRING_OR_COMMENT = re.compile(
-    r'''("""(?:[^\\]|\\.)*?"""|\'\'\'(?:[^\\]|\\.)*?\'\'\''''
-    r'''|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\')|#[^\r\n]*''',
-    re.S,
-)
 _CONTINUATION = re.compile(r"\\\r?\n|\\\r")
 #: A line break after an opening bracket, comma or dot, or before a closing bracket or
 #: dot: inside brackets, where a statement goes on. Other line breaks are kept, so that
@@ -391,7 +384,7 @@ def token_variants(text: str) -> tuple[str, str]:
     (``tests/test_prefilter_soundness.py`` checks it on every fixture and rule example).
     Joining lines only admits more.
     """
-    flat = _CONTINUATION.sub(" ", _STRING_OR_COMMENT.sub(r"\1", text))
+    flat = _CONTINUATION.sub(" ", STRING_OR_COMMENT.sub(r"\1", text))
     flat = _BLANKS.sub(" ", _BREAK_BEFORE.sub(" ", _BREAK_AFTER.sub(r"\1 ", flat)))
     return flat, _SPACE_AT_PUNCTUATION.sub("", flat)
 

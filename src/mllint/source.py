@@ -11,6 +11,15 @@ import tokenize
 
 from mllint.types import ErrorKind, FileError, Position
 
+#: A string literal (group 1) or a comment. Strings are matched only so that a ``#``
+#: inside one is not taken for a comment; prefixes need no care (a raw string's ``\"``
+#: does not end it either).
+STRING_OR_COMMENT = re.compile(
+    r'''("""(?:[^\\]|\\.)*?"""|\'\'\'(?:[^\\]|\\.)*?\'\'\''''
+    r'''|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\')|#[^\r\n]*''',
+    re.S,
+)
+
 #: Files larger than this are reported instead of parsed: generated code of this size is
 #: never hand-written training code, and parsing it would dominate a run's time and memory.
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
