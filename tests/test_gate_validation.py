@@ -121,6 +121,36 @@ CASES = {
         run_epoch(net, train_loader, True)
         run_epoch(net, test_loader, False)
         """, 5),
+    # ... and a parameter handed on makes a switch only when handed to a function of
+    # the module (a switched batch function), not to ``getattr``.
+    "parameter-handed-to-an-outside-function": ("ML002", """
+        import torch
+
+        def call(hooks, name, batch):
+            for hook in hooks:
+                method = getattr(hook, name)
+                method(batch)
+
+        model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
+        model(x).sum().backward()
+        call(hooks, "on_batch", x)
+        """, """
+        import torch
+
+        def run_batch(model, optimizer, x, y, train):
+            loss = model(x).sum()
+            if train:
+                loss.backward()
+                optimizer.step()
+
+        def run_epoch(model, optimizer, loader, train):
+            for x, y in loader:
+                run_batch(model, optimizer, x, y, train)
+
+        model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
+        run_epoch(model, opt, train_loader, True)
+        run_epoch(model, opt, test_loader, False)
+        """, 4),
     # A forward in a helper belongs to the loop that calls it only if the helper
     # returns its output.
     "helper-that-returns-no-output": ("ML003", """

@@ -153,6 +153,8 @@ class _Candidate:
     #: A bare parameter of its function is among its arguments (a flag handed on).
     hands_on_param: bool = False
     node: ast.Call | None = None
+    #: The callee's dotted name.
+    func: str = ""
 
 
 @dataclass
@@ -267,6 +269,13 @@ class _Walker:
         module = _Scope("", (), None, True, False)
         self.visit(tree, module)
         self.facts.methods = _constructed_methods(self.facts)
+        # A parameter handed on counts only to a function of the module (``forwarded``
+        # needs ``helper_of``), known once every function has been seen.
+        for c in self.facts.candidates:
+            if c.hands_on_param:
+                c.hands_on_param = c.scope.resolves(c.func)
+                if c.hands_on_param:
+                    c.scope.flag = True  # maybe a flag handed on to a switched helper
         # ``with`` items named by an import alias (``from torch import no_grad as ng``)
         # are known only once every import has been seen.
         aliases = self.facts.grad_aliases
@@ -401,11 +410,9 @@ class _Walker:
         receiver = dotted(f.value) if attr is not None and attr != "forward" else None  # type: ignore[union-attr]
         args = [*node.args, *(k.value for k in node.keywords)]
         hands_on = any(isinstance(a, ast.Name) and a.id in scope.params for a in args)
-        if hands_on:
-            scope.flag = True  # maybe a flag handed on to a switched helper
         self.facts.candidates.append(
             _Candidate(target, scope, loops, grad, dotted(first) if first is not None else None,
-                       receiver, attr if receiver else None, hands_on, node)
+                       receiver, attr if receiver else None, hands_on, node, func)
         )
 
 
