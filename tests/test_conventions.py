@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
+import tokenize
 from pathlib import Path
 
 import pytest
 
 from helpers import FIXTURES, expected
-from mllint.noqa import add_noqa, scan
+from mllint.noqa import _comments, add_noqa, scan
 from test_cli import MLLINT, run
 
 BAD = FIXTURES / "ml001" / "bad_no_zero_grad.py"
@@ -73,6 +75,27 @@ def test_clean_removes_the_cache(proj):
 
 
 # -- noqa ----------------------------------------------------------------------------------
+
+_TRICKY = [
+    'x = "# noqa: ML001"\ny = 1  # noqa: ML001\n',
+    "s = '''\n# noqa\n'''  # NOQA: ML002\n",
+    's = """a \\""" # noqa""" # noqa: ML003\n',
+    "s = 'it\\'s # noqa'  # noqa\n",
+    "a = 1\r\nb = 2  # noqa: ML004\r\nc = '# noqa'\r\n",
+    "t = (\n    'x'  # noqa: ML005\n    \"y\"\n)\n# it's a comment # noqa\n",
+    "f = f'{a!r}#'  # noqa\nr = r'\\'  # noqa: ML006\n",
+    "x = 1 \\\n  + 2  # noqa\n\u00e9 = 'caf\u00e9'  # noqa: ML007\n",
+]
+
+
+@pytest.mark.parametrize("text", _TRICKY)
+def test_noqa_comments_are_the_tokenizers_comments(text):
+    tokens = [(t.start[0], t.start[1] + 1, t.string)
+              for t in tokenize.generate_tokens(io.StringIO(text).readline)
+              if t.type == tokenize.COMMENT and "noqa" in t.string.lower()]
+    assert tokens  # each text has a directive to find
+    assert list(_comments(text)) == tokens
+
 
 def test_noqa_is_read_from_comments_only():
     text = 'x = "# noqa: ML001"\ny = 1  # noqa: ML001, eval-mode-missing  reason here\n'
