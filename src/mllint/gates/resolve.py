@@ -19,8 +19,36 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 N = TypeVar("N", bound=ast.AST)
-#: Leaf nodes no gate asks about (``Load()``, ``Add()``...): not worth a visit.
-_LEAVES = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+
+# Fields that never hold a node a gate asks about: contexts (``Load()`` on every name),
+# operators, identifiers and other strings, numbers, and the import aliases (read off
+# their ``Import`` nodes). Skipping them makes a walk about twice as fast as
+# ``ast.iter_child_nodes``; the order of the rest is the same.
+_SKIPPED_FIELDS = frozenset(
+    {"ctx", "op", "ops", "id", "attr", "arg", "name", "names", "module", "level",
+     "type_comment", "kind", "conversion", "is_async", "type_ignores", "simple"}
+)
+_FIELDS: dict[type, tuple[str, ...]] = {ast.Constant: ()}
+
+
+def child_fields(kind: type) -> tuple[str, ...]:
+    """The fields of nodes of type ``kind`` that may hold nodes worth visiting."""
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        fields = _FIELDS[kind] = tuple(f for f in kind._fields if f not in _SKIPPED_FIELDS)
+    return fields
+
+
+def children(node: ast.AST) -> list[ast.AST]:
+    """``ast.iter_child_nodes(node)`` less what ``_SKIPPED_FIELDS`` holds, as a list."""
+    out: list[ast.AST] = []
+    for name in child_fields(type(node)):
+        value = getattr(node, name)
+        if type(value) is list:
+            out.extend(c for c in value if isinstance(c, ast.AST))
+        elif isinstance(value, ast.AST):
+            out.append(value)
+    return out
 
 
 def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
@@ -45,12 +73,11 @@ def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
         if kind is ast.Return and func is not None:
             returns[func].append(node)  # type: ignore[arg-type]
         inner = node if kind in functions else func
-        for name in node._fields:
-            value = getattr(node, name, None)
-            if isinstance(value, list):
-                stack.extend((v, inner, node) for v in value
-                             if isinstance(v, ast.AST) and not isinstance(v, _LEAVES))
-            elif isinstance(value, ast.AST) and not isinstance(value, _LEAVES):
+        for name in child_fields(kind):
+            value = getattr(node, name)
+            if type(value) is list:
+                stack.extend((v, inner, node) for v in value if isinstance(v, ast.AST))
+            elif isinstance(value, ast.AST):
                 stack.append((value, inner, node))
     tree._mllint_nodes = by_type  # type: ignore[attr-defined]
     tree._mllint_returns = returns  # type: ignore[attr-defined]
@@ -59,7 +86,7 @@ def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
 
 
 def parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
-    """Each node's parent under ``tree`` (leaves such as ``Load()`` left out)."""
+    """Each node's parent under ``tree`` (what ``children`` skips left out)."""
     nodes(tree)
     return tree._mllint_parents  # type: ignore[attr-defined]
 

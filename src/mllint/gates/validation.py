@@ -56,7 +56,7 @@ from mllint.analysis.validation.names import (
     is_train_name,
     is_val_name,
 )
-from mllint.gates.resolve import dotted, parents
+from mllint.gates.resolve import children, dotted, parents
 
 #: Callees whose ``with`` block may switch autograd off (``torch.no_grad`` and kin), by
 #: their last name; imports that rename them are resolved below.
@@ -204,7 +204,7 @@ def _words(expr: ast.AST) -> tuple[tuple[str, ...], bool]:
             strings = strings or _may_name_heldout(node.value)
         elif isinstance(node, ast.JoinedStr):
             strings = True
-        stack.extend(ast.iter_child_nodes(node))
+        stack.extend(children(node))
     return tuple(words), strings
 
 
@@ -333,7 +333,7 @@ class _Walker:
                     inner.cls_methods = frozenset(
                         n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
                 # Decorators and defaults belong to the function's scope (as libcst visits).
-                stack.extend((child, inner, None, (), False) for child in ast.iter_child_nodes(node))
+                stack.extend((child, inner, None, (), False) for child in children(node))
                 continue
             if isinstance(node, ast.ClassDef):
                 if scope.is_module and cls is None:
@@ -373,7 +373,7 @@ class _Walker:
                 scope.flag = True
             elif isinstance(node, ast.Return) and node.value is not None:
                 scope.returns = True
-            stack.extend((child, scope, None, loops, grad) for child in ast.iter_child_nodes(node))
+            stack.extend((child, scope, None, loops, grad) for child in children(node))
 
     def call(self, node: ast.Call, scope: _Scope, loops: tuple[_Loop, ...], grad: Any) -> None:
         f = node.func
