@@ -81,3 +81,43 @@ def test_no_rule_imports_libcst_matchers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_parse_without_node_checks_builds_the_same_tree():
+    import libcst as cst
+
+    texts = [p.read_text(encoding="utf-8") for p in all_fixtures()]
+    assert len(texts) > 40
+    for text in texts:
+        fast = libcst_support.parse_module(text)
+        assert fast.code == text
+        assert fast.deep_equals(cst.parse_module(text))
+
+
+def test_parse_skips_the_node_checks_and_restores_them(monkeypatch):
+    import libcst as cst
+
+    checks = []
+    original = cst.Name._validate
+    monkeypatch.setattr(cst.Name, "_validate", lambda self: checks.append(self) or original(self))
+    libcst_support.parse_module("x = y + z\n")
+    assert checks == []
+    cst.parse_module("x = y + z\n")
+    assert len(checks) == 3  # libcst's own parse checks each name
+    with pytest.raises(cst.CSTValidationError):
+        cst.Name("not a name")  # checked again after the parse
+
+
+def test_parse_checks_nodes_with_an_untested_libcst(monkeypatch):
+    import libcst as cst
+
+    checks = []
+    original = cst.Name._validate
+    monkeypatch.setattr(cst.Name, "_validate", lambda self: checks.append(self) or original(self))
+    monkeypatch.setattr(libcst_support, "installed_version", lambda: "99.0.0")
+    libcst_support.fast_paths_enabled.cache_clear()
+    try:
+        libcst_support.parse_module("x = y\n")
+    finally:
+        libcst_support.fast_paths_enabled.cache_clear()
+    assert len(checks) == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import re
+import threading
 
 #: Lowest and highest libcst release the test suite ran against (both inclusive).
 TESTED = ((1, 1, 0), (1, 9, 0))
@@ -56,3 +57,35 @@ def fast_paths_enabled() -> bool:
     except ImportError:  # a private module moved: fall back rather than fail
         return False
     return True
+
+
+def _unchecked(self: object) -> None:
+    """A node's ``__post_init__`` that leaves out libcst's ``_validate``."""
+
+
+_parsing = threading.Lock()
+
+
+def parse_module(text: str):  # -> libcst.Module (libcst is imported only when parsing)
+    """``libcst.parse_module(text)``, without checking each node as it is built.
+
+    libcst validates every node in ``CSTNode.__post_init__`` (a sixth of the parse: the
+    tree of a large module is hundreds of thousands of nodes). The checks are for trees
+    that code builds by hand; the parser builds only what the grammar allows (libcst's
+    own source notes the check could be skipped for a parsed file), and mllint parses
+    only what Python's parser accepted first. With a tested libcst (see above) the check
+    is off while the parser runs, and back on after; nodes other threads build in that
+    moment are not checked either (mllint's own threads build none meanwhile).
+    """
+    import libcst as cst
+
+    if not fast_paths_enabled():
+        return cst.parse_module(text)
+    base = cst.CSTNode
+    with _parsing:
+        checked = base.__dict__["__post_init__"]
+        base.__post_init__ = _unchecked  # type: ignore[method-assign]
+        try:
+            return cst.parse_module(text)
+        finally:
+            base.__post_init__ = checked  # type: ignore[method-assign]

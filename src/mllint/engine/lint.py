@@ -17,7 +17,7 @@ from libcst.metadata import MetadataWrapper
 
 from mllint import noqa
 from mllint.collector import collector_paused
-from mllint.engine.libcst_support import fast_paths_enabled
+from mllint.engine.libcst_support import fast_paths_enabled, parse_module
 from mllint.notebook import is_notebook, map_result, read_notebook
 from mllint.prefilter import admitted, python_syntax_error
 from mllint.rule import FileContext, Rule
@@ -164,7 +164,7 @@ def _lint_text(path: str, text: str, rules: Sequence[type[Rule]], prefilter: boo
         # native parser may not survive (2,000 nested brackets crash it outright).
         return FileResult(path, errors=(_python_error(path, invalid),))
     try:
-        module = cst.parse_module(text)
+        module = parse_module(text)
     except cst.ParserSyntaxError as exc:
         return FileResult(path, errors=(_syntax_error(path, text, exc),))
     except RecursionError:
