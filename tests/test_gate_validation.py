@@ -126,14 +126,14 @@ CASES = {
     "parameter-handed-to-an-outside-function": ("ML002", """
         import torch
 
-        def call(hooks, name, batch):
-            for hook in hooks:
+        def call(hook, name, loader):
+            for batch in loader:
                 method = getattr(hook, name)
                 method(batch)
 
         model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
         model(x).sum().backward()
-        call(hooks, "on_batch", x)
+        call(hook, "on_batch", loader)
         """, """
         import torch
 
@@ -151,6 +151,25 @@ CASES = {
         run_epoch(model, opt, train_loader, True)
         run_epoch(model, opt, test_loader, False)
         """, 4),
+    # The mode (or autograd) switched off is a sign only around a loop over batches, as
+    # the loop's line shows (``for x, y in loader:``).
+    "eval-mode-around-a-loop-over-no-batches": ("ML003", """
+        import torch
+        from torch import nn
+
+        clf = nn.Linear(4, 2)
+        clf.eval()
+        for i in range(10):
+            clf(x)
+        """, """
+        import torch
+        from torch import nn
+
+        clf = nn.Linear(4, 2)
+        clf.eval()
+        for x, y in loader:
+            clf(x)
+        """, 7),
     # A forward in a helper belongs to the loop that calls it only if the helper
     # returns its output.
     "helper-that-returns-no-output": ("ML003", """
@@ -256,3 +275,14 @@ def test_gate_admits_the_twin_the_rule_flags(case):
 ])
 def test_string_constants_that_may_name_heldout_data(value, may):
     assert gate._may_name_heldout(value) is may
+
+
+def test_without_the_source_the_loop_may_be_over_batches():
+    # The line test needs the text the tree was parsed from (the prefilter's last parse);
+    # for any other tree the gate admits what the line might have shown.
+    import ast
+
+    code, rejected, _, _ = CASES["eval-mode-around-a-loop-over-no-batches"]
+    text = _text(rejected)
+    assert not GATES[code](python_tree(text))
+    assert GATES[code](ast.parse(text))

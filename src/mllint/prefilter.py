@@ -347,6 +347,12 @@ def _python_parse(text: str) -> object:
     return result
 
 
+def source_of(tree: ast.Module) -> str | None:
+    """The text ``tree`` was parsed from, while it is the last tree parsed (as it is for
+    the gates, which get the tree right after the parse), else ``None``."""
+    return _LAST[0] if _LAST[1] is tree else None
+
+
 def python_tree(text: str) -> ast.Module | None:
     """Python's syntax tree of ``text``, or ``None`` when Python cannot parse it."""
     result = _python_parse(text)

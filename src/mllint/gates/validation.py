@@ -19,8 +19,10 @@ decide cheaply, so it answers True whenever the analysis could find a pass:
   text may name held-out data: the analysis reads strings' source text, which ``ast``
   does not keep); the function is named like an evaluation (``is_eval_function``) and
   takes data or loops; a loop-less call's first argument is named like held-out data;
-  or, in a loop, an enclosing ``with`` that may switch autograd off (ML002, ML007) or any
-  ``.eval()``/``.train(...)`` call in the module (ML003, ML007); or, in a loop, a
+  or, in a loop over batches (``FOR_DATA_RE`` on a line its keyword may be on, read off
+  the source the prefilter parsed), an enclosing ``with`` that may switch autograd off
+  (ML002, ML007; for ML007 in any loop: an evaluation under a held-out guard) or any
+  ``.eval()``/``.train(...)`` call in the module (ML003, ML007); or, in such a loop, a
   function that may be a switched train/eval loop (it tests a parameter in an ``if`` or
   hands one on, the module calls it, and something in the module may train); or, for a
   call outside any loop in a function that may return its output, any of these signs
@@ -35,7 +37,7 @@ analysis looks, or anything when something in the module may train (the data a t
 loop iterates is training data).
 
 Left out (each only ever rejects a pass, so leaving it out keeps the gate sound): the
-textual line checks, training inside the loop through helpers, synthetic inputs,
+other textual line checks, training inside the loop through helpers, synthetic inputs,
 back-propagated outputs, framework base classes and test files. A method named like a
 framework hook (``validation_step``) is skipped exactly as the analysis skips it.
 """
@@ -50,6 +52,7 @@ from typing import Any
 from mllint.analysis.validation.names import (
     _FRAMEWORK_HOOKS,
     AUTOGRAD_CALLS,
+    FOR_DATA_RE,
     TRAIN_METHODS,
     is_eval_function,
     is_model_name,
@@ -57,6 +60,8 @@ from mllint.analysis.validation.names import (
     is_val_name,
 )
 from mllint.gates.resolve import children, dotted, parents
+from mllint.prefilter import source_of
+from mllint.source import physical_lines
 
 #: Callees whose ``with`` block may switch autograd off (``torch.no_grad`` and kin), by
 #: their last name; imports that rename them are resolved below.
@@ -66,12 +71,15 @@ _FLOW_METHODS = frozenset({"append", "extend", "add", "update", "put"})
 
 # Signs of evaluation (``analysis.validation.facts.Evidence``), as bits.
 DATA, FUNCTION, NO_GRAD, EVAL_MODE, FLAG = 1, 2, 4, 8, 16
+#: Autograd off around a loop that need not be over batches: ML007's evaluations under
+#: a held-out guard (``DataAnalysis.guarded_evaluations``), forwards directly in the loop.
+GUARDED = 32
 #: Which signs can lead to a finding of each rule: a pass whose only sign is a
 #: ``no_grad`` block cannot lack no_grad (ML003), one whose only sign is ``model.eval()``
 #: cannot be in training mode (ML002).
 ML002_SIGNS = DATA | FUNCTION | NO_GRAD | FLAG
 ML003_SIGNS = DATA | FUNCTION | EVAL_MODE | FLAG
-ML007_SIGNS = DATA | FUNCTION | NO_GRAD | EVAL_MODE | FLAG
+ML007_SIGNS = DATA | FUNCTION | NO_GRAD | EVAL_MODE | FLAG | GUARDED
 
 
 @dataclass(eq=False)
@@ -82,6 +90,11 @@ class _Loop:
     strings: bool
     #: A call in it (same function) surely trains: ``x.backward()``, ``opt.step()``.
     trains: bool = False
+    #: The lines its ``for`` (or ``while``) keyword may be on.
+    first: int = 0
+    last: int = 0
+    #: ``FOR_DATA_RE`` may match on the keyword's line (None: not looked yet).
+    batches: bool | None = None
 
     def may_name_heldout(self) -> bool:
         if any(is_train_name(w) for w in self.words):
@@ -180,6 +193,14 @@ class _Facts:
     #: The methods (own or inherited within the module) of the classes some call of the
     #: module constructs: ``model.predict(x)`` runs a model only on such an instance.
     methods: set[str] = field(default_factory=set)
+    #: The module's source, when the prefilter parsed it (its lines are made if asked).
+    source: str | None = None
+    _lines: list[str] | None = None
+
+    def lines(self) -> list[str] | None:
+        if self._lines is None and self.source is not None:
+            self._lines = physical_lines(self.source)
+        return self._lines
 
 
 def _words(expr: ast.AST) -> tuple[tuple[str, ...], bool]:
@@ -267,6 +288,7 @@ class _Walker:
 
     def run(self, tree: ast.Module) -> _Facts:
         module = _Scope("", (), None, True, False)
+        self.facts.source = source_of(tree)
         self.visit(tree, module)
         self.facts.methods = _constructed_methods(self.facts)
         # A parameter handed on counts only to a function of the module (``forwarded``
@@ -346,11 +368,13 @@ class _Walker:
                              for child in (*node.bases, *node.keywords, *node.decorator_list))
                 continue
             if isinstance(node, (ast.For, ast.AsyncFor)):
-                loops = (*loops, _Loop(*_words(node.iter)))
+                loops = (*loops, _Loop(*_words(node.iter), first=node.lineno, last=node.iter.lineno))
             elif isinstance(node, ast.While):
-                loops = (*loops, _Loop(*_words(node.test)))  # ``iter_words`` of its test
+                # ``iter_words`` of its test
+                loops = (*loops, _Loop(*_words(node.test), first=node.lineno, last=node.test.lineno))
             elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-                loops = (*loops, _Loop(*_words(node.generators[0].iter)))
+                it = node.generators[0].iter
+                loops = (*loops, _Loop(*_words(it), first=node.lineno, last=it.lineno))
             elif isinstance(node, (ast.With, ast.AsyncWith)) and grad is not True:
                 items = [self.grad_item(i.context_expr) for i in node.items]
                 if True in items:
@@ -476,10 +500,25 @@ def _switched(scope: _Scope, facts: _Facts) -> bool:
     return _switch(scope, facts) and scope.name in facts.called
 
 
+def _over_batches(loop: _Loop, facts: _Facts) -> bool:
+    """``facts.line_matches(loop.kw_pos, FOR_DATA_RE)`` may hold: the pattern occurs on
+    a line the loop's keyword may be on (from its first column: a superset). Without
+    the source at hand, it may."""
+    if loop.batches is None:
+        lines = facts.lines()
+        loop.batches = lines is None or any(
+            FOR_DATA_RE.search(lines[i - 1]) for i in range(loop.first, loop.last + 1)
+            if 0 < i <= len(lines))
+    return loop.batches
+
+
 def _signs(c: _Candidate, facts: _Facts) -> int:
     signs = 0
     mode_calls = facts.mode_calls
-    if c.loops and _switched(c.scope, facts):
+    # Autograd or the mode switched off, and a flag, are signs only around a loop over
+    # batches (``_as_pass``, ``_loop_evidence``, ``_flag_passes``).
+    batches = bool(c.loops) and _over_batches(c.loops[-1], facts)
+    if batches and _switched(c.scope, facts):
         signs |= FLAG  # maybe the evaluation path of a shared train/eval loop
     held_out = c.first_arg is not None and is_val_name(c.first_arg) and not is_train_name(c.first_arg)
     if c.loops and c.loops[-1].trains:
@@ -489,8 +528,8 @@ def _signs(c: _Candidate, facts: _Facts) -> int:
         if any(loop.may_name_heldout() for loop in c.loops if not loop.trains):
             signs |= DATA
         if c.in_grad_with:
-            signs |= NO_GRAD
-        if mode_calls:
+            signs |= NO_GRAD if batches else GUARDED
+        if mode_calls and batches:
             signs |= EVAL_MODE
     elif held_out:
         signs |= DATA
@@ -522,8 +561,8 @@ def _helper_signs(facts: _Facts) -> dict[str, int]:
     for d in facts.candidates:
         if d.loops:
             name = d.target.rpartition(".")[2]
-            signs = _signs(d, facts) & ~FLAG
-            if d.hands_on_param and _switched(d.scope, facts):
+            signs = _signs(d, facts) & ~(FLAG | GUARDED)
+            if d.hands_on_param and _switched(d.scope, facts) and _over_batches(d.loops[-1], facts):
                 signs |= FLAG
             found[name] = found.get(name, 0) | signs
     return found
