@@ -170,6 +170,29 @@ CASES = {
         for x, y in loader:
             clf(x)
         """, 7),
+    # ML007's no_grad loop under a held-out guard need not be over batches, but it must
+    # iterate what a training loop iterates: something in the module must train.
+    "guarded-no-grad-loop-where-nothing-trains": ("ML007", """
+        import torch
+
+        def fit(net, data, val_data=None):
+            if val_data is not None:
+                with torch.no_grad():
+                    for x, y in data:
+                        net(x, y)
+        """, """
+        import torch
+
+        def fit(net, optimizer, data, val_data=None):
+            for x, y in data:
+                optimizer.zero_grad()
+                net(x, y).backward()
+                optimizer.step()
+            if val_data is not None:
+                with torch.no_grad():
+                    for x, y in data:
+                        net(x, y)
+        """, 10),
     # A forward in a helper belongs to the loop that calls it only if the helper
     # returns its output.
     "helper-that-returns-no-output": ("ML003", """

@@ -72,7 +72,8 @@ _FLOW_METHODS = frozenset({"append", "extend", "add", "update", "put"})
 # Signs of evaluation (``analysis.validation.facts.Evidence``), as bits.
 DATA, FUNCTION, NO_GRAD, EVAL_MODE, FLAG = 1, 2, 4, 8, 16
 #: Autograd off around a loop that need not be over batches: ML007's evaluations under
-#: a held-out guard (``DataAnalysis.guarded_evaluations``), forwards directly in the loop.
+#: a held-out guard (``DataAnalysis.guarded_evaluations``), forwards directly in a loop
+#: over what a training loop iterates (so only where something may train).
 GUARDED = 32
 #: Which signs can lead to a finding of each rule: a pass whose only sign is a
 #: ``no_grad`` block cannot lack no_grad (ML003), one whose only sign is ``model.eval()``
@@ -527,8 +528,10 @@ def _signs(c: _Candidate, facts: _Facts) -> int:
     if c.loops:
         if any(loop.may_name_heldout() for loop in c.loops if not loop.trains):
             signs |= DATA
-        if c.in_grad_with:
-            signs |= NO_GRAD if batches else GUARDED
+        if c.in_grad_with and batches:
+            signs |= NO_GRAD
+        elif c.in_grad_with and facts.trains:
+            signs |= GUARDED  # over what a training loop iterates: something trains
         if mode_calls and batches:
             signs |= EVAL_MODE
     elif held_out:
