@@ -47,7 +47,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
 
 from mllint.analysis.validation.names import (
     _FRAMEWORK_HOOKS,
@@ -133,24 +133,21 @@ class _Scope:
         module (``f(...)`` defined here or around) or of the method's class
         (``self.f(...)``)."""
         if "." not in func:
-            s: _Scope | None = self
-            while s is not None:
-                if func in s.defs:
-                    return True
-                s = s.parent
-            return False
+            return any(func in s.defs for s in self._outward())
         recv, _, meth = func.rpartition(".")
         return self.cls_methods is not None and recv == self.self_name and meth in self.cls_methods
 
     def sees(self, name: str) -> bool:
         """``name`` is assigned here or in a scope around it, where the analysis's
         ``origins`` looks for it."""
+        return any(name in s.targets for s in self._outward())
+
+    def _outward(self) -> Iterator[_Scope]:
+        """This scope, then each scope around it, out to the module."""
         s: _Scope | None = self
         while s is not None:
-            if name in s.targets:
-                return True
+            yield s
             s = s.parent
-        return False
 
 
 @dataclass
@@ -185,9 +182,9 @@ class _Facts:
     #: assignments in any of its methods).
     targets: set[str] = field(default_factory=set)
     grad_aliases: set[str] = field(default_factory=set)
-    #: Every callee's dotted name (``Net`` in ``Net(...)``), and its last name: a function
-    #: of that name may have callers here.
+    #: Every callee's dotted name (``Net`` in ``Net(...)``).
     callees: set[str] = field(default_factory=set)
+    #: Their last names: a function of that name may have callers here.
     called: set[str] = field(default_factory=set)
     #: Top-level classes: their methods and the names of their bases.
     classes: dict[str, tuple[set[str], list[str]]] = field(default_factory=dict)
@@ -197,6 +194,11 @@ class _Facts:
     #: The module's source, when the prefilter parsed it (its lines are made if asked).
     source: str | None = None
     _lines: list[str] | None = None
+
+    def assigns_attribute(self, attr: str) -> bool:
+        """Some ``<self>.attr = ...`` anywhere: what ``origins`` finds for ``self.attr``
+        in any method of the class (the class is not told apart: a superset)."""
+        return any(t.partition(".")[2] == attr for t in self.targets if "." in t)
 
     def lines(self) -> list[str] | None:
         if self._lines is None and self.source is not None:
@@ -291,6 +293,7 @@ class _Walker:
         module = _Scope("", (), None, True, False)
         self.facts.source = source_of(tree)
         self.visit(tree, module)
+        self.facts.called = {f.rpartition(".")[2] for f in self.facts.callees}
         self.facts.methods = _constructed_methods(self.facts)
         # A parameter handed on counts only to a function of the module (``forwarded``
         # needs ``helper_of``), known once every function has been seen.
@@ -419,7 +422,6 @@ class _Walker:
         func = dotted(f)
         if func is not None:
             self.facts.callees.add(func)
-            self.facts.called.add(func.rpartition(".")[2])
         if func is None or not has_args or scope.owned:
             return
         if is_eval_function(func.rpartition(".")[2]):
@@ -466,7 +468,7 @@ def _may_be_model(c: _Candidate, facts: _Facts) -> bool:
         if name.count(".") != 1:
             return False
         # ``self.x``: judged by the class's ``<self>.x = ...`` in any of its methods.
-        return is_model_name(name) or any(t.partition(".")[2] == rest for t in facts.targets if "." in t)
+        return is_model_name(name) or facts.assigns_attribute(rest)
     if name in c.scope.params and c.scope.name in facts.called:
         return True  # the analysis follows a parameter to what the callers pass
     # Otherwise an assignment the analysis's ``origins`` finds, or the name alone.
@@ -627,7 +629,7 @@ def _may_be_training_data(name: str, scope: _Scope, facts: _Facts) -> bool:
         return True
     root, dot, rest = name.partition(".")
     if scope.self_name is not None and root == scope.self_name and dot:
-        return any(t.partition(".")[2] == rest for t in facts.targets if "." in t)
+        return facts.assigns_attribute(rest)
     return scope.sees(name) or (dot != "" and scope.sees(root))
 
 
