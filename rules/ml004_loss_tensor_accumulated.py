@@ -194,6 +194,32 @@ class LossTensorAccumulated(IndexedRule):
                 return mean_loss.item()
             """
         ),
+        Valid(  # a loss of detached inputs, stored in a validation pass that keeps autograd on
+            """
+            import numpy as np
+            import torch.nn as nn
+
+            class Experiment:
+                def vali(self, loader, criterion):
+                    self.model.eval()
+                    losses = []
+                    for x, y in loader:
+                        pred = self.model(x)
+                        loss = criterion(pred.detach().cpu(), y.detach().cpu())
+                        losses.append(loss)
+                    self.model.train()
+                    return np.average(losses)
+
+                def train(self, train_loader, val_loader):
+                    criterion = nn.MSELoss()
+                    for x, y in train_loader:
+                        self.optimizer.zero_grad()
+                        loss = criterion(self.model(x), y)
+                        loss.backward()
+                        self.optimizer.step()
+                    return self.vali(val_loader, criterion)
+            """
+        ),
         Valid(  # an auxiliary loss added before backward
             """
             for x, y in loader:
@@ -302,6 +328,20 @@ class LossTensorAccumulated(IndexedRule):
                     meters["loss"] += loss * x.size(0)
             """,
             lines=(11, 12),
+        ),
+        Invalid(  # only the target is detached: the prediction brings its graph
+            """
+            import torch.nn.functional as F
+
+            total = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = F.mse_loss(model(x), y.detach().float())
+                loss.backward()
+                optimizer.step()
+                total += loss
+            """,
+            lines=(9,),
         ),
         Invalid(  # a logging window that resets only every 100 steps
             """

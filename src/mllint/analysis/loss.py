@@ -223,6 +223,10 @@ class LossOracle:
                     return found
             return None
         if self.computes_loss(call, depth):
+            if call.args and all(a.star == "" and _detached(a.value) for a in call.args):
+                # ``criterion(pred.detach().cpu(), true.detach().cpu())`` (Informer's
+                # ``vali``): a loss of detached inputs has no graph to keep.
+                return None
             return LossValue(call, None)
         return None
 
@@ -342,6 +346,24 @@ def _drops_graph(expr: cst.BaseExpression) -> bool:
     if isinstance(expr, cst.BinaryOperation):
         return _drops_graph(expr.left) and _drops_graph(expr.right)
     return False
+
+
+def _detached(expr: cst.BaseExpression) -> bool:
+    """``pred.detach()``, ``pred.detach().cpu()``, ``x.data``, ``y.numpy()``, a literal:
+    an input that brings no graph into what is computed from it."""
+    while True:
+        if _drops_graph(expr) or isinstance(expr, (cst.Name,)) and expr.value in ("None", "True", "False"):
+            return True
+        if isinstance(expr, cst.Attribute):
+            if expr.attr.value == "data":
+                return True
+            return False
+        if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and (
+            expr.func.attr.value in GRAPH_KEEPING_METHODS
+        ):
+            expr = expr.func.value
+            continue
+        return False
 
 
 # -- meters: objects that sum or store what their methods are given ------------------------
