@@ -52,7 +52,10 @@ class EvalModeMissing(ValidationRule):
     project calls are reported only when their file puts the model in training mode).
     Only top-level functions are matched across modules, not methods. Models whose
     class holds no dropout or batch-norm layers (in the file or in another module of
-    the project) are not reported, since the mode changes nothing for them. Lightning modules and Hugging Face `Trainer`
+    the project) are not reported, since the mode changes nothing for them; that holds
+    too for a model every caller in the file hands to the evaluation helper, and for
+    the PyTorch Geometric and Opacus layers known by name (`GCNConv` has no such
+    layer, `GATConv(..., dropout=0.6)` or `GCN(..., norm="batch_norm")` does). Lightning modules and Hugging Face `Trainer`
     subclasses are skipped: the framework sets the mode. A pass is recognised by a sign
     of evaluation - held-out data named on the loop's `for` line (`val_loader`,
     `X_test`, `loaders["val"]`), an evaluation-named function (`evaluate`, `validate`,
@@ -105,6 +108,35 @@ class EvalModeMissing(ValidationRule):
                 for epoch in range(10):
                     train(encoder, head, loader, opt)
                     test(encoder, head, val_loader)
+            """,
+            lines=(15,),
+        ),
+        Invalid(  # a graph attention layer with dropout, in a model handed to a helper
+            """
+            import torch
+            from torch import nn
+            from torch_geometric.nn import GATConv
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = GATConv(16, 4, heads=1, dropout=0.6)
+
+                def forward(self, x):
+                    return self.conv(x, edges)
+
+            def test(model, loader):
+                with torch.no_grad():
+                    return [model(x).argmax(-1) for x, _ in loader]
+
+            net = Net()
+            opt = torch.optim.Adam(net.parameters())
+            for epoch in range(3):
+                for x, y in train_loader:
+                    opt.zero_grad()
+                    nn.functional.cross_entropy(net(x), y).backward()
+                    opt.step()
+                test(net, val_loader)
             """,
             lines=(15,),
         ),
@@ -311,6 +343,63 @@ class EvalModeMissing(ValidationRule):
             with torch.no_grad():
                 for x, y in test_loader:
                     print((model(x).argmax(1) == y).float().mean().item())
+            """
+        ),
+        Valid(  # models without dropout or batch norm, handed to an evaluation helper
+            """
+            import torch
+            from torch import nn
+            from opacus import PrivacyEngine
+            from opacus.layers import DPLSTM
+            from torch_geometric.nn import GCN, GCNConv
+
+
+            class Tagger(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.embedding = nn.Embedding(100, 16)
+                    self.lstm = DPLSTM(16, 32, batch_first=True)
+                    self.out = nn.Linear(32, 4)
+
+                def forward(self, x):
+                    return self.out(self.lstm(self.embedding(x))[0][:, -1])
+
+
+            class Graph(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = GCNConv(16, 4)
+
+                def forward(self, x):
+                    return self.conv(x, edges)
+
+
+            def fit(model, loader, optimizer):
+                for x, y in loader:
+                    optimizer.zero_grad()
+                    nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+
+
+            def test(model, loader):
+                with torch.no_grad():
+                    return [model(x).argmax(-1) for x, _ in loader]
+
+
+            tagger = Tagger()
+            engine = PrivacyEngine()
+            tagger, opt, train_loader = engine.make_private(
+                module=tagger, optimizer=torch.optim.SGD(tagger.parameters(), lr=0.1),
+                data_loader=train_loader, noise_multiplier=1.0, max_grad_norm=1.0)
+            graph = Graph()
+            gnn = GCN(16, 32, 2, 4)
+            for epoch in range(3):
+                fit(tagger, train_loader, opt)
+                test(tagger, val_loader)
+                fit(graph, graph_loader, torch.optim.Adam(graph.parameters()))
+                test(graph, graph_val_loader)
+                fit(gnn, graph_loader, torch.optim.Adam(gnn.parameters()))
+                test(gnn, graph_val_loader)
             """
         ),
     ]

@@ -57,7 +57,11 @@ class ValidationOnTrainData(ValidationRule):
     training loop is fine and not reported, and so is a per-epoch training accuracy
     beside a final test unless it selects the model; so are splits made with
     `random_split`, `Subset`, samplers, or datasets built with `train=False` /
-    `split="val"`. Data prepared in another module is judged by its name only, and a
+    `split="val"`. Loaders that sample one graph (PyTorch Geometric's `NeighborLoader`,
+    `RandomNodeLoader`, ...) serve every split of it: they are judged by their
+    `input_nodes` (reported when that names the training nodes or repeats the training
+    loader's), and one without it by its name, since the split is then chosen by masking
+    the outputs. Data prepared in another module is judged by its name only, and a
     held-out evaluation the file's own calls do not place (a function called from
     elsewhere) excuses the training-data one.
 
@@ -84,6 +88,36 @@ class ValidationOnTrainData(ValidationRule):
     PROBE = "mllint.rules.ml007_validation_on_train_data:TrainDataProbe"
 
     INVALID = [
+        Invalid(  # a graph's validation loader sampling around the training nodes
+            """
+            import torch
+            import torch.nn.functional as F
+            from torch_geometric.loader import NeighborLoader
+
+            data = dataset[0]
+            train_loader = NeighborLoader(data, input_nodes=data.train_mask, shuffle=True)
+            val_loader = NeighborLoader(data, input_nodes=data.train_mask)
+
+            @torch.no_grad()
+            def test(loader):
+                model.eval()
+                hits = 0
+                for batch in loader:
+                    out = model(batch.x, batch.edge_index)[: batch.batch_size]
+                    hits += int((out.argmax(-1) == batch.y[: batch.batch_size]).sum())
+                return hits
+
+            for epoch in range(10):
+                model.train()
+                for batch in train_loader:
+                    optimizer.zero_grad()
+                    out = model(batch.x, batch.edge_index)[: batch.batch_size]
+                    F.cross_entropy(out, batch.y[: batch.batch_size]).backward()
+                    optimizer.step()
+                print(test(val_loader))
+            """,
+            lines=(7,),
+        ),
         Invalid(
             """
             import torch
@@ -302,6 +336,48 @@ class ValidationOnTrainData(ValidationRule):
                     if val_data is not None:
                         with torch.no_grad():
                             val_loss = sum(net(x, y).item() for x, y in val_data)
+            """
+        ),
+        Valid(  # node loaders over one graph: the split is the seed nodes, or a mask on the outputs
+            """
+            import torch
+            import torch.nn.functional as F
+            from torch_geometric.loader import NeighborLoader, RandomNodeLoader
+
+            split_idx = dataset.get_idx_split()
+            data = dataset[0]
+            train_loader = NeighborLoader(data, input_nodes=split_idx["train"], shuffle=True)
+            val_nodes = ("paper", data["paper"].val_mask)
+            val_loader = NeighborLoader(data, input_nodes=val_nodes)
+            test_loader = NeighborLoader(data, input_nodes=split_idx["test"])
+            full_loader = RandomNodeLoader(data, num_parts=5)
+
+            @torch.no_grad()
+            def test(loader):
+                model.eval()
+                hits = 0
+                for batch in loader:
+                    out = model(batch.x, batch.edge_index)[: batch.batch_size]
+                    hits += int((out.argmax(-1) == batch.y[: batch.batch_size]).sum())
+                return hits
+
+            @torch.no_grad()
+            def test_masked():
+                model.eval()
+                hits = 0
+                for batch in full_loader:
+                    out = model(batch.x, batch.edge_index)
+                    hits += int((out[batch.test_mask].argmax(-1) == batch.y[batch.test_mask]).sum())
+                return hits
+
+            for epoch in range(10):
+                model.train()
+                for batch in train_loader:
+                    optimizer.zero_grad()
+                    out = model(batch.x, batch.edge_index)[: batch.batch_size]
+                    F.cross_entropy(out, batch.y[: batch.batch_size]).backward()
+                    optimizer.step()
+                print(test(val_loader), test(test_loader), test_masked())
             """
         ),
     ]

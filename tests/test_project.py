@@ -188,6 +188,53 @@ def test_mode_dependence_of_models_defined_in_other_modules(tmp_path):
     assert view.class_mode_dependent("Missing") is None
 
 
+def test_mode_dependence_of_graph_and_privacy_layers_known_by_name(tmp_path):
+    write(tmp_path, {
+        "pyproject.toml": "",
+        "gnn.py": """
+            from torch import nn
+            from torch_geometric.nn import GATConv, GCN, GCNConv, GINConv
+            from opacus.layers import DPLSTM
+
+            class Plain(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = GCNConv(8, 8)
+                    self.gat = GATConv(8, 8, heads=2)
+                    self.gin = GINConv(nn.Sequential(nn.Linear(8, 8), nn.ReLU()))
+                    self.gnn = GCN(8, 16, 2, 4, dropout=0.0)
+                    self.lstm = DPLSTM(8, 8, batch_first=True)
+
+            class Attention(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.gat = GATConv(8, 8, heads=2, dropout=0.6)
+
+            class Normed(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.gnn = GCN(8, 16, 2, 4, norm="batch_norm")
+
+            class Positional(nn.Module):
+                def __init__(self, p):
+                    super().__init__()
+                    self.gat = GATConv(8, 8, 2, True, 0.2, p)
+
+            class Wrapped(nn.Module):
+                def __init__(self, mlp):
+                    super().__init__()
+                    self.gin = GINConv(mlp)
+        """,
+        "train.py": "import gnn\n",
+    })
+    view = project_for(tmp_path / "train.py")
+    assert view.class_mode_dependent("gnn.Plain") is False
+    assert view.class_mode_dependent("gnn.Attention") is True  # attention dropout
+    assert view.class_mode_dependent("gnn.Normed") is True  # a batch norm between layers
+    assert view.class_mode_dependent("gnn.Positional") is True  # dropout given by position
+    assert view.class_mode_dependent("gnn.Wrapped") is None  # the MLP is built elsewhere
+
+
 def test_may_clear_gradients_follows_forwarded_optimizers(tmp_path):
     write(tmp_path, {
         "pyproject.toml": "",

@@ -94,11 +94,75 @@ MODE_LAYERS = re.compile(r"Dropout|BatchNorm|^Transformer|^dropout|^alpha_dropou
 UNKNOWN = object()
 
 
-def mode_dependent_layer(qname: str, kwargs: dict[str, object]) -> bool:
-    """Whether ``torch.nn.X(**kwargs)`` computes differently in training and eval mode.
-    ``kwargs`` maps each keyword to its literal value, or ``UNKNOWN``."""
+#: Layers of graph and privacy libraries known by name: the keywords that make them
+#: compute differently in training mode (dropout, or a norm for PyG's ready-made GNNs),
+#: and how many leading positional arguments come before the first of them. Layers that
+#: take other modules as arguments (``GINConv(nn.Sequential(...))``) are in ``NESTING_LAYERS``.
+_KNOWN_LAYERS: dict[str, dict[str, tuple[tuple[str, ...], int]]] = {
+    "torch_geometric.nn.": {
+        **dict.fromkeys(
+            ("GCNConv", "SAGEConv", "GraphConv", "ChebConv", "SGConv", "SSGConv", "TAGConv",
+             "SplineConv", "GatedGraphConv", "ResGatedGraphConv", "GMMConv", "LEConv",
+             "ClusterGCNConv", "RGCNConv", "FastRGCNConv", "CGConv", "GCN2Conv", "FeaStConv",
+             "GravNetConv", "SignedConv", "MFConv", "FiLMConv", "EGConv", "LGConv", "AGNNConv",
+             "WLConv", "Linear", "HeteroLinear", "TopKPooling", "SAGPooling", "PANPooling",
+             "GraphNorm", "LayerNorm", "PairNorm", "GINConv", "GINEConv", "NNConv", "EdgeConv",
+             "DynamicEdgeConv", "PointNetConv", "PPFConv", "PointTransformerConv"),
+            ((), 99)),
+        **dict.fromkeys(("GATConv", "GATv2Conv", "SuperGATConv"), (("dropout",), 5)),
+        "TransformerConv": (("dropout",), 5),
+        "APPNP": (("dropout",), 2),
+        "ARMAConv": (("dropout",), 6),
+        "HypergraphConv": (("dropout",), 7),
+        "DNAConv": (("dropout",), 3),
+        "EdgePooling": (("dropout",), 2),
+        "ASAPooling": (("dropout",), 3),
+        "DeepGCNLayer": (("dropout",), 4),
+        **dict.fromkeys(("GCN", "GraphSAGE", "GIN", "GAT", "PNA", "EdgeCNN"),
+                        (("dropout", "norm"), 4)),
+        "AttentiveFP": (("dropout",), 6),
+    },
+    "opacus.layers.": {
+        **dict.fromkeys(("DPLSTM", "DPGRU", "DPRNN"), (("dropout",), 5)),
+        "DPMultiheadAttention": (("dropout",), 2),
+    },
+}
+#: Known layers whose computation is that of the modules passed to them.
+NESTING_LAYERS = frozenset({"GINConv", "GINEConv", "NNConv", "EdgeConv", "DynamicEdgeConv",
+                            "PointNetConv", "PPFConv", "PointTransformerConv", "DeepGCNLayer"})
+
+
+def mode_dependent_layer(qname: str, kwargs: dict[str, object], positional: int = 0) -> bool | None:
+    """Whether the layer ``qname(*positional, **kwargs)`` computes differently in training
+    and eval mode: True or False for torch's layers and the graph and privacy layers known
+    by name, None for any other callee. ``kwargs`` maps each keyword to its literal value,
+    or ``UNKNOWN``; ``positional`` counts the positional arguments."""
+    last = qname.rsplit(".", 1)[-1]
     if not qname.startswith("torch.nn."):
-        return False
+        for prefix, layers in _KNOWN_LAYERS.items():
+            if qname.startswith(prefix) and last in layers:
+                if MODE_LAYERS.search(last):
+                    return True
+                keywords, before = layers[last]
+                if keywords and positional > before:
+                    return True  # a mode keyword given by position: assume it is set
+                return any(_set(kwargs.get(k)) for k in keywords)
+            if qname.startswith(prefix) and MODE_LAYERS.search(last):
+                return True  # ``torch_geometric.nn.BatchNorm``
+        return None
+    if MODE_LAYERS.search(last):
+        return True
+    if last.startswith(("InstanceNorm", "LazyInstanceNorm")):
+        return "track_running_stats" in kwargs and kwargs["track_running_stats"] is not False
+    if last in ("RNN", "LSTM", "GRU", "MultiheadAttention"):
+        return _set(kwargs.get("dropout"))
+    return False
+
+
+def _set(value: object) -> bool:
+    """A dropout probability or norm argument that switches the behaviour on (an unknown
+    value counts as on; absent, ``0`` and ``None`` as off)."""
+    return value is not None and not (isinstance(value, (int, float)) and float(value) == 0)
     last = qname.rsplit(".", 1)[-1]
     if MODE_LAYERS.search(last):
         return True

@@ -23,6 +23,7 @@ from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.gates.training import BACKWARD_METHODS, SAVE_FUNCTIONS
 from mllint.optimizer_names import looks_like_optimizer
 from mllint.project.roles import (
+    NESTING_LAYERS,
     ROLE_KEEPING_METHODS,
     ROLE_KEEPING_WRAPPERS,
     SGD_CONSTRUCTORS,
@@ -237,9 +238,16 @@ def _class(cls: ast.ClassDef, qualname: str, imports: Imports) -> ClassSummary:
         elif isinstance(node, ast.Call):
             names = imports.qualified(node.func)
             kwargs = {k.arg: _literal(k.value) for k in node.keywords if k.arg is not None}
-            if any(mode_dependent_layer(q, kwargs) for q in names):
+            if any(k.arg is None for k in node.keywords):
+                kwargs["dropout"] = kwargs["norm"] = UNKNOWN
+            positional = sum(99 if isinstance(a, ast.Starred) else 1 for a in node.args)
+            known = [mode_dependent_layer(q, kwargs, positional) for q in names]
+            if True in known:
                 mode = True
-            elif not any(q.startswith("torch.") for q in names):
+            elif False in known and (dotted(node.func) or "").rpartition(".")[2] in NESTING_LAYERS \
+                    and not all(isinstance(a, (ast.Call, ast.Constant)) for a in node.args):
+                parts.add(dotted(node.func) or "")  # ``GINConv(mlp)``: a module built elsewhere
+            elif not any(q.startswith("torch.") for q in names) and False not in known:
                 name = dotted(node.func)
                 head = (name or "").partition(".")[0]
                 # Builtins, ``self.f(...)`` and ``super()`` build no sub-module we could see.

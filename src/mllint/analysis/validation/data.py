@@ -80,6 +80,7 @@ class DataAnalysis:
         self._training: set[tuple[int, str]] | None = None
         self._training_flows: set[int] = set()
         self._samplers: set[str] | None = None
+        self._selectors: set[str] | None = None
         self._returns: dict[int, list[cst.Return]] = {}
 
     # -- what training iterates ----------------------------------------------------------
@@ -211,6 +212,8 @@ class DataAnalysis:
         if flow.index is not None or call.qnames & SPLITTERS:
             return None  # a part of a split: its own name tells which part
         if _is_loader(call):
+            if _selects_nodes(call):
+                return self._selected(call, name)
             if _has_sampler(call):
                 return self._sampled(scope, flow, call, name, depth)
             ds = _dataset_arg(call.node)
@@ -272,6 +275,39 @@ class DataAnalysis:
             return Source(Kind.UNKNOWN, name)
         return Source(Kind.TRAIN, name, s, call, None,
                       f"it is built with `{s}`, the training sampler, on line {call.line}")
+
+    def _selected(self, call: CallRec, name: str) -> Source | None:
+        """A loader that samples nodes or edges of one graph (PyG's ``NeighborLoader(data,
+        input_nodes=data.val_mask)``) serves every split of that graph: which one it
+        measures is its ``input_nodes``, not its data. Without a selector it walks the
+        whole graph, and the split is picked afterwards by masking the outputs."""
+        selector = next((a.value for a in call.node.args if a.keyword is not None
+                         and a.keyword.value in _NODE_SELECTORS), None)
+        if selector is None:
+            return None
+        words = list(_words(selector))
+        if any(is_val_name(w) for w in words):
+            return Source(Kind.HELDOUT, name)
+        text = _code(selector)
+        if any(is_train_name(w) for w in words) or text in self._training_selectors():
+            return Source(Kind.TRAIN, name, text, call, None,
+                          f"it is built to sample around `{text}`, the training nodes")
+        return None
+
+    def _training_selectors(self) -> set[str]:
+        """The node selectors of the loaders that training loops iterate."""
+        if self._selectors is None:
+            found: set[str] = set()
+            _, flows = self.training_keys()
+            for scope in self.va.facts.scopes:
+                for f in scope.flows:
+                    call = self.va._call_rec(scope, f.value) if id(f) in flows else None
+                    if call is None or not _is_loader(call):
+                        continue
+                    found.update(_code(a.value) for a in call.node.args if a.keyword is not None
+                                 and a.keyword.value in _NODE_SELECTORS)
+            self._selectors = found
+        return self._selectors
 
     def _training_samplers(self) -> set[str]:
         """Names of the samplers the loaders that training loops iterate are built with."""
@@ -498,6 +534,27 @@ def _returns(func: cst.FunctionDef) -> list[cst.Return]:
 
     traversal.visit(func.body, _Returns())
     return found
+
+
+#: Keywords by which a graph loader picks the nodes or edges it serves batches around.
+_NODE_SELECTORS = frozenset({"input_nodes", "input_edges", "edge_label_index", "node_idx"})
+#: Loaders that sample parts of one graph (node- or link-level), not examples of a dataset.
+_GRAPH_SAMPLERS = frozenset({
+    "NeighborLoader", "LinkNeighborLoader", "HGTLoader", "RandomNodeLoader", "ClusterLoader",
+    "ShaDowKHopSampler", "NeighborSampler", "GraphSAINTNodeSampler", "GraphSAINTEdgeSampler",
+    "GraphSAINTRandomWalkSampler", "NodeLoader", "LinkLoader",
+})
+
+
+def _selects_nodes(call: CallRec) -> bool:
+    """A loader over the nodes or edges of one graph."""
+    last = (call.func or "").rpartition(".")[2]
+    return last in _GRAPH_SAMPLERS or any(
+        a.keyword is not None and a.keyword.value in _NODE_SELECTORS for a in call.node.args)
+
+
+def _code(expr: cst.BaseExpression) -> str:
+    return cst.Module([]).code_for_node(expr)
 
 
 def _has_sampler(call: CallRec) -> bool:

@@ -74,7 +74,7 @@ from mllint.analysis.validation.names import (
 )
 from mllint.engine.traversal import children
 from mllint.project.model import ProjectView
-from mllint.project.roles import UNKNOWN, mode_dependent_layer
+from mllint.project.roles import NESTING_LAYERS, UNKNOWN, mode_dependent_layer
 
 
 _ANALYSIS_KEY = "validation-analysis"
@@ -336,11 +336,9 @@ class ValidationAnalysis:
                 part = value.elements[flow.index].value
                 return self.is_model_value(scope, FlowRec(flow.where, flow.targets, part), depth + 1)
             if isinstance(value, cst.Call):
-                args = [a.value for a in value.args if a.keyword is None]
-                if flow.index < len(args):
-                    d = dotted_name(args[flow.index])
-                    if d:
-                        return self.is_model(scope, d, depth + 1)
+                d = _returned_name(value, flow.index)
+                if d:
+                    return self.is_model(scope, d, depth + 1)
             return None
         call = self._call_rec(scope, value)
         if isinstance(value, (cst.Name, cst.Attribute)):
@@ -962,6 +960,22 @@ class ValidationAnalysis:
                 call = vp.outer.call
                 if outer:
                     found = self.mode_dependent_layers(call.scope, outer, call.pos)
+        if found is None and through is None and self._comes_from_outside(vp.scope, names):
+            found = self._callers_layers(vp.scope, names)
+        return found
+
+    def _callers_layers(self, scope: Scope, names: set[str]) -> bool | None:
+        """``test(model, loader)``: the layers of what every caller in the module passes
+        for the parameter (None when a caller's model is not in sight, or none calls)."""
+        callers = self.callers(scope)
+        found: bool | None = False if callers else None
+        for call in callers:
+            outer = self._names_across(scope, call, names)
+            inner = self.mode_dependent_layers(call.scope, outer, call.pos) if outer else None
+            if inner:
+                return True
+            if inner is None:
+                found = None
         return found
 
     def _comes_from_outside(self, scope: Scope, names: set[str]) -> bool:
@@ -1011,6 +1025,11 @@ class ValidationAnalysis:
         for n in sorted(names):
             for s, f in self.origins(scope, n, before):
                 value = _strip_passthrough(f.value) if f.value is not None else None
+                if f.index is not None and isinstance(value, cst.Call):
+                    # ``model, opt, dl = privacy_engine.make_private(module=model, ...)``
+                    d = _returned_name(value, f.index)
+                    if d:
+                        return self.mode_dependent_layers(s, self.aliases(s, d), f.pos)
                 call = self._call_rec(s, value)
                 if call is None or f.index is not None or call.qnames & WRAPPERS:
                     continue
@@ -1020,8 +1039,25 @@ class ValidationAnalysis:
     def _call_mode_dependent(self, call: CallRec, depth: int) -> bool | None:
         if depth > _MAX_DEPTH:
             return None
-        if any(_mode_dependent_layer(q, call.node) for q in call.qnames):
+        known = [_mode_dependent_layer(q, call.node) for q in call.qnames]
+        if True in known:
             return True
+        if False in known and not any(q.startswith("torch.") for q in call.qnames):
+            # A graph or privacy layer known by name; ``GINConv(nn.Sequential(...))``
+            # computes what the modules passed to it compute.
+            if (call.func or "").rpartition(".")[2] not in NESTING_LAYERS:
+                return False
+            found: bool | None = False
+            for a in call.node.args:
+                if not isinstance(a.value, (cst.Call, cst.Integer, cst.Float, cst.SimpleString)):
+                    found = None  # a module built elsewhere
+            for sub in self._nested_calls(call):
+                d = self._call_mode_dependent(sub, depth + 1)
+                if d:
+                    return True
+                if d is None:
+                    found = None
+            return found
         if is_module_constructor(call.qnames):
             if not any(q.startswith("torch.nn.") for q in call.qnames):
                 return None  # torchvision/timm/hub: not in sight
@@ -1280,10 +1316,14 @@ class ValidationAnalysis:
         return any(s.trains for s in self.facts.scopes)
 
 
-def _mode_dependent_layer(qname: str, node: cst.Call) -> bool:
-    """A torch layer/function that computes differently in training and eval mode."""
-    return mode_dependent_layer(qname, {a.keyword.value: _literal(a.value)
-                                        for a in node.args if a.keyword is not None})
+def _mode_dependent_layer(qname: str, node: cst.Call) -> bool | None:
+    """A known layer/function that computes differently in training and eval mode (True),
+    one that does not (False), or a callee not known by name (None)."""
+    positional = sum(99 if a.star else 1 for a in node.args if a.keyword is None)
+    kwargs = {a.keyword.value: _literal(a.value) for a in node.args if a.keyword is not None}
+    if any(a.star == "**" for a in node.args):
+        kwargs["dropout"] = kwargs["norm"] = UNKNOWN
+    return mode_dependent_layer(qname, kwargs, positional)
 
 
 def _literal(value: cst.BaseExpression) -> object:
@@ -1324,7 +1364,8 @@ def _returns(func: cst.CSTNode) -> list[cst.Return]:
 
 
 def _is_known_stateless(call: CallRec) -> bool:
-    return any(q.startswith("torch.") for q in call.qnames)
+    return any(q.startswith("torch.") or _mode_dependent_layer(q, call.node) is False
+               for q in call.qnames)
 
 
 def _bind_params(callee: Scope, call: CallRec) -> dict[str, str]:
@@ -1361,6 +1402,26 @@ def _alias_source(flow: FlowRec) -> str | None:
             a = _first_arg(value)
             return dotted_name(_strip_passthrough(a)) if a is not None else None
     return None
+
+
+#: Calls that hand back, as a tuple, the objects passed under these keywords.
+_RETURNED_KEYWORDS = {
+    "make_private": ("module", "optimizer", "data_loader"),
+    "make_private_with_epsilon": ("module", "optimizer", "data_loader"),
+}
+
+
+def _returned_name(call: cst.Call, index: int) -> str | None:
+    """The argument element ``index`` of ``call``'s tuple hands back: by position
+    (``accelerator.prepare(model, opt)``) or, for opacus' ``make_private``, by keyword."""
+    func = call.func
+    keywords = _RETURNED_KEYWORDS.get(func.attr.value) if isinstance(func, cst.Attribute) else None
+    if keywords is not None and index < len(keywords):
+        for a in call.args:
+            if a.keyword is not None and a.keyword.value == keywords[index]:
+                return dotted_name(a.value)
+    args = [a.value for a in call.args if a.keyword is None]
+    return dotted_name(args[index]) if index < len(args) else None
 
 
 def _strip_passthrough(expr: cst.BaseExpression) -> cst.BaseExpression:
