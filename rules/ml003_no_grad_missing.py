@@ -54,7 +54,9 @@ class NoGradMissing(ValidationRule):
     whose parameters were frozen with `model.requires_grad_(False)` records no graph and
     is not reported, nor is a pass that computes gradients of its own (an adversarial
     attack such as `adversary.perturb(x, y)`, inputs set to `requires_grad_()`).
-    Lightning modules and Hugging Face `Trainer` subclasses are skipped. A forward on
+    A single forward of a model the file builds and only ever calls (never trains,
+    loads, moves or hands on: a shape check on random weights) evaluates nothing and is
+    not reported. Lightning modules and Hugging Face `Trainer` subclasses are skipped. A forward on
     `Variable(x, volatile=True)` inputs is not reported: that was PyTorch 0.3's way of
     switching autograd off, and code written for it is right for its version (current
     PyTorch ignores `volatile` with a warning).
@@ -83,6 +85,42 @@ class NoGradMissing(ValidationRule):
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
 
     INVALID = [
+        Invalid(  # the same single forward of a model whose weights are loaded
+            """
+            import numpy as np
+            import torch
+            from torch import nn
+
+
+            class RNN(nn.Module):
+                def __init__(self, hidden):
+                    super().__init__()
+                    self.rnn = nn.RNN(1, hidden, batch_first=True)
+                    self.fc = nn.Linear(hidden, 1)
+
+                def forward(self, x, h):
+                    out, h = self.rnn(x, h)
+                    return self.fc(out), h
+
+
+            test_rnn = RNN(10)
+            test_input = torch.Tensor(np.sin(np.linspace(0, np.pi, 20))).view(1, 20, 1)
+            test_rnn.load_state_dict(torch.load("rnn.pt"))
+            test_out, test_h = test_rnn(test_input, None)
+            print("Output size:", test_out.size())
+
+            rnn = RNN(32)
+            optimizer = torch.optim.Adam(rnn.parameters(), lr=0.01)
+            for step in range(100):
+                x = torch.Tensor(np.sin(np.linspace(step, step + 1, 21))).view(1, 21, 1)
+                prediction, _ = rnn(x[:, :-1], None)
+                loss = nn.functional.mse_loss(prediction, x[:, 1:])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            """,
+            lines=(20,),
+        ),
         Invalid(
             """
             import torch
@@ -154,6 +192,40 @@ class NoGradMissing(ValidationRule):
         ),
     ]
     VALID = [
+        Valid(  # a model built only to print the shape of its output: it is never trained
+            """
+            import numpy as np
+            import torch
+            from torch import nn
+
+
+            class RNN(nn.Module):
+                def __init__(self, hidden):
+                    super().__init__()
+                    self.rnn = nn.RNN(1, hidden, batch_first=True)
+                    self.fc = nn.Linear(hidden, 1)
+
+                def forward(self, x, h):
+                    out, h = self.rnn(x, h)
+                    return self.fc(out), h
+
+
+            test_rnn = RNN(10)
+            test_input = torch.Tensor(np.sin(np.linspace(0, np.pi, 20))).view(1, 20, 1)
+            test_out, test_h = test_rnn(test_input, None)
+            print("Output size:", test_out.size())
+
+            rnn = RNN(32)
+            optimizer = torch.optim.Adam(rnn.parameters(), lr=0.01)
+            for step in range(100):
+                x = torch.Tensor(np.sin(np.linspace(step, step + 1, 21))).view(1, 21, 1)
+                prediction, _ = rnn(x[:, :-1], None)
+                loss = nn.functional.mse_loss(prediction, x[:, 1:])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            """
+        ),
         Valid(  # ``torch`` comes from a star import of a helper module that imports it
             """
             from utils import *

@@ -18,8 +18,9 @@ from libcst.metadata import MetadataWrapper
 from mllint import noqa
 from mllint.collector import collector_paused
 from mllint.engine.libcst_support import fast_paths_enabled, parse_module
+from mllint.engine.reachability import in_spans, unreachable_spans
 from mllint.notebook import is_notebook, map_result, read_notebook
-from mllint.prefilter import admitted, python_syntax_error
+from mllint.prefilter import admitted, python_syntax_error, python_tree
 from mllint.rule import FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
 from mllint.types import ErrorKind, FileError, FileResult, Finding, Position
@@ -196,6 +197,10 @@ def _lint_text(path: str, text: str, rules: Sequence[type[Rule]], prefilter: boo
                     )
                 )
     found = [f for v in visitors for f in v.findings]
+    if found:
+        tree = python_tree(text)
+        spans = unreachable_spans(tree) if tree is not None else []
+        found = [f for f in found if not in_spans(f.line, spans)]
     result = noqa.apply(FileResult(path, (), tuple(errors)), text, known, unused_noqa, found)
     return replace(result, depends_on=context.depends_on)
 

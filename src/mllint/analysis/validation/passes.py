@@ -584,6 +584,8 @@ class ValidationAnalysis:
             return self._helper_pass(call, model)
         if self._synthetic_input(call):
             return None  # ``net(torch.randn(1, 3, 32, 32))``: a smoke test of shapes
+        if loop is None and training_loop is None and self._throwaway(scope, model):
+            return None
         if self._backpropagated(call) or self._caller_backpropagates(call):
             return None
         # Autograd or mode switched off are signs of evaluation only around a loop over
@@ -602,6 +604,20 @@ class ValidationAnalysis:
         if not evidence:
             return None
         return ValidationPass(scope, loop, call, model, frozenset(evidence), training_loop)
+
+    def _throwaway(self, scope: Scope, model: str) -> bool:
+        """``test_rnn = RNN(...)`` then ``test_rnn(test_input)`` to print the output's
+        shape: a model built here that the file only ever calls (never trains, loads,
+        moves, hands on or reads an attribute of) holds random weights, and a forward
+        of it evaluates nothing."""
+        if "." in model or not any(
+            f.index is None and isinstance(f.value, cst.Call)
+            and (self.call_builds_model(c, 0) if (c := self._call_rec(s, f.value)) else False)
+            for s, f in self.origins(scope, model)
+        ):
+            return False
+        uses = re.compile(rf"(?<![\w.]){re.escape(model)}\b(?!\s*(?:\(|=(?!=)))")
+        return not any(uses.search(line) for line in self.facts.lines)
 
     def _helper_pass(self, call: CallRec, model: str) -> ValidationPass | None:
         """A helper that runs the model and returns the output, called from a loop with
