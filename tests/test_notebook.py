@@ -119,6 +119,23 @@ def test_noqa_warnings_name_the_cell(tmp_path):
     assert "warning: nb.ipynb: cell 4, line 7: unknown rule `ML0001`" in proc.stderr
 
 
+def test_lines_named_in_a_message_are_lines_of_the_cells(tmp_path):
+    (tmp_path / "nb.ipynb").write_text(notebook(
+        "import torch\nfrom torch import nn\nmodel = nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5))\n",
+        "def test(loader):\n    hits = 0\n    for x, y in loader:\n"
+        "        hits += (model(x).argmax(1) == y).sum().item()\n    return hits\n",
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\nfor x, y in train_loader:\n"
+        "    opt.zero_grad()\n    nn.functional.cross_entropy(model(x), y).backward()\n"
+        "    opt.step()\nprint(test(val_loader))\n",
+    ))
+    items = json.loads(run("--format", "json", "nb.ipynb", cwd=tmp_path).stdout)
+    ml003 = next(d for d in items if d["code"] == "ML003")
+    assert (ml003["cell"], ml003["line"]) == (2, 4)
+    # The joined text's lines 6 and 14: the loop in the finding's cell, the call in another.
+    assert "in the loop on line 3 with autograd on (its call on line 6 of cell 3 runs" \
+        in ml003["message"]
+
+
 def test_directory_walk_lints_notebooks_and_skips_checkpoints(tmp_path):
     shutil.copy(NOTEBOOK, tmp_path / "a.ipynb")
     (tmp_path / ".ipynb_checkpoints").mkdir()

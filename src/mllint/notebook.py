@@ -239,7 +239,22 @@ def _map_finding(f: Finding, nb: NotebookSource) -> Finding:
         if a is not None and b is not None and a.cell == b.cell:
             region = Span.lines(a.line, b.line)
     return replace(f, span=Span(Position(start.line, f.span.start.column), end_pos),
-                   region=region, cell=start.cell, notebook_line=start.file_line)
+                   region=region, cell=start.cell, notebook_line=start.file_line,
+                   message=_LINE_IN_MESSAGE.sub(lambda m: _line_in_cell(m, nb, start.cell),
+                                                f.message))
+
+
+#: How a message refers to another line of the file (``the loop on line 183``).
+_LINE_IN_MESSAGE = re.compile(r"\bline (\d+)\b")
+
+
+def _line_in_cell(m: re.Match, nb: NotebookSource, cell: int) -> str:
+    """``line 183`` of the joined text as a reader of the notebook finds it: ``line 7``
+    in the finding's own cell, ``line 7 of cell 12`` in another."""
+    where = nb.locate(int(m.group(1)))
+    if where is None:
+        return m.group(0)
+    return f"line {where.line}" if where.cell == cell else f"line {where.line} of cell {where.cell}"
 
 
 def _map_error(e: FileError, nb: NotebookSource) -> FileError:

@@ -51,7 +51,7 @@ DEFAULT_MIRRORS = "/work/.mirror"
 VERDICTS = ("true", "false", "debatable")
 FUNCTION_WINDOW = 30
 # What mllint reads from a repository: sources, and the files that say where a project starts.
-EXTRACT_SUFFIXES = (".py",)
+EXTRACT_SUFFIXES = (".py", ".ipynb")
 EXTRACT_NAMES = ("pyproject.toml", "setup.cfg", "setup.py")
 
 
@@ -71,6 +71,8 @@ class Finding:
     text: str = ""
     function: str = ""
     message: str = ""
+    #: A notebook's code cell (counted from 1, as mllint counts them): ``line`` is in it.
+    cell: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Entry:
     text: str = ""
     function: str = ""
     span: tuple[int, int] | None = None
+    cell: int | None = None
 
 
 @dataclass
@@ -122,7 +125,7 @@ def _entry(raw: dict, missed: bool, where: str) -> Entry:
         raise SystemExit(f"{where}: span must be [first, last] around line: {raw}")
     return Entry(raw["repo"], raw["commit"], raw["path"], int(raw["line"]), raw["code"],
                  raw["why"], verdict, raw.get("text", ""), raw.get("function", ""),
-                 None if span is None else (int(span[0]), int(span[1])))
+                 None if span is None else (int(span[0]), int(span[1])), raw.get("cell"))
 
 
 def load_triage(path: Path = TRIAGE) -> tuple[list[Entry], list[Entry]]:
@@ -155,30 +158,46 @@ def enclosing_function(tree: ast.AST, line: int) -> str:
     return ".".join(best) or "<module>"
 
 
-def source_context(root: Path, path: str, line: int, cache: dict | None = None) -> tuple[str, str]:
-    """(stripped text of ``line``, enclosing function) of a file under ``root``."""
+def source_context(root: Path, path: str, line: int, cache: dict | None = None,
+                   cell: int | None = None) -> tuple[str, str]:
+    """(stripped text of ``line``, enclosing function) of a file under ``root``, or of
+    code cell ``cell`` of a notebook."""
     cache = {} if cache is None else cache
-    if path not in cache:
+    if (path, cell) not in cache:
         try:
             src = (root / path).read_text(encoding="utf-8", errors="replace")
         except OSError:
             src = ""
+        if cell is not None:
+            src = notebook_cell(src, cell)
         try:
             tree = ast.parse(src)
         except (SyntaxError, ValueError):
             tree = None
-        cache[path] = (src.splitlines(), tree)
-    lines, tree = cache[path]
+        cache[path, cell] = (src.splitlines(), tree)
+    lines, tree = cache[path, cell]
     text = lines[line - 1].strip() if 0 < line <= len(lines) else ""
     function = enclosing_function(tree, line) if tree is not None else ""
     return text, function
 
 
+def notebook_cell(raw: str, cell: int) -> str:
+    """The source of a notebook's ``cell``-th code cell ("" when there is none)."""
+    try:
+        cells = [c for c in json.loads(raw).get("cells", []) if c.get("cell_type") == "code"]
+    except (ValueError, AttributeError):
+        return ""
+    if not 0 < cell <= len(cells):
+        return ""
+    source = cells[cell - 1].get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
 # ---------------------------------------------------------------- matching and metrics
 
 
-def _key(x: Finding | Entry) -> tuple[str, str, str]:
-    return (x.repo, x.path, x.code)
+def _key(x: Finding | Entry) -> tuple[str, str, int | None, str]:
+    return (x.repo, x.path, x.cell, x.code)
 
 
 def _passes():
@@ -272,19 +291,23 @@ def render(cmp: Comparison, figs: dict[str, RuleFigures], n_findings: int, error
                    f"   {r.known_bugs:>10} {r.bugs_found:>5}  {_ratio(r.recall):>6}")
     if cmp.new:
         out += ["", f"NEW findings ({len(cmp.new)}), not in the triage:"]
-        out += [f"  {f.repo} {f.path}:{f.line} {f.code} [{f.function}] {f.text}\n      {f.message}"
+        out += [f"  {f.repo} {_where(f)} {f.code} [{f.function}] {f.text}\n      {f.message}"
                 for f in cmp.new]
     if cmp.lost:
         out += ["", f"LOST findings ({len(cmp.lost)}), triaged but no longer reported:"]
-        out += [f"  {e.repo} {e.path}:{e.line} {e.code} ({e.verdict}) [{e.function}] {e.text}"
+        out += [f"  {e.repo} {_where(e)} {e.code} ({e.verdict}) [{e.function}] {e.text}"
                 for e in cmp.lost]
     if cmp.missed_found:
         out += ["", f"Known missed bugs now found ({len(cmp.missed_found)}):"]
-        out += [f"  {e.repo} {e.path}:{e.line} {e.code} -> reported at line {f.line}"
+        out += [f"  {e.repo} {_where(e)} {e.code} -> reported at line {f.line}"
                 for e, f in cmp.missed_found]
     if errors:
         out += ["", f"ERRORS ({len(errors)}):"] + [f"  {e}" for e in errors]
     return "\n".join(out)
+
+
+def _where(x: Finding | Entry) -> str:
+    return f"{x.path}:cell {x.cell}:{x.line}" if x.cell is not None else f"{x.path}:{x.line}"
 
 
 def skeleton(findings: list[Finding], commits: dict[str, str]) -> str:
@@ -296,6 +319,7 @@ def skeleton(findings: list[Finding], commits: dict[str, str]) -> str:
                 f"commit = {json.dumps(commits.get(f.repo, ''))}",
                 f"path = {json.dumps(f.path)}",
                 f"line = {f.line}",
+                *([f"cell = {f.cell}"] if f.cell is not None else []),
                 f"code = {json.dumps(f.code)}",
                 f"text = {json.dumps(f.text)}",
                 f"function = {json.dumps(f.function)}",
@@ -376,8 +400,10 @@ def lint(root: Path, repo: str, mllint: list[str]) -> tuple[list[Finding], list[
         if d["code"] is None:
             errors.append(f"{repo} {path}:{d['line']} {d['name']}: {d['message']}")
             continue
-        text, function = source_context(root, path, d["line"], cache)
-        findings.append(Finding(repo, path, d["line"], d["code"], text, function, d["message"]))
+        cell = d.get("cell")
+        text, function = source_context(root, path, d["line"], cache, cell)
+        findings.append(Finding(repo, path, d["line"], d["code"], text, function, d["message"],
+                                cell))
     return findings, errors
 
 

@@ -82,6 +82,25 @@ def test_matching_is_one_to_one_and_prefers_the_exact_line():
     assert lost == [] and new == [f3]
 
 
+def test_notebook_findings_match_only_in_their_cell(tmp_path):
+    nb = {"cells": [
+        {"cell_type": "markdown", "source": ["# title"]},
+        {"cell_type": "code", "source": ["import torch\n", "model = Net()\n"]},
+        {"cell_type": "code", "source": "for x in val_loader:\n    out = model(x)\n"},
+    ]}
+    (tmp_path / "a.ipynb").write_text(json.dumps(nb))
+    assert check.source_context(tmp_path, "a.ipynb", 2, {}, 2) == ("out = model(x)", "<module>")
+    assert check.source_context(tmp_path, "a.ipynb", 2, {}, 1) == ("model = Net()", "<module>")
+    assert check.notebook_cell(json.dumps(nb), 3) == ""
+    in_cell_2 = Entry("o/r", "c0ffee", "a.ipynb", 2, "ML003", "why", "true", cell=2)
+    pairs, lost, new = check.match([in_cell_2], [
+        Finding("o/r", "a.ipynb", 2, "ML003", cell=1), Finding("o/r", "a.ipynb", 2, "ML003", cell=2)])
+    assert [(e.cell, f.cell) for e, f in pairs] == [(2, 2)]
+    assert lost == [] and [f.cell for f in new] == [1]
+    text = check.skeleton(new, {"o/r": "c0ffee"})
+    assert tomllib.loads(text)["finding"][0]["cell"] == 1
+
+
 def test_compare_splits_new_lost_and_missed_bugs_found():
     triaged = [entry(10, "true"), entry(20, "false"), entry(30, "debatable", code="ML003")]
     missed = [entry(40, None, code="ML002", text="out = model(x)"),
