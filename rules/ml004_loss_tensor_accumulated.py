@@ -94,11 +94,13 @@ class LossTensorAccumulated(IndexedRule):
     variable that is back-propagated.
 
     ## Why is this bad?
-    A loss tensor references the graph that produced it, and with it the activations
-    of the forward pass. Summing it into a running total, or keeping it in a list,
-    chains every step's graph to the next: memory grows with every step until the run
-    slows down or dies with an out-of-memory error hours in. `loss.item()` (or
-    `loss.detach()`) keeps the number without the graph.
+    A loss tensor references the graph that produced it. Summing it into a running
+    total, or keeping it in a list, chains every step's graph to the next: memory grows
+    with every step until the run slows down or dies with an out-of-memory error hours
+    in. `backward()` frees the activations a graph saved, so in a training loop what
+    piles up is the graph's nodes; in a pass that never back-propagates (an evaluation
+    with autograd on) every batch's activations stay alive too, and memory runs out
+    fast. `loss.item()` (or `loss.detach()`) keeps the number without the graph.
 
     ## Known problems
     Summing micro-batch losses into one tensor that is then back-propagated (gradient
@@ -418,8 +420,8 @@ class LossTensorAccumulated(IndexedRule):
         loss_text = source_of(loss.expr)
         if kind is Kind.TRAINING:
             why = (
-                f"`{base}` lives across optimizer steps, so it keeps every step's graph (and "
-                f"its activations) alive and memory grows with each step"
+                f"`{base}` lives across optimizer steps, so it keeps every step's graph "
+                f"alive, chained to the next, and memory grows with each step"
             )
             fix = f"Accumulate `{loss_text}.item()` (or `{loss_text}.detach()`) instead."
         else:

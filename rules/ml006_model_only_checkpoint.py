@@ -204,6 +204,27 @@ class ModelOnlyCheckpoint(Rule):
         ),
     ]
     VALID = [
+        Valid(  # snapshots for evaluation; the file loaded before training only shares their extension
+            """
+            import torch
+            import torch.nn.functional as F
+
+            teacher = QNetwork()
+            teacher.load_state_dict(torch.load(f"{args.teacher_name}.cleanrl_model"))
+            student = QNetwork()
+            optimizer = torch.optim.Adam(student.parameters(), lr=1e-4)
+            for step in range(100_000):
+                obs, target = replay.sample()
+                loss = F.mse_loss(student(obs), teacher(obs).detach())
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if step % 10_000 == 0:
+                    model_path = f"runs/{run_name}/{args.exp_name}-{step}.cleanrl_model"
+                    torch.save(student.state_dict(), model_path)
+                    print(evaluate(model_path))
+            """
+        ),
         Valid(
             """
             import torch

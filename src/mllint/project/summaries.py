@@ -475,6 +475,10 @@ GENERIC_PATH_NAMES = frozenset({
 })
 
 
+#: A string piece that is only a file extension (after an f-string's variable part).
+_EXTENSION_ONLY = re.compile(r"\.\w+(\.tar|\.gz|\.zip)?")
+
+
 def path_words(expr: ast.AST) -> frozenset[str]:
     """What identifies the file a path expression names, so that a save and a load of
     one file can be matched however each spells the path: the options and attributes in
@@ -488,6 +492,8 @@ def path_words(expr: ast.AST) -> frozenset[str]:
             out.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             piece = re.split(r"[/\\]", node.value)[-1]
+            if _EXTENSION_ONLY.fullmatch(piece):
+                continue  # ``f"{name}.cleanrl_model"``: every file of the kind ends so
             if len(piece) > 4 or (piece and not piece.startswith(".")):
                 out.add(f"'{piece}'")
     return frozenset(out - GENERIC_PATH_NAMES)
