@@ -368,7 +368,7 @@ class EvalModeMissing(ValidationRule):
             class Graph(nn.Module):
                 def __init__(self):
                     super().__init__()
-                    self.conv = GCNConv(16, 4)
+                    self.conv = GCNConv(16, 4)  # the same in training and eval mode
 
                 def forward(self, x):
                     return self.conv(x, edges)

@@ -210,6 +210,7 @@ class NoGradMissing(ValidationRule):
                     return self.fc(out), h
 
 
+            # the shapes test_rnn gives, before any training
             test_rnn = RNN(10)
             test_input = torch.Tensor(np.sin(np.linspace(0, np.pi, 20))).view(1, 20, 1)
             test_out, test_h = test_rnn(test_input, None)

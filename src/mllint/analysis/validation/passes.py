@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from mllint.analysis.syntax import contains, dotted_name
+from mllint.analysis.syntax import contains, dotted_name, nodes_of
 from mllint.analysis.validation.facts import (
     CallRec,
     ClassInfo,
@@ -75,6 +75,7 @@ from mllint.analysis.validation.names import (
 from mllint.engine.traversal import children
 from mllint.project.model import ProjectView
 from mllint.project.roles import NESTING_LAYERS, UNKNOWN, mode_dependent_layer
+from mllint.source import STRING_OR_COMMENT
 
 
 _ANALYSIS_KEY = "validation-analysis"
@@ -617,7 +618,9 @@ class ValidationAnalysis:
         ):
             return False
         uses = re.compile(rf"(?<![\w.]){re.escape(model)}\b(?!\s*(?:\(|=(?!=)))")
-        return not any(uses.search(line) for line in self.facts.lines)
+        code = STRING_OR_COMMENT.sub(lambda m: "" if m.group(0)[0] == "#" else m.group(0),
+                                     "\n".join(self.facts.lines))
+        return uses.search(code) is None
 
     def _helper_pass(self, call: CallRec, model: str) -> ValidationPass | None:
         """A helper that runs the model and returns the output, called from a loop with
@@ -1110,7 +1113,7 @@ class ValidationAnalysis:
     def _class_mode_dependent(self, cls: ClassInfo, depth: int) -> bool | None:
         if depth > _MAX_DEPTH:
             return None
-        if "training" in cst.Module([]).code_for_node(cls.node):
+        if _reads_training(cls.node):
             return True  # ``self.training`` / ``F.dropout(training=...)``: mode decides
         result: bool | None = False
         if not any(q in ("torch.nn.Module", "torch.nn.modules.module.Module") for q in cls.base_qnames):
@@ -1377,6 +1380,15 @@ def _returns(func: cst.CSTNode) -> list[cst.Return]:
         elif not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda, cst.BaseExpression)):
             stack.extend(children(node))
     return found
+
+
+def _reads_training(cls: cst.ClassDef) -> bool:
+    """The class reads a ``.training`` attribute or passes ``training=`` (not merely
+    says "training" in a comment or docstring)."""
+    if "training" not in cst.Module([]).code_for_node(cls):
+        return False
+    return any(a.attr.value == "training" for a in nodes_of(cls, cst.Attribute)) or any(
+        a.keyword is not None and a.keyword.value == "training" for a in nodes_of(cls, cst.Arg))
 
 
 def _is_known_stateless(call: CallRec) -> bool:
