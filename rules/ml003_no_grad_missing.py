@@ -85,6 +85,46 @@ class NoGradMissing(ValidationRule):
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
 
     INVALID = [
+        Invalid(  # the module `model` shadowed by the model it builds
+            """
+            import torch
+            import torch.nn as nn
+
+            import model
+
+            model = model.RNNModel(10000, 200)
+            criterion = nn.CrossEntropyLoss()
+            optimizer = torch.optim.SGD(model.parameters(), lr=20)
+
+
+            def evaluate(data_source):
+                model.eval()
+                total_loss = 0.0
+                hidden = None
+                for i in range(0, data_source.size(0) - 1, 35):
+                    data, targets = get_batch(data_source, i)
+                    output, hidden = model(data, hidden)
+                    total_loss += criterion(output.view(-1, 10000), targets).item()
+                return total_loss
+
+
+            def train():
+                model.train()
+                hidden = None
+                for i in range(0, train_data.size(0) - 1, 35):
+                    data, targets = get_batch(train_data, i)
+                    optimizer.zero_grad()
+                    output, hidden = model(data, hidden)
+                    criterion(output.view(-1, 10000), targets).backward()
+                    optimizer.step()
+
+
+            for epoch in range(40):
+                train()
+                val_loss = evaluate(val_data)
+            """,
+            lines=(17,),
+        ),
         Invalid(  # the same single forward of a model whose weights are loaded
             """
             import numpy as np

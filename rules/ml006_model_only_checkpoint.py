@@ -436,7 +436,14 @@ class ModelOnlyCheckpoint(Rule):
         payload_arg = keyword_arg(call, payload_keyword) or positional_arg(call, payload_position)
         if payload_arg is None:
             return None
-        others = [a.value for a in call.args if a is not payload_arg]
+
+        def is_flag(value: cst.BaseExpression) -> bool:
+            values = [v for v in self.flow.resolve(value, 3) if v is not value]
+            return _is_flag(value) or bool(values) and all(_is_flag(v) for v in values)
+
+        # ``save_checkpoint(state, is_best, path)``: a flag (``is_best = top1 > best``)
+        # says where else the file is copied, not what this file is.
+        others = [a.value for a in call.args if a is not payload_arg and not is_flag(a.value)]
         resolved = [v for value in others for v in self.flow.resolve(value, 3) if v is not value]
         path_text = " ".join(source_of(v) for v in [*others, *resolved])
         return _Save(call, self._payload(payload_arg.value, 5), path_text, containers,
@@ -519,7 +526,7 @@ class ModelOnlyCheckpoint(Rule):
             where = f"{view.relative(module.path)}:{site.line}"
             if same_file(site):
                 return f"the project loads it back to resume training ({where})", None, False
-            names_other_file = any(w.startswith("'") for w in site.words)
+            names_other_file = any(w.startswith("'") or _PRETRAINED.search(w) for w in site.words)
             if (into is None and module.path == str(view.path)
                     and (site.before_training or site.resumes)
                     and save.payload.weights in site.into and not names_other_file):
@@ -697,6 +704,18 @@ class ModelOnlyCheckpoint(Rule):
         finder = _NameFinder()
         expr.visit(finder)
         return any(self.training.is_optimizer(n) or looks_like_optimizer(n) for n in finder.names)
+
+
+#: Words of a path that names weights to start from, not a run to go on with.
+_PRETRAINED = re.compile(r"pre_?train|teacher|imagenet|backbone|init", re.IGNORECASE)
+
+
+def _is_flag(expr: cst.BaseExpression) -> bool:
+    """A truth value: a comparison, ``and``/``or``/``not``, ``True``/``False``."""
+    if isinstance(expr, cst.Name):
+        return expr.value in ("True", "False")
+    return isinstance(expr, (cst.Comparison, cst.BooleanOperation)) or (
+        isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Not))
 
 
 def _describe(optimizer: Optimizer) -> str:

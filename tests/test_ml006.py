@@ -278,6 +278,12 @@ def test_saves_the_script_loads_back_before_training_are_flagged(tmp_path, load,
     # loaded after training, to test the best model: no resume
     ("", 'torch.save(netG.state_dict(), opt.save)\n'
          'netG.load_state_dict(torch.load(opt.save))\ntest(netG)'),
+    # pretrained weights named by an option
+    ("netG.load_state_dict(torch.load(args.pretrain))",
+     'torch.save(netG.state_dict(), f"netG_{epoch}.pth")'),
+    # two files built by one path method: the method's name is no file's name
+    ('if opt.resume:\n    netG.load_state_dict(torch.load(paths.file_for("other")))',
+     'torch.save(netG.state_dict(), paths.file_for("netG"))'),
 ])
 def test_loads_that_do_not_resume_give_no_evidence(tmp_path, load, save):
     assert lint_script(tmp_path, GAN.format(load=load, save=save)) == ()
@@ -291,3 +297,37 @@ def test_a_file_named_where_the_script_decides_to_resume_is_loaded_back(tmp_path
     (finding,) = lint_script(tmp_path, code)
     assert finding.line == 12
     assert finding.data["evidence"] == "the project loads it back to resume training (train.py:4)"
+
+
+def test_a_checkpoint_helper_of_another_module_with_an_is_best_flag(tmp_path):
+    # ``save_checkpoint(state, is_best, fpath)`` writes ``fpath`` every epoch and copies it
+    # to a best-model file when ``is_best``: the flag does not make the checkpoint an export.
+    (tmp_path / "serialization.py").write_text(textwrap.dedent("""
+        import shutil
+        import torch
+
+        def save_checkpoint(state, is_best, fpath="checkpoint.pth.tar"):
+            torch.save(state, fpath)
+            if is_best:
+                shutil.copy(fpath, "model_best.pth.tar")
+    """))
+    code = """
+        import torch
+        from serialization import save_checkpoint
+        model = torch.nn.Linear(4, 4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        best_top1 = 0
+        for epoch in range(3):
+            for x in loader:
+                optimizer.zero_grad()
+                model(x).sum().backward()
+                optimizer.step()
+            top1 = evaluate(model)
+            is_best = top1 > best_top1
+            best_top1 = max(top1, best_top1)
+            save_checkpoint({"state_dict": model.state_dict(), "epoch": epoch + 1},
+                            is_best, fpath="logs/checkpoint.pth.tar")
+    """
+    (finding,) = lint_script(tmp_path, code)
+    assert finding.line == 14
+    assert finding.data["evidence"] == "its payload carries `epoch` for resuming"

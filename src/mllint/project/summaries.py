@@ -487,9 +487,12 @@ def path_words(expr: ast.AST) -> frozenset[str]:
     names (``filename``, ``path``) name different files in different functions: the
     values assigned to them are followed instead."""
     out: set[str] = set()
+    # ``logger.get_checkpoint_path('latest')``: a method names how, not which file.
+    called = {id(n.func) for n in ast.walk(expr) if isinstance(n, ast.Call)}
     for node in ast.walk(expr):
         if isinstance(node, ast.Attribute):
-            out.add(node.attr)
+            if id(node) not in called:
+                out.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             piece = re.split(r"[/\\]", node.value)[-1]
             if _EXTENSION_ONLY.fullmatch(piece):

@@ -494,7 +494,10 @@ class FactsCollector(Rule):
             scope.grad_stack[-1] if scope.grad_stack else None,
             scope.with_stack[-1] if scope.with_stack else None,
             scope.flow_stack[-1] if scope.flow_stack else None,
-            imported=any(q.source is QualifiedNameSource.IMPORT for q in qualified),
+            # ``import model`` then ``model = model.RNNModel(...)``: the name is rebound,
+            # so a call of it is not (only) a call of the module.
+            imported=bool(qualified) and all(q.source is QualifiedNameSource.IMPORT
+                                             for q in qualified),
             ifs=tuple(scope.if_stack),
         )
         scope.calls.append(rec)
