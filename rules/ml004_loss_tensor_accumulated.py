@@ -222,6 +222,24 @@ class LossTensorAccumulated(IndexedRule):
                     return self.vali(val_loader, criterion)
             """
         ),
+        Valid(  # a per-head sum within one training step, reset every step
+            """
+            import torch.nn.functional as F
+
+            for epoch in range(10):
+                for x, y in loader:
+                    optimizer.zero_grad()
+                    outs = model(x)
+                    parts = 0
+                    for i in range(n_heads):
+                        part = F.cross_entropy(outs[i], y)
+                        parts += 2 * (1 - part)
+                    stats.append(parts.item())
+                    loss = F.cross_entropy(outs[-1], y)
+                    loss.backward()
+                    optimizer.step()
+            """
+        ),
         Valid(  # an auxiliary loss added before backward
             """
             for x, y in loader:
@@ -700,6 +718,10 @@ class _Checker:
             # of one step, whose graphs are freed once the step is done.
             around = self.ev.summary(func) if func is not None else self.ev.events_in(ix.module, None)
             return None if around.step_calls else Kind.TRAINING
+        if any(self.ev.events_in(loop, func).step_calls for loop in ix.loops_of(outer)):
+            # ``for i in range(n_classes): part += loss_i`` inside a training step, reset
+            # every step: the graphs live no longer than that step's own.
+            return None
         where = loss.definition if loss.definition is not None else acc.node
         if ix.grad_mode(where) is GradMode.ENABLED or (
             ix.grad_mode(where) is GradMode.INHERITED and self._grad_enabled(where, 0)
