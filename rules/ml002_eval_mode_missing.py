@@ -345,6 +345,23 @@ class EvalModeMissing(ValidationRule):
                     print((model(x).argmax(1) == y).float().mean().item())
             """
         ),
+        Valid(  # activations and linear layers compute the same in both modes
+            """
+            import torch
+            from torch import nn
+
+            model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            for epoch in range(3):
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+                with torch.no_grad():
+                    for x, y in val_loader:
+                        print((model(x).argmax(1) == y).float().mean().item())
+            """
+        ),
         Valid(  # models without dropout or batch norm, handed to an evaluation helper
             """
             import torch

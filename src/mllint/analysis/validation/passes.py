@@ -1061,9 +1061,9 @@ class ValidationAnalysis:
         known = [_mode_dependent_layer(q, call.node) for q in call.qnames]
         if True in known:
             return True
-        if False in known and not any(q.startswith("torch.") for q in call.qnames):
-            # A graph or privacy layer known by name; ``GINConv(nn.Sequential(...))``
-            # computes what the modules passed to it compute.
+        if False in known and not is_module_constructor(call.qnames):
+            # A layer known by name (``nn.ReLU()``, ``GCNConv(...)``); ``GINConv(
+            # nn.Sequential(...))`` computes what the modules passed to it compute.
             if (call.func or "").rpartition(".")[2] not in NESTING_LAYERS:
                 return False
             found: bool | None = False
