@@ -34,6 +34,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -190,7 +191,12 @@ def notebook_cell(raw: str, cell: int) -> str:
     if not 0 < cell <= len(cells):
         return ""
     source = cells[cell - 1].get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
+    text = "".join(source) if isinstance(source, list) else str(source)
+    # IPython's ``%magic`` and ``!shell`` lines, as mllint masks them: a statement each.
+    return _IPYTHON_LINE.sub(lambda m: m.group(1) + "pass", text)
+
+
+_IPYTHON_LINE = re.compile(r"^([ \t]*)[%!].*$", re.M)
 
 
 # ---------------------------------------------------------------- matching and metrics
