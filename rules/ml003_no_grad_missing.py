@@ -85,6 +85,38 @@ class NoGradMissing(ValidationRule):
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
 
     INVALID = [
+        Invalid(  # a full-graph evaluation: one forward of the whole dataset after model.eval()
+            """
+            import torch
+            import torch.nn.functional as F
+
+            model = Net(dataset.num_features, 16, dataset.num_classes)
+            optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+
+            def train():
+                model.train()
+                optimizer.zero_grad()
+                out = model(data.x, data.edge_index)
+                F.nll_loss(out[data.train_mask], data.y[data.train_mask]).backward()
+                optimizer.step()
+
+
+            def test():
+                model.eval()
+                out, accs = model(data.x, data.edge_index), []
+                for _, mask in data("train_mask", "val_mask", "test_mask"):
+                    pred = out[mask].argmax(1)
+                    accs.append(int((pred == data.y[mask]).sum()) / int(mask.sum()))
+                return accs
+
+
+            for epoch in range(1, 401):
+                train()
+                print(test())
+            """,
+            lines=(18,),
+        ),
         Invalid(  # the module `model` shadowed by the model it builds
             """
             import torch
@@ -232,6 +264,31 @@ class NoGradMissing(ValidationRule):
         ),
     ]
     VALID = [
+        Valid(  # one full-graph forward, once after training: a one-off, not a pass per epoch
+            """
+            import torch
+            import torch.nn.functional as F
+
+            model = Net(dataset.num_features, 16, dataset.num_classes)
+            optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+            def train():
+                model.train()
+                optimizer.zero_grad()
+                out = model(data.x, data.edge_index)
+                F.nll_loss(out[data.train_mask], data.y[data.train_mask]).backward()
+                optimizer.step()
+
+            def test():
+                model.eval()
+                out = model(data.x, data.edge_index)
+                return int((out[data.test_mask].argmax(1) == data.y[data.test_mask]).sum())
+
+            for epoch in range(1, 401):
+                train()
+            print(test())
+            """
+        ),
         Valid(  # a model built only to print the shape of its output: it is never trained
             """
             import numpy as np

@@ -18,7 +18,9 @@ decide cheaply, so it answers True whenever the analysis could find a pass:
   accepts and none that ``is_train_name`` accepts (a string constant counts when its
   text may name held-out data: the analysis reads strings' source text, which ``ast``
   does not keep); the function is named like an evaluation (``is_eval_function``) and
-  takes data or loops; a loop-less call's first argument is named like held-out data;
+  takes data or loops, or the module may train and has an ``.eval()``/``.train(...)``
+  call (``_switched_to_eval``: a full-batch forward after ``model.eval()``, the function
+  called from a training loop); a loop-less call's first argument is named like held-out data;
   or, in a loop over batches (``FOR_DATA_RE`` on a line its keyword may be on, read off
   the source the prefilter parsed), an enclosing ``with`` that may switch autograd off
   (ML002, ML007; for ML007 in any loop: an evaluation under a held-out guard) or any
@@ -539,8 +541,9 @@ def _signs(c: _Candidate, facts: _Facts) -> int:
     elif held_out:
         signs |= DATA
     inputs = [p for p in c.scope.params if p != c.scope.self_name]
-    if not c.scope.is_module and is_eval_function(c.scope.name) and (inputs or c.loops):
-        signs |= FUNCTION
+    if not c.scope.is_module and is_eval_function(c.scope.name) and (
+            inputs or c.loops or (mode_calls and facts.trains)):
+        signs |= FUNCTION  # the last: a full-batch forward after ``model.eval()``
     return signs
 
 

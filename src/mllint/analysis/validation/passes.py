@@ -579,6 +579,11 @@ class ValidationAnalysis:
             inputs = [p for p in scope.params if p != scope.self_name]
             if inputs or (loop is not None and self.facts.line_matches(loop.kw_pos, FOR_DATA_RE)):
                 evidence.add(Evidence.FUNCTION_NAME)
+            elif loop is None and self._switched_to_eval(scope, model, call) and any(
+                    c.loops and self.loop_trains(c.loops[-1]) for c in self.callers(scope)):
+                # ``def test(): model.eval(); out = model(data.x, data.edge_index)``, called
+                # every epoch: a full-batch evaluation of the model being trained.
+                evidence.add(Evidence.FUNCTION_NAME)
         if loop is None and not evidence:
             # A lone forward in a function of no telling name: could be anything, unless
             # a validation loop calls the function for it (``self._forward_pass(x)``).
@@ -605,6 +610,14 @@ class ValidationAnalysis:
         if not evidence:
             return None
         return ValidationPass(scope, loop, call, model, frozenset(evidence), training_loop)
+
+    def _switched_to_eval(self, scope: Scope, model: str, call: CallRec) -> bool:
+        """The function itself puts ``model`` in eval mode before ``call``."""
+        names = self.aliases(scope, model)
+        return any(
+            c.receiver in names and self.mode_call(c) is Mode.EVAL and c.pos < call.pos
+            for c in scope.calls
+        )
 
     def _throwaway(self, scope: Scope, model: str) -> bool:
         """``test_rnn = RNN(...)`` then ``test_rnn(test_input)`` to print the output's
