@@ -183,6 +183,7 @@ class ValidationAnalysis:
         self._callers: dict[Scope, list[CallRec]] | None = None
         self._trains_cache: dict[Scope, bool] = {}
         self._passes: list[ValidationPass] | None = None
+        self._uncommented: str | None = None  # the source without its comments
         self._model_cache: dict[tuple[int, str], bool] = {}
         #: Shared train/eval loops switched by a flag.
         self.flags = Flags(self)
@@ -631,9 +632,10 @@ class ValidationAnalysis:
         ):
             return False
         uses = re.compile(rf"(?<![\w.]){re.escape(model)}\b(?!\s*(?:\(|=(?!=)))")
-        code = STRING_OR_COMMENT.sub(lambda m: "" if m.group(0)[0] == "#" else m.group(0),
-                                     "\n".join(self.facts.lines))
-        return uses.search(code) is None
+        if self._uncommented is None:
+            self._uncommented = STRING_OR_COMMENT.sub(
+                lambda m: "" if m.group(0)[0] == "#" else m.group(0), "\n".join(self.facts.lines))
+        return uses.search(self._uncommented) is None
 
     def _helper_pass(self, call: CallRec, model: str) -> ValidationPass | None:
         """A helper that runs the model and returns the output, called from a loop with
