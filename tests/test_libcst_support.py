@@ -121,3 +121,9 @@ def test_parse_checks_nodes_with_an_untested_libcst(monkeypatch):
     finally:
         libcst_support.fast_paths_enabled.cache_clear()
     assert len(checks) == 2
+
+
+def test_the_installed_version_is_the_one_its_distribution_records():
+    from importlib.metadata import version
+
+    assert libcst_support.installed_version() == version("libcst")
