@@ -331,3 +331,22 @@ def test_a_checkpoint_helper_of_another_module_with_an_is_best_flag(tmp_path):
     (finding,) = lint_script(tmp_path, code)
     assert finding.line == 14
     assert finding.data["evidence"] == "its payload carries `epoch` for resuming"
+
+
+def test_the_message_names_the_optimizer_over_the_saved_models_parameters():
+    # The pretraining optimizer comes first; the saved model's parameters reach only the
+    # second, through a helper named like ``parameters``.
+    code = """
+        import torch
+        pretrain_opt = torch.optim.SGD(backbone.parameters(), lr=0.1, momentum=0.9)
+        optimizer = torch.optim.Adam(classifier.get_parameters() + head.get_parameters())
+        for epoch in range(10):
+            for x, y in loader:
+                optimizer.zero_grad()
+                classifier(x).sum().backward()
+                optimizer.step()
+            torch.save(classifier.state_dict(), "latest.pth")
+    """
+    (finding,) = lint(code)
+    assert finding.line == 9 and finding.data["optimizer"] == "optimizer"
+    assert "an `Adam`" in finding.message

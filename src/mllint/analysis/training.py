@@ -370,7 +370,11 @@ class _ParametersFinder(cst.CSTVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
-        if isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters"):
+        # ``model.parameters()``, and helpers named so (``model.get_parameters()``,
+        # ``model.trainable_parameters()``): the parameters of ``model``.
+        if isinstance(func, cst.Attribute) and (
+                func.attr.value in ("parameters", "named_parameters")
+                or func.attr.value.endswith("_parameters")):
             name = dotted_name(func.value)
             if name is not None:
                 self.owners.append(name)
