@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from mllint.analysis.flow import source_of
 from mllint.analysis.syntax import dotted_name
 from mllint.analysis.validation.facts import (
     CallRec,
@@ -288,7 +289,7 @@ class DataAnalysis:
         words = list(_words(selector))
         if any(is_val_name(w) for w in words):
             return Source(Kind.HELDOUT, name)
-        text = _code(selector)
+        text = source_of(selector)
         if any(is_train_name(w) for w in words) or text in self._training_selectors():
             return Source(Kind.TRAIN, name, text, call, None,
                           f"it is built to sample around `{text}`, the training nodes")
@@ -297,37 +298,27 @@ class DataAnalysis:
     def _training_selectors(self) -> set[str]:
         """The node selectors of the loaders that training loops iterate."""
         if self._selectors is None:
-            found: set[str] = set()
-            _, flows = self.training_keys()
-            for scope in self.va.facts.scopes:
-                for f in scope.flows:
-                    call = self.va._call_rec(scope, f.value) if id(f) in flows else None
-                    if call is None or not _is_loader(call):
-                        continue
-                    found.update(_code(a.value) for a in call.node.args if a.keyword is not None
-                                 and a.keyword.value in _NODE_SELECTORS)
-            self._selectors = found
+            self._selectors = {source_of(v) for v in self._training_loader_args(_NODE_SELECTORS)}
         return self._selectors
 
     def _training_samplers(self) -> set[str]:
         """Names of the samplers the loaders that training loops iterate are built with."""
         if self._samplers is None:
-            found: set[str] = set()
-            keys, flows = self.training_keys()
-            for scope in self.va.facts.scopes:
-                for f in scope.flows:
-                    if id(f) not in flows:
-                        continue
-                    call = self.va._call_rec(scope, f.value)
-                    if call is None or not _is_loader(call):
-                        continue
-                    for a in call.node.args:
-                        if a.keyword is not None and a.keyword.value in ("sampler", "batch_sampler"):
-                            d = dotted_name(a.value)
-                            if d:
-                                found.add(d)
-            self._samplers = found
+            self._samplers = {d for v in self._training_loader_args(("sampler", "batch_sampler"))
+                              if (d := dotted_name(v))}
         return self._samplers
+
+    def _training_loader_args(self, keywords) -> list[cst.BaseExpression]:
+        """The arguments under ``keywords`` of the loaders that training loops iterate."""
+        _, flows = self.training_keys()
+        found: list[cst.BaseExpression] = []
+        for scope in self.va.facts.scopes:
+            for f in scope.flows:
+                call = self.va._call_rec(scope, f.value) if id(f) in flows else None
+                if call is not None and _is_loader(call):
+                    found += [a.value for a in call.node.args
+                              if a.keyword is not None and a.keyword.value in keywords]
+        return found
 
     def _returned(self, helper: Scope, call: CallRec, index: int | None, name: str,
                   depth: int) -> Source | None:
@@ -551,10 +542,6 @@ def _selects_nodes(call: CallRec) -> bool:
     last = (call.func or "").rpartition(".")[2]
     return last in _GRAPH_SAMPLERS or any(
         a.keyword is not None and a.keyword.value in _NODE_SELECTORS for a in call.node.args)
-
-
-def _code(expr: cst.BaseExpression) -> str:
-    return cst.Module([]).code_for_node(expr)
 
 
 def _has_sampler(call: CallRec) -> bool:

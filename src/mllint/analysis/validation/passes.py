@@ -1081,35 +1081,34 @@ class ValidationAnalysis:
             # nn.Sequential(...))`` computes what the modules passed to it compute.
             if (call.func or "").rpartition(".")[2] not in NESTING_LAYERS:
                 return False
-            found: bool | None = False
-            for a in call.node.args:
-                if not isinstance(a.value, (cst.Call, cst.Integer, cst.Float, cst.SimpleString)):
-                    found = None  # a module built elsewhere
-            for sub in self._nested_calls(call):
-                d = self._call_mode_dependent(sub, depth + 1)
-                if d:
-                    return True
-                if d is None:
-                    found = None
-            return found
+            built_elsewhere = any(  # ``GINConv(mlp)``: a module built elsewhere
+                not isinstance(a.value, (cst.Call, cst.Integer, cst.Float, cst.SimpleString))
+                for a in call.node.args)
+            found = self._argument_layers(call, depth)
+            return None if found is False and built_elsewhere else found
         if is_module_constructor(call.qnames):
             if not any(q.startswith("torch.nn.") for q in call.qnames):
                 return None  # torchvision/timm/hub: not in sight
             # ``nn.Sequential(...)``: its layers are the calls among its arguments.
-            found: bool | None = False
-            for sub in self._nested_calls(call):
-                d = self._call_mode_dependent(sub, depth + 1)
-                if d:
-                    return True
-                if d is None:
-                    found = None
-            return found
+            return self._argument_layers(call, depth)
         cls = self.facts.classes.get(call.func or "")
         if cls is not None and self.class_is(cls, is_module_base):
             return self._class_mode_dependent(cls, depth + 1)
         if cls is None and call.func and self.project is not None:
             return self.project.class_mode_dependent(call.func)  # a class of another module
         return None
+
+    def _argument_layers(self, call: CallRec, depth: int) -> bool | None:
+        """Whether the layers built among ``call``'s arguments depend on the mode (True
+        when one does, None when one is not in sight)."""
+        found: bool | None = False
+        for sub in self._nested_calls(call):
+            d = self._call_mode_dependent(sub, depth + 1)
+            if d:
+                return True
+            if d is None:
+                found = None
+        return found
 
     def _nested_calls(self, call: CallRec) -> list[CallRec]:
         inside: set[int] = set()
