@@ -173,6 +173,62 @@ def test_broken_notebooks_are_reported_not_called_clean(tmp_path):
     assert (broken["code"], broken["cell"], broken["line"]) == (None, 2, 1)
 
 
+_EXERCISE = (
+    "import torch\nfrom torch import nn\nmodel = nn.Linear(4, 2)\n"
+    "optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)\n"
+    "criterion = nn.CrossEntropyLoss()",
+    "## TODO: define the scheduler\nscheduler = ",
+    "for epoch in range(3):\n    for x, y in loader:\n        loss = criterion(model(x), y)\n"
+    "        loss.backward()\n        optimizer.step()",
+    "    print('indented by mistake')",
+)
+
+
+def test_a_cell_python_cannot_parse_is_left_out_and_the_others_are_linted(tmp_path):
+    # Jupyter compiles each cell alone: an exercise's blank (cell 2) and a stray indent
+    # (cell 4) stop only their own cells, so cell 3's missing zero_grad is still found.
+    (tmp_path / "exercise.ipynb").write_text(notebook(*_EXERCISE))
+    proc = run("--format", "json", "--no-cache", "exercise.ipynb", cwd=tmp_path)
+    assert proc.returncode == 2  # a syntax error is still an error of the run
+    got = {(d["code"], d["name"], d["cell"], d["line"]) for d in json.loads(proc.stdout)}
+    assert got == {("ML001", "missing-zero-grad", 3, 5), (None, "syntax-error", 2, 2),
+                   (None, "syntax-error", 4, 1)}
+    messages = [d["message"] for d in json.loads(proc.stdout) if d["code"] is None]
+    assert all(m.endswith("this cell is left out, the others are linted") for m in messages)
+
+
+def test_a_left_out_cell_keeps_every_other_line_in_place():
+    nb = read_notebook("n.ipynb", notebook(*_EXERCISE))
+    lines = nb.text.splitlines()
+    assert lines[5:7] == ["", ""]  # cell 2, blank
+    assert lines[11] == "        optimizer.step()" and nb.locate(12).cell == 3
+    assert [(e.cell, e.position.line, e.partial) for e in nb.broken] == [(2, 2, True), (4, 1, True)]
+
+
+def test_a_notebook_with_a_left_out_cell_counts_as_checked_also_from_the_cache(tmp_path):
+    (tmp_path / "exercise.ipynb").write_text(notebook(*_EXERCISE))
+    for _ in range(2):  # the second run reads the cache
+        proc = run("--cache-dir", str(tmp_path / "cache"), "exercise.ipynb", cwd=tmp_path)
+        assert "exercise.ipynb:cell 3:line 5: ML001" in proc.stdout
+        assert "(1 file checked)." in proc.stdout and "could not be linted" not in proc.stdout
+
+
+def test_cells_that_each_fail_are_each_reported():
+    nb = read_notebook("n.ipynb", notebook("x = (", "y = 1", "z = [\n"))
+    assert [(e.cell, e.position.line) for e in nb.broken] == [(1, 1), (3, 1)]
+    assert nb.text == "\ny = 1\n\n"
+
+
+def test_when_leaving_cells_out_does_not_help_the_notebook_error_stands(monkeypatch):
+    # Should the rest still not parse, nothing is dropped: the whole notebook's syntax
+    # error is reported, as for any file Python cannot parse.
+    import mllint.notebook as nbs
+
+    monkeypatch.setattr(nbs, "_syntax_error", lambda text: SyntaxError("always"))
+    nb = read_notebook("n.ipynb", notebook("x = (", "y = 1"))
+    assert nb.broken == () and nb.text == "x = (\ny = 1\n"
+
+
 @pytest.mark.slow
 def test_verify_runs_the_notebook_cells_from_its_own_directory(tmp_path):
     folder = tmp_path / "notebooks"

@@ -204,7 +204,7 @@ def check(ctx: click.Context, paths, select, ignore, fmt, output_file, exit_zero
     sources = _sources(d.finding.path for d in diagnostics) if fmt == "full" else {}
     if stdin_name and fmt == "full":
         sources.update(_sources_of(stdin_name, stdin_data))
-    checked = sum(1 for r in results if not r.errors)
+    checked = sum(1 for r in results if all(e.partial for e in r.errors))
     report = Report(diagnostics, errors, checked, summary, sources, quiet=opts["quiet"])
     if opts["statistics"]:
         cli_options.print_statistics(diagnostics, fmt, sys.stdout)

@@ -7,6 +7,11 @@ a shell escape (``!pip ...``, ``files = !ls``) and help (``obj?``) become ``pass
 same indentation (valid in any block), and a cell magic (``%%bash``) masks its whole cell
 (its body is not Python). Comments stay, so ``# noqa`` works per line.
 
+Jupyter compiles each cell on its own, so a cell Python cannot parse (an exercise's
+blank, ``model = ``) stops only that cell: when the joined text does not parse, each cell
+that does not parse alone is reported as a syntax error of that cell and left out (its
+lines blank, so every other line keeps its number), and the other cells are linted.
+
 A diagnostic's line in the joined text is mapped back to its cell (numbered from 1 among
 the code cells, as Jupyter's "run" order and ruff count them) and its line in that cell,
 and to the line of the ``.ipynb`` file that holds that source line, for viewers that show
@@ -51,6 +56,8 @@ class NotebookSource:
     text: str  # the code cells joined, IPython syntax masked
     lines: tuple[CellLine, ...]  # index i: where line i + 1 of ``text`` comes from
     cells: tuple[tuple[str, ...], ...]  # each code cell's original lines, for code frames
+    #: Syntax errors of cells left out of ``text`` (positions already in their cells).
+    broken: tuple[FileError, ...] = ()
 
     def locate(self, line: int) -> CellLine | None:
         if 1 <= line <= len(self.lines):
@@ -183,7 +190,7 @@ def read_notebook(path: str, raw: str) -> NotebookSource | FileError:
     except ValueError as exc:
         return FileError(path, ErrorKind.SYNTAX, f"not a notebook: {exc}")
     file_lines = _source_file_lines(raw, cells)
-    text_lines: list[str] = []
+    masked: list[list[str]] = []
     where: list[CellLine] = []
     originals: list[tuple[str, ...]] = []
     number = 0
@@ -193,11 +200,46 @@ def read_notebook(path: str, raw: str) -> NotebookSource | FileError:
         number += 1
         lines = src.splitlines()
         originals.append(tuple(lines))
-        for i, line in enumerate(_mask(lines)):
-            text_lines.append(line)
-            where.append(CellLine(number, i + 1, fls[i] if i < len(fls) else None))
-    text = "\n".join(text_lines) + ("\n" if text_lines else "")
-    return NotebookSource(text, tuple(where), tuple(originals))
+        masked.append(_mask(lines))
+        where.extend(CellLine(number, i + 1, fls[i] if i < len(fls) else None)
+                     for i in range(len(lines)))
+    text = _joined(masked)
+    broken: list[FileError] = []
+    if _syntax_error(text) is not None:
+        kept = list(masked)
+        for number, lines in enumerate(masked, 1):
+            error = _syntax_error(_joined([lines]))
+            if error is not None:
+                broken.append(_cell_error(path, number, error))
+                kept[number - 1] = [""] * len(lines)
+        candidate = _joined(kept)
+        # Left out only when that is what was wrong: else the whole text's error stands.
+        if broken and _syntax_error(candidate) is None:
+            text = candidate
+        else:
+            broken = []
+    return NotebookSource(text, tuple(where), tuple(originals), tuple(broken))
+
+
+def _joined(cells: list[list[str]]) -> str:
+    lines = [line for cell in cells for line in cell]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _syntax_error(text: str) -> SyntaxError | None:
+    from mllint.prefilter import python_syntax_error
+
+    error = python_syntax_error(text)
+    if error is None:
+        return None
+    return error if isinstance(error, SyntaxError) else SyntaxError("nested too deeply")
+
+
+def _cell_error(path: str, cell: int, error: SyntaxError) -> FileError:
+    position = Position(error.lineno or 1, error.offset or 1)
+    return FileError(path, ErrorKind.SYNTAX,
+                     f"cannot parse: {error.msg}; this cell is left out, the others are linted",
+                     position, cell=cell, partial=True)
 
 
 def cell_lines(nb: NotebookSource, cell: int) -> tuple[str, ...]:
@@ -209,7 +251,7 @@ def map_result(result: FileResult, nb: NotebookSource) -> FileResult:
     return replace(
         result,
         findings=tuple(_map_finding(f, nb) for f in result.findings),
-        errors=tuple(_map_error(e, nb) for e in result.errors),
+        errors=(*nb.broken, *(_map_error(e, nb) for e in result.errors)),
         warnings=tuple(_LINE_IN_WARNING.sub(lambda m: _cell_line(m, nb), w)
                        for w in result.warnings),
     )

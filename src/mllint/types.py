@@ -134,6 +134,8 @@ class FileError:
     position: Position | None = None
     rule: str | None = None
     cell: int | None = None  # in a notebook: the code cell ``position`` counts lines in
+    #: Only this part was left out: the rest of the file was linted (a notebook's cell).
+    partial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,13 +146,14 @@ class FileError:
             "column": None if self.position is None else self.position.column,
             "rule": self.rule,
             "cell": self.cell,
+            "partial": self.partial,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FileError":
         pos = None if d.get("line") is None else Position(d["line"], d["column"] or 1)
         return cls(d["path"], ErrorKind(d["kind"]), d["message"], pos, d.get("rule"),
-                   d.get("cell"))
+                   d.get("cell"), bool(d.get("partial")))
 
 
 class VerdictStatus(str, enum.Enum):

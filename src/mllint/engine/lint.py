@@ -229,4 +229,4 @@ def lint_path(
 
 
 def _rename(error: FileError, path: str) -> FileError:
-    return FileError(path, error.kind, error.message, error.position, error.rule, error.cell)
+    return replace(error, path=path)

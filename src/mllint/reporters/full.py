@@ -101,7 +101,7 @@ def render(report: Report, out: TextIO) -> None:
     problems = report.problems
     n = len(problems)
     files = len({d.finding.path for d in problems})
-    failed = len({e.path for e in report.errors})
+    failed = len({e.path for e in report.errors if not e.partial})
     summary = (f"Found {n} problem{'s' if n != 1 else ''} in {files} file{'s' if files != 1 else ''}"
                if n else "No problems found" + (" in the files checked" if failed else ""))
     refuted = len(report.diagnostics) - n
