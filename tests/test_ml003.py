@@ -217,3 +217,38 @@ def test_a_model_handed_in_on_an_argument_namespace():
     # Moved to a device but not named like a model: nothing says what it is.
     assert lines(code.replace("args.model.to", "args.thing.to")
                  .replace("self.model", "self.thing")) == []
+
+
+def test_a_none_placeholder_does_not_hide_the_model_assigned_later():
+    # ``self.unet = None`` in ``__init__``, the network built afterwards (inline or by a
+    # ``build_model()`` the constructor calls): the placeholder says nothing about the role.
+    code = """
+    import torch
+    from torch import nn
+
+    class Solver:
+        def __init__(self, train_loader, valid_loader, kind):
+            self.train_loader, self.valid_loader = train_loader, valid_loader
+            self.unet = None
+            self.build_model(kind)
+
+        def build_model(self, kind):
+            if kind == "plain":
+                self.unet = nn.Sequential(nn.Conv2d(3, 1, 3), nn.BatchNorm2d(1))
+            else:
+                self.unet = nn.Sequential(nn.Conv2d(3, 1, 5), nn.BatchNorm2d(1))
+            self.optimizer = torch.optim.Adam(self.unet.parameters(), 1e-3)
+
+        def train(self):
+            for epoch in range(10):
+                self.unet.train(True)
+                for images, gt in self.train_loader:
+                    loss = nn.functional.binary_cross_entropy_with_logits(self.unet(images), gt)
+                    self.optimizer.zero_grad()
+                    loss.backward()
+                    self.optimizer.step()
+                self.unet.eval()
+                for images, gt in self.valid_loader:
+                    score = torch.sigmoid(self.unet(images)).mean()
+    """
+    assert lines(code) == [27]

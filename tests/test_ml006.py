@@ -350,3 +350,36 @@ def test_the_message_names_the_optimizer_over_the_saved_models_parameters():
     (finding,) = lint(code)
     assert finding.line == 9 and finding.data["optimizer"] == "optimizer"
     assert "an `Adam`" in finding.message
+
+
+SKIP_OR_TRAIN = """
+import os
+import torch
+
+def main(net, loader, path):
+    optimizer = torch.optim.Adam(net.parameters())
+    if os.path.isfile(path):
+        net.load_state_dict(torch.load(path))
+{train}
+"""
+_TRAIN = """\
+for epoch in range(10):
+    for x, y in loader:
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        optimizer.step()
+    torch.save(net.state_dict(), path)
+"""
+
+
+def test_a_load_that_skips_training_is_no_resume(tmp_path):
+    # ``if trained: load, else: train`` - the loaded weights are never trained further,
+    # so the per-epoch save of the same file is not a checkpoint resumed from.
+    skip = "    else:\n" + textwrap.indent(_TRAIN, " " * 8)
+    assert lint_script(tmp_path, SKIP_OR_TRAIN.format(train=skip)) == ()
+
+
+def test_a_load_followed_by_training_resumes(tmp_path):
+    (finding,) = lint_script(tmp_path, SKIP_OR_TRAIN.format(train=textwrap.indent(_TRAIN, " " * 4)))
+    assert finding.line == 13
+    assert finding.data["evidence"] == "the script loads `net`'s weights back before training (line 7)"

@@ -510,7 +510,9 @@ def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSit
         return []
     bindings = _bindings(nodes)
     train_lines = [n.lineno for n in nodes if _training_call(n) or _calls_own(n, training)]
-    starts = min(train_lines) if train_lines else None
+    branches = [((n.body[0].lineno, n.body[-1].end_lineno or n.body[-1].lineno),
+                 (n.orelse[0].lineno, n.orelse[-1].end_lineno or n.orelse[-1].lineno))
+                for n in nodes if isinstance(n, ast.If) and n.orelse]
     resumes = any(RESUME_WORDS.search(w) for n in nodes for w in _words_of_node(n))
     # ``ckpt = torch.load(...)`` then ``ckpt["epoch"]``: the keys read back.
     loaded = {name for name, values in bindings.items()
@@ -529,9 +531,20 @@ def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSit
             for value in bindings.get(arg.id, ()):
                 words |= path_words(value)
         into = frozenset(_loaded_into(call, nodes, loaded))
+        # ``if os.path.isfile(path): load(path) else: train()``: a load that skips
+        # training is not followed by it.
+        after = [t for t in train_lines if not _exclusive(call.lineno, t, branches)]
         sites.append(LoadSite(call.lineno, frozenset(words), keys, resumes, into,
-                              starts is not None and call.lineno < starts))
+                              bool(after) and call.lineno < min(after)))
     return sites
+
+
+def _exclusive(a: int, b: int, branches: list[tuple[tuple[int, int], tuple[int, int]]]) -> bool:
+    """Lines ``a`` and ``b`` lie in the two branches of one ``if``: never both run."""
+    def within(line: int, span: tuple[int, int]) -> bool:
+        return span[0] <= line <= span[1]
+    return any((within(a, body) and within(b, other)) or (within(a, other) and within(b, body))
+               for body, other in branches)
 
 
 def _resume_paths(owner: ast.AST) -> list[LoadSite]:

@@ -343,6 +343,8 @@ class ValidationAnalysis:
                     return self.is_model(scope, d, depth + 1)
             return None
         call = self._call_rec(scope, value)
+        if isinstance(value, cst.Name) and value.value == "None":
+            return None  # a placeholder (``self.unet = None``) filled by a later assignment
         if isinstance(value, (cst.Name, cst.Attribute)):
             d = dotted_name(value)
             return self.is_model(scope, d, depth + 1) if d else None
