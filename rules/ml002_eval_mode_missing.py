@@ -83,6 +83,26 @@ class EvalModeMissing(ValidationRule):
     PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"
 
     INVALID = [
+        Invalid(  # a loop over a progress bar made first: `pbar = tqdm(val_loader)`
+            """
+            import torch
+            from tqdm import tqdm
+
+            model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.2))
+            optimizer = torch.optim.Adam(model.parameters())
+            for epoch in range(3):
+                model.train()
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    torch.nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+                with torch.no_grad():
+                    pbar = tqdm(val_loader)
+                    for x, y in pbar:
+                        acc = (model(x).argmax(1) == y).float().mean()
+            """,
+            lines=(15,),
+        ),
         Invalid(  # a second model handed in as a parameter, left in training mode
             """
             import torch

@@ -85,6 +85,53 @@ class NoGradMissing(ValidationRule):
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
 
     INVALID = [
+        Invalid(  # a loop over a progress bar made first: `pbar = tqdm(val_loader)`
+            """
+            import torch
+            from tqdm import tqdm
+
+            model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.2))
+            optimizer = torch.optim.Adam(model.parameters())
+            for epoch in range(3):
+                model.train()
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    torch.nn.functional.cross_entropy(model(x), y).backward()
+                    optimizer.step()
+                model.eval()
+                pbar = tqdm(val_loader, desc="val")
+                for x, y in pbar:
+                    acc = (model(x).argmax(1) == y).float().mean()
+            """,
+            lines=(15,),
+        ),
+        Invalid(  # the evaluation path of a shared loop over `data_iter = tqdm(enumerate(loader))`
+            """
+            import torch
+            import tqdm
+
+            class Trainer:
+                def __init__(self, model, train_data, test_data):
+                    self.model, self.train_data, self.test_data = model, train_data, test_data
+                    self.optim = torch.optim.Adam(self.model.parameters())
+
+                def train(self, epoch):
+                    self.iteration(epoch, self.train_data)
+
+                def test(self, epoch):
+                    self.iteration(epoch, self.test_data, train=False)
+
+                def iteration(self, epoch, data_loader, train=True):
+                    data_iter = tqdm.tqdm(enumerate(data_loader), desc=f"epoch {epoch}")
+                    for i, batch in data_iter:
+                        loss = self.model(batch["input"]).mean()
+                        if train:
+                            self.optim.zero_grad()
+                            loss.backward()
+                            self.optim.step()
+            """,
+            lines=(18,),
+        ),
         Invalid(  # a full-graph evaluation: one forward of the whole dataset after model.eval()
             """
             import torch

@@ -396,7 +396,7 @@ class ValidationOnTrainData(ValidationRule):
                 continue
             done.add(key)
             if vp.loop is not None:
-                names = list(vp.loop.iterables)
+                names = analysis.unwrapped_iterables(vp.loop)
                 pos = vp.loop.pos
             else:
                 names = [d for a in vp.forward.node.args if (d := dotted_name(a.value))]

@@ -55,7 +55,10 @@ from mllint.analysis.validation.names import (
     _FRAMEWORK_HOOKS,
     AUTOGRAD_CALLS,
     FOR_DATA_RE,
+    ITER_WRAPPERS,
     TRAIN_METHODS,
+    WRAPPED_DATA_RE,
+    WRAPPED_VAL_RE,
     is_eval_function,
     is_model_name,
     is_train_name,
@@ -193,6 +196,9 @@ class _Facts:
     #: The methods (own or inherited within the module) of the classes some call of the
     #: module constructs: ``model.predict(x)`` runs a model only on such an instance.
     methods: set[str] = field(default_factory=set)
+    #: By last name, what anything of that name is bound to by a call of an
+    #: ``ITER_WRAPPERS`` function (``pbar = tqdm(val_loader)``), anywhere in the module.
+    wrapped: dict[str, list[ast.Call]] = field(default_factory=dict)
     #: The module's source, when the prefilter parsed it (its lines are made if asked).
     source: str | None = None
     _lines: list[str] | None = None
@@ -323,6 +329,22 @@ class _Walker:
             return False
         return d.rsplit(".", 1)[-1] in _GRAD_NAMES or d.split(".", 1)[0]
 
+    def wrapped(self, node: ast.Assign | ast.AnnAssign | ast.AugAssign) -> None:
+        """``ValidationAnalysis.wrapped_iterables``' bindings: any target of a wrapper's
+        call, by last name (a superset of the analysis's scoped, dotted lookup)."""
+        value = node.value
+        if not isinstance(value, ast.Call):
+            return
+        func = dotted(value.func)
+        if func is None or func.rpartition(".")[2] not in ITER_WRAPPERS:
+            return
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for t in targets:
+            for sub in ast.walk(t):
+                d = dotted(sub) if isinstance(sub, (ast.Name, ast.Attribute)) else None
+                if d:
+                    self.facts.wrapped.setdefault(d.rpartition(".")[2], []).append(value)
+
     def target(self, expr: ast.AST, scope: _Scope) -> None:
         if isinstance(expr, (ast.Tuple, ast.List)):
             for e in expr.elts:
@@ -397,6 +419,7 @@ class _Walker:
                 if not (isinstance(node, ast.AnnAssign) and node.value is None):
                     for t in node.targets if isinstance(node, ast.Assign) else (node.target,):
                         self.target(t, scope)
+                    self.wrapped(node)
             elif isinstance(node, ast.Call):
                 self.call(node, scope, loops, grad)
             elif isinstance(node, ast.If) and _flag_test(node.test, scope.params):
@@ -506,15 +529,44 @@ def _switched(scope: _Scope, facts: _Facts) -> bool:
 
 
 def _over_batches(loop: _Loop, facts: _Facts) -> bool:
-    """``facts.line_matches(loop.kw_pos, FOR_DATA_RE)`` may hold: the pattern occurs on
-    a line the loop's keyword may be on (from its first column: a superset). Without
-    the source at hand, it may."""
+    """``ValidationAnalysis.over_batches`` may hold: ``FOR_DATA`` occurs on a line the
+    loop's keyword may be on (from its first column: a superset), or ``WRAPPED_DATA``
+    where a wrapped iterable it iterates is made. Without the source at hand, it may."""
     if loop.batches is None:
         lines = facts.lines()
         loop.batches = lines is None or any(
             FOR_DATA_RE.search(lines[i - 1]) for i in range(loop.first, loop.last + 1)
-            if 0 < i <= len(lines))
+            if 0 < i <= len(lines)) or _wrapped_sign(loop, facts, WRAPPED_DATA_RE)
     return loop.batches
+
+
+def _wrapped_calls(loop: _Loop, facts: _Facts) -> list[ast.Call]:
+    """What the names in the loop's header may be bound to by a wrapper's call."""
+    return [call for w in loop.words for call in facts.wrapped.get(w.rpartition(".")[2], ())]
+
+
+def _wrapped_sign(loop: _Loop, facts: _Facts, pattern: re.Pattern[str]) -> bool:
+    """``pattern`` may match where a wrapped iterable the loop iterates is made (on its
+    line, from any column: a superset). Without the source at hand, it may."""
+    calls = _wrapped_calls(loop, facts)
+    lines = facts.lines()
+    if calls and lines is None:
+        return True
+    return any(0 < c.lineno <= len(lines) and pattern.search(lines[c.lineno - 1])  # type: ignore[arg-type]
+               for c in calls)
+
+
+def _held_out_loop(loop: _Loop, facts: _Facts) -> bool:
+    """``ValidationAnalysis.held_out_loop`` may hold: the header's names may name
+    held-out data, or those of a wrapped iterable it iterates (whose line may match
+    ``WRAPPED_VAL``)."""
+    if loop.may_name_heldout():
+        return True
+    for call in _wrapped_calls(loop, facts):
+        words, strings = _words(call)
+        if (strings or any(is_val_name(w) for w in words)) and _wrapped_sign(loop, facts, WRAPPED_VAL_RE):
+            return True
+    return False
 
 
 def _signs(c: _Candidate, facts: _Facts) -> int:
@@ -530,7 +582,7 @@ def _signs(c: _Candidate, facts: _Facts) -> int:
         # A forward on held-out data inside the training loop: a periodic evaluation.
         return signs | (DATA if held_out else 0)
     if c.loops:
-        if any(loop.may_name_heldout() for loop in c.loops if not loop.trains):
+        if any(_held_out_loop(loop, facts) for loop in c.loops if not loop.trains):
             signs |= DATA
         if c.in_grad_with and batches:
             signs |= NO_GRAD

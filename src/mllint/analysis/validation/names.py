@@ -70,8 +70,16 @@ def _kw(word: str) -> str:
 
 #: ``for x, y in val_loader`` / ``[m(x) for x in test_batches]``, on the ``for`` line.
 FOR_VAL = rf"{_kw('for')}\s+[\w\s,()\[\]*]+?\s+in\b[^\n]*?{VAL_WORD}"
+#: Calls that wrap an iterable and yield what it yields: a loop over ``pbar`` after
+#: ``pbar = tqdm(val_loader)`` is a loop over ``val_loader`` (by their last name).
+ITER_WRAPPERS = frozenset({"tqdm", "enumerate", "iter", "zip", "progress_bar", "track",
+                           "islice", "cycle"})
+_WRAPPED = r"(?:tqdm|enumerate|iter|zip|progress_bar|track|islice|cycle)\s*\("
 #: ``while step < len(val_loader)``.
 WHILE_VAL = rf"{_kw('while')}\b[^\n]*?{VAL_WORD}"
+#: ``FOR_VAL`` for such a loop: ``pbar = tqdm(val_loader)``, then ``for x, y in pbar``.
+WRAPPED_VAL = rf"{_WRAPPED}[^\n]*?{VAL_WORD}"
+WRAPPED_VAL_RE = re.compile(WRAPPED_VAL)
 #: The name of an evaluation function: ``evaluate``, ``validate_one_epoch``,
 #: ``run_validation``, ``test``, ``eval_model`` - not ``test_vit`` or ``validate_config``.
 _EVAL_SUFFIXES = (
@@ -92,9 +100,14 @@ ARG_VAL = rf"\((?=[ \t]*\**[\w.]*[ \t]*[,)])[ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t
 _MODE_CALL_REST = r"\s*(?:eval|train)\s*\("
 MODE_CALL = r"\." + _MODE_CALL_REST
 #: A loop over batches of data: ``for x, y in loader``, ``for batch in tqdm(dataloader)``.
-_FOR_DATA_REST = r"\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?(?i:loader|_dl\b|batches)"
+_BATCH_WORD = r"(?i:loader|_dl\b|batches)"
+_FOR_DATA_REST = rf"\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?{_BATCH_WORD}"
 FOR_DATA = _kw("for") + _FOR_DATA_REST
 FOR_DATA_RE = re.compile(FOR_DATA)
+#: ``FOR_DATA`` for a loop over a name bound to a wrapper's call (``ITER_WRAPPERS``), read
+#: off the line where that call starts, from its column (``it = iter(dataloader)``).
+WRAPPED_DATA = rf"{_WRAPPED}[^\n]*?{_BATCH_WORD}"
+WRAPPED_DATA_RE = re.compile(WRAPPED_DATA)
 #: ``with torch.no_grad():`` (a decorator is no sign: optimizers and initialisers use it).
 _WITH_NO_GRAD_REST = rf"\b[^\n]*?(?:{NO_GRAD_WORD})"
 WITH_NO_GRAD = _kw("with") + _WITH_NO_GRAD_REST
@@ -132,10 +145,10 @@ CALL_VAL = any_layout("|".join(
 def or_flag_pass(signs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """REQUIRES entries for "one of ``signs``, or a shared train/eval loop": both a flag
     test (``if train:``) and a loop over batches (see ``analysis.validation.flags``),
-    written as two entries, ``(signs | FLAG_IF) & (signs | FOR_DATA)``, since entries
+    written as two entries, ``(signs | FLAG_IF) & (signs | FOR_DATA | WRAPPED_DATA)``, since entries
     are all required and each is searched once on its own. (Both are read off their
     physical lines by the analysis.)"""
-    return (*signs, as_written(FLAG_IF)), (*signs, as_written(FOR_DATA))
+    return (*signs, as_written(FLAG_IF)), (*signs, as_written(FOR_DATA), as_written(WRAPPED_DATA))
 
 
 #: Any name-based sign that a loop or function evaluates: as alternatives of a REQUIRES
@@ -145,6 +158,7 @@ def or_flag_pass(signs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ..
 #: searched with Python's layout between ``def`` and the name.
 EVAL_SIGNS = (
     as_written(FOR_VAL),
+    as_written(WRAPPED_VAL),
     as_written(WHILE_VAL),
     any_layout(rf"{_kw('def')}(?:\s|\\)+{EVAL_FUNCTION}(?!\w)"),
     as_written(ARG_VAL),
@@ -154,7 +168,7 @@ EVAL_SIGN = "|".join(EVAL_SIGNS)
 #: physical lines by the analysis).
 NO_GRAD_SIGN = as_written(guarded(
     ("no_grad", "inference_mode", "set_grad_enabled"),  # what every ``with`` part names
-    both(FOR_DATA, WITH_NO_GRAD),
+    both(f"(?:{FOR_DATA}|{WRAPPED_DATA})", WITH_NO_GRAD),
 ))
 #: ``with torch.no_grad():`` and an ``if`` that tests held-out data on its line
 #: (``if val_ds is not None:``): an evaluation that a held-out test guards.
@@ -167,7 +181,7 @@ GUARDED_NO_GRAD_SIGN = as_written(guarded(
 #: ``model.eval()`` (in any layout) and a loop over batches (on its line).
 MODE_SIGN = as_written(guarded(
     ("eval", "train"),  # what every ``.eval(``/``.train(`` part names
-    both(FOR_DATA, dotted(rf"(?:eval|train){GAP}\(")),
+    both(f"(?:{FOR_DATA}|{WRAPPED_DATA})", dotted(rf"(?:eval|train){GAP}\(")),
 ))
 FOR_VAL_RE = re.compile(FOR_VAL)
 WHILE_VAL_RE = re.compile(WHILE_VAL)

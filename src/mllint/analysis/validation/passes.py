@@ -47,6 +47,8 @@ from mllint.analysis.validation.facts import (
     State,
     _is_false_literal,
     _is_training_call,
+    _iterables,
+    _words,
     names_in,
 )
 from mllint.analysis.validation.flags import EvalCall, Flags, flag_test
@@ -60,8 +62,11 @@ from mllint.analysis.validation.names import (
     GRAD_SET,
     MODULE_PASSTHROUGH,
     SYNTHETIC,
+    ITER_WRAPPERS,
     WHILE_VAL_RE,
     WITH_NO_GRAD_RE,
+    WRAPPED_DATA_RE,
+    WRAPPED_VAL_RE,
     WRAPPERS,
     Pos,
     is_eval_function,
@@ -185,10 +190,59 @@ class ValidationAnalysis:
         self._passes: list[ValidationPass] | None = None
         self._uncommented: str | None = None  # the source without its comments
         self._model_cache: dict[tuple[int, str], bool] = {}
+        self._wrapped: dict[tuple[int, str], list[CallRec]] = {}
         #: Shared train/eval loops switched by a flag.
         self.flags = Flags(self)
         base = os.path.basename(facts.path)
         self.is_test_file = base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
+
+    # -- loops ----------------------------------------------------------------------------
+
+    def wrapped_iterables(self, loop: Loop) -> list[CallRec]:
+        """The wrapper calls (``ITER_WRAPPERS``) the names a ``for`` iterates are bound to:
+        ``tqdm(val_loader)`` for ``for x, y in pbar`` after ``pbar = tqdm(val_loader)``."""
+        return [c for name in loop.iterables for c in self._wrapped_calls(loop, name)]
+
+    def unwrapped_iterables(self, loop: Loop) -> list[str]:
+        """``loop.iterables`` with a name bound to a wrapper's call replaced by what the
+        call wraps: ``val_loader`` for ``pbar`` after ``pbar = tqdm(val_loader)``. (The
+        iterators a loop draws from with ``next`` are judged as they are.)"""
+        if loop.draws:
+            return list(loop.iterables)
+        out: list[str] = []
+        for name in loop.iterables:
+            inner = [n for c in self._wrapped_calls(loop, name) for n in _iterables(c.node)]
+            out.extend(inner or [name])
+        return list(dict.fromkeys(out))
+
+    def _wrapped_calls(self, loop: Loop, name: str) -> list[CallRec]:
+        key = (id(loop), name)
+        found = self._wrapped.get(key)
+        if found is None:
+            found = []
+            if not isinstance(loop.node, cst.While):
+                for scope, f in self.origins(loop.scope, name, loop.kw_pos):
+                    call = self._call_rec(scope, f.value)
+                    if call is not None and (call.func or "").rpartition(".")[2] in ITER_WRAPPERS:
+                        found.append(call)
+            self._wrapped[key] = found
+        return found
+
+    def over_batches(self, loop: Loop) -> bool:
+        """The loop iterates batches of data, by ``FOR_DATA`` on its line or
+        ``WRAPPED_DATA`` where the wrapped iterable it loops over is made."""
+        return self.facts.line_matches(loop.kw_pos, FOR_DATA_RE) or any(
+            self.facts.line_matches(c.pos, WRAPPED_DATA_RE) for c in self.wrapped_iterables(loop))
+
+    def held_out_loop(self, loop: Loop) -> bool:
+        """The loop iterates held-out data by its names (not training data), read off its
+        line (``FOR_VAL``/``WHILE_VAL``) or where the wrapped iterable it loops over is
+        made (``WRAPPED_VAL``)."""
+        sign = WHILE_VAL_RE if isinstance(loop.node, cst.While) else FOR_VAL_RE
+        if _held_out(loop.iter_words) and self.facts.line_matches(loop.kw_pos, sign):
+            return True
+        return any(_held_out(tuple(_words(c.node))) and self.facts.line_matches(c.pos, WRAPPED_VAL_RE)
+                   for c in self.wrapped_iterables(loop))
 
     # -- structure ------------------------------------------------------------------------
 
@@ -463,7 +517,7 @@ class ValidationAnalysis:
                 if not call.loops:
                     continue
                 loop = call.loops[-1]
-                if not self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
+                if not self.over_batches(loop):
                     continue
                 model = self.model_forward(call)
                 if model is None:
@@ -568,11 +622,8 @@ class ValidationAnalysis:
         if loop is not None:
             cur: Loop | None = loop
             while cur is not None and not self.loop_trains(cur):
-                words = cur.iter_words
-                if any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words):
-                    sign = WHILE_VAL_RE if isinstance(cur.node, cst.While) else FOR_VAL_RE
-                    if self.facts.line_matches(cur.kw_pos, sign):
-                        evidence.add(Evidence.DATA_NAME)
+                if self.held_out_loop(cur):
+                    evidence.add(Evidence.DATA_NAME)
                 cur = cur.parent
         elif self._val_args(call):
             evidence.add(Evidence.DATA_NAME)
@@ -580,7 +631,7 @@ class ValidationAnalysis:
             # ``def test():`` demoing an untrained network on one input evaluates nothing:
             # an evaluation gets its data passed in or loops over batches.
             inputs = [p for p in scope.params if p != scope.self_name]
-            if inputs or (loop is not None and self.facts.line_matches(loop.kw_pos, FOR_DATA_RE)):
+            if inputs or (loop is not None and self.over_batches(loop)):
                 evidence.add(Evidence.FUNCTION_NAME)
             elif loop is None and self._switched_to_eval(scope, model, call) and any(
                     c.loops and self.loop_trains(c.loops[-1]) for c in self.callers(scope)):
@@ -599,7 +650,7 @@ class ValidationAnalysis:
             return None
         # Autograd or mode switched off are signs of evaluation only around a loop over
         # batches: optimizers, initialisers and generation code switch them off too.
-        over_batches = loop is not None and self.facts.line_matches(loop.kw_pos, FOR_DATA_RE)
+        over_batches = loop is not None and self.over_batches(loop)
         ctx = call.grad
         if (
             over_batches and ctx is not None and ctx.state is Grad.OFF
@@ -665,18 +716,15 @@ class ValidationAnalysis:
         evidence: set[Evidence] = set()
         cur: Loop | None = call.loops[-1]
         while cur is not None and not self.loop_trains(cur):
-            words = cur.iter_words
-            if any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words):
-                sign = WHILE_VAL_RE if isinstance(cur.node, cst.While) else FOR_VAL_RE
-                if self.facts.line_matches(cur.kw_pos, sign):
-                    evidence.add(Evidence.DATA_NAME)
+            if self.held_out_loop(cur):
+                evidence.add(Evidence.DATA_NAME)
             cur = cur.parent
         scope = call.scope
         loop = call.loops[-1]
         if not scope.is_module and is_eval_function(scope.name) and not self.trains(scope):
-            if self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
+            if self.over_batches(loop):
                 evidence.add(Evidence.FUNCTION_NAME)
-        if self.facts.line_matches(loop.kw_pos, FOR_DATA_RE):
+        if self.over_batches(loop):
             ctx = call.grad
             if ctx is not None and ctx.state is Grad.OFF and self.facts.line_matches(ctx.pos, WITH_NO_GRAD_RE):
                 evidence.add(Evidence.NO_GRAD)
@@ -1532,3 +1580,8 @@ def _in_with_items(call: CallRec) -> bool:
 def _is_statement(call: CallRec) -> bool:
     """A call standing alone as a statement (its result unused)."""
     return call.flow is None
+
+
+def _held_out(words: tuple[str, ...]) -> bool:
+    """Names (and strings) that name held-out data and no training data."""
+    return any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words)
