@@ -252,3 +252,51 @@ def test_a_none_placeholder_does_not_hide_the_model_assigned_later():
                     score = torch.sigmoid(self.unet(images)).mean()
     """
     assert lines(code) == [27]
+
+
+def test_a_model_class_of_another_module_is_a_model_whatever_its_name(tmp_path):
+    # ``self.G`` says nothing by its name; ``G = model34()`` of ``model/nets.py`` is an
+    # ``nn.Module`` subclass there, so its forwards over the validation loader are passes.
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "__init__.py").write_text("")
+    (tmp_path / "model" / "nets.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        class Base(nn.Module):
+            pass
+
+        class model34(Base):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Conv2d(3, 1, 3), nn.BatchNorm2d(1))
+
+        def make_mask(x):
+            return x > 0
+    """))
+    solver = textwrap.dedent("""
+        import torch
+        from model.nets import model34, make_mask
+
+        class Solver:
+            def __init__(self):
+                self.G = {built}
+                self.opt = torch.optim.SGD(self.G.parameters(), lr=0.1, momentum=0.9)
+
+            def fit(self, train_loader, val_loader):
+                for epoch in range(10):
+                    self.G.train()
+                    for x, y in train_loader:
+                        self.opt.zero_grad()
+                        torch.nn.functional.mse_loss(self.G(x), y).backward()
+                        self.opt.step()
+                    self.G.eval()
+                    for x, y in val_loader:
+                        score = (self.G(x) - y).abs().mean()
+    """).lstrip("\n")
+    path = tmp_path / "solver.py"
+    path.write_text(solver.format(built="model34()"))
+    result = lint_path(str(path), RULE)
+    assert [(f.code, f.line) for f in result.findings] == [("ML003", 18)]
+    path.write_text(solver.format(built="make_mask"))  # a function of the project: no model
+    assert lint_path(str(path), RULE).findings == ()

@@ -404,7 +404,8 @@ def lint(root: Path, repo: str, mllint: list[str]) -> tuple[list[Finding], list[
     for d in items:
         path = Path(d["path"]).as_posix().removeprefix("./")
         if d["code"] is None:
-            errors.append(f"{repo} {path}:{d['line']} {d['name']}: {d['message']}")
+            cell = f"cell {d['cell']}:" if d.get("cell") is not None else ""
+            errors.append(f"{repo} {path}:{cell}{d['line']} {d['name']}: {d['message']}")
             continue
         cell = d.get("cell")
         text, function = source_context(root, path, d["line"], cache, cell)

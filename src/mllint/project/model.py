@@ -17,6 +17,7 @@ import re
 from collections import OrderedDict
 import warnings
 from pathlib import Path
+from typing import Callable
 
 from mllint.project.layout import find_root, python_files, resolve_module
 from mllint.project.roles import Role
@@ -352,6 +353,30 @@ class ProjectView:
         if found is None:
             return None
         return self._mode_dependent(found[0], found[1], MAX_FOLLOW, set())
+
+    def class_derives(self, dotted: str, pred: Callable[[frozenset[str]], bool]) -> bool | None:
+        """Whether the project class ``dotted`` (as written in this file) has a base class
+        whose qualified names satisfy ``pred`` (``nn.Module``), itself or through project
+        base classes; None when it is no project class or a base is out of sight."""
+        own = self._summary(self.path)
+        found = None if own is None else self._class(own, dotted)
+        if found is None:
+            return None
+        return self._derives(*found, pred, MAX_FOLLOW)
+
+    def _derives(self, module: ModuleSummary, cls: ClassSummary,
+                 pred: Callable[[frozenset[str]], bool], depth: int) -> bool | None:
+        if pred(cls.base_qualified):
+            return True
+        result: bool | None = False
+        for base in cls.bases:
+            inner = self._class(module, base) if depth > 0 else None
+            sub = None if inner is None else self._derives(*inner, pred, depth - 1)
+            if sub:
+                return True
+            if sub is None:
+                result = None
+        return result
 
     def _mode_dependent(self, module: ModuleSummary, cls: ClassSummary, depth: int,
                         seen: set[tuple[str, str]]) -> bool | None:

@@ -436,6 +436,9 @@ class ValidationAnalysis:
             helper = self.helper_of(call)
             if helper is not None:
                 return self._returns_model(helper, depth + 1)
+        if call.func and self.project is not None:
+            # A class of another module of the project: ``from model.model import UNet``.
+            return self.project.class_derives(call.func, is_module_base)
         return None
 
     def _returns_model(self, helper: Scope, depth: int) -> bool | None:
