@@ -319,6 +319,8 @@ class ModelOnlyCheckpoint(Rule):
         self._framework_saves: list[tuple[str, tuple[cst.CSTNode, ...]]] = []
         #: Calls named like saving, which may run another module's checkpoint helper.
         self._helper_calls: list[tuple[cst.Call, tuple[cst.CSTNode, ...]]] = []
+        #: Every call by the callee's last name (``save_model`` for ``self.save_model(m)``).
+        self._calls_by_name: dict[str, list[cst.Call]] = {}
         # ``name["key"] = value`` and ``name.update(...)``: entries added to a dict later.
         self._dict_items: dict[
             tuple[int, str], list[tuple[cst.CSTNode | None, cst.BaseExpression]]
@@ -353,6 +355,10 @@ class ModelOnlyCheckpoint(Rule):
         self.training.call(node)
         self.training.constructor(node)
         func = node.func
+        last = func.attr.value if isinstance(func, cst.Attribute) else (
+            func.value if isinstance(func, cst.Name) else None)
+        if last is not None:
+            self._calls_by_name.setdefault(last, []).append(node)
         if isinstance(func, cst.Attribute) and func.attr.value in ("save", "update"):
             if func.attr.value == "update":
                 self._note_update(func.value, node)
@@ -475,12 +481,15 @@ class ModelOnlyCheckpoint(Rule):
         so; ``None`` for an export (best or final model, a file only inference reads)."""
         if _RANDOM_PATH.search(save.path_text) or self._under_test(save, _FINAL_TEST):
             return None
-        same_file, into_model, inference_only = self._loaded_back(save)
+        best = self._under_test(save, _BEST_TEST) or bool(_EXPORT_WORDS.search(save.path_text))
+        # A best model's payload keys (``epoch``, ``state_dict``) are those of every
+        # checkpoint: only its path can show that the project resumes from it.
+        same_file, into_model, inference_only = self._loaded_back(save, by_keys=not best)
         if inference_only:
             return None
         if same_file:
             return same_file
-        if self._under_test(save, _BEST_TEST) or _EXPORT_WORDS.search(save.path_text):
+        if best:
             return None
         if into_model:
             return into_model
@@ -493,15 +502,20 @@ class ModelOnlyCheckpoint(Rule):
 
     def _under_test(self, save: _Save, pattern: re.Pattern[str]) -> bool:
         """Whether an ``if`` around the save (in its function) tests what ``pattern``
-        describes."""
-        for anc in self.flow.ancestors(save.call):
+        describes, or, for a save in a helper of this module, one around every call of
+        the helper (``if best_acc < acc: save_model(model)``)."""
+        return self._tested(save.call, pattern, helper=True)
+
+    def _tested(self, node: cst.CSTNode, pattern: re.Pattern[str], helper: bool) -> bool:
+        for anc in self.flow.ancestors(node):
             if isinstance(anc, cst.FunctionDef):
-                return False
+                calls = self._calls_by_name.get(anc.name.value, []) if helper else []
+                return bool(calls) and all(self._tested(c, pattern, helper=False) for c in calls)
             if isinstance(anc, cst.If) and pattern.search(source_of(anc.test)):
                 return True
         return False
 
-    def _loaded_back(self, save: _Save) -> tuple[str | None, str | None, bool]:
+    def _loaded_back(self, save: _Save, by_keys: bool = True) -> tuple[str | None, str | None, bool]:
         """How the project loads this file to resume training, if it does: matched as
         the same file (path words or the payload's keys), or - in this script - by the
         model the state is loaded into before training starts
@@ -516,7 +530,7 @@ class ModelOnlyCheckpoint(Rule):
                 words |= path_words(ast.parse(source_of(expr).strip(), mode="eval"))
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 continue
-        keys = save.payload.keys - _GENERIC_KEYS
+        keys = save.payload.keys - _GENERIC_KEYS if by_keys else frozenset()
 
         def same_file(site) -> bool:
             return bool(site.words & words) or bool(site.keys & keys)

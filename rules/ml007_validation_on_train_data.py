@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mllint.analysis.syntax import dotted_name
@@ -26,6 +27,9 @@ from mllint.types import Verdict
 from mllint.verify.pass_watch import SampleKeys, data_source
 from mllint.verify.probe import Probe
 
+
+#: A name of a loader (``vali_loader``, ``test_dl``): data whatever the split.
+_LOADER_NAME = re.compile(r"(?i:loader|_dl$|batches)")
 
 class ValidationOnTrainData(ValidationRule):
     """
@@ -428,7 +432,10 @@ class ValidationOnTrainData(ValidationRule):
                 src = data.classify(call.scope, d, call.pos, 0)
                 if src.kind is Kind.TRAIN and not is_val_name(d):
                     candidates.append((call.node, None, src, call))
-                elif src.kind is Kind.HELDOUT or is_val_name(d):
+                elif src.kind is Kind.HELDOUT or is_val_name(d) or (
+                        src.kind is not Kind.TRAIN and _LOADER_NAME.search(d)):
+                    # ``test(model, train_loader, vali_loader)``: another loader that is
+                    # not training data goes in too (the training one may only give inputs).
                     heldout.append(call)
         places = Places(analysis, self)
         reported: set[int] = set()

@@ -383,3 +383,60 @@ def test_a_load_followed_by_training_resumes(tmp_path):
     (finding,) = lint_script(tmp_path, SKIP_OR_TRAIN.format(train=textwrap.indent(_TRAIN, " " * 4)))
     assert finding.line == 13
     assert finding.data["evidence"] == "the script loads `net`'s weights back before training (line 7)"
+
+
+HELPER_SAVE = """
+import torch
+
+def save_model(model):
+    torch.save(model.state_dict(), "output/vit_checkpoint.bin")
+
+def train(model, loader, valid):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    best_acc = 0.0
+    for step, (x, y) in enumerate(loader):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        if step % 100 == 0:
+            acc = valid(model)
+            {call}
+"""
+
+
+def test_a_helper_called_only_when_the_metric_improves_saves_the_best_model(tmp_path):
+    best = "if best_acc < acc:\n                save_model(model)\n                best_acc = acc"
+    assert lint_script(tmp_path, HELPER_SAVE.format(call=best)) == ()
+    (finding,) = lint_script(tmp_path, HELPER_SAVE.format(call="save_model(model)"))
+    assert finding.line == 4
+    assert finding.data["evidence"] == "it is written periodically under a checkpoint name"
+
+
+KEYED = """
+import torch
+
+def main(args, model, loader, validate):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    start_epoch, best = 0, float("inf")
+    if args.resume:
+        checkpoint = torch.load(args.resume)
+        model.load_state_dict(checkpoint["state_dict"])
+        start_epoch = checkpoint["epoch"]
+        best = checkpoint["bce_best"]
+    for epoch in range(start_epoch, 100):
+        for x, y in loader:
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+        val_loss = validate(model)
+        {save}
+"""
+
+
+def test_keys_shared_with_the_resume_code_do_not_make_a_best_model_resumable(tmp_path):
+    state = '{"epoch": epoch, "state_dict": model.state_dict(), "bce_best": best}'
+    best = f'if val_loss < best:\n            best = val_loss\n            torch.save({state}, "weights/model_best_dice")'
+    assert lint_script(tmp_path, KEYED.format(save=best)) == ()
+    (finding,) = lint_script(tmp_path, KEYED.format(save=f'torch.save({state}, "weights/model_last")'))
+    assert finding.line == 17
+    assert finding.data["evidence"] == "the project loads it back to resume training (train.py:7)"

@@ -481,3 +481,25 @@ def test_loss_on_the_training_data_under_a_held_out_guard():
     # loader) is no sign of evaluation: nothing to report.
     assert lines(GUARDED.format(guard="epoch % 2 == 0", evaluated="data")) == []
     assert lines(GUARDED.format(guard="val_data is not None and train_data", evaluated="data")) == []
+
+
+EXTERNAL = """
+import torch
+from utils.tools import test
+
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.Adam(model.parameters())
+for epoch in range(10):
+    for x, y in train_loader:
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    vali_loss = test(model, {args})
+"""
+
+
+def test_an_evaluation_elsewhere_given_another_loader_too_is_no_training_accuracy():
+    # Forecasting's protocol: the training series give each window's history, the
+    # held-out loader the horizon scored; only the training loader handed in is a bug.
+    assert lines(EXTERNAL.format(args="train_loader, vali_loader, criterion")) == []
+    assert lines(EXTERNAL.format(args="train_loader, criterion")) == [11]
