@@ -421,7 +421,7 @@ class ModelOnlyCheckpoint(Rule):
                         if not o.stateless]
             if not stateful:
                 continue  # SGD without momentum: its state_dict holds nothing to lose
-            evidence = self._resume_evidence(save)
+            evidence = self._resume_evidence(save, during)
             if evidence is None:
                 continue  # an export: nothing says this file is meant to resume from
             optimizer = stateful[0]
@@ -476,15 +476,18 @@ class ModelOnlyCheckpoint(Rule):
                 out.append(self._save(call, position, containers, params[min(found[1].saved_params)]))
         return out
 
-    def _resume_evidence(self, save: _Save) -> str | None:
+    def _resume_evidence(self, save: _Save, saves: list[_Save] = ()) -> str | None:
         """Why this weights-only file is meant to resume training from, if anything says
         so; ``None`` for an export (best or final model, a file only inference reads)."""
         if _RANDOM_PATH.search(save.path_text) or self._under_test(save, _FINAL_TEST):
             return None
-        best = self._under_test(save, _BEST_TEST) or bool(_EXPORT_WORDS.search(save.path_text))
-        # A best model's payload keys (``epoch``, ``state_dict``) are those of every
-        # checkpoint: only its path can show that the project resumes from it.
-        same_file, into_model, inference_only = self._loaded_back(save, by_keys=not best)
+        best = self._is_best(save)
+        # A best model's payload keys (``epoch``, ``acc``) match the resume code's reads
+        # also when another checkpoint of the same keys, written regardless of the
+        # metric (``_last``), is the one resumed from: then only its path could tell.
+        others = any(o is not save and not self._is_best(o) and o.payload.keys & save.payload.keys
+                     for o in saves)
+        same_file, into_model, inference_only = self._loaded_back(save, by_keys=not (best and others))
         if inference_only:
             return None
         if same_file:
@@ -499,6 +502,10 @@ class ModelOnlyCheckpoint(Rule):
         if _RESUME_WORDS.search(save.path_text):
             return "it is written periodically under a checkpoint name"
         return None
+
+    def _is_best(self, save: _Save) -> bool:
+        """Saved under a metric-improvement test or to a ``best``/``final``-named path."""
+        return self._under_test(save, _BEST_TEST) or bool(_EXPORT_WORDS.search(save.path_text))
 
     def _under_test(self, save: _Save, pattern: re.Pattern[str]) -> bool:
         """Whether an ``if`` around the save (in its function) tests what ``pattern``

@@ -433,10 +433,22 @@ def main(args, model, loader, validate):
 """
 
 
-def test_keys_shared_with_the_resume_code_do_not_make_a_best_model_resumable(tmp_path):
+def test_keys_shared_with_the_resume_code_point_at_the_last_file_not_the_best(tmp_path):
+    # Both files carry the keys the --resume code reads; the one written every epoch is
+    # the one to resume from, the one under the improvement test the best-model export.
     state = '{"epoch": epoch, "state_dict": model.state_dict(), "bce_best": best}'
-    best = f'if val_loss < best:\n            best = val_loss\n            torch.save({state}, "weights/model_best_dice")'
-    assert lint_script(tmp_path, KEYED.format(save=best)) == ()
-    (finding,) = lint_script(tmp_path, KEYED.format(save=f'torch.save({state}, "weights/model_last")'))
-    assert finding.line == 17
+    both = (f'if val_loss < best:\n            best = val_loss\n'
+            f'            torch.save({state}, "weights/model_best_dice")\n'
+            f'        torch.save({state}, "weights/model_last")')
+    (finding,) = lint_script(tmp_path, KEYED.format(save=both))
+    assert finding.line == 20
+    assert finding.data["evidence"] == "the project loads it back to resume training (train.py:7)"
+
+
+def test_a_best_checkpoint_the_resume_code_reads_is_resumed_from(tmp_path):
+    # The only checkpoint, saved when the metric improves, is what --resume reads back.
+    state = '{"epoch": epoch, "state_dict": model.state_dict(), "bce_best": best}'
+    best = f'if val_loss < best:\n            best = val_loss\n            torch.save({state}, "weights/model_best")'
+    (finding,) = lint_script(tmp_path, KEYED.format(save=best))
+    assert finding.line == 19
     assert finding.data["evidence"] == "the project loads it back to resume training (train.py:7)"
