@@ -68,6 +68,12 @@ def test_magics_and_shell_escapes_are_masked_line_for_line():
     assert [(w.cell, w.line) for w in nb.lines][6:10] == [(1, 7), (2, 1), (2, 2), (3, 1)]
 
 
+def test_wildcard_help_is_masked_and_arithmetic_is_not():
+    nb = read_notebook("n.ipynb", notebook("torch.*Tensor?\nnp.*load*??\ny = 2*3\n"))
+    assert nb.text.splitlines() == ["pass  # IPython", "pass  # IPython", "y = 2*3"]
+    assert nb.broken == ()
+
+
 def test_fixture_findings_are_mapped_to_their_cells():
     result = lint_path(str(NOTEBOOK), all_rules())
     assert result.errors == ()

@@ -32,9 +32,10 @@ from mllint.types import ErrorKind, FileError, FileResult, Finding, Position, Sp
 
 SUFFIX = ".ipynb"
 
-#: ``%magic``, ``!shell``, ``x = !shell``, ``x = %magic``, ``obj?`` / ``obj??`` / ``?obj``.
+#: ``%magic``, ``!shell``, ``x = !shell``, ``x = %magic``, ``obj?`` / ``obj??`` / ``?obj``,
+#: and wildcard search (``torch.*Tensor?``).
 _MAGIC_LINE = re.compile(
-    r"^(?P<indent>[ \t]*)(?:[%!?]|[A-Za-z_][\w.,\s]*=\s*[%!]|[\w.]+\?{1,2}\s*$)"
+    r"^(?P<indent>[ \t]*)(?:[%!?]|[A-Za-z_][\w.,\s]*=\s*[%!]|[\w.*]+\?{1,2}\s*$)"
 )
 
 
