@@ -50,6 +50,8 @@ _CHECKPOINT_FUNCTION = re.compile(r"ckpt|checkpoint", re.IGNORECASE)
 _OPTIMIZER_KEY = re.compile(r"optim|(^|_)opt($|_)", re.IGNORECASE)
 _NOT_MODEL = re.compile(r"sched|scaler|sampler|loader|dataset", re.IGNORECASE)
 _EPOCH = re.compile(r"epoch", re.IGNORECASE)
+#: Networks that follow another one instead of being trained by an optimizer.
+_COPY_NAME = re.compile(r"target|ema|averag|swa|teacher|momentum_|_momentum|shadow", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -417,6 +419,8 @@ class ModelOnlyCheckpoint(Rule):
         for save in during:
             if not save.payload.weights_only:
                 continue
+            if self._never_optimized(save.payload.weights):
+                continue  # a target or averaged copy: no optimizer updates it
             stateful = [o for o in self.training.optimizers_for(save.payload.weights)
                         if not o.stateless]
             if not stateful:
@@ -502,6 +506,14 @@ class ModelOnlyCheckpoint(Rule):
         if _RESUME_WORDS.search(save.path_text):
             return "it is written periodically under a checkpoint name"
         return None
+
+    def _never_optimized(self, model: str | None) -> bool:
+        """``self.critic_target``, ``ema_model``: named as a copy that follows another
+        network (target networks, weight averages, teachers), and no optimizer of the
+        module is built over it."""
+        if model is None or not _COPY_NAME.search(model.rpartition(".")[2]):
+            return False
+        return model not in self.training.model_names()
 
     def _is_best(self, save: _Save) -> bool:
         """Saved under a metric-improvement test or to a ``best``/``final``-named path."""

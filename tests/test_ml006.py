@@ -452,3 +452,52 @@ def test_a_best_checkpoint_the_resume_code_reads_is_resumed_from(tmp_path):
     (finding,) = lint_script(tmp_path, KEYED.format(save=best))
     assert finding.line == 19
     assert finding.data["evidence"] == "the project loads it back to resume training (train.py:7)"
+
+
+AGENT = """
+import torch
+
+class Agent:
+    def __init__(self):
+        self.actor = torch.nn.Linear(4, 2)
+        self.actor_target = torch.nn.Linear(4, 2)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters())
+
+    def update(self, batch):
+        loss = self.actor(batch).pow(2).mean()
+        self.actor_optimizer.zero_grad()
+        loss.backward()
+        self.actor_optimizer.step()
+
+    def save(self):
+        torch.save(self.actor.state_dict(), "model/actor.pth")
+        torch.save(self.actor_target.state_dict(), "model/actor_target.pth")
+
+    def load(self):
+        self.actor.load_state_dict(torch.load("model/actor.pth"))
+        self.actor_target.load_state_dict(torch.load("model/actor_target.pth"))
+
+def main(args, batches):
+    agent = Agent()
+    if args.mode == "test":
+        agent.load()
+        evaluate(agent)
+    elif args.mode == "train":
+        {resume}
+        for i, batch in enumerate(batches):
+            agent.update(batch)
+            if i % 100 == 0:
+                agent.save()
+"""
+
+
+def test_an_agent_saved_by_its_method_and_loaded_back_before_training_resumes(tmp_path):
+    # ``if args.load: agent.load()`` then ``agent.update()`` in the loop: the agent's
+    # load method is a resume, and its save method writes the weights without Adam's
+    # state. The target network follows the actor; no optimizer concerns it.
+    (finding,) = lint_script(tmp_path, AGENT.format(resume="if args.load:\n            agent.load()"))
+    assert finding.line == 16 and finding.data["model"] == "self.actor"
+    assert finding.data["evidence"] == "the project loads it back to resume training (train.py:30)"
+    # Loaded only in test mode, the other branch of the mode switch: no resume (the same
+    # file edited in place: the project model sees the change).
+    assert lint_script(tmp_path, AGENT.format(resume="pass")) == ()

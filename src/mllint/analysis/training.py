@@ -132,11 +132,20 @@ class TrainingMap:
                 receiver = dotted_name(func.value) or ""
                 args = tuple(dotted_name(a.value) or "" for a in node.args)
                 self._maybe_steps.append((receiver, self._site(node), args))
+            elif isinstance(func.value, cst.Name) and self._own_instance(func.value):
+                # ``agent.update(batch)`` of an ``agent = TD3(...)``: a method of a class
+                # of this module, called on an instance of it.
+                self._calls.append(_Call(method, True, self._site(node)))
         elif isinstance(func, cst.Name):
             if qualified_names(self.flow.v, func) & BACKWARD_FUNCTIONS:
                 self._steps.append(self._site(node))
             else:
                 self._calls.append(_Call(func.value, False, self._site(node)))
+
+    def _own_instance(self, name: cst.Name) -> bool:
+        """``name`` holds an instance of a class this module defines."""
+        return any(isinstance(v, cst.Call) and self.flow.class_of(v.func) is not None
+                   for v in self.flow.values(name))
 
     def assign(self, targets: list[cst.BaseExpression], value: cst.BaseExpression | None) -> None:
         if not isinstance(value, cst.Call):

@@ -77,6 +77,10 @@ class Project:
             OrderedDict())
         self._load_sites: list[tuple[ModuleSummary, LoadSite]] | None = None
         self._call_index: dict[str, list[Path]] | None = None
+        #: Bumped when a module already read is found changed (a process that lints the
+        #: same project again, e.g. an editor's): the project-wide indexes are remade.
+        self._changes = 0
+        self._indexed_at = 0
         #: (module digest, dotted name) -> module path or None: import resolution probes
         #: the filesystem, and the same few names are asked about again and again.
         self.module_paths: dict[tuple[str, str, int], Path | None] = {}
@@ -96,6 +100,9 @@ class Project:
         return summary
 
     def _remember(self, path: Path, stamp: tuple[int, int], summary: ModuleSummary | None) -> None:
+        known = self._summaries.get(path)
+        if known is not None and known[0] != stamp:
+            self._changes += 1
         self._summaries[path] = (stamp, summary)
         self._summaries.move_to_end(path)
         while len(self._summaries) > MAX_SUMMARIES:
@@ -124,6 +131,7 @@ class Project:
     def files_calling(self, name: str) -> list[Path]:
         """Files of the project whose text calls something named ``name`` (an index of
         call names built on the first question, one read of every file)."""
+        self._drop_stale_indexes()
         if self._call_index is None:
             index: dict[str, list[Path]] = {}
             for path in python_files(self.root):
@@ -140,6 +148,7 @@ class Project:
 
     def load_sites(self) -> list[tuple[ModuleSummary, LoadSite]]:
         """Every ``torch.load`` of the project (files without ``load(`` are not parsed)."""
+        self._drop_stale_indexes()
         if self._load_sites is None:
             sites = []
             for path in python_files(self.root):
@@ -152,7 +161,13 @@ class Project:
                 if summary is not None:
                     sites.extend((summary, site) for site in summary.loads)
             self._load_sites = sites
+        self._indexed_at = self._changes  # what was read while indexing is current
         return self._load_sites
+
+    def _drop_stale_indexes(self) -> None:
+        if self._indexed_at != self._changes:
+            self._load_sites = self._call_index = None
+            self._indexed_at = self._changes
 
 
 class ProjectView:

@@ -164,11 +164,21 @@ class ModuleSummary:
 
     @functools.cached_property
     def loads(self) -> tuple[LoadSite, ...]:
-        """Every ``torch.load`` and every file named where the code decides to resume."""
+        """Every ``torch.load`` and every file named where the code decides to resume;
+        and every call of the module's own function or method that loads (``agent.load()``
+        of an ``agent = TD3(...)``), as a load of the files it reads, where it is called."""
         training = _training_functions(self.functions)
+        owners = [self.tree, *of_type(self.tree, *_FUNCTIONS)]
+        direct = {id(owner): _loads(owner, self._imports, training) for owner in owners}
+        qualnames = {id(node): q for q, node in self.functions._nodes.items()}
+        loaders = {qualnames[id(o)]: sites for o in owners[1:] if (sites := direct[id(o)])
+                   and id(o) in qualnames}
         loads: list[LoadSite] = []
-        for owner in [self.tree, *of_type(self.tree, *_FUNCTIONS)]:
-            loads.extend(_loads(owner, self._imports, training))
+        for owner in owners:
+            loads.extend(direct[id(owner)])
+            if loaders:
+                loads.extend(_helper_loads(owner, self._imports, training, loaders,
+                                           set(self.classes)))
             loads.extend(_resume_paths(owner))
         return tuple(sorted(loads, key=lambda s: s.line))
 
@@ -545,6 +555,54 @@ def _exclusive(a: int, b: int, branches: list[tuple[tuple[int, int], tuple[int, 
         return span[0] <= line <= span[1]
     return any((within(a, body) and within(b, other)) or (within(a, other) and within(b, body))
                for body, other in branches)
+
+
+def _helper_loads(owner: ast.AST, imports: Imports, training: set[str],
+                  loaders: dict[str, list[LoadSite]], classes: set[str]) -> list[LoadSite]:
+    """Calls in ``owner`` of the module's own functions that load (``loaders``, by
+    qualified name): ``restore(path)`` of a ``def restore``, or ``agent.load()`` on an
+    instance of the module's class built in ``owner`` (``agent = TD3(...)``). Each is a
+    load of what that function reads, at the call, judged by the code around the call."""
+    nodes = _own_nodes(owner)
+    instances = {t.id: dotted(n.value.func) for n in nodes
+                 if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                 and dotted(n.value.func) in classes
+                 for t in n.targets if isinstance(t, ast.Name)}
+    found: list[tuple[ast.Call, list[LoadSite]]] = []
+    own_methods: set[str] = set()
+    for node in nodes:
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        qualname = None
+        if isinstance(func, ast.Name) and not imports.qualified(func):
+            qualname = func.id
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            cls = instances.get(func.value.id)
+            if cls is not None:
+                qualname = f"{cls}.{func.attr}"
+                own_methods.add(func.attr)
+        if qualname in loaders:
+            found.append((node, loaders[qualname]))
+    if not found:
+        return []
+    # ``agent.update()`` of such an instance trains when that method does.
+    train_lines = [n.lineno for n in nodes if _training_call(n) or _calls_own(n, training)
+                   or (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                       and isinstance(n.func.value, ast.Name) and n.func.value.id in instances
+                       and n.func.attr in training and n.func.attr in own_methods | training)]
+    branches = [((n.body[0].lineno, n.body[-1].end_lineno or n.body[-1].lineno),
+                 (n.orelse[0].lineno, n.orelse[-1].end_lineno or n.orelse[-1].lineno))
+                for n in nodes if isinstance(n, ast.If) and n.orelse]
+    resumes = any(RESUME_WORDS.search(w) for n in nodes for w in _words_of_node(n))
+    out = []
+    for call, sites in found:
+        after = [t for t in train_lines if not _exclusive(call.lineno, t, branches)]
+        words = frozenset().union(*(site.words for site in sites))
+        keys = frozenset().union(*(site.keys for site in sites))
+        out.append(LoadSite(call.lineno, words, keys, resumes, frozenset(),
+                            bool(after) and call.lineno < min(after)))
+    return out
 
 
 def _resume_paths(owner: ast.AST) -> list[LoadSite]:
