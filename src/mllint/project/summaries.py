@@ -520,9 +520,7 @@ def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSit
         return []
     bindings = _bindings(nodes)
     train_lines = [n.lineno for n in nodes if _training_call(n) or _calls_own(n, training)]
-    branches = [((n.body[0].lineno, n.body[-1].end_lineno or n.body[-1].lineno),
-                 (n.orelse[0].lineno, n.orelse[-1].end_lineno or n.orelse[-1].lineno))
-                for n in nodes if isinstance(n, ast.If) and n.orelse]
+    branches = _if_branches(nodes)
     resumes = any(RESUME_WORDS.search(w) for n in nodes for w in _words_of_node(n))
     # ``ckpt = torch.load(...)`` then ``ckpt["epoch"]``: the keys read back.
     loaded = {name for name, values in bindings.items()
@@ -549,6 +547,13 @@ def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSit
     return sites
 
 
+def _if_branches(nodes: list[ast.AST]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The line spans of the two branches of every ``if`` with an ``else``/``elif``."""
+    def span(block: list[ast.stmt]) -> tuple[int, int]:
+        return block[0].lineno, block[-1].end_lineno or block[-1].lineno
+    return [(span(n.body), span(n.orelse)) for n in nodes if isinstance(n, ast.If) and n.orelse]
+
+
 def _exclusive(a: int, b: int, branches: list[tuple[tuple[int, int], tuple[int, int]]]) -> bool:
     """Lines ``a`` and ``b`` lie in the two branches of one ``if``: never both run."""
     def within(line: int, span: tuple[int, int]) -> bool:
@@ -569,7 +574,6 @@ def _helper_loads(owner: ast.AST, imports: Imports, training: set[str],
                  and dotted(n.value.func) in classes
                  for t in n.targets if isinstance(t, ast.Name)}
     found: list[tuple[ast.Call, list[LoadSite]]] = []
-    own_methods: set[str] = set()
     for node in nodes:
         if not isinstance(node, ast.Call):
             continue
@@ -581,7 +585,6 @@ def _helper_loads(owner: ast.AST, imports: Imports, training: set[str],
             cls = instances.get(func.value.id)
             if cls is not None:
                 qualname = f"{cls}.{func.attr}"
-                own_methods.add(func.attr)
         if qualname in loaders:
             found.append((node, loaders[qualname]))
     if not found:
@@ -590,10 +593,8 @@ def _helper_loads(owner: ast.AST, imports: Imports, training: set[str],
     train_lines = [n.lineno for n in nodes if _training_call(n) or _calls_own(n, training)
                    or (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                        and isinstance(n.func.value, ast.Name) and n.func.value.id in instances
-                       and n.func.attr in training and n.func.attr in own_methods | training)]
-    branches = [((n.body[0].lineno, n.body[-1].end_lineno or n.body[-1].lineno),
-                 (n.orelse[0].lineno, n.orelse[-1].end_lineno or n.orelse[-1].lineno))
-                for n in nodes if isinstance(n, ast.If) and n.orelse]
+                       and n.func.attr in training)]
+    branches = _if_branches(nodes)
     resumes = any(RESUME_WORDS.search(w) for n in nodes for w in _words_of_node(n))
     out = []
     for call, sites in found:
