@@ -739,3 +739,32 @@ def test_loss_parts_of_an_unknown_function_are_not_guessed(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(TRAIN_SCRIPT))  # losses.py is not in the project
     assert lint_path(str(script), [rule_by_code("ML004")]).findings == ()
+
+
+LOGGED = """
+from collections import OrderedDict
+import torch
+
+def train(model, loader, optimizer, meter):
+    for x, y in loader:
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        meter.update(loss.item(), x.size(0))
+    return {returned}
+
+def main(model, loader, optimizer, meter):
+    log = {{"loss": []}}
+    for epoch in range(10):
+        train_log = train(model, loader, optimizer, meter)
+        log["loss"].append(train_log["loss"])
+"""
+
+
+def test_what_a_helper_returns_under_loss_is_judged_by_its_value():
+    # nested-unet: ``train()`` returns the meter's float average under "loss".
+    assert lines(LOGGED.format(returned='OrderedDict([("loss", meter.avg), ("n", 1)])')) == []
+    assert lines(LOGGED.format(returned='dict(loss=meter.avg)')) == []
+    # The last batch's loss tensor itself, kept every epoch with its graph.
+    assert lines(LOGGED.format(returned='{"loss": loss, "n": 1}')) == [17]

@@ -165,6 +165,12 @@ class LossOracle:
             return LossValue(expr, None) if expr.attr.value == "loss" and self._model_output(expr.value) else None
         if isinstance(expr, cst.Subscript):
             if _string_index(expr) == "loss":
+                entries = self._helper_entries(expr.value, "loss")
+                if entries is not None:
+                    # ``train_log = train(...)`` of a same-module ``train`` that returns
+                    # ``OrderedDict([("loss", meter.avg), ...])``: what it puts there.
+                    return next((found for value, ret in entries
+                                 if (found := self.carried_loss(value, ret, depth + 2))), None)
                 return LossValue(expr, None) if self._model_output(expr.value) else None
             if isinstance(expr.value, cst.Call) and not self._element_may_carry(expr, depth):
                 return None
@@ -237,6 +243,31 @@ class LossOracle:
             return True
         dotted = dotted_name(receiver)
         return dotted is not None and bool(LOSS_CALLEE.match(dotted.rsplit(".", 1)[-1]))
+
+    def _helper_entries(self, expr: cst.BaseExpression,
+                        key: str) -> list[tuple[cst.BaseExpression, cst.Return]] | None:
+        """When ``expr`` is what a same-module function returned (``f(...)``, or a name
+        assigned only such calls) and every ``return`` of it builds a dict literal
+        (``{...}``, ``dict(...)``, ``OrderedDict([...])``), the values put under ``key``
+        with their returns; ``None`` when that is not known."""
+        calls = [expr] if isinstance(expr, cst.Call) else (
+            [o.expr for o in self.ix.origins(expr)] if isinstance(expr, cst.Name) else [])
+        if not calls or not all(isinstance(c, cst.Call) for c in calls):
+            return None
+        out: list[tuple[cst.BaseExpression, cst.Return]] = []
+        for call in calls:
+            callee = self.ix.resolve_call(call)
+            if callee is None or callee.name.value == "__init__":
+                return None
+            returns = self.ix.returns_of(callee)
+            if not returns:
+                return None
+            for ret in returns:
+                entries = _dict_entries(ret.value) if ret.value is not None else None
+                if entries is None:
+                    return None
+                out.extend((value, ret) for k, value in entries if k == key)
+        return out
 
     def _model_output(self, expr: cst.BaseExpression) -> bool:
         """``outputs`` in ``outputs.loss`` is what a call returned (``model(**batch)``),
@@ -318,6 +349,33 @@ def _int_index(sub: cst.Subscript) -> int | None:
         value = sub.slice[0].slice.value
         if isinstance(value, cst.Integer) and isinstance(value.evaluated_value, int):
             return value.evaluated_value
+    return None
+
+
+def _dict_entries(expr: cst.BaseExpression) -> list[tuple[str | None, cst.BaseExpression]] | None:
+    """``(key, value)`` of a dict built literally: ``{"loss": v}``, ``dict(loss=v)``,
+    ``OrderedDict([("loss", v)])`` (``None`` keys where not a string); ``None`` for any
+    other expression."""
+    def text(node: cst.BaseExpression) -> str | None:
+        if isinstance(node, cst.SimpleString) and isinstance(node.evaluated_value, str):
+            return node.evaluated_value
+        return None
+    if isinstance(expr, cst.Dict):
+        return [(text(e.key), e.value) for e in expr.elements if isinstance(e, cst.DictElement)]
+    if not isinstance(expr, cst.Call):
+        return None
+    name = dotted_name(expr.func) or ""
+    last = name.rsplit(".", 1)[-1]
+    if last == "dict" and all(a.keyword is not None for a in expr.args):
+        return [(a.keyword.value, a.value) for a in expr.args]  # type: ignore[union-attr]
+    if last == "OrderedDict" and len(expr.args) == 1 and isinstance(expr.args[0].value, (cst.List, cst.Tuple)):
+        out: list[tuple[str | None, cst.BaseExpression]] = []
+        for el in expr.args[0].value.elements:
+            pair = el.value
+            if not (isinstance(pair, cst.Tuple) and len(pair.elements) == 2):
+                return None
+            out.append((text(pair.elements[0].value), pair.elements[1].value))
+        return out
     return None
 
 
