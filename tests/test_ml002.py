@@ -464,3 +464,33 @@ class Trainer:
 )
 def test_shared_loop_switched_through_two_levels(switch, flag, expected):
     assert lines(TWO_LEVELS.format(switch=switch, flag=flag)) == expected
+
+
+PARAM_ALIAS = """
+import torch
+
+crnn = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Dropout(0.1))
+optimizer = torch.optim.Adam(crnn.parameters())
+
+def val(net, loader):
+    net.eval()
+    with torch.no_grad():
+        for x, y in loader:
+            score = (crnn(x).argmax(1) == y).float().mean()
+
+for epoch in range(10):
+    crnn.train()
+    for x, y in train_loader:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(crnn(x), y).backward()
+        optimizer.step()
+    val({passed}, val_loader)
+"""
+
+
+def test_eval_mode_set_through_the_parameter_the_model_is_passed_on():
+    # crnn.pytorch: ``val(net, ...)`` switches ``net`` to eval mode and runs the global
+    # ``crnn``; its only call passes ``crnn`` itself.
+    assert lines(PARAM_ALIAS.format(passed="crnn")) == []
+    # Another module passed for ``net``: the global ``crnn`` stays in training mode.
+    assert lines(PARAM_ALIAS.format(passed="torch.nn.Linear(8, 4)")) == [10]

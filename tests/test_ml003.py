@@ -300,3 +300,34 @@ def test_a_model_class_of_another_module_is_a_model_whatever_its_name(tmp_path):
     assert [(f.code, f.line) for f in result.findings] == [("ML003", 18)]
     path.write_text(solver.format(built="make_mask"))  # a function of the project: no model
     assert lint_path(str(path), RULE).findings == ()
+
+
+FROZEN = """
+import torch
+
+crnn = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Dropout(0.1))
+optimizer = torch.optim.Adam(crnn.parameters())
+
+def val(net, loader):
+    for p in crnn.parameters():
+        p.requires_grad = {state}
+    net.eval()
+    for x, y in loader:
+        score = (crnn(x).argmax(1) == y).float().mean()
+
+for epoch in range(10):
+    for p in crnn.parameters():
+        p.requires_grad = True
+    crnn.train()
+    for x, y in train_loader:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(crnn(x), y).backward()
+        optimizer.step()
+    val(crnn, val_loader)
+"""
+
+
+def test_a_pass_over_frozen_parameters_records_no_graph():
+    # crnn.pytorch: every parameter's requires_grad is switched off before validating.
+    assert lines(FROZEN.format(state="False")) == []
+    assert lines(FROZEN.format(state="True")) == [11]

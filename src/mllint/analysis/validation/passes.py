@@ -935,6 +935,7 @@ class ValidationAnalysis:
         names = self.aliases(vp.scope, vp.model)
         through = vp.through
         if through is None:
+            names = names | self._param_aliases(vp.scope, vp.model)
             return self.mode_at(vp.scope, names, vp.forward.pos)
         last = self._path_mode(vp.scope, names, vp.forward.pos, vp.via)
         if last is not None:
@@ -954,6 +955,24 @@ class ValidationAnalysis:
             return State(Mode.TRAIN, through.line, f"it is called on line {through.line}, "
                          f"after {s.why}")
         return s
+
+    def _param_aliases(self, scope: Scope, model: str) -> set[str]:
+        """Parameters of ``scope`` that every same-module caller fills with ``model``
+        itself, which ``scope`` reads from outside: ``def val(net, ...)`` calls
+        ``net.eval()`` and runs the global ``crnn``; its one call is ``val(crnn, ...)``."""
+        if scope.is_module or model.split(".", 1)[0] in scope.params:
+            return set()
+        callers = self.callers(scope)
+        if not callers:
+            return set()
+        out = set()
+        for param in scope.params:
+            if param == scope.self_name:
+                continue
+            if all((passed := self.map_names(scope, call, {param}, inward=False))
+                   and passed <= self.aliases(call.scope, model) for call in callers):
+                out.add(param)
+        return out
 
     def _path_mode(self, scope: Scope, names: set[str], before: Pos,
                    ec: EvalCall | None) -> State | None:
@@ -1311,7 +1330,8 @@ class ValidationAnalysis:
         return None
 
     def frozen(self, scope: Scope, names: set[str], before: Pos) -> bool:
-        """``model.requires_grad_(False)`` before the pass: no graph is recorded."""
+        """``model.requires_grad_(False)``, or ``for p in model.parameters():
+        p.requires_grad = False``, before the pass: no graph is recorded."""
         for s in {scope, self.module}:
             for c in s.calls:
                 if s is scope and c.pos >= before:
@@ -1319,6 +1339,10 @@ class ValidationAnalysis:
                 if c.attr == "requires_grad_" and self._matches(c.receiver, names):
                     if c.node.args and _is_false_literal(c.node.args[0].value):
                         return True
+            for loop in s.loops:
+                if (s is not scope or loop.pos < before) and self._matches(
+                        _frozen_parameters(loop.node), names):
+                    return True
         return False
 
     def grad_at(self, call: CallRec, depth: int = 0) -> State:
@@ -1588,3 +1612,26 @@ def _is_statement(call: CallRec) -> bool:
 def _held_out(words: tuple[str, ...]) -> bool:
     """Names (and strings) that name held-out data and no training data."""
     return any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words)
+
+
+def _frozen_parameters(node: cst.CSTNode) -> str | None:
+    """``model`` for ``for p in model.parameters(): p.requires_grad = False`` (also over
+    ``named_parameters()`` with ``for name, p in ...``), else ``None``."""
+    if not isinstance(node, cst.For) or not isinstance(node.iter, cst.Call):
+        return None
+    func = node.iter.func
+    if not (isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters")):
+        return None
+    target = node.target
+    if isinstance(target, cst.Tuple) and len(target.elements) == 2:
+        target = target.elements[1].value
+    if not isinstance(target, cst.Name) or not isinstance(node.body, cst.IndentedBlock):
+        return None
+    for stmt in node.body.body:
+        for small in getattr(stmt, "body", ()):
+            if (isinstance(small, cst.Assign) and _is_false_literal(small.value) and any(
+                    isinstance(t.target, cst.Attribute) and t.target.attr.value == "requires_grad"
+                    and isinstance(t.target.value, cst.Name) and t.target.value.value == target.value
+                    for t in small.targets)):
+                return dotted_name(func.value)
+    return None
