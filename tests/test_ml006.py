@@ -501,3 +501,31 @@ def test_an_agent_saved_by_its_method_and_loaded_back_before_training_resumes(tm
     # Loaded only in test mode, the other branch of the mode switch: no resume (the same
     # file edited in place: the project model sees the change).
     assert lint_script(tmp_path, AGENT.format(resume="pass")) == ()
+
+
+TWO_LOADS = """
+import torch
+
+net = torch.nn.Linear(4, 2)
+net.load_state_dict(torch.load(args.model))
+optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+start_epoch = 0
+if args.resume:
+    checkpoint = torch.load(args.checkpoint)
+    net.load_state_dict(checkpoint["net"])
+    start_epoch = checkpoint["epoch"]
+for epoch in range(start_epoch, 100):
+    for x, y in loader:
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        optimizer.step()
+    torch.save({"net": net.state_dict(), "epoch": epoch}, args.checkpoint)
+"""
+
+
+def test_the_evidence_names_the_load_that_reads_the_checkpoint_back(tmp_path):
+    # torchcv: the initial weights' load (line 4) reads none of the keys; the resume
+    # load (line 8) reads the checkpoint's "net" and "epoch".
+    (finding,) = lint_script(tmp_path, TWO_LOADS)
+    assert finding.line == 16
+    assert finding.data["evidence"] == "the project loads it back to resume training (train.py:8)"

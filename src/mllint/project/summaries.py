@@ -522,16 +522,17 @@ def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSit
     train_lines = [n.lineno for n in nodes if _training_call(n) or _calls_own(n, training)]
     branches = _if_branches(nodes)
     resumes = any(RESUME_WORDS.search(w) for n in nodes for w in _words_of_node(n))
-    # ``ckpt = torch.load(...)`` then ``ckpt["epoch"]``: the keys read back.
+    # ``ckpt = torch.load(...)`` then ``ckpt["epoch"]``: the keys read back, per load.
     loaded = {name for name, values in bindings.items()
               if any(v in calls for v in values)}
-    keys = frozenset(
-        n.slice.value for n in nodes
-        if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
-        and n.value.id in loaded and isinstance(n.slice, ast.Constant)
-        and isinstance(n.slice.value, str))
+    read = [(n.value.id, n.slice.value) for n in nodes
+            if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
+            and n.value.id in loaded and isinstance(n.slice, ast.Constant)
+            and isinstance(n.slice.value, str)]
     sites = []
     for call in calls:
+        mine = {name for name in loaded if call in bindings[name]}
+        keys = frozenset(key for name, key in read if name in mine)
         arg = call.args[0] if call.args else next(
             (k.value for k in call.keywords if k.arg == "f"), None)
         words = set(path_words(arg)) if arg is not None else set()
