@@ -331,3 +331,16 @@ def test_a_pass_over_frozen_parameters_records_no_graph():
     # crnn.pytorch: every parameter's requires_grad is switched off before validating.
     assert lines(FROZEN.format(state="False")) == []
     assert lines(FROZEN.format(state="True")) == [11]
+
+
+def test_a_frozen_backbone_leaves_the_graph_of_the_head():
+    # Transfer learning: only ``vgg16.features`` (or the parameters a test selects) are
+    # frozen; the new classifier still records its graph in the test loop.
+    part = FROZEN.replace("for p in crnn.parameters():\n        p.requires_grad = {state}",
+                          "for p in crnn.features.parameters():\n        p.requires_grad = False")
+    assert lines(part) == [11]
+    some = FROZEN.replace("for p in crnn.parameters():\n        p.requires_grad = {state}",
+                          "for n, p in crnn.named_parameters():\n"
+                          "        if not n.startswith('1'):\n"
+                          "            p.requires_grad = False")
+    assert lines(some) == [12]

@@ -1340,8 +1340,8 @@ class ValidationAnalysis:
                     if c.node.args and _is_false_literal(c.node.args[0].value):
                         return True
             for loop in s.loops:
-                if (s is not scope or loop.pos < before) and self._matches(
-                        _frozen_parameters(loop.node), names):
+                # The whole model, unconditionally (``vgg16.features`` leaves the head).
+                if (s is not scope or loop.pos < before) and _frozen_parameters(loop.node) in names:
                     return True
         return False
 
@@ -1628,7 +1628,9 @@ def _frozen_parameters(node: cst.CSTNode) -> str | None:
     if not isinstance(target, cst.Name) or not isinstance(node.body, cst.IndentedBlock):
         return None
     for stmt in node.body.body:
-        for small in getattr(stmt, "body", ()):
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            continue  # ``if name not in head: p.requires_grad = False`` freezes a part
+        for small in stmt.body:
             if (isinstance(small, cst.Assign) and _is_false_literal(small.value) and any(
                     isinstance(t.target, cst.Attribute) and t.target.attr.value == "requires_grad"
                     and isinstance(t.target.value, cst.Name) and t.target.value.value == target.value
