@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mllint.analysis.validation.facts import Mode
-from mllint.analysis.validation.names import EVAL_SIGNS, NO_GRAD_SIGN, or_flag_pass
+from mllint.analysis.validation.names import EVAL_SIGNS, NO_GRAD_SIGNS, or_flag_pass
 from mllint.analysis.validation.passes import ValidationAnalysis, ValidationRule
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
@@ -77,7 +77,7 @@ class EvalModeMissing(ValidationRule):
     # A pass needs a sign of evaluation: a loop over held-out-looking data, an
     # evaluation-named function, a forward on held-out data, or a no_grad block - or a
     # shared train/eval loop switched by a flag.
-    REQUIRES = or_flag_pass((*EVAL_SIGNS, NO_GRAD_SIGN))
+    REQUIRES = or_flag_pass((*EVAL_SIGNS, *NO_GRAD_SIGNS))
     # Then a forward of something model-like with a sign of evaluation (see the gate).
     GATE = "mllint.gates.validation:ml002_may_flag"
     PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"

@@ -8,7 +8,7 @@ import libcst as cst
 
 from mllint.analysis.syntax import dotted_name, nodes_of
 from mllint.analysis.validation.facts import Grad
-from mllint.analysis.validation.names import EVAL_SIGNS, MODE_SIGN, or_flag_pass
+from mllint.analysis.validation.names import EVAL_SIGNS, MODE_SIGNS, or_flag_pass
 from mllint.analysis.validation.passes import ValidationAnalysis, ValidationRule
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
@@ -79,7 +79,7 @@ class NoGradMissing(ValidationRule):
     # A pass needs a sign of evaluation other than no_grad (a no_grad block as the only
     # sign cannot lack no_grad): held-out-looking data, an evaluation-named function, or
     # `model.eval()` / `model.train(False)` - or a shared train/eval loop switched by a flag.
-    REQUIRES = or_flag_pass((*EVAL_SIGNS, MODE_SIGN))
+    REQUIRES = or_flag_pass((*EVAL_SIGNS, *MODE_SIGNS))
     # Then a forward of something model-like with a sign of evaluation (see the gate).
     GATE = "mllint.gates.validation:ml003_may_flag"
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"

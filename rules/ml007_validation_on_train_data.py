@@ -12,8 +12,8 @@ from mllint.analysis.validation.names import (
     CALL_VAL,
     EVAL_SIGNS,
     GUARDED_NO_GRAD_SIGN,
-    MODE_SIGN,
-    NO_GRAD_SIGN,
+    MODE_SIGNS,
+    NO_GRAD_SIGNS,
     TRAIN_WORD,
     is_train_name,
     is_val_name,
@@ -84,7 +84,7 @@ class ValidationOnTrainData(ValidationRule):
     # function; training data is named like it, built with train=True/split="train",
     # or is what a training loop (backward/step/autograd) iterates.
     REQUIRES = (
-        *or_flag_pass((*EVAL_SIGNS, NO_GRAD_SIGN, GUARDED_NO_GRAD_SIGN, MODE_SIGN, CALL_VAL)),
+        *or_flag_pass((*EVAL_SIGNS, *NO_GRAD_SIGNS, GUARDED_NO_GRAD_SIGN, *MODE_SIGNS, CALL_VAL)),
         any_layout(rf"{TRAIN_WORD}|backward|step|autograd"),  # words: no layout splits one
     )
     # Then a forward of something model-like with a sign of evaluation (see the gate).

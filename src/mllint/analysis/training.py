@@ -89,6 +89,9 @@ class TrainingMap:
     _steps: list[StepSite] = field(default_factory=list)
     _maybe_steps: list[tuple[str, StepSite, tuple[str, ...]]] = field(default_factory=list)
     _calls: list[_Call] = field(default_factory=list)
+    #: ``recv.method(...)`` calls on a plain name, judged when the module is read: a
+    #: call of the module's own method when ``recv`` holds an instance of its class.
+    _instance_calls: list[tuple[str, cst.Name, StepSite]] = field(default_factory=list)
     _functions: dict[tuple[str, bool], list[cst.FunctionDef]] = field(default_factory=dict)
     optimizers: list[_Optimizer] = field(default_factory=list)
     _trains: dict[cst.CSTNode, StepSite] = field(default_factory=dict)
@@ -132,15 +135,21 @@ class TrainingMap:
                 receiver = dotted_name(func.value) or ""
                 args = tuple(dotted_name(a.value) or "" for a in node.args)
                 self._maybe_steps.append((receiver, self._site(node), args))
-            elif isinstance(func.value, cst.Name) and self._own_instance(func.value):
-                # ``agent.update(batch)`` of an ``agent = TD3(...)``: a method of a class
-                # of this module, called on an instance of it.
-                self._calls.append(_Call(method, True, self._site(node)))
+            elif isinstance(func.value, cst.Name):
+                self._instance_calls.append((method, func.value, self._site(node)))
         elif isinstance(func, cst.Name):
             if qualified_names(self.flow.v, func) & BACKWARD_FUNCTIONS:
                 self._steps.append(self._site(node))
             else:
                 self._calls.append(_Call(func.value, False, self._site(node)))
+
+    def _resolve_instance_calls(self) -> None:
+        """``agent.update(batch)`` of an ``agent = TD3(...)``: a method of a class of this
+        module, called on an instance of it (asked only for names of its methods)."""
+        pending, self._instance_calls = self._instance_calls, []
+        for method, receiver, site in pending:
+            if (method, True) in self._functions and self._own_instance(receiver):
+                self._calls.append(_Call(method, True, site))
 
     def _own_instance(self, name: cst.Name) -> bool:
         """``name`` holds an instance of a class this module defines."""
@@ -237,6 +246,7 @@ class TrainingMap:
         function called from one, or in a closure inside one (LBFGS). A backward with no
         optimizer step in reach is profiling or gradient inspection, not training.
         """
+        self._resolve_instance_calls()
         steps = [site for receiver, site, args in self._maybe_steps
                  if self.is_optimizer(receiver) or any(a and self.is_optimizer(a) for a in args)]
         context = self._stepping_functions(steps)
@@ -299,10 +309,12 @@ class TrainingMap:
 
     def calls(self) -> list[tuple[list[cst.FunctionDef], StepSite]]:
         """Every call of a same-module function, with the functions it may reach."""
+        self._resolve_instance_calls()
         return [(self.callees(c.name, c.method), c.site) for c in self._calls]
 
     def calls_by_key(self) -> list[tuple[tuple[str, bool], StepSite]]:
         """Every call of a same-module function, with the ``callees`` key it calls by."""
+        self._resolve_instance_calls()
         return [((c.name, c.method), c.site) for c in self._calls]
 
     def optimizer_for(self, model: str | None) -> _Optimizer | None:

@@ -71,10 +71,10 @@ def _kw(word: str) -> str:
 #: ``for x, y in val_loader`` / ``[m(x) for x in test_batches]``, on the ``for`` line.
 FOR_VAL = rf"{_kw('for')}\s+[\w\s,()\[\]*]+?\s+in\b[^\n]*?{VAL_WORD}"
 #: Calls that wrap an iterable and yield what it yields: a loop over ``pbar`` after
-#: ``pbar = tqdm(val_loader)`` is a loop over ``val_loader`` (by their last name).
-ITER_WRAPPERS = frozenset({"tqdm", "enumerate", "iter", "zip", "progress_bar", "track",
-                           "islice", "cycle"})
-_WRAPPED = r"(?:tqdm|enumerate|iter|zip|progress_bar|track|islice|cycle)\s*\("
+#: ``pbar = tqdm(val_loader)`` is a loop over ``val_loader`` (by their last name). Only
+#: these two, whose names are rare words: the prefilter finds the lines to search by them.
+ITER_WRAPPERS = frozenset({"tqdm", "enumerate"})
+_WRAPPED = r"(?:tqdm|enumerate)[ \t]*\("
 #: ``while step < len(val_loader)``.
 WHILE_VAL = rf"{_kw('while')}\b[^\n]*?{VAL_WORD}"
 #: ``FOR_VAL`` for such a loop: ``pbar = tqdm(val_loader)``, then ``for x, y in pbar``.
@@ -168,8 +168,16 @@ EVAL_SIGN = "|".join(EVAL_SIGNS)
 #: physical lines by the analysis).
 NO_GRAD_SIGN = as_written(guarded(
     ("no_grad", "inference_mode", "set_grad_enabled"),  # what every ``with`` part names
-    both(f"(?:{FOR_DATA}|{WRAPPED_DATA})", WITH_NO_GRAD),
+    both(FOR_DATA, WITH_NO_GRAD),
 ))
+#: The same, for a loop over a wrapped iterable made first (``WRAPPED_DATA``). Kept apart
+#: from ``NO_GRAD_SIGN``: each part of a ``both`` is searched on its own, and a part that
+#: stays within a line is searched only on the lines holding its words.
+NO_GRAD_WRAPPED_SIGN = as_written(guarded(
+    ("no_grad", "inference_mode", "set_grad_enabled"),
+    both(WRAPPED_DATA, WITH_NO_GRAD),
+))
+NO_GRAD_SIGNS = (NO_GRAD_SIGN, NO_GRAD_WRAPPED_SIGN)
 #: ``with torch.no_grad():`` and an ``if`` that tests held-out data on its line
 #: (``if val_ds is not None:``): an evaluation that a held-out test guards.
 IF_VAL = rf"{_kw('if')}\b[^\n]*?{VAL_WORD}"
@@ -181,8 +189,13 @@ GUARDED_NO_GRAD_SIGN = as_written(guarded(
 #: ``model.eval()`` (in any layout) and a loop over batches (on its line).
 MODE_SIGN = as_written(guarded(
     ("eval", "train"),  # what every ``.eval(``/``.train(`` part names
-    both(f"(?:{FOR_DATA}|{WRAPPED_DATA})", dotted(rf"(?:eval|train){GAP}\(")),
+    both(FOR_DATA, dotted(rf"(?:eval|train){GAP}\(")),
 ))
+MODE_WRAPPED_SIGN = as_written(guarded(
+    ("eval", "train"),
+    both(WRAPPED_DATA, dotted(rf"(?:eval|train){GAP}\(")),
+))
+MODE_SIGNS = (MODE_SIGN, MODE_WRAPPED_SIGN)
 FOR_VAL_RE = re.compile(FOR_VAL)
 WHILE_VAL_RE = re.compile(WHILE_VAL)
 ARG_VAL_RE = re.compile(ARG_VAL)
