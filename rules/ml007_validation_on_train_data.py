@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from mllint.analysis.syntax import dotted_name
 from mllint.analysis.validation.data import DataAnalysis, Kind, Source
 from mllint.analysis.validation.flags import chosen_name
 from mllint.analysis.validation.names import (
+    BATCH_RE,
     CALL_VAL,
     EVAL_SIGNS,
     GUARDED_NO_GRAD_SIGN,
@@ -27,9 +27,6 @@ from mllint.types import Verdict
 from mllint.verify.pass_watch import SampleKeys, data_source
 from mllint.verify.probe import Probe
 
-
-#: A name of a loader (``vali_loader``, ``test_dl``): data whatever the split.
-_LOADER_NAME = re.compile(r"(?i:loader|_dl$|batches)")
 
 class ValidationOnTrainData(ValidationRule):
     """
@@ -433,7 +430,7 @@ class ValidationOnTrainData(ValidationRule):
                 if src.kind is Kind.TRAIN and not is_val_name(d):
                     candidates.append((call.node, None, src, call))
                 elif src.kind is Kind.HELDOUT or is_val_name(d) or (
-                        src.kind is not Kind.TRAIN and _LOADER_NAME.search(d)):
+                        src.kind is not Kind.TRAIN and BATCH_RE.search(d)):
                     # ``test(model, train_loader, vali_loader)``: another loader that is
                     # not training data goes in too (the training one may only give inputs).
                     heldout.append(call)

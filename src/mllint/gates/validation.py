@@ -536,7 +536,8 @@ def _over_batches(loop: _Loop, facts: _Facts) -> bool:
         lines = facts.lines()
         loop.batches = lines is None or any(
             FOR_DATA_RE.search(lines[i - 1]) for i in range(loop.first, loop.last + 1)
-            if 0 < i <= len(lines)) or _wrapped_sign(loop, facts, WRAPPED_DATA_RE)
+            if 0 < i <= len(lines)) or any(
+                _line_may_match(c, facts, WRAPPED_DATA_RE) for c in _wrapped_calls(loop, facts))
     return loop.batches
 
 
@@ -545,26 +546,24 @@ def _wrapped_calls(loop: _Loop, facts: _Facts) -> list[ast.Call]:
     return [call for w in loop.words for call in facts.wrapped.get(w.rpartition(".")[2], ())]
 
 
-def _wrapped_sign(loop: _Loop, facts: _Facts, pattern: re.Pattern[str]) -> bool:
-    """``pattern`` may match where a wrapped iterable the loop iterates is made (on its
-    line, from any column: a superset). Without the source at hand, it may."""
-    calls = _wrapped_calls(loop, facts)
+def _line_may_match(call: ast.Call, facts: _Facts, pattern: re.Pattern[str]) -> bool:
+    """``pattern`` may match on the line where ``call`` starts (from any column: a
+    superset of the analysis's from-the-call reading). Without the source at hand, it may."""
     lines = facts.lines()
-    if calls and lines is None:
+    if lines is None:
         return True
-    return any(0 < c.lineno <= len(lines) and pattern.search(lines[c.lineno - 1])  # type: ignore[arg-type]
-               for c in calls)
+    return 0 < call.lineno <= len(lines) and pattern.search(lines[call.lineno - 1]) is not None
 
 
 def _held_out_loop(loop: _Loop, facts: _Facts) -> bool:
     """``ValidationAnalysis.held_out_loop`` may hold: the header's names may name
-    held-out data, or those of a wrapped iterable it iterates (whose line may match
-    ``WRAPPED_VAL``)."""
+    held-out data, or those of a wrapped iterable it iterates, on whose line
+    ``WRAPPED_VAL`` may match."""
     if loop.may_name_heldout():
         return True
     for call in _wrapped_calls(loop, facts):
         words, strings = _words(call)
-        if (strings or any(is_val_name(w) for w in words)) and _wrapped_sign(loop, facts, WRAPPED_VAL_RE):
+        if (strings or any(is_val_name(w) for w in words)) and _line_may_match(call, facts, WRAPPED_VAL_RE):
             return True
     return False
 

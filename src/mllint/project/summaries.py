@@ -156,6 +156,7 @@ class ModuleSummary:
         function_nodes: dict[str, ast.AST] = {}
         class_nodes: dict[str, ast.AST] = {}
         _walk_defs(tree.body, "", function_nodes, class_nodes)
+        self._function_nodes = function_nodes
         imports = self._imports
         self.functions: Mapping[str, FunctionSummary] = _Lazy(
             function_nodes, lambda q, node: _function(node, q, imports))
@@ -170,7 +171,7 @@ class ModuleSummary:
         training = _training_functions(self.functions)
         owners = [self.tree, *of_type(self.tree, *_FUNCTIONS)]
         direct = {id(owner): _loads(owner, self._imports, training) for owner in owners}
-        qualnames = {id(node): q for q, node in self.functions._nodes.items()}
+        qualnames = {id(node): q for q, node in self._function_nodes.items()}
         loaders = {qualnames[id(o)]: sites for o in owners[1:] if (sites := direct[id(o)])
                    and id(o) in qualnames}
         loads: list[LoadSite] = []
@@ -521,7 +522,7 @@ def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSit
     bindings = _bindings(nodes)
     train_lines = [n.lineno for n in nodes if _training_call(n) or _calls_own(n, training)]
     branches = _if_branches(nodes)
-    resumes = any(RESUME_WORDS.search(w) for n in nodes for w in _words_of_node(n))
+    resumes = _speaks_of_resuming(nodes)
     # ``ckpt = torch.load(...)`` then ``ckpt["epoch"]``: the keys read back, per load.
     loaded = {name for name, values in bindings.items()
               if any(v in calls for v in values)}
@@ -540,12 +541,22 @@ def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSit
             for value in bindings.get(arg.id, ()):
                 words |= path_words(value)
         into = frozenset(_loaded_into(call, nodes, loaded))
-        # ``if os.path.isfile(path): load(path) else: train()``: a load that skips
-        # training is not followed by it.
-        after = [t for t in train_lines if not _exclusive(call.lineno, t, branches)]
         sites.append(LoadSite(call.lineno, frozenset(words), keys, resumes, into,
-                              bool(after) and call.lineno < min(after)))
+                              _before_training(call.lineno, train_lines, branches)))
     return sites
+
+
+def _speaks_of_resuming(nodes: list[ast.AST]) -> bool:
+    return any(RESUME_WORDS.search(w) for n in nodes for w in _words_of_node(n))
+
+
+def _before_training(line: int, train_lines: list[int],
+                     branches: list[tuple[tuple[int, int], tuple[int, int]]]) -> bool:
+    """Training follows ``line``: the first training line that can run after it comes
+    later (``if os.path.isfile(p): load(p) else: train()``: a load that skips training
+    is not followed by it)."""
+    after = [t for t in train_lines if not _exclusive(line, t, branches)]
+    return bool(after) and line < min(after)
 
 
 def _if_branches(nodes: list[ast.AST]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -596,14 +607,13 @@ def _helper_loads(owner: ast.AST, imports: Imports, training: set[str],
                        and isinstance(n.func.value, ast.Name) and n.func.value.id in instances
                        and n.func.attr in training)]
     branches = _if_branches(nodes)
-    resumes = any(RESUME_WORDS.search(w) for n in nodes for w in _words_of_node(n))
+    resumes = _speaks_of_resuming(nodes)
     out = []
     for call, sites in found:
-        after = [t for t in train_lines if not _exclusive(call.lineno, t, branches)]
         words = frozenset().union(*(site.words for site in sites))
         keys = frozenset().union(*(site.keys for site in sites))
         out.append(LoadSite(call.lineno, words, keys, resumes, frozenset(),
-                            bool(after) and call.lineno < min(after)))
+                            _before_training(call.lineno, train_lines, branches)))
     return out
 
 

@@ -101,6 +101,8 @@ _MODE_CALL_REST = r"\s*(?:eval|train)\s*\("
 MODE_CALL = r"\." + _MODE_CALL_REST
 #: A loop over batches of data: ``for x, y in loader``, ``for batch in tqdm(dataloader)``.
 _BATCH_WORD = r"(?i:loader|_dl\b|batches)"
+#: A name of a loader or of batches (``vali_loader``, ``test_dl``), whatever the split.
+BATCH_RE = re.compile(_BATCH_WORD)
 _FOR_DATA_REST = rf"\s+[\w\s,()\[\]*.]+?\s+in\b[^\n]*?{_BATCH_WORD}"
 FOR_DATA = _kw("for") + _FOR_DATA_REST
 FOR_DATA_RE = re.compile(FOR_DATA)
