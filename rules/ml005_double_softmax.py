@@ -2,33 +2,57 @@
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import libcst as cst
 
-from mllint.analysis.flow import FLOW_METADATA, PASSTHROUGH_METHODS, Flow, source_of
+from mllint.analysis.pyast.flow import Flow
 from mllint.analysis.syntax import keyword_arg, positional_arg
-
-# The names the rule and its stdlib-only gate both recognise live with the gate.
-from mllint.gates.ml005 import (
-    CE_FUNCTIONS,
-    CE_MODULES,
-    MODULE_WRAPPERS,
-    ORDERED_DICT,
-    SEQUENTIAL,
-    SHAPE_FUNCTIONS,
-    SOFTMAX_FUNCTIONS,
-    SOFTMAX_MODULES,
-)
-from mllint.rule import FileContext, Invalid, Rule, Valid
+from mllint.gates.resolve import of_type
+from mllint.rule import AstRule, Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
+
+#: What the rule recognises, by the qualified names the module's imports give.
+SOFTMAX_FUNCTIONS = frozenset(
+    {"torch.nn.functional.softmax", "torch.softmax", "torch.special.softmax", "torch.Tensor.softmax"}
+)
+SOFTMAX_MODULES = frozenset({"torch.nn.Softmax", "torch.nn.modules.activation.Softmax"})
+SEQUENTIAL = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
+CE_FUNCTIONS = frozenset({"torch.nn.functional.cross_entropy"})
+CE_MODULES = frozenset({"torch.nn.CrossEntropyLoss", "torch.nn.modules.loss.CrossEntropyLoss"})
+ORDERED_DICT = frozenset({"collections.OrderedDict"})
+#: Methods that return (a view or copy of) the tensor or module they are called on, so
+#: what the receiver holds passes through them (``model.to(device)``, ``probs.view(...)``).
+PASSTHROUGH_METHODS = frozenset(
+    {
+        "to", "cuda", "cpu", "float", "double", "half", "bfloat16", "type", "contiguous",
+        "squeeze", "unsqueeze", "view", "reshape", "view_as", "reshape_as", "flatten",
+        "permute", "transpose", "clone", "train", "requires_grad_", "resize", "resize_",
+        "resize_as", "resize_as_", "squeeze_", "unsqueeze_",
+    }
+)
+#: Functions that only reshape their first argument (``torch.squeeze(probs, 0)``).
+SHAPE_FUNCTIONS = frozenset(
+    {"torch.squeeze", "torch.unsqueeze", "torch.reshape", "torch.flatten", "torch.permute",
+     "torch.transpose"}
+)
+#: Wrappers whose call runs the wrapped module's forward (``DistributedDataParallel(model)``).
+MODULE_WRAPPERS = frozenset(
+    {
+        "torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
+        "torch.nn.parallel.data_parallel.DataParallel",
+        "torch.nn.parallel.DistributedDataParallel",
+        "torch.nn.parallel.distributed.DistributedDataParallel", "torch.compile",
+    }
+)
 
 # How many assignments/calls deep a value is followed; real code rarely needs more.
 _DEPTH = 8
 
 
-class DoubleSoftmax(Rule):
+class DoubleSoftmax(AstRule):
     """
     ## What it does
     Flags a call of `nn.CrossEntropyLoss` (also moved with `.to(device)`/`.cuda()`) or
@@ -67,9 +91,7 @@ class DoubleSoftmax(Rule):
     hint = "Pass the logits (the values before softmax) to the loss; keep softmax for metrics."
     # Literals (``oftmax`` for ``[Ss]oftmax``) and alternatives: ``re`` scans for them fast.
     REQUIRES = ("oftmax", ("cross_entropy", "CrossEntropyLoss"))
-    GATE = "mllint.gates.ml005:may_flag"
     PROBE = "mllint.rules.ml005_double_softmax:DoubleSoftmaxProbe"
-    METADATA_DEPENDENCIES = FLOW_METADATA
 
     INVALID = [
         Invalid(
@@ -282,78 +304,72 @@ class DoubleSoftmax(Rule):
         ),
     ]
 
-    def __init__(self, context: FileContext) -> None:
-        super().__init__(context)
-        self.flow = Flow(self)
-        self._loss_calls: list[tuple[cst.Call, cst.BaseExpression, str]] = []
-        self._forward_cache: dict[tuple[cst.ClassDef, int | None], int | None] = {}
-
-    # -- gathering -----------------------------------------------------------------------
-
-    def visit_Call(self, node: cst.Call) -> None:
-        if not node.args:
+    def check(self, tree: ast.Module) -> None:
+        calls = of_type(tree, ast.Call)
+        if not calls:
             return
-        func_names = self.flow.imported_names(node.func)
-        if func_names & CE_FUNCTIONS:
-            arg = keyword_arg(node, "input") or positional_arg(node, 0)
-            if arg is not None:
-                self._loss_calls.append((node, arg.value, source_of(node.func)))
-            return
-        if self._is_cross_entropy_module(node.func):
-            arg = keyword_arg(node, "input") or positional_arg(node, 0)
-            if arg is not None:
-                self._loss_calls.append((node, arg.value, source_of(node.func)))
-
-    def leave_Module(self, original_node: cst.Module) -> None:
-        for call, value, loss_name in self._loss_calls:
+        self.flow = Flow(tree, self.context.source)
+        self._forward_cache: dict[tuple[ast.ClassDef, int | None], int | None] = {}
+        loss_calls = []
+        for call in calls:
+            if not (call.args or call.keywords):
+                continue
+            if self.flow.imported_names(call.func) & CE_FUNCTIONS or \
+                    self._is_cross_entropy_module(call.func):
+                value = _argument(call, 0, "input")
+                if value is not None:
+                    loss_calls.append((call, value))
+        loss_calls.sort(key=lambda c: (c[0].lineno, c[0].col_offset))
+        for call, value in loss_calls:
             line = self._softmax_line(value, _DEPTH)
             if line is None:
                 continue
-            shown = source_of(value)
+            shown = self.flow.source_of(value)
             self.report(
                 call,
                 f"`{shown}` is already a probability distribution (softmax at line {line}), "
-                f"but `{loss_name}` applies log-softmax to its input itself: the loss sees "
-                "softmax twice, its gradients are squashed and training stalls without "
-                "an error. Pass the logits (the values before the softmax) instead.",
+                f"but `{self.flow.source_of(call.func)}` applies log-softmax to its input "
+                "itself: the loss sees softmax twice, its gradients are squashed and "
+                "training stalls without an error. Pass the logits (the values before the "
+                "softmax) instead.",
                 data={"probs": shown, "softmax_line": line},
             )
 
     # -- what an expression holds --------------------------------------------------------
 
-    def _is_cross_entropy_module(self, func: cst.BaseExpression, depth: int = 2) -> bool:
+    def _is_cross_entropy_module(self, func: ast.expr, depth: int = 2) -> bool:
         """``func`` is (or names) an ``nn.CrossEntropyLoss`` instance, also moved with
         ``.to(device)`` / ``.cuda()`` (which return the module itself)."""
         func = _strip_passthrough(func)
-        if isinstance(func, cst.Call):
+        if isinstance(func, ast.Call):
             return bool(self.flow.imported_names(func.func) & CE_MODULES)
-        if not isinstance(func, (cst.Name, cst.Attribute)):
+        if not isinstance(func, (ast.Name, ast.Attribute)):
             return False
-        if isinstance(func, cst.Attribute) and not self.flow.is_self(func.value):
+        if isinstance(func, ast.Attribute) and not self.flow.is_self(func.value):
             return False
         for value in self.flow.resolve(func):
             value = _strip_passthrough(value)
-            if isinstance(value, cst.Call) and self.flow.imported_names(value.func) & CE_MODULES:
+            if isinstance(value, ast.Call) and self.flow.imported_names(value.func) & CE_MODULES:
                 return True
-            if isinstance(value, (cst.Name, cst.Attribute)) and depth > 0 and (
+            if isinstance(value, (ast.Name, ast.Attribute)) and depth > 0 and (
                 self._is_cross_entropy_module(value, depth - 1)
             ):
                 return True  # ``criterion = nn.CrossEntropyLoss(); criterion = criterion.cuda()``
         return False
 
-    def _softmax_line(self, expr: cst.BaseExpression, depth: int, index: int | None = None) -> int | None:
+    def _softmax_line(self, expr: ast.expr, depth: int, index: int | None = None) -> int | None:
         """The line of the softmax whose output ``expr`` holds, or ``None``; with
         ``index``, the softmax in element ``index`` of the tuple ``expr`` holds."""
         if depth <= 0:
             return None
-        if isinstance(expr, (cst.Name, cst.Attribute)) and not (
-            isinstance(expr, cst.Attribute) and not self.flow.is_self(expr.value)
+        if isinstance(expr, (ast.Name, ast.Attribute)) and not (
+            isinstance(expr, ast.Attribute) and not self.flow.is_self(expr.value)
         ):
             for value in self.flow.values(expr):
                 line = self._softmax_line(value, depth - 1, index)
                 if line is not None:
                     return line
-            if isinstance(expr, cst.Name):
+            if isinstance(expr, ast.Name):
                 # ``validity, pred_label = discriminator(x)``: position 1 of what it returns.
                 for value, position in self.flow.unpacked_values(expr):
                     if index is None:
@@ -361,23 +377,20 @@ class DoubleSoftmax(Rule):
                         if line is not None:
                             return line
             return None
-        if isinstance(expr, (cst.Tuple, cst.List)):
-            if index is None or index >= len(expr.elements):
+        if isinstance(expr, (ast.Tuple, ast.List)):
+            if index is None or index >= len(expr.elts):
                 return None
-            element = expr.elements[index]
-            if isinstance(element, cst.StarredElement) or any(
-                isinstance(e, cst.StarredElement) for e in expr.elements[:index]
-            ):
+            if any(isinstance(e, ast.Starred) for e in expr.elts[:index + 1]):
                 return None
-            return self._softmax_line(element.value, depth - 1)
-        if isinstance(expr, cst.Subscript):
+            return self._softmax_line(expr.elts[index], depth - 1)
+        if isinstance(expr, ast.Subscript):
             if index is not None:
                 return None
             position = _int_index(expr)
             line = None if position is None else self._softmax_line(expr.value, depth - 1, position)
             # Not a tuple's element: part of a softmax tensor (``probs[:, :k]``) is one too.
             return line if line is not None else self._softmax_line(expr.value, depth - 1)
-        if not isinstance(expr, cst.Call):
+        if not isinstance(expr, ast.Call):
             return None
         func = expr.func
         names = self.flow.imported_names(func)
@@ -385,67 +398,66 @@ class DoubleSoftmax(Rule):
             if names & SOFTMAX_FUNCTIONS:
                 return self.flow.line(expr)
             if names & SHAPE_FUNCTIONS:
-                arg = positional_arg(expr, 0) or keyword_arg(expr, "input")
-                return None if arg is None else self._softmax_line(arg.value, depth - 1)
-            if isinstance(func, cst.Attribute):
-                method = func.attr.value
+                arg = _argument(expr, 0, "input")
+                return None if arg is None else self._softmax_line(arg, depth - 1)
+            if isinstance(func, ast.Attribute):
                 # A tensor method: the receiver is a local value, not an imported module.
-                if method == "softmax" and not names:
+                if func.attr == "softmax" and not names:
                     return self.flow.line(expr)
-                if method in PASSTHROUGH_METHODS:
+                if func.attr in PASSTHROUGH_METHODS:
                     # ``F.softmax(z, 1).view(-1, C)``: reshaping keeps the probabilities.
                     line = self._softmax_line(func.value, depth - 1)
                     if line is not None:
                         return line
         return self._softmax_callable(func, depth - 1, index)
 
-    def _softmax_callable(self, expr: cst.BaseExpression, depth: int, index: int | None = None) -> int | None:
+    def _softmax_callable(self, expr: ast.expr, depth: int, index: int | None = None) -> int | None:
         """The line of the softmax that calling ``expr`` (a module) ends with, or ``None``;
         with ``index``, the softmax in element ``index`` of the tuple it returns."""
         if depth <= 0:
             return None
-        if isinstance(expr, cst.Name) and self.flow.is_self(expr):
-            cls = self.flow.enclosing(expr, cst.ClassDef)
-            return self._forward_softmax(cls, index) if isinstance(cls, cst.ClassDef) else None
-        if isinstance(expr, (cst.Name, cst.Attribute)):
-            if isinstance(expr, cst.Attribute) and not self.flow.is_self(expr.value):
+        if isinstance(expr, ast.Name) and self.flow.is_self(expr):
+            cls = self.flow.enclosing(expr, ast.ClassDef)
+            return self._forward_softmax(cls, index) if isinstance(cls, ast.ClassDef) else None
+        if isinstance(expr, (ast.Name, ast.Attribute)):
+            if isinstance(expr, ast.Attribute) and not self.flow.is_self(expr.value):
                 return None
             for value in self.flow.values(expr) + self._unpacked_literals(expr):
                 line = self._softmax_callable(value, depth - 1, index)
                 if line is not None:
                     return line
             return None
-        if not isinstance(expr, cst.Call):
+        if not isinstance(expr, ast.Call):
             return None
         names = self.flow.imported_names(expr.func)
         if names & SOFTMAX_MODULES:
             return self.flow.line(expr) if index is None else None
         if names & SEQUENTIAL:
-            last = _last_layer(expr, self.flow)
+            last = self._last_layer(expr)
             return None if last is None else self._softmax_callable(last, depth - 1, index)
-        if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in PASSTHROUGH_METHODS:
+        if isinstance(expr.func, ast.Attribute) and expr.func.attr in PASSTHROUGH_METHODS:
             return self._softmax_callable(expr.func.value, depth - 1, index)
         if names & MODULE_WRAPPERS:
             # ``DistributedDataParallel(model)`` runs ``model``'s forward.
-            inner = keyword_arg(expr, "module") or keyword_arg(expr, "model") or positional_arg(expr, 0)
-            return None if inner is None else self._softmax_callable(inner.value, depth - 1, index)
+            inner = _keyword(expr, "module") or _keyword(expr, "model") or _argument(expr, 0)
+            return None if inner is None else self._softmax_callable(inner, depth - 1, index)
         cls = self.flow.class_of(expr.func)
         if cls is not None:
             return self._forward_softmax(cls, index)
         return None
 
-    def _unpacked_literals(self, expr: cst.BaseExpression) -> list[cst.BaseExpression]:
+    def _unpacked_literals(self, expr: ast.expr) -> list[ast.expr]:
         """``Classifier()`` for ``clf`` in ``clf, disc = Classifier(), Discriminator()``."""
-        if not isinstance(expr, cst.Name):
+        if not isinstance(expr, ast.Name):
             return []
         out = []
         for value, position in self.flow.unpacked_values(expr):
-            if isinstance(value, (cst.Tuple, cst.List)) and position < len(value.elements):
-                if not any(isinstance(e, cst.StarredElement) for e in value.elements):
-                    out.append(value.elements[position].value)
+            if isinstance(value, (ast.Tuple, ast.List)) and position < len(value.elts):
+                if not any(isinstance(e, ast.Starred) for e in value.elts):
+                    out.append(value.elts[position])
         return out
 
-    def _forward_softmax(self, cls: cst.ClassDef, index: int | None = None) -> int | None:
+    def _forward_softmax(self, cls: ast.ClassDef, index: int | None = None) -> int | None:
         """Line of the softmax when *every* return of ``cls.forward`` is a softmax output
         (with ``index``: holds one at that tuple position). Computed once per class with
         a fresh depth budget, so the cached answer does not depend on how deep the
@@ -457,71 +469,69 @@ class DoubleSoftmax(Rule):
         forward = self.flow.method(cls, "forward")
         result = None
         if forward is not None:
-            returns = _returns(forward)
+            returns = self.flow.returns(forward)
             lines = [self._softmax_line(r.value, _DEPTH, index) if r.value else None for r in returns]
             if lines and all(line is not None for line in lines):
                 result = lines[0]
         self._forward_cache[key] = result
         return result
 
+    def _last_layer(self, sequential: ast.Call) -> ast.expr | None:
+        """The last layer given to ``nn.Sequential(...)``: the last positional argument, or
+        the last entry of an ``OrderedDict([...])``."""
+        args = sequential.args
+        if not args or isinstance(args[-1], ast.Starred) or any(
+                k.arg is None for k in sequential.keywords):
+            return None
+        last = args[-1]
+        if (
+            len(args) == 1
+            and isinstance(last, ast.Call)
+            and self.flow.imported_names(last.func) & ORDERED_DICT
+            and last.args
+            and isinstance(last.args[0], (ast.List, ast.Tuple))
+            and last.args[0].elts
+        ):
+            entry = last.args[0].elts[-1]
+            if isinstance(entry, ast.Tuple) and len(entry.elts) == 2:
+                return entry.elts[1]
+            return None
+        return last
 
-def _strip_passthrough(expr: cst.BaseExpression) -> cst.BaseExpression:
+
+def _strip_passthrough(expr: ast.expr) -> ast.expr:
     """``nn.CrossEntropyLoss()`` for ``nn.CrossEntropyLoss().to(device).cuda()``."""
-    while (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
-           and expr.func.attr.value in PASSTHROUGH_METHODS):
+    while (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+           and expr.func.attr in PASSTHROUGH_METHODS):
         expr = expr.func.value
     return expr
 
 
-def _int_index(sub: cst.Subscript) -> int | None:
+def _int_index(sub: ast.Subscript) -> int | None:
     """``i`` in ``x[i]`` for a literal non-negative integer."""
-    if len(sub.slice) == 1 and isinstance(sub.slice[0].slice, cst.Index):
-        value = sub.slice[0].slice.value
-        if isinstance(value, cst.Integer) and isinstance(value.evaluated_value, int):
-            return value.evaluated_value
+    value = sub.slice
+    if isinstance(value, ast.Constant) and type(value.value) is int:
+        return value.value
     return None
 
 
-def _last_layer(sequential: cst.Call, flow: Flow) -> cst.BaseExpression | None:
-    """The last layer given to ``nn.Sequential(...)``: the last positional argument, or
-    the last entry of an ``OrderedDict([...])``."""
-    args = [a for a in sequential.args if a.keyword is None]
-    if not args or args[-1].star:
-        return None
-    last = args[-1].value
-    if (
-        len(args) == 1
-        and isinstance(last, cst.Call)
-        and flow.imported_names(last.func) & ORDERED_DICT
-        and last.args
-        and isinstance(last.args[0].value, (cst.List, cst.Tuple))
-        and last.args[0].value.elements
-    ):
-        entry = last.args[0].value.elements[-1].value
-        if isinstance(entry, cst.Tuple) and len(entry.elements) == 2:
-            return entry.elements[1].value
-        return None
-    return last
+def _keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
 
 
-def _returns(func: cst.FunctionDef) -> list[cst.Return]:
-    collector = _ReturnCollector()
-    func.body.visit(collector)
-    return collector.returns
-
-
-class _ReturnCollector(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.returns: list[cst.Return] = []
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        return False
-
-    def visit_Lambda(self, node: cst.Lambda) -> bool:
-        return False
-
-    def visit_Return(self, node: cst.Return) -> None:
-        self.returns.append(node)
+def _argument(call: ast.Call, position: int, keyword: str | None = None) -> ast.expr | None:
+    """The argument ``keyword=`` if given, else the one at ``position`` (not past a
+    ``*args``)."""
+    if keyword is not None:
+        found = _keyword(call, keyword)
+        if found is not None:
+            return found
+    for i, arg in enumerate(call.args):
+        if isinstance(arg, ast.Starred):
+            return None
+        if i == position:
+            return arg
+    return None
 
 
 class DoubleSoftmaxProbe(Probe):

@@ -13,9 +13,10 @@ reverse), and both runnable without importing libcst or the rules:
 2. ``GATE`` (optional): a function over Python's own syntax tree (``ast``, the C parser,
    about ten times faster than a libcst parse) that answers "could this rule report in
    this module?" by a coarse, over-approximating version of the rule's own reasoning:
-   e.g. ML005 asks whether any cross-entropy input could be a softmax output at all.
-   A gate sees a tree only when some rule that has one passed stage 1, and the tree is
-   parsed once for all gates.
+   e.g. ML001 asks whether any ``.step()`` could be an optimizer's at all. A gate sees a
+   tree only when some rule that has one passed stage 1, and the tree is parsed once for
+   all gates. A rule that decides on ``ast`` itself (``rule.AstRule``) needs no gate: it
+   runs on the same tree, and is its own cheap stage.
 
 A file whose text Python cannot parse keeps every rule that passed stage 1, so the libcst
 path reports the syntax error exactly as before.

@@ -1,4 +1,5 @@
-"""What one module's code does, read from its libcst tree during the engine's traversal.
+"""What one module's code does, read from its libcst tree during the engine's traversal,
+or (``pyast``) from Python's own ``ast`` for the rules that decide on it.
 
 Rules ask these questions of the file they are checking; questions about *other* modules
 (what a factory returns, which class a model is, whether a checkpoint is loaded back)
@@ -11,6 +12,7 @@ go to the project model in ``mllint.project``, which these analyses consult.
 - ``loss``: which expressions hold a loss tensor still carrying its graph (ML004).
 - ``training``: where training steps run, and which optimizer each belongs to (ML006, ML008).
 - ``validation``: validation passes, their mode, autograd state and data (ML002, ML003, ML007).
+- ``pyast``: scopes and value flow on Python's ``ast`` (ML005).
 
 The cheap stages that decide whether a file needs this analysis at all are in
 ``mllint.prefilter`` (literal signs) and ``mllint.gates`` (Python's ``ast``).

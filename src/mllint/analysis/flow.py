@@ -28,11 +28,6 @@ from libcst.metadata import (
 
 from mllint.engine import traversal
 
-# Methods that return (a view or copy of) the tensor or module they are called on, so
-# what the receiver holds passes through them (``model.to(device)``): defined with the
-# stdlib-only ML005 gate, which follows them too.
-from mllint.gates.ml005 import PASSTHROUGH_METHODS  # noqa: F401
-
 FLOW_METADATA = (PositionProvider, ParentNodeProvider, ScopeProvider, QualifiedNameProvider)
 
 

@@ -1,4 +1,5 @@
-"""Linting one file: prefilter, one parse, one batched traversal, suppressions.
+"""Linting one file: prefilter, the rules on Python's ``ast``, then (if any rule still needs
+it) one libcst parse and one batched traversal, suppressions.
 
 The engine knows rules only through the ``Rule`` interface; it never names one.
 """
@@ -21,7 +22,7 @@ from mllint.engine.libcst_support import fast_paths_enabled, parse_module
 from mllint.engine.reachability import in_spans, unreachable_spans
 from mllint.notebook import is_notebook, map_result, read_notebook
 from mllint.prefilter import admitted, python_syntax_error, python_tree
-from mllint.rule import FileContext, Rule
+from mllint.rule import AstRule, FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
 from mllint.types import ErrorKind, FileError, FileResult, Finding, Position
 
@@ -164,38 +165,20 @@ def _lint_text(path: str, text: str, rules: Sequence[type[Rule]], prefilter: boo
         # Not Python at all: say so in Python's words, and never hand libcst input its
         # native parser may not survive (2,000 nested brackets crash it outright).
         return FileResult(path, errors=(_python_error(path, invalid),))
-    try:
-        module = parse_module(text)
-    except cst.ParserSyntaxError as exc:
-        return FileResult(path, errors=(_syntax_error(path, text, exc),))
-    except RecursionError:
-        msg = "cannot parse: expression nested too deeply"
-        return FileResult(path, errors=(FileError(path, ErrorKind.SYNTAX, msg),))
     context = FileContext(path, text, file=file)
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    visitors = [rule(context) for rule in active]
     errors: list[FileError] = []
-    try:
-        _run(wrapper, visitors)
-    except Exception:
-        # Find the rule(s) at fault by running each alone; the others keep their findings.
-        visitors = []
-        for rule in active:
-            visitor = rule(context)
-            try:
-                _run(wrapper, [visitor])
-                visitors.append(visitor)
-            except Exception as exc:  # noqa: BLE001 - reported as an internal error below
-                tb = traceback.extract_tb(exc.__traceback__)[-1]
-                errors.append(
-                    FileError(
-                        path,
-                        ErrorKind.INTERNAL,
-                        f"rule {rule.code} crashed: {type(exc).__name__}: {exc} "
-                        f"(at {tb.filename}:{tb.lineno}); please report this",
-                        rule=rule.code,
-                    )
-                )
+    on_ast = [rule for rule in active if issubclass(rule, AstRule)]
+    visitors: list[Rule] = _run_on_ast(path, text, on_ast, context, errors)
+    on_cst = [rule for rule in active if not issubclass(rule, AstRule)]
+    if on_cst:
+        try:
+            module = parse_module(text)
+        except cst.ParserSyntaxError as exc:
+            return FileResult(path, errors=(_syntax_error(path, text, exc),))
+        except RecursionError:
+            msg = "cannot parse: expression nested too deeply"
+            return FileResult(path, errors=(FileError(path, ErrorKind.SYNTAX, msg),))
+        visitors += _run_on_cst(path, module, on_cst, context, errors)
     found = [f for v in visitors for f in v.findings]
     if found:
         tree = python_tree(text)
@@ -203,6 +186,53 @@ def _lint_text(path: str, text: str, rules: Sequence[type[Rule]], prefilter: boo
         found = [f for f in found if not in_spans(f.line, spans)]
     result = noqa.apply(FileResult(path, (), tuple(errors)), text, known, unused_noqa, found)
     return replace(result, depends_on=context.depends_on)
+
+
+def _run_on_ast(path: str, text: str, rules: list[type[Rule]], context: FileContext,
+                errors: list[FileError]) -> list[Rule]:
+    """The rules that decide on Python's ``ast``, each on the tree the prefilter parsed."""
+    tree = python_tree(text) if rules else None
+    done: list[Rule] = []
+    for rule in rules:
+        checker = rule(context)
+        try:
+            checker.check(tree)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - reported as an internal error
+            errors.append(_crash(path, rule, exc))
+            continue
+        done.append(checker)
+    return done
+
+
+def _run_on_cst(path: str, module: cst.Module, rules: list[type[Rule]],
+                context: FileContext, errors: list[FileError]) -> list[Rule]:
+    """The libcst rules, batched in one traversal of ``module``."""
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    visitors = [rule(context) for rule in rules]
+    try:
+        _run(wrapper, visitors)
+    except Exception:
+        # Find the rule(s) at fault by running each alone; the others keep their findings.
+        visitors = []
+        for rule in rules:
+            visitor = rule(context)
+            try:
+                _run(wrapper, [visitor])
+                visitors.append(visitor)
+            except Exception as exc:  # noqa: BLE001 - reported as an internal error below
+                errors.append(_crash(path, rule, exc))
+    return visitors
+
+
+def _crash(path: str, rule: type[Rule], exc: Exception) -> FileError:
+    tb = traceback.extract_tb(exc.__traceback__)[-1]
+    return FileError(
+        path,
+        ErrorKind.INTERNAL,
+        f"rule {rule.code} crashed: {type(exc).__name__}: {exc} "
+        f"(at {tb.filename}:{tb.lineno}); please report this",
+        rule=rule.code,
+    )
 
 
 def lint_path(
