@@ -310,6 +310,7 @@ class DoubleSoftmax(AstRule):
             return
         self.flow = Flow(tree, self.context.source)
         self._forward_cache: dict[tuple[ast.ClassDef, int | None], int | None] = {}
+        self._attr_cache: dict[tuple[ast.AST | None, str, int], bool] = {}
         loss_calls = []
         for call in calls:
             if not (call.args or call.keywords):
@@ -345,8 +346,19 @@ class DoubleSoftmax(AstRule):
             return bool(self.flow.imported_names(func.func) & CE_MODULES)
         if not isinstance(func, (ast.Name, ast.Attribute)):
             return False
-        if isinstance(func, ast.Attribute) and not self.flow.is_self(func.value):
-            return False
+        if isinstance(func, ast.Attribute):
+            if not self.flow.is_self(func.value):
+                return False
+            # ``self.layer(x)``: what the attribute holds is the same in every method of
+            # the class, so it is worked out once per class and attribute.
+            key = (self.flow.enclosing(func, ast.ClassDef), func.attr, depth)
+            known = self._attr_cache.get(key)
+            if known is None:
+                known = self._attr_cache[key] = self._holds_cross_entropy(func, depth)
+            return known
+        return self._holds_cross_entropy(func, depth)
+
+    def _holds_cross_entropy(self, func: ast.expr, depth: int) -> bool:
         for value in self.flow.resolve(func):
             value = _strip_passthrough(value)
             if isinstance(value, ast.Call) and self.flow.imported_names(value.func) & CE_MODULES:

@@ -39,6 +39,7 @@ class Flow:
         self.scopes = Scopes.of(tree)
         self._parents = parents(tree)
         self._class_attrs: dict[ast.ClassDef, dict[str, list[ast.expr]]] = {}
+        self._function_of: dict[ast.AST, ast.AST | None] = {}
 
     # -- tree ----------------------------------------------------------------------------
 
@@ -56,6 +57,21 @@ class Flow:
             if isinstance(anc, kind):
                 return anc
         return None
+
+    def function_of(self, node: ast.AST) -> ast.AST | None:
+        """The innermost ``def`` around ``node`` (``enclosing(node, FUNCTIONS)``), found
+        from the statement holding it, whose answer is kept."""
+        stmt = self._parents.get(node)
+        while stmt is not None and not isinstance(stmt, ast.stmt):
+            stmt = self._parents.get(stmt)
+        if stmt is None:
+            return None
+        if isinstance(stmt, FUNCTIONS):
+            return stmt
+        known = self._function_of.get(stmt, False)
+        if known is False:
+            known = self._function_of[stmt] = self.enclosing(stmt, FUNCTIONS)
+        return known
 
     @staticmethod
     def line(node: ast.AST) -> int:
@@ -77,6 +93,8 @@ class Flow:
         head = expr
         while isinstance(head, ast.Attribute):
             head = head.value
+        if head.id not in self.scopes.imported:  # type: ignore[attr-defined]
+            return set()  # no import anywhere binds it
         _, bindings = self.scopes.bindings(head)  # type: ignore[arg-type]
         rest = name.partition(".")[2]
         return {f"{b.imported}.{rest}" if rest else b.imported
@@ -216,14 +234,16 @@ class Flow:
 
     def calls_of(self, func: ast.AST) -> list[ast.Call]:
         """Same-module calls ``f(...)`` of the plain function ``func`` (not methods)."""
-        scope = self.scopes.scope_of.get(func)
         name = getattr(func, "name", None)
-        if scope is None or name is None:
+        if name is None:
             return []
-        if not any(b.node is func for b in scope.bindings.get(name, ())):
+        # Bound where it is defined, or in the module under ``global``.
+        scope = next((s for s in (self.scopes.scope_of(func), self.scopes.module)
+                      if any(b.node is func for b in s.bindings.get(name, ()))), None)
+        if scope is None:
             return []
         calls = []
-        for use in scope.uses.get(name, ()):
+        for use in self.scopes.uses(scope, name):
             parent = self._parents.get(use)
             if isinstance(parent, ast.Call) and parent.func is use:
                 calls.append(parent)
@@ -235,7 +255,7 @@ class Flow:
         """``expr`` is the first parameter of the enclosing method (``self``)."""
         if not isinstance(expr, ast.Name):
             return False
-        func = self.enclosing(expr, FUNCTIONS)
+        func = self.function_of(expr)
         if func is None or not isinstance(self._parents.get(func), ast.ClassDef):
             return False
         params = positional_params(func)
@@ -311,17 +331,26 @@ def _self_assignments(body: list[ast.stmt], self_name: str) -> list[tuple[str, a
                 and isinstance(t.value, ast.Name) and t.value.id == self_name):
             found.append((t.attr, value))
 
-    def walk(node: ast.AST) -> None:
-        if isinstance(node, (*FUNCTIONS, ast.ClassDef)):
-            return
-        if isinstance(node, ast.Assign):
-            for t in node.targets:
-                target(t, node.value)
-        elif isinstance(node, ast.AnnAssign):
-            target(node.target, node.value)
-        for child in ast.iter_child_nodes(node):
-            walk(child)
-
-    for stmt in body:
-        walk(stmt)
+    # Assignments are statements: only statement lists are walked, never expressions.
+    stack: list[ast.AST] = list(reversed(body))
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is ast.Assign:
+            for t in node.targets:  # type: ignore[attr-defined]
+                target(t, node.value)  # type: ignore[attr-defined]
+        elif kind is ast.AnnAssign:
+            target(node.target, node.value)  # type: ignore[attr-defined]
+        elif kind not in _SCOPES:
+            inner: list[ast.AST] = []
+            for field in _BLOCK_FIELDS:
+                block = getattr(node, field, None)
+                if type(block) is list:
+                    inner.extend(block)
+            stack.extend(reversed(inner))
     return found
+
+
+_SCOPES = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef})
+#: The fields that hold statements (or handlers and match cases, which hold them).
+_BLOCK_FIELDS = ("body", "handlers", "orelse", "finalbody", "cases")  # source order

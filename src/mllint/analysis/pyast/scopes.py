@@ -5,12 +5,13 @@ anywhere in a function is local to all of that function; a function sees the nam
 the functions around it and of the module, never those of a class body around it;
 ``global`` and ``nonlocal`` move a binding to the scope they name; a comprehension is a
 scope of its own (its first ``iter`` is read outside it), and ``:=`` in it binds in the
-scope around it.
+scope around it; defaults, annotations, decorators and base classes are read in the
+scope around the ``def`` or ``class``.
 
-``Scopes.of(tree)`` walks the module once and is cached on the tree. Each use of a name
-(``Name`` in a load context) is resolved to the scope whose bindings it sees, and each
-scope keeps the uses that resolve to it, so both "what may this name be?" and "where is
-this function called?" are lookups.
+Nothing is walked for it: the bindings come from the module's node index
+(``gates.resolve.nodes``, one walk shared with the prefilter's gates), each placed in its
+scope by climbing its parents; a use of a name is resolved only when asked about.
+``Scopes.of(tree)`` is cached on the tree.
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ import ast
 from collections import defaultdict
 from dataclasses import dataclass
 
+from mllint.gates.resolve import nodes, parents
+
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_SCOPE_KINDS = {
+    ast.FunctionDef: "function", ast.AsyncFunctionDef: "function", ast.Lambda: "function",
+    ast.ClassDef: "class", ast.ListComp: "comprehension", ast.SetComp: "comprehension",
+    ast.GeneratorExp: "comprehension", ast.DictComp: "comprehension",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,16 +45,14 @@ class Binding:
 
 
 class Scope:
-    __slots__ = ("kind", "node", "parent", "bindings", "uses", "declared_global",
-                 "declared_nonlocal")
+    __slots__ = ("kind", "node", "parent", "bindings", "declared_global", "declared_nonlocal")
 
     def __init__(self, kind: str, node: ast.AST, parent: "Scope | None") -> None:
         self.kind = kind  # "module", "function", "class" or "comprehension"
         self.node = node
         self.parent = parent
+        #: Each name's bindings, in source order.
         self.bindings: dict[str, list[Binding]] = defaultdict(list)
-        #: The loads of each name that resolve to this scope's bindings.
-        self.uses: dict[str, list[ast.Name]] = defaultdict(list)
         self.declared_global: set[str] = set()
         self.declared_nonlocal: set[str] = set()
 
@@ -58,22 +64,13 @@ class Scopes:
     """The scopes of one module."""
 
     def __init__(self, tree: ast.Module) -> None:
+        self._index = nodes(tree)
+        self._parents = parents(tree)
         self.module = Scope("module", tree, None)
-        #: The scope each ``Name`` (load or store), ``arg``, ``def`` and ``class`` is in:
-        #: for a ``def``/``class``, the scope its name is bound in.
-        self.scope_of: dict[ast.AST, Scope] = {}
-        #: Each load of a name, resolved: the scope whose bindings it sees (absent when
-        #: nothing in the module binds it: a builtin, a star import, a typo).
-        self.resolved: dict[ast.Name, Scope] = {}
-        self._loads: list[tuple[ast.Name, Scope]] = []
-        _Builder(self).module(tree)
-        self._move_nonlocals()
-        for name, scope in self._loads:
-            target = self.lookup(scope, name.id)
-            if target is not None:
-                self.resolved[name] = target
-                target.uses[name.id].append(name)
-        del self._loads
+        self._scopes: dict[ast.AST, Scope] = {tree: self.module}
+        self._loads: dict[str, list[ast.Name]] | None = None
+        self._stmt_owner: dict[ast.AST, ast.AST] = {}
+        self._bind_all()
 
     @classmethod
     def of(cls, tree: ast.Module) -> "Scopes":
@@ -82,6 +79,165 @@ class Scopes:
             cached = cls(tree)
             tree._mllint_scopes = cached  # type: ignore[attr-defined]
         return cached
+
+    # -- where a node is -----------------------------------------------------------------
+
+    def scope_of(self, node: ast.AST) -> Scope:
+        """The scope ``node`` is read or bound in: for a ``def`` or ``class``, the scope
+        its name is bound in; for a parameter (``ast.arg``), its function's."""
+        return self._scope(self._scope_node(node))
+
+    def _scope(self, owner: ast.AST) -> Scope:
+        scope = self._scopes.get(owner)
+        if scope is None:
+            parent = self._scope(self._scope_node(owner))
+            scope = self._scopes[owner] = Scope(_SCOPE_KINDS[type(owner)], owner, parent)
+        return scope
+
+    def _scope_node(self, node: ast.AST) -> ast.AST:
+        """The node owning the scope ``node`` is evaluated in (the module, a function, a
+        lambda, a class or a comprehension)."""
+        up = self._parents
+        below: ast.AST | None = None
+        path = node
+        while True:
+            if path is not node and isinstance(path, ast.stmt):
+                # What holds for a statement holds for everything in it that no scope
+                # of its own claimed on the way up.
+                known = self._stmt_owner.get(path)
+                if known is None:
+                    known = self._stmt_owner[path] = self._scope_node(path)
+                return known
+            owner = up.get(path)
+            if owner is None:
+                return path  # the module
+            kind = type(owner)
+            if kind in _FUNCTIONS or kind is ast.Lambda:
+                if path is owner.args:  # type: ignore[attr-defined]
+                    # A parameter itself is the function's; its default and annotation
+                    # are read around the ``def``.
+                    if below is node and type(node) is ast.arg:
+                        return owner
+                elif kind is ast.Lambda or not (
+                        path is owner.returns  # type: ignore[attr-defined]
+                        or any(path is d for d in owner.decorator_list)):  # type: ignore[attr-defined]
+                    return owner
+            elif kind is ast.ClassDef:
+                if not (any(path is b for b in owner.bases)  # type: ignore[attr-defined]
+                        or any(path is k for k in owner.keywords)  # type: ignore[attr-defined]
+                        or any(path is d for d in owner.decorator_list)):  # type: ignore[attr-defined]
+                    return owner
+            elif kind in _COMPREHENSIONS:
+                first = owner.generators[0]  # type: ignore[attr-defined]
+                if not (path is first and below is first.iter):
+                    return owner
+            below, path = path, owner
+
+    # -- bindings ------------------------------------------------------------------------
+
+    def _bind_all(self) -> None:
+        index = self._index
+        found: list[tuple[tuple[int, int], Scope, str, ast.AST, str | None]] = []
+        for stmt in index.get(ast.Global, ()):
+            self.scope_of(stmt).declared_global.update(stmt.names)  # type: ignore[attr-defined]
+        for stmt in index.get(ast.Nonlocal, ()):
+            self.scope_of(stmt).declared_nonlocal.update(stmt.names)  # type: ignore[attr-defined]
+
+        def add(node: ast.AST, scope: Scope, name: str, imported: str | None = None) -> None:
+            found.append(((node.lineno, node.col_offset), scope, name, node, imported))  # type: ignore[attr-defined]
+
+        walrus_targets = {id(n.target) for n in index.get(ast.NamedExpr, ())}  # type: ignore[attr-defined]
+        for name in self._stored_names():
+            scope = self.scope_of(name)
+            if id(name) in walrus_targets:
+                while scope.kind == "comprehension" and scope.parent is not None:
+                    scope = scope.parent
+            add(name, scope, name.id)  # type: ignore[attr-defined]
+        for arg in index.get(ast.arg, ()):
+            add(arg, self._scope(self._parents[self._parents[arg]]), arg.arg)  # type: ignore[attr-defined]
+        for kind in (*_FUNCTIONS, ast.ClassDef):
+            for d in index.get(kind, ()):
+                add(d, self.scope_of(d), d.name)  # type: ignore[attr-defined]
+        for imp in index.get(ast.Import, ()):
+            scope = self.scope_of(imp)
+            for alias in imp.names:  # type: ignore[attr-defined]
+                if alias.asname:
+                    add(imp, scope, alias.asname, alias.name)
+                else:
+                    head = alias.name.split(".", 1)[0]
+                    add(imp, scope, head, head)
+        for imp in index.get(ast.ImportFrom, ()):
+            scope = self.scope_of(imp)
+            base = "." * imp.level + (imp.module or "")  # type: ignore[attr-defined]
+            for alias in imp.names:  # type: ignore[attr-defined]
+                if alias.name == "*":
+                    continue
+                full = f"{base}.{alias.name}" if base and not base.endswith(".") else base + alias.name
+                add(imp, scope, alias.asname or alias.name, full)
+        for handler in index.get(ast.ExceptHandler, ()):
+            if handler.name:  # type: ignore[attr-defined]
+                add(handler, self.scope_of(handler), handler.name)  # type: ignore[attr-defined]
+        for kind in (ast.MatchAs, ast.MatchStar):
+            for pattern in index.get(kind, ()):
+                if pattern.name:  # type: ignore[attr-defined]
+                    add(pattern, self.scope_of(pattern), pattern.name)  # type: ignore[attr-defined]
+        for pattern in index.get(ast.MatchMapping, ()):
+            if pattern.rest:  # type: ignore[attr-defined]
+                add(pattern, self.scope_of(pattern), pattern.rest)  # type: ignore[attr-defined]
+        found.sort(key=lambda f: f[0])
+        #: The names some import of the module binds, in any scope.
+        self.imported = frozenset(f[2] for f in found if f[4] is not None)
+        for _, scope, name, node, imported in found:
+            target = self._binding_scope(scope, name)
+            target.bindings[name].append(Binding(node, target, imported))
+
+    def _stored_names(self) -> list[ast.Name]:
+        """Every ``Name`` the module assigns to, read off the targets of the statements
+        and expressions that bind (far fewer nodes than every name)."""
+        index = self._index
+        targets: list[ast.AST] = []
+        for kind in (ast.Assign,):
+            for node in index.get(kind, ()):
+                targets.extend(node.targets)  # type: ignore[attr-defined]
+        for kind in (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.NamedExpr,
+                     ast.comprehension):
+            targets.extend(node.target for node in index.get(kind, ()))  # type: ignore[attr-defined]
+        targets.extend(item.optional_vars for item in index.get(ast.withitem, ())  # type: ignore[attr-defined]
+                       if item.optional_vars is not None)  # type: ignore[attr-defined]
+        out: list[ast.Name] = []
+        while targets:
+            t = targets.pop()
+            kind = type(t)
+            if kind is ast.Name:
+                out.append(t)  # type: ignore[arg-type]
+            elif kind is ast.Tuple or kind is ast.List:
+                targets.extend(t.elts)  # type: ignore[attr-defined]
+            elif kind is ast.Starred:
+                targets.append(t.value)  # type: ignore[attr-defined]
+        return out
+
+    def _binding_scope(self, scope: Scope, name: str) -> Scope:
+        """Where a binding of ``name`` in ``scope`` lands (``global``/``nonlocal``)."""
+        if name in scope.declared_global:
+            return self.module
+        if name in scope.declared_nonlocal:
+            up = scope.parent
+            while up is not None and up.kind != "module":
+                if up.kind == "function" and (name in up.bindings or self._binds(up, name)):
+                    return up
+                up = up.parent
+        return scope
+
+    def _binds(self, scope: Scope, name: str) -> bool:
+        """``scope`` has a binding of ``name`` not yet placed (bindings are placed in
+        source order, and a ``nonlocal`` may come before the enclosing assignment)."""
+        for n in self._stored_names():
+            if n.id == name and self.scope_of(n) is scope:
+                return True
+        return any(a.arg == name and self.scope_of(a) is scope  # type: ignore[attr-defined]
+                   for a in self._index.get(ast.arg, ()))
+
+    # -- uses ----------------------------------------------------------------------------
 
     def lookup(self, scope: Scope, name: str) -> Scope | None:
         """The scope whose bindings a use of ``name`` in ``scope`` sees."""
@@ -96,178 +252,23 @@ class Scopes:
             up = up.parent
         return None
 
-    def bindings(self, name: ast.Name) -> tuple[Scope | None, list[Binding]]:
+    def bindings(self, name: ast.Name) -> tuple[Scope, list[Binding]]:
         """The scope ``name`` is used in, and the bindings the use may see."""
-        here = self.scope_of.get(name)
-        if here is None:
-            return None, []
-        target = self.resolved.get(name) if isinstance(name.ctx, ast.Load) \
-            else self.lookup(here, name.id)
+        here = self.scope_of(name)
+        target = self.lookup(here, name.id)
         return here, ([] if target is None else list(target.bindings[name.id]))
 
-    def _move_nonlocals(self) -> None:
-        """A ``nonlocal`` name's bindings belong to the nearest enclosing function that
-        binds it (known only once the whole module is read)."""
-        for scope in self._all_scopes():
-            for name in scope.declared_nonlocal:
-                moved = scope.bindings.pop(name, [])
-                up = scope.parent
-                while up is not None and (up.kind == "class" or name not in up.bindings):
-                    up = up.parent
-                if up is not None and up.kind != "module":
-                    up.bindings[name].extend(Binding(b.node, up, b.imported) for b in moved)
-                elif moved:
-                    scope.bindings[name] = moved  # not valid Python; keep it local
-
-    def _all_scopes(self) -> list[Scope]:
-        seen: dict[int, Scope] = {id(self.module): self.module}
-        for scope in self.scope_of.values():
-            seen.setdefault(id(scope), scope)
-        return list(seen.values())
-
-
-class _Builder:
-    """One walk of the tree in source order, recording bindings and loads."""
-
-    def __init__(self, scopes: Scopes) -> None:
-        self.s = scopes
-
-    def module(self, tree: ast.Module) -> None:
-        for stmt in tree.body:
-            self.visit(stmt, self.s.module)
-
-    # -- binding -------------------------------------------------------------------------
-
-    def bind(self, scope: Scope, name: str, node: ast.AST, imported: str | None = None) -> None:
-        target = self.s.module if name in scope.declared_global else scope
-        target.bindings[name].append(Binding(node, target, imported))
-
-    def visit_all(self, nodes: list, scope: Scope) -> None:
-        for node in nodes:
-            if isinstance(node, ast.AST):
-                self.visit(node, scope)
-
-    def visit(self, node: ast.AST, scope: Scope) -> None:
-        kind = type(node)
-        if kind is ast.Name:
-            self.s.scope_of[node] = scope
-            if isinstance(node.ctx, ast.Load):
-                self.s._loads.append((node, scope))  # type: ignore[arg-type]
-            elif isinstance(node.ctx, ast.Store):
-                self.bind(scope, node.id, node)
-            return
-        method = _HANDLERS.get(kind)
-        if method is not None:
-            method(self, node, scope)
-            return
-        for child in ast.iter_child_nodes(node):
-            self.visit(child, scope)
-
-    # -- definitions ---------------------------------------------------------------------
-
-    def _function(self, node: ast.AST, scope: Scope) -> None:
-        args: ast.arguments = node.args  # type: ignore[attr-defined]
-        self.visit_all(getattr(node, "decorator_list", []), scope)
-        self.visit_all(args.defaults, scope)
-        self.visit_all([d for d in args.kw_defaults if d is not None], scope)
-        for arg in _all_args(args):
-            if arg.annotation is not None:
-                self.visit(arg.annotation, scope)
-        if getattr(node, "returns", None) is not None:
-            self.visit(node.returns, scope)  # type: ignore[attr-defined]
-        if not isinstance(node, ast.Lambda):
-            self.s.scope_of[node] = scope
-            self.bind(scope, node.name, node)  # type: ignore[attr-defined]
-        inner = Scope("function", node, scope)
-        for arg in _all_args(args):
-            self.s.scope_of[arg] = inner
-            inner.bindings[arg.arg].append(Binding(arg, inner))
-        body = node.body  # type: ignore[attr-defined]
-        if isinstance(body, list):
-            # ``global``/``nonlocal`` precede every use they govern (Python requires it),
-            # so reading them in order is enough.
-            self.visit_all(body, inner)
-        else:
-            self.visit(body, inner)
-
-    def _class(self, node: ast.ClassDef, scope: Scope) -> None:
-        self.visit_all(node.decorator_list, scope)
-        self.visit_all(node.bases, scope)
-        self.visit_all(node.keywords, scope)
-        self.s.scope_of[node] = scope
-        self.bind(scope, node.name, node)
-        inner = Scope("class", node, scope)
-        self.visit_all(node.body, inner)
-
-    def _comprehension(self, node: ast.AST, scope: Scope) -> None:
-        generators: list[ast.comprehension] = node.generators  # type: ignore[attr-defined]
-        self.visit(generators[0].iter, scope)
-        inner = Scope("comprehension", node, scope)
-        for i, gen in enumerate(generators):
-            if i:
-                self.visit(gen.iter, inner)
-            self.visit(gen.target, inner)
-            self.visit_all(gen.ifs, inner)
-        if isinstance(node, ast.DictComp):
-            self.visit(node.key, inner)
-            self.visit(node.value, inner)
-        else:
-            self.visit(node.elt, inner)  # type: ignore[attr-defined]
-
-    def _named_expr(self, node: ast.NamedExpr, scope: Scope) -> None:
-        self.visit(node.value, scope)
-        target = scope
-        while target.kind == "comprehension" and target.parent is not None:
-            target = target.parent
-        self.s.scope_of[node.target] = target
-        self.bind(target, node.target.id, node.target)
-
-    def _import(self, node: ast.Import, scope: Scope) -> None:
-        for alias in node.names:
-            if alias.asname:
-                self.bind(scope, alias.asname, node, alias.name)
-            else:
-                head = alias.name.split(".", 1)[0]
-                self.bind(scope, head, node, head)
-
-    def _import_from(self, node: ast.ImportFrom, scope: Scope) -> None:
-        base = "." * node.level + (node.module or "")
-        for alias in node.names:
-            if alias.name == "*":
-                continue
-            full = f"{base}.{alias.name}" if base and not base.endswith(".") else base + alias.name
-            self.bind(scope, alias.asname or alias.name, node, full)
-
-    def _global(self, node: ast.Global, scope: Scope) -> None:
-        scope.declared_global.update(node.names)
-
-    def _nonlocal(self, node: ast.Nonlocal, scope: Scope) -> None:
-        scope.declared_nonlocal.update(node.names)
-
-    def _except(self, node: ast.ExceptHandler, scope: Scope) -> None:
-        if node.type is not None:
-            self.visit(node.type, scope)
-        if node.name:
-            self.bind(scope, node.name, node)
-        self.visit_all(node.body, scope)
-
-    def _match_name(self, node: ast.AST, scope: Scope) -> None:
-        name = getattr(node, "name", None) if not isinstance(node, ast.MatchMapping) \
-            else node.rest
-        if name:
-            self.bind(scope, name, node)
-        for child in ast.iter_child_nodes(node):
-            self.visit(child, scope)
-
-
-def _all_args(args: ast.arguments) -> list[ast.arg]:
-    out = [*args.posonlyargs, *args.args]
-    if args.vararg is not None:
-        out.append(args.vararg)
-    out.extend(args.kwonlyargs)
-    if args.kwarg is not None:
-        out.append(args.kwarg)
-    return out
+    def uses(self, scope: Scope, name: str) -> list[ast.Name]:
+        """The loads of ``name`` that resolve to ``scope``'s bindings, in source order."""
+        if self._loads is None:
+            loads: dict[str, list[ast.Name]] = defaultdict(list)
+            for n in self._index.get(ast.Name, ()):
+                if isinstance(n.ctx, ast.Load):  # type: ignore[attr-defined]
+                    loads[n.id].append(n)  # type: ignore[attr-defined, arg-type]
+            self._loads = loads
+        out = [n for n in self._loads.get(name, ()) if self.lookup(self.scope_of(n), name) is scope]
+        out.sort(key=lambda n: (n.lineno, n.col_offset))
+        return out
 
 
 def positional_params(func: ast.AST) -> list[ast.arg]:
@@ -287,24 +288,3 @@ def default_of(func: ast.AST, param: ast.arg) -> ast.expr | None:
     if param in args.kwonlyargs:
         return args.kw_defaults[args.kwonlyargs.index(param)]
     return None
-
-
-_HANDLERS = {
-    ast.FunctionDef: _Builder._function,
-    ast.AsyncFunctionDef: _Builder._function,
-    ast.Lambda: _Builder._function,
-    ast.ClassDef: _Builder._class,
-    ast.ListComp: _Builder._comprehension,
-    ast.SetComp: _Builder._comprehension,
-    ast.GeneratorExp: _Builder._comprehension,
-    ast.DictComp: _Builder._comprehension,
-    ast.NamedExpr: _Builder._named_expr,
-    ast.Import: _Builder._import,
-    ast.ImportFrom: _Builder._import_from,
-    ast.Global: _Builder._global,
-    ast.Nonlocal: _Builder._nonlocal,
-    ast.ExceptHandler: _Builder._except,
-    ast.MatchAs: _Builder._match_name,
-    ast.MatchStar: _Builder._match_name,
-    ast.MatchMapping: _Builder._match_name,
-}
