@@ -256,6 +256,114 @@ class EvalModeMissing(ValidationRule):
             """,
             lines=(5,),
         ),
+        Invalid(  # models returned by helpers: a linear layer has nothing mode-dependent,
+            # a Sequential with dropout does
+            """
+            import torch
+            from torch import nn
+
+            loss = nn.MSELoss()
+
+
+            def get_net(feature_num):
+                net = nn.Linear(feature_num, 1)
+                for param in net.parameters():
+                    nn.init.normal_(param, mean=0, std=0.01)
+                return net
+
+
+            def get_dropout_net(feature_num):
+                return nn.Sequential(nn.Linear(feature_num, 8), nn.Dropout(0.5), nn.Linear(8, 1))
+
+
+            def train(net, features, labels, num_epochs, lr):
+                dataset = torch.utils.data.TensorDataset(features, labels)
+                train_iter = torch.utils.data.DataLoader(dataset, 64, shuffle=True)
+                optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+                for epoch in range(num_epochs):
+                    for X, y in train_iter:
+                        l = loss(net(X), y)
+                        optimizer.zero_grad()
+                        l.backward()
+                        optimizer.step()
+
+
+            def train_and_pred(train_features, test_features, train_labels):
+                net = get_net(train_features.shape[1])
+                train(net, train_features, train_labels, 10, 0.1)
+                preds = net(test_features).detach().numpy()
+                return preds
+
+
+            def train_and_pred_dropout(train_features, test_features, train_labels):
+                net = get_dropout_net(train_features.shape[1])
+                train(net, train_features, train_labels, 10, 0.1)
+                preds = net(test_features).detach().numpy()
+                return preds
+            """,
+            lines=(40,),
+        ),
+        Invalid(  # a method that switches to eval mode and turns autograd off itself evaluates
+            # correctly (`generate`); one that does neither (`sample`) does not
+            """
+            import torch
+            from torch import nn
+
+
+            class Model(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.rnn = nn.GRU(8, 8, batch_first=True)
+                    self.drop = nn.Dropout(0.1)
+                    self.fc = nn.Linear(8, 4)
+
+                def forward(self, x):
+                    return self.fc(self.drop(self.rnn(x)[0]))
+
+                def generate(self, mels):
+                    self.eval()
+                    with torch.no_grad():
+                        out = self.fc(self.rnn(mels)[0])
+                    self.train()
+                    return out
+
+                def sample(self, mels):
+                    return self.fc(self.rnn(mels)[0])
+
+
+            model = Model()
+            optimiser = torch.optim.Adam(model.parameters())
+
+
+            def train(loader, epochs):
+                for e in range(epochs):
+                    for x, y in loader:
+                        loss = nn.functional.mse_loss(model(x), y)
+                        optimiser.zero_grad()
+                        loss.backward()
+                        optimiser.step()
+
+
+            def generate(test_mels):
+                outputs = []
+                for mel in test_mels:
+                    outputs.append(model.generate(mel))
+                return outputs
+
+
+            def sample(test_mels):
+                outputs = []
+                for mel in test_mels:
+                    outputs.append(model.sample(mel))
+                return outputs
+
+
+            train(loader, 10)
+            generate(test_mels)
+            sample(test_mels)
+            """,
+            lines=(49,),
+        ),
     ]
     VALID = [
         Valid(

@@ -316,6 +316,29 @@ class LossTensorAccumulated(IndexedRule):
                 mean_loss.update(loss)
             """
         ),
+        Valid(  # per-time-step losses summed in a helper whose caller back-propagates the sum
+            """
+            import torch
+            from torch import nn
+
+            def batch_loss(encoder, decoder, X, Y, loss):
+                outputs, state = encoder(X, None)
+                total = torch.tensor([0.0])
+                for y in Y.permute(1, 0):
+                    out, state = decoder(y, state, outputs)
+                    total = total + loss(out, y).sum()
+                return total / Y.shape[1]
+
+            def train(encoder, decoder, loader, lr):
+                opt = torch.optim.Adam(encoder.parameters(), lr=lr)
+                loss = nn.CrossEntropyLoss(reduction="none")
+                for X, Y in loader:
+                    opt.zero_grad()
+                    l = batch_loss(encoder, decoder, X, Y, loss)
+                    l.backward()
+                    opt.step()
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -624,7 +647,40 @@ class _Checker:
                 if targets & fed and not read <= fed:
                     fed |= read
                     grown = True
-        return base in fed
+        if base in fed:
+            return True
+        # A per-step loss summed in a helper and returned to a caller of this module that
+        # back-propagates it (``l = batch_loss(...); l.backward()``).
+        if func is None or not any(self._caller_backpropagates(call) for call in
+                                   self.ix.call_sites(func)):
+            return False
+        returned: set[str] = set()
+        for ret in self.ix.returns_of(func):
+            if ret.value is not None:
+                returned |= names_in(ret.value)
+        grown = True
+        while grown and base not in returned:
+            grown = False
+            for targets, read in flows:
+                if targets & returned and not read <= returned:
+                    returned |= read
+                    grown = True
+        return base in returned
+
+    def _caller_backpropagates(self, call: cst.Call) -> bool:
+        """What ``call`` returns is back-propagated by the function that makes it, through
+        the names it is assigned to."""
+        caller = self.ix.function_of(call)
+        fed = self.oracle.backwarded_names(caller)
+        if not fed:
+            return False
+        for node in self.ix.assigns_in_function(caller):
+            if node.value is None or not self.ix.within(call, node.value):
+                continue
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            if {d for t in targets if (d := dotted_name(t))} & fed:
+                return True
+        return False
 
     def _persistent(self, acc: Accumulation, base: str) -> bool:
         """An attribute or a module-level variable outlives one call of its function."""

@@ -80,6 +80,9 @@ class _Save:
     containers: tuple[cst.CSTNode, ...]
     #: The path arguments and the values assigned to them, for matching with loads.
     path_exprs: tuple[cst.BaseExpression, ...] = ()
+    #: What identifies the file when a helper of another module builds its path
+    #: (``FunctionSummary.weights_path_words``).
+    words: frozenset[str] = frozenset()
 
 
 class ModelOnlyCheckpoint(Rule):
@@ -96,8 +99,16 @@ class ModelOnlyCheckpoint(Rule):
       state, the best metric) but no optimizer state;
     - it is written periodically under a checkpoint name (`checkpoint`, `ckpt`, `last`,
       `latest`, `resume`).
-    The optimizer may be built in the module, or returned by a factory of the project
-    (`optimizer = build_optimizer(cfg, model)`, in this module or another).
+    The optimizer may be built in the module, returned by a factory of the project
+    (`optimizer = build_optimizer(cfg, model)`, in this module or another, also as one
+    element of a returned tuple or picked from a dict of optimizers by an option), or
+    handed in on a parameter by every caller in another module
+    (`fit_one_epoch(model, ..., optimizer)` called from `train.py`; an epoch function
+    called inside another module's loop saves once per epoch). A helper of another module
+    that writes only the `state_dict()` of the model it is given
+    (`save_model(args, model, optimizer)`) is a weights-only save where it is called.
+    A save in the script's own top-level code before any optimizer is built (the initial
+    weights) is not a training checkpoint.
 
     ## Why is this bad?
     Optimizers carry state: momentum buffers (SGD), first and second moments (Adam,
@@ -116,9 +127,9 @@ class ModelOnlyCheckpoint(Rule):
     (`accelerator.save_state`). A plain `torch.optim.SGD` (momentum absent or a literal 0)
     keeps no state, so when every optimizer the checkpoint concerns is one, nothing is
     lost; momentum given as a variable is assumed non-zero. An optimizer that only
-    arrives as a parameter (never built or returned by a factory the project shows) is
-    not known to keep state, and its checkpoints are not judged. Payloads built by
-    functions of other modules are trusted.
+    arrives as a parameter whose callers the project does not show (or that some caller
+    fills with something else) is not known to keep state, and its checkpoints are not
+    judged. Payloads built by functions of other modules are trusted.
 
     ## How --verify confirms it
     Intercepts `torch.save` at the flagged line (the file is never written to the user's
@@ -203,6 +214,34 @@ class ModelOnlyCheckpoint(Rule):
                         torch.save(self.model.state_dict(), "checkpoints/last.pt")
             """,
             lines=(15,),
+        ),
+        Invalid(  # the initial weights, written before the optimizer exists, are not flagged
+            """
+            import os
+            import torch
+            from model import Net
+
+            MODEL_PATH = "checkpoints/model.pyt"
+            model = Net()
+            if not os.path.exists(MODEL_PATH):
+                torch.save(model.state_dict(), MODEL_PATH)
+            model.load_state_dict(torch.load(MODEL_PATH))
+
+
+            def train(model, optimiser, epochs, loader):
+                for e in range(epochs):
+                    for x, y in loader:
+                        loss = model(x).mean()
+                        optimiser.zero_grad()
+                        loss.backward()
+                        optimiser.step()
+                    torch.save(model.state_dict(), MODEL_PATH)
+
+
+            optimiser = torch.optim.Adam(model.parameters())
+            train(model, optimiser, 10, loader)
+            """,
+            lines=(19,),
         ),
     ]
     VALID = [
@@ -317,6 +356,7 @@ class ModelOnlyCheckpoint(Rule):
         self.flow = Flow(self)
         self.training = TrainingMap(self.flow)
         self._loops: list[cst.For | cst.While] = []
+        self._top_functions: list[cst.FunctionDef] = []
         self._saves: list[tuple[cst.Call, tuple[cst.CSTNode, ...]]] = []
         self._framework_saves: list[tuple[str, tuple[cst.CSTNode, ...]]] = []
         #: Calls named like saving, which may run another module's checkpoint helper.
@@ -335,6 +375,9 @@ class ModelOnlyCheckpoint(Rule):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.training.enter(node)
+        self.training.parameters(node)
+        if isinstance(self.flow.parent(node), cst.Module):
+            self._top_functions.append(node)
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.training.exit(original_node)
@@ -425,6 +468,8 @@ class ModelOnlyCheckpoint(Rule):
                         if not o.stateless]
             if not stateful:
                 continue  # SGD without momentum: its state_dict holds nothing to lose
+            if self._before_every_optimizer(save, stateful):
+                continue  # the initial weights, written before any optimizer exists
             evidence = self._resume_evidence(save, during)
             if evidence is None:
                 continue  # an export: nothing says this file is meant to resume from
@@ -440,6 +485,17 @@ class ModelOnlyCheckpoint(Rule):
                 "alongside the weights and load both when resuming.",
                 data={"model": model, "optimizer": opt_name, "evidence": evidence},
             )
+
+    def _before_every_optimizer(self, save: _Save, optimizers: list[Optimizer]) -> bool:
+        """A save in the module's own top-level code (a notebook cell, a script's body),
+        on a line before every optimizer is built: it runs before there is any optimizer
+        state to keep (``if not exists(path): torch.save(model.state_dict(), path)`` right
+        after building the model)."""
+        if any(isinstance(c, (cst.FunctionDef, cst.ClassDef, cst.For, cst.While))
+               for c in save.containers):
+            return False
+        line = self.flow.line(save.call)
+        return all(o.line > line for o in optimizers)
 
     def _save(self, call: cst.Call, payload_position: int,
               containers: tuple[cst.CSTNode, ...], payload_keyword: str = "obj") -> _Save | None:
@@ -470,15 +526,34 @@ class ModelOnlyCheckpoint(Rule):
         for call, containers in self._helper_calls:
             callee = dotted_name(call.func)
             found = view.function(callee) if callee is not None else None
-            if found is None or found[0].path == str(view.path) or not found[1].saved_params:
+            if found is None or found[0].path == str(view.path):
                 continue
-            position = min(found[1].saved_params)
-            params = found[1].params
-            if params and params[0] in ("self", "cls"):
-                position -= 1
-            if position >= 0:
-                out.append(self._save(call, position, containers, params[min(found[1].saved_params)]))
+            summary = found[1]
+            params = summary.params
+            shift = 1 if params and params[0] in ("self", "cls") else 0
+            if summary.saved_params:
+                position = min(summary.saved_params) - shift
+                if position >= 0:
+                    out.append(self._save(call, position, containers,
+                                          params[min(summary.saved_params)]))
+            elif summary.saved_weights:
+                out.append(self._weights_save(call, min(summary.saved_weights), shift, params,
+                                              containers, summary.weights_path_words))
         return out
+
+    def _weights_save(self, call: cst.Call, index: int, shift: int, params: tuple[str, ...],
+                      containers: tuple[cst.CSTNode, ...],
+                      words: frozenset[str]) -> _Save | None:
+        """``save_model(args, model, optimizer)`` whose body writes only
+        ``model.state_dict()``: the weights of what this call passes for ``model``,
+        to the file the helper names (even when it is handed the optimizer too)."""
+        arg = keyword_arg(call, params[index]) or positional_arg(call, index - shift)
+        model = dotted_name(arg.value) if arg is not None else None
+        if model is None:
+            return None
+        others = [a.value for a in call.args if a is not arg]
+        path_text = " ".join([*(source_of(v) for v in others), *sorted(words)])
+        return _Save(call, Payload(weights=model), path_text, containers, (), words)
 
     def _resume_evidence(self, save: _Save, saves: list[_Save] = ()) -> str | None:
         """Why this weights-only file is meant to resume training from, if anything says
@@ -543,7 +618,7 @@ class ModelOnlyCheckpoint(Rule):
         view = self.context.project
         if view is None:
             return None, None, False
-        words: set[str] = set()
+        words: set[str] = set(save.words)
         for expr in save.path_exprs:
             try:
                 words |= path_words(ast.parse(source_of(expr).strip(), mode="eval"))
@@ -581,7 +656,7 @@ class ModelOnlyCheckpoint(Rule):
 
     def _functions_run_during_training(self) -> set[cst.FunctionDef]:
         """Functions called (directly or through others) from inside a training loop."""
-        found: set[cst.FunctionDef] = set()
+        found: set[cst.FunctionDef] = set(self._epochs_run_elsewhere())
         changed = True
         calls = self.training.calls()
         while changed:
@@ -595,6 +670,18 @@ class ModelOnlyCheckpoint(Rule):
                         found.add(f)
                         changed = True
         return found
+
+    def _epochs_run_elsewhere(self) -> list[cst.FunctionDef]:
+        """Top-level functions that train (an epoch's loop over batches, with its
+        optimizer steps) and that another module of the project calls inside its own loop
+        (``for epoch in ...: fit_one_epoch(...)``): what they save after their loop is
+        saved every epoch, while training goes on."""
+        view = self.context.project
+        if view is None:
+            return []
+        return [f for f in self._top_functions
+                if self.training.trains(f) is not None
+                and view.called_in_loop_elsewhere(f.name.value)]
 
     def _during_training(self, save: _Save, in_training: set[cst.FunctionDef]) -> bool:
         if any(self._is_training_loop(c) or c in in_training for c in save.containers):
@@ -753,6 +840,9 @@ def _is_flag(expr: cst.BaseExpression) -> bool:
 
 def _describe(optimizer: Optimizer) -> str:
     """The optimizer's class (or the factory that built it) and what it keeps."""
+    if " or " in optimizer.kind:  # one of several classes, as a caller's option picks
+        names = " or ".join(f"`{k.rsplit('.', 1)[-1]}`" for k in optimizer.kind.split(" or "))
+        return f"{names}, as the caller picks: its per-parameter state (moments, momentum)"
     cls = optimizer.kind.rsplit(".", 1)[-1]
     if not cls[:1].isupper():
         return f"built by `{optimizer.kind}()`: {_state_of(optimizer)}"

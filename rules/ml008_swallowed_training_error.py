@@ -256,6 +256,35 @@ class SwallowedTrainingError(Rule):
                     optimizer.step()
             """
         ),
+        Valid(  # a loop shared by both phases, run for validation under no_grad; the
+            # handler is the early-stopping exit and ends training
+            """
+            import torch
+
+            def make_loop(model, loss_fn, optimizer, data):
+                def run(phase):
+                    loss = loss_fn(model(data.x), data.y)
+                    if phase == "train":
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                    elif loss.item() > 10:
+                        raise Exception("patience has run out")
+                return run
+
+            def train(model, data):
+                optimizer = torch.optim.Adam(model.parameters())
+                run = make_loop(model, torch.nn.CrossEntropyLoss(), optimizer, data)
+                for epoch in range(10):
+                    run("train")
+                    with torch.no_grad():
+                        try:
+                            run("val")
+                        except Exception as e:
+                            print(e)
+                            break
+            """
+        ),
     ]
 
     def __init__(self, context: FileContext) -> None:
@@ -330,6 +359,8 @@ class SwallowedTrainingError(Rule):
         wrapped = self._wrapper_steps()
         for try_node in self._tries:
             step = _first(self.training.trains(try_node.body), wrapped.get(try_node.body))
+            if step is not None and self._called_without_autograd(try_node, step):
+                step = None
             skipped = None if step is not None else self._skipped_step(try_node, wrapped)
             if step is None and skipped is None:
                 continue
@@ -371,6 +402,25 @@ class SwallowedTrainingError(Rule):
                 else:
                     continue
                 self.report(handler, message, region=try_node, data=data)
+
+    def _called_without_autograd(self, try_node: cst.CSTNode, step: StepSite) -> bool:
+        """The ``try`` runs inside ``with torch.no_grad():`` (or ``inference_mode``) and its
+        step is a call of a function that trains (a loop shared by the training and
+        validation phases): with autograd off that call builds no graph to step on, so it
+        is the validation phase, not a training step."""
+        func = step.node.func
+        if isinstance(func, cst.Attribute) and (func.attr.value in BACKWARD_METHODS
+                                                or func.attr.value.startswith("step")):
+            return False
+        child: cst.CSTNode = try_node
+        for anc in self.flow.ancestors(try_node):
+            if isinstance(anc, cst.FunctionDef):
+                return False
+            if isinstance(anc, cst.With) and child is anc.body and any(
+                    _turns_autograd_off(item.item, self) for item in anc.items):
+                return True
+            child = anc
+        return False
 
     def _loop_in_try(self, try_node: cst.Try | cst.TryStar, step: StepSite) -> cst.CSTNode | None:
         """The outermost loop of the step's function that runs inside the ``try`` body, when
@@ -455,6 +505,19 @@ class SwallowedTrainingError(Rule):
                 if not names or names & {f"builtins.{b}" for b in BROAD}:
                     return f"except {element.value}"
         return None
+
+
+#: Context managers under which no call records a graph.
+AUTOGRAD_OFF = frozenset({
+    "torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
+    "torch.inference_mode", "torch.autograd.inference_mode",
+    "torch.autograd.grad_mode.inference_mode",
+})
+
+
+def _turns_autograd_off(expr: cst.BaseExpression, rule: Rule) -> bool:
+    callee = expr.func if isinstance(expr, cst.Call) else expr
+    return bool(qualified_names(rule, callee) & AUTOGRAD_OFF)
 
 
 def _first(*sites: StepSite | None) -> StepSite | None:

@@ -214,6 +214,27 @@ class TrainingMap:
                 kind = kinds.pop() if len(kinds) == 1 and None not in kinds else callee
                 self._add(_Optimizer(dotted, kind, line, models, all(v.stateless for v in built)))
 
+    def parameters(self, func: cst.FunctionDef) -> None:
+        """Optimizers a top-level function gets on a parameter: what every caller in
+        another module of the project passes there is built by an optimizer class
+        (``fit_one_epoch(model, ..., optimizer, ...)`` called from ``train.py``)."""
+        context = getattr(self.flow.v, "context", None)
+        view = context.project if context is not None else None
+        if view is None or not isinstance(self.flow.parent(func), cst.Module):
+            return
+        params = [*func.params.posonly_params, *func.params.params]
+        for index, param in enumerate(params):
+            name = param.name.value
+            values = view.param_values(func.name.value, index, name)
+            built = [v for v in values if v.role is Role.OPTIMIZER]
+            if not built or len(built) != len(values):
+                continue
+            kinds = {v.kind for v in built}
+            # ``Adam`` or ``SGD``, as the caller's option picks: named both ways.
+            kind = " or ".join(sorted(kinds)) if None not in kinds else name
+            self._add(_Optimizer(name, kind, self.flow.line(func), (),
+                                 all(v.stateless for v in built)))
+
     def constructor(self, node: cst.Call) -> None:
         """An optimizer built without being assigned (``return torch.optim.Adam(...)``)."""
         names = qualified_names(self.flow.v, node.func)

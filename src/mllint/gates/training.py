@@ -62,7 +62,22 @@ def checkpoint_may_flag(tree: ast.Module, project: ProjectView | None = None) ->
                 for c in calls)
     if not saves:
         return False
-    return _builds_optimizer(calls, imports) or _factory_optimizers(tree, project)
+    return (_builds_optimizer(calls, imports) or _factory_optimizers(tree, project)
+            or _parameter_optimizers(tree, project))
+
+
+def _parameter_optimizers(tree: ast.Module, project: ProjectView | None) -> bool:
+    """A top-level function handed an optimizer on a parameter by its callers in other
+    modules (``TrainingMap.parameters``), as the project model answers."""
+    if project is None:
+        return False
+    for func in tree.body:
+        if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for index, param in enumerate([*func.args.posonlyargs, *func.args.args]):
+            if Role.OPTIMIZER in project.param_roles(func.name, index, param.arg):
+                return True
+    return False
 
 
 def _factory_optimizers(tree: ast.Module, project: ProjectView | None) -> bool:
@@ -89,7 +104,7 @@ def _helper_save(call: ast.Call, project: ProjectView | None) -> bool:
     if project is None or callee is None:
         return True
     found = project.function(callee)
-    return found is not None and bool(found[1].saved_params)
+    return found is not None and bool(found[1].saved_params or found[1].saved_weights)
 
 
 def factory_candidate(targets: list[ast.expr], value: ast.Call) -> bool:

@@ -280,7 +280,11 @@ class ProjectView:
             target = self._resolve(module, value.call, MAX_FOLLOW)
             if target is not None:
                 values = self._returned(target[0], target[1], depth - 1)
+                if value.position is not None:
+                    return set(values[value.position]) if value.position < len(values) else set()
                 return set(values[0]) if len(values) == 1 else set()
+            if value.position is not None:
+                return set()
             return set(module.globals.get(value.call, ()))
         return set()
 
@@ -335,18 +339,29 @@ class ProjectView:
                     out.append((summary, site))
         return out
 
+    def called_in_loop_elsewhere(self, qualname: str) -> bool:
+        """Another module of the project calls this file's top-level function
+        ``qualname`` inside a loop (``for epoch in ...: fit_one_epoch(...)``)."""
+        return any(site.in_loop for _, site in self.callers_elsewhere(qualname))
+
     def param_roles(self, qualname: str, index: int, name: str) -> frozenset[Role]:
         """The roles of what callers in other modules pass for parameter ``name`` (at
         ``index``) of this file's top-level function ``qualname``."""
-        roles: set[Role] = set()
+        return frozenset(v.role for v in self.param_values(qualname, index, name)
+                         if v.role is not None)
+
+    def param_values(self, qualname: str, index: int, name: str) -> frozenset[Value]:
+        """The role-bearing values (with their constructors) that callers in other
+        modules pass for parameter ``name`` (at ``index``) of this file's top-level
+        function ``qualname``."""
+        found: set[Value] = set()
         for module, site in self.callers_elsewhere(qualname):
             values = dict(site.kwarg_values).get(name)
             if values is None and index < len(site.arg_values):
                 values = site.arg_values[index]
             for value in values or ():
-                roles |= {v.role for v in self._values_of(module, value, MAX_FOLLOW)
-                          if v.role is not None}
-        return frozenset(roles)
+                found |= self._values_of(module, value, MAX_FOLLOW)
+        return frozenset(found)
 
     def relative(self, path: str) -> str:
         """``path`` as shown in messages: relative to the project root."""
@@ -430,7 +445,7 @@ class ProjectView:
         for summary, site in self.project.load_sites():
             if Path(summary.path) != self.path:
                 self.read[summary.path] = summary.digest
-            if (site.resumes or site.before_training) and summary.trains \
+            if (site.resumes or site.before_training) and self._trains(summary) \
                     and not summary.inference_script:
                 out.append((summary, site))
         return out
@@ -438,7 +453,24 @@ class ProjectView:
     def inference_loads(self) -> list[tuple[ModuleSummary, LoadSite]]:
         """Checkpoint loads in scripts that only use a trained model."""
         return [(s, site) for s, site in self.project.load_sites()
-                if not s.trains or s.inference_script]
+                if not self._trains(s) or s.inference_script]
+
+    def _trains(self, summary: ModuleSummary) -> bool:
+        """The module trains: its own code back-propagates or steps, or it calls a
+        function of another module of the project that does (``train.py`` running
+        ``utils.fit_one_epoch(...)`` every epoch)."""
+        if summary.trains:
+            return True
+        known = getattr(summary, "_delegates_training", None)
+        if known is None:
+            known = False
+            for site in self.project.call_sites(summary):
+                found = self._resolve(summary, site.callee, MAX_FOLLOW)
+                if found is not None and found[0] is not summary and found[1].trains:
+                    known = True
+                    break
+            summary._delegates_training = known  # type: ignore[attr-defined]
+        return known
 
 
 def _read(path: Path) -> ModuleSummary | None:

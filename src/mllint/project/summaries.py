@@ -57,6 +57,9 @@ class Value:
     kind: str | None = None
     #: An optimizer that keeps no state between steps (SGD without momentum).
     stateless: bool = False
+    #: With ``call``: the element at this position of the tuple the call returns
+    #: (``optimizer, scheduler = load_optimizer(args, model)``).
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,11 @@ class FunctionSummary:
     #: (``return loss, mse, ce`` of a loss function built from ``nn.MSELoss()`` and the
     #: like); position 0 for a plain returned loss.
     loss_positions: frozenset[int] = frozenset()
+    #: Positions of the parameters whose weights alone it writes with ``torch.save``
+    #: (``torch.save(model.state_dict(), out)``, also through ``model.module``), and what
+    #: identifies the files it writes them to (``path_words``).
+    saved_weights: frozenset[int] = frozenset()
+    weights_path_words: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,8 @@ class CallSite:
     #: What each argument may hold, by position and by keyword (``Value`` sets).
     arg_values: tuple[frozenset[Value], ...] = ()
     kwarg_values: tuple[tuple[str, frozenset[Value]], ...] = ()
+    #: Made inside a ``for``/``while`` loop of its function (or of the module's code).
+    in_loop: bool = False
 
 
 @dataclass(frozen=True)
@@ -303,6 +313,9 @@ def _bindings(nodes: list[ast.AST]) -> dict[str, list[ast.expr]]:
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     out.setdefault(target.id, []).append(node.value)
+                elif isinstance(target, (ast.Tuple, ast.List)) and not any(
+                        isinstance(e, ast.Starred) for e in target.elts):
+                    _unpack(target.elts, node.value, out)
         elif isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
             if isinstance(node.target, ast.Name):
                 out.setdefault(node.target.id, []).append(node.value)
@@ -310,6 +323,20 @@ def _bindings(nodes: list[ast.AST]) -> dict[str, list[ast.expr]]:
             # ``with open(args.save, "rb") as f``: f stands for the file opened.
             out.setdefault(node.optional_vars.id, []).append(node.context_expr)
     return out
+
+
+def _unpack(targets: list[ast.expr], value: ast.expr, out: dict[str, list[ast.expr]]) -> None:
+    """``a, b = f(x)`` binds ``a`` to ``f(x)[0]``; ``a, b = x, y`` binds ``a`` to ``x``."""
+    literal = isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(targets) \
+        and not any(isinstance(e, ast.Starred) for e in value.elts)
+    if not literal and not isinstance(value, ast.Call):
+        return
+    for i, target in enumerate(targets):
+        if not isinstance(target, ast.Name):
+            continue
+        element = value.elts[i] if literal else ast.Subscript(  # type: ignore[union-attr]
+            value=value, slice=ast.Constant(i), ctx=ast.Load())
+        out.setdefault(target.id, []).append(element)
 
 
 def _bindings_values(body: list[ast.stmt], params: tuple[str, ...],
@@ -331,6 +358,8 @@ def _function(func: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str,
     bindings = _bindings(nodes)
     returns = []
     saved: set[int] = set()
+    weights: set[int] = set()
+    words: set[str] = set()
     for node in nodes:
         if isinstance(node, ast.Return) and node.value is not None:
             elements = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
@@ -341,6 +370,15 @@ def _function(func: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str,
                 (k.value for k in node.keywords if k.arg == "obj"), None)
             if isinstance(payload, ast.Name) and payload.id in params:
                 saved.add(params.index(payload.id))
+            owner = _weights_of(payload)
+            if owner is not None and owner in params:
+                weights.add(params.index(owner))
+                path = node.args[1] if len(node.args) > 1 else next(
+                    (k.value for k in node.keywords if k.arg == "f"), None)
+                if path is not None:
+                    words |= path_words(path)
+                    for value in bindings.get(path.id, ()) if isinstance(path, ast.Name) else ():
+                        words |= path_words(value)
     clears = any(_clears(node) for node in nodes)
     forwards = tuple(sorted({
         name for node in nodes if isinstance(node, ast.Call)
@@ -350,7 +388,19 @@ def _function(func: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str,
                        and (name := dotted(node.func)) is not None)
     return FunctionSummary(qualname, func.lineno, params, tuple(returns), frozenset(saved),
                            clears, forwards, any(_training_call(n) for n in nodes), called,
-                           _loss_positions(nodes, bindings, imports))
+                           _loss_positions(nodes, bindings, imports), frozenset(weights),
+                           frozenset(words))
+
+
+def _weights_of(payload: ast.expr | None) -> str | None:
+    """``model`` for a payload ``model.state_dict()`` or ``model.module.state_dict()``."""
+    if not (isinstance(payload, ast.Call) and isinstance(payload.func, ast.Attribute)
+            and payload.func.attr == "state_dict" and not payload.args):
+        return None
+    owner = payload.func.value
+    if isinstance(owner, ast.Attribute) and owner.attr == "module":
+        owner = owner.value
+    return owner.id if isinstance(owner, ast.Name) else None
 
 
 def _loss_positions(nodes: list[ast.AST], bindings: dict[str, list[ast.expr]],
@@ -462,6 +512,22 @@ def _values(expr: ast.expr, params: tuple[str, ...], bindings: dict[str, list[as
         for value in bindings.get(expr.id, ()):
             out |= _values(value, params, bindings, imports, depth - 1)
         return frozenset(out)
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Call) \
+            and isinstance(expr.slice, ast.Constant) and type(expr.slice.value) is int:
+        # An element of the tuple a call returns (bound by unpacking, see ``_unpack``).
+        name = dotted(expr.value.func)
+        if name is None or constructor_role(imports.qualified(expr.value.func)) is not None:
+            return frozenset()
+        return frozenset({Value(call=name, position=expr.slice.value)})
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, (ast.Dict, ast.List, ast.Tuple)):
+        # ``{"adam": optim.Adam(...), "sgd": optim.SGD(...)}[name]``: one of the entries.
+        entries = expr.value.values if isinstance(expr.value, ast.Dict) else expr.value.elts
+        found: set[Value] = set()
+        for entry in entries:
+            if isinstance(entry, ast.Starred):
+                return frozenset()
+            found |= _values(entry, params, bindings, imports, depth - 1)
+        return frozenset(found)
     return frozenset()
 
 
@@ -720,35 +786,38 @@ def call_sites(tree: ast.Module) -> list[CallSite]:
 def _call_sites(tree: ast.Module, imports: Imports) -> list[CallSite]:
     out: list[CallSite] = []
 
-    def walk(body: list[ast.stmt], ctx: _Context, no_grad: bool) -> None:
+    def walk(body: list[ast.stmt], ctx: _Context, no_grad: bool, in_loop: bool) -> None:
         for stmt in body:
             if isinstance(stmt, _FUNCTIONS):
                 inner = any(_grad_off(d, imports) for d in stmt.decorator_list)
                 name = f"{ctx.function}.{stmt.name}" if ctx.function else stmt.name
                 walk(stmt.body, _Context(name, _mode_calls(stmt), _params(stmt),
-                                         _bindings(_own_nodes(stmt))), inner)
+                                         _bindings(_own_nodes(stmt))), inner, False)
                 continue
             if isinstance(stmt, ast.ClassDef):
                 name = f"{ctx.function}.{stmt.name}" if ctx.function else stmt.name
-                walk(stmt.body, _Context(name, [], (), {}), False)
+                walk(stmt.body, _Context(name, [], (), {}), False, False)
                 continue
             off = no_grad
             if isinstance(stmt, (ast.With, ast.AsyncWith)):
                 off = no_grad or any(_grad_off(i.context_expr, imports) for i in stmt.items)
             for node in _statement_nodes(stmt):
                 if isinstance(node, ast.Call):
-                    site = _site(node, ctx, off, imports)
+                    site = _site(node, ctx, off, imports, in_loop)
                     if site is not None:
                         out.append(site)
+            looping = in_loop or isinstance(stmt, (ast.For, ast.AsyncFor, ast.While))
             for field_name in ("body", "orelse", "finalbody", "handlers"):
                 inner_body = getattr(stmt, field_name, None)
+                inner_loop = looping if field_name == "body" else in_loop
                 if isinstance(inner_body, list) and inner_body and isinstance(inner_body[0], ast.stmt):
-                    walk(inner_body, ctx, off)
+                    walk(inner_body, ctx, off, inner_loop)
                 elif field_name == "handlers" and inner_body:
                     for handler in inner_body:
-                        walk(handler.body, ctx, off)
+                        walk(handler.body, ctx, off, in_loop)
 
-    walk(tree.body, _Context("", _mode_calls(tree), (), _bindings(_own_nodes(tree))), False)
+    walk(tree.body, _Context("", _mode_calls(tree), (), _bindings(_own_nodes(tree))), False,
+         False)
     return out
 
 
@@ -786,7 +855,8 @@ def _mode_calls(owner: ast.AST) -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
-def _site(call: ast.Call, ctx: _Context, no_grad: bool, imports: Imports) -> CallSite | None:
+def _site(call: ast.Call, ctx: _Context, no_grad: bool, imports: Imports,
+          in_loop: bool = False) -> CallSite | None:
     callee = dotted(call.func)
     if callee is None or not call.args and not call.keywords:
         return None
@@ -805,4 +875,5 @@ def _site(call: ast.Call, ctx: _Context, no_grad: bool, imports: Imports) -> Cal
               if k.arg is not None and (name := dotted(k.value)) is not None),
         tuple(sorted(last.items())),
         tuple(values(a) for a in call.args),
-        tuple((k.arg, values(k.value)) for k in call.keywords if k.arg is not None))
+        tuple((k.arg, values(k.value)) for k in call.keywords if k.arg is not None),
+        in_loop)

@@ -225,6 +225,13 @@ def is_eval_function(name: str) -> bool:
     return EVAL_FUNCTION_RE.fullmatch(name) is not None
 
 
+def is_loss_class(dotted: str) -> bool:
+    """A class named as a loss function (``ContrastiveLoss``, ``FocalCriterion``): an
+    ``nn.Module`` subclass, but a criterion, never the model evaluated (torch's own
+    ``*Loss`` classes are excluded by ``is_module_constructor`` alike)."""
+    return dotted.rsplit(".", 1)[-1].endswith(("Loss", "Criterion"))
+
+
 def is_model_name(dotted: str) -> bool:
     last = dotted.rsplit(".", 1)[-1]
     return bool(_MODEL_NAME_RE.match(last) or _MODEL_NAME_RE.match(last.lower()))

@@ -71,6 +71,7 @@ from mllint.analysis.validation.names import (
     Pos,
     is_eval_function,
     is_framework_base,
+    is_loss_class,
     is_model_name,
     is_module_base,
     is_module_constructor,
@@ -429,6 +430,8 @@ class ValidationAnalysis:
             recv = (call.receiver or "").lower()
             return not any(w in recv for w in ("token", "processor", "config", "extractor",
                                                 "scheduler", "pipeline"))
+        if call.func and is_loss_class(call.func):
+            return False
         if call.func and "." not in call.func:
             cls = self.facts.classes.get(call.func)
             if cls is not None:
@@ -442,11 +445,16 @@ class ValidationAnalysis:
         return None
 
     def _returns_model(self, helper: Scope, depth: int) -> bool | None:
+        if not helper.name.startswith(("build", "create", "make", "get", "load", "init")):
+            return None
         # The function's own assignments decide: ``m = Net(); return m``.
         for f in helper.flows:
-            if f.targets and self.is_model_value(helper, f, depth) and (
-                helper.name.startswith(("build", "create", "make", "get", "load", "init"))
-            ):
+            if f.targets and self.is_model_value(helper, f, depth):
+                return True
+        # ``return nn.Sequential(...)``.
+        for ret in _own_returns(helper.node):
+            sub = self._call_rec(helper, _strip_passthrough(ret.value)) if ret.value else None
+            if sub is not None and depth < _MAX_DEPTH and self.call_builds_model(sub, depth + 1):
                 return True
         return None
 
@@ -567,6 +575,8 @@ class ValidationAnalysis:
             return None
         recv = call.receiver
         if recv and call.attr != "forward" and self._own_method(call.scope, recv, call.attr or ""):
+            if self._evaluates_itself(call.scope, recv, call.attr or ""):
+                return None
             return recv if self._is_model_cached(call.scope, recv) else None
         if self._is_callable_definition(call) or not self._is_model_cached(call.scope, model):
             return None
@@ -582,6 +592,34 @@ class ValidationAnalysis:
             if cls is not None and self.class_is(cls, is_module_base):
                 return self._defines(cls, method, 0)
         return False
+
+    def _evaluates_itself(self, scope: Scope, name: str, method: str) -> bool:
+        """The method ``name.method(...)`` runs switches its own module to eval mode
+        (``self.eval()``) and turns autograd off (``with torch.no_grad():`` or a
+        decorator): a ``generate``/``predict`` method that evaluates correctly whoever
+        calls it."""
+        for s, f in self.origins(scope, name):
+            value = _strip_passthrough(f.value) if f.value is not None else None
+            built = self._call_rec(s, value)
+            cls = self.facts.classes.get(built.func or "") if built is not None else None
+            body = self._method_scope(cls, method, 0) if cls is not None else None
+            if body is None or body.self_name is None:
+                continue
+            to_eval = any(c.receiver == body.self_name and c.attr == "eval" for c in body.calls)
+            grad_off = (body.decorator is not None and body.decorator.state is Grad.OFF) or any(
+                c.grad is not None and c.grad.state is Grad.OFF for c in body.calls)
+            return to_eval and grad_off
+        return False
+
+    def _method_scope(self, cls: ClassInfo, method: str, depth: int) -> Scope | None:
+        if method in cls.methods:
+            return cls.methods[method]
+        for b in cls.base_names if depth < _MAX_DEPTH else ():
+            if b in self.facts.classes:
+                found = self._method_scope(self.facts.classes[b], method, depth + 1)
+                if found is not None:
+                    return found
+        return None
 
     def _defines(self, cls: ClassInfo, method: str, depth: int) -> bool:
         if method in cls.methods:
@@ -1166,9 +1204,35 @@ class ValidationAnalysis:
         cls = self.facts.classes.get(call.func or "")
         if cls is not None and self.class_is(cls, is_module_base):
             return self._class_mode_dependent(cls, depth + 1)
+        helper = self.helper_of(call) if cls is None else None
+        if helper is not None:
+            return self._returned_mode_dependent(helper, depth + 1)
         if cls is None and call.func and self.project is not None:
             return self.project.class_mode_dependent(call.func)  # a class of another module
         return None
+
+    def _returned_mode_dependent(self, helper: Scope, depth: int) -> bool | None:
+        """Whether what a same-module function returns holds mode-dependent layers
+        (``def get_net(n): net = nn.Linear(n, 1); ...; return net``): False only when
+        every ``return`` gives a model whose construction is in sight and has none."""
+        returns = [r for r in _own_returns(helper.node) if r.value is not None]
+        if not returns or depth > _MAX_DEPTH:
+            return None
+        found: bool | None = False
+        for ret in returns:
+            value = _strip_passthrough(ret.value)
+            d: bool | None = None
+            name = dotted_name(value)
+            if name is not None:
+                d = self.mode_dependent_layers(helper, self.aliases(helper, name), (10**9, 0))
+            else:
+                sub = self._call_rec(helper, value)
+                d = None if sub is None else self._call_mode_dependent(sub, depth)
+            if d:
+                return True
+            if d is None:
+                found = None
+        return found
 
     def _argument_layers(self, call: CallRec, depth: int) -> bool | None:
         """Whether the layers built among ``call``'s arguments depend on the mode (True
@@ -1424,6 +1488,19 @@ class ValidationAnalysis:
 
     def module_trains(self) -> bool:
         return any(s.trains for s in self.facts.scopes)
+
+
+def _own_returns(func: cst.CSTNode) -> list[cst.Return]:
+    """The ``return`` statements of ``func`` itself (not of functions nested in it)."""
+    found: list[cst.Return] = []
+    stack = list(children(func.body)) if isinstance(func, cst.FunctionDef) else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Return):
+            found.append(node)
+        elif not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            stack.extend(children(node))
+    return found
 
 
 def _mode_dependent_layer(qname: str, node: cst.Call) -> bool | None:
