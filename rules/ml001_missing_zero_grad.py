@@ -13,7 +13,7 @@ import libcst as cst
 from mllint.analysis.flow import source_of
 from mllint.analysis.grads import BACKWARD_SIGNS, STEP_TEXT, Events, GradEvents, Step
 from mllint.analysis.index import CodeIndex, IndexedRule, LoopChain
-from mllint.analysis.syntax import dotted_name
+from mllint.analysis.syntax import dotted_name, nodes_of
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
@@ -33,6 +33,11 @@ class Kind(str, enum.Enum):
 
 #: The test of an ``if`` that makes a step wait for several backward passes.
 _ACCUMULATION_TEST = re.compile(r"%|accum|update_freq|iters_to", re.IGNORECASE)
+
+
+#: What a benchmark reads to time the code it repeats.
+_CLOCKS = frozenset({"time.time", "time.perf_counter", "time.monotonic", "time.process_time",
+                     "torch.cuda.synchronize", "timeit.default_timer"})
 
 
 class MissingZeroGrad(IndexedRule):
@@ -181,6 +186,21 @@ class MissingZeroGrad(IndexedRule):
                     opt_g.step()
             """
         ),
+        Valid(  # a timed benchmark repeating one step on fixed tensors, not training
+            """
+            import time
+            import torch
+
+            def benchmark(layer, x, target, steps=1000):
+                optimizer = torch.optim.Adam(layer.parameters(), 1e-4)
+                start = time.time()
+                for i in range(steps):
+                    loss = ((layer(x) - target) ** 2).mean()
+                    loss.backward()
+                    optimizer.step()
+                return (time.time() - start) / steps
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -259,6 +279,22 @@ class MissingZeroGrad(IndexedRule):
             """,
             lines=(13,),
         ),
+        Invalid(  # timed, but each iteration trains on another batch: training
+            """
+            import time
+            import torch
+
+            def train(layer, data, targets, steps=1000):
+                optimizer = torch.optim.Adam(layer.parameters(), 1e-4)
+                start = time.time()
+                for i in range(steps):
+                    loss = ((layer(data[i]) - targets[i]) ** 2).mean()
+                    loss.backward()
+                    optimizer.step()
+                return (time.time() - start) / steps
+            """,
+            lines=(10,),
+        ),
     ]
 
     def check(self, index: CodeIndex) -> None:
@@ -287,12 +323,36 @@ class MissingZeroGrad(IndexedRule):
                 continue
             if self._passes_optimizer_away(ix, loop, step):
                 continue
+            if self._timed_repetition(ix, loop):
+                continue
             # The backward pass this step applies: the last one before it (a GAN's
             # generator step follows the discriminator's backward and its own).
             before = [b for b in inner.backwards if ix.position(b) < ix.position(step.call)]
             backward = max(before, key=ix.position) if before else min(inner.backwards, key=ix.position)
             self._report(ix, ev, step, loop, backward, None, Kind.NEVER_CLEARED)
             return
+
+    def _timed_repetition(self, ix: CodeIndex, loop: cst.CSTNode) -> bool:
+        """A speed or memory benchmark, not training: ``for i in range(n):`` whose body
+        never reads ``i`` nor draws a batch (``next(...)``, an inner loop), so every
+        iteration repeats the same step on the same tensors, in a function that reads a
+        clock (``time.time()``, ``time.perf_counter()``) or synchronises the GPU to time
+        it. Whether the gradients are cleared changes no figure such a loop measures."""
+        if not isinstance(loop, cst.For) or not isinstance(loop.iter, cst.Call):
+            return False
+        if "builtins.range" not in ix.qualified(loop.iter.func) or not isinstance(loop.target, cst.Name):
+            return False
+        counter = loop.target.value
+        for node in nodes_of(loop.body, (cst.Name, cst.For, cst.While, cst.Call)):
+            if isinstance(node, (cst.For, cst.While)):
+                return False
+            if isinstance(node, cst.Name) and node.value == counter:
+                return False
+            if isinstance(node, cst.Call) and "builtins.next" in ix.qualified(node.func):
+                return False
+        func = ix.function_of(loop)
+        return func is not None and any(
+            ix.qualified(c.func) & _CLOCKS for c in ix.calls_in_function(func))
 
     def _clears(self, ev: GradEvents, events: Events, step: Step) -> bool:
         return any(ev.clears_optimizer(c, step) for c in events.clears)

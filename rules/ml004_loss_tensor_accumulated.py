@@ -339,6 +339,37 @@ class LossTensorAccumulated(IndexedRule):
                     opt.step()
             """
         ),
+        Valid(  # per-layer losses summed in a method whose result, handed on through another
+            # method, one step back-propagates
+            """
+            import torch
+
+
+            class Model:
+                def __init__(self, net, heads, criteria, lr):
+                    self.net, self.heads, self.criteria = net, heads, criteria
+                    self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+
+                def layer_loss(self, src, tgt):
+                    feats_q, feats_k = self.net(tgt), self.net(src)
+                    total = 0.0
+                    for f_q, f_k, crit in zip(feats_q, feats_k, self.criteria):
+                        total += crit(f_q, f_k).mean()
+                    return total / len(self.criteria)
+
+                def compute_loss(self, src, tgt):
+                    self.loss_layers = self.layer_loss(src, tgt)
+                    both = self.loss_layers * 0.5
+                    self.loss = both + self.net(src).abs().mean()
+                    return self.loss
+
+                def optimize(self, src, tgt):
+                    self.optimizer.zero_grad()
+                    self.loss = self.compute_loss(src, tgt)
+                    self.loss.backward()
+                    self.optimizer.step()
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -651,8 +682,7 @@ class _Checker:
             return True
         # A per-step loss summed in a helper and returned to a caller of this module that
         # back-propagates it (``l = batch_loss(...); l.backward()``).
-        if func is None or not any(self._caller_backpropagates(call) for call in
-                                   self.ix.call_sites(func)):
+        if func is None or not self._result_backpropagated(func):
             return False
         returned: set[str] = set()
         for ret in self.ix.returns_of(func):
@@ -666,6 +696,46 @@ class _Checker:
                     returned |= read
                     grown = True
         return base in returned
+
+    def _result_backpropagated(self, func, depth: int = 0) -> bool:
+        """What ``func`` returns is back-propagated by a caller of this module, directly
+        (``l = batch_loss(...); l.backward()``) or after callers in between hand it on
+        through what they return (``self.loss_nce = self.nce_loss(...)``; ``loss_g =
+        gan + self.loss_nce; return loss_g``; ``self.compute_loss().backward()``)."""
+        for call in self.ix.call_sites(func):
+            if self._caller_backpropagates(call):
+                return True
+            caller = self.ix.function_of(call)
+            if depth < 3 and caller is not None and caller is not func \
+                    and self._returned_by(caller, call) \
+                    and self._result_backpropagated(caller, depth + 1):
+                return True
+        return False
+
+    def _returned_by(self, func, call: cst.Call) -> bool:
+        """The value of ``call`` reaches a ``return`` of ``func``, through assignments."""
+        reached: set[str] = set()
+        flows: list[tuple[set[str], set[str]]] = []
+        for node in self.ix.assigns_in_function(func):
+            if node.value is None:
+                continue
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            names = {d for t in targets if (d := dotted_name(t))}
+            if self.ix.within(call, node.value):
+                reached |= names
+            flows.append((names, names_in(node.value)))
+        grown = True
+        while grown:
+            grown = False
+            for targets, read in flows:
+                if read & reached and not targets <= reached:
+                    reached |= targets
+                    grown = True
+        for ret in self.ix.returns_of(func):
+            if ret.value is not None and (self.ix.within(call, ret.value)
+                                          or names_in(ret.value) & reached):
+                return True
+        return False
 
     def _caller_backpropagates(self, call: cst.Call) -> bool:
         """What ``call`` returns is back-propagated by the function that makes it, through

@@ -238,6 +238,68 @@ class ValidationOnTrainData(ValidationRule):
             """,
             lines=(11,),
         ),
+        Invalid(  # runners iterate the loader each instance was built with: only the class
+            # that evaluates the instance it trains (`fit`) evaluates training data
+            """
+            import torch
+
+
+            class BaseRunner:
+                def __init__(self, model, dataloader, device, optimizer=None):
+                    self.model = model
+                    self.dataloader = dataloader
+                    self.device = device
+                    self.optimizer = optimizer
+
+
+            class SupervisedRunner(BaseRunner):
+                def train_epoch(self, epoch_num=None):
+                    self.model = self.model.train()
+                    for i, batch in enumerate(self.dataloader):
+                        X, targets = batch
+                        loss = self.model(X.to(self.device)).sub(targets).pow(2).mean()
+                        self.optimizer.zero_grad()
+                        loss.backward()
+                        self.optimizer.step()
+
+                def evaluate(self, epoch_num=None):
+                    self.model = self.model.eval()
+                    total = 0.0
+                    with torch.no_grad():
+                        for i, batch in enumerate(self.dataloader):
+                            X, targets = batch
+                            total += self.model(X.to(self.device)).sub(targets).pow(2).mean().item()
+                    return total
+
+
+            class Trainer(BaseRunner):
+                def train_epoch(self):
+                    self.model.train()
+                    for X, targets in self.dataloader:
+                        loss = self.model(X).sub(targets).pow(2).mean()
+                        self.optimizer.zero_grad()
+                        loss.backward()
+                        self.optimizer.step()
+
+                def evaluate(self):
+                    self.model.eval()
+                    total = 0.0
+                    with torch.no_grad():
+                        for X, targets in self.dataloader:
+                            total += self.model(X).sub(targets).pow(2).mean().item()
+                    return total
+
+                def fit(self, epochs):
+                    for epoch in range(epochs):
+                        self.train_epoch()
+                        print(self.evaluate())
+
+
+            def validate(val_evaluator, epoch):
+                return val_evaluator.evaluate(epoch)
+            """,
+            lines=(52,),
+        ),
     ]
     VALID = [
         Valid(  # placeholders passed for both loaders are not one loader
@@ -414,7 +476,8 @@ class ValidationOnTrainData(ValidationRule):
                 for src in data.sources(scope, name, pos, via):
                     site = src.call_site or vp.loop or vp.forward
                     if src.kind is not Kind.TRAIN:
-                        heldout.append(site)
+                        if not src.per_instance:
+                            heldout.append(site)
                         continue
                     if is_val_name(src.name) and not is_train_name(src.name):
                         # Meant to be held out, built from training data: always a bug.

@@ -73,6 +73,9 @@ class Source:
     #: The outermost call of an evaluation helper that passed the data in.
     call_site: CallRec | None = None
     why: str = ""
+    #: Which data this is depends on the instance the method runs on (``_per_instance``):
+    #: neither training data nor evidence of a held-out evaluation.
+    per_instance: bool = False
 
 
 class DataAnalysis:
@@ -165,7 +168,8 @@ class DataAnalysis:
             if s is not scope:
                 site = self._outermost_site(scope, s, p)
             src = self.classify(s, n, p, 0)
-            out.append(Source(src.kind, n, src.train_name, src.culprit, site, src.why))
+            out.append(Source(src.kind, n, src.train_name, src.culprit, site, src.why,
+                              src.per_instance))
         return out
 
     def _outermost_site(self, inner: Scope, outer: Scope, pos: Pos) -> CallRec | None:
@@ -182,6 +186,8 @@ class DataAnalysis:
             if built is not None:
                 return built
         if self._key(scope, name) in keys or any(id(f) in flows for _, f in origins):
+            if self._per_instance(scope, name):
+                return Source(Kind.UNKNOWN, name, per_instance=True)
             return Source(Kind.TRAIN, name, name, None, None,
                           "the training loop iterates it")
         if is_train_name(name):
@@ -189,6 +195,33 @@ class DataAnalysis:
         if is_val_name(name):
             return Source(Kind.HELDOUT, name)
         return Source(Kind.UNKNOWN, name)
+
+    def _per_instance(self, scope: Scope, name: str) -> bool:
+        """``self.dataloader`` of a runner class, set from a constructor argument: each
+        instance iterates the loader it was built with (``trainer = Runner(train_loader)``,
+        ``evaluator = Runner(val_loader)``). The training method iterating it says nothing
+        about the instance this method evaluates, unless the class itself runs this
+        method (``self.evaluate()``), on the instance it trains."""
+        cls = scope.cls
+        root, dot, attr = name.partition(".")
+        if cls is None or not dot or root != scope.self_name or "." in attr:
+            return False
+        if not any(name in loop.iterables for loop in scope.loops):
+            return False  # asked at a call of the evaluation in the class: the same instance
+        assigned = []
+        todo, seen = [cls], set()
+        while todo:  # the class and its bases of this module (``BaseRunner.__init__``)
+            c = todo.pop()
+            if id(c) in seen:
+                continue
+            seen.add(id(c))
+            assigned += c.attrs.get(attr, [])
+            todo += [self.va.facts.classes[b] for b in c.base_names if b in self.va.facts.classes]
+        if not assigned or not all(
+                isinstance(f.value, cst.Name) and f.scope is not None
+                and f.value.value in f.scope.params for f in assigned):
+            return False
+        return not any(c.scope.cls is cls for c in self.va.callers(scope))
 
     def _built(self, scope: Scope, flow: FlowRec, name: str, depth: int) -> Source | None:
         """What the assignment ``flow`` of ``name`` says it holds, if it says."""
