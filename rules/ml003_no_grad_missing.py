@@ -309,67 +309,6 @@ class NoGradMissing(ValidationRule):
             """,
             lines=(6,),
         ),
-        Invalid(  # a method that switches to eval mode and turns autograd off itself evaluates
-            # correctly (`generate`); one that does neither (`sample`) does not
-            """
-            import torch
-            from torch import nn
-
-
-            class Model(nn.Module):
-                def __init__(self):
-                    super().__init__()
-                    self.rnn = nn.GRU(8, 8, batch_first=True)
-                    self.drop = nn.Dropout(0.1)
-                    self.fc = nn.Linear(8, 4)
-
-                def forward(self, x):
-                    return self.fc(self.drop(self.rnn(x)[0]))
-
-                def generate(self, mels):
-                    self.eval()
-                    with torch.no_grad():
-                        out = self.fc(self.rnn(mels)[0])
-                    self.train()
-                    return out
-
-                def sample(self, mels):
-                    return self.fc(self.rnn(mels)[0])
-
-
-            model = Model()
-            optimiser = torch.optim.Adam(model.parameters())
-
-
-            def train(loader, epochs):
-                for e in range(epochs):
-                    for x, y in loader:
-                        loss = nn.functional.mse_loss(model(x), y)
-                        optimiser.zero_grad()
-                        loss.backward()
-                        optimiser.step()
-
-
-            def generate(test_mels):
-                outputs = []
-                for mel in test_mels:
-                    outputs.append(model.generate(mel))
-                return outputs
-
-
-            def sample(test_mels):
-                outputs = []
-                for mel in test_mels:
-                    outputs.append(model.sample(mel))
-                return outputs
-
-
-            train(loader, 10)
-            generate(test_mels)
-            sample(test_mels)
-            """,
-            lines=(49,),
-        ),
     ]
     VALID = [
         Valid(  # one full-graph forward, once after training: a one-off, not a pass per epoch

@@ -617,6 +617,21 @@ def _added_to(value: cst.BaseExpression, target: str) -> cst.BaseExpression | No
     return others[0] if len(others) == 1 else cst.List([cst.Element(t) for t in others])
 
 
+def _upstream(names: set[str], flows: list[tuple[set[str], set[str]]]) -> set[str]:
+    """``names`` and every name whose value flows into one of them: for each (targets,
+    read) assignment that writes one, what it reads, to a fixed point. (Given the pairs
+    reversed, what flows out of them.)"""
+    names = set(names)
+    grown = True
+    while grown:
+        grown = False
+        for targets, read in flows:
+            if targets & names and not read <= names:
+                names |= read
+                grown = True
+    return names
+
+
 def _base(target: cst.BaseExpression) -> str | None:
     """The variable an accumulator lives in: ``meters`` for ``meters["loss"]``."""
     dotted = dotted_name(target)
@@ -664,21 +679,8 @@ class _Checker:
         other variables (``mean = total_loss / n; objective = mean + penalty;
         objective.backward()``)."""
         func = self.ix.function_of(acc.node)
-        fed = set(self.oracle.backwarded_names(func))
-        flows: list[tuple[set[str], set[str]]] = []  # (targets, names read) per assignment
-        for node in self.ix.assigns_in_function(func):
-            if node.value is None:
-                continue
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            flows.append(({d for t in targets if (d := dotted_name(t))}, names_in(node.value)))
-        grown = True
-        while grown and base not in fed:
-            grown = False
-            for targets, read in flows:
-                if targets & fed and not read <= fed:
-                    fed |= read
-                    grown = True
-        if base in fed:
+        flows = self._flows(func)
+        if base in _upstream(set(self.oracle.backwarded_names(func)), flows):
             return True
         # A per-step loss summed in a helper and returned to a caller of this module that
         # back-propagates it (``l = batch_loss(...); l.backward()``).
@@ -688,14 +690,17 @@ class _Checker:
         for ret in self.ix.returns_of(func):
             if ret.value is not None:
                 returned |= names_in(ret.value)
-        grown = True
-        while grown and base not in returned:
-            grown = False
-            for targets, read in flows:
-                if targets & returned and not read <= returned:
-                    returned |= read
-                    grown = True
-        return base in returned
+        return base in _upstream(returned, flows)
+
+    def _flows(self, func) -> list[tuple[set[str], set[str]]]:
+        """(names assigned, names read) of every assignment in ``func``."""
+        flows = []
+        for node in self.ix.assigns_in_function(func):
+            if node.value is None:
+                continue
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            flows.append(({d for t in targets if (d := dotted_name(t))}, names_in(node.value)))
+        return flows
 
     def _result_backpropagated(self, func, depth: int = 0) -> bool:
         """What ``func`` returns is back-propagated by a caller of this module, directly
@@ -714,23 +719,13 @@ class _Checker:
 
     def _returned_by(self, func, call: cst.Call) -> bool:
         """The value of ``call`` reaches a ``return`` of ``func``, through assignments."""
+        flows = self._flows(func)
         reached: set[str] = set()
-        flows: list[tuple[set[str], set[str]]] = []
         for node in self.ix.assigns_in_function(func):
-            if node.value is None:
-                continue
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            names = {d for t in targets if (d := dotted_name(t))}
-            if self.ix.within(call, node.value):
-                reached |= names
-            flows.append((names, names_in(node.value)))
-        grown = True
-        while grown:
-            grown = False
-            for targets, read in flows:
-                if read & reached and not targets <= reached:
-                    reached |= targets
-                    grown = True
+            if node.value is not None and self.ix.within(call, node.value):
+                targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+                reached |= {d for t in targets if (d := dotted_name(t))}
+        reached = _upstream(reached, [(read, targets) for targets, read in flows])
         for ret in self.ix.returns_of(func):
             if ret.value is not None and (self.ix.within(call, ret.value)
                                           or names_in(ret.value) & reached):

@@ -344,3 +344,14 @@ def test_a_frozen_backbone_leaves_the_graph_of_the_head():
                           "        if not n.startswith('1'):\n"
                           "            p.requires_grad = False")
     assert lines(some) == [12]
+
+
+def test_a_model_method_that_evaluates_itself_is_left_alone():
+    """The ML002 example of a model whose ``generate`` switches to eval mode and turns
+    autograd off itself: ML003 flags only the ``sample`` loop (line 49), whose method
+    does neither."""
+    from mllint.rules.ml002_eval_mode_missing import EvalModeMissing
+
+    [example] = [e for e in EvalModeMissing.INVALID if "def generate(self, mels)" in e.code]
+    found = lint_text("t.py", example.code, [NoGradMissing]).findings
+    assert [(f.code, f.line) for f in found] == [("ML003", 49)]

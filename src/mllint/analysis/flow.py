@@ -26,6 +26,7 @@ from libcst.metadata import (
     ScopeProvider,
 )
 
+from mllint.analysis.pyast.flow import follow
 from mllint.engine import traversal
 
 FLOW_METADATA = (PositionProvider, ParentNodeProvider, ScopeProvider, QualifiedNameProvider)
@@ -206,25 +207,8 @@ class Flow:
         Names and ``self.attr`` with no known value are dropped: the caller learns only
         what the module itself shows.
         """
-        out: list[cst.BaseExpression] = []
-        seen: set[int] = set()
-        frontier = [expr]
-        for _ in range(depth + 1):
-            nxt: list[cst.BaseExpression] = []
-            for e in frontier:
-                if id(e) in seen:
-                    continue
-                seen.add(id(e))
-                if isinstance(e, cst.Name) or (
-                    isinstance(e, cst.Attribute) and self.is_self(e.value)
-                ):
-                    nxt.extend(self.values(e))
-                else:
-                    out.append(e)
-            frontier = nxt
-            if not frontier:
-                break
-        return out
+        return follow(expr, self.values, lambda e: isinstance(e, cst.Name) or (
+            isinstance(e, cst.Attribute) and self.is_self(e.value)), depth)
 
     # -- functions -----------------------------------------------------------------------
 

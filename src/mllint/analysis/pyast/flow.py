@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from mllint.analysis.pyast.scopes import Binding, Scopes, default_of, positional_params
 from mllint.gates.resolve import dotted, parents, returns_of
@@ -196,25 +196,8 @@ class Flow:
         Names and ``self.attr`` with no known value are dropped: the caller learns only
         what the module itself shows.
         """
-        out: list[ast.expr] = []
-        seen: set[int] = set()
-        frontier = [expr]
-        for _ in range(depth + 1):
-            nxt: list[ast.expr] = []
-            for e in frontier:
-                if id(e) in seen:
-                    continue
-                seen.add(id(e))
-                if isinstance(e, ast.Name) or (
-                    isinstance(e, ast.Attribute) and self.is_self(e.value)
-                ):
-                    nxt.extend(self.values(e))
-                else:
-                    out.append(e)
-            frontier = nxt
-            if not frontier:
-                break
-        return out
+        return follow(expr, self.values, lambda e: isinstance(e, ast.Name) or (
+            isinstance(e, ast.Attribute) and self.is_self(e.value)), depth)
 
     # -- functions -----------------------------------------------------------------------
 
@@ -301,6 +284,34 @@ class Flow:
         """The code of ``node`` on one line, for messages."""
         code = ast.get_source_segment(self.text, node) or ast.unparse(node)
         return " ".join(code.split())
+
+
+T = TypeVar("T")
+
+
+def follow(expr: T, values: Callable[[T], list[T]], is_reference: Callable[[T], bool],
+           depth: int) -> list[T]:
+    """The expressions ``expr`` stands for, following ``values`` from every reference
+    (a name, ``self.attr``) at most ``depth`` steps, breadth first; references with no
+    known value are dropped. Shared by the ``ast`` flow and the libcst one
+    (``analysis.flow``), whose trees differ but whose question is the same."""
+    out: list[T] = []
+    seen: set[int] = set()
+    frontier = [expr]
+    for _ in range(depth + 1):
+        nxt: list[T] = []
+        for e in frontier:
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            if is_reference(e):
+                nxt.extend(values(e))
+            else:
+                out.append(e)
+        frontier = nxt
+        if not frontier:
+            break
+    return out
 
 
 def _bind(call: ast.Call, name: str, index: int | None) -> ast.expr | None:
