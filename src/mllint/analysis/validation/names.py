@@ -229,7 +229,10 @@ def is_loss_class(dotted: str) -> bool:
     """A class named as a loss function (``ContrastiveLoss``, ``FocalCriterion``): an
     ``nn.Module`` subclass, but a criterion, never the model evaluated (torch's own
     ``*Loss`` classes are excluded by ``is_module_constructor`` alike)."""
-    return dotted.rsplit(".", 1)[-1].endswith(("Loss", "Criterion"))
+    name = dotted.rsplit(".", 1)[-1]
+    # ``ModelWithLoss``, ``NetWithLoss``: the model and its loss in one module, run forward.
+    return name.endswith(("Loss", "Criterion")) and not any(
+        w in name for w in ("With", "Model", "Net"))
 
 
 def is_model_name(dotted: str) -> bool:
