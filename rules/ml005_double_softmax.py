@@ -8,6 +8,7 @@ from typing import Any
 import libcst as cst
 
 from mllint.analysis.pyast.flow import Flow
+from mllint.analysis.pyast.scopes import default_of, positional_params
 from mllint.analysis.syntax import keyword_arg, positional_arg
 from mllint.gates.resolve import of_type
 from mllint.rule import AstRule, Invalid, Valid
@@ -311,12 +312,14 @@ class DoubleSoftmax(AstRule):
         self.flow = Flow(tree, self.context.source)
         self._forward_cache: dict[tuple[ast.ClassDef, int | None], int | None] = {}
         self._attr_cache: dict[tuple[ast.AST | None, str, int], bool] = {}
+        holders = self._holders(tree, calls)
         loss_calls = []
         for call in calls:
             if not (call.args or call.keywords):
                 continue
-            if self.flow.imported_names(call.func) & CE_FUNCTIONS or \
-                    self._is_cross_entropy_module(call.func):
+            if self.flow.names_one_of(call.func, CE_FUNCTIONS) or (
+                    holders is not None and _may_hold(call.func, holders)
+                    and self._is_cross_entropy_module(call.func)):
                 value = _argument(call, 0, "input")
                 if value is not None:
                     loss_calls.append((call, value))
@@ -336,6 +339,49 @@ class DoubleSoftmax(AstRule):
                 data={"probs": shown, "softmax_line": line},
             )
 
+    def _holders(self, tree: ast.Module, calls: list[ast.Call]) -> set[str] | None:
+        """The names (``criterion``) and attributes (``.criterion``) that may hold an
+        ``nn.CrossEntropyLoss`` (``None`` when the module builds none): what any
+        assignment, call of a same-module function or default gives one, forwards to a
+        fixed point. Every chain ``_is_cross_entropy_module`` can follow back to the
+        constructor runs through these names, so a callee named otherwise is not asked."""
+        built = {id(c) for c in calls if self.flow.names_one_of(c.func, CE_MODULES)}
+        if not built:
+            return None
+        defs: dict[str, list[ast.AST]] = {}
+        for f in of_type(tree, ast.FunctionDef, ast.AsyncFunctionDef):
+            defs.setdefault(f.name, []).append(f)
+        edges: list[tuple[ast.expr, str]] = []  # (value, key it flows into)
+        for node in of_type(tree, ast.Assign, ast.AnnAssign, ast.NamedExpr):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                key = _key(t)
+                if key is not None and node.value is not None:
+                    edges.append((node.value, key))
+        for f in (f for fs in defs.values() for f in fs):
+            for param in [*f.args.posonlyargs, *f.args.args, *f.args.kwonlyargs]:
+                default = default_of(f, param)
+                if default is not None:
+                    edges.append((default, param.arg))
+        for call in calls:
+            if isinstance(call.func, ast.Name) and call.func.id in defs:
+                for f in defs[call.func.id]:
+                    params = positional_params(f)
+                    for i, arg in enumerate(call.args[:len(params)]):
+                        edges.append((arg, params[i].arg))
+                for kw in call.keywords:
+                    if kw.arg is not None:
+                        edges.append((kw.value, kw.arg))
+        holders: set[str] = set()
+        grown = True
+        while grown:
+            grown = False
+            for value, key in edges:
+                if key not in holders and _holds(value, built, holders):
+                    holders.add(key)
+                    grown = True
+        return holders
+
     # -- what an expression holds --------------------------------------------------------
 
     def _is_cross_entropy_module(self, func: ast.expr, depth: int = 2) -> bool:
@@ -343,7 +389,7 @@ class DoubleSoftmax(AstRule):
         ``.to(device)`` / ``.cuda()`` (which return the module itself)."""
         func = _strip_passthrough(func)
         if isinstance(func, ast.Call):
-            return bool(self.flow.imported_names(func.func) & CE_MODULES)
+            return bool(self.flow.names_one_of(func.func, CE_MODULES))
         if not isinstance(func, (ast.Name, ast.Attribute)):
             return False
         if isinstance(func, ast.Attribute):
@@ -361,7 +407,7 @@ class DoubleSoftmax(AstRule):
     def _holds_cross_entropy(self, func: ast.expr, depth: int) -> bool:
         for value in self.flow.resolve(func):
             value = _strip_passthrough(value)
-            if isinstance(value, ast.Call) and self.flow.imported_names(value.func) & CE_MODULES:
+            if isinstance(value, ast.Call) and self.flow.names_one_of(value.func, CE_MODULES):
                 return True
             if isinstance(value, (ast.Name, ast.Attribute)) and depth > 0 and (
                 self._is_cross_entropy_module(value, depth - 1)
@@ -499,7 +545,7 @@ class DoubleSoftmax(AstRule):
         if (
             len(args) == 1
             and isinstance(last, ast.Call)
-            and self.flow.imported_names(last.func) & ORDERED_DICT
+            and self.flow.names_one_of(last.func, ORDERED_DICT)
             and last.args
             and isinstance(last.args[0], (ast.List, ast.Tuple))
             and last.args[0].elts
@@ -509,6 +555,33 @@ class DoubleSoftmax(AstRule):
                 return entry.elts[1]
             return None
         return last
+
+
+def _key(expr: ast.expr) -> str | None:
+    """``criterion`` for a name, ``.criterion`` for any ``x.criterion``."""
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
+        return "." + expr.attr
+    return None
+
+
+def _holds(value: ast.expr, built: set[int], holders: set[str]) -> bool:
+    value = _strip_passthrough(value)
+    if id(value) in built:
+        return True
+    key = _key(value)
+    return key is not None and key in holders
+
+
+def _may_hold(func: ast.expr, holders: set[str]) -> bool:
+    """``func`` could be a cross-entropy module by ``_holders``: built in place, or named
+    as one of the holders."""
+    func = _strip_passthrough(func)
+    if isinstance(func, ast.Call):
+        return True
+    key = _key(func)
+    return key is not None and key in holders
 
 
 def _strip_passthrough(expr: ast.expr) -> ast.expr:

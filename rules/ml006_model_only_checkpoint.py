@@ -375,7 +375,6 @@ class ModelOnlyCheckpoint(Rule):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.training.enter(node)
-        self.training.parameters(node)
         if isinstance(self.flow.parent(node), cst.Module):
             self._top_functions.append(node)
 
@@ -445,6 +444,12 @@ class ModelOnlyCheckpoint(Rule):
     # -- deciding ------------------------------------------------------------------------
 
     def leave_Module(self, original_node: cst.Module) -> None:
+        # Optimizers handed in on parameters, asked only of the functions that save
+        # themselves (each question reads the callers in other modules).
+        saving = {id(c) for _, containers in self._saves for c in containers}
+        for func in self._top_functions:
+            if id(func) in saving:
+                self.training.parameters(func)
         self.training.finish()
         if not self.training.optimizers:
             return  # nothing to lose: the module trains no optimizer it builds or gets
@@ -640,7 +645,7 @@ class ModelOnlyCheckpoint(Rule):
                     and save.payload.weights in site.into and not names_other_file):
                 into = (f"the script loads `{save.payload.weights}`'s weights back before "
                         f"training (line {site.line})")
-        inference = any(same_file(site) for _, site in view.inference_loads())
+        inference = bool(view.inference_loads(same_file))
         return None, into, inference and into is None
 
     # -- when is a save a training checkpoint? ------------------------------------------
@@ -679,8 +684,9 @@ class ModelOnlyCheckpoint(Rule):
         view = self.context.project
         if view is None:
             return []
+        saving = {id(c) for _, containers in self._saves for c in containers}
         return [f for f in self._top_functions
-                if self.training.trains(f) is not None
+                if id(f) in saving and self.training.trains(f) is not None
                 and view.called_in_loop_elsewhere(f.name.value)]
 
     def _during_training(self, save: _Save, in_training: set[cst.FunctionDef]) -> bool:

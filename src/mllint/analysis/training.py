@@ -215,9 +215,9 @@ class TrainingMap:
                 self._add(_Optimizer(dotted, kind, line, models, all(v.stateless for v in built)))
 
     def parameters(self, func: cst.FunctionDef) -> None:
-        """Optimizers a top-level function gets on a parameter: what every caller in
-        another module of the project passes there is built by an optimizer class
-        (``fit_one_epoch(model, ..., optimizer, ...)`` called from ``train.py``)."""
+        """Optimizers a top-level function gets on a parameter named like one: what every
+        caller in another module of the project passes there is built by an optimizer
+        class (``fit_one_epoch(model, ..., optimizer, ...)`` called from ``train.py``)."""
         context = getattr(self.flow.v, "context", None)
         view = context.project if context is not None else None
         if view is None or not isinstance(self.flow.parent(func), cst.Module):
@@ -225,6 +225,8 @@ class TrainingMap:
         params = [*func.params.posonly_params, *func.params.params]
         for index, param in enumerate(params):
             name = param.name.value
+            if not looks_like_optimizer(name):
+                continue  # asking the callers of every parameter costs a read of them all
             values = view.param_values(func.name.value, index, name)
             built = [v for v in values if v.role is Role.OPTIMIZER]
             if not built or len(built) != len(values):

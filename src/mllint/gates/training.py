@@ -63,19 +63,27 @@ def checkpoint_may_flag(tree: ast.Module, project: ProjectView | None = None) ->
     if not saves:
         return False
     return (_builds_optimizer(calls, imports) or _factory_optimizers(tree, project)
-            or _parameter_optimizers(tree, project))
+            or _parameter_optimizers(tree, imports, project))
 
 
-def _parameter_optimizers(tree: ast.Module, project: ProjectView | None) -> bool:
-    """A top-level function handed an optimizer on a parameter by its callers in other
-    modules (``TrainingMap.parameters``), as the project model answers."""
+def _parameter_optimizers(tree: ast.Module, imports: Imports,
+                          project: ProjectView | None) -> bool:
+    """A top-level function that saves with ``torch.save`` and is handed an optimizer,
+    on a parameter named like one, by its callers in other modules
+    (``TrainingMap.parameters``), as the project model answers."""
     if project is None:
         return False
     for func in tree.body:
         if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        for index, param in enumerate([*func.args.posonlyargs, *func.args.args]):
-            if Role.OPTIMIZER in project.param_roles(func.name, index, param.arg):
+        params = [*func.args.posonlyargs, *func.args.args]
+        if not any(looks_like_optimizer(p.arg) for p in params) or not any(
+                isinstance(c, ast.Call) and imports.resolves_to(c.func, SAVE_FUNCTIONS)
+                for c in ast.walk(func)):
+            continue
+        for index, param in enumerate(params):
+            if looks_like_optimizer(param.arg) and \
+                    Role.OPTIMIZER in project.param_roles(func.name, index, param.arg):
                 return True
     return False
 

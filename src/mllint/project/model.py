@@ -445,15 +445,18 @@ class ProjectView:
         for summary, site in self.project.load_sites():
             if Path(summary.path) != self.path:
                 self.read[summary.path] = summary.digest
-            if (site.resumes or site.before_training) and self._trains(summary) \
-                    and not summary.inference_script:
+            if (site.resumes or site.before_training) and not summary.inference_script \
+                    and self._trains(summary):
                 out.append((summary, site))
         return out
 
-    def inference_loads(self) -> list[tuple[ModuleSummary, LoadSite]]:
-        """Checkpoint loads in scripts that only use a trained model."""
+    def inference_loads(self, wanted: Callable[[LoadSite], bool] = lambda site: True,
+                        ) -> list[tuple[ModuleSummary, LoadSite]]:
+        """Checkpoint loads in scripts that only use a trained model (of those ``wanted``
+        picks: whether a module trains through another module's function is asked only of
+        the loads that matter)."""
         return [(s, site) for s, site in self.project.load_sites()
-                if not self._trains(s) or s.inference_script]
+                if wanted(site) and (s.inference_script or not self._trains(s))]
 
     def _trains(self, summary: ModuleSummary) -> bool:
         """The module trains: its own code back-propagates or steps, or it calls a

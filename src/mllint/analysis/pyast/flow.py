@@ -14,7 +14,13 @@ import ast
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
 
-from mllint.analysis.pyast.scopes import Binding, Scopes, default_of, positional_params
+from mllint.analysis.pyast.scopes import (
+    Binding,
+    PlainImports,
+    Scopes,
+    default_of,
+    positional_params,
+)
 from mllint.gates.resolve import dotted, parents, returns_of
 
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -36,10 +42,14 @@ class Flow:
     def __init__(self, tree: ast.Module, text: str) -> None:
         self.tree = tree
         self.text = text
-        self.scopes = Scopes.of(tree)
         self._parents = parents(tree)
         self._class_attrs: dict[ast.ClassDef, dict[str, list[ast.expr]]] = {}
         self._function_of: dict[ast.AST, ast.AST | None] = {}
+
+    @property
+    def scopes(self) -> Scopes:
+        """The module's scopes, placed on the first question that needs them."""
+        return Scopes.of(self.tree)
 
     # -- tree ----------------------------------------------------------------------------
 
@@ -93,12 +103,28 @@ class Flow:
         head = expr
         while isinstance(head, ast.Attribute):
             head = head.value
-        if head.id not in self.scopes.imported:  # type: ignore[attr-defined]
-            return set()  # no import anywhere binds it
-        _, bindings = self.scopes.bindings(head)  # type: ignore[arg-type]
         rest = name.partition(".")[2]
+        plain = PlainImports.of(self.tree)
+        if head.id not in plain.imported:  # type: ignore[attr-defined]
+            return set()  # no import anywhere binds it
+        target = plain.target.get(head.id)  # type: ignore[attr-defined]
+        if target is not None:  # bound by one import only: no scope needs placing
+            return {f"{target}.{rest}" if rest else target}
+        _, bindings = self.scopes.bindings(head)  # type: ignore[arg-type]
         return {f"{b.imported}.{rest}" if rest else b.imported
                 for b in bindings if b.imported is not None}
+
+    def names_one_of(self, expr: ast.AST, wanted: frozenset[str]) -> set[str]:
+        """``imported_names(expr) & wanted``, without placing scopes when no import of
+        the module could make ``expr`` name any of ``wanted``."""
+        name = dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
+        if name is None:
+            return set()
+        head, _, rest = name.partition(".")
+        targets = PlainImports.of(self.tree).all_targets.get(head)
+        if not targets or not any((f"{t}.{rest}" if rest else t) in wanted for t in targets):
+            return set()
+        return self.imported_names(expr) & wanted
 
     def definitions(self, name: ast.Name) -> list[Definition]:
         """The definitions of ``name`` that may reach this use of it.

@@ -271,6 +271,65 @@ class Scopes:
         return out
 
 
+class PlainImports:
+    """The names the module binds only by imports, all to one qualified name and at least
+    once at module level (``F`` for ``import torch.nn.functional as F``): every use of
+    such a name resolves to that import, so its qualified name is known without placing
+    any scope (``Scopes``). Cached on the tree."""
+
+    def __init__(self, tree: ast.Module) -> None:
+        index = nodes(tree)
+        up = parents(tree)
+        targets: dict[str, set[str]] = defaultdict(set)
+        at_module: set[str] = set()
+        for imp in [*index.get(ast.Import, ()), *index.get(ast.ImportFrom, ())]:
+            top = _module_level(imp, up)
+            base = "." * imp.level + (imp.module or "") if isinstance(imp, ast.ImportFrom) else ""
+            for alias in imp.names:  # type: ignore[attr-defined]
+                if isinstance(imp, ast.Import):
+                    name = alias.asname or alias.name.split(".", 1)[0]
+                    target = alias.name if alias.asname else name
+                elif alias.name == "*":
+                    continue
+                else:
+                    name = alias.asname or alias.name
+                    target = f"{base}.{alias.name}" if base and not base.endswith(".") \
+                        else base + alias.name
+                targets[name].add(target)
+                if top:
+                    at_module.add(name)
+        bound: set[str] = set()
+        for n in index.get(ast.Name, ()):
+            if not isinstance(n.ctx, ast.Load):  # type: ignore[attr-defined]
+                bound.add(n.id)  # type: ignore[attr-defined]
+        bound |= {a.arg for a in index.get(ast.arg, ())}  # type: ignore[attr-defined]
+        for kind in (*_FUNCTIONS, ast.ClassDef, ast.ExceptHandler, ast.MatchAs, ast.MatchStar):
+            bound |= {n.name for n in index.get(kind, ()) if getattr(n, "name", None)}  # type: ignore[attr-defined]
+        bound |= {n.rest for n in index.get(ast.MatchMapping, ()) if n.rest}  # type: ignore[attr-defined]
+        self.target = {name: next(iter(t)) for name, t in targets.items()
+                       if len(t) == 1 and name in at_module and name not in bound}
+        #: Every name some import binds, with every qualified name it is bound to.
+        self.imported = frozenset(targets)
+        self.all_targets = {name: frozenset(t) for name, t in targets.items()}
+
+    @classmethod
+    def of(cls, tree: ast.Module) -> "PlainImports":
+        cached = getattr(tree, "_mllint_plain_imports", None)
+        if cached is None:
+            cached = cls(tree)
+            tree._mllint_plain_imports = cached  # type: ignore[attr-defined]
+        return cached
+
+
+def _module_level(node: ast.AST, up: dict[ast.AST, ast.AST]) -> bool:
+    cur = up.get(node)
+    while cur is not None:
+        if isinstance(cur, (*_FUNCTIONS, ast.Lambda, ast.ClassDef)):
+            return False
+        cur = up.get(cur)
+    return True
+
+
 def positional_params(func: ast.AST) -> list[ast.arg]:
     """The parameters of ``func`` that calls may fill by position, in order."""
     args: ast.arguments = func.args  # type: ignore[attr-defined]
