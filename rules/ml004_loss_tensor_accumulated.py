@@ -720,12 +720,8 @@ class _Checker:
     def _returned_by(self, func, call: cst.Call) -> bool:
         """The value of ``call`` reaches a ``return`` of ``func``, through assignments."""
         flows = self._flows(func)
-        reached: set[str] = set()
-        for node in self.ix.assigns_in_function(func):
-            if node.value is not None and self.ix.within(call, node.value):
-                targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-                reached |= {d for t in targets if (d := dotted_name(t))}
-        reached = _upstream(reached, [(read, targets) for targets, read in flows])
+        reached = _upstream(self._assigned_from(func, call),
+                            [(read, targets) for targets, read in flows])
         for ret in self.ix.returns_of(func):
             if ret.value is not None and (self.ix.within(call, ret.value)
                                           or names_in(ret.value) & reached):
@@ -737,15 +733,16 @@ class _Checker:
         the names it is assigned to."""
         caller = self.ix.function_of(call)
         fed = self.oracle.backwarded_names(caller)
-        if not fed:
-            return False
-        for node in self.ix.assigns_in_function(caller):
-            if node.value is None or not self.ix.within(call, node.value):
-                continue
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            if {d for t in targets if (d := dotted_name(t))} & fed:
-                return True
-        return False
+        return bool(fed) and bool(self._assigned_from(caller, call) & fed)
+
+    def _assigned_from(self, func, call: cst.Call) -> set[str]:
+        """The names ``func`` assigns a value holding ``call``'s result to."""
+        out: set[str] = set()
+        for node in self.ix.assigns_in_function(func):
+            if node.value is not None and self.ix.within(call, node.value):
+                targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+                out |= {d for t in targets if (d := dotted_name(t))}
+        return out
 
     def _persistent(self, acc: Accumulation, base: str) -> bool:
         """An attribute or a module-level variable outlives one call of its function."""

@@ -74,11 +74,7 @@ class Scopes:
 
     @classmethod
     def of(cls, tree: ast.Module) -> "Scopes":
-        cached = getattr(tree, "_mllint_scopes", None)
-        if cached is None:
-            cached = cls(tree)
-            tree._mllint_scopes = cached  # type: ignore[attr-defined]
-        return cached
+        return _cached(tree, "_mllint_scopes", cls)
 
     # -- where a node is -----------------------------------------------------------------
 
@@ -147,7 +143,8 @@ class Scopes:
             found.append(((node.lineno, node.col_offset), scope, name, node, imported))  # type: ignore[attr-defined]
 
         walrus_targets = {id(n.target) for n in index.get(ast.NamedExpr, ())}  # type: ignore[attr-defined]
-        for name in self._stored_names():
+        self._stored = self._stored_names()
+        for name in self._stored:
             scope = self.scope_of(name)
             if id(name) in walrus_targets:
                 while scope.kind == "comprehension" and scope.parent is not None:
@@ -231,7 +228,7 @@ class Scopes:
     def _binds(self, scope: Scope, name: str) -> bool:
         """``scope`` has a binding of ``name`` not yet placed (bindings are placed in
         source order, and a ``nonlocal`` may come before the enclosing assignment)."""
-        for n in self._stored_names():
+        for n in self._stored:
             if n.id == name and self.scope_of(n) is scope:
                 return True
         return any(a.arg == name and self.scope_of(a) is scope  # type: ignore[attr-defined]
@@ -314,11 +311,16 @@ class PlainImports:
 
     @classmethod
     def of(cls, tree: ast.Module) -> "PlainImports":
-        cached = getattr(tree, "_mllint_plain_imports", None)
-        if cached is None:
-            cached = cls(tree)
-            tree._mllint_plain_imports = cached  # type: ignore[attr-defined]
-        return cached
+        return _cached(tree, "_mllint_plain_imports", cls)
+
+
+def _cached(tree: ast.Module, attr: str, build):
+    """``build(tree)``, made once per tree and kept on it."""
+    found = getattr(tree, attr, None)
+    if found is None:
+        found = build(tree)
+        setattr(tree, attr, found)
+    return found
 
 
 def _module_level(node: ast.AST, up: dict[ast.AST, ast.AST]) -> bool:

@@ -208,15 +208,8 @@ class DataAnalysis:
             return False
         if not any(name in loop.iterables for loop in scope.loops):
             return False  # asked at a call of the evaluation in the class: the same instance
-        assigned = []
-        todo, seen = [cls], set()
-        while todo:  # the class and its bases of this module (``BaseRunner.__init__``)
-            c = todo.pop()
-            if id(c) in seen:
-                continue
-            seen.add(id(c))
-            assigned += c.attrs.get(attr, [])
-            todo += [self.va.facts.classes[b] for b in c.base_names if b in self.va.facts.classes]
+        # Assigned in the class or its bases of this module (``BaseRunner.__init__``).
+        assigned = [f for c in self.va.lineage(cls) for f in c.attrs.get(attr, [])]
         if not assigned or not all(
                 isinstance(f.value, cst.Name) and f.scope is not None
                 and f.value.value in f.scope.params for f in assigned):

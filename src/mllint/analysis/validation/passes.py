@@ -574,60 +574,56 @@ class ValidationAnalysis:
         if model is None:
             return None
         recv = call.receiver
-        if recv and call.attr != "forward" and self._own_method(call.scope, recv, call.attr or ""):
-            if self._evaluates_itself(call.scope, recv, call.attr or ""):
+        method = self._own_method(call.scope, recv, call.attr or "") \
+            if recv and call.attr != "forward" else None
+        if method is not None:
+            if self._evaluates_itself(method):
                 return None
             return recv if self._is_model_cached(call.scope, recv) else None
         if self._is_callable_definition(call) or not self._is_model_cached(call.scope, model):
             return None
         return model
 
-    def _own_method(self, scope: Scope, name: str, method: str) -> bool:
-        """``name`` holds an instance of a module class of this file that defines
-        ``method`` (itself or through a base class of this file)."""
+    def _own_method(self, scope: Scope, name: str, method: str) -> Scope | None:
+        """The method ``name.method(...)`` runs, when ``name`` holds an instance of a
+        module class of this file that defines ``method`` (itself or through a base
+        class of this file)."""
         for s, f in self.origins(scope, name):
             value = _strip_passthrough(f.value) if f.value is not None else None
             built = self._call_rec(s, value)
             cls = self.facts.classes.get(built.func or "") if built is not None else None
             if cls is not None and self.class_is(cls, is_module_base):
-                return self._defines(cls, method, 0)
-        return False
-
-    def _evaluates_itself(self, scope: Scope, name: str, method: str) -> bool:
-        """The method ``name.method(...)`` runs switches its own module to eval mode
-        (``self.eval()``) and turns autograd off (``with torch.no_grad():`` or a
-        decorator): a ``generate``/``predict`` method that evaluates correctly whoever
-        calls it."""
-        for s, f in self.origins(scope, name):
-            value = _strip_passthrough(f.value) if f.value is not None else None
-            built = self._call_rec(s, value)
-            cls = self.facts.classes.get(built.func or "") if built is not None else None
-            body = self._method_scope(cls, method, 0) if cls is not None else None
-            if body is None or body.self_name is None:
-                continue
-            to_eval = any(c.receiver == body.self_name and c.attr == "eval" for c in body.calls)
-            grad_off = (body.decorator is not None and body.decorator.state is Grad.OFF) or any(
-                c.grad is not None and c.grad.state is Grad.OFF for c in body.calls)
-            return to_eval and grad_off
-        return False
-
-    def _method_scope(self, cls: ClassInfo, method: str, depth: int) -> Scope | None:
-        if method in cls.methods:
-            return cls.methods[method]
-        for b in cls.base_names if depth < _MAX_DEPTH else ():
-            if b in self.facts.classes:
-                found = self._method_scope(self.facts.classes[b], method, depth + 1)
-                if found is not None:
-                    return found
+                return next((c.methods[method] for c in self.lineage(cls)
+                             if method in c.methods), None)
         return None
 
-    def _defines(self, cls: ClassInfo, method: str, depth: int) -> bool:
-        if method in cls.methods:
-            return True
-        return depth < _MAX_DEPTH and any(
-            b in self.facts.classes and self._defines(self.facts.classes[b], method, depth + 1)
-            for b in cls.base_names
-        )
+    @staticmethod
+    def _evaluates_itself(method: Scope) -> bool:
+        """``method`` switches its own module to eval mode (``self.eval()``) and turns
+        autograd off (``with torch.no_grad():`` or a decorator): a ``generate`` or
+        ``predict`` method that evaluates correctly whoever calls it."""
+        if method.self_name is None:
+            return False
+        to_eval = any(c.receiver == method.self_name and c.attr == "eval" for c in method.calls)
+        grad_off = (method.decorator is not None and method.decorator.state is Grad.OFF) or any(
+            c.grad is not None and c.grad.state is Grad.OFF for c in method.calls)
+        return to_eval and grad_off
+
+    def lineage(self, cls: ClassInfo) -> list[ClassInfo]:
+        """``cls`` and its base classes defined in this file, depth first, each once."""
+        out: list[ClassInfo] = []
+
+        def visit(c: ClassInfo, depth: int) -> None:
+            if any(o is c for o in out):
+                return
+            out.append(c)
+            if depth < _MAX_DEPTH:
+                for b in c.base_names:
+                    if b in self.facts.classes:
+                        visit(self.facts.classes[b], depth + 1)
+
+        visit(cls, 0)
+        return out
 
     def _is_callable_definition(self, call: CallRec) -> bool:
         """``create_model(...)``, ``Net(...)``: calling an imported or defined function or
