@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import enum
 import re
@@ -10,11 +11,11 @@ from typing import Any
 
 import libcst as cst
 
-from mllint.analysis.flow import source_of
-from mllint.analysis.grads import BACKWARD_SIGNS, STEP_TEXT, Events, GradEvents, Step
-from mllint.analysis.index import CodeIndex, IndexedRule, LoopChain
-from mllint.analysis.syntax import dotted_name, nodes_of
-from mllint.rule import Invalid, Valid
+from mllint.analysis.grads import BACKWARD_SIGNS, STEP_TEXT
+from mllint.analysis.pyast.grads import Events, GradEvents, Step
+from mllint.analysis.pyast.index import LOOPS, LoopChain, ModuleIndex, position
+from mllint.gates.resolve import dotted, of_type
+from mllint.rule import AstRule, Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
 
@@ -40,7 +41,7 @@ _CLOCKS = frozenset({"time.time", "time.perf_counter", "time.monotonic", "time.p
                      "torch.cuda.synchronize", "timeit.default_timer"})
 
 
-class MissingZeroGrad(IndexedRule):
+class MissingZeroGrad(AstRule):
     """
     ## What it does
     Finds training loops that call `backward()` and an optimizer's `step()` but never
@@ -87,7 +88,6 @@ class MissingZeroGrad(IndexedRule):
     summary = "Gradients are never cleared between optimizer steps (or cleared before the step)"
     hint = "Call `optimizer.zero_grad()` once per step: before `loss.backward()` or right after `optimizer.step()`."
     REQUIRES = (STEP_TEXT, BACKWARD_SIGNS)
-    GATE = "mllint.gates.grads:may_flag"
     PROBE = "mllint.rules.ml001_missing_zero_grad:MissingZeroGradProbe"
 
     VALID = [
@@ -297,23 +297,40 @@ class MissingZeroGrad(IndexedRule):
         ),
     ]
 
-    def check(self, index: CodeIndex) -> None:
-        events = GradEvents(index)
+    def check(self, tree: ast.Module) -> None:
+        if not self._may_step(tree):
+            return
+        ix = ModuleIndex(tree, self.context.project, self.context.star_imports)
+        events = GradEvents(ix)
         if not events.backwards:
             return
-        reported: set[int] = set()
+        self._text = self.context.source
+        reported: set[ast.AST] = set()
         for step in events.steps():
-            if self._check_closure_clears_after_backward(index, events, step):
+            if self._check_closure_clears_after_backward(ix, events, step):
                 continue
-            if self._check_cleared_before_step(index, events, step):
+            if self._check_cleared_before_step(ix, events, step):
                 continue
-            if self._check_cleared_each_micro_batch(index, events, step, reported):
+            if self._check_cleared_each_micro_batch(ix, events, step, reported):
                 continue
-            self._check_never_cleared(index, events, step)
+            self._check_never_cleared(ix, events, step)
+
+    @staticmethod
+    def _may_step(tree: ast.Module) -> bool:
+        """Some ``x.step(...)`` call: without one there is no optimizer step to judge."""
+        return any(isinstance(c.func, ast.Attribute) and c.func.attr == "step"
+                   for c in of_type(tree, ast.Call))
+
+    def _source(self, node: ast.AST | list[ast.stmt]) -> str:
+        """The code of a node (or of the statements of one line) on one line."""
+        if isinstance(node, list):
+            return "; ".join(self._source(s) for s in node)
+        code = ast.get_source_segment(self._text, node) or ast.unparse(node)
+        return " ".join(code.split())
 
     # -- never cleared -----------------------------------------------------------------
 
-    def _check_never_cleared(self, ix: CodeIndex, ev: GradEvents, step: Step) -> None:
+    def _check_never_cleared(self, ix: ModuleIndex, ev: GradEvents, step: Step) -> None:
         for chain in ix.loop_chains(step.call):
             loop = chain.loops[0]
             inner = ev.events_in(loop, ix.function_of(loop))
@@ -327,28 +344,28 @@ class MissingZeroGrad(IndexedRule):
                 continue
             # The backward pass this step applies: the last one before it (a GAN's
             # generator step follows the discriminator's backward and its own).
-            before = [b for b in inner.backwards if ix.position(b) < ix.position(step.call)]
-            backward = max(before, key=ix.position) if before else min(inner.backwards, key=ix.position)
+            before = [b for b in inner.backwards if position(b) < position(step.call)]
+            backward = max(before, key=position) if before else min(inner.backwards, key=position)
             self._report(ix, ev, step, loop, backward, None, Kind.NEVER_CLEARED)
             return
 
-    def _timed_repetition(self, ix: CodeIndex, loop: cst.CSTNode) -> bool:
+    def _timed_repetition(self, ix: ModuleIndex, loop: ast.AST) -> bool:
         """A speed or memory benchmark, not training: ``for i in range(n):`` whose body
         never reads ``i`` nor draws a batch (``next(...)``, an inner loop), so every
         iteration repeats the same step on the same tensors, in a function that reads a
         clock (``time.time()``, ``time.perf_counter()``) or synchronises the GPU to time
         it. Whether the gradients are cleared changes no figure such a loop measures."""
-        if not isinstance(loop, cst.For) or not isinstance(loop.iter, cst.Call):
+        if not isinstance(loop, (ast.For, ast.AsyncFor)) or not isinstance(loop.iter, ast.Call):
             return False
-        if "builtins.range" not in ix.qualified(loop.iter.func) or not isinstance(loop.target, cst.Name):
+        if "builtins.range" not in ix.qualified(loop.iter.func) or not isinstance(loop.target, ast.Name):
             return False
-        counter = loop.target.value
-        for node in nodes_of(loop.body, (cst.Name, cst.For, cst.While, cst.Call)):
-            if isinstance(node, (cst.For, cst.While)):
+        counter = loop.target.id
+        for node in (n for stmt in loop.body for n in ast.walk(stmt)):
+            if isinstance(node, LOOPS):
                 return False
-            if isinstance(node, cst.Name) and node.value == counter:
+            if isinstance(node, ast.Name) and node.id == counter:
                 return False
-            if isinstance(node, cst.Call) and "builtins.next" in ix.qualified(node.func):
+            if isinstance(node, ast.Call) and "builtins.next" in ix.qualified(node.func):
                 return False
         func = ix.function_of(loop)
         return func is not None and any(
@@ -357,7 +374,7 @@ class MissingZeroGrad(IndexedRule):
     def _clears(self, ev: GradEvents, events: Events, step: Step) -> bool:
         return any(ev.clears_optimizer(c, step) for c in events.clears)
 
-    def _cleared_by_outer_loop(self, ix: CodeIndex, ev: GradEvents, chain: LoopChain, step: Step) -> bool:
+    def _cleared_by_outer_loop(self, ix: ModuleIndex, ev: GradEvents, chain: LoopChain, step: Step) -> bool:
         """A step taken only on some iterations of its loop (accumulation over an inner
         loop of micro-batches) is cleared per step by an outer loop that clears."""
         if not chain.guarded:
@@ -367,52 +384,57 @@ class MissingZeroGrad(IndexedRule):
             for outer in chain.loops[1:]
         )
 
-    def _passes_optimizer_away(self, ix: CodeIndex, loop: cst.CSTNode, step: Step) -> bool:
+    def _passes_optimizer_away(self, ix: ModuleIndex, loop: ast.AST, step: Step) -> bool:
         """The loop hands the optimizer to code this module does not show, which may
         clear its gradients (``train_utils.optimizer_step(opt)``)."""
         func = ix.function_of(loop)
         if ix.function_of(step.call) is not func:
             return False
-        wanted = dotted_name(step.optimizer)
+        wanted = dotted(step.optimizer)
         for call in ix.calls_in_function(func):
             if call is step.call or not ix.within(call, loop) or ix.resolve_call(call) is not None:
                 continue
-            if isinstance(call.func, cst.Attribute) and call.func.attr.value in _HARMLESS_METHODS:
+            if isinstance(call.func, ast.Attribute) and call.func.attr in _HARMLESS_METHODS:
+                continue
+            given = [a.value if isinstance(a, ast.Starred) else a for a in call.args]
+            given += [k.value for k in call.keywords]
+            if not any(dotted(a) == wanted for a in given):
                 continue
             if any(n.startswith(_HARMLESS_PREFIXES) for n in ix.qualified(call.func)):
                 continue
-            if any(dotted_name(a.value) == wanted for a in call.args) and self._may_clear(call):
+            if self._may_clear(call):
                 return True
         return False
 
-    def _may_clear(self, call: cst.Call) -> bool:
+    def _may_clear(self, call: ast.Call) -> bool:
         """A function of another module of the project clears only if its code (or code
         it hands its arguments to) can; anything else handed the optimizer may."""
         view = self.context.project
-        callee = dotted_name(call.func)
+        callee = dotted(call.func)
         if view is None or callee is None:
             return True
         return view.may_clear_gradients(callee) is not False
 
     # -- cleared between backward() and step() -----------------------------------------
 
-    def _check_cleared_before_step(self, ix: CodeIndex, ev: GradEvents, step: Step) -> bool:
-        stmt = ix.statement_of(step.call)
-        if not (
-            isinstance(stmt, cst.SimpleStatementLine)
-            and any(isinstance(s, cst.Expr) and s.value is step.call for s in stmt.body)
-        ):
-            return False
+    def _check_cleared_before_step(self, ix: ModuleIndex, ev: GradEvents, step: Step) -> bool:
+        stmt = ix.parent(step.call)
+        if not isinstance(stmt, ast.Expr):
+            return False  # only a step that is a statement of its own
         func = ix.function_of(step.call)
         sole = self._sole_optimizer(ix, ev, step, func)
-        clear: cst.CSTNode | None = None
-        current: cst.CSTNode = stmt
+        clear: ast.AST | list[ast.stmt] | None = None
+        current: ast.stmt = stmt
         while True:
             block = ix.parent(current)
-            body = getattr(block, "body", ())
-            before = list(body[: next(i for i, s in enumerate(body) if s is current)])
-            for prev in reversed(before):
-                backwards = ev.events_in(prev, func).backwards
+            body = _block_holding(block, current)
+            if body is None:
+                return False
+            before = body[: next(i for i, s in enumerate(body) if s is current)]
+            # Statements ending on the step's own line share its line: not before it.
+            before = [s for s in before if current is not stmt or s.end_lineno < stmt.lineno]
+            for prev in reversed(_lines(before)):
+                backwards = [b for s in prev for b in ev.events_in(s, func).backwards]
                 if backwards:
                     if clear is None:
                         return False
@@ -422,42 +444,37 @@ class MissingZeroGrad(IndexedRule):
                     return True
                 if clear is None:
                     clear = self._unconditional_clear(ix, ev, prev, step, sole, set())
-            owner = ix.parent(block)
-            if not isinstance(owner, cst.With):
+            if not isinstance(block, (ast.With, ast.AsyncWith)):
                 return False
-            current = owner
+            current = block
 
-    def _check_closure_clears_after_backward(self, ix: CodeIndex, ev: GradEvents, step: Step) -> bool:
+    def _check_closure_clears_after_backward(self, ix: ModuleIndex, ev: GradEvents, step: Step) -> bool:
         """``opt.step(closure)`` (LBFGS) whose closure clears the gradients after its own
         ``backward()``: the step re-evaluates the closure and reads zero gradients."""
         closure = ev.function_named(step.closure) if step.closure is not None else None
         if closure is None:
             return False
-        mine = dotted_name(step.optimizer)
+        mine = dotted(step.optimizer)
         backward = None
-        for stmt in closure.body.body:
-            found = ev.events_in(stmt, closure).backwards
+        for line in _lines(closure.body):
+            found = [b for s in line for b in ev.events_in(s, closure).backwards]
             if found:
                 backward = found[-1]
                 continue
-            if backward is None or not isinstance(stmt, cst.SimpleStatementLine):
+            if backward is None or isinstance(line[0], _COMPOUND):
                 continue
-            for small in stmt.body:
-                node = small.value if isinstance(small, cst.Expr) else small
+            for small in line:
+                node = small.value if isinstance(small, ast.Expr) else small
                 for clear in ev.clears_at(node):
-                    if clear.node is node and (
-                        clear.receiver is None or dotted_name(clear.receiver) == mine
-                        or not ev.is_optimizer(clear.receiver)
-                    ):
-                        self._report(ix, ev, step, closure, backward, node,
-                                     Kind.CLEARED_BEFORE_STEP)
+                    if clear.receiver is None or dotted(clear.receiver) == mine or not ev.is_optimizer(clear.receiver):
+                        self._report(ix, ev, step, closure, backward, node, Kind.CLEARED_BEFORE_STEP)
                         return True
         return False
 
     # -- cleared on every micro-batch of an accumulation ---------------------------------
 
-    def _check_cleared_each_micro_batch(self, ix: CodeIndex, ev: GradEvents, step: Step,
-                                        reported: set[int]) -> bool:
+    def _check_cleared_each_micro_batch(self, ix: ModuleIndex, ev: GradEvents, step: Step,
+                                        reported: set[ast.AST]) -> bool:
         """A loop that back-propagates on every iteration but steps only under an
         accumulation test (``if i % accum == 0:``), while clearing the same optimizer
         unconditionally on every iteration: each step sees one micro-batch's gradient."""
@@ -479,74 +496,78 @@ class MissingZeroGrad(IndexedRule):
         for clear in inner.clears:
             if clear.receiver is None or ev.identity(clear.receiver) != mine:
                 continue
-            if id(clear.node) in reported or not self._every_iteration(ix, clear.node, loop):
+            if clear.node in reported or not self._every_iteration(ix, clear.node, loop):
                 continue
-            reported.add(id(clear.node))
+            reported.add(clear.node)
             self._report(ix, ev, step, loop, backwards[0], clear.node,
                          Kind.CLEARED_EACH_MICRO_BATCH, guard=guard)
             return True
         return False
 
-    @staticmethod
-    def _accumulation_guard(ix: CodeIndex, node: cst.CSTNode, loop: cst.CSTNode) -> cst.If | None:
+    def _accumulation_guard(self, ix: ModuleIndex, node: ast.AST, loop: ast.AST) -> ast.If | None:
         for anc in ix.ancestors(node):
             if anc is loop:
                 return None
-            if isinstance(anc, cst.If) and _ACCUMULATION_TEST.search(source_of(anc.test)):
+            if isinstance(anc, ast.If) and _ACCUMULATION_TEST.search(self._source(anc.test)):
                 return anc
         return None
 
     @staticmethod
-    def _every_iteration(ix: CodeIndex, node: cst.CSTNode, loop: cst.CSTNode) -> bool:
+    def _every_iteration(ix: ModuleIndex, node: ast.AST, loop: ast.AST) -> bool:
         """``node`` runs on every iteration of ``loop``: no branch or inner loop between."""
         for anc in ix.ancestors(node):
             if anc is loop:
                 return True
-            if isinstance(anc, (cst.If, cst.For, cst.While, cst.Try, cst.IfExp)):
+            if isinstance(anc, (ast.If, *LOOPS, *_TRIES, ast.IfExp)):
                 return False
         return False
 
-    def _sole_optimizer(self, ix: CodeIndex, ev: GradEvents, step: Step, func) -> bool:
+    def _sole_optimizer(self, ix: ModuleIndex, ev: GradEvents, step: Step, func) -> bool:
         """Whether ``step``'s optimizer is the only one stepped in its function, so that
         ``model.zero_grad()`` or ``p.grad = None`` there surely reaches its parameters."""
         mine = ev.identity(step.optimizer)
         return all(ev.identity(s.optimizer) == mine for s in ev.in_function(func).steps)
 
     def _unconditional_clear(
-        self, ix: CodeIndex, ev: GradEvents, stmt: cst.CSTNode, step: Step, sole: bool, seen: set[int]
-    ) -> cst.CSTNode | None:
-        """``stmt`` itself if it always clears ``step``'s gradients when it runs."""
-        if isinstance(stmt, cst.For):
-            body = stmt.body.body
+        self, ix: ModuleIndex, ev: GradEvents, line: list[ast.stmt], step: Step, sole: bool,
+        seen: set[ast.AST],
+    ) -> ast.AST | list[ast.stmt] | None:
+        """The statements of one line (or a compound statement), returned if they always
+        clear ``step``'s gradients when they run."""
+        first = line[0]
+        if isinstance(first, (ast.For, ast.AsyncFor)):
+            body = _lines(first.body)
             if body and all(self._unconditional_clear(ix, ev, s, step, sole, seen) for s in body):
-                return stmt
+                return first
             return None
-        if not isinstance(stmt, cst.SimpleStatementLine):
+        if isinstance(first, _COMPOUND):
             return None
-        for small in stmt.body:
-            node = small.value if isinstance(small, cst.Expr) else small
+        shown = first if len(line) == 1 else line
+        for small in line:
+            node = small.value if isinstance(small, ast.Expr) else small
             for clear in ev.clears_at(node):
-                if clear.node is node:
-                    same = clear.receiver is not None and ev.identity(clear.receiver) == ev.identity(step.optimizer)
-                    if same or (sole and (clear.receiver is None or not ev.is_optimizer(clear.receiver))):
-                        return stmt
-            if isinstance(node, cst.Call) and sole:
+                same = clear.receiver is not None and ev.identity(clear.receiver) == ev.identity(step.optimizer)
+                if same or (sole and (clear.receiver is None or not ev.is_optimizer(clear.receiver))):
+                    return shown
+            if isinstance(node, ast.Call) and sole:
                 callee = ix.resolve_call(node)
-                if callee is not None and id(callee) not in seen:
-                    seen.add(id(callee))
-                    if any(self._unconditional_clear(ix, ev, s, step, sole, seen) for s in callee.body.body):
-                        return stmt
+                if callee is not None and callee not in seen:
+                    seen.add(callee)
+                    if any(self._unconditional_clear(ix, ev, s, step, sole, seen) for s in _lines(callee.body)):
+                        return shown
         return None
 
     # -- reporting ---------------------------------------------------------------------
 
-    def _report(self, ix, ev, step: Step, region, backward: cst.Call, clear, kind: Kind,
-                guard: cst.If | None = None) -> None:
-        opt = source_of(step.optimizer)
-        stepper = source_of(step.call.func) + "(" + (opt if step.call.func.value is not step.optimizer else "") + ")"
+    def _report(self, ix, ev, step: Step, region, backward: ast.Call, clear, kind: Kind,
+                guard: ast.If | None = None) -> None:
+        opt = self._source(step.optimizer)
+        func = step.call.func
+        stepper = self._source(func) + "(" + (opt if func.value is not step.optimizer else "") + ")"  # type: ignore[attr-defined]
         targets = ev.backward_targets(backward)
-        loss = source_of(targets[0]) if targets else "loss"
-        bwd = source_of(backward)
+        loss = self._source(targets[0]) if targets else "loss"
+        bwd = self._source(backward)
+        clear_line = (clear[0] if isinstance(clear, list) else clear).lineno if clear is not None else None
         if kind is Kind.NEVER_CLEARED:
             message = (
                 f"`{stepper}` runs after `{bwd}` in this loop, but `{opt}`'s gradients are never "
@@ -555,15 +576,15 @@ class MissingZeroGrad(IndexedRule):
             )
         elif kind is Kind.CLEARED_EACH_MICRO_BATCH:
             message = (
-                f"`{source_of(clear)}` (line {ix.line(clear)}) clears `{opt}`'s gradients on "
-                f"every iteration, but `{stepper}` runs only when `{source_of(guard.test)}`: "
+                f"`{self._source(clear)}` (line {clear_line}) clears `{opt}`'s gradients on "
+                f"every iteration, but `{stepper}` runs only when `{self._source(guard.test)}`: "
                 f"the gradients `{bwd}` accumulates over the micro-batches in between are "
                 f"thrown away, so each step applies the last micro-batch's gradient alone. "
                 f"Clear them right after the step, under the same condition."
             )
         else:
             message = (
-                f"`{source_of(clear)}` (line {ix.line(clear)}) clears the gradients that `{bwd}` "
+                f"`{self._source(clear)}` (line {clear_line}) clears the gradients that `{bwd}` "
                 f"just computed, before `{stepper}` applies them: every step applies zero "
                 f"gradients. Clear them before the backward pass or after the step."
             )
@@ -571,12 +592,40 @@ class MissingZeroGrad(IndexedRule):
             "kind": kind.value,
             "optimizer": opt,
             "loss": loss,
-            "step_line": ix.line(step.call),
-            "backward_line": ix.line(backward),
+            "step_line": step.call.lineno,
+            "backward_line": backward.lineno,
         }
-        if clear is not None:
-            data["clear_line"] = ix.line(clear)
+        if clear_line is not None:
+            data["clear_line"] = clear_line
         self.report(step.call, message, region=region, data=data)
+
+
+_COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
+             ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match,
+             getattr(ast, "TryStar", ast.Try))
+_TRIES = (ast.Try, getattr(ast, "TryStar", ast.Try))
+
+
+def _lines(statements: list[ast.stmt]) -> list[list[ast.stmt]]:
+    """``statements`` grouped by logical line: simple statements joined by ``;`` share
+    one; a compound statement is one of its own."""
+    out: list[list[ast.stmt]] = []
+    for stmt in statements:
+        if (out and not isinstance(stmt, _COMPOUND) and not isinstance(out[-1][-1], _COMPOUND)
+                and stmt.lineno == out[-1][-1].end_lineno):
+            out[-1].append(stmt)
+        else:
+            out.append([stmt])
+    return out
+
+
+def _block_holding(block: ast.AST | None, statement: ast.stmt) -> list[ast.stmt] | None:
+    """The statement list of ``block`` that holds ``statement``."""
+    for name in ("body", "orelse", "finalbody"):
+        body = getattr(block, name, None)
+        if isinstance(body, list) and any(s is statement for s in body):
+            return body
+    return None
 
 
 # -- runtime probe -----------------------------------------------------------------------

@@ -156,7 +156,7 @@ def cases(*, big: bool = False) -> list[Case]:
         Case("odd-line-breaks", odd_line_breaks(), frozenset({("ML001", 11)})),
         Case("nul-after-8k", nul_after_8k(), error="syntax-error"),
         Case("utf-16", utf16(), error="decode-error"),
-        Case("file-timeout", _after_train(many_training_functions(400_000)), error="timeout",
+        Case("file-timeout", _after_train(many_training_functions(1_500_000)), error="timeout",
              flags=("--file-timeout", "1")),
     ]
     if big:

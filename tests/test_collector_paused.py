@@ -13,6 +13,8 @@ from mllint.registry import all_rules
 
 ML001 = next(r for r in all_rules() if r.code == "ML001")
 CODE = ML001.INVALID[0].code  # a file with an ML001 finding
+ML006 = next(r for r in all_rules() if r.code == "ML006")
+GATED = ML006.INVALID[0].code  # ML006 has an ast gate; ML001 decides on ast itself
 
 
 def test_paused_while_a_file_is_linted_and_resumed_after(monkeypatch):
@@ -65,11 +67,11 @@ def test_paused_while_the_gates_judge_a_file_and_resumed_after(monkeypatch):
     monkeypatch.setattr(prefilter, "python_tree", parse)
     monkeypatch.setattr(prefilter, "_gate_admits", gate)
     assert gc.isenabled()
-    passed = prefilter.admitted(all_rules(), CODE)
-    assert ("parse", False) in seen and ("may_flag", False) in seen
+    passed = prefilter.admitted(all_rules(), GATED)
+    assert ("parse", False) in seen and ("checkpoint_may_flag", False) in seen
     assert all(enabled is False for _, enabled in seen)
     assert gc.isenabled()
-    assert "ML001" in {r.code for r in passed}
+    assert "ML006" in {r.code for r in passed}
 
 
 def test_resumed_when_a_gate_raises_past_its_guard(monkeypatch):
@@ -78,5 +80,5 @@ def test_resumed_when_a_gate_raises_past_its_guard(monkeypatch):
 
     monkeypatch.setattr(prefilter, "_gate_admits", crash)
     with pytest.raises(KeyboardInterrupt):
-        prefilter.admitted(all_rules(), CODE)
+        prefilter.admitted(all_rules(), GATED)
     assert gc.isenabled()

@@ -21,11 +21,11 @@ import libcst as cst
 from mllint.analysis.index import CodeIndex, Function, Origin
 from mllint.analysis.syntax import dotted_name, is_optimizer_constructor, names_in
 
-# How optimizers are recognised, defined with the stdlib-only ML001 gate.
-from mllint.gates.grads import BACKWARD_FUNCTIONS, EXTRA_OPTIMIZERS, OPTIMIZER_BASES  # noqa: F401
-from mllint.gates.grads import OPTIMIZER_PARAM as _OPTIMIZER_PARAM
-from mllint.gates.grads import CLEARING_NAME as _CLEARING_NAME
-from mllint.gates.grads import GRAD_ZEROING_FUNCTIONS, GRAD_ZEROING_METHODS
+# How optimizers are recognised, defined with ML001's analysis on ``ast``.
+from mllint.analysis.pyast.grads import BACKWARD_FUNCTIONS, EXTRA_OPTIMIZERS, OPTIMIZER_BASES  # noqa: F401
+from mllint.analysis.pyast.grads import OPTIMIZER_PARAM as _OPTIMIZER_PARAM
+from mllint.analysis.pyast.grads import CLEARING_NAME as _CLEARING_NAME
+from mllint.analysis.pyast.grads import GRAD_ZEROING_FUNCTIONS, GRAD_ZEROING_METHODS
 from mllint.prefilter import GAP, any_layout, dotted
 from mllint.project.roles import Role
 
