@@ -11,9 +11,8 @@ from typing import Any
 
 import libcst as cst
 
-from mllint.analysis.grads import BACKWARD_SIGNS, STEP_TEXT
-from mllint.analysis.pyast.grads import Events, GradEvents, Step
-from mllint.analysis.pyast.index import LOOPS, LoopChain, ModuleIndex, position
+from mllint.analysis.pyast.grads import BACKWARD_SIGNS, STEP_TEXT, Events, GradEvents, Step
+from mllint.analysis.pyast.index import LOOPS, TRIES, LoopChain, ModuleIndex, position
 from mllint.gates.resolve import dotted, of_type
 from mllint.rule import AstRule, Invalid, Valid
 from mllint.types import Verdict
@@ -300,11 +299,11 @@ class MissingZeroGrad(AstRule):
     def check(self, tree: ast.Module) -> None:
         if not self._may_step(tree):
             return
-        ix = ModuleIndex(tree, self.context.project, self.context.star_imports)
+        ix = ModuleIndex(tree, self.context.source, self.context.project, self.context.star_imports)
         events = GradEvents(ix)
         if not events.backwards:
             return
-        self._text = self.context.source
+        self._ix = ix
         reported: set[ast.AST] = set()
         for step in events.steps():
             if self._check_closure_clears_after_backward(ix, events, step):
@@ -324,9 +323,8 @@ class MissingZeroGrad(AstRule):
     def _source(self, node: ast.AST | list[ast.stmt]) -> str:
         """The code of a node (or of the statements of one line) on one line."""
         if isinstance(node, list):
-            return "; ".join(self._source(s) for s in node)
-        code = ast.get_source_segment(self._text, node) or ast.unparse(node)
-        return " ".join(code.split())
+            return "; ".join(self._ix.source(s) for s in node)
+        return self._ix.source(node)
 
     # -- never cleared -----------------------------------------------------------------
 
@@ -518,7 +516,7 @@ class MissingZeroGrad(AstRule):
         for anc in ix.ancestors(node):
             if anc is loop:
                 return True
-            if isinstance(anc, (ast.If, *LOOPS, *_TRIES, ast.IfExp)):
+            if isinstance(anc, (ast.If, *LOOPS, *TRIES, ast.IfExp)):
                 return False
         return False
 
@@ -600,10 +598,8 @@ class MissingZeroGrad(AstRule):
         self.report(step.call, message, region=region, data=data)
 
 
-_COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
-             ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match,
-             getattr(ast, "TryStar", ast.Try))
-_TRIES = (ast.Try, getattr(ast, "TryStar", ast.Try))
+_COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, *TRIES,
+             ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match)
 
 
 def _lines(statements: list[ast.stmt]) -> list[list[ast.stmt]]:

@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
+import ast
 import enum
 from dataclasses import dataclass
 from typing import Any
 
 import libcst as cst
 
-from mllint.analysis.flow import source_of
-from mllint.analysis.grads import BACKWARD_SIGNS, STEP_TEXT, GradEvents
-from mllint.analysis.index import (
+from mllint.analysis.pyast.grads import BACKWARD_SIGNS, STEP_TEXT, GradEvents
+from mllint.analysis.pyast.index import (
+    FUNCTIONS,
+    LOOPS,
     MAX_CALLER_DEPTH,
-    CodeIndex,
+    TRIES,
     GradMode,
-    IndexedRule,
     LoopChain,
+    ModuleIndex,
+    in_list,
+    names_in,
 )
-from mllint.analysis.loss import (
+from mllint.analysis.pyast.loss import (
+    ACCUMULATING_METHODS,
+    KNOWN_METER_METHODS,
     LOSS_TEXT,
     LossOracle,
     LossValue,
     accumulated_params,
     meter_classes,
-    names_in,
+    targets_of,
 )
-from mllint.analysis.syntax import dotted_name
-from mllint.gates.loss import ACCUMULATING_METHODS as _ACCUMULATING_METHODS
-from mllint.gates.loss import KNOWN_METER_METHODS
+from mllint.gates.resolve import dotted
 from mllint.prefilter import any_layout
-from mllint.rule import Invalid, Valid
+from mllint.rule import AstRule, Invalid, Valid
 from mllint.types import Verdict
 from mllint.verify.probe import Probe
 
@@ -63,16 +67,16 @@ class Kind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Accumulation:
-    node: cst.CSTNode  # what to report: the augmented assignment or the append call
-    target: cst.BaseExpression  # the accumulator as written (``meters["loss"]``)
-    value: cst.BaseExpression  # what is added to it
+    node: ast.AST  # what to report: the augmented assignment or the append call
+    target: ast.expr  # the accumulator as written (``meters["loss"]``)
+    value: ast.expr  # what is added to it
     #: ``+=`` / ``x = x + ...``: a new tensor, which has no graph under ``no_grad``.
     arithmetic: bool
     #: For a meter's method (``losses.update(loss, n)``): how it accumulates, in words.
     meter: str | None = None
 
 
-class LossTensorAccumulated(IndexedRule):
+class LossTensorAccumulated(AstRule):
     """
     ## What it does
     Finds a loss tensor that is accumulated or stored across loop iterations while it
@@ -132,7 +136,6 @@ class LossTensorAccumulated(IndexedRule):
     hint = "Accumulate `loss.item()` (or `loss.detach()`), not the loss tensor itself."
     # Cheapest first: ``all()`` stops at the first pattern a file lacks.
     REQUIRES = (any_layout(r"\+|append|extend|insert|update|add"), GRAD_ON_SIGNS, LOSS_TEXT)
-    GATE = "mllint.gates.loss:accumulation_may_flag"
     PROBE = "mllint.rules.ml004_loss_tensor_accumulated:LossTensorAccumulatedProbe"
 
     VALID = [
@@ -478,18 +481,26 @@ class LossTensorAccumulated(IndexedRule):
         ),
     ]
 
-    def check(self, index: CodeIndex) -> None:
-        events = GradEvents(index)
-        oracle = LossOracle(index, events)
-        checker = _Checker(index, events, oracle)
-        for acc in _accumulations(index) + meter_updates(index):
+    def check(self, tree: ast.Module) -> None:
+        ix = ModuleIndex(tree, self.context.source, self.context.project, self.context.star_imports)
+        self._ix = ix
+        accumulations = _accumulations(ix, self._source) + meter_updates(ix)
+        if not accumulations:
+            return
+        events = GradEvents(ix)
+        oracle = LossOracle(ix, events)
+        checker = _Checker(ix, events, oracle, self._source)
+        for acc in accumulations:
             verdict = checker.judge(acc)
             if verdict is not None:
-                self._report(index, acc, *verdict)
+                self._report(acc, *verdict)
 
-    def _report(self, ix: CodeIndex, acc: Accumulation, loss: LossValue, base: str, region, kind: Kind) -> None:
-        statement = source_of(acc.node)
-        loss_text = source_of(loss.expr)
+    def _source(self, node: ast.AST) -> str:
+        return self._ix.source(node)
+
+    def _report(self, acc: Accumulation, loss: LossValue, base: str, region, kind: Kind) -> None:
+        statement = self._source(acc.node)
+        loss_text = self._source(loss.expr)
         if kind is Kind.TRAINING:
             why = (
                 f"`{base}` lives across optimizer steps, so it keeps every step's graph "
@@ -510,7 +521,7 @@ class LossTensorAccumulated(IndexedRule):
         data = {
             "kind": kind.value,
             "accumulator": base,
-            "accumulator_expr": source_of(acc.target),
+            "accumulator_expr": self._source(acc.target),
             "loss": loss_text,
         }
         if acc.meter is not None:
@@ -518,21 +529,22 @@ class LossTensorAccumulated(IndexedRule):
         self.report(acc.node, message, region=region, data=data)
 
 
-def _accumulations(ix: CodeIndex) -> list[Accumulation]:
+def _accumulations(ix: ModuleIndex, source) -> list[Accumulation]:
     out = []
-    for node in ix.nodes.assigns:
-        if isinstance(node, cst.AugAssign) and isinstance(node.operator, cst.AddAssign):
-            out.append(Accumulation(node, node.target, node.value, True))
-        elif isinstance(node, cst.Assign) and len(node.targets) == 1:
-            target = node.targets[0].target
-            added = _added_to(node.value, source_of(target))
+    for node in ix.of_type(ast.AugAssign, ast.Assign):
+        if isinstance(node, ast.AugAssign):
+            if isinstance(node.op, ast.Add):
+                out.append(Accumulation(node, node.target, node.value, True))
+        elif len(node.targets) == 1:
+            target = node.targets[0]
+            added = _added_to(node.value, source(target), source)
             if added is not None:
                 out.append(Accumulation(node, target, added, True))
-    for call in ix.nodes.calls:
+    for call in ix.calls():
         func = call.func
-        if isinstance(func, cst.Attribute) and func.attr.value in _ACCUMULATING_METHODS:
-            positional = [a.value for a in call.args if a.keyword is None and not a.star]
-            index = _ACCUMULATING_METHODS[func.attr.value]
+        if isinstance(func, ast.Attribute) and func.attr in ACCUMULATING_METHODS:
+            positional = [a for a in call.args if not isinstance(a, ast.Starred)]
+            index = ACCUMULATING_METHODS[func.attr]
             if len(positional) > index:
                 out.append(Accumulation(call, func.value, positional[index], False))
     return out
@@ -542,79 +554,92 @@ def _accumulations(ix: CodeIndex) -> list[Accumulation]:
 _RESETS = frozenset({"clear", "reset"})
 
 
-def meter_updates(ix: CodeIndex) -> list[Accumulation]:
+def meter_updates(ix: ModuleIndex) -> list[Accumulation]:
     """Calls that hand a value to a meter which sums or stores it: a method of a
     same-module class that accumulates its parameter on ``self`` (``self.sum += val * n``,
     ``self.values.append(val)``), or ``update``/``add`` of a well-known meter class
-    defined elsewhere (``AverageMeter``: ``gates.loss.KNOWN_METER``)."""
+    defined elsewhere (``AverageMeter``: ``KNOWN_METER``)."""
     out = []
+    calls = [c for c in ix.calls() if isinstance(c.func, ast.Attribute) and (c.args or c.keywords)]
     # Only a method some class here accumulates in, or a known meter's, can add anything;
     # and only methods called with arguments here need looking at (a walk of each).
-    called = {c.func.attr.value for c in ix.nodes.calls
-              if isinstance(c.func, cst.Attribute) and c.args}
-    memo: dict[cst.FunctionDef, dict[cst.Param, Any]] = {}
+    called = {c.func.attr for c in calls}  # type: ignore[attr-defined]
+    memo: dict[ast.AST, dict[ast.arg, Any]] = {}
 
-    def accumulated(method: cst.FunctionDef) -> dict[cst.Param, Any]:
+    def accumulated(method) -> dict[ast.arg, Any]:
         if method not in memo:
             memo[method] = accumulated_params(method)
         return memo[method]
 
+    # A method can keep a parameter only through a sum or an append in its own body.
+    summing = {ix.function_of(n) for n in ix.of_type(ast.AugAssign, ast.Assign, ast.Call)
+               if _sums_or_appends(n)}
     wanted = KNOWN_METER_METHODS | {
-        f.name.value for c in ix.nodes.classes for f in c.body.body
-        if isinstance(f, cst.FunctionDef) and f.name.value in called and accumulated(f)
+        f.name for c in ix.of_type(ast.ClassDef) for f in c.body
+        if isinstance(f, FUNCTIONS) and f.name in called and f in summing and accumulated(f)
     }
-    for call in ix.nodes.calls:
+    for call in calls:
         func = call.func
-        if not isinstance(func, cst.Attribute) or func.attr.value not in wanted or not call.args:
+        method = func.attr  # type: ignore[attr-defined]
+        if method not in wanted:
             continue
-        method = func.attr.value
-        for cls in meter_classes(ix, func.value):
-            if isinstance(cls, cst.ClassDef):
+        for cls in meter_classes(ix, func.value):  # type: ignore[attr-defined]
+            if isinstance(cls, ast.ClassDef):
                 found = ix.class_methods(cls, method)
                 if found is None:
                     continue
                 for param, how in accumulated(found).items():
                     arg = ix.argument_for(call, found, param)
                     if arg is not None:
-                        out.append(Accumulation(call, func.value, arg, how.arithmetic,
-                                                f"`{cls.name.value}.{method}` {how.words}"))
+                        out.append(Accumulation(call, func.value, arg, how.arithmetic,  # type: ignore[attr-defined]
+                                                f"`{cls.name}.{method}` {how.words}"))
                 break
             if method in KNOWN_METER_METHODS:
                 arg = _known_meter_value(call)
                 if arg is not None:
-                    out.append(Accumulation(call, func.value, arg, True,
+                    out.append(Accumulation(call, func.value, arg, True,  # type: ignore[attr-defined]
                                             f"`{cls}` sums the values it is given"))
                 break
     return out
 
 
-def _known_meter_value(call: cst.Call) -> cst.BaseExpression | None:
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value in ("val", "value"):
-            return a.value
+def _sums_or_appends(node: ast.AST) -> bool:
+    """``x += ...``, ``x = a + b`` or ``x.append(...)`` (and kin): the statements through
+    which ``accumulated_params`` finds a parameter kept."""
+    if isinstance(node, ast.AugAssign):
+        return isinstance(node.op, ast.Add)
+    if isinstance(node, ast.Assign):
+        return isinstance(node.value, ast.BinOp) and isinstance(node.value.op, ast.Add)
+    return isinstance(node.func, ast.Attribute) and node.func.attr in ACCUMULATING_METHODS  # type: ignore[attr-defined]
+
+
+def _known_meter_value(call: ast.Call) -> ast.expr | None:
+    for k in call.keywords:
+        if k.arg in ("val", "value"):
+            return k.value
     first = call.args[0] if call.args else None
-    return first.value if first is not None and first.keyword is None and not first.star else None
+    return first if first is not None and not isinstance(first, ast.Starred) else None
 
 
-def _added_to(value: cst.BaseExpression, target: str) -> cst.BaseExpression | None:
+def _added_to(value: ast.expr, target: str, source) -> ast.expr | None:
     """For ``t = t + x`` (or ``t = a * t + b * x``), the sum without ``t``'s own terms."""
-    if not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
+    if not isinstance(value, ast.BinOp) or not isinstance(value.op, ast.Add):
         return None
-    terms = []
+    terms: list[ast.expr] = []
 
-    def collect(e: cst.BaseExpression) -> None:
-        if isinstance(e, cst.BinaryOperation) and isinstance(e.operator, cst.Add):
+    def collect(e: ast.expr) -> None:
+        if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add):
             collect(e.left)
             collect(e.right)
         else:
             terms.append(e)
 
     collect(value)
-    mine = [t for t in terms if target in {source_of(t)} | names_in(t)]
+    mine = [t for t in terms if target in {source(t)} | names_in(t)]
     others = [t for t in terms if not any(t is m for m in mine)]
     if not mine or not others:
         return None
-    return others[0] if len(others) == 1 else cst.List([cst.Element(t) for t in others])
+    return others[0] if len(others) == 1 else ast.List(elts=others, ctx=ast.Load())
 
 
 def _upstream(names: set[str], flows: list[tuple[set[str], set[str]]]) -> set[str]:
@@ -632,25 +657,26 @@ def _upstream(names: set[str], flows: list[tuple[set[str], set[str]]]) -> set[st
     return names
 
 
-def _base(target: cst.BaseExpression) -> str | None:
+def _base(target: ast.expr) -> str | None:
     """The variable an accumulator lives in: ``meters`` for ``meters["loss"]``."""
-    dotted = dotted_name(target)
-    if dotted is not None:
-        return dotted
-    if isinstance(target, (cst.Subscript, cst.Attribute)):
+    written = dotted(target)
+    if written is not None:
+        return written
+    if isinstance(target, (ast.Subscript, ast.Attribute)):
         return _base(target.value)
     return None
 
 
 class _Checker:
-    def __init__(self, index: CodeIndex, events: GradEvents, oracle: LossOracle) -> None:
+    def __init__(self, index: ModuleIndex, events: GradEvents, oracle: LossOracle, source) -> None:
         self.ix = index
         self.ev = events
         self.oracle = oracle
-        self._enabled: dict[int, bool] = {}
+        self.source = source
+        self._enabled: dict[ast.AST, bool] = {}
         self._switched_off: bool | None = None
 
-    def judge(self, acc: Accumulation) -> tuple[LossValue, str, cst.CSTNode, Kind] | None:
+    def judge(self, acc: Accumulation) -> tuple[LossValue, str, ast.AST, Kind] | None:
         ix = self.ix
         loss = self.oracle.carried_loss(acc.value, acc.node)
         base = _base(acc.target)
@@ -696,10 +722,10 @@ class _Checker:
         """(names assigned, names read) of every assignment in ``func``."""
         flows = []
         for node in self.ix.assigns_in_function(func):
-            if node.value is None:
+            if node.value is None:  # type: ignore[attr-defined]
                 continue
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            flows.append(({d for t in targets if (d := dotted_name(t))}, names_in(node.value)))
+            flows.append(({d for t in targets_of(node) if (d := dotted(t))},
+                          names_in(node.value)))  # type: ignore[attr-defined]
         return flows
 
     def _result_backpropagated(self, func, depth: int = 0) -> bool:
@@ -717,7 +743,7 @@ class _Checker:
                 return True
         return False
 
-    def _returned_by(self, func, call: cst.Call) -> bool:
+    def _returned_by(self, func, call: ast.Call) -> bool:
         """The value of ``call`` reaches a ``return`` of ``func``, through assignments."""
         flows = self._flows(func)
         reached = _upstream(self._assigned_from(func, call),
@@ -728,20 +754,19 @@ class _Checker:
                 return True
         return False
 
-    def _caller_backpropagates(self, call: cst.Call) -> bool:
+    def _caller_backpropagates(self, call: ast.Call) -> bool:
         """What ``call`` returns is back-propagated by the function that makes it, through
         the names it is assigned to."""
         caller = self.ix.function_of(call)
         fed = self.oracle.backwarded_names(caller)
         return bool(fed) and bool(self._assigned_from(caller, call) & fed)
 
-    def _assigned_from(self, func, call: cst.Call) -> set[str]:
+    def _assigned_from(self, func, call: ast.Call) -> set[str]:
         """The names ``func`` assigns a value holding ``call``'s result to."""
         out: set[str] = set()
         for node in self.ix.assigns_in_function(func):
-            if node.value is not None and self.ix.within(call, node.value):
-                targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-                out |= {d for t in targets if (d := dotted_name(t))}
+            if node.value is not None and self.ix.within(call, node.value):  # type: ignore[attr-defined]
+                out |= {d for t in targets_of(node) if (d := dotted(t))}
         return out
 
     def _persistent(self, acc: Accumulation, base: str) -> bool:
@@ -749,13 +774,14 @@ class _Checker:
         if "." in base or self.ix.function_of(acc.node) is None:
             return True
         root = acc.target
-        while isinstance(root, (cst.Subscript, cst.Attribute)):
+        while isinstance(root, (ast.Subscript, ast.Attribute)):
             root = root.value
-        if isinstance(root, cst.Name):
-            return any(self.ix.function_of(b) is None and not isinstance(b, cst.Param) for b in self.ix.bindings(root))
+        if isinstance(root, ast.Name):
+            return any(self.ix.function_of(b) is None and not isinstance(b, ast.arg)
+                       for b in self.ix.bindings(root))
         return False
 
-    def _lifetime(self, acc: Accumulation, base: str) -> list[cst.CSTNode]:
+    def _lifetime(self, acc: Accumulation, base: str) -> list[ast.AST]:
         """The loops whose iterations the accumulator outlives, innermost first; for an
         attribute or global written in a function that itself steps an optimizer (a
         ``train_step`` method), that function, whose calls are steps."""
@@ -778,28 +804,27 @@ class _Checker:
                 return [func]
         return []
 
-    def _resets(self, scope: cst.CSTNode, acc: Accumulation, base: str, depth: int = 0) -> bool:
+    def _resets(self, scope: ast.AST, acc: Accumulation, base: str, depth: int = 0) -> bool:
         """Each run of ``scope`` (a loop's iteration, a function's call) gives the
         accumulator a fresh value, unconditionally or together with an optimizer step."""
         ix = self.ix
-        func = scope if isinstance(scope, cst.FunctionDef) else ix.function_of(scope)
-        written = source_of(acc.target)
+        func = scope if isinstance(scope, FUNCTIONS) else ix.function_of(scope)
+        written = self.source(acc.target)
         for node in ix.assigns_in_function(func):
-            if node is acc.node or isinstance(node, cst.AugAssign) or node.value is None:
+            if node is acc.node or isinstance(node, ast.AugAssign) or node.value is None:  # type: ignore[attr-defined]
                 continue
-            if not ix.within(node, scope.body):
+            if not ix.in_body(node, scope):
                 continue
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
-            if any(dotted_name(t) == base or source_of(t) == written for t in targets):
-                if base in names_in(node.value):
+            if any(dotted(t) == base or self.source(t) == written for t in targets_of(node)):
+                if base in names_in(node.value):  # type: ignore[attr-defined]
                     continue  # ``total = total + x`` carries the old value on
                 if not ix.conditional_within(node, scope) or self._with_a_step(node, scope):
                     return True
         for call in ix.calls_in_function(func):
-            if not ix.within(call, scope.body) or ix.conditional_within(call, scope):
+            if not ix.in_body(call, scope) or ix.conditional_within(call, scope):
                 continue
-            if isinstance(call.func, cst.Attribute) and call.func.attr.value in _RESETS:
-                if dotted_name(call.func.value) == base:
+            if isinstance(call.func, ast.Attribute) and call.func.attr in _RESETS:
+                if dotted(call.func.value) == base:
                     return True
             callee = ix.resolve_call(call)
             if callee is not None and base.startswith("self.") and depth < MAX_CALLER_DEPTH:
@@ -807,25 +832,30 @@ class _Checker:
                     return True
         return False
 
-    def _with_a_step(self, node: cst.CSTNode, scope: cst.CSTNode) -> bool:
+    def _with_a_step(self, node: ast.AST, scope: ast.AST) -> bool:
         """``node`` sits in an ``if`` branch that also steps (``if (i + 1) % k == 0:
         opt.step(); total = 0``): the accumulator lives for one optimizer step."""
+        child = node
         for anc in self.ix.ancestors(node):
             if anc is scope:
                 return False
-            if isinstance(anc, cst.IndentedBlock) and isinstance(self.ix.parent(anc), (cst.If, cst.Else)):
-                return bool(self.ev.events_in(anc, self.ix.function_of(node)).step_calls)
+            branch = None
+            if isinstance(anc, ast.If):
+                branch = anc.body if in_list(child, anc.body) else anc.orelse if in_list(child, anc.orelse) else None
+            elif isinstance(anc, (*LOOPS, *TRIES)) and in_list(child, anc.orelse):
+                branch = anc.orelse
+            if branch is not None:
+                func = self.ix.function_of(node)
+                return any(self.ev.events_in(s, func).step_calls for s in branch)
+            child = anc
         return False
 
-    def _helper_resets(self, func: cst.FunctionDef, base: str) -> bool:
-        for stmt in func.body.body:
-            if isinstance(stmt, cst.SimpleStatementLine):
-                for small in stmt.body:
-                    if isinstance(small, cst.Assign) and any(dotted_name(t.target) == base for t in small.targets):
-                        return True
-        return False
+    @staticmethod
+    def _helper_resets(func, base: str) -> bool:
+        return any(isinstance(stmt, ast.Assign) and any(dotted(t) == base for t in stmt.targets)
+                   for stmt in func.body)
 
-    def _kind(self, acc: Accumulation, loss: LossValue, outer: cst.CSTNode) -> Kind | None:
+    def _kind(self, acc: Accumulation, loss: LossValue, outer: ast.AST) -> Kind | None:
         ix = self.ix
         func = ix.function_of(outer)
         inside = self.ev.events_in(outer, func)
@@ -834,7 +864,7 @@ class _Checker:
         if inside.backwards:
             # Backward on every iteration but the step outside these loops: micro-batches
             # of one step, whose graphs are freed once the step is done.
-            around = self.ev.summary(func) if func is not None else self.ev.events_in(ix.module, None)
+            around = self.ev.summary(func) if func is not None else self.ev.events_in(ix.tree, None)
             return None if around.step_calls else Kind.TRAINING
         if any(self.ev.events_in(loop, func).step_calls for loop in ix.loops_of(outer)):
             # ``for i in range(n_classes): part += loss_i`` inside a training step, reset
@@ -847,17 +877,16 @@ class _Checker:
             return None if self._grad_switched_off_globally() else Kind.EVALUATION
         return None
 
-    def _grad_enabled(self, node: cst.CSTNode, depth: int) -> bool:
+    def _grad_enabled(self, node: ast.AST, depth: int) -> bool:
         """Whether the code around ``node`` provably runs with autograd on: it is a script's
         module-level entry code, its function back-propagates, or a same-module caller
         calls that function with autograd on."""
         func = self.ix.function_of(node)
         if func is None:
             return self._script_entry(node)
-        key = id(func)
-        if key in self._enabled:
-            return self._enabled[key]
-        self._enabled[key] = False  # recursion guard
+        if func in self._enabled:
+            return self._enabled[func]
+        self._enabled[func] = False  # recursion guard
         result = bool(self.ev.summary(func).backwards)
         if not result and depth < MAX_CALLER_DEPTH:
             for site in self.ix.call_sites(func):
@@ -867,36 +896,34 @@ class _Checker:
                 ):
                     result = True
                     break
-        self._enabled[key] = result
+        self._enabled[func] = result
         return result
 
-    def _script_entry(self, node: cst.CSTNode) -> bool:
+    def _script_entry(self, node: ast.AST) -> bool:
         """``node`` is in module-level code a script runs: a top-level loop, the
         ``if __name__ == "__main__":`` block, or a bare top-level call (``main()``).
         Anything else at module level (an assignment, a ``with`` or ``try``) is not taken
         as proof; ``GRAD_ON_TEXT`` relies on this list."""
         top = node
         for anc in self.ix.ancestors(node):
-            if isinstance(anc, cst.Module):
+            if isinstance(anc, ast.Module):
                 break
             top = anc
-        if isinstance(top, (cst.For, cst.While)):
+        if isinstance(top, LOOPS):
             return True
-        if isinstance(top, cst.If):
-            return "__main__" in source_of(top.test)
-        if isinstance(top, cst.SimpleStatementLine) and top.body:
-            first = top.body[0]
-            return isinstance(first, cst.Expr) and isinstance(first.value, cst.Call)
-        return False
+        if isinstance(top, ast.If):
+            return "__main__" in self.source(top.test)
+        return isinstance(top, ast.Expr) and isinstance(top.value, ast.Call)
 
     def _grad_switched_off_globally(self) -> bool:
         """``torch.set_grad_enabled(False)`` as a statement: we cannot tell where it holds.
         (Once per module: every evaluation-kind accumulation asks.)"""
         if self._switched_off is None:
             self._switched_off = any(
-                self.ix.qualified(call.func) & {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}
-                and isinstance(self.ix.parent(call), cst.Expr)
-                for call in self.ix.nodes.calls)
+                isinstance(self.ix.parent(call), ast.Expr)
+                and (dotted(call.func) or "").rsplit(".", 1)[-1] == "set_grad_enabled"
+                and self.ix.qualified(call.func) & {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}
+                for call in self.ix.calls())
         return self._switched_off
 
 

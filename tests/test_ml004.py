@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from mllint.analysis.loss import LOSS_CALLEE, LOSS_FUNCTIONS, LOSS_TEXT
+from mllint.analysis.pyast.loss import LOSS_CALLEE, LOSS_FUNCTIONS, LOSS_TEXT
 from mllint.engine import lint_path, lint_text
 from mllint.registry import rule_by_code
 

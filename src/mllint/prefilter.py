@@ -28,6 +28,7 @@ import ast
 import functools
 import importlib
 import re
+import sys
 import warnings
 
 try:  # the regex parser ``re`` itself uses (``sre_parse`` before Python 3.11)
@@ -341,11 +342,31 @@ def _python_parse(text: str) -> object:
         with warnings.catch_warnings():
             # Invalid escape sequences and the like are the user's business, not ours.
             warnings.simplefilter("ignore")
-            result: object = ast.parse(text)
+            result: object = _parse_as_python_would(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         result = exc
     _LAST[0], _LAST[1] = text, result
     return result
+
+
+#: Python's default recursion limit. The engine lints on a thread with a far higher one
+#: (``engine.lint.on_deep_stack``), under which Python's parser accepts code nested more
+#: deeply than ``python`` itself can compile: such a file is judged at Python's own limit.
+PYTHON_RECURSION_LIMIT = 1000
+
+
+def _parse_as_python_would(text: str) -> ast.Module:
+    limit = sys.getrecursionlimit()
+    if limit <= PYTHON_RECURSION_LIMIT:
+        return ast.parse(text)
+    try:
+        sys.setrecursionlimit(PYTHON_RECURSION_LIMIT)
+    except RecursionError:  # already deeper than that: judge at the limit in force
+        return ast.parse(text)
+    try:
+        return ast.parse(text)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def source_of(tree: ast.Module) -> str | None:

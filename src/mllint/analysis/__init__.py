@@ -8,11 +8,10 @@ go to the project model in ``mllint.project``, which these analyses consult.
 - ``syntax``: resolving dotted and qualified names, call arguments.
 - ``index``: functions, loops, calls and assignments of a module, collected once.
 - ``flow``: following a name back to what was assigned to it.
-- ``grads``: backward passes, optimizer steps and gradient clearing (ML001, ML004).
-- ``loss``: which expressions hold a loss tensor still carrying its graph (ML004).
 - ``training``: where training steps run, and which optimizer each belongs to (ML006, ML008).
 - ``validation``: validation passes, their mode, autograd state and data (ML002, ML003, ML007).
-- ``pyast``: scopes and value flow on Python's ``ast`` (ML005).
+- ``pyast``: the same questions on Python's ``ast``, for the rules that decide on it
+  (ML001, ML004, ML005): scopes, value flow, the module index, gradient events, losses.
 
 The cheap stages that decide whether a file needs this analysis at all are in
 ``mllint.prefilter`` (literal signs) and ``mllint.gates`` (Python's ``ast``).

@@ -10,8 +10,6 @@ lexical and lazy: nothing is computed for a file unless a rule asks.
 
 from __future__ import annotations
 
-import enum
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -35,31 +33,12 @@ MAX_TRACE_DEPTH = 6
 MAX_CALLER_DEPTH = 4
 MAX_CHAINS = 8
 
-_NO_GRAD = {
-    "torch.no_grad",
-    "torch.inference_mode",
-    "torch.autograd.no_grad",
-    "torch.autograd.inference_mode",
-    "torch.autograd.grad_mode.no_grad",
-    "torch.autograd.grad_mode.inference_mode",
-}
-#: The final name of a wrapper that disables autograd, when torch does not define it.
-_NO_GRAD_WORD = re.compile(r"no_?grad|inference_mode", re.IGNORECASE)
-_ENABLE_GRAD = {"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"}
-_SET_GRAD_ENABLED = {
-    "torch.set_grad_enabled",
-    "torch.autograd.set_grad_enabled",
-    "torch.autograd.grad_mode.set_grad_enabled",
-}
-
-
-class GradMode(enum.Enum):
-    """Autograd's state around a node, as far as the enclosing code shows it."""
-
-    DISABLED = "disabled"  # no_grad / inference_mode / set_grad_enabled(False)
-    MAYBE_DISABLED = "maybe-disabled"  # set_grad_enabled(<expr>)
-    ENABLED = "enabled"  # enable_grad / set_grad_enabled(True)
-    INHERITED = "inherited"  # nothing lexical: whatever the caller had
+# Autograd's states and the names that switch it, defined once with the ``ast`` index.
+from mllint.analysis.pyast.index import ENABLE_GRAD as _ENABLE_GRAD  # noqa: E402
+from mllint.analysis.pyast.index import NO_GRAD as _NO_GRAD  # noqa: E402
+from mllint.analysis.pyast.index import NO_GRAD_WORD as _NO_GRAD_WORD  # noqa: E402
+from mllint.analysis.pyast.index import SET_GRAD_ENABLED as _SET_GRAD_ENABLED  # noqa: E402
+from mllint.analysis.pyast.index import GradMode  # noqa: E402,F401
 
 
 @dataclass

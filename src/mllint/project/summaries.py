@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mllint.gates.loss import GRAPH_KEEPING_METHODS, LOSS_FUNCTIONS
+from mllint.analysis.pyast.loss import GRAPH_KEEPING_METHODS, LOSS_FUNCTIONS
 from mllint.gates.resolve import Imports, dotted, of_type
 from mllint.gates.training import BACKWARD_METHODS, SAVE_FUNCTIONS
 from mllint.optimizer_names import looks_like_optimizer

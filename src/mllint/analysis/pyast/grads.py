@@ -19,11 +19,23 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from mllint.analysis.pyast.index import Function, ModuleIndex, Origin, position
+from mllint.analysis.pyast.index import Function, ModuleIndex, Origin, names_in, position
 from mllint.analysis.pyast.scopes import PlainImports, default_of
 from mllint.gates.resolve import dotted
 from mllint.optimizer_names import is_optimizer_constructor
+from mllint.prefilter import GAP, any_layout
+from mllint.prefilter import dotted as dotted_text
 from mllint.project.roles import Role
+
+#: ``x.backward``, ``from torch.autograd import backward``, ``x.step``: the rules'
+#: prefilter signs (every backward call and step this module recognises leaves one in a
+#: file), written for any layout (``GAP`` between tokens, comments inside a bracketed
+#: import), so the prefilter needs no normalised copies of the text for them.
+BACKWARD_SIGNS = (
+    any_layout(dotted_text(r"backward\b")),
+    any_layout(rf"from(?:\s|\\)+torch{GAP}\.{GAP}autograd(?:\s|\\)+import(?:[^;#]|#[^\r\n]*(?![^\r\n]))*?\bbackward\b"),
+)
+STEP_TEXT = any_layout(dotted_text(r"step\b"))
 
 BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
 OPTIMIZER_BASES = frozenset({"torch.optim.Optimizer", "torch.optim.optimizer.Optimizer"})
@@ -131,12 +143,9 @@ class GradEvents:
                 self._clears.append(Clear(call, None))
             elif CLEARING_NAME.search(method) and self.ix.resolve_call(call) is None:
                 self._clears.append(Clear(call, None))
-            if method in ("backward", "_foreach_zero_"):
-                names = self.ix.qualified(func)
-                if method == "_foreach_zero_" and names & GRAD_ZEROING_FUNCTIONS:
-                    self._clears.append(Clear(call, None))
-                elif method == "backward" and names & BACKWARD_FUNCTIONS and call not in self._backwards:
-                    self._backwards.append(call)
+            # (``torch.autograd.backward(...)`` is a ``.backward`` call: recorded above.)
+            if method == "_foreach_zero_" and self.ix.qualified(func) & GRAD_ZEROING_FUNCTIONS:
+                self._clears.append(Clear(call, None))
         elif isinstance(func, ast.Name):
             if func.id in self._imported:  # ``from torch.autograd import backward as bw``
                 names = self.ix.qualified(func)
@@ -492,27 +501,10 @@ def _parameter_calls(expr: ast.expr) -> list[ast.expr] | None:
     return [r for i in inner for r in i]  # type: ignore[union-attr]
 
 
-def _names_in(expr: ast.AST) -> set[str]:
-    """Dotted names (``loss``, ``self.total``) read anywhere in an expression."""
-    found: set[str] = set()
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Attribute):
-            name = dotted(node)
-            if name is not None:
-                found.add(name)
-                continue
-        elif isinstance(node, ast.Name):
-            found.add(node.id)
-        stack.extend(ast.iter_child_nodes(node))
-    return found
-
-
 def _mentions(expr: ast.AST, names: set[str | None]) -> bool:
     """Whether ``expr`` reads any of ``names`` (dotted), or an attribute of one."""
     return any(read == name or read.startswith(f"{name}.")
-               for read in _names_in(expr) for name in names if name is not None)
+               for read in names_in(expr) for name in names if name is not None)
 
 
 def _is_grad_attribute(expr: ast.expr) -> bool:

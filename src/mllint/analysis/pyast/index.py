@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ast
 import builtins
+import enum
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,10 +35,40 @@ MAX_CALLER_DEPTH = 4
 MAX_CHAINS = 8
 
 _BUILTINS = frozenset(dir(builtins))
+#: The line breaks ``ast`` counts lines by (not ``str.splitlines``', which has more).
+_LINE_BREAKS = re.compile(r"(\r\n|\r|\n)")
+
+#: What turns autograd off, on, or either way around a block (``with``, decorators).
+NO_GRAD = frozenset({
+    "torch.no_grad",
+    "torch.inference_mode",
+    "torch.autograd.no_grad",
+    "torch.autograd.inference_mode",
+    "torch.autograd.grad_mode.no_grad",
+    "torch.autograd.grad_mode.inference_mode",
+})
+#: The final name of a wrapper that disables autograd, when torch does not define it.
+NO_GRAD_WORD = re.compile(r"no_?grad|inference_mode", re.IGNORECASE)
+ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad",
+                         "torch.autograd.grad_mode.enable_grad"})
+SET_GRAD_ENABLED = frozenset({
+    "torch.set_grad_enabled",
+    "torch.autograd.set_grad_enabled",
+    "torch.autograd.grad_mode.set_grad_enabled",
+})
+
+
+class GradMode(enum.Enum):
+    """Autograd's state around a node, as far as the enclosing code shows it."""
+
+    DISABLED = "disabled"  # no_grad / inference_mode / set_grad_enabled(False)
+    MAYBE_DISABLED = "maybe-disabled"  # set_grad_enabled(<expr>)
+    ENABLED = "enabled"  # enable_grad / set_grad_enabled(True)
+    INHERITED = "inherited"  # nothing lexical: whatever the caller had
 #: Roots a star import brings in so commonly that an unbound one means that module.
 _STAR_ROOTS = frozenset({"torch"})
 _CONDITIONAL = (ast.If, ast.IfExp, ast.ExceptHandler, ast.match_case, ast.BoolOp)
-_TRIES = (ast.Try, getattr(ast, "TryStar", ast.Try))
+TRIES = (ast.Try, getattr(ast, "TryStar", ast.Try))
 
 
 def position(node: ast.AST) -> tuple[int, int, int, int]:
@@ -46,8 +78,30 @@ def position(node: ast.AST) -> tuple[int, int, int, int]:
             -node.end_lineno, -node.end_col_offset)  # type: ignore[attr-defined]
 
 
+def start(node: ast.AST) -> tuple[int, int]:
+    """Where ``node`` starts (line, column)."""
+    return (node.lineno, node.col_offset)  # type: ignore[attr-defined]
+
+
 def in_list(node: ast.AST, items: list) -> bool:
     return any(item is node for item in items)
+
+
+def names_in(expr: ast.AST) -> set[str]:
+    """Dotted names (``loss``, ``self.total``) read anywhere in an expression."""
+    found: set[str] = set()
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Attribute):
+            name = dotted(node)
+            if name is not None:
+                found.add(name)
+                continue
+        elif isinstance(node, ast.Name):
+            found.add(node.id)
+        stack.extend(ast.iter_child_nodes(node))
+    return found
 
 
 @dataclass(frozen=True)
@@ -75,8 +129,12 @@ class Origin:
 class ModuleIndex:
     """Lexical questions about one module's ``ast``."""
 
-    def __init__(self, tree: ast.Module, project=None, star_imports: bool = False) -> None:
+    def __init__(self, tree: ast.Module, text: str = "", project=None,
+                 star_imports: bool = False) -> None:
         self.tree = tree
+        self.text = text
+        self._lines: list[str] | None = None
+        self._ascii: dict[int, bool] = {}
         #: The project model's view (``project.model.ProjectView``), if any.
         self.project = project
         self.star_imports = star_imports
@@ -84,6 +142,7 @@ class ModuleIndex:
         self._parents = parents(tree)
         self._function_of: dict[ast.AST, Function | None] = {}
         self._calls_by_function: dict[ast.AST | None, list[ast.Call]] | None = None
+        self._assigns_by_function: dict[ast.AST | None, list[ast.stmt]] | None = None
         self._call_sites: dict[ast.AST, list[ast.Call]] | None = None
         self._resolved: dict[ast.Call, Function | None] = {}
         self._self_assigns: dict[tuple[ast.ClassDef, str], list[ast.expr]] | None = None
@@ -98,6 +157,39 @@ class ModuleIndex:
         found.sort(key=position)
         return found
 
+    # -- text ----------------------------------------------------------------------------
+
+    def source(self, node: ast.AST) -> str:
+        """The code of ``node`` on one line, for messages (``ast.get_source_segment``,
+        whitespace runs made one blank, without splitting the text on every call)."""
+        if self._lines is None:
+            self._lines = _LINE_BREAKS.split(self.text)
+            # ``split`` with a group keeps the breaks apart: join each line to its break.
+            self._lines = [a + b for a, b in zip(self._lines[::2], [*self._lines[1::2], ""])]
+        lines = self._lines
+        if getattr(node, "end_lineno", None) is None:  # made here, not parsed
+            return " ".join(ast.unparse(node).split())
+        first, last = node.lineno - 1, node.end_lineno - 1  # type: ignore[attr-defined]
+        if not (0 <= first <= last < len(lines)):
+            return " ".join(ast.unparse(node).split())
+        begin = self._column(first, node.col_offset)  # type: ignore[attr-defined]
+        end = self._column(last, node.end_col_offset)  # type: ignore[attr-defined]
+        if first == last:
+            code = lines[first][begin:end]
+        else:
+            code = lines[first][begin:] + "".join(lines[first + 1:last]) + lines[last][:end]
+        return " ".join(code.split())
+
+    def _column(self, line: int, byte_offset: int) -> int:
+        """A column in characters, from ``ast``'s column in UTF-8 bytes."""
+        text = self._lines[line]  # type: ignore[index]
+        plain = self._ascii.get(line)
+        if plain is None:
+            plain = self._ascii[line] = text.isascii()
+        if plain:
+            return byte_offset
+        return len(text.encode("utf-8")[:byte_offset].decode("utf-8", "replace"))
+
     # -- where a node sits ---------------------------------------------------------------
 
     def parent(self, node: ast.AST) -> ast.AST | None:
@@ -111,6 +203,16 @@ class ModuleIndex:
 
     def within(self, node: ast.AST, container: ast.AST) -> bool:
         return node is container or any(a is container for a in self.ancestors(node))
+
+    def in_body(self, node: ast.AST, owner: ast.AST) -> bool:
+        """``node`` lies in the body of ``owner`` (a loop's or a function's), not in its
+        header nor in an ``else`` block."""
+        child = node
+        for anc in self.ancestors(node):
+            if anc is owner:
+                return in_list(child, owner.body)  # type: ignore[attr-defined]
+            child = anc
+        return False
 
     def statement_of(self, node: ast.AST) -> ast.stmt | None:
         cur: ast.AST | None = node
@@ -172,7 +274,7 @@ class ModuleIndex:
                 return True
             if isinstance(anc, LOOPS) and in_list(child, anc.body):
                 return True
-            if isinstance(anc, _TRIES) and in_list(child, anc.orelse):
+            if isinstance(anc, TRIES) and in_list(child, anc.orelse):
                 return True
             child = anc
         return False
@@ -213,10 +315,12 @@ class ModuleIndex:
         return [b.node for b in self.scopes.bindings(name)[1]]
 
     def qualified(self, expr: ast.AST) -> set[str]:
-        """The qualified names a name or dotted chain may denote: through the module's
-        imports (``F.softmax`` -> ``torch.nn.functional.softmax``), a builtin when nothing
-        binds it (``builtins.range``), and ``torch.x`` from a star import when nothing
-        binds ``torch``. Names bound only locally give nothing."""
+        """The qualified names a name or dotted chain may denote, as libcst's
+        ``QualifiedNameProvider`` gives them: through the module's imports (``F.softmax``
+        -> ``torch.nn.functional.softmax``), a name the module defines
+        (``FocalLoss``, ``train.<locals>.criterion``), a builtin when nothing binds it
+        (``builtins.range``), and ``torch.x`` from a star import when nothing binds
+        ``torch``."""
         name = dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
         if name is None:
             return set()
@@ -226,14 +330,65 @@ class ModuleIndex:
         rest = name.partition(".")[2]
         found = self.scopes.bindings(head)[1]  # type: ignore[arg-type]
         if found:
-            return {f"{b.imported}.{rest}" if rest else b.imported
-                    for b in found if b.imported is not None}
+            out: set[str] = set()
+            for b in found:
+                base = b.imported if b.imported is not None else _scope_prefix(b.scope) + head.id  # type: ignore[attr-defined]
+                out.add(f"{base}.{rest}" if rest else base)
+            return out
         first = head.id  # type: ignore[attr-defined]
         if first in _BUILTINS:
             return {f"builtins.{name}"}
         if first in _STAR_ROOTS and self.star_imports:
             return {name}
         return set()
+
+    # -- autograd state ------------------------------------------------------------------
+
+    def grad_mode(self, node: ast.AST) -> GradMode:
+        """Autograd's state at ``node`` from ``with`` blocks and decorators of its
+        function; ``INHERITED`` when only the caller can tell."""
+        child = node
+        for anc in self.ancestors(node):
+            if isinstance(anc, (ast.With, ast.AsyncWith)) and in_list(child, anc.body):
+                for item in anc.items:
+                    mode = self._mode_of_manager(item.context_expr)
+                    if mode is not None:
+                        return mode
+            if isinstance(anc, FUNCTIONS) and in_list(child, anc.body):
+                for dec in anc.decorator_list:
+                    mode = self._mode_of_manager(dec)
+                    if mode is not None:
+                        return mode
+                return GradMode.INHERITED
+            child = anc
+        return GradMode.INHERITED
+
+    def _mode_of_manager(self, expr: ast.expr) -> GradMode | None:
+        callee = expr.func if isinstance(expr, ast.Call) else expr
+        names = self.qualified(callee)
+        if names & NO_GRAD or self._named_no_grad(callee, names):
+            return GradMode.DISABLED
+        if names & ENABLE_GRAD:
+            return GradMode.ENABLED
+        if names & SET_GRAD_ENABLED and isinstance(expr, ast.Call) and (expr.args or expr.keywords):
+            value = expr.args[0] if expr.args else expr.keywords[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, bool):
+                return GradMode.ENABLED if value.value else GradMode.DISABLED
+            return GradMode.MAYBE_DISABLED
+        return None
+
+    @staticmethod
+    def _named_no_grad(callee: ast.expr, names: set[str]) -> bool:
+        """A decorator or context manager torch does not define whose name says it turns
+        autograd off (yolov5's ``@smart_inference_mode()``, ``@torch_no_grad``): a
+        finding that needs autograd on would be a guess against the author's own word."""
+        if any(n.startswith("torch.") for n in names):
+            return False  # torch's own names are known exactly (``NO_GRAD``)
+        written = {n.rsplit(".", 1)[-1] for n in names}
+        name = dotted(callee)
+        if name is not None:
+            written.add(name.rsplit(".", 1)[-1])
+        return any(NO_GRAD_WORD.search(w) for w in written)
 
     # -- functions and calls -------------------------------------------------------------
 
@@ -248,6 +403,16 @@ class ModuleIndex:
                 groups.setdefault(self.function_of(call), []).append(call)
             self._calls_by_function = groups
         return self._calls_by_function.get(func, [])
+
+    def assigns_in_function(self, func: Function | None) -> list[ast.stmt]:
+        """The assignments (``=``, ``+=``, annotated) ``func`` itself holds (``None``:
+        module level), in source order."""
+        if self._assigns_by_function is None:
+            groups: dict[ast.AST | None, list[ast.stmt]] = {}
+            for node in self.of_type(ast.Assign, ast.AugAssign, ast.AnnAssign):
+                groups.setdefault(self.function_of(node), []).append(node)
+            self._assigns_by_function = groups
+        return self._assigns_by_function.get(func, [])
 
     def returns_of(self, func: Function) -> list[ast.Return]:
         """The ``return`` statements of ``func`` (not of functions nested in it)."""
@@ -474,3 +639,14 @@ class ModuleIndex:
         if self.project is None or callee is None or self.resolve_call(call) is not None:
             return False
         return self.project.function(callee) is not None
+
+
+def _scope_prefix(scope) -> str:
+    """The prefix libcst gives the names a scope defines: ``""`` at module level,
+    ``train.<locals>.`` in a function, ``Trainer.`` in a class body."""
+    parts: list[str] = []
+    while scope is not None and scope.kind != "module":
+        name = getattr(scope.node, "name", None) or f"<{type(scope.node).__name__.lower()}>"
+        parts.append(f"{name}.<locals>." if scope.kind == "function" else f"{name}.")
+        scope = scope.parent
+    return "".join(reversed(parts))
