@@ -649,8 +649,6 @@ class NoGradProbe(Probe):
 
 # -- fix (mllint.fixes): kept apart from the check above -------------------------------------
 
-import libcst as cst  # noqa: E402
-
 from mllint.fixes import Fix, FixFile, FixSpec  # noqa: E402
 
 

@@ -1037,7 +1037,7 @@ _DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 
 
 def _fix(file: FixFile, finding) -> Fix | None:
-    optimizer, model = finding.data.get("optimizer"), finding.data.get("model")
+    optimizer = finding.data.get("optimizer")
     save = file.node_for(finding, cst.Call)
     if save is None or not save.args or not isinstance(optimizer, str):
         return None

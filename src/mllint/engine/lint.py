@@ -24,7 +24,7 @@ from mllint.notebook import is_notebook, map_result, read_notebook
 from mllint.prefilter import admitted, python_syntax_error, python_tree
 from mllint.rule import AstRule, FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
-from mllint.types import ErrorKind, FileError, FileResult, Finding, Position
+from mllint.types import ErrorKind, FileError, FileResult, Position
 
 T = TypeVar("T")
 

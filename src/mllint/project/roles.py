@@ -163,12 +163,3 @@ def _set(value: object) -> bool:
     """A dropout probability or norm argument that switches the behaviour on (an unknown
     value counts as on; absent, ``0`` and ``None`` as off)."""
     return value is not None and not (isinstance(value, (int, float)) and float(value) == 0)
-    last = qname.rsplit(".", 1)[-1]
-    if MODE_LAYERS.search(last):
-        return True
-    if last.startswith(("InstanceNorm", "LazyInstanceNorm")):
-        return "track_running_stats" in kwargs and kwargs["track_running_stats"] is not False
-    if last in ("RNN", "LSTM", "GRU", "MultiheadAttention"):
-        p = kwargs.get("dropout")
-        return p is not None and not (isinstance(p, (int, float)) and float(p) == 0)
-    return False
