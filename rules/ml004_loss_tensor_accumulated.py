@@ -139,6 +139,40 @@ class LossTensorAccumulated(AstRule):
     PROBE = "mllint.rules.ml004_loss_tensor_accumulated:LossTensorAccumulatedProbe"
 
     VALID = [
+        Valid(  # inputs kept for later are no loss: only what is back-propagated as is
+            """
+            import torch.nn.functional as F
+
+            fixed = []
+            for x, _ in test_loader:
+                fixed.append(x)
+            for x, y in train_loader:
+                optimizer.zero_grad()
+                F.mse_loss(model(x), y).backward()
+                optimizer.step()
+            """
+        ),
+        Valid(  # a per-batch sum over scales, returned in a dict the caller back-propagates
+            """
+            import torch.nn.functional as F
+
+            class Trainer:
+                def compute_losses(self, outputs, target):
+                    losses = {}
+                    total = 0
+                    for scale in range(4):
+                        total += F.l1_loss(outputs[scale], target)
+                    losses["loss"] = total / 4
+                    return losses
+
+                def run_epoch(self):
+                    for x, y in self.loader:
+                        outputs, losses = self.model(x), self.compute_losses(self.model(x), y)
+                        self.optimizer.zero_grad()
+                        losses["loss"].backward()
+                        self.optimizer.step()
+            """
+        ),
         Valid(
             """
             import torch.nn.functional as F
@@ -657,6 +691,17 @@ def _upstream(names: set[str], flows: list[tuple[set[str], set[str]]]) -> set[st
     return names
 
 
+def _written(target: ast.expr) -> set[str]:
+    """The variables an assignment target writes: ``x``, ``self.x``, both names of
+    ``a, b``, and ``losses`` for ``losses["loss"]``."""
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return set().union(*(_written(e) for e in target.elts))
+    if isinstance(target, ast.Starred):
+        return _written(target.value)
+    base = _base(target)
+    return {base} if base is not None else set()
+
+
 def _base(target: ast.expr) -> str | None:
     """The variable an accumulator lives in: ``meters`` for ``meters["loss"]``."""
     written = dotted(target)
@@ -724,7 +769,8 @@ class _Checker:
         for node in self.ix.assigns_in_function(func):
             if node.value is None:  # type: ignore[attr-defined]
                 continue
-            flows.append(({d for t in targets_of(node) if (d := dotted(t))},
+            # ``losses["loss"] = total`` writes into ``losses``.
+            flows.append(({d for t in targets_of(node) for d in _written(t)},
                           names_in(node.value)))  # type: ignore[attr-defined]
         return flows
 
@@ -762,11 +808,12 @@ class _Checker:
         return bool(fed) and bool(self._assigned_from(caller, call) & fed)
 
     def _assigned_from(self, func, call: ast.Call) -> set[str]:
-        """The names ``func`` assigns a value holding ``call``'s result to."""
+        """The names ``func`` assigns a value holding ``call``'s result to (``outputs,
+        losses = self.process_batch(x)`` assigns it to both)."""
         out: set[str] = set()
         for node in self.ix.assigns_in_function(func):
             if node.value is not None and self.ix.within(call, node.value):  # type: ignore[attr-defined]
-                out |= {d for t in targets_of(node) if (d := dotted(t))}
+                out |= {d for t in targets_of(node) for d in _written(t)}
         return out
 
     def _persistent(self, acc: Accumulation, base: str) -> bool:

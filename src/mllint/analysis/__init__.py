@@ -6,7 +6,6 @@ Rules ask these questions of the file they are checking; questions about *other*
 go to the project model in ``mllint.project``, which these analyses consult.
 
 - ``syntax``: resolving dotted and qualified names, call arguments.
-- ``index``: functions, loops, calls and assignments of a module, collected once.
 - ``flow``: following a name back to what was assigned to it.
 - ``training``: where training steps run, and which optimizer each belongs to (ML006, ML008).
 - ``validation``: validation passes, their mode, autograd state and data (ML002, ML003, ML007).

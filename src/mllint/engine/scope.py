@@ -25,7 +25,7 @@ What mllint's analyses read, and so what must (and does) match libcst exactly:
 - ``ScopeProvider[node]`` for names and ``def``s, compared by identity (``id(scope)``);
 - ``scope[name]`` -> assignments with ``.scope``/``.node``; ``scope.assignments[name]``
   -> ``.node`` and ``.references`` -> ``.node``; ``scope.accesses[name]`` -> ``.referents``
-  -> ``.node`` (``analysis.flow``, ``analysis.index``, ML006).
+  -> ``.node`` (``analysis.flow``, ML006).
 The walk also yields the ``ParentNodeProvider`` mapping (every node's parent).
 """
 

@@ -318,26 +318,44 @@ class ProjectView:
 
     def callers_elsewhere(self, qualname: str) -> list[tuple[ModuleSummary, CallSite]]:
         """Calls, in other modules of the project, of this file's top-level function
-        ``qualname``."""
-        if "." in qualname:
-            return []  # a method: which instance a call is made on is not followed
+        ``qualname``, or of its method ``Class.method`` on an instance built there
+        (``executor = Executor(); executor.train(model, optimizer, loader)``)."""
+        owner, _, method = qualname.rpartition(".")
+        if "." in owner:
+            return []  # a method of a nested class, or a function nested in a function
         out = []
-        for path in self.project.files_calling(qualname):
+        for path in self.project.files_calling(method):
             if path == self.path:
                 continue
             summary = self._summary(path)
             if summary is None:
                 continue
             # ``from engine import evaluate as ev``: ``ev(...)`` calls it too.
-            aliases = {alias for alias, names in summary.imports.items()
-                       if any(n.rsplit(".", 1)[-1] == qualname for n in names)}
+            aliases = set() if owner else {
+                alias for alias, names in summary.imports.items()
+                if any(n.rsplit(".", 1)[-1] == qualname for n in names)}
             for site in self.project.call_sites(summary):
-                if site.callee.rsplit(".", 1)[-1] != qualname and site.callee not in aliases:
+                if site.callee.rsplit(".", 1)[-1] != method and site.callee not in aliases:
+                    continue
+                if owner:
+                    if self._instance_of(summary, site, owner):
+                        out.append((summary, site))
                     continue
                 found = self._definition(summary, site.callee, MAX_FOLLOW)
                 if found is not None and Path(found[0].path) == self.path and found[1] == qualname:
                     out.append((summary, site))
         return out
+
+    def _instance_of(self, summary: ModuleSummary, site: CallSite, owner: str) -> bool:
+        """The receiver of the method call ``site`` is built by this file's class
+        ``owner`` (every value it may hold is a call of that class)."""
+        if "." not in site.callee or not site.receiver:
+            return False
+        for value in site.receiver:
+            found = self._definition(summary, value.call, MAX_FOLLOW) if value.call else None
+            if found is None or Path(found[0].path) != self.path or found[1] != owner:
+                return False
+        return True
 
     def called_in_loop_elsewhere(self, qualname: str) -> bool:
         """Another module of the project calls this file's top-level function

@@ -126,6 +126,9 @@ class CallSite:
     kwarg_values: tuple[tuple[str, frozenset[Value]], ...] = ()
     #: Made inside a ``for``/``while`` loop of its function (or of the module's code).
     in_loop: bool = False
+    #: For a method call ``x.method(...)``: what ``x`` may hold (``Value(call="Executor")``
+    #: for ``x = Executor()``), so that the project can tell whose method it runs.
+    receiver: frozenset[Value] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -876,4 +879,5 @@ def _site(call: ast.Call, ctx: _Context, no_grad: bool, imports: Imports,
         tuple(sorted(last.items())),
         tuple(values(a) for a in call.args),
         tuple((k.arg, values(k.value)) for k in call.keywords if k.arg is not None),
-        in_loop)
+        in_loop,
+        values(call.func.value) if isinstance(call.func, ast.Attribute) else frozenset())

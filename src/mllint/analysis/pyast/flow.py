@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, TypeVar
 
 from mllint.analysis.pyast.scopes import (
     Binding,
@@ -21,7 +21,8 @@ from mllint.analysis.pyast.scopes import (
     default_of,
     positional_params,
 )
-from mllint.gates.resolve import dotted, parents, returns_of
+from mllint.analysis.pyast.index import Tree
+from mllint.gates.resolve import dotted, returns_of
 
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -36,13 +37,12 @@ class Definition:
     value: ast.expr | None
 
 
-class Flow:
+class Flow(Tree):
     """Answers "what may this expression hold?" questions about one module."""
 
     def __init__(self, tree: ast.Module, text: str) -> None:
-        self.tree = tree
+        super().__init__(tree)
         self.text = text
-        self._parents = parents(tree)
         self._class_attrs: dict[ast.ClassDef, dict[str, list[ast.expr]]] = {}
         self._function_of: dict[ast.AST, ast.AST | None] = {}
 
@@ -52,15 +52,6 @@ class Flow:
         return Scopes.of(self.tree)
 
     # -- tree ----------------------------------------------------------------------------
-
-    def parent(self, node: ast.AST) -> ast.AST | None:
-        return self._parents.get(node)
-
-    def ancestors(self, node: ast.AST) -> Iterator[ast.AST]:
-        cur = self._parents.get(node)
-        while cur is not None:
-            yield cur
-            cur = self._parents.get(cur)
 
     def enclosing(self, node: ast.AST, kind: type | tuple[type, ...]) -> ast.AST | None:
         for anc in self.ancestors(node):

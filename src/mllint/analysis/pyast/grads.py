@@ -251,14 +251,26 @@ class GradEvents:
 
     def _passed_an_optimizer(self, param: ast.arg) -> bool:
         """A parameter of a top-level function that the project's callers in other
-        modules hand an optimizer (``train(model, loader, optimizer)`` from main.py)."""
+        modules hand an optimizer (``train(model, loader, optimizer)`` from main.py), or
+        of a method of a top-level class whose instances they call it on
+        (``executor = Executor(); executor.train(model, optimizer, loader)``)."""
         view = self.ix.project
         func = self.ix.function_defining(param)
-        if view is None or func is None or self.ix.class_of(func) is not None:
+        if view is None or func is None:
             return False
         params = [p.arg for p in func.args.args]
+        owner = self.ix.parent(func)
+        if isinstance(owner, ast.ClassDef):
+            if self.ix.parent(owner) is not self.ix.tree or not self.ix.is_method(func) or any(
+                    isinstance(d, ast.Name) and d.id == "classmethod" for d in func.decorator_list):
+                return False
+            qualname, params = f"{owner.name}.{func.name}", params[1:]  # bound: no ``self``
+        elif self.ix.class_of(func) is not None:
+            return False
+        else:
+            qualname = func.name
         index = params.index(param.arg) if param.arg in params else len(params)
-        return Role.OPTIMIZER in view.param_roles(func.name, index, param.arg)
+        return Role.OPTIMIZER in view.param_roles(qualname, index, param.arg)
 
     def _project_returns_optimizer(self, call: ast.Call, index: int | None = None) -> bool:
         """A factory of another module (or one the index does not follow) that returns an

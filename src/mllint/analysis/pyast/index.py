@@ -1,7 +1,7 @@
 """Where a node sits and where a value comes from, in one module, on Python's ``ast``.
 
 ``ModuleIndex`` answers, for a rule that decides on ``ast``, the questions the libcst
-rules ask of ``analysis.index.CodeIndex``: which function, class or loop holds a node,
+rules ask: which function, class or loop holds a node,
 which same-module function (or method) a call runs and who calls a function, the loops a
 node runs in through those callers (``loop_chains``), and every expression a name or
 ``self.attr`` may hold (``origins``: assignments, tuple unpacking, parameters filled by
@@ -28,8 +28,8 @@ LOOPS = (ast.For, ast.AsyncFor, ast.While)
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 Loop = ast.For | ast.AsyncFor | ast.While
 
-#: How far value tracing and call-graph walks go (as ``analysis.index``): real code rarely
-#: needs more, and the caps keep pathological files cheap.
+#: How far value tracing and call-graph walks go: real code rarely needs more, and the
+#: caps keep pathological files (deep alias chains, recursion) cheap.
 MAX_TRACE_DEPTH = 6
 MAX_CALLER_DEPTH = 4
 MAX_CHAINS = 8
@@ -126,12 +126,33 @@ class Origin:
     index: int | None = None
 
 
-class ModuleIndex:
+class Tree:
+    """Parents and ancestors of the nodes of one module's ``ast`` (the parents come from
+    the node walk the prefilter shares)."""
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.tree = tree
+        self._parents = parents(tree)
+
+    def parent(self, node: ast.AST) -> ast.AST | None:
+        return self._parents.get(node)
+
+    def ancestors(self, node: ast.AST) -> Iterator[ast.AST]:
+        cur = self._parents.get(node)
+        while cur is not None:
+            yield cur
+            cur = self._parents.get(cur)
+
+    def within(self, node: ast.AST, container: ast.AST) -> bool:
+        return node is container or any(a is container for a in self.ancestors(node))
+
+
+class ModuleIndex(Tree):
     """Lexical questions about one module's ``ast``."""
 
     def __init__(self, tree: ast.Module, text: str = "", project=None,
                  star_imports: bool = False) -> None:
-        self.tree = tree
+        super().__init__(tree)
         self.text = text
         self._lines: list[str] | None = None
         self._ascii: dict[int, bool] = {}
@@ -139,7 +160,6 @@ class ModuleIndex:
         self.project = project
         self.star_imports = star_imports
         self._by_type = nodes(tree)
-        self._parents = parents(tree)
         self._function_of: dict[ast.AST, Function | None] = {}
         self._calls_by_function: dict[ast.AST | None, list[ast.Call]] | None = None
         self._assigns_by_function: dict[ast.AST | None, list[ast.stmt]] | None = None
@@ -191,18 +211,6 @@ class ModuleIndex:
         return len(text.encode("utf-8")[:byte_offset].decode("utf-8", "replace"))
 
     # -- where a node sits ---------------------------------------------------------------
-
-    def parent(self, node: ast.AST) -> ast.AST | None:
-        return self._parents.get(node)
-
-    def ancestors(self, node: ast.AST) -> Iterator[ast.AST]:
-        cur = self._parents.get(node)
-        while cur is not None:
-            yield cur
-            cur = self._parents.get(cur)
-
-    def within(self, node: ast.AST, container: ast.AST) -> bool:
-        return node is container or any(a is container for a in self.ancestors(node))
 
     def in_body(self, node: ast.AST, owner: ast.AST) -> bool:
         """``node`` lies in the body of ``owner`` (a loop's or a function's), not in its

@@ -112,7 +112,9 @@ class LossOracle:
     # -- variables -----------------------------------------------------------------------
 
     def backwarded_names(self, func) -> set[str]:
-        """Dotted names back-propagated in ``func`` (``loss`` in ``(loss / k).backward()``)."""
+        """Dotted names read where ``func`` back-propagates (``loss`` in ``(loss /
+        k).backward()``, also ``x`` in ``F.mse_loss(model(x), y).backward()``): what may
+        feed the backward pass."""
         if func not in self._backwarded:
             names: set[str] = set()
             for call in self.ev.in_function(func).backwards:
@@ -120,6 +122,20 @@ class LossOracle:
                     names |= names_in(target)
             self._backwarded[func] = names
         return self._backwarded[func]
+
+    def backwarded_losses(self, func) -> set[str]:
+        """Dotted names ``func`` back-propagates as they are (``loss`` in ``(loss /
+        k).backward()``, ``loss.mean().backward()``, ``losses["loss"].backward()``), not
+        the inputs of a loss computed in place (``x`` in ``F.mse_loss(model(x),
+        y).backward()``): a name back-propagated so is a loss."""
+        key = ("losses", func)
+        if key not in self._backwarded:
+            names: set[str] = set()
+            for call in self.ev.in_function(func).backwards:
+                for target in self.ev.backward_targets(call):
+                    names |= _propagated(target, self.ix)
+            self._backwarded[key] = names  # type: ignore[index]
+        return self._backwarded[key]  # type: ignore[index]
 
     def assignments_before(self, name: str, at: ast.AST) -> list[ast.stmt]:
         """Assignments to ``name`` in ``at``'s function that start before it, latest first."""
@@ -153,10 +169,10 @@ class LossOracle:
                     return LossValue(name, node)  # ``loss, mse = losses.compute(out, y)``
             # Unknown producer (``logits, loss = model(x, y)``): back-propagating it says
             # it is a loss.
-            if written in self.backwarded_names(self.ix.function_of(at)):
+            if written in self.backwarded_losses(self.ix.function_of(at)):
                 return LossValue(name, node)
             return None
-        if written in self.backwarded_names(self.ix.function_of(at)):
+        if written in self.backwarded_losses(self.ix.function_of(at)):
             return LossValue(name, None)
         return None
 
@@ -368,6 +384,29 @@ class LossOracle:
 
     def _off(self, node: ast.AST) -> bool:
         return self.ix.grad_mode(node) in (GradMode.DISABLED, GradMode.MAYBE_DISABLED)
+
+
+def _propagated(expr: ast.expr, ix: ModuleIndex) -> set[str]:
+    """The variables whose own graph ``expr`` carries: through arithmetic, graph-keeping
+    methods and functions (``loss.mean()``, ``sum(losses)``, ``torch.stack([a, b])``),
+    containers and subscripts; never into the arguments of another call."""
+    written = dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
+    if written is not None:
+        return {written}
+    if isinstance(expr, ast.BinOp):
+        return _propagated(expr.left, ix) | _propagated(expr.right, ix)
+    if isinstance(expr, ast.UnaryOp):
+        return _propagated(expr.operand, ix)
+    if isinstance(expr, (ast.Subscript, ast.Attribute, ast.Starred)):
+        return _propagated(expr.value, ix)
+    if isinstance(expr, (ast.List, ast.Tuple)):
+        return set().union(*(_propagated(e, ix) for e in expr.elts))
+    if isinstance(expr, ast.Call):
+        if isinstance(expr.func, ast.Attribute) and expr.func.attr in GRAPH_KEEPING_METHODS:
+            return _propagated(expr.func.value, ix)
+        if ix.qualified(expr.func) & GRAPH_KEEPING_FUNCTIONS:
+            return set().union(*(_propagated(a, ix) for a in arguments(expr)))
+    return set()
 
 
 def _bound_names(target: ast.expr) -> set[str]:

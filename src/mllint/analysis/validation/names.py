@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from mllint.analysis.pyast.index import ENABLE_GRAD, NO_GRAD, SET_GRAD_ENABLED
 from mllint.prefilter import GAP, any_layout, as_written, both, dotted, guarded
 
 Pos = tuple[int, int]
@@ -242,20 +243,9 @@ def is_model_name(dotted: str) -> bool:
 
 # -- what torch names mean ---------------------------------------------------------------
 
-GRAD_OFF = frozenset(
-    {
-        "torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
-        "torch.inference_mode", "torch.autograd.inference_mode",
-        "torch.autograd.grad_mode.inference_mode",
-    }
-)
-GRAD_SET = frozenset(
-    {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
-     "torch.autograd.grad_mode.set_grad_enabled"}
-)
-GRAD_ON = frozenset(
-    {"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"}
-)
+GRAD_OFF = NO_GRAD
+GRAD_SET = SET_GRAD_ENABLED
+GRAD_ON = ENABLE_GRAD
 AUTOGRAD_CALLS = frozenset(
     {"torch.autograd.backward", "torch.autograd.grad", "torch.autograd.functional.vjp"}
 )
