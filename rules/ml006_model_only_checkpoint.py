@@ -635,7 +635,10 @@ class ModelOnlyCheckpoint(Rule):
             return bool(site.words & words) or bool(site.keys & keys)
 
         into = None
-        for module, site in view.resuming_loads():
+        # The saving script's own loads first: they are the ones the message should cite
+        # when several scripts resume files of the same kind.
+        loads = sorted(view.resuming_loads(), key=lambda ms: ms[0].path != str(view.path))
+        for module, site in loads:
             where = f"{view.relative(module.path)}:{site.line}"
             if same_file(site):
                 return f"the project loads it back to resume training ({where})", None, False
