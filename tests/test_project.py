@@ -358,3 +358,33 @@ def test_without_a_marker_the_tree_being_linted_is_the_project(tmp_path):
 
     assert codes(".") == []
     assert codes("scripts/train.py") == [("ML002", 15)]
+
+
+def test_numeric_libraries_build_no_layers(tmp_path):
+    """A feature extractor that computes a mel basis with librosa holds no layer; a class
+    built by an unknown library (timm) stays unknown."""
+    write(tmp_path, {
+        "pyproject.toml": "",
+        "features.py": """
+            import numpy as np
+            import torch
+            import torch.nn as nn
+            from librosa.filters import mel as librosa_mel_fn
+            import timm
+
+            class Audio2Mel(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    basis = librosa_mel_fn(sr=22050, n_fft=1024, n_mels=80)
+                    self.register_buffer("basis", torch.from_numpy(np.asarray(basis)))
+
+            class Backbone(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.net = timm.create_model("resnet18")
+        """,
+        "train.py": "from features import Audio2Mel, Backbone\n",
+    })
+    view = project_for(tmp_path / "train.py")
+    assert view.class_mode_dependent("Audio2Mel") is False
+    assert view.class_mode_dependent("Backbone") is None

@@ -54,6 +54,10 @@ _LIBRARIES = ("torch", "numpy", "math", "logging", "wandb", "tensorboard", "tqdm
 
 
 _PLAIN_MODULE = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"})
+#: Libraries of numbers, signals and images that build no torch module: a call of theirs
+#: in a model class (``librosa.filters.mel(...)`` for a mel basis) adds no layer.
+_NO_MODULE_LIBRARIES = ("numpy", "scipy", "librosa", "sklearn", "pandas", "PIL", "cv2",
+                        "soundfile", "math", "random")
 
 
 def _qualified(module: ModuleSummary, dotted: str) -> set[str]:
@@ -63,10 +67,10 @@ def _qualified(module: ModuleSummary, dotted: str) -> set[str]:
     return {f"{q}.{rest}" if rest else q for q in module.imports.get(head, ())}
 
 
-def _library(module: ModuleSummary, callee: str) -> bool:
-    """``callee`` comes from one of ``_LIBRARIES`` (by this module's imports)."""
+def _library(module: ModuleSummary, callee: str, libraries: tuple[str, ...] = _LIBRARIES) -> bool:
+    """``callee`` comes from one of ``libraries`` (by this module's imports)."""
     head = callee.partition(".")[0]
-    return any(q.lstrip(".").partition(".")[0] in _LIBRARIES for q in module.imports.get(head, ()))
+    return any(q.lstrip(".").partition(".")[0] in libraries for q in module.imports.get(head, ()))
 
 
 class Project:
@@ -444,7 +448,7 @@ class ProjectView:
             if sub is None:
                 result = None
         for part in cls.parts:
-            if _library(module, part):
+            if _library(module, part) or _library(module, part, _NO_MODULE_LIBRARIES):
                 continue
             inner = self._class(module, part)
             sub = None if inner is None else self._mode_dependent(*inner, depth - 1, seen)
