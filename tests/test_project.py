@@ -299,67 +299,6 @@ def test_call_sites_in_other_modules_carry_autograd_and_mode(tmp_path):
     assert view.callers_elsewhere("missing") == []
 
 
-MARKERLESS = {
-    "pkg/__init__.py": "",
-    "pkg/modules.py": """
-        import torch.nn as nn
-
-        class Generator(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.net = nn.Sequential(nn.Conv1d(80, 1, 7, padding=3), nn.Tanh())
-
-            def forward(self, mel):
-                return self.net(mel)
-    """,
-    "scripts/train.py": """
-        import torch
-        import torch.nn.functional as F
-        from pkg.modules import Generator
-
-        def main(train_loader, test_mels):
-            netG = Generator()
-            opt = torch.optim.Adam(netG.parameters(), lr=1e-4)
-            for mel, wav in train_loader:
-                opt.zero_grad()
-                F.l1_loss(netG(mel), wav).backward()
-                opt.step()
-                with torch.no_grad():
-                    for m in test_mels:
-                        audio = netG(m)
-    """,
-}
-
-
-def test_without_a_marker_the_tree_being_linted_is_the_project(tmp_path):
-    """No ``pyproject.toml``/``.git``: ``mllint DIR`` makes DIR the project, so a script in
-    ``scripts/`` sees the package beside that folder (its model has no dropout or batch
-    norm: no ML002); the script linted alone cannot see it."""
-    import json
-    import subprocess
-    import sys
-
-    from mllint.project.layout import set_lint_roots
-
-    write(tmp_path, MARKERLESS)
-    script = tmp_path / "scripts" / "train.py"
-    assert find_root(script) == tmp_path / "scripts"
-    set_lint_roots((str(tmp_path),))
-    try:
-        assert find_root(script) == tmp_path
-        assert find_root(tmp_path / "pkg" / "modules.py") == tmp_path
-    finally:
-        set_lint_roots(())
-
-    def codes(*args: str) -> list[tuple[str, int]]:
-        proc = subprocess.run([sys.executable, "-m", "mllint", "--no-cache", "--format", "json",
-                               *args], capture_output=True, text=True, cwd=tmp_path)
-        return [(d["code"], d["line"]) for d in json.loads(proc.stdout)]
-
-    assert codes(".") == []
-    assert codes("scripts/train.py") == [("ML002", 15)]
-
-
 def test_numeric_libraries_build_no_layers(tmp_path):
     """A feature extractor that computes a mel basis with librosa holds no layer; a class
     built by an unknown library (timm) stays unknown."""

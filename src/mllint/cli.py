@@ -249,19 +249,15 @@ def _lint(paths, rules, settings, jobs, no_cache, cache_dir, no_prefilter, unuse
     from mllint.files import iter_targets
     from mllint.runner import RunOptions, lint_targets
 
-    # The trees being linted: the project of a file inside one that no marker places.
-    lint_roots = tuple(sorted({os.path.abspath(p) for p in paths if os.path.isdir(p)}))
     cache = None
     if not _no_cache(no_cache):
         from mllint.manifest import code_fingerprint
-        # An unused-noqa report is part of the result, and so are the projects the trees
-        # linted make: a different cache entry.
+        # An unused-noqa report is part of the result: a different cache entry.
         cache = Cache(_cache_dir(settings, cache_dir),
-                      tuple(r.code for r in rules) + (("noqa",) if unused else ())
-                      + tuple(f"root:{r}" for r in lint_roots),
+                      tuple(r.code for r in rules) + (("noqa",) if unused else ()),
                       code_fingerprint())
     opts = RunOptions(rules=rules, settings=settings, jobs=jobs, cache=cache,
-                      prefilter=not no_prefilter, unused_noqa=unused, lint_roots=lint_roots)
+                      prefilter=not no_prefilter, unused_noqa=unused)
     # Files named one by one (pre-commit) go to the first worker at once; most need no
     # libcst, so it is not imported ahead of them.
     named_files = bool(paths) and all(os.path.isfile(p) for p in paths)

@@ -37,8 +37,6 @@ class RunOptions:
     prefilter: bool = True
     #: The run's rule codes when unused ``# noqa`` directives are to be reported.
     unused_noqa: tuple[str, ...] = ()
-    #: The directories being linted (absolute): the project of a file without a marker.
-    lint_roots: tuple[str, ...] = ()
 
 
 def _check_file(path: str, opts: RunOptions) -> FileResult:
@@ -47,10 +45,6 @@ def _check_file(path: str, opts: RunOptions) -> FileResult:
     data = read_bytes(path, opts.settings.max_file_size)
     if isinstance(data, FileError):
         return FileResult(path, errors=(data,))
-    if opts.lint_roots:
-        from mllint.project.layout import set_lint_roots
-
-        set_lint_roots(opts.lint_roots)
     return check_bytes(path, data, opts)
 
 

@@ -1,8 +1,8 @@
 """Where a project starts and which file an import statement names.
 
 The project of a file is the nearest directory above it holding ``pyproject.toml``,
-``setup.cfg``, ``setup.py`` or ``.git``; without one, the directory being linted that holds
-it (``mllint DIR``), else the directory above its top package. Imports are resolved on the filesystem the way the script would find them when
+``setup.cfg``, ``setup.py`` or ``.git``; without one, the directory above its top
+package. Imports are resolved on the filesystem the way the script would find them when
 run: relative imports from the file's package, absolute ones from the script's own
 directory, the project root and its ``src/`` folder. Nothing outside the project is read.
 """
@@ -25,16 +25,6 @@ SKIPPED_DIRS = frozenset({
 MAX_LISTED_FILES = 20_000
 
 
-#: The directories named on the command line (``mllint DIR``): the tree being linted.
-_LINT_ROOTS: tuple[Path, ...] = ()
-
-
-def set_lint_roots(directories: tuple[str, ...]) -> None:
-    """Which directories are being linted; see ``find_root``."""
-    global _LINT_ROOTS
-    _LINT_ROOTS = tuple(Path(os.path.abspath(d)) for d in directories)
-
-
 def find_root(path: str | os.PathLike[str]) -> Path:
     start = Path(os.path.abspath(path)).parent
     for directory in (start, *start.parents):
@@ -43,11 +33,6 @@ def find_root(path: str | os.PathLike[str]) -> Path:
     top = start
     while (top / "__init__.py").exists() and top.parent != top:
         top = top.parent
-    for linted in _LINT_ROOTS:
-        # No marker: the tree being linted is the project, when it holds the file's top
-        # package (a script in ``scripts/`` importing the package beside that folder).
-        if top == linted or linted in top.parents:
-            return linted
     return top
 
 
