@@ -858,6 +858,17 @@ def _mode_calls(owner: ast.AST) -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
+def _receiver_values(func: ast.expr, imports: Imports, values) -> frozenset[Value]:
+    """What the receiver of a method call may hold, for a receiver that is a local name
+    (``executor`` of ``executor.train(...)``): not ``self``, nor an imported module."""
+    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
+        return frozenset()
+    name = func.value.id
+    if name in ("self", "cls") or name in imports.aliases:
+        return frozenset()
+    return values(func.value)
+
+
 def _site(call: ast.Call, ctx: _Context, no_grad: bool, imports: Imports,
           in_loop: bool = False) -> CallSite | None:
     callee = dotted(call.func)
@@ -880,4 +891,4 @@ def _site(call: ast.Call, ctx: _Context, no_grad: bool, imports: Imports,
         tuple(values(a) for a in call.args),
         tuple((k.arg, values(k.value)) for k in call.keywords if k.arg is not None),
         in_loop,
-        values(call.func.value) if isinstance(call.func, ast.Attribute) else frozenset())
+        _receiver_values(call.func, imports, values))
