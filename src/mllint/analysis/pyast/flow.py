@@ -21,7 +21,7 @@ from mllint.analysis.pyast.scopes import (
     default_of,
     positional_params,
 )
-from mllint.analysis.pyast.index import Tree
+from mllint.analysis.pyast.index import Tree, head_and_rest
 from mllint.gates.resolve import dotted, returns_of
 
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -88,13 +88,10 @@ class Flow(Tree):
     def imported_names(self, expr: ast.AST) -> set[str]:
         """Qualified names ``expr`` (a name or a dotted chain) may denote through the
         module's imports; names that only local values bind give nothing."""
-        name = dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
-        if name is None:
+        split = head_and_rest(expr)
+        if split is None:
             return set()
-        head = expr
-        while isinstance(head, ast.Attribute):
-            head = head.value
-        rest = name.partition(".")[2]
+        head, rest = split
         plain = PlainImports.of(self.tree)
         if head.id not in plain.imported:  # type: ignore[attr-defined]
             return set()  # no import anywhere binds it

@@ -83,6 +83,17 @@ def start(node: ast.AST) -> tuple[int, int]:
     return (node.lineno, node.col_offset)  # type: ignore[attr-defined]
 
 
+def head_and_rest(expr: ast.AST) -> tuple[ast.Name, str] | None:
+    """``(a, "b.c")`` for the dotted chain ``a.b.c``; ``None`` for anything else."""
+    name = dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
+    if name is None:
+        return None
+    head = expr
+    while isinstance(head, ast.Attribute):
+        head = head.value
+    return head, name.partition(".")[2]  # type: ignore[return-value]
+
+
 def in_list(node: ast.AST, items: list) -> bool:
     return any(item is node for item in items)
 
@@ -329,14 +340,12 @@ class ModuleIndex(Tree):
         (``FocalLoss``, ``train.<locals>.criterion``), a builtin when nothing binds it
         (``builtins.range``), and ``torch.x`` from a star import when nothing binds
         ``torch``."""
-        name = dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
-        if name is None:
+        split = head_and_rest(expr)
+        if split is None:
             return set()
-        head = expr
-        while isinstance(head, ast.Attribute):
-            head = head.value
-        rest = name.partition(".")[2]
-        found = self.scopes.bindings(head)[1]  # type: ignore[arg-type]
+        head, rest = split
+        name = f"{head.id}.{rest}" if rest else head.id
+        found = self.scopes.bindings(head)[1]
         if found:
             out: set[str] = set()
             for b in found:
