@@ -517,24 +517,21 @@ class LossTensorAccumulated(AstRule):
 
     def check(self, tree: ast.Module) -> None:
         ix = ModuleIndex(tree, self.context.source, self.context.project, self.context.star_imports)
-        self._ix = ix
-        accumulations = _accumulations(ix, self._source) + meter_updates(ix)
+        accumulations = _accumulations(ix) + meter_updates(ix)
         if not accumulations:
             return
         events = GradEvents(ix)
         oracle = LossOracle(ix, events)
-        checker = _Checker(ix, events, oracle, self._source)
+        checker = _Checker(ix, events, oracle)
         for acc in accumulations:
             verdict = checker.judge(acc)
             if verdict is not None:
-                self._report(acc, *verdict)
+                self._report(ix, acc, *verdict)
 
-    def _source(self, node: ast.AST) -> str:
-        return self._ix.source(node)
-
-    def _report(self, acc: Accumulation, loss: LossValue, base: str, region, kind: Kind) -> None:
-        statement = self._source(acc.node)
-        loss_text = self._source(loss.expr)
+    def _report(self, ix: ModuleIndex, acc: Accumulation, loss: LossValue, base: str, region,
+                kind: Kind) -> None:
+        statement = ix.source(acc.node)
+        loss_text = ix.source(loss.expr)
         if kind is Kind.TRAINING:
             why = (
                 f"`{base}` lives across optimizer steps, so it keeps every step's graph "
@@ -555,7 +552,7 @@ class LossTensorAccumulated(AstRule):
         data = {
             "kind": kind.value,
             "accumulator": base,
-            "accumulator_expr": self._source(acc.target),
+            "accumulator_expr": ix.source(acc.target),
             "loss": loss_text,
         }
         if acc.meter is not None:
@@ -563,7 +560,7 @@ class LossTensorAccumulated(AstRule):
         self.report(acc.node, message, region=region, data=data)
 
 
-def _accumulations(ix: ModuleIndex, source) -> list[Accumulation]:
+def _accumulations(ix: ModuleIndex) -> list[Accumulation]:
     out = []
     for node in ix.of_type(ast.AugAssign, ast.Assign):
         if isinstance(node, ast.AugAssign):
@@ -571,7 +568,7 @@ def _accumulations(ix: ModuleIndex, source) -> list[Accumulation]:
                 out.append(Accumulation(node, node.target, node.value, True))
         elif len(node.targets) == 1:
             target = node.targets[0]
-            added = _added_to(node.value, source(target), source)
+            added = _added_to(node.value, ix.source(target), ix.source)
             if added is not None:
                 out.append(Accumulation(node, target, added, True))
     for call in ix.calls():
@@ -713,11 +710,10 @@ def _base(target: ast.expr) -> str | None:
 
 
 class _Checker:
-    def __init__(self, index: ModuleIndex, events: GradEvents, oracle: LossOracle, source) -> None:
+    def __init__(self, index: ModuleIndex, events: GradEvents, oracle: LossOracle) -> None:
         self.ix = index
         self.ev = events
         self.oracle = oracle
-        self.source = source
         self._enabled: dict[ast.AST, bool] = {}
         self._switched_off: bool | None = None
 
@@ -856,13 +852,13 @@ class _Checker:
         accumulator a fresh value, unconditionally or together with an optimizer step."""
         ix = self.ix
         func = scope if isinstance(scope, FUNCTIONS) else ix.function_of(scope)
-        written = self.source(acc.target)
+        written = self.ix.source(acc.target)
         for node in ix.assigns_in_function(func):
             if node is acc.node or isinstance(node, ast.AugAssign) or node.value is None:  # type: ignore[attr-defined]
                 continue
             if not ix.in_body(node, scope):
                 continue
-            if any(dotted(t) == base or self.source(t) == written for t in targets_of(node)):
+            if any(dotted(t) == base or self.ix.source(t) == written for t in targets_of(node)):
                 if base in names_in(node.value):  # type: ignore[attr-defined]
                     continue  # ``total = total + x`` carries the old value on
                 if not ix.conditional_within(node, scope) or self._with_a_step(node, scope):
@@ -959,7 +955,7 @@ class _Checker:
         if isinstance(top, LOOPS):
             return True
         if isinstance(top, ast.If):
-            return "__main__" in self.source(top.test)
+            return "__main__" in self.ix.source(top.test)
         return isinstance(top, ast.Expr) and isinstance(top.value, ast.Call)
 
     def _grad_switched_off_globally(self) -> bool:

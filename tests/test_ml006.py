@@ -532,27 +532,10 @@ def test_the_evidence_names_the_load_that_reads_the_checkpoint_back(tmp_path):
 
 
 def test_the_message_cites_the_saving_scripts_own_resume(tmp_path):
-    """Two scripts each resume a ``_last`` file of the same keys: each finding names the
-    load of its own script, not the first one the project lists."""
-    script = """
-        import torch
-        model = torch.nn.Linear(4, 4)
-        optimizer = torch.optim.Adam(model.parameters())
-        start = 0
-        if args.resume:
-            state = torch.load(args.resume)
-            model.load_state_dict(state["state_dict"])
-            start = state["epoch"]
-        for epoch in range(start, 10):
-            for x in loader:
-                optimizer.zero_grad()
-                model(x).sum().backward()
-                optimizer.step()
-            torch.save({"epoch": epoch + 1, "state_dict": model.state_dict()}, out + "_last")
-        """
-    (tmp_path / "pyproject.toml").write_text("")
-    for name in ("a_train.py", "train_localization.py"):
-        (tmp_path / name).write_text(textwrap.dedent(script).lstrip("\n"))
-    for name in ("a_train.py", "train_localization.py"):
-        [finding] = lint_path(str(tmp_path / name), [ModelOnlyCheckpoint]).findings
-        assert finding.line == 14 and f"resume training ({name}:6)" in finding.message
+    """Two scripts each resume a checkpoint of the same keys: each finding names the load
+    of its own script, not the first one the project lists."""
+    (tmp_path / "a_train.py").write_text(TWO_LOADS.lstrip("\n"))
+    (finding,) = lint_script(tmp_path, TWO_LOADS)
+    assert finding.data["evidence"] == "the project loads it back to resume training (train.py:8)"
+    (finding,) = lint_path(str(tmp_path / "a_train.py"), [ModelOnlyCheckpoint]).findings
+    assert finding.data["evidence"] == "the project loads it back to resume training (a_train.py:8)"

@@ -108,6 +108,7 @@ class LossOracle:
         self.ix = index
         self.ev = events
         self._backwarded: dict[ast.AST | None, set[str]] = {}
+        self._backwarded_losses: dict[ast.AST | None, set[str]] = {}
 
     # -- variables -----------------------------------------------------------------------
 
@@ -128,14 +129,13 @@ class LossOracle:
         k).backward()``, ``loss.mean().backward()``, ``losses["loss"].backward()``), not
         the inputs of a loss computed in place (``x`` in ``F.mse_loss(model(x),
         y).backward()``): a name back-propagated so is a loss."""
-        key = ("losses", func)
-        if key not in self._backwarded:
+        if func not in self._backwarded_losses:
             names: set[str] = set()
             for call in self.ev.in_function(func).backwards:
                 for target in self.ev.backward_targets(call):
                     names |= _propagated(target, self.ix)
-            self._backwarded[key] = names  # type: ignore[index]
-        return self._backwarded[key]  # type: ignore[index]
+            self._backwarded_losses[func] = names
+        return self._backwarded_losses[func]
 
     def assignments_before(self, name: str, at: ast.AST) -> list[ast.stmt]:
         """Assignments to ``name`` in ``at``'s function that start before it, latest first."""
@@ -482,8 +482,8 @@ def _detached(expr: ast.expr) -> bool:
     """``pred.detach()``, ``pred.detach().cpu()``, ``x.data``, ``y.numpy()``, a literal:
     an input that brings no graph into what is computed from it."""
     while True:
-        if _drops_graph(expr) or isinstance(expr, ast.Constant) and expr.value in (None, True, False) \
-                and type(expr.value) in (type(None), bool):
+        if _drops_graph(expr) or isinstance(expr, ast.Constant) and (
+                expr.value is None or isinstance(expr.value, bool)):
             return True
         if isinstance(expr, ast.Attribute):
             return expr.attr == "data"
