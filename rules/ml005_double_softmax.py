@@ -20,6 +20,7 @@ SOFTMAX_FUNCTIONS = frozenset(
     {"torch.nn.functional.softmax", "torch.softmax", "torch.special.softmax", "torch.Tensor.softmax"}
 )
 SOFTMAX_MODULES = frozenset({"torch.nn.Softmax", "torch.nn.modules.activation.Softmax"})
+SOFTMAX_ANY = SOFTMAX_FUNCTIONS | SOFTMAX_MODULES
 SEQUENTIAL = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
 CE_FUNCTIONS = frozenset({"torch.nn.functional.cross_entropy"})
 CE_MODULES = frozenset({"torch.nn.CrossEntropyLoss", "torch.nn.modules.loss.CrossEntropyLoss"})
@@ -312,17 +313,26 @@ class DoubleSoftmax(AstRule):
         self.flow = Flow(tree, self.context.source)
         self._forward_cache: dict[tuple[ast.ClassDef, int | None], int | None] = {}
         self._attr_cache: dict[tuple[ast.AST | None, str, int], bool] = {}
-        holders = self._holders(tree, calls)
+        self._calls = calls
+        self._edge_list: list[tuple[ast.expr, str]] | None = None
+        self._source_map: dict[str, list[ast.expr]] | None = None
+        self._dead: set[str] = set()  # keys from which no softmax can flow
+        holders = self._holders(calls)
         loss_calls = []
         for call in calls:
             if not (call.args or call.keywords):
                 continue
-            if self.flow.names_one_of(call.func, CE_FUNCTIONS) or (
-                    holders is not None and _may_hold(call.func, holders)
-                    and self._is_cross_entropy_module(call.func)):
-                value = _argument(call, 0, "input")
-                if value is not None:
-                    loss_calls.append((call, value))
+            ce_function = bool(self.flow.names_one_of(call.func, CE_FUNCTIONS))
+            if not (ce_function or (holders is not None and _may_hold(call.func, holders))):
+                continue
+            value = _argument(call, 0, "input")
+            # Both what the callee holds and what its input holds are followed through
+            # the module's scopes, whose placing is most of this rule's cost; an input no
+            # softmax can reach by any name (``_may_carry_softmax``) needs neither.
+            if value is None or not self._may_carry_softmax(value):
+                continue
+            if ce_function or self._is_cross_entropy_module(call.func):
+                loss_calls.append((call, value))
         loss_calls.sort(key=lambda c: (c[0].lineno, c[0].col_offset))
         for call, value in loss_calls:
             line = self._softmax_line(value, _DEPTH)
@@ -339,7 +349,7 @@ class DoubleSoftmax(AstRule):
                 data={"probs": shown, "softmax_line": line},
             )
 
-    def _holders(self, tree: ast.Module, calls: list[ast.Call]) -> set[str] | None:
+    def _holders(self, calls: list[ast.Call]) -> set[str] | None:
         """The names (``criterion``) and attributes (``.criterion``) that may hold an
         ``nn.CrossEntropyLoss`` (``None`` when the module builds none): what any
         assignment, call of a same-module function or default gives one, forwards to a
@@ -348,10 +358,40 @@ class DoubleSoftmax(AstRule):
         built = {id(c) for c in calls if self.flow.names_one_of(c.func, CE_MODULES)}
         if not built:
             return None
+        edges = self._edges()
+        # The holders are the least fixed point of "a key holds one when a value flowing
+        # into it is built in place or is a holder's key": a graph search from the
+        # constructors along ``source key -> keys it flows into``, one pass over the
+        # edges instead of one pass per link of the longest chain.
+        feeds: dict[str, list[str]] = {}
+        todo: list[str] = []
+        for value, key in edges:
+            value = _strip_passthrough(value)
+            if id(value) in built:
+                todo.append(key)
+                continue
+            source = _key(value)
+            if source is not None:
+                feeds.setdefault(source, []).append(key)
+        holders: set[str] = set()
+        while todo:
+            key = todo.pop()
+            if key not in holders:
+                holders.add(key)
+                todo.extend(feeds.get(key, ()))
+        return holders
+
+    def _edges(self) -> list[tuple[ast.expr, str]]:
+        """``(value, key)`` for each value that flows into a name or ``.attr`` (``_key``):
+        by assignment, by a parameter's default, or as the argument a call of a
+        same-module function passes for a parameter; made once per module."""
+        if self._edge_list is not None:
+            return self._edge_list
+        tree = self.flow.tree
         defs: dict[str, list[ast.AST]] = {}
         for f in of_type(tree, ast.FunctionDef, ast.AsyncFunctionDef):
             defs.setdefault(f.name, []).append(f)
-        edges: list[tuple[ast.expr, str]] = []  # (value, key it flows into)
+        edges: list[tuple[ast.expr, str]] = []
         for node in of_type(tree, ast.Assign, ast.AnnAssign, ast.NamedExpr):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
@@ -363,7 +403,7 @@ class DoubleSoftmax(AstRule):
                 default = default_of(f, param)
                 if default is not None:
                     edges.append((default, param.arg))
-        for call in calls:
+        for call in self._calls:
             if isinstance(call.func, ast.Name) and call.func.id in defs:
                 for f in defs[call.func.id]:
                     params = positional_params(f)
@@ -372,15 +412,118 @@ class DoubleSoftmax(AstRule):
                 for kw in call.keywords:
                     if kw.arg is not None:
                         edges.append((kw.value, kw.arg))
-        holders: set[str] = set()
-        grown = True
-        while grown:
-            grown = False
-            for value, key in edges:
-                if key not in holders and _holds(value, built, holders):
-                    holders.add(key)
-                    grown = True
-        return holders
+        self._edge_list = edges
+        return edges
+
+    # -- which inputs a softmax may reach -------------------------------------------------
+
+    def _may_carry_softmax(self, expr: ast.expr) -> bool:
+        """``False`` only when ``_softmax_line(expr, ...)`` is ``None`` at any depth and
+        tuple position: no chain of names, ``.attr`` keys and ``forward`` returns leads
+        from ``expr`` to a call that may be a softmax. Told by name alone, so it needs
+        no scopes; anything it lets through is decided by ``_softmax_line``."""
+        sink, keys = self._consulted(expr)
+        if sink:
+            return True
+        sources = self._sources()
+        # A search back through what flows into each key. When it finds no softmax,
+        # everything it reached was searched through, so those keys lead to none for
+        # any later input either (``_dead``); a search that finds one proves nothing
+        # about the keys it passed.
+        seen: set[str] = set()
+        todo = list(keys)
+        while todo:
+            key = todo.pop()
+            if key in seen or key in self._dead:
+                continue
+            seen.add(key)
+            for value in sources.get(key, ()):
+                sink, more = self._consulted(value)
+                if sink:
+                    return True
+                todo.extend(more)
+        self._dead |= seen
+        return False
+
+    def _sources(self) -> dict[str, list[ast.expr]]:
+        """For each key (a name, ``.attr``), the values that may flow into it, over-
+        approximating every step ``_softmax_line`` and ``_softmax_callable`` take,
+        whatever the scope, depth or tuple position: the ``_edges``, tuple unpacking
+        (``validity, label = disc(x)``, any nesting), a lambda's defaults, a class's
+        name for what its ``forward`` returns and, for ``self(x)``, every method's
+        first parameter too. Made once per module."""
+        if self._source_map is not None:
+            return self._source_map
+        tree = self.flow.tree
+        edges = list(self._edges())
+        for node in of_type(tree, ast.Assign):
+            stack = [t for t in node.targets if isinstance(t, (ast.Tuple, ast.List))]
+            while stack:
+                target = stack.pop()
+                if isinstance(target, (ast.Tuple, ast.List)):
+                    stack.extend(target.elts)
+                elif isinstance(target, ast.Starred):
+                    stack.append(target.value)
+                else:
+                    key = _key(target)
+                    if key is not None:
+                        edges.append((node.value, key))
+        for lam in of_type(tree, ast.Lambda):
+            for param in [*lam.args.posonlyargs, *lam.args.args, *lam.args.kwonlyargs]:
+                default = default_of(lam, param)
+                if default is not None:
+                    edges.append((default, param.arg))
+        classes = of_type(tree, ast.ClassDef)
+        methods = [(cls, stmt) for cls in classes for stmt in cls.body
+                   if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        # ``self(x)`` runs the ``forward`` of the class around it: any class's, for a
+        # search that does not tell classes apart.
+        selves = {positional_params(m)[0].arg for _, m in methods if positional_params(m)}
+        for cls, method in methods:
+            if method.name == "forward":
+                for ret in self.flow.returns(method):
+                    if ret.value is not None:
+                        edges.extend((ret.value, key) for key in (cls.name, *selves))
+        sources: dict[str, list[ast.expr]] = {}
+        for value, key in edges:
+            sources.setdefault(key, []).append(value)
+        self._source_map = sources
+        return sources
+
+    def _consulted(self, expr: ast.expr) -> tuple[bool, set[str]]:
+        """What ``_softmax_line`` and ``_softmax_callable`` may look at in ``expr``
+        before following a value elsewhere: whether they may meet a softmax call in it,
+        and the keys (a name, ``.attr``) whose values they may follow. The same parts
+        they descend into (tuple elements, what is indexed, the receiver of a
+        pass-through method, the shaped argument, the last layer of a Sequential, the
+        wrapped module, the callee), with imports told apart by ``may_name`` only."""
+        keys: set[str] = set()
+        stack: list[ast.expr | None] = [expr]
+        while stack:
+            e = stack.pop()  # ``None`` for a part a call does not have: nothing to follow
+            if isinstance(e, ast.Name):
+                keys.add(e.id)
+            elif isinstance(e, ast.Attribute):
+                keys.add("." + e.attr)
+            elif isinstance(e, (ast.Tuple, ast.List)):
+                stack.extend(e.elts)
+            elif isinstance(e, ast.Subscript):
+                stack.append(e.value)
+            elif isinstance(e, ast.Call):
+                func = e.func
+                if (isinstance(func, ast.Attribute) and func.attr == "softmax") or \
+                        self.flow.may_name(func, SOFTMAX_ANY):
+                    return True, keys
+                stack.append(func)
+                if isinstance(func, ast.Attribute) and func.attr in PASSTHROUGH_METHODS:
+                    stack.append(func.value)
+                if self.flow.may_name(func, SHAPE_FUNCTIONS):
+                    stack.append(_argument(e, 0, "input"))
+                if self.flow.may_name(func, SEQUENTIAL):
+                    stack.extend(_layer_candidates(e))
+                if self.flow.may_name(func, MODULE_WRAPPERS):
+                    stack.append(_keyword(e, "module") or _keyword(e, "model") or _argument(e, 0))
+        return False, keys
 
     # -- what an expression holds --------------------------------------------------------
 
@@ -566,12 +709,20 @@ def _key(expr: ast.expr) -> str | None:
     return None
 
 
-def _holds(value: ast.expr, built: set[int], holders: set[str]) -> bool:
-    value = _strip_passthrough(value)
-    if id(value) in built:
-        return True
-    key = _key(value)
-    return key is not None and key in holders
+def _layer_candidates(sequential: ast.Call) -> list[ast.expr]:
+    """What ``_last_layer`` may answer for ``nn.Sequential(...)``, whatever the
+    imports: its last argument and, for an ``OrderedDict([...])``, its last entry's
+    layer."""
+    if not sequential.args:
+        return []
+    last = sequential.args[-1]
+    out = [last]
+    if isinstance(last, ast.Call) and last.args and isinstance(last.args[0], (ast.List, ast.Tuple)) \
+            and last.args[0].elts:
+        entry = last.args[0].elts[-1]
+        if isinstance(entry, ast.Tuple) and len(entry.elts) == 2:
+            out.append(entry.elts[1])
+    return out
 
 
 def _may_hold(func: ast.expr, holders: set[str]) -> bool:

@@ -193,3 +193,51 @@ for imgs, gt in loader:
 def test_tuple_outputs_are_followed_by_position(label, unpack, fed, flagged):
     code = TUPLE_GAN.format(label=label, unpack=unpack, fed=fed)
     assert lines(code) == ([23] if flagged else [])
+
+
+
+def test_softmax_reached_only_through_rare_paths():
+    # The scope-free search that spares most inputs the scoped one must keep each of
+    # these: a nested class's self(x), a lambda's default, parameters filled by keyword
+    # or position, tuple unpacking, :=, a global set in another function, and an
+    # OrderedDict Sequential behind DDP(module=...).
+    assert lines("""
+        import torch.nn as nn
+        import torch.nn.functional as F
+        from collections import OrderedDict
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        class Outer(nn.Module):
+            def make(self, x, y):
+                class Inner(nn.Module):
+                    def forward(s2, x):
+                        return F.softmax(x, 1)
+                    out = nn.CrossEntropyLoss()(self(x), y)
+                return Inner
+
+        f = lambda z, p=F.softmax(x, 0): F.cross_entropy(p, z)
+
+        def by_keyword(a, *, probs):
+            return F.cross_entropy(probs, a)
+
+        def by_position(a, b):
+            return F.cross_entropy(b, a)
+
+        by_keyword(1, probs=F.softmax(x, 1))
+        by_position(1, F.softmax(x, 1))
+        p1, p2 = F.softmax(x, 1), x
+        loss = F.cross_entropy(p1, y)
+        if (q := F.softmax(x, 1)) is not None:
+            loss = F.cross_entropy(q, y)
+        G = None
+
+        def set_g():
+            global G
+            G = F.softmax(x, 1)
+
+        def use_g():
+            return F.cross_entropy(G, y)
+
+        seq = nn.Sequential(OrderedDict([("fc", nn.Linear(3, 3)), ("sm", nn.Softmax(1))]))
+        loss = F.cross_entropy(DDP(module=seq)(x), y)
+        """) == [11, 14, 17, 20, 25, 27, 35, 38]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, TypeVar
 
 from mllint.analysis.pyast.scopes import (
@@ -105,14 +106,26 @@ class Flow(Tree):
     def names_one_of(self, expr: ast.AST, wanted: frozenset[str]) -> set[str]:
         """``imported_names(expr) & wanted``, without placing scopes when no import of
         the module could make ``expr`` name any of ``wanted``."""
-        name = dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
-        if name is None:
-            return set()
-        head, _, rest = name.partition(".")
-        targets = PlainImports.of(self.tree).all_targets.get(head)
-        if not targets or not any((f"{t}.{rest}" if rest else t) in wanted for t in targets):
+        if not self.may_name(expr, wanted):
             return set()
         return self.imported_names(expr) & wanted
+
+    def may_name(self, expr: ast.AST, wanted: frozenset[str]) -> bool:
+        """Whether some import of the module could make ``expr`` name one of ``wanted``
+        (a name or dotted chain whose head an import binds to a fitting target): what
+        ``names_one_of`` needs to find anything, told from the imports alone, without
+        placing scopes."""
+        # Rules ask this of every call in a module, and almost none is wanted: a chain
+        # ``a.b.c`` can only name ``<target>.b.c``, so unless ``c`` ends a wanted name
+        # the answer is no, known before its dotted name is built.
+        if isinstance(expr, ast.Attribute) and expr.attr not in _last_parts(wanted):
+            return False
+        name = dotted(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else None
+        if name is None:
+            return False
+        head, _, rest = name.partition(".")
+        targets = PlainImports.of(self.tree).all_targets.get(head)
+        return bool(targets) and any((f"{t}.{rest}" if rest else t) in wanted for t in targets)
 
     def definitions(self, name: ast.Name) -> list[Definition]:
         """The definitions of ``name`` that may reach this use of it.
@@ -298,6 +311,13 @@ class Flow(Tree):
         """The code of ``node`` on one line, for messages."""
         code = ast.get_source_segment(self.text, node) or ast.unparse(node)
         return " ".join(code.split())
+
+
+@lru_cache(maxsize=64)
+def _last_parts(wanted: frozenset[str]) -> frozenset[str]:
+    """The last component of each qualified name in ``wanted`` (``cross_entropy``);
+    kept per set, which rules pass as module constants."""
+    return frozenset(w.rpartition(".")[2] for w in wanted)
 
 
 T = TypeVar("T")
