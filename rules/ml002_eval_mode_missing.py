@@ -78,8 +78,6 @@ class EvalModeMissing(ValidationRule):
     # evaluation-named function, a forward on held-out data, or a no_grad block - or a
     # shared train/eval loop switched by a flag.
     REQUIRES = or_flag_pass((*EVAL_SIGNS, *NO_GRAD_SIGNS))
-    # Then a forward of something model-like with a sign of evaluation (see the gate).
-    GATE = "mllint.gates.validation:ml002_may_flag"
     PROBE = "mllint.rules.ml002_eval_mode_missing:EvalModeProbe"
 
     INVALID = [

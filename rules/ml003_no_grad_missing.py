@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import ast
+
 import libcst as cst
 
-from mllint.analysis.syntax import dotted_name, nodes_of
+from mllint.analysis.pyast.syntax import args_of, nodes_under
+from mllint.gates.resolve import dotted as dotted_name
 from mllint.analysis.validation.facts import Grad
 from mllint.analysis.validation.names import EVAL_SIGNS, MODE_SIGNS, or_flag_pass
 from mllint.analysis.validation.passes import ValidationAnalysis, ValidationRule
@@ -80,8 +83,6 @@ class NoGradMissing(ValidationRule):
     # sign cannot lack no_grad): held-out-looking data, an evaluation-named function, or
     # `model.eval()` / `model.train(False)` - or a shared train/eval loop switched by a flag.
     REQUIRES = or_flag_pass((*EVAL_SIGNS, *MODE_SIGNS))
-    # Then a forward of something model-like with a sign of evaluation (see the gate).
-    GATE = "mllint.gates.validation:ml003_may_flag"
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
 
     INVALID = [
@@ -535,40 +536,43 @@ _VARIABLE = frozenset({"Variable", "autograd.Variable", "torch.autograd.Variable
 _SAME_STATE = frozenset({"cuda", "cpu", "to", "float", "long", "half", "double"})
 
 
-def _volatile(expr: cst.BaseExpression) -> bool:
+def _volatile(expr: ast.AST) -> bool:
     """``Variable(x, volatile=True)``, possibly moved (``.cuda()``)."""
-    while (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
-           and expr.func.attr.value in _SAME_STATE):
+    while (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+           and expr.func.attr in _SAME_STATE):
         expr = expr.func.value
-    return (isinstance(expr, cst.Call) and dotted_name(expr.func) in _VARIABLE
-            and any(a.keyword is not None and a.keyword.value == "volatile"
-                    and isinstance(a.value, cst.Name) and a.value.value == "True"
-                    for a in expr.args))
+    return (isinstance(expr, ast.Call) and dotted_name(expr.func) in _VARIABLE
+            and any(a.keyword == "volatile" and isinstance(a.value, ast.Constant)
+                    and a.value.value is True for a in args_of(expr)))
 
 
-def _volatile_inputs(forward: cst.Call, region: cst.CSTNode) -> bool:
+def _volatile_inputs(forward: ast.Call, region: ast.AST) -> bool:
     """Some input of the forward is a volatile Variable: built in the call, or assigned in
     the pass (``x = Variable(x, volatile=True).cuda()``, ``x, y = Variable(x,
     volatile=True), Variable(y)``)."""
     names = set()
-    for arg in forward.args:
+    for arg in args_of(forward):
         if _volatile(arg.value):
             return True
-        if isinstance(arg.value, cst.Name):
-            names.add(arg.value.value)
+        if isinstance(arg.value, ast.Name):
+            names.add(arg.value.id)
     if not names:
         return False
-    for assign in nodes_of(region, cst.Assign):
+    for assign in nodes_under(region, ast.Assign):
         for target in assign.targets:
-            pairs = [(target.target, assign.value)]
-            if (isinstance(target.target, cst.Tuple) and isinstance(assign.value, cst.Tuple)
-                    and len(target.target.elements) == len(assign.value.elements)):
-                pairs = list(zip((e.value for e in target.target.elements),
-                                 (e.value for e in assign.value.elements)))
-            if any(isinstance(t, cst.Name) and t.value in names and _volatile(v)
+            pairs = [(target, assign.value)]
+            if (isinstance(target, ast.Tuple) and isinstance(assign.value, ast.Tuple)
+                    and len(target.elts) == len(assign.value.elts)):
+                pairs = list(zip((_unstarred(e) for e in target.elts),
+                                 (_unstarred(e) for e in assign.value.elts)))
+            if any(isinstance(t, ast.Name) and t.id in names and _volatile(v)
                    for t, v in pairs):
                 return True
     return False
+
+
+def _unstarred(expr: ast.expr) -> ast.expr:
+    return expr.value if isinstance(expr, ast.Starred) else expr
 
 
 class NoGradProbe(Probe):

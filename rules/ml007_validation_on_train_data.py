@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mllint.analysis.syntax import dotted_name
 from mllint.analysis.validation.data import DataAnalysis, Kind, Source
 from mllint.analysis.validation.flags import chosen_name
 from mllint.analysis.validation.names import (
@@ -21,6 +20,7 @@ from mllint.analysis.validation.names import (
 )
 from mllint.analysis.validation.passes import ValidationAnalysis, ValidationRule
 from mllint.analysis.validation.places import Places, Site
+from mllint.gates.resolve import dotted as dotted_name
 from mllint.prefilter import any_layout
 from mllint.rule import Invalid, Valid
 from mllint.types import Verdict
@@ -84,8 +84,6 @@ class ValidationOnTrainData(ValidationRule):
         *or_flag_pass((*EVAL_SIGNS, *NO_GRAD_SIGNS, GUARDED_NO_GRAD_SIGN, *MODE_SIGNS, CALL_VAL)),
         any_layout(rf"{TRAIN_WORD}|backward|step|autograd"),  # words: no layout splits one
     )
-    # Then a forward of something model-like with a sign of evaluation (see the gate).
-    GATE = "mllint.gates.validation:ml007_may_flag"
     PROBE = "mllint.rules.ml007_validation_on_train_data:TrainDataProbe"
 
     INVALID = [
@@ -462,7 +460,7 @@ class ValidationOnTrainData(ValidationRule):
                 names = analysis.unwrapped_iterables(vp.loop)
                 pos = vp.loop.pos
             else:
-                names = [d for a in vp.forward.node.args if (d := dotted_name(a.value))]
+                names = [d for a in vp.forward.args if (d := dotted_name(a.value))]
                 pos = vp.forward.pos
             ec = vp.outer or vp.via  # the call that takes the loop's evaluation path
             if ec is not None:
@@ -485,7 +483,7 @@ class ValidationOnTrainData(ValidationRule):
                     else:
                         candidates.append((self._where(src, vp), vp, src, site))
         for call in data.external_evaluations():
-            for arg in call.node.args:
+            for arg in call.args:
                 d = dotted_name(arg.value)
                 if not d or analysis.is_model(call.scope, d):
                     continue
@@ -497,7 +495,7 @@ class ValidationOnTrainData(ValidationRule):
                     # ``test(model, train_loader, vali_loader)``: another loader that is
                     # not training data goes in too (the training one may only give inputs).
                     heldout.append(call)
-        places = Places(analysis, self)
+        places = Places(analysis)
         reported: set[int] = set()
         for at, vp, src, site in candidates:
             if id(at) in reported:

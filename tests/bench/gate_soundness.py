@@ -7,7 +7,7 @@ Any finding there is a finding the gate would have lost. Run it over a large tre
 benchmark corpus, the real-world mirrors) after changing a gate; the test suite runs it
 on the fixtures.
 
-Usage: python tests/bench/gate_soundness.py TREE [TREE ...] [--rules ML002,ML003]
+Usage: python tests/bench/gate_soundness.py TREE [TREE ...] [--rules ML006,ML008]
 
 Prints, per rule, how many files the gate admitted and turned away, then every lost
 finding; exits 1 if there is one.

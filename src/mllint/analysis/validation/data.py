@@ -21,11 +21,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import libcst as cst
+import ast
 
-from mllint.analysis.flow import source_of
-from mllint.analysis.syntax import dotted_name
+from mllint.analysis.pyast.syntax import FUNCTIONS, args_of, first_positional, own_returns
 from mllint.analysis.validation.facts import (
+    _STRING_TOKEN,
     CallRec,
     Evidence,
     FlowRec,
@@ -44,7 +44,7 @@ from mllint.analysis.validation.names import (
     is_val_name,
 )
 from mllint.analysis.validation.passes import ValidationAnalysis, ValidationPass
-from mllint.engine import traversal
+from mllint.gates.resolve import dotted as dotted_name
 
 _DEPTH = 5
 _SPLIT_KEYWORDS = ("split", "subset", "mode", "phase", "set", "stage", "partition")
@@ -85,7 +85,7 @@ class DataAnalysis:
         self._training_flows: set[int] = set()
         self._samplers: set[str] | None = None
         self._selectors: set[str] | None = None
-        self._returns: dict[int, list[cst.Return]] = {}
+        self._returns: dict[int, list[ast.Return]] = {}
 
     # -- what training iterates ----------------------------------------------------------
 
@@ -211,8 +211,8 @@ class DataAnalysis:
         # Assigned in the class or its bases of this module (``BaseRunner.__init__``).
         assigned = [f for c in self.va.lineage(cls) for f in c.attrs.get(attr, [])]
         if not assigned or not all(
-                isinstance(f.value, cst.Name) and f.scope is not None
-                and f.value.value in f.scope.params for f in assigned):
+                isinstance(f.value, ast.Name) and f.scope is not None
+                and f.value.id in f.scope.params for f in assigned):
             return False
         return not any(c.scope.cls is cls for c in self.va.callers(scope))
 
@@ -221,8 +221,8 @@ class DataAnalysis:
         value = flow.value
         if value is None or depth > _DEPTH:
             return None
-        if isinstance(value, (cst.Name, cst.Attribute)):
-            d = dotted_name(value)
+        if isinstance(value, (ast.Name, ast.Attribute)) or _is_constant_name(value):
+            d = dotted_name(value) if not _is_constant_name(value) else repr(value.value)  # type: ignore[union-attr]
             if d and d != name:
                 inner = self.classify(scope, d, flow.pos, depth + 1)
                 return inner if inner.kind is not Kind.UNKNOWN else None
@@ -263,13 +263,13 @@ class DataAnalysis:
             return inner
         return self._constructed(call, name)
 
-    def _passed(self, scope: Scope, flow: FlowRec, call: CallRec, passed: cst.BaseExpression,
+    def _passed(self, scope: Scope, flow: FlowRec, call: CallRec, passed: ast.expr,
                 name: str, depth: int) -> Source | None:
         """``eval_dl = accelerator.prepare(x)`` / ``iter(x)`` holds what ``x`` holds; when a
         held-out name gets training data this way, the call is where it slips in."""
         d = dotted_name(passed)
         if not d:
-            if not isinstance(passed, cst.Call):
+            if not isinstance(passed, ast.Call):
                 return None
             # ``batches = iter(DataLoader(train_ds))``: what the inner call builds.
             return self._built(scope, FlowRec(flow.where, flow.targets, passed, None, flow.scope),
@@ -287,8 +287,8 @@ class DataAnalysis:
         """A loader with a sampler iterates the sampler's subset: the training subset when
         the sampler is named for training or is the one the training loader uses, and the
         dataset is not itself held-out."""
-        sampler = next((a.value for a in call.node.args if a.keyword is not None
-                        and a.keyword.value in ("sampler", "batch_sampler")), None)
+        sampler = next((a.value for a in call.args if a.keyword is not None
+                        and a.keyword in ("sampler", "batch_sampler")), None)
         s = dotted_name(sampler) if sampler is not None else None
         if not s:
             return Source(Kind.UNKNOWN, name)
@@ -308,14 +308,14 @@ class DataAnalysis:
         input_nodes=data.val_mask)``) serves every split of that graph: which one it
         measures is its ``input_nodes``, not its data. Without a selector it walks the
         whole graph, and the split is picked afterwards by masking the outputs."""
-        selector = next((a.value for a in call.node.args if a.keyword is not None
-                         and a.keyword.value in _NODE_SELECTORS), None)
+        selector = next((a.value for a in call.args if a.keyword is not None
+                         and a.keyword in _NODE_SELECTORS), None)
         if selector is None:
             return None
-        words = list(_words(selector))
+        words = list(_words(selector, self.va.facts.text))
         if any(is_val_name(w) for w in words):
             return Source(Kind.HELDOUT, name)
-        text = source_of(selector)
+        text = self.va.facts.text.one_line(selector)
         if any(is_train_name(w) for w in words) or text in self._training_selectors():
             return Source(Kind.TRAIN, name, text, call, None,
                           f"it is built to sample around `{text}`, the training nodes")
@@ -324,7 +324,8 @@ class DataAnalysis:
     def _training_selectors(self) -> set[str]:
         """The node selectors of the loaders that training loops iterate."""
         if self._selectors is None:
-            self._selectors = {source_of(v) for v in self._training_loader_args(_NODE_SELECTORS)}
+            self._selectors = {self.va.facts.text.one_line(v)
+                               for v in self._training_loader_args(_NODE_SELECTORS)}
         return self._selectors
 
     def _training_samplers(self) -> set[str]:
@@ -334,16 +335,16 @@ class DataAnalysis:
                               if (d := dotted_name(v))}
         return self._samplers
 
-    def _training_loader_args(self, keywords) -> list[cst.BaseExpression]:
+    def _training_loader_args(self, keywords) -> list[ast.expr]:
         """The arguments under ``keywords`` of the loaders that training loops iterate."""
         _, flows = self.training_keys()
-        found: list[cst.BaseExpression] = []
+        found: list[ast.expr] = []
         for scope in self.va.facts.scopes:
             for f in scope.flows:
                 call = self.va._call_rec(scope, f.value) if id(f) in flows else None
                 if call is not None and _is_loader(call):
-                    found += [a.value for a in call.node.args
-                              if a.keyword is not None and a.keyword.value in keywords]
+                    found += [a.value for a in call.args
+                              if a.keyword is not None and a.keyword in keywords]
         return found
 
     def _returned(self, helper: Scope, call: CallRec, index: int | None, name: str,
@@ -351,19 +352,19 @@ class DataAnalysis:
         """What a same-module helper that builds data returns (``train_dl, val_dl =
         get_loaders()``, ``val_dl = make_loader(train_ds)``), judged in the helper and,
         for its parameters, by what this call passes."""
-        if depth >= _DEPTH or not isinstance(helper.node, cst.FunctionDef):
+        if depth >= _DEPTH or not isinstance(helper.node, FUNCTIONS):
             return None
         found: Source | None = None
         key = id(helper.node)
         if key not in self._returns:
-            self._returns[key] = _returns(helper.node)
+            self._returns[key] = [r for r in own_returns(helper.node) if r.value is not None]
         for ret in self._returns[key]:
             expr = ret.value
             if index is not None:
-                if not isinstance(expr, (cst.Tuple, cst.List)) or index >= len(expr.elements) or any(
-                        isinstance(e, cst.StarredElement) for e in expr.elements):
+                if not isinstance(expr, (ast.Tuple, ast.List)) or index >= len(expr.elts) or any(
+                        isinstance(e, ast.Starred) for e in expr.elts):
                     return None
-                expr = expr.elements[index].value
+                expr = expr.elts[index]
             src = self._helper_value(helper, call, expr, depth + 1)
             if src is None or src.kind is Kind.UNKNOWN:
                 return None  # one return the analysis cannot tell decides nothing
@@ -376,7 +377,7 @@ class DataAnalysis:
             return Source(Kind.TRAIN, name, found.train_name, found.culprit or call, None, found.why)
         return found
 
-    def _helper_value(self, helper: Scope, call: CallRec, expr: cst.BaseExpression,
+    def _helper_value(self, helper: Scope, call: CallRec, expr: ast.expr,
                       depth: int) -> Source | None:
         end = (10**9, 0)  # the helper's last assignments: returns come at its end
         d = dotted_name(expr)
@@ -406,14 +407,14 @@ class DataAnalysis:
         """A dataset built with ``train=True`` / ``split="train"`` (or the opposite)."""
         if call is None:
             return None
-        for arg in call.node.args:
-            kw = arg.keyword.value if arg.keyword is not None else None
-            if kw == "train" and isinstance(arg.value, cst.Name) and arg.value.value in ("True", "False"):
-                if arg.value.value == "True":
+        for arg in call.args:
+            kw = arg.keyword
+            if kw == "train" and isinstance(arg.value, ast.Constant) and isinstance(arg.value.value, bool):
+                if arg.value.value is True:
                     return Source(Kind.TRAIN, name, name, call, None,
                                   f"`{name}` is built with `train=True` on line {call.line}")
                 return Source(Kind.HELDOUT, name)
-            text = _string(arg.value)
+            text = self._string(arg.value)
             if text is None or (kw is not None and kw not in _SPLIT_KEYWORDS):
                 continue
             # ``"train[90%:]"`` is a slice of the training split, often the held-out one.
@@ -422,6 +423,13 @@ class DataAnalysis:
                               f"`{name}` is built from the \"{text}\" split on line {call.line}")
             if is_val_name(text) or "[" in text:
                 return Source(Kind.HELDOUT, name)
+        return None
+
+    def _string(self, expr: ast.expr) -> str | None:
+        """The value of one string literal as written (a prefix allowed, not ``"a" "b"``)."""
+        if isinstance(expr, ast.Constant) and isinstance(expr.value, str) and \
+                _STRING_TOKEN.fullmatch(self.va.facts.text.code(expr)):
+            return expr.value
         return None
 
     # -- evaluation helpers outside the module -------------------------------------------------
@@ -433,7 +441,7 @@ class DataAnalysis:
             if self.va.framework_owned(scope):
                 continue
             for c in scope.calls:
-                if c.func is None or self.va.helper_of(c) is not None or not c.node.args:
+                if c.func is None or self.va.helper_of(c) is not None or not c.args:
                     continue
                 last = c.func.rpartition(".")[2]
                 if is_eval_function(last):
@@ -468,10 +476,10 @@ class DataAnalysis:
                                               frozenset({Evidence.NO_GRAD})))
         return out
 
-    def _tests_held_out(self, node: cst.If) -> bool:
+    def _tests_held_out(self, node: ast.If) -> bool:
         """``if val_dataset is not None:``: a test of held-out data (and of no training
         data), named on the ``if`` line, as the prefilter reads it."""
-        words = list(_words(node.test))
+        words = list(_words(node.test, self.va.facts.text))
         if not any(is_val_name(w) for w in words) or any(is_train_name(w) for w in words):
             return False
         where = self.va.facts.ifs.get(id(node))
@@ -485,7 +493,7 @@ class DataAnalysis:
             ctx = call.grad
             if call.loops[-1] is not loop or ctx is None or ctx.state is not Grad.OFF:
                 continue
-            if not isinstance(ctx.node, cst.With) or ctx.pos >= loop.pos:
+            if not isinstance(ctx.node, (ast.With, ast.AsyncWith)) or ctx.pos >= loop.pos:
                 continue
             if not self.va.facts.line_matches(ctx.pos, WITH_NO_GRAD_RE):
                 continue  # read off its line, as the prefilter reads it
@@ -511,46 +519,22 @@ def _is_loader(call: CallRec) -> bool:
 _PASS_METHODS = frozenset({"prepare", "setup_dataloaders", "prepare_data_loader"})
 
 
-def _passed_through(call: CallRec, index: int | None) -> cst.BaseExpression | None:
+def _passed_through(call: CallRec, index: int | None) -> ast.expr | None:
     node = call.node
     func = node.func
-    if isinstance(func, cst.Attribute) and func.attr.value == "__iter__" and index is None:
+    if isinstance(func, ast.Attribute) and func.attr == "__iter__" and index is None:
         return func.value
     if call.func in ("iter",) and index is None:
-        return _first_positional(node)
+        return first_positional(node)
     if call.attr not in _PASS_METHODS:
         return None
-    positional = [a.value for a in node.args if a.keyword is None]
-    if any(a.star for a in node.args):
+    positional = [a.value for a in call.args if a.keyword is None]
+    if any(a.star for a in call.args):
         return None
     i = 0 if index is None else index
     if index is None and len(positional) != 1:
         return None
     return positional[i] if i < len(positional) else None
-
-
-def _first_positional(node: cst.Call) -> cst.BaseExpression | None:
-    first = node.args[0] if node.args else None
-    return first.value if first is not None and first.keyword is None and not first.star else None
-
-
-def _returns(func: cst.FunctionDef) -> list[cst.Return]:
-    """The ``return`` statements (with a value) of ``func`` itself."""
-    found: list[cst.Return] = []
-
-    class _Returns(cst.CSTVisitor):
-        def visit_Return(self, node: cst.Return) -> None:
-            if node.value is not None:
-                found.append(node)
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-            return False
-
-        def visit_Lambda(self, node: cst.Lambda) -> bool:
-            return False
-
-    traversal.visit(func.body, _Returns())
-    return found
 
 
 #: Keywords by which a graph loader picks the nodes or edges it serves batches around.
@@ -567,25 +551,25 @@ def _selects_nodes(call: CallRec) -> bool:
     """A loader over the nodes or edges of one graph."""
     last = (call.func or "").rpartition(".")[2]
     return last in _GRAPH_SAMPLERS or any(
-        a.keyword is not None and a.keyword.value in _NODE_SELECTORS for a in call.node.args)
+        a.keyword is not None and a.keyword in _NODE_SELECTORS for a in call.args)
 
 
 def _has_sampler(call: CallRec) -> bool:
-    return any(a.keyword is not None and a.keyword.value in ("sampler", "batch_sampler")
-               for a in call.node.args)
+    return any(a.keyword is not None and a.keyword in ("sampler", "batch_sampler")
+               for a in call.args)
 
 
-def _dataset_arg(call: cst.Call) -> cst.BaseExpression | None:
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value == "dataset":
+def _dataset_arg(call: ast.Call) -> ast.expr | None:
+    args = args_of(call)
+    for a in args:
+        if a.keyword is not None and a.keyword == "dataset":
             return a.value
-    for a in call.args:
+    for a in args:
         if a.keyword is None and not a.star:
             return a.value
     return None
 
 
-def _string(expr: cst.BaseExpression) -> str | None:
-    if isinstance(expr, cst.SimpleString):
-        return expr.evaluated_value if isinstance(expr.evaluated_value, str) else None
-    return None
+def _is_constant_name(value: ast.AST | None) -> bool:
+    """``None``, ``True`` or ``False``: names in libcst's tree, constants in ``ast``'s."""
+    return isinstance(value, ast.Constant) and (value.value is None or isinstance(value.value, bool))

@@ -1,22 +1,30 @@
-"""The facts ML002/ML003/ML007 decide from, gathered in the engine's single traversal.
+"""The facts ML002/ML003/ML007 decide from, gathered in one walk of Python's ``ast``.
 
-``FactsCollector`` is a rule base class: its visit methods record, per scope (the module
-or a function), the calls in source order with the loops, ``with`` blocks and assignment
-around each, the loops with what they iterate, the assignments, and the classes with their
-bases and ``self.x = ...`` attributes. Deciding is left to ``ValidationAnalysis``.
+``collect`` records, per scope (the module or a function), the calls in source order with
+the loops, ``with`` blocks and assignment around each, the loops with what they iterate,
+the assignments, and the classes with their bases and ``self.x = ...`` attributes.
+Deciding is left to ``ValidationAnalysis``. Scopes are the module and functions: a class
+body, a lambda and a comprehension belong to the scope around them, and a function's
+decorators and defaults to the function.
 """
 
 from __future__ import annotations
 
+import ast
 import enum
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
-import libcst as cst
-from libcst.metadata import PositionProvider, QualifiedNameProvider, QualifiedNameSource
-
-from mllint.analysis.syntax import dotted_name, qualified_names
+from mllint.analysis.pyast.index import ModuleIndex
+from mllint.analysis.pyast.syntax import (
+    Arg,
+    SourceText,
+    args_of,
+    literal_flag,
+    source_children,
+)
 from mllint.analysis.validation.names import (
     AUTOGRAD_CALLS,
     GRAD_OFF,
@@ -25,8 +33,7 @@ from mllint.analysis.validation.names import (
     TRAIN_METHODS,
     Pos,
 )
-from mllint.engine.traversal import children
-from mllint.rule import FileContext, Rule
+from mllint.gates.resolve import children, dotted
 
 # -- states --------------------------------------------------------------------------------
 
@@ -62,14 +69,14 @@ class State:
     why: str = ""
 
 
-# -- facts gathered during the traversal ---------------------------------------------------
+# -- facts gathered during the walk ---------------------------------------------------------
 
 
 @dataclass(eq=False)
 class GradCtx:
     """One ``with`` block (or decorator) that sets autograd state."""
 
-    node: cst.CSTNode
+    node: ast.AST
     state: Grad
     text: str
     #: Where its ``with`` statement starts (none for a decorator).
@@ -83,7 +90,7 @@ class GradCtx:
 @dataclass(eq=False)
 class Loop:
     #: A ``For``/``While`` statement or a comprehension.
-    node: cst.CSTNode
+    node: ast.AST
     where: Where
     scope: Scope
     parent: Loop | None
@@ -99,7 +106,7 @@ class Loop:
     #: iterators its body draws batches from (``next(it)``) are added to ``iterables``.
     draws: bool = False
     #: The ``if`` statements around it in its scope, outermost first.
-    ifs: tuple[cst.If, ...] = ()
+    ifs: tuple[ast.If, ...] = ()
     calls: list[CallRec] = field(default_factory=list)
 
     @property
@@ -117,7 +124,7 @@ class Where:
 
     __slots__ = ("node", "_locate", "_pos")
 
-    def __init__(self, node: cst.CSTNode, locate: Callable[[cst.CSTNode], Pos]) -> None:
+    def __init__(self, node: ast.AST, locate: Callable[[ast.AST], Pos]) -> None:
         self.node = node
         self._locate = locate
         self._pos: Pos | None = None
@@ -131,19 +138,38 @@ class Where:
 
 @dataclass(eq=False)
 class CallRec:
-    node: cst.Call
+    node: ast.Call
     where: Where
     scope: Scope
     func: str | None
-    qnames: frozenset[str]
+    #: The module's index, which names the callee (``qnames``, ``imported``) when asked:
+    #: most calls are never asked.
+    index: ModuleIndex
     loops: tuple[Loop, ...]
     grad: GradCtx | None
-    with_node: cst.With | None
+    with_node: ast.With | ast.AsyncWith | None
     flow: FlowRec | None
-    #: The callee is reached through an import (``from timm import create_model``).
-    imported: bool = False
     #: The ``if`` statements around it in its scope, outermost first.
-    ifs: tuple[cst.If, ...] = ()
+    ifs: tuple[ast.If, ...] = ()
+
+    @cached_property
+    def qnames(self) -> frozenset[str]:
+        """The qualified names the callee may denote."""
+        return frozenset(self.index.qualified(self.node.func))
+
+    @cached_property
+    def imported(self) -> bool:
+        """The callee is reached through an import (``from timm import create_model``):
+        every binding of its root name is one. ``import model`` then ``model =
+        model.RNNModel(...)`` rebinds the name, so a call of it is not (only) a call of
+        the module."""
+        head: ast.AST = self.node.func
+        while isinstance(head, ast.Attribute):
+            head = head.value
+        if not isinstance(head, ast.Name):
+            return False
+        found = self.index.scopes.bindings(head)[1]
+        return bool(found) and all(b.imported is not None for b in found)
 
     @property
     def pos(self) -> Pos:
@@ -152,12 +178,17 @@ class CallRec:
     @property
     def attr(self) -> str | None:
         f = self.node.func
-        return f.attr.value if isinstance(f, cst.Attribute) else None
+        return f.attr if isinstance(f, ast.Attribute) else None
 
     @property
     def receiver(self) -> str | None:
         f = self.node.func
-        return dotted_name(f.value) if isinstance(f, cst.Attribute) else None
+        return dotted(f.value) if isinstance(f, ast.Attribute) else None
+
+    @property
+    def args(self) -> tuple[Arg, ...]:
+        """The call's arguments in the order written, keywords among them."""
+        return args_of(self.node)
 
     @property
     def line(self) -> int:
@@ -170,9 +201,11 @@ class FlowRec:
 
     where: Where
     targets: tuple[str, ...]
-    value: cst.BaseExpression | None
+    value: ast.expr | None
     index: int | None = None  # position in a tuple-unpacking target
     scope: Scope | None = None
+    #: The statement (or ``append``-like call) that moves the value.
+    stmt: ast.AST | None = None
 
     @property
     def pos(self) -> Pos:
@@ -181,7 +214,7 @@ class FlowRec:
 
 @dataclass(eq=False)
 class ClassInfo:
-    node: cst.ClassDef
+    node: ast.ClassDef
     name: str
     base_qnames: frozenset[str]
     base_names: tuple[str, ...]
@@ -193,7 +226,7 @@ class ClassInfo:
 class Scope:
     """The module, or one function (methods included); class bodies belong to their scope."""
 
-    node: cst.Module | cst.FunctionDef
+    node: ast.Module | ast.FunctionDef | ast.AsyncFunctionDef
     name: str
     parent: Scope | None
     cls: ClassInfo | None
@@ -207,13 +240,13 @@ class Scope:
     # traversal state
     loop_stack: list[Loop] = field(default_factory=list)
     grad_stack: list[GradCtx] = field(default_factory=list)
-    with_stack: list[cst.With] = field(default_factory=list)
+    with_stack: list[ast.With | ast.AsyncWith] = field(default_factory=list)
     flow_stack: list[FlowRec] = field(default_factory=list)
-    if_stack: list[cst.If] = field(default_factory=list)
+    if_stack: list[ast.If] = field(default_factory=list)
 
     @property
     def is_module(self) -> bool:
-        return isinstance(self.node, cst.Module)
+        return isinstance(self.node, ast.Module)
 
     @property
     def self_name(self) -> str | None:
@@ -232,6 +265,9 @@ class Facts:
     lines: Sequence[str] = ()
     #: Where each ``if`` statement starts, by ``id`` of its node.
     ifs: dict[int, Where] = field(default_factory=dict)
+    #: The module's text (exact code of nodes) and its index (parents, names).
+    text: SourceText | None = None
+    index: ModuleIndex | None = None
 
     def line_matches(self, pos: Pos, pattern: re.Pattern[str]) -> bool:
         """``pattern`` occurs on line ``pos[0]`` from column ``pos[1]`` on."""
@@ -240,264 +276,261 @@ class Facts:
         return pattern.search(self.lines[pos[0] - 1], pos[1]) is not None
 
 
-_SHARED_KEY = "validation-facts"
 
 
-class FactsCollector(Rule):
-    """Records ``self.facts`` while the engine walks the module once."""
+def collect(tree: ast.Module, index: ModuleIndex, text: SourceText, path: str = "",
+            lines: Sequence[str] = ()) -> Facts:
+    """The facts of one module, from one walk of its tree."""
+    return _Collector(index, text, path, lines).run(tree)
 
-    abstract = True
-    METADATA_DEPENDENCIES = (PositionProvider, QualifiedNameProvider)
 
-    def __init__(self, context: FileContext) -> None:
-        super().__init__(context)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_ASSIGNS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
+_FLOW_METHODS = frozenset({"append", "extend", "add", "update", "put"})
+
+
+class _Collector:
+    """Walks the tree once, in the order the code is written, keeping per scope the
+    loops, ``with`` blocks, ``if`` statements and assignments around the current node."""
+
+    def __init__(self, index: ModuleIndex, text: SourceText, path: str, lines: Sequence[str]) -> None:
+        self.index = index
+        self.text = text
+        self.path = path
+        self.lines = lines
+        self.facts: Facts | None = None
         self._scope_stack: list[Scope] = []
         self._class_stack: list[ClassInfo] = []
-        self.facts: Facts | None = None
-        self._owner: FactsCollector | None = None
+        self._locate = text.start
 
-    def get_visitors(self):  # type: ignore[override]
-        """The facts do not depend on the rule: the first collector of a traversal gathers
-        them, and the others (ML002, ML003 and ML007 run together) only read them when
-        the module is left, instead of walking the same calls three times over."""
-        owner = self.context.shared.setdefault(_SHARED_KEY, self)
-        if owner is self:
-            self._owner = None
-            return super().get_visitors()
-        self._owner = owner
-        return {"leave_Module": self.leave_Module}
-
-    def shared_facts(self) -> Facts | None:
-        return self.facts if self._owner is None else self._owner.facts
+    def run(self, tree: ast.Module) -> Facts:
+        module = Scope(tree, "", None, None)
+        self.facts = Facts(module, [module], path=self.path, lines=self.lines, text=self.text,
+                           index=self.index)
+        self._scope_stack = [module]
+        # Iterative: generated code nests deeper than Python recurses. A tuple on the
+        # stack means "leave this node".
+        stack: list[object] = list(reversed(source_children(tree)))
+        while stack:
+            item = stack.pop()
+            if type(item) is tuple:
+                self._leave(item[0])  # type: ignore[index]
+                continue
+            node: ast.AST = item  # type: ignore[assignment]
+            if self._enter(node):
+                stack.append((node,))
+            stack.extend(reversed(source_children(node)))
+        return self.facts
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _pos(self, node: cst.CSTNode) -> Pos:
-        start = self.get_metadata(PositionProvider, node).start
-        return (start.line, start.column)
-
-    def _qnames(self, node: cst.CSTNode) -> frozenset[str]:
-        return frozenset(qualified_names(self, node))
-
-    def _qualified(self, node: cst.CSTNode) -> set:
-        try:
-            return self.get_metadata(QualifiedNameProvider, node, set())
-        except KeyError:
-            return set()
-
     def _cur(self) -> Scope:
-        # A method, not a property: libcst's batching inspects every attribute.
         return self._scope_stack[-1]
 
-    def _grad_of(self, expr: cst.BaseExpression) -> GradCtx | None:
+    def _qnames(self, node: ast.AST) -> frozenset[str]:
+        return frozenset(self.index.qualified(node))
+
+    def _grad_of(self, expr: ast.expr) -> GradCtx | None:
         """The autograd state a ``with`` item or decorator sets, if it is about autograd."""
-        call = expr if isinstance(expr, cst.Call) else None
+        call = expr if isinstance(expr, ast.Call) else None
         target = call.func if call is not None else expr
         q = self._qnames(target)
-        text = dotted_name(target) or ""
+        text = dotted(target) or ""
+        args = args_of(call) if call is not None else ()
+        first = args[0].value if args else None
         if q & GRAD_OFF:
-            if call is not None and call.args and _is_false_literal(call.args[0].value) is True:
+            if first is not None and literal_flag(first) is True:
                 return None  # inference_mode(False): leaves autograd as it was
             return GradCtx(expr, Grad.OFF, text)
         if q & GRAD_ON:
             return GradCtx(expr, Grad.ON, text)
-        if q & GRAD_SET and call is not None and call.args:
-            flag = _is_false_literal(call.args[0].value)
+        if q & GRAD_SET and first is not None:
+            flag = literal_flag(first)
             state = Grad.UNKNOWN if flag is None else (Grad.OFF if flag else Grad.ON)
             return GradCtx(expr, state, text)
-        if isinstance(expr, cst.IfExp):
+        if isinstance(expr, ast.IfExp):
             # ``torch.no_grad() if not train else nullcontext()``: chosen at run time.
             for branch in (expr.body, expr.orelse):
                 if self._grad_of(branch) is not None:
                     return GradCtx(expr, Grad.UNKNOWN, text)
         return None
 
+    # -- entering and leaving nodes --------------------------------------------------------
+
+    def _enter(self, node: ast.AST) -> bool:
+        """Record ``node``; True when it must be left too (it pushed something)."""
+        kind = type(node)
+        if kind is ast.Call:
+            return self._call(node)  # type: ignore[arg-type]
+        if kind in _ASSIGNS:
+            return self._assign(node)  # type: ignore[arg-type]
+        if kind is ast.If:
+            self._cur().if_stack.append(node)  # type: ignore[arg-type]
+            self.facts.ifs[id(node)] = Where(node, self._locate)  # type: ignore[union-attr]
+            return True
+        if kind is ast.For or kind is ast.AsyncFor:
+            self._push_loop(node, node.iter, Where(node, self._locate))  # type: ignore[attr-defined]
+            return True
+        if kind is ast.While:
+            self._push_loop(node, node.test, Where(node, self._locate))  # type: ignore[attr-defined]
+            return True
+        if kind in _COMPREHENSIONS:
+            gen = node.generators[0]  # type: ignore[attr-defined]
+            self._push_loop(node, gen.iter, Where(gen, self._comprehension_for))
+            return True
+        if kind is ast.With or kind is ast.AsyncWith:
+            self._with(node)  # type: ignore[arg-type]
+            return True
+        if kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+            self._function(node)  # type: ignore[arg-type]
+            return True
+        if kind is ast.ClassDef:
+            self._class(node)  # type: ignore[arg-type]
+            return True
+        return False
+
+    def _leave(self, node: ast.AST) -> None:
+        kind = type(node)
+        if kind is ast.Call or kind in _ASSIGNS:
+            stack = self._cur().flow_stack
+            while stack and stack[-1].stmt is node:
+                stack.pop()
+        elif kind is ast.If:
+            self._cur().if_stack.pop()
+        elif kind in (ast.For, ast.AsyncFor, ast.While) or kind in _COMPREHENSIONS:
+            self._cur().loop_stack.pop()
+        elif kind is ast.With or kind is ast.AsyncWith:
+            scope = self._cur()
+            scope.with_stack.pop()
+            if scope.grad_stack and scope.grad_stack[-1].node is node:
+                scope.grad_stack.pop()
+        elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+            self._scope_stack.pop()
+        elif kind is ast.ClassDef:
+            self._class_stack.pop()
+
     # -- scopes ----------------------------------------------------------------------------
 
-    def visit_Module(self, node: cst.Module) -> None:
-        module = Scope(node, "", None, None)
-        self.facts = Facts(module, [module], path=self.context.path, lines=self.context.lines)
-        self._scope_stack = [module]
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+    def _class(self, node: ast.ClassDef) -> None:
         qn: set[str] = set()
         names = []
         for base in node.bases:
-            qn |= self._qnames(base.value)
-            d = dotted_name(base.value)
+            qn |= self._qnames(base)
+            d = dotted(base)
             if d:
                 names.append(d)
-        info = ClassInfo(node, node.name.value, frozenset(qn), tuple(names))
+        info = ClassInfo(node, node.name, frozenset(qn), tuple(names))
         if not self._class_stack and self._cur().is_module:
-            self.facts.classes.setdefault(info.name, info)
+            self.facts.classes.setdefault(info.name, info)  # type: ignore[union-attr]
         self._class_stack.append(info)
 
-    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-        self._class_stack.pop()
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         parent = self._cur()
-        cls = None
         owner = self._class_stack[-1] if self._class_stack else None
-        if owner is not None and owner.node.body is _parent_block(node, owner.node):
-            cls = owner  # a method, not a function nested in one
-        p = node.params
-        params = tuple(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
-        scope = Scope(node, node.name.value, parent, cls, params)
-        for dec in node.decorators:
-            ctx = self._grad_of(dec.decorator)
+        # A method, not a function nested in one.
+        cls = owner if owner is not None and any(s is node for s in owner.node.body) else None
+        a = node.args
+        params = tuple(x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs))
+        scope = Scope(node, node.name, parent, cls, params)
+        for dec in node.decorator_list:
+            ctx = self._grad_of(dec)
             if ctx is not None:
                 scope.decorator = ctx
         if cls is not None:
             cls.methods.setdefault(scope.name, scope)
         else:
             parent.children.setdefault(scope.name, scope)
-        self.facts.scopes.append(scope)
+        self.facts.scopes.append(scope)  # type: ignore[union-attr]
         self._scope_stack.append(scope)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        self._scope_stack.pop()
 
     # -- loops and blocks ------------------------------------------------------------------
 
-    def visit_For(self, node: cst.For) -> None:
-        self._push_loop(node, node.iter, node)
-
-    def leave_For(self, original_node: cst.For) -> None:
-        self._cur().loop_stack.pop()
-
-    def visit_While(self, node: cst.While) -> None:
-        self._push_loop(node, node.test, node)
-
-    def leave_While(self, original_node: cst.While) -> None:
-        self._cur().loop_stack.pop()
-
-    def _push_loop(self, node: cst.CSTNode, expr: cst.BaseExpression, kw: cst.CSTNode) -> None:
+    def _push_loop(self, node: ast.AST, expr: ast.expr, kw: Where) -> None:
         scope = self._cur()
-        iterables = tuple(_iterables(expr)) if not isinstance(node, cst.While) else ()
+        iterables = tuple(_iterables(expr, self.text)) if not isinstance(node, ast.While) else ()
         loop = Loop(
-            node, Where(node, self._pos), scope, scope.loop_stack[-1] if scope.loop_stack else None,
-            iterables, tuple(_words(expr)), Where(kw, self._pos), draws=not iterables,
+            node, Where(node, self._locate), scope, scope.loop_stack[-1] if scope.loop_stack else None,
+            iterables, tuple(_words(expr, self.text)), kw, draws=not iterables,
             ifs=tuple(scope.if_stack),
         )
         scope.loops.append(loop)
         scope.loop_stack.append(loop)
 
-    # A comprehension is a loop too: ``[model(x) for x, _ in val_loader]``.
-    def visit_ListComp(self, node: cst.ListComp) -> None:
-        self._push_loop(node, node.for_in.iter, node.for_in)
+    def _comprehension_for(self, gen: ast.AST) -> Pos:
+        """Where a comprehension's ``for`` keyword is (``async for``: at ``async``):
+        ``ast`` keeps no position for the clause, so it is read off the text before its
+        target."""
+        line, col = self.text.start(gen.target)  # type: ignore[attr-defined]
+        lines = self.text.lines
+        i = line - 1
+        head = lines[i][:col] if 0 <= i < len(lines) else ""
+        while i >= 0:
+            found = None
+            for m in _FOR_KEYWORD.finditer(head):
+                found = m
+            if found is not None:
+                before = head[:found.start()].rstrip()
+                if gen.is_async and before.endswith("async"):  # type: ignore[attr-defined]
+                    return (i + 1, len(before) - len("async"))
+                return (i + 1, found.start())
+            i -= 1
+            head = lines[i] if i >= 0 else ""
+        return (line, col)
 
-    def leave_ListComp(self, original_node: cst.ListComp) -> None:
-        self._cur().loop_stack.pop()
-
-    def visit_GeneratorExp(self, node: cst.GeneratorExp) -> None:
-        self._push_loop(node, node.for_in.iter, node.for_in)
-
-    def leave_GeneratorExp(self, original_node: cst.GeneratorExp) -> None:
-        self._cur().loop_stack.pop()
-
-    def visit_SetComp(self, node: cst.SetComp) -> None:
-        self._push_loop(node, node.for_in.iter, node.for_in)
-
-    def leave_SetComp(self, original_node: cst.SetComp) -> None:
-        self._cur().loop_stack.pop()
-
-    def visit_DictComp(self, node: cst.DictComp) -> None:
-        self._push_loop(node, node.for_in.iter, node.for_in)
-
-    def leave_DictComp(self, original_node: cst.DictComp) -> None:
-        self._cur().loop_stack.pop()
-
-    def visit_With(self, node: cst.With) -> None:
+    def _with(self, node: ast.With | ast.AsyncWith) -> None:
         scope = self._cur()
         ctx = None
         for item in node.items:
-            ctx = self._grad_of(item.item) or ctx
+            ctx = self._grad_of(item.context_expr) or ctx
         scope.with_stack.append(node)
         if ctx is not None:
             ctx.node = node
-            ctx.where = Where(node, self._pos)
+            ctx.where = Where(node, self._locate)
             scope.grad_stack.append(ctx)
-
-    def leave_With(self, original_node: cst.With) -> None:
-        scope = self._cur()
-        scope.with_stack.pop()
-        if scope.grad_stack and scope.grad_stack[-1].node is original_node:
-            scope.grad_stack.pop()
-
-    def visit_If(self, node: cst.If) -> None:
-        self._cur().if_stack.append(node)
-        self.facts.ifs[id(node)] = Where(node, self._pos)
-
-    def leave_If(self, original_node: cst.If) -> None:
-        self._cur().if_stack.pop()
 
     # -- value flow ----------------------------------------------------------------------
 
-    def visit_Assign(self, node: cst.Assign) -> None:
-        for t in node.targets:
-            self._flow(node, t.target, node.value)
-
-    def leave_Assign(self, original_node: cst.Assign) -> None:
-        self._pop_flows(original_node)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        if node.value is not None:
-            self._flow(node, node.target, node.value)
-
-    def leave_AnnAssign(self, original_node: cst.AnnAssign) -> None:
-        self._pop_flows(original_node)
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+    def _assign(self, node: ast.Assign | ast.AnnAssign | ast.AugAssign) -> bool:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                self._flow(node, t, node.value)
+            return True
+        if node.value is None:
+            return False
         self._flow(node, node.target, node.value)
+        return True
 
-    def leave_AugAssign(self, original_node: cst.AugAssign) -> None:
-        self._pop_flows(original_node)
-
-    def _flow(self, stmt: cst.CSTNode, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+    def _flow(self, stmt: ast.AST, target: ast.expr, value: ast.expr) -> None:
         scope = self._cur()
-        pos = Where(stmt, self._pos)
-        if isinstance(target, (cst.Tuple, cst.List)):
-            names = [_target_name(e.value) for e in target.elements]
-            rec = FlowRec(pos, tuple(n for n in names if n), value, None, scope)
+        pos = Where(stmt, self._locate)
+        if isinstance(target, (ast.Tuple, ast.List)):
+            names = [_target_name(e) for e in target.elts]
+            rec = FlowRec(pos, tuple(n for n in names if n), value, None, scope, stmt)
             scope.flows.append(rec)
             scope.flow_stack.append(rec)
             # Each part separately too, so a name maps to its own piece of the value.
             for i, n in enumerate(names):
                 if n:
                     scope.flows.append(FlowRec(pos, (n,), value, i, scope))
-            rec.stmt = stmt  # type: ignore[attr-defined]
             return
         name = _target_name(target)
-        rec = FlowRec(pos, (name,) if name else (), value, None, scope)
-        rec.stmt = stmt  # type: ignore[attr-defined]
+        rec = FlowRec(pos, (name,) if name else (), value, None, scope, stmt)
         scope.flows.append(rec)
         scope.flow_stack.append(rec)
         if name and scope.self_name and name.startswith(scope.self_name + "."):
             attr = name[len(scope.self_name) + 1:]
             scope.cls.attrs.setdefault(attr, []).append(rec)  # type: ignore[union-attr]
 
-    def _pop_flows(self, stmt: cst.CSTNode) -> None:
-        stack = self._cur().flow_stack
-        while stack and getattr(stack[-1], "stmt", None) is stmt:
-            stack.pop()
-
     # -- calls ------------------------------------------------------------------------------
 
-    def visit_Call(self, node: cst.Call) -> None:
+    def _call(self, node: ast.Call) -> bool:
         scope = self._cur()
-        func = dotted_name(node.func)
-        qualified = self._qualified(node.func)
-        qnames = frozenset(q.name for q in qualified)
+        func = dotted(node.func)
         rec = CallRec(
-            node, Where(node, self._pos), scope, func, qnames, tuple(scope.loop_stack),
+            node, Where(node, self._locate), scope, func, self.index, tuple(scope.loop_stack),
             scope.grad_stack[-1] if scope.grad_stack else None,
             scope.with_stack[-1] if scope.with_stack else None,
             scope.flow_stack[-1] if scope.flow_stack else None,
-            # ``import model`` then ``model = model.RNNModel(...)``: the name is rebound,
-            # so a call of it is not (only) a call of the module.
-            imported=bool(qualified) and all(q.source is QualifiedNameSource.IMPORT
-                                             for q in qualified),
             ifs=tuple(scope.if_stack),
         )
         scope.calls.append(rec)
@@ -513,114 +546,153 @@ class FactsCollector(Rule):
             for loop in scope.loop_stack:
                 loop.trains = True
         attr = rec.attr
-        if attr in ("append", "extend", "add", "update", "put") and rec.receiver:
+        if attr in _FLOW_METHODS and rec.receiver:
             # ``outputs.append(model(x))`` moves the forward's output into ``outputs``.
-            flow = FlowRec(rec.where, (rec.receiver,), node, None, scope)
-            flow.stmt = node  # type: ignore[attr-defined]
+            flow = FlowRec(rec.where, (rec.receiver,), node, None, scope, node)
             scope.flows.append(flow)
             scope.flow_stack.append(flow)
-
-    def leave_Call(self, original_node: cst.Call) -> None:
-        self._pop_flows(original_node)
-
-def _parent_block(node: cst.FunctionDef, cls: cst.ClassDef) -> cst.BaseSuite | None:
-    """``cls.body`` when ``node`` is one of its direct statements (a method)."""
-    body = cls.body
-    stmts = getattr(body, "body", ())
-    return body if any(s is node for s in stmts) else None
+            return True
+        return False
 
 
-def _is_false_literal(expr: cst.BaseExpression) -> bool | None:
-    """True for ``False``, False for ``True``, None for anything decided at run time."""
-    if isinstance(expr, cst.Name) and expr.value in ("True", "False"):
-        return expr.value == "False"
-    return None
+_FOR_KEYWORD = re.compile(r"\bfor\b")
 
 
-def _target_name(expr: cst.BaseExpression) -> str | None:
-    if isinstance(expr, cst.Subscript):
+def _target_name(expr: ast.expr) -> str | None:
+    if isinstance(expr, ast.Subscript):
         expr = expr.value
-    if isinstance(expr, cst.StarredElement):
+    if isinstance(expr, ast.Starred):
         expr = expr.value
-    return dotted_name(expr)
+    return dotted(expr)
 
 
 _UNWRAP = frozenset({"enumerate", "tqdm", "iter", "zip", "tqdm.tqdm", "trange", "progress_bar",
                      "track", "islice", "itertools.islice", "cycle", "itertools.cycle"})
 
 
-def _iterables(expr: cst.BaseExpression) -> Iterator[str]:
+def _iterables(expr: ast.expr, text: SourceText) -> Iterator[str]:
     """The objects a ``for`` iterates: ``val_loader`` in ``enumerate(tqdm(val_loader))``."""
-    if isinstance(expr, cst.Call):
-        if isinstance(expr.func, cst.Attribute) and expr.func.attr.value == "__iter__":
-            yield from _iterables(expr.func.value)  # ``loader.__iter__()``
+    if isinstance(expr, ast.Call):
+        if isinstance(expr.func, ast.Attribute) and expr.func.attr == "__iter__":
+            yield from _iterables(expr.func.value, text)  # ``loader.__iter__()``
             return
-        func = dotted_name(expr.func)
+        func = dotted(expr.func)
         if func in _UNWRAP or (func or "").endswith(("tqdm", "progress_bar")):
-            for arg in expr.args:
+            for arg in args_of(expr):
                 if arg.keyword is None:
-                    yield from _iterables(arg.value)
+                    yield from _iterables(arg.value, text)
                     if func not in ("zip",):
                         break
             return
         return
-    if isinstance(expr, cst.Subscript):
-        name = dotted_name(expr.value)
+    if isinstance(expr, ast.Subscript):
+        name = dotted(expr.value)
         if name:
-            key = expr.slice[0].slice if len(expr.slice) == 1 else None
-            if isinstance(key, cst.Index) and isinstance(key.value, cst.SimpleString):
-                yield f"{name}[{key.value.value}]"
-                return
+            key = expr.slice
+            if isinstance(key, ast.Constant) and isinstance(key.value, (str, bytes)):
+                code = text.code(key)
+                if _STRING_TOKEN.fullmatch(code):  # one string as written, not joined
+                    yield f"{name}[{code}]"
+                    return
             yield name
         return
-    name = dotted_name(expr)
+    name = dotted(expr)
     if name:
         yield name
 
 
-def _drawn_from(node: cst.Call, func: str | None) -> str | None:
+def _drawn_from(node: ast.Call, func: str | None) -> str | None:
     """The iterator a call takes the next batch from: ``it`` in ``next(it)``,
     ``it.next()``, ``it.__next__()``."""
+    args = args_of(node)
     if func == "next":
-        first = node.args[0] if node.args else None
+        first = args[0] if args else None
         if first is not None and first.keyword is None and not first.star:
-            return dotted_name(first.value)
+            return dotted(first.value)
         return None
     f = node.func
-    if isinstance(f, cst.Attribute) and f.attr.value in ("next", "__next__") and not node.args:
-        return dotted_name(f.value)
+    if isinstance(f, ast.Attribute) and f.attr in ("next", "__next__") and not args:
+        return dotted(f.value)
     return None
 
 
-def _words(expr: cst.BaseExpression) -> Iterator[str]:
-    """Names and string constants in an expression (small subtrees only)."""
-    stack: list[cst.CSTNode] = [expr]
+def _words(expr: ast.AST, text: SourceText) -> Iterator[str]:
+    """Names and string constants (as written, quotes included) in an expression."""
+    stack: list[ast.AST] = [expr]
     while stack:
         node = stack.pop()
-        if isinstance(node, (cst.Name, cst.Attribute)):
-            d = dotted_name(node)
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            d = dotted(node)
             if d:
                 yield d
                 continue
-        if isinstance(node, cst.SimpleString):
-            yield node.value
+        name = _held_name(node)
+        if name is not None:
+            yield name
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+            yield from _string_parts(text.code(node))
+            continue
+        if isinstance(node, ast.JoinedStr):
+            # An f-string's text is no string of its own: only its fields are read.
+            stack.extend(v for v in node.values if isinstance(v, ast.FormattedValue))
             continue
         stack.extend(children(node))
 
 
-def names_in(expr: cst.CSTNode) -> set[str]:
+#: One string literal as written: prefix, quotes and all.
+_STRING_TOKEN = re.compile(
+    r"""(?is)[rbu]{0,2}(?:'''(?:[^\\]|\\.)*?'''|\"\"\"(?:[^\\]|\\.)*?\"\"\"|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
+
+
+def _string_parts(code: str) -> Iterator[str]:
+    """The string literals an implicitly joined string is written as (``"a" "b"``)."""
+    found = False
+    for m in _STRING_TOKEN.finditer(code):
+        found = True
+        yield m.group(0)
+    if not found:
+        yield code
+
+
+def _held_name(node: ast.AST) -> str | None:
+    """A name the node holds that the analyses read as a word (libcst, which they were
+    first written on, keeps it as a ``Name`` node): an attribute of something not dotted (``f(x).attr``), a
+    keyword argument's name, a lambda's parameter."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.keyword):
+        return node.arg
+    if isinstance(node, ast.arg):
+        return node.arg
+    return None
+
+
+def names_in(expr: ast.AST) -> set[str]:
     """Dotted names (and their roots) an expression reads."""
     out: set[str] = set()
-    for w in _words(expr):  # type: ignore[arg-type]
-        if w[:1] in "\"'" or w[:1] in "bfrBFR" and w[1:2] in "\"'":
-            continue
-        out.add(w)
-        out.add(w.split(".", 1)[0])
+    stack: list[ast.AST] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            d = dotted(node)
+            if d:
+                out.add(d)
+                out.add(d.split(".", 1)[0])
+                continue
+        name = _held_name(node)
+        if name is not None:
+            out.add(name)
+        stack.extend(children(node))
     return out
 
 
+#: The last names of ``AUTOGRAD_CALLS``: only a call of one of these can be one.
+_AUTOGRAD_LAST = frozenset(q.rpartition(".")[2] for q in AUTOGRAD_CALLS)
+
+
 def _is_training_call(rec: CallRec) -> bool:
-    if rec.qnames & AUTOGRAD_CALLS:
+    last = (rec.func or "").rpartition(".")[2]
+    if last in _AUTOGRAD_LAST and rec.qnames & AUTOGRAD_CALLS:
         return True
     attr = rec.attr
     if attr in TRAIN_METHODS:
@@ -628,5 +700,3 @@ def _is_training_call(rec: CallRec) -> bool:
         recv = (rec.receiver or "").lower()
         return not (attr == "step" and ("sched" in recv or "lr" == recv.rsplit(".", 1)[-1]))
     return False
-
-

@@ -30,10 +30,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import libcst as cst
+import ast
 
-from mllint.analysis.syntax import contains, dotted_name
+from mllint.analysis.pyast.scopes import default_of
+from mllint.analysis.pyast.syntax import FUNCTIONS, SourceText
 from mllint.analysis.validation.facts import CallRec, Scope, _is_training_call
+from mllint.gates.resolve import dotted as dotted_name
 from mllint.analysis.validation.names import FLAG_IF_RE
 
 #: A literal a flag can be bound to: ``True``/``False``/``None``, a number or a string.
@@ -80,30 +82,29 @@ class EvalCall:
         return f"`{self.call.func}(..., {self.switch.param}={_show(self.value)})`"
 
 
-def flag_test(test: cst.BaseExpression, params: tuple[str, ...]) -> FlagTest | None:
+def flag_test(test: ast.expr, params: tuple[str, ...], text: SourceText) -> FlagTest | None:
     """The flag test ``test`` makes on one of ``params``, if it is one of the forms the
-    prefilter (``FLAG_IF``) and the ast gate also know."""
+    prefilter (``FLAG_IF``) also knows: ``p``, ``not p``, ``p == "x"``, ``p != "x"``,
+    with no parentheses of their own (a plain string, no prefix)."""
     negated = False
-    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
-        negated, test = True, test.expression
-        if test.lpar:
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        negated, test = True, test.operand
+        if text.parenthesized(test):
             return None
-    if isinstance(test, cst.Name) and test.value in params and not test.lpar:
-        return FlagTest(test.value, negated)
-    if negated or not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+    if isinstance(test, ast.Name) and test.id in params and not text.parenthesized(test):
+        return FlagTest(test.id, negated)
+    if negated or not isinstance(test, ast.Compare) or len(test.ops) != 1:
         return None
-    left, comp = test.left, test.comparisons[0]
-    if not (isinstance(left, cst.Name) and left.value in params) or test.lpar or left.lpar:
+    left, op = test.left, test.ops[0]
+    if not (isinstance(left, ast.Name) and left.id in params) or text.parenthesized(test) \
+            or text.parenthesized(left):
         return None
-    if not isinstance(comp.operator, (cst.Equal, cst.NotEqual)):
+    if not isinstance(op, (ast.Eq, ast.NotEq)):
         return None
-    right = comp.comparator
-    if not isinstance(right, cst.SimpleString) or right.prefix or right.lpar:
+    value = text.plain_string(test.comparators[0])
+    if value is None:
         return None
-    value = right.evaluated_value
-    if not isinstance(value, str):
-        return None
-    return FlagTest(left.value, isinstance(comp.operator, cst.NotEqual), value)
+    return FlagTest(left.id, isinstance(op, ast.NotEq), value)
 
 
 class Flags:
@@ -116,16 +117,16 @@ class Flags:
 
     # -- guards ------------------------------------------------------------------------
 
-    def _test(self, scope: Scope, node: cst.If) -> FlagTest | None:
+    def _test(self, scope: Scope, node: ast.If) -> FlagTest | None:
         key = id(node)
         if key not in self._tests:
-            test = flag_test(node.test, scope.params)
+            test = flag_test(node.test, scope.params, self.va.facts.text)
             if test is not None and not self._on_flag_line(scope, node):
                 test = None
             self._tests[key] = test
         return self._tests[key]
 
-    def _on_flag_line(self, scope: Scope, node: cst.If) -> bool:
+    def _on_flag_line(self, scope: Scope, node: ast.If) -> bool:
         where = self.va.facts.ifs.get(id(node))
         return where is not None and self.va.facts.line_matches(where.pos, FLAG_IF_RE)
 
@@ -137,14 +138,30 @@ class Flags:
             test = self._test(call.scope, node)
             if test is None or test.param != param:
                 continue
-            in_body = contains(node.body, call.node)
-            if not in_body and (node.orelse is None or not contains(node.orelse, call.node)):
+            part = self._part_of(node, call.node)
+            if part is None:
                 continue  # in the test itself
+            in_body = part is node.body
             taken = test.body_runs(value)
             if taken != in_body:
                 return False
             verdict = True
         return verdict
+
+    def _part_of(self, node: ast.If, inner: ast.AST) -> list | None:
+        """The block of ``node`` (its body or its ``else``) that holds ``inner``; None
+        when ``inner`` is in its test."""
+        up = self.va.facts.index
+        child = inner
+        for anc in up.ancestors(inner):
+            if anc is node:
+                if any(s is child for s in node.body):
+                    return node.body
+                if any(s is child for s in node.orelse):
+                    return node.orelse
+                return None
+            child = anc
+        return None
 
     # -- switched functions --------------------------------------------------------------
 
@@ -190,9 +207,9 @@ class Flags:
         if inner is None:
             return None
         arg = bound_arg(helper, call, inner.param)
-        if (isinstance(arg, cst.Name) and not arg.lpar and arg.value in scope.params
-                and not scope.assigned(arg.value)):
-            return inner, arg.value
+        if (isinstance(arg, ast.Name) and not self.va.facts.text.parenthesized(arg)
+                and arg.id in scope.params and not scope.assigned(arg.id)):
+            return inner, arg.id
         return None
 
     def trains_with(self, switch: Switch, value: Literal, depth: int = 0) -> bool:
@@ -216,7 +233,7 @@ class Flags:
             return []
         out = []
         for call in self.va.callers(scope):
-            value = bound_literal(scope, call, switch.param)
+            value = bound_literal(scope, call, switch.param, self.va.facts.text)
             if value is not _NOT_LITERAL and not self.trains_with(switch, value):
                 out.append(EvalCall(switch, call, value))
         return out
@@ -235,53 +252,52 @@ def chosen_name(va, ec: EvalCall, scope: Scope, name: str, pos) -> str | None:
     chosen branch's dotted name, "" when that branch is no name; None when ``name`` is
     not assigned that way."""
     for s, f in va.origins(scope, name, pos):
-        if s is not scope or f.index is not None or not isinstance(f.value, cst.IfExp):
+        if s is not scope or f.index is not None or not isinstance(f.value, ast.IfExp):
             continue
-        test = flag_test(f.value.test, (ec.switch.param,))
+        test = flag_test(f.value.test, (ec.switch.param,), va.facts.text)
         if test is not None:
             branch = f.value.body if test.body_runs(ec.value) else f.value.orelse
             return dotted_name(branch) or ""
     return None
 
 
-def bound_literal(callee: Scope, call: CallRec, param: str) -> Literal:
+def bound_literal(callee: Scope, call: CallRec, param: str, text: SourceText) -> Literal:
     """The literal ``call`` binds to ``callee``'s parameter ``param`` (its default when
     the call leaves it out), or ``_NOT_LITERAL``."""
     expr = bound_arg(callee, call, param)
-    return _NOT_LITERAL if expr is None else _literal(expr)
+    return _NOT_LITERAL if expr is None else _literal(expr, text)
 
 
-def bound_arg(callee: Scope, call: CallRec, param: str) -> cst.BaseExpression | None:
+def bound_arg(callee: Scope, call: CallRec, param: str) -> ast.expr | None:
     """The expression ``call`` binds to ``callee``'s parameter ``param`` (its default when
     the call leaves it out), or None when that cannot be told."""
-    node = call.node
-    for a in node.args:
-        if a.keyword is not None and a.keyword.value == param:
+    args = call.args
+    for a in args:
+        if a.keyword is not None and a.keyword == param:
             return a.value
         if a.star:
             return None  # ``*args`` / ``**kwargs``: cannot tell
     offset = 1 if callee.cls is not None and call.func and "." in call.func else 0
     index = callee.params.index(param) - offset
-    positional = [a for a in node.args if a.keyword is None]
+    positional = [a for a in args if a.keyword is None]
     if 0 <= index < len(positional):
         return positional[index].value
     func = callee.node
-    if isinstance(func, cst.FunctionDef):
-        p = func.params
-        for q in (*p.posonly_params, *p.params, *p.kwonly_params):
-            if q.name.value == param and q.default is not None:
-                return q.default
+    if isinstance(func, FUNCTIONS):
+        a = func.args
+        for q in (*a.posonlyargs, *a.args, *a.kwonlyargs):
+            if q.arg == param:
+                return default_of(func, q)
     return None
 
 
-def _literal(expr: cst.BaseExpression) -> Literal:
-    if isinstance(expr, cst.Name) and expr.value in ("True", "False", "None"):
-        return {"True": True, "False": False, "None": None}[expr.value]
-    if isinstance(expr, cst.Integer):
-        return int(expr.value.replace("_", ""), 0)
-    if isinstance(expr, cst.SimpleString) and not expr.prefix:
-        value = expr.evaluated_value
-        return value if isinstance(value, str) else _NOT_LITERAL
+def _literal(expr: ast.expr, text: SourceText) -> Literal:
+    if isinstance(expr, ast.Constant):
+        value = expr.value
+        if value is None or isinstance(value, bool) or type(value) is int:
+            return value
+        plain = text.plain_string(expr)
+        return plain if plain is not None else _NOT_LITERAL
     return _NOT_LITERAL
 
 

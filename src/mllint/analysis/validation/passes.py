@@ -18,37 +18,47 @@ when what built it is out of sight (imported builders, parameters) - a name that
 (``model``, ``net``, ``self.model``, ``netG``...). ``self.x`` inside an ``nn.Module`` class is
 a submodule whose mode belongs to the outer module, so it is never the model of a pass.
 
-The facts are gathered during the engine's single traversal (``ValidationRule`` visits),
-then ``ValidationAnalysis`` answers, per pass, "which mode is the model in here?",
+The facts are gathered in one walk of the module's ``ast`` (``facts.collect``, shared by
+the three rules), then ``ValidationAnalysis`` answers, per pass, "which mode is the model in here?",
 "is autograd on here?" and "which data does this pass iterate?", following same-module
 helpers into their bodies and evaluation helpers back to their call sites.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from dataclasses import dataclass
 
-import libcst as cst
-
-from mllint.analysis.syntax import contains, dotted_name, nodes_of
+from mllint.analysis.pyast.index import ModuleIndex
+from mllint.analysis.pyast.syntax import (
+    FUNCTIONS,
+    SourceText,
+    args_of,
+    is_none,
+    is_number,
+    is_string,
+    nodes_under,
+    own_returns,
+)
+from mllint.analysis.pyast.syntax import literal_flag as _is_false_literal
 from mllint.analysis.validation.facts import (
+    _STRING_TOKEN,
     CallRec,
     ClassInfo,
     Evidence,
     Facts,
-    FactsCollector,
     FlowRec,
     Grad,
     Loop,
     Mode,
     Scope,
     State,
-    _is_false_literal,
     _is_training_call,
     _iterables,
     _words,
+    collect,
     names_in,
 )
 from mllint.analysis.validation.flags import EvalCall, Flags, flag_test
@@ -78,27 +88,39 @@ from mllint.analysis.validation.names import (
     is_train_name,
     is_val_name,
 )
-from mllint.engine.traversal import children
+from mllint.gates.resolve import dotted as dotted_name
 from mllint.project.model import ProjectView
 from mllint.project.roles import NESTING_LAYERS, UNKNOWN, mode_dependent_layer
+from mllint.rule import AstRule, FileContext
 from mllint.source import STRING_OR_COMMENT
 
 
 _ANALYSIS_KEY = "validation-analysis"
+_FACTS_KEY = "validation-facts"
 
 
-class ValidationRule(FactsCollector):
-    """Base of ML002/ML003/ML007: gathers ``Facts`` in the single traversal, then decides
-    in ``decide(analysis)``, which subclasses implement."""
+def module_facts(context: FileContext, tree: ast.Module) -> Facts:
+    """The facts of the module ``tree`` is parsed from, gathered once for ML002, ML003
+    and ML007 (they run on the same tree, one after the other)."""
+    kept = context.shared.get(_FACTS_KEY)
+    if kept is not None and kept[0] is tree:
+        return kept[1]
+    index = ModuleIndex(tree, context.source, context.project, context.star_imports)
+    facts = collect(tree, index, SourceText(context.source), context.path, context.lines)
+    context.shared[_FACTS_KEY] = (tree, facts)
+    return facts
+
+
+class ValidationRule(AstRule):
+    """Base of ML002/ML003/ML007: gathers ``Facts`` in one walk of the module's ``ast``
+    (shared by the three), then decides in ``decide(analysis)``, which subclasses
+    implement."""
 
     abstract = True
 
-    def leave_Module(self, original_node: cst.Module) -> None:
-        facts = self.shared_facts()
-        if facts is None:
-            return
-        self.facts = facts
-        self.decide(self._analysis(facts))
+    def check(self, tree: ast.Module) -> None:
+        self.facts = module_facts(self.context, tree)
+        self.decide(self._analysis(self.facts))
 
     def _analysis(self, facts: Facts) -> ValidationAnalysis:
         """One analysis of the module for ML002, ML003 and ML007: what it works out
@@ -164,7 +186,7 @@ class ValidationPass:
         return "this evaluation"
 
     @property
-    def region(self) -> cst.CSTNode:
+    def region(self) -> ast.AST:
         if self.loop is not None:
             return self.loop.node
         if not self.scope.is_module and self.forward.with_node is None:
@@ -192,10 +214,15 @@ class ValidationAnalysis:
         self._uncommented: str | None = None  # the source without its comments
         self._model_cache: dict[tuple[int, str], bool] = {}
         self._wrapped: dict[tuple[int, str], list[CallRec]] = {}
+        self._recs: dict[int, CallRec] | None = None
         #: Shared train/eval loops switched by a flag.
         self.flags = Flags(self)
         base = os.path.basename(facts.path)
         self.is_test_file = base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
+
+    def _simple_string(self, node: ast.AST) -> bool:
+        """One string literal as written (``"x"``, ``r"x"``; not ``"a" "b"``)."""
+        return is_string(node) and _STRING_TOKEN.fullmatch(self.facts.text.code(node)) is not None
 
     # -- loops ----------------------------------------------------------------------------
 
@@ -212,7 +239,7 @@ class ValidationAnalysis:
             return list(loop.iterables)
         out: list[str] = []
         for name in loop.iterables:
-            inner = [n for c in self._wrapped_calls(loop, name) for n in _iterables(c.node)]
+            inner = [n for c in self._wrapped_calls(loop, name) for n in _iterables(c.node, self.facts.text)]
             out.extend(inner or [name])
         return list(dict.fromkeys(out))
 
@@ -221,7 +248,7 @@ class ValidationAnalysis:
         found = self._wrapped.get(key)
         if found is None:
             found = []
-            if not isinstance(loop.node, cst.While):
+            if not isinstance(loop.node, ast.While):
                 for scope, f in self.origins(loop.scope, name, loop.kw_pos):
                     call = self._call_rec(scope, f.value)
                     if call is not None and (call.func or "").rpartition(".")[2] in ITER_WRAPPERS:
@@ -239,10 +266,10 @@ class ValidationAnalysis:
         """The loop iterates held-out data by its names (not training data), read off its
         line (``FOR_VAL``/``WHILE_VAL``) or where the wrapped iterable it loops over is
         made (``WRAPPED_VAL``)."""
-        sign = WHILE_VAL_RE if isinstance(loop.node, cst.While) else FOR_VAL_RE
+        sign = WHILE_VAL_RE if isinstance(loop.node, ast.While) else FOR_VAL_RE
         if _held_out(loop.iter_words) and self.facts.line_matches(loop.kw_pos, sign):
             return True
-        return any(_held_out(tuple(_words(c.node))) and self.facts.line_matches(c.pos, WRAPPED_VAL_RE)
+        return any(_held_out(tuple(_words(c.node, self.facts.text))) and self.facts.line_matches(c.pos, WRAPPED_VAL_RE)
                    for c in self.wrapped_iterables(loop))
 
     # -- structure ------------------------------------------------------------------------
@@ -389,23 +416,25 @@ class ValidationAnalysis:
             return None
         if flow.index is not None:
             # ``model, opt = accelerator.prepare(model, opt)``: the i-th argument comes back.
-            if isinstance(value, cst.Tuple) and flow.index < len(value.elements):
-                part = value.elements[flow.index].value
+            if isinstance(value, ast.Tuple) and flow.index < len(value.elts):
+                part = value.elts[flow.index]
+                if isinstance(part, ast.Starred):
+                    part = part.value
                 return self.is_model_value(scope, FlowRec(flow.where, flow.targets, part), depth + 1)
-            if isinstance(value, cst.Call):
+            if isinstance(value, ast.Call):
                 d = _returned_name(value, flow.index)
                 if d:
                     return self.is_model(scope, d, depth + 1)
             return None
         call = self._call_rec(scope, value)
-        if isinstance(value, cst.Name) and value.value == "None":
+        if is_none(value):
             return None  # a placeholder (``self.unet = None``) filled by a later assignment
-        if isinstance(value, (cst.Name, cst.Attribute)):
+        if isinstance(value, (ast.Name, ast.Attribute)):
             d = dotted_name(value)
             return self.is_model(scope, d, depth + 1) if d else None
         if call is None:
-            return False if isinstance(value, (cst.BaseString, cst.BaseNumber, cst.Dict, cst.List,
-                                               cst.Tuple, cst.Lambda)) else None
+            return False if (is_string(value) or is_number(value) or _is_bool(value) or isinstance(
+                value, (ast.JoinedStr, ast.Dict, ast.List, ast.Tuple, ast.Lambda))) else None
         return self.call_builds_model(call, depth)
 
     def call_builds_model(self, call: CallRec, depth: int) -> bool | None:
@@ -452,19 +481,20 @@ class ValidationAnalysis:
             if f.targets and self.is_model_value(helper, f, depth):
                 return True
         # ``return nn.Sequential(...)``.
-        for ret in _own_returns(helper.node):
+        for ret in own_returns(helper.node):
             sub = self._call_rec(helper, _strip_passthrough(ret.value)) if ret.value else None
             if sub is not None and depth < _MAX_DEPTH and self.call_builds_model(sub, depth + 1):
                 return True
         return None
 
-    def _call_rec(self, scope: Scope, node: cst.CSTNode | None) -> CallRec | None:
-        if not isinstance(node, cst.Call):
+    def _call_rec(self, scope: Scope, node: ast.AST | None) -> CallRec | None:
+        """The record of the call ``node`` made in ``scope``."""
+        if not isinstance(node, ast.Call):
             return None
-        for c in scope.calls:
-            if c.node is node:
-                return c
-        return None
+        if self._recs is None:
+            self._recs = {id(c.node): c for s in self.facts.scopes for c in s.calls}
+        rec = self._recs.get(id(node))
+        return rec if rec is not None and rec.scope is scope else None
 
     def aliases(self, scope: Scope, name: str) -> set[str]:
         """Names in ``scope`` (and globals) bound to the same module object as ``name``."""
@@ -637,7 +667,7 @@ class ValidationAnalysis:
     @staticmethod
     def forward_target(call: CallRec) -> str | None:
         """The callee of a module forward: ``model`` in ``model(x)`` / ``model.forward(x)``."""
-        if call.func is None or not call.node.args:
+        if call.func is None or not call.args:
             return None
         if call.attr == "forward":
             return call.receiver
@@ -716,7 +746,7 @@ class ValidationAnalysis:
         moves, hands on or reads an attribute of) holds random weights, and a forward
         of it evaluates nothing."""
         if "." in model or not any(
-            f.index is None and isinstance(f.value, cst.Call)
+            f.index is None and isinstance(f.value, ast.Call)
             and (self.call_builds_model(c, 0) if (c := self._call_rec(s, f.value)) else False)
             for s, f in self.origins(scope, model)
         ):
@@ -737,7 +767,7 @@ class ValidationAnalysis:
         if self._backpropagated(call) or not self._returns_output(call):
             return None
         for c in self.callers(scope):
-            if not c.loops or not c.node.args or self.framework_owned(c.scope):
+            if not c.loops or not c.args or self.framework_owned(c.scope):
                 continue
             if self.loop_trains(c.loops[-1]) or self._backpropagated(c):
                 continue
@@ -772,9 +802,9 @@ class ValidationAnalysis:
         return evidence
 
     def _synthetic_input(self, call: CallRec) -> bool:
-        if not call.node.args:
+        if not call.args:
             return False
-        value: cst.CSTNode | None = call.node.args[0].value
+        value: ast.AST | None = call.args[0].value
         name = dotted_name(value) if value is not None else None
         if name:
             found = self.origins(call.scope, name, call.pos)
@@ -784,9 +814,9 @@ class ValidationAnalysis:
 
     def _val_args(self, call: CallRec) -> bool:
         """``model(X_test)``: the first argument, on the call's line, is held-out data."""
-        if not call.node.args:
+        if not call.args:
             return False
-        first = dotted_name(call.node.args[0].value)
+        first = dotted_name(call.args[0].value)
         if first is None or not is_val_name(first) or is_train_name(first):
             return False
         return self.facts.line_matches(call.pos, ARG_VAL_RE)
@@ -821,10 +851,10 @@ class ValidationAnalysis:
 
     def _returns_output(self, call: CallRec) -> bool:
         tainted = self._tainted(call) if call.flow is not None and call.flow.targets else set()
-        for ret in _returns(call.scope.node):
+        for ret in own_returns(call.scope.node):
             if ret.value is None:
                 continue
-            if names_in(ret.value) & tainted or contains(ret.value, call.node):
+            if names_in(ret.value) & tainted or self.facts.index.within(call.node, ret.value):
                 return True
         return False
 
@@ -850,7 +880,7 @@ class ValidationAnalysis:
                 continue
             if names_in(f.value) & tainted:
                 tainted |= set(f.targets)
-            elif isinstance(getattr(f, "stmt", None), (cst.Assign, cst.AnnAssign)):
+            elif isinstance(f.stmt, (ast.Assign, ast.AnnAssign)):
                 tainted -= set(f.targets)  # reassigned from something else: a new value
         return tainted
 
@@ -859,13 +889,13 @@ class ValidationAnalysis:
     @staticmethod
     def mode_call(call: CallRec) -> Mode | None:
         attr = call.attr
-        if attr == "eval" and not call.node.args:
+        if attr == "eval" and not call.args:
             return Mode.EVAL
         if attr == "train":
-            if not call.node.args:
+            if not call.args:
                 return Mode.TRAIN
-            arg = call.node.args[0]
-            if arg.keyword is not None and arg.keyword.value != "mode":
+            arg = call.args[0]
+            if arg.keyword is not None and arg.keyword != "mode":
                 return None
             flag = _is_false_literal(arg.value)
             return Mode.UNKNOWN if flag is None else (Mode.EVAL if flag else Mode.TRAIN)
@@ -888,7 +918,7 @@ class ValidationAnalysis:
                 break
             m = self.mode_call(c)
             if m is not None and self._matches(c.receiver, names):
-                last = State(m, c.line, f"{_show(c)} on line {c.line}")
+                last = State(m, c.line, f"{_show(c, self.facts.text)} on line {c.line}")
                 continue
             if depth < _MAX_DEPTH:
                 helper = self.helper_of(c)
@@ -1022,7 +1052,7 @@ class ValidationAnalysis:
             state: State | None = None
             m = self.mode_call(c)
             if m is not None and self._matches(c.receiver, names):
-                state = State(m, c.line, f"{_show(c)} on line {c.line}")
+                state = State(m, c.line, f"{_show(c, self.facts.text)} on line {c.line}")
             elif (helper := self.helper_of(c)) is not None and helper is not scope:
                 mapped = self.map_names(helper, c, names, inward=True)
                 effect = self.mode_local(helper, mapped, (10**9, 0), 1) if mapped else None
@@ -1070,17 +1100,17 @@ class ValidationAnalysis:
     def _flag_grad(self, call: CallRec, ec: EvalCall) -> State | None:
         """``with torch.set_grad_enabled(train):`` around ``call``, on the path taken."""
         ctx = call.grad
-        if ctx is None or not isinstance(ctx.node, cst.With):
+        if ctx is None or not isinstance(ctx.node, (ast.With, ast.AsyncWith)):
             return None
         for item in ctx.node.items:
-            c = self._call_rec(call.scope, item.item)
-            if c is None or not c.qnames & GRAD_SET or not c.node.args:
+            c = self._call_rec(call.scope, item.context_expr)
+            if c is None or not c.qnames & GRAD_SET or not c.args:
                 continue
-            test = flag_test(c.node.args[0].value, (ec.switch.param,))
+            test = flag_test(c.args[0].value, (ec.switch.param,), self.facts.text)
             if test is None or test.equals is not None:
                 continue
             on = test.body_runs(ec.value)
-            text = cst.Module([]).code_for_node(item.item)
+            text = self.facts.text.code(item.context_expr)
             return State(Grad.ON if on else Grad.OFF, c.line, f"`{text}` with "
                          f"`{ec.switch.param}={ec.value!r}`")
         return None
@@ -1150,7 +1180,7 @@ class ValidationAnalysis:
                     modes = [(c, m) for c in helper.calls if (m := self.mode_call(c)) is not None]
                     if modes:
                         c, m = modes[-1]
-                        return State(m, f.pos[0], f"`{call.func}()` returns it after {_show(c)} "
+                        return State(m, f.pos[0], f"`{call.func}()` returns it after {_show(c, self.facts.text)} "
                                      f"on line {c.line}")
                 built = self.call_builds_model(call, 0)
                 if built or (built is None and (call.func or "").rpartition(".")[2][:1].isupper()):
@@ -1165,7 +1195,7 @@ class ValidationAnalysis:
         for n in sorted(names):
             for s, f in self.origins(scope, n, before):
                 value = _strip_passthrough(f.value) if f.value is not None else None
-                if f.index is not None and isinstance(value, cst.Call):
+                if f.index is not None and isinstance(value, ast.Call):
                     # ``model, opt, dl = privacy_engine.make_private(module=model, ...)``
                     d = _returned_name(value, f.index)
                     if d:
@@ -1188,8 +1218,9 @@ class ValidationAnalysis:
             if (call.func or "").rpartition(".")[2] not in NESTING_LAYERS:
                 return False
             built_elsewhere = any(  # ``GINConv(mlp)``: a module built elsewhere
-                not isinstance(a.value, (cst.Call, cst.Integer, cst.Float, cst.SimpleString))
-                for a in call.node.args)
+                not (isinstance(a.value, ast.Call) or _int_or_float(a.value)
+                     or self._simple_string(a.value))
+                for a in call.args)
             found = self._argument_layers(call, depth)
             return None if found is False and built_elsewhere else found
         if is_module_constructor(call.qnames):
@@ -1211,7 +1242,7 @@ class ValidationAnalysis:
         """Whether what a same-module function returns holds mode-dependent layers
         (``def get_net(n): net = nn.Linear(n, 1); ...; return net``): False only when
         every ``return`` gives a model whose construction is in sight and has none."""
-        returns = [r for r in _own_returns(helper.node) if r.value is not None]
+        returns = [r for r in own_returns(helper.node) if r.value is not None]
         if not returns or depth > _MAX_DEPTH:
             return None
         found: bool | None = False
@@ -1244,22 +1275,22 @@ class ValidationAnalysis:
 
     def _nested_calls(self, call: CallRec) -> list[CallRec]:
         inside: set[int] = set()
-        stack: list[cst.CSTNode] = [a.value for a in call.node.args]
+        stack: list[ast.AST] = [a.value for a in call.args]
         while stack:
             node = stack.pop()
-            if isinstance(node, cst.Call):
+            if isinstance(node, ast.Call):
                 inside.add(id(node))
-                stack.extend(a.value for a in node.args)
-            elif isinstance(node, (cst.List, cst.Tuple)):
-                stack.extend(e.value for e in node.elements)
+                stack.extend(a.value for a in args_of(node))
+            elif isinstance(node, (ast.List, ast.Tuple)):
+                stack.extend(e.value if isinstance(e, ast.Starred) else e for e in node.elts)
         # Direct children only: a layer's own arguments are not layers.
-        direct = {id(a.value) for a in call.node.args}
+        direct = {id(a.value) for a in call.args}
         return [c for c in call.scope.calls if id(c.node) in inside and id(c.node) in direct]
 
     def _class_mode_dependent(self, cls: ClassInfo, depth: int) -> bool | None:
         if depth > _MAX_DEPTH:
             return None
-        if _reads_training(cls.node):
+        if _reads_training(cls.node, self.facts.text):
             return True  # ``self.training`` / ``F.dropout(training=...)``: mode decides
         result: bool | None = False
         if not any(q in ("torch.nn.Module", "torch.nn.modules.module.Module") for q in cls.base_qnames):
@@ -1354,8 +1385,8 @@ class ValidationAnalysis:
         for c in call.scope.calls:
             if c.pos >= call.pos:
                 break
-            if c.qnames & GRAD_SET and c.node.args and c.grad is None and _is_statement(c):
-                flag = _is_false_literal(c.node.args[0].value)
+            if c.qnames & GRAD_SET and c.args and c.grad is None and _is_statement(c):
+                flag = _is_false_literal(c.args[0].value)
                 state = Grad.UNKNOWN if flag is None else (Grad.OFF if flag else Grad.ON)
                 last = State(state, c.line, f"`torch.set_grad_enabled(...)` on line {c.line}")
             elif c.qnames & GRAD_OFF and not _in_with_items(c) and not _is_decorator(c):
@@ -1369,9 +1400,10 @@ class ValidationAnalysis:
             return State(d.state, None, f"`@{d.text}`")
         return None
 
-    def _line_of(self, scope: Scope, node: cst.CSTNode) -> int | None:
+    def _line_of(self, scope: Scope, node: ast.AST) -> int | None:
         for c in scope.calls:
-            if isinstance(node, cst.With) and any(c.node is i.item for i in node.items):
+            if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+                    c.node is i.context_expr for i in node.items):
                 return c.line
         return None
 
@@ -1384,7 +1416,7 @@ class ValidationAnalysis:
             if c.func and _NEEDS_GRAD.search(c.func):
                 return c.func
             if c.attr == "requires_grad_" and not (
-                c.node.args and _is_false_literal(c.node.args[0].value)
+                c.args and _is_false_literal(c.args[0].value)
             ):
                 return c.func
         return None
@@ -1397,7 +1429,7 @@ class ValidationAnalysis:
                 if s is scope and c.pos >= before:
                     break
                 if c.attr == "requires_grad_" and self._matches(c.receiver, names):
-                    if c.node.args and _is_false_literal(c.node.args[0].value):
+                    if c.args and _is_false_literal(c.args[0].value):
                         return True
             for loop in s.loops:
                 # The whole model, unconditionally (``vgg16.features`` leaves the head).
@@ -1486,35 +1518,31 @@ class ValidationAnalysis:
         return any(s.trains for s in self.facts.scopes)
 
 
-def _own_returns(func: cst.CSTNode) -> list[cst.Return]:
-    """The ``return`` statements of ``func`` itself (not of functions nested in it)."""
-    found: list[cst.Return] = []
-    stack = list(children(func.body)) if isinstance(func, cst.FunctionDef) else []
-    while stack:
-        node = stack.pop()
-        if isinstance(node, cst.Return):
-            found.append(node)
-        elif not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-            stack.extend(children(node))
-    return found
-
-
-def _mode_dependent_layer(qname: str, node: cst.Call) -> bool | None:
+def _mode_dependent_layer(qname: str, node: ast.Call) -> bool | None:
     """A known layer/function that computes differently in training and eval mode (True),
     one that does not (False), or a callee not known by name (None)."""
-    positional = sum(99 if a.star else 1 for a in node.args if a.keyword is None)
-    kwargs = {a.keyword.value: _literal(a.value) for a in node.args if a.keyword is not None}
-    if any(a.star == "**" for a in node.args):
+    args = args_of(node)
+    positional = sum(99 if a.star else 1 for a in args if a.keyword is None)
+    kwargs = {a.keyword: _literal(a.value) for a in args if a.keyword is not None}
+    if any(a.star == "**" for a in args):
         kwargs["dropout"] = kwargs["norm"] = UNKNOWN
     return mode_dependent_layer(qname, kwargs, positional)
 
 
-def _literal(value: cst.BaseExpression) -> object:
-    if isinstance(value, (cst.Integer, cst.Float)):
-        return float(value.value)
-    if isinstance(value, cst.Name) and value.value in ("True", "False", "None"):
-        return {"True": True, "False": False, "None": None}[value.value]
+def _literal(value: ast.AST) -> object:
+    if _int_or_float(value):
+        return float(value.value)  # type: ignore[attr-defined]
+    if isinstance(value, ast.Constant) and (value.value is None or isinstance(value.value, bool)):
+        return value.value
     return UNKNOWN
+
+
+def _int_or_float(value: ast.AST) -> bool:
+    return isinstance(value, ast.Constant) and type(value.value) in (int, float)
+
+
+def _is_bool(value: ast.AST) -> bool:
+    return isinstance(value, ast.Constant) and isinstance(value.value, bool)
 
 
 def _param_attribute(scope: Scope, name: str) -> bool:
@@ -1533,26 +1561,15 @@ def _encloses(outer: Scope, inner: Scope) -> bool:
     return False
 
 
-def _returns(func: cst.CSTNode) -> list[cst.Return]:
-    """The ``return`` statements of a function's own body (nested definitions excluded)."""
-    found: list[cst.Return] = []
-    stack: list[cst.CSTNode] = children(func.body) if isinstance(func, cst.FunctionDef) else []
-    while stack:
-        node = stack.pop()
-        if isinstance(node, cst.Return):
-            found.append(node)
-        elif not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda, cst.BaseExpression)):
-            stack.extend(children(node))
-    return found
-
-
-def _reads_training(cls: cst.ClassDef) -> bool:
+def _reads_training(cls: ast.ClassDef, text: SourceText) -> bool:
     """The class reads a ``.training`` attribute or passes ``training=`` (not merely
     says "training" in a comment or docstring)."""
-    if "training" not in cst.Module([]).code_for_node(cls):
+    first = min([cls.lineno, *(d.lineno for d in cls.decorator_list)])
+    lines = text.lines[first - 1:cls.end_lineno]
+    if not any("training" in line for line in lines):
         return False
-    return any(a.attr.value == "training" for a in nodes_of(cls, cst.Attribute)) or any(
-        a.keyword is not None and a.keyword.value == "training" for a in nodes_of(cls, cst.Arg))
+    return any(a.attr == "training" for a in nodes_under(cls, ast.Attribute)) or any(
+        k.arg == "training" for k in nodes_under(cls, ast.keyword))
 
 
 def _is_known_stateless(call: CallRec) -> bool:
@@ -1565,7 +1582,7 @@ def _bind_params(callee: Scope, call: CallRec) -> dict[str, str]:
     params = callee.params
     offset = 1 if callee.cls is not None and call.func and "." in call.func else 0
     bound: dict[str, str] = {}
-    positional = [a for a in call.node.args if a.keyword is None]
+    positional = [a for a in call.args if a.keyword is None]
     for i, a in enumerate(positional):
         if a.star:
             break
@@ -1573,11 +1590,11 @@ def _bind_params(callee: Scope, call: CallRec) -> dict[str, str]:
             d = dotted_name(_strip_passthrough(a.value))
             if d:
                 bound[params[i + offset]] = d
-    for a in call.node.args:
+    for a in call.args:
         if a.keyword is not None:
             d = dotted_name(_strip_passthrough(a.value))
             if d:
-                bound[a.keyword.value] = d
+                bound[a.keyword] = d
     return bound
 
 
@@ -1585,9 +1602,9 @@ def _alias_source(flow: FlowRec) -> str | None:
     """``src`` when ``flow`` is ``t = src`` / ``src.to(...)`` / ``DataParallel(src)``..."""
     value = flow.value
     inner = _strip_passthrough(value) if value is not None else None
-    if inner is not value or isinstance(value, (cst.Name, cst.Attribute)):
+    if inner is not value or isinstance(value, (ast.Name, ast.Attribute)):
         return dotted_name(inner) if inner is not None else None
-    if isinstance(value, cst.Call):
+    if isinstance(value, ast.Call):
         func = dotted_name(value.func) or ""
         if func.rpartition(".")[2] in ("DataParallel", "DistributedDataParallel", "DDP",
                                        "compile", "script", "AveragedModel"):
@@ -1603,45 +1620,46 @@ _RETURNED_KEYWORDS = {
 }
 
 
-def _returned_name(call: cst.Call, index: int) -> str | None:
+def _returned_name(call: ast.Call, index: int) -> str | None:
     """The argument element ``index`` of ``call``'s tuple hands back: by position
     (``accelerator.prepare(model, opt)``) or, for opacus' ``make_private``, by keyword."""
     func = call.func
-    keywords = _RETURNED_KEYWORDS.get(func.attr.value) if isinstance(func, cst.Attribute) else None
+    keywords = _RETURNED_KEYWORDS.get(func.attr) if isinstance(func, ast.Attribute) else None
     if keywords is not None and index < len(keywords):
-        for a in call.args:
-            if a.keyword is not None and a.keyword.value == keywords[index]:
+        for a in args_of(call):
+            if a.keyword is not None and a.keyword == keywords[index]:
                 return dotted_name(a.value)
-    args = [a.value for a in call.args if a.keyword is None]
+    args = [a.value for a in args_of(call) if a.keyword is None]
     return dotted_name(args[index]) if index < len(args) else None
 
 
-def _strip_passthrough(expr: cst.BaseExpression) -> cst.BaseExpression:
+def _strip_passthrough(expr: ast.AST) -> ast.AST:
     while (
-        isinstance(expr, cst.Call)
-        and isinstance(expr.func, cst.Attribute)
-        and expr.func.attr.value in MODULE_PASSTHROUGH
+        isinstance(expr, ast.Call)
+        and isinstance(expr.func, ast.Attribute)
+        and expr.func.attr in MODULE_PASSTHROUGH
     ):
         expr = expr.func.value
     return expr
 
 
-def _chained_mode(expr: cst.BaseExpression | None) -> tuple[Mode, str] | None:
+def _chained_mode(expr: ast.AST | None) -> tuple[Mode, str] | None:
     """The mode set by the outermost ``.eval()``/``.train(...)`` in a chain of module
     pass-through calls (``Net().to(device).eval()``), or None when there is none."""
     while (
-        isinstance(expr, cst.Call)
-        and isinstance(expr.func, cst.Attribute)
-        and expr.func.attr.value in MODULE_PASSTHROUGH
+        isinstance(expr, ast.Call)
+        and isinstance(expr.func, ast.Attribute)
+        and expr.func.attr in MODULE_PASSTHROUGH
     ):
-        attr = expr.func.attr.value
-        if attr == "eval" and not expr.args:
+        attr = expr.func.attr
+        args = args_of(expr)
+        if attr == "eval" and not args:
             return Mode.EVAL, ".eval()"
         if attr == "train":
-            if not expr.args:
+            if not args:
                 return Mode.TRAIN, ".train()"
-            arg = expr.args[0]
-            if arg.keyword is None or arg.keyword.value == "mode":
+            arg = args[0]
+            if arg.keyword is None or arg.keyword == "mode":
                 flag = _is_false_literal(arg.value)
                 if flag is None:
                     return Mode.UNKNOWN, ".train(...)"
@@ -1650,30 +1668,36 @@ def _chained_mode(expr: cst.BaseExpression | None) -> tuple[Mode, str] | None:
     return None
 
 
-def _first_arg(call: cst.Call) -> cst.BaseExpression | None:
-    for a in call.args:
+def _first_arg(call: ast.Call) -> ast.AST | None:
+    for a in args_of(call):
         if a.keyword is None and not a.star:
             return a.value
-        if a.keyword is not None and a.keyword.value in ("model", "module"):
+        if a.keyword is not None and a.keyword in ("model", "module"):
             return a.value
     return None
 
 
-def _show(call: CallRec) -> str:
-    args = "" if not call.node.args else "..." if len(call.node.args) > 1 else (
-        cst.Module([]).code_for_node(call.node.args[0]).strip())
-    return f"`{call.receiver}.{call.attr}({args})`"
+def _show(call: CallRec, text: SourceText) -> str:
+    args = call.args
+    shown = "" if not args else "..." if len(args) > 1 else _arg_code(call.node, text)
+    return f"`{call.receiver}.{call.attr}({shown})`"
+
+
+def _arg_code(call: ast.Call, text: SourceText) -> str:
+    """The code of a call's only argument as written (``mode=False``, ``*a``)."""
+    node: ast.AST = call.keywords[0] if call.keywords else call.args[0]
+    return text.code(node).strip()
 
 
 def _is_decorator(call: CallRec) -> bool:
     node = call.scope.node
-    return isinstance(node, cst.FunctionDef) and any(call.node is d.decorator for d in node.decorators)
+    return isinstance(node, FUNCTIONS) and any(call.node is d for d in node.decorator_list)
 
 
 def _in_with_items(call: CallRec) -> bool:
     ctx = call.grad
-    return ctx is not None and isinstance(ctx.node, cst.With) and any(
-        call.node is i.item for i in ctx.node.items
+    return ctx is not None and isinstance(ctx.node, (ast.With, ast.AsyncWith)) and any(
+        call.node is i.context_expr for i in ctx.node.items
     )
 
 
@@ -1687,26 +1711,27 @@ def _held_out(words: tuple[str, ...]) -> bool:
     return any(is_val_name(w) for w in words) and not any(is_train_name(w) for w in words)
 
 
-def _frozen_parameters(node: cst.CSTNode) -> str | None:
+def _frozen_parameters(node: ast.AST) -> str | None:
     """``model`` for ``for p in model.parameters(): p.requires_grad = False`` (also over
     ``named_parameters()`` with ``for name, p in ...``), else ``None``."""
-    if not isinstance(node, cst.For) or not isinstance(node.iter, cst.Call):
+    if not isinstance(node, (ast.For, ast.AsyncFor)) or not isinstance(node.iter, ast.Call):
         return None
     func = node.iter.func
-    if not (isinstance(func, cst.Attribute) and func.attr.value in ("parameters", "named_parameters")):
+    if not (isinstance(func, ast.Attribute) and func.attr in ("parameters", "named_parameters")):
         return None
     target = node.target
-    if isinstance(target, cst.Tuple) and len(target.elements) == 2:
-        target = target.elements[1].value
-    if not isinstance(target, cst.Name) or not isinstance(node.body, cst.IndentedBlock):
+    if isinstance(target, ast.Tuple) and len(target.elts) == 2:
+        target = target.elts[1]
+        if isinstance(target, ast.Starred):
+            target = target.value
+    # An indented body, not a body on the ``for`` line itself.
+    if not isinstance(target, ast.Name) or node.body[0].lineno == node.lineno:
         return None
-    for stmt in node.body.body:
-        if not isinstance(stmt, cst.SimpleStatementLine):
-            continue  # ``if name not in head: p.requires_grad = False`` freezes a part
-        for small in stmt.body:
-            if (isinstance(small, cst.Assign) and _is_false_literal(small.value) and any(
-                    isinstance(t.target, cst.Attribute) and t.target.attr.value == "requires_grad"
-                    and isinstance(t.target.value, cst.Name) and t.target.value.value == target.value
-                    for t in small.targets)):
-                return dotted_name(func.value)
+    for stmt in node.body:
+        # Only plain statements: ``if name not in head: p.requires_grad = False`` freezes a part.
+        if (isinstance(stmt, ast.Assign) and _is_false_literal(stmt.value) and any(
+                isinstance(t, ast.Attribute) and t.attr == "requires_grad"
+                and isinstance(t.value, ast.Name) and t.value.id == target.id
+                for t in stmt.targets)):
+            return dotted_name(func.value)
     return None

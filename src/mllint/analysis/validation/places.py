@@ -21,15 +21,12 @@ cannot be placed there excuses the evaluation, as before.
 
 from __future__ import annotations
 
+import ast
 import re
-
-import libcst as cst
-from libcst.metadata import PositionProvider
 
 from mllint.analysis.validation.facts import CallRec, Loop, Scope
 from mllint.analysis.validation.names import is_train_name, is_val_name
 from mllint.analysis.validation.passes import ValidationAnalysis
-from mllint.engine.traversal import children
 
 #: Where an evaluation happens: the outermost call handing the data in, or the pass's
 #: own loop or forward call.
@@ -48,10 +45,8 @@ _EXITS = frozenset({"sys.exit", "exit", "quit", "os._exit"})
 
 
 class Places:
-    def __init__(self, va: ValidationAnalysis, rule: cst.MetadataDependent) -> None:
+    def __init__(self, va: ValidationAnalysis) -> None:
         self.va = va
-        self.rule = rule
-        self._parents: dict[int, dict[int, cst.CSTNode]] = {}
 
     def held_out_apart(self, site: Site, heldout: list[Site]) -> str | None:
         """``None`` when some held-out evaluation runs alongside ``site`` (in its training
@@ -108,36 +103,37 @@ class Places:
     def _other_branch(self, site: Site, loop: Loop) -> bool:
         """``site`` is on a branch the run that enters ``loop`` never takes: the other
         branch of an ``if`` holding the loop, or a branch that returns or exits before it."""
-        parents = self._parent_map(loop.scope.node)
-        loop_path = set(map(id, _ancestors(loop.node, parents)))
-        child: cst.CSTNode = site.node
-        for anc in _ancestors(site.node, parents):
-            if isinstance(anc, cst.If):
-                if id(anc) in loop_path:
+        top = loop.scope.node
+        loop_path = self._path(loop.node, top)
+        child: ast.AST = site.node
+        for anc in self._ancestors(site.node, top):
+            if isinstance(anc, ast.If):
+                if anc in loop_path:
                     # The loop is under the same ``if``: in another branch of it?
-                    return id(child) not in loop_path
-                if isinstance(child, cst.IndentedBlock) and _leaves(child) and (
-                    self._line_of(anc) < loop.pos[0]
-                ):
-                    return True
+                    return _branch(anc, child) != _branch(anc, loop_path[anc])
+                if _branch(anc, child) == "body" and anc.body[0].lineno != anc.lineno \
+                        and _leaves(anc.body) and anc.lineno < loop.pos[0]:
+                    return True  # an indented ``if`` block that leaves before the loop
             child = anc
         return False
 
-    def _parent_map(self, root: cst.CSTNode) -> dict[int, cst.CSTNode]:
-        key = id(root)
-        if key not in self._parents:
-            parents: dict[int, cst.CSTNode] = {}
-            stack = [root]
-            while stack:
-                node = stack.pop()
-                for c in children(node):
-                    parents[id(c)] = node
-                    stack.append(c)
-            self._parents[key] = parents
-        return self._parents[key]
+    def _ancestors(self, node: ast.AST, top: ast.AST) -> list[ast.AST]:
+        """The nodes around ``node``, innermost first, up to ``top`` (included)."""
+        out = []
+        for anc in self.va.facts.index.ancestors(node):
+            out.append(anc)
+            if anc is top:
+                break
+        return out
 
-    def _line_of(self, node: cst.CSTNode) -> int:
-        return self.rule.get_metadata(PositionProvider, node).start.line
+    def _path(self, node: ast.AST, top: ast.AST) -> dict[ast.AST, ast.AST]:
+        """Each node around ``node`` (up to ``top``), with its child on the way down."""
+        out: dict[ast.AST, ast.AST] = {}
+        child = node
+        for anc in self._ancestors(node, top):
+            out[anc] = child
+            child = anc
+        return out
 
     # -- a validation that selects the model ----------------------------------------------
 
@@ -185,30 +181,27 @@ def _line(site: Site) -> int:
     return site.pos[0]
 
 
-def _ancestors(node: cst.CSTNode, parents: dict[int, cst.CSTNode]) -> list[cst.CSTNode]:
-    out = []
-    cur = parents.get(id(node))
-    while cur is not None:
-        out.append(cur)
-        cur = parents.get(id(cur))
-    return out
+def _branch(node: ast.If, child: ast.AST) -> str:
+    """Which part of the ``if`` holds its child ``child``: "body", "orelse" or "test"."""
+    if any(s is child for s in node.body):
+        return "body"
+    if any(s is child for s in node.orelse):
+        return "orelse"
+    return "test"
 
 
-def _leaves(block: cst.IndentedBlock) -> bool:
+def _leaves(block: list[ast.stmt]) -> bool:
     """The block ends by leaving the function or the process (``return``, ``raise``,
     ``sys.exit()``)."""
-    if not block.body:
+    if not block:
         return False
-    last = block.body[-1]
-    if not isinstance(last, cst.SimpleStatementLine) or not last.body:
-        return False
-    small = last.body[-1]
-    if isinstance(small, (cst.Return, cst.Raise)):
+    last = block[-1]
+    if isinstance(last, (ast.Return, ast.Raise)):
         return True
-    if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
-        func = small.value.func
-        name = func.value if isinstance(func, cst.Name) else (
-            f"{func.value.value}.{func.attr.value}"
-            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) else "")
+    if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call):
+        func = last.value.func
+        name = func.id if isinstance(func, ast.Name) else (
+            f"{func.value.id}.{func.attr}"
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else "")
         return name in _EXITS
     return False
