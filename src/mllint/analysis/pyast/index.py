@@ -19,6 +19,7 @@ import enum
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from mllint.analysis.pyast.scopes import Scopes, default_of
 from mllint.gates.resolve import dotted, nodes, parents, returns_of
@@ -143,7 +144,11 @@ class Tree:
 
     def __init__(self, tree: ast.Module) -> None:
         self.tree = tree
-        self._parents = parents(tree)
+
+    @cached_property
+    def _parents(self) -> dict[ast.AST, ast.AST]:
+        # Made when first asked: an analysis that only names callees never walks up.
+        return parents(self.tree)
 
     def parent(self, node: ast.AST) -> ast.AST | None:
         return self._parents.get(node)
@@ -170,13 +175,16 @@ class ModuleIndex(Tree):
         #: The project model's view (``project.model.ProjectView``), if any.
         self.project = project
         self.star_imports = star_imports
-        self._by_type = nodes(tree)
         self._function_of: dict[ast.AST, Function | None] = {}
         self._calls_by_function: dict[ast.AST | None, list[ast.Call]] | None = None
         self._assigns_by_function: dict[ast.AST | None, list[ast.stmt]] | None = None
         self._call_sites: dict[ast.AST, list[ast.Call]] | None = None
         self._resolved: dict[ast.Call, Function | None] = {}
         self._self_assigns: dict[tuple[ast.ClassDef, str], list[ast.expr]] | None = None
+
+    @cached_property
+    def _by_type(self) -> dict[type, list[ast.AST]]:
+        return nodes(self.tree)
 
     @property
     def scopes(self) -> Scopes:

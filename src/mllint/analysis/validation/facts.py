@@ -19,6 +19,7 @@ from functools import cached_property
 
 from mllint.analysis.pyast.index import ModuleIndex
 from mllint.analysis.pyast.syntax import (
+    _REORDER,
     Arg,
     SourceText,
     args_of,
@@ -309,17 +310,24 @@ class _Collector:
                            index=self.index)
         self._scope_stack = [module]
         # Iterative: generated code nests deeper than Python recurses. A tuple on the
-        # stack means "leave this node".
+        # stack means "leave this node"; only the kinds in ``_ENTER`` are recorded.
+        enter = _ENTER.get
+        reorder = _REORDER.get
         stack: list[object] = list(reversed(source_children(tree)))
         while stack:
-            item = stack.pop()
-            if type(item) is tuple:
-                self._leave(item[0])  # type: ignore[index]
+            node = stack.pop()
+            kind = type(node)
+            if kind is tuple:
+                self._leave(node[0])  # type: ignore[index]
                 continue
-            node: ast.AST = item  # type: ignore[assignment]
-            if self._enter(node):
+            handler = enter(kind)
+            if handler is not None and handler(self, node):
                 stack.append((node,))
-            stack.extend(reversed(source_children(node)))
+            order = reorder(kind)
+            below = children(node) if order is None else order(node)
+            if below:
+                below.reverse()
+                stack.extend(below)
         return self.facts
 
     # -- helpers ---------------------------------------------------------------------------
@@ -357,37 +365,23 @@ class _Collector:
 
     # -- entering and leaving nodes --------------------------------------------------------
 
-    def _enter(self, node: ast.AST) -> bool:
-        """Record ``node``; True when it must be left too (it pushed something)."""
-        kind = type(node)
-        if kind is ast.Call:
-            return self._call(node)  # type: ignore[arg-type]
-        if kind in _ASSIGNS:
-            return self._assign(node)  # type: ignore[arg-type]
-        if kind is ast.If:
-            self._cur().if_stack.append(node)  # type: ignore[arg-type]
-            self.facts.ifs[id(node)] = Where(node, self._locate)  # type: ignore[union-attr]
-            return True
-        if kind is ast.For or kind is ast.AsyncFor:
-            self._push_loop(node, node.iter, Where(node, self._locate))  # type: ignore[attr-defined]
-            return True
-        if kind is ast.While:
-            self._push_loop(node, node.test, Where(node, self._locate))  # type: ignore[attr-defined]
-            return True
-        if kind in _COMPREHENSIONS:
-            gen = node.generators[0]  # type: ignore[attr-defined]
-            self._push_loop(node, gen.iter, Where(gen, self._comprehension_for))
-            return True
-        if kind is ast.With or kind is ast.AsyncWith:
-            self._with(node)  # type: ignore[arg-type]
-            return True
-        if kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
-            self._function(node)  # type: ignore[arg-type]
-            return True
-        if kind is ast.ClassDef:
-            self._class(node)  # type: ignore[arg-type]
-            return True
-        return False
+    def _if(self, node: ast.If) -> bool:
+        self._cur().if_stack.append(node)
+        self.facts.ifs[id(node)] = Where(node, self._locate)  # type: ignore[union-attr]
+        return True
+
+    def _for(self, node: ast.For | ast.AsyncFor) -> bool:
+        self._push_loop(node, node.iter, Where(node, self._locate))
+        return True
+
+    def _while(self, node: ast.While) -> bool:
+        self._push_loop(node, node.test, Where(node, self._locate))
+        return True
+
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> bool:
+        gen = node.generators[0]
+        self._push_loop(node, gen.iter, Where(gen, self._comprehension_for))
+        return True
 
     def _leave(self, node: ast.AST) -> None:
         kind = type(node)
@@ -411,7 +405,7 @@ class _Collector:
 
     # -- scopes ----------------------------------------------------------------------------
 
-    def _class(self, node: ast.ClassDef) -> None:
+    def _class(self, node: ast.ClassDef) -> bool:
         qn: set[str] = set()
         names = []
         for base in node.bases:
@@ -423,8 +417,9 @@ class _Collector:
         if not self._class_stack and self._cur().is_module:
             self.facts.classes.setdefault(info.name, info)  # type: ignore[union-attr]
         self._class_stack.append(info)
+        return True
 
-    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
         parent = self._cur()
         owner = self._class_stack[-1] if self._class_stack else None
         # A method, not a function nested in one.
@@ -442,6 +437,7 @@ class _Collector:
             parent.children.setdefault(scope.name, scope)
         self.facts.scopes.append(scope)  # type: ignore[union-attr]
         self._scope_stack.append(scope)
+        return True
 
     # -- loops and blocks ------------------------------------------------------------------
 
@@ -477,7 +473,7 @@ class _Collector:
             head = lines[i] if i >= 0 else ""
         return (line, col)
 
-    def _with(self, node: ast.With | ast.AsyncWith) -> None:
+    def _with(self, node: ast.With | ast.AsyncWith) -> bool:
         scope = self._cur()
         ctx = None
         for item in node.items:
@@ -487,6 +483,7 @@ class _Collector:
             ctx.node = node
             ctx.where = Where(node, self._locate)
             scope.grad_stack.append(ctx)
+        return True
 
     # -- value flow ----------------------------------------------------------------------
 
@@ -554,6 +551,27 @@ class _Collector:
             return True
         return False
 
+
+#: What the walk records, by node kind: each handler says whether the node must be left.
+_ENTER = {
+    ast.Call: _Collector._call,
+    ast.Assign: _Collector._assign,
+    ast.AnnAssign: _Collector._assign,
+    ast.AugAssign: _Collector._assign,
+    ast.If: _Collector._if,
+    ast.For: _Collector._for,
+    ast.AsyncFor: _Collector._for,
+    ast.While: _Collector._while,
+    ast.ListComp: _Collector._comprehension,
+    ast.SetComp: _Collector._comprehension,
+    ast.GeneratorExp: _Collector._comprehension,
+    ast.DictComp: _Collector._comprehension,
+    ast.With: _Collector._with,
+    ast.AsyncWith: _Collector._with,
+    ast.FunctionDef: _Collector._function,
+    ast.AsyncFunctionDef: _Collector._function,
+    ast.ClassDef: _Collector._class,
+}
 
 _FOR_KEYWORD = re.compile(r"\bfor\b")
 
