@@ -15,7 +15,7 @@ import ast
 import functools
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mllint.analysis.pyast.loss import GRAPH_KEEPING_METHODS, LOSS_FUNCTIONS
@@ -181,9 +181,22 @@ class ModuleSummary:
         """Every ``torch.load`` and every file named where the code decides to resume;
         and every call of the module's own function or method that loads (``agent.load()``
         of an ``agent = TD3(...)``), as a load of the files it reads, where it is called."""
-        training = _training_functions(self.functions)
+        training: list[set[str]] = []
+
+        def trained() -> set[str]:
+            # Made only for a module that loads: it reads every function of the module.
+            if not training:
+                training.append(_training_functions(self.functions))
+            return training[0]
+
         owners = [self.tree, *of_type(self.tree, *_FUNCTIONS)]
-        direct = {id(owner): _loads(owner, self._imports, training) for owner in owners}
+        # Most modules read have neither a ``torch.load`` nor an ``if`` on resuming: the
+        # code of each function is not walked for them.
+        loading = any(self._imports.resolves_to(call.func, LOAD_FUNCTIONS)
+                      for call in of_type(self.tree, ast.Call))
+        resuming = any(_speaks_of_resuming_test(node) for node in of_type(self.tree, ast.If))
+        direct = {id(owner): _loads(owner, self._imports, trained) if loading else []
+                  for owner in owners}
         qualnames = {id(node): q for q, node in self._function_nodes.items()}
         loaders = {qualnames[id(o)]: sites for o in owners[1:] if (sites := direct[id(o)])
                    and id(o) in qualnames}
@@ -191,9 +204,10 @@ class ModuleSummary:
         for owner in owners:
             loads.extend(direct[id(owner)])
             if loaders:
-                loads.extend(_helper_loads(owner, self._imports, training, loaders,
+                loads.extend(_helper_loads(owner, self._imports, trained(), loaders,
                                            set(self.classes)))
-            loads.extend(_resume_paths(owner))
+            if resuming:
+                loads.extend(_resume_paths(owner))
         return tuple(sorted(loads, key=lambda s: s.line))
 
     @functools.cached_property
@@ -582,13 +596,15 @@ def path_words(expr: ast.AST) -> frozenset[str]:
     return frozenset(out - GENERIC_PATH_NAMES)
 
 
-def _loads(owner: ast.AST, imports: Imports, training: set[str]) -> list[LoadSite]:
+def _loads(owner: ast.AST, imports: Imports,
+           trained: Callable[[], set[str]]) -> list[LoadSite]:
     nodes = _own_nodes(owner)
     calls = [n for n in nodes if isinstance(n, ast.Call)
              and imports.resolves_to(n.func, LOAD_FUNCTIONS)]
     if not calls:
         return []
     bindings = _bindings(nodes)
+    training = trained()
     train_lines = [n.lineno for n in nodes if _training_call(n) or _calls_own(n, training)]
     branches = _if_branches(nodes)
     resumes = _speaks_of_resuming(nodes)
@@ -691,9 +707,7 @@ def _resume_paths(owner: ast.AST) -> list[LoadSite]:
     elsewhere: ``if cfg.start_epoch > 0: cfg.weights = f"{d}/net_epoch_{n}.pth"``."""
     sites = []
     for node in _own_nodes(owner):
-        if not isinstance(node, ast.If):
-            continue
-        if not any(RESUME_WORDS.search(w) for n in ast.walk(node.test) for w in _words_of_node(n)):
+        if not isinstance(node, ast.If) or not _speaks_of_resuming_test(node):
             continue
         # File names only (``'net_epoch_{}.pth'``), not the keys the body indexes with.
         files = frozenset(w for stmt in node.body for w in path_words(stmt)
@@ -701,6 +715,10 @@ def _resume_paths(owner: ast.AST) -> list[LoadSite]:
         if files:
             sites.append(LoadSite(node.lineno, files, frozenset(), True))
     return sites
+
+
+def _speaks_of_resuming_test(node: ast.If) -> bool:
+    return any(RESUME_WORDS.search(w) for n in ast.walk(node.test) for w in _words_of_node(n))
 
 
 def _loaded_into(call: ast.Call, nodes: list[ast.AST], loaded: set[str]) -> set[str]:
