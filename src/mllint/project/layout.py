@@ -10,8 +10,8 @@ directory, the project root and its ``src/`` folder. Nothing outside the project
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 ROOT_MARKERS = ("pyproject.toml", "setup.cfg", "setup.py", ".git")
 #: Directories never part of a project's own code.
@@ -36,10 +36,16 @@ def find_root(path: str | os.PathLike[str]) -> Path:
     return top
 
 
-def python_files(root: Path) -> Iterator[Path]:
-    """The project's Python files, in a stable order, at most ``MAX_LISTED_FILES``."""
+def python_files(root: Path, left_out: list[Path] | None = None) -> Iterator[Path]:
+    """The project's Python files, in a stable order, at most ``MAX_LISTED_FILES``.
+    ``left_out``, when given, receives the directories left out that an import may still
+    reach: skipped ones named like a package (``build``), and symlinked ones (not
+    followed)."""
     count = 0
     for directory, dirs, files in os.walk(root):
+        if left_out is not None:
+            left_out.extend(Path(directory, d) for d in dirs if d.isidentifier() and (
+                d in SKIPPED_DIRS or os.path.islink(os.path.join(directory, d))))
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
         for name in sorted(files):
             if name.endswith(".py"):

@@ -14,21 +14,29 @@ from __future__ import annotations
 import ast
 import os
 import re
-from collections import OrderedDict
+import unicodedata
 import warnings
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from mllint.project.layout import find_root, python_files, resolve_module
+from mllint.project.layout import (
+    MAX_LISTED_FILES,
+    find_root,
+    python_files,
+    resolve_module,
+)
 from mllint.project.roles import Role
 from mllint.project.summaries import (
+    RESUME_WORDS,
     CallSite,
     ClassSummary,
-    call_sites,
     FunctionSummary,
     LoadSite,
     ModuleSummary,
     Value,
+    call_sites,
     digest_of,
     summarize,
 )
@@ -37,7 +45,14 @@ from mllint.project.summaries import (
 MAX_SUMMARY_BYTES = 2_000_000
 #: How many module summaries a project keeps: memory stays flat however large the tree.
 MAX_SUMMARIES = 256
-_CALLED = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+#: And how much source those summaries may stand for: a summary keeps its module's tree,
+#: some 30 to 50 times the size of the source (256 large modules would be gigabytes).
+MAX_SUMMARY_SOURCE = 3_000_000
+#: Every word of a file, and whether a call follows it (``name(``: ``files_calling``).
+_WORD = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)(\s*\()?")
+_UNICODE_WORD = re.compile(r"\w+")
+#: ``from . import x``, ``from .. import y``: an import of the package's own ``__init__``.
+_RELATIVE_IMPORT = re.compile(rb"\bfrom[\s\\]*\.[\s\\.]*import\b")
 #: How many factory calls deep a returned value is followed.
 MAX_FOLLOW = 4
 #: Calls that take an optimizer or a loss without clearing any gradient.
@@ -73,14 +88,239 @@ def _library(module: ModuleSummary, callee: str, libraries: tuple[str, ...] = _L
     return any(q.lstrip(".").partition(".")[0] in libraries for q in module.imports.get(head, ()))
 
 
+class LoadingModule:
+    """A module of the project with checkpoint loads (``Project.load_sites``): what the
+    questions about its loads read of it, without its tree."""
+
+    __slots__ = ("delegates_training", "digest", "inference_script", "path", "trains")
+
+    def __init__(self, summary: ModuleSummary) -> None:
+        self.path = summary.path
+        self.digest = summary.digest
+        self.inference_script = summary.inference_script
+        #: Its own code back-propagates or steps an optimizer.
+        self.trains = summary.trains
+        #: It calls a function of another module that does (made when first asked).
+        self.delegates_training: bool | None = None
+
+
+class _TextIndex:
+    """What the project's files say as text, read once: the names each calls, the words
+    each holds that name a module or package of the project (so that the modules able to
+    import a given one are found without parsing every file), its digest, and which files
+    may hold checkpoint loads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        #: Directories the listing leaves out that an import may still reach (``build``,
+        #: a symlinked folder): their modules are not read, so they may import anything.
+        self.hidden: list[Path] = []
+        listing = list(python_files(root, self.hidden))
+        #: The listing stopped short (``MAX_LISTED_FILES``): no file may be ruled out.
+        self.complete = len(listing) < MAX_LISTED_FILES
+        #: Every name an import of a project module may be written with (the parts of
+        #: its path below the root): the only words ``importers`` looks up.
+        self.names = {part for path in [*listing, *self.hidden]
+                      for part in path.relative_to(root).parts}
+        self.names |= {name[:-3] for name in self.names if name.endswith(".py")}
+        ascii_names = {name.encode("ascii") for name in self.names if name.isascii()}
+        self.files: list[Path] = []
+        self.ids: dict[Path, int] = {}
+        #: Each file's directory, as a string ending in a separator.
+        self.dirs: list[str] = []
+        self.digests: list[str] = []
+        self.calls: dict[str, list[Path]] = {}
+        words: dict[str, list[int]] = {}
+        self.relative: list[int] = []  # files with ``from . import x``
+        #: Files that may hold a load site (``load`` in their text): with whether their
+        #: words already show a ``torch.load``.
+        self.loading: list[tuple[Path, bool]] = []
+        for path in listing:
+            try:
+                if path.stat().st_size > MAX_SUMMARY_BYTES:
+                    continue
+                data = path.read_bytes()
+            except OSError:
+                continue
+            index = len(self.files)
+            self.files.append(path)
+            self.ids[path] = index
+            self.dirs.append(str(path.parent) + os.sep)
+            self.digests.append(digest_of(data))
+            pairs = set(_WORD.findall(data))
+            for word in {w for w, call in pairs if call}:
+                self.calls.setdefault(word.decode("ascii"), []).append(path)
+            everything = {w for w, _ in pairs}
+            mine = {w.decode("ascii") for w in everything & ascii_names}
+            if not data.isascii():
+                text = unicodedata.normalize("NFKC", data.decode("utf-8", "replace"))
+                mine.update(w for w in _UNICODE_WORD.findall(text) if w in self.names)
+            for word in mine:
+                words.setdefault(word, []).append(index)
+            if _RELATIVE_IMPORT.search(data) or not data.isascii():
+                self.relative.append(index)
+            if b"load" in data:
+                self.loading.append((path, _may_load_torch(data, everything)))
+        self.words = {w: array("I", ids) for w, ids in words.items()}
+
+    def importers(self, keys: set[tuple[Path, str | None]]) -> set[int]:
+        """Files that may import a module importable by one of ``keys`` (see
+        ``_import_keys``), as ``layout.resolve_module`` resolves an import: each import
+        names the module from a directory above the importing file (or the project's
+        ``src``), by a dotted path of identifiers whose first part is written in the
+        importing file."""
+        out: set[int] = set()
+        src = self.root / "src"
+        dirs = self.dirs
+        for base, word in keys:
+            if word is not None and word not in self.names:
+                return set(range(len(self.files)))  # a module outside the listing
+            candidates = self.relative if word is None else self.words.get(word, ())
+            if base == src and word is not None:
+                out.update(candidates)
+                continue
+            prefix = str(base) + os.sep
+            out.update(i for i in candidates if dirs[i].startswith(prefix))
+        return out
+
+
+def _import_keys(root: Path, module: Path) -> list[tuple[Path, str | None]]:
+    """The directories ``module`` can be imported from, each with the first part of the
+    dotted name it is imported by there (``None``: ``from . import x`` in its package)."""
+    keys: list[tuple[Path, str | None]] = []
+    directory = module.parent
+    if module.name == "__init__.py":
+        if _inside(directory, root):
+            keys.append((directory, None))
+        name = directory.name
+        directory = directory.parent
+    elif module.name.endswith(".py"):
+        name = module.name[:-3]
+    else:
+        return keys
+    while name.isidentifier() and _inside(directory, root):
+        keys.append((directory, name))
+        if directory == root:
+            break
+        name = directory.name
+        directory = directory.parent
+    return keys
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+#: What joins two pieces of one string: implicit concatenation (``"res" "ume"``, also
+#: across lines and comments in brackets) or a backslash line continuation in a string.
+_STRING_GAP = re.compile(
+    rb"""["']{1,3}(?:[ \t\f\r\n]|\\\r?\n|\#[^\r\n]*(?![^\r\n]))*[rRbBuUfF]{0,2}["']{1,3}"""
+    rb"""|\\\r?\n""")
+#: The words of ``RESUME_WORDS``, spelt out (each a fast substring test), for text
+#: turned to lower case (as ``re.IGNORECASE`` matches ASCII letters).
+_RESUME_LITERALS = tuple(sorted({
+    spelt.encode("ascii") for alternative in RESUME_WORDS.pattern.split("|")
+    for spelt in (alternative.replace("_?", "_"), alternative.replace("_?", ""))}))
+#: Escapes that may spell any letter in a string (``"\x72esume"``).
+_LETTER_ESCAPE = re.compile(rb"\\[0-7xuUN]")
+
+
+#: A call of something named ``load`` (``torch.load(``, also ``(torch.load)(``).
+_LOAD_CALL = re.compile(rb"\bload(?:[ \t\f\r\n\\)]|#[^\r\n]*(?![^\r\n]))*\(")
+_GAP_WORDS = rb"(?:[ \t\f\r\n\\]|#[^\r\n]*(?![^\r\n]))+"
+#: Names an import binds to torch or its ``serialization`` module (``import torch as T``),
+#: and an import of ``load`` under another name (``from torch import load as L``).
+_TORCH_ALIAS = re.compile(rb"\b(?:torch|serialization)" + _GAP_WORDS + rb"as" + _GAP_WORDS
+                          + rb"([A-Za-z_][A-Za-z0-9_]*)")
+_LOAD_ALIAS = re.compile(rb"\bload" + _GAP_WORDS + rb"as\b")
+_FROM_TORCH = re.compile(rb"\bfrom(?:[ \t\f]|\\\r?\n)+torch\b")
+_IDENTIFIER_END = re.compile(rb"[A-Za-z0-9_]+$")
+
+
+def _may_load_torch(data: bytes, words: set[bytes]) -> bool:
+    """The file may call ``torch.load`` (``summaries._loads``): a call of ``load``
+    through a name an import binds to torch (``torch.load(``, ``T.load(``,
+    ``serialization.load(``), a bare ``load(`` or a call of a name ``load`` is imported
+    as. Anything written otherwise (a chain across lines, a call of a call's result) is
+    taken to be one. ``words``: the file's words."""
+    if not data.isascii():
+        # Names are read as Python reads them (``ｔｏｒｃｈ`` is ``torch``).
+        data = unicodedata.normalize("NFKC", data.decode("utf-8", "replace")).encode(
+            "utf-8", "replace")
+        words = {w for w, _ in _WORD.findall(data)}
+    if b"torch" not in words or b"load" not in words:
+        return False
+    if _LOAD_ALIAS.search(data):
+        return True  # ``from torch import load as L``: ``L(...)`` may load
+    heads = {b"torch", b"serialization", *_TORCH_ALIAS.findall(data)}
+    for match in _LOAD_CALL.finditer(data):
+        # What precedes ``load``, on its line: ``torch.load``, ``T.serialization.load``.
+        start = match.start()
+        line = data[max(0, start - 512):start]
+        cut = max(line.rfind(b"\n"), line.rfind(b"\r"))
+        if cut < 0 and start > 512:
+            return True  # a very long line: not read here
+        chain = line[cut + 1:].rstrip(b" \t\f")
+        if not chain.strip():
+            return True  # what precedes ``load`` is on another line: not read here
+        if not chain.endswith(b"."):
+            # A bare ``load(``: ``torch.load`` only if imported from torch (as itself: an
+            # import under another name is taken above).
+            if re.search(rb"(^|[ \t\f])def$", chain) or not _FROM_TORCH.search(data):
+                continue
+            return True
+        chain = chain[:-1]
+        while True:
+            chain = chain.rstrip(b" \t\f")
+            word = _IDENTIFIER_END.search(chain)
+            if word is None or word.group()[:1].isdigit():
+                return True  # ``f().load(``, or a chain across lines: not read here
+            rest = chain[:word.start()].rstrip(b" \t\f")
+            if rest.endswith(b"."):
+                chain = rest[:-1]
+                continue
+            if rest[-1:] in (b")", b"]", b"}", b"\\", b"'", b'"') or word.group() in heads:
+                return True
+            break
+    return False
+
+
+def _may_resume(data: bytes) -> bool:
+    """The file may speak of resuming in an ``if`` (``summaries._resume_paths``): a word of
+    ``RESUME_WORDS`` in its text, also once the pieces of its strings are joined."""
+    lower = data.lower()
+    if any(word in lower for word in _RESUME_LITERALS) or _LETTER_ESCAPE.search(data):
+        return True
+    joined = _STRING_GAP.sub(b"", lower)
+    if any(word in joined for word in _RESUME_LITERALS):
+        return True
+    if data.isascii():
+        return False
+    # A word with a letter only Unicode matches (``ſ`` for ``s``), or a name Python reads
+    # in its normal form: on the lines that are not ASCII.
+    for line in data.splitlines():
+        if not line.isascii():
+            text = line.decode("utf-8", "replace")
+            if RESUME_WORDS.search(text) or RESUME_WORDS.search(
+                    unicodedata.normalize("NFKC", text)):
+                return True
+    return False
+
+
 class Project:
     def __init__(self, root: Path) -> None:
         self.root = root
-        #: Least recently used last; at most ``MAX_SUMMARIES`` (each keeps its tree).
-        self._summaries: OrderedDict[Path, tuple[tuple[int, int], ModuleSummary | None]] = (
-            OrderedDict())
-        self._load_sites: list[tuple[ModuleSummary, LoadSite]] | None = None
-        self._call_index: dict[str, list[Path]] | None = None
+        #: Least recently used first; at most ``MAX_SUMMARIES``, standing for at most
+        #: ``MAX_SUMMARY_SOURCE`` bytes of source (each keeps its tree). Values: the
+        #: file's (size, mtime), its summary, and whether the tree is the project's own
+        #: (read here, not seeded by the linter).
+        self._summaries: OrderedDict[
+            Path, tuple[tuple[int, int], ModuleSummary | None, bool]] = OrderedDict()
+        self._held = 0  # bytes of source behind the kept summaries
+        self._load_sites: list[tuple[LoadingModule, LoadSite]] | None = None
+        self._text: _TextIndex | None = None
+        #: target path -> the files that may reach it through imports (``_reaching``).
+        self._reach: OrderedDict[Path, set[Path] | None] = OrderedDict()
         #: Bumped when a module already read is found changed (a process that lints the
         #: same project again, e.g. an editor's): the project-wide indexes are remade.
         self._changes = 0
@@ -100,17 +340,35 @@ class Project:
             self._summaries.move_to_end(path)
             return known[1]
         summary = _read(path) if st.st_size <= MAX_SUMMARY_BYTES else None
-        self._remember(path, stamp, summary)
+        self._remember(path, stamp, summary, True)
         return summary
 
-    def _remember(self, path: Path, stamp: tuple[int, int], summary: ModuleSummary | None) -> None:
-        known = self._summaries.get(path)
-        if known is not None and known[0] != stamp:
-            self._changes += 1
-        self._summaries[path] = (stamp, summary)
-        self._summaries.move_to_end(path)
-        while len(self._summaries) > MAX_SUMMARIES:
-            self._summaries.popitem(last=False)
+    def _remember(self, path: Path, stamp: tuple[int, int], summary: ModuleSummary | None,
+                  owned: bool) -> None:
+        known = self._summaries.pop(path, None)
+        if known is not None:
+            if known[0] != stamp:
+                self._changes += 1
+            self._forget(known)
+        self._summaries[path] = (stamp, summary, owned)
+        if summary is not None:
+            self._held += stamp[0]
+        while len(self._summaries) > 1 and (len(self._summaries) > MAX_SUMMARIES
+                                            or self._held > MAX_SUMMARY_SOURCE):
+            self._forget(self._summaries.popitem(last=False)[1])
+
+    def _forget(self, entry: tuple[tuple[int, int], ModuleSummary | None, bool]) -> None:
+        stamp, summary, owned = entry
+        if summary is None:
+            return
+        self._held -= stamp[0]
+        if owned:
+            # The tree's node caches (``gates.resolve.nodes``) hold the tree itself: drop
+            # them, so that the tree goes with its summary instead of waiting for the
+            # cycle collector (hundreds of megabytes of trees, on a large project).
+            tree = summary.tree.__dict__
+            for name in ("_mllint_nodes", "_mllint_returns", "_mllint_parents"):
+                tree.pop(name, None)
 
     def call_sites(self, summary: ModuleSummary) -> tuple[CallSite, ...]:
         """The calls of ``summary``'s module (``summaries.call_sites``), read once."""
@@ -130,47 +388,85 @@ class Project:
         known = self._summaries.get(path)
         if known is None or known[0] != stamp:
             digest = digest_of(text.encode("utf-8", "surrogateescape"))
-            self._remember(path, stamp, summarize(str(path), tree, digest))
+            self._remember(path, stamp, summarize(str(path), tree, digest), False)
+
+    def _text_index(self) -> _TextIndex:
+        """The text of every file, read once (on the first whole-project question)."""
+        self._drop_stale_indexes()
+        if self._text is None:
+            self._text = _TextIndex(self.root)
+        return self._text
 
     def files_calling(self, name: str) -> list[Path]:
         """Files of the project whose text calls something named ``name`` (an index of
         call names built on the first question, one read of every file)."""
-        self._drop_stale_indexes()
-        if self._call_index is None:
-            index: dict[str, list[Path]] = {}
-            for path in python_files(self.root):
-                try:
-                    if path.stat().st_size > MAX_SUMMARY_BYTES:
-                        continue
-                    data = path.read_bytes()
-                except OSError:
-                    continue
-                for word in set(_CALLED.findall(data)):
-                    index.setdefault(word.decode("ascii"), []).append(path)
-            self._call_index = index
-        return self._call_index.get(name, [])
+        return self._text_index().calls.get(name, [])
 
-    def load_sites(self) -> list[tuple[ModuleSummary, LoadSite]]:
-        """Every ``torch.load`` of the project (files without ``load(`` are not parsed)."""
-        self._drop_stale_indexes()
+    def digest(self, path: Path) -> str | None:
+        """The digest of a file of the project as the text index read it."""
+        text = self._text_index()
+        index = text.ids.get(path)
+        return None if index is None else text.digests[index]
+
+    def reaching(self, target: Path) -> set[Path] | None:
+        """The files of the project whose imports may lead to ``target`` (through at
+        most ``MAX_FOLLOW`` re-exporting modules): only from these can a name resolve to
+        a definition of ``target`` (``ProjectView._definition``). ``None``: any file may
+        (the listing of the project stopped short)."""
+        text = self._text_index()
+        if target in self._reach:
+            self._reach.move_to_end(target)
+            return self._reach[target]
+        found: set[Path] | None = None
+        if text.complete:
+            # Modules the listing does not show may import anything: whoever may import
+            # one of them is taken to reach ``target`` as well.
+            keys = {key for hidden in text.hidden
+                    for key in _import_keys(self.root, hidden / "__init__.py")}
+            keys.update(_import_keys(self.root, target))
+            seen_keys = set(keys)
+            ids: set[int] = set()
+            for _ in range(MAX_FOLLOW + 1):
+                frontier = text.importers(keys) - ids
+                if not frontier:
+                    break
+                ids |= frontier
+                keys = {key for i in frontier for key in _import_keys(self.root, text.files[i])
+                        } - seen_keys
+                seen_keys |= keys
+            found = {text.files[i] for i in ids}
+        self._reach[target] = found
+        while len(self._reach) > 16:
+            self._reach.popitem(last=False)
+        return found
+
+    def load_sites(self) -> list[tuple[LoadingModule, LoadSite]]:
+        """Every ``torch.load`` of the project (files that cannot hold one are not
+        parsed); each with what is asked of its module, without the module's tree."""
+        text = self._text_index()
         if self._load_sites is None:
             sites = []
-            for path in python_files(self.root):
-                try:
-                    if path.stat().st_size > MAX_SUMMARY_BYTES or b"load" not in path.read_bytes():
+            for path, loads_torch in text.loading:
+                # Load sites are ``torch.load`` calls (their words are in the file's text)
+                # and files named in an ``if`` that speaks of resuming.
+                if not loads_torch:
+                    try:
+                        if not _may_resume(path.read_bytes()):
+                            continue
+                    except OSError:
                         continue
-                except OSError:
-                    continue
                 summary = self.summary(path)
-                if summary is not None:
-                    sites.extend((summary, site) for site in summary.loads)
+                if summary is not None and summary.loads:
+                    module = LoadingModule(summary)
+                    sites.extend((module, site) for site in summary.loads)
             self._load_sites = sites
         self._indexed_at = self._changes  # what was read while indexing is current
         return self._load_sites
 
     def _drop_stale_indexes(self) -> None:
         if self._indexed_at != self._changes:
-            self._load_sites = self._call_index = None
+            self._load_sites = self._text = None
+            self._reach.clear()
             self._indexed_at = self._changes
 
 
@@ -328,8 +624,17 @@ class ProjectView:
         if "." in owner:
             return []  # a method of a nested class, or a function nested in a function
         out = []
+        # A call resolves to this file only in a module whose imports lead here: the
+        # others are not parsed, only their digests recorded (as if read, so that a
+        # cached result still depends on them).
+        reaching = self.project.reaching(self.path)
         for path in self.project.files_calling(method):
             if path == self.path:
+                continue
+            if reaching is not None and path not in reaching:
+                digest = self.project.digest(path)
+                if digest is not None:
+                    self.read[str(path)] = digest
                 continue
             summary = self._summary(path)
             if summary is None:
@@ -460,41 +765,42 @@ class ProjectView:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def resuming_loads(self) -> list[tuple[ModuleSummary, LoadSite]]:
+    def resuming_loads(self) -> list[tuple[LoadingModule, LoadSite]]:
         """Checkpoint loads in code that resumes training: in a module that trains, in a
         function (or top-level script) that speaks of resuming or loads before it trains."""
         out = []
-        for summary, site in self.project.load_sites():
-            if Path(summary.path) != self.path:
-                self.read[summary.path] = summary.digest
-            if (site.resumes or site.before_training) and not summary.inference_script \
-                    and self._trains(summary):
-                out.append((summary, site))
+        for module, site in self.project.load_sites():
+            if Path(module.path) != self.path:
+                self.read[module.path] = module.digest
+            if (site.resumes or site.before_training) and not module.inference_script \
+                    and self._trains(module):
+                out.append((module, site))
         return out
 
     def inference_loads(self, wanted: Callable[[LoadSite], bool] = lambda site: True,
-                        ) -> list[tuple[ModuleSummary, LoadSite]]:
+                        ) -> list[tuple[LoadingModule, LoadSite]]:
         """Checkpoint loads in scripts that only use a trained model (of those ``wanted``
         picks: whether a module trains through another module's function is asked only of
         the loads that matter)."""
-        return [(s, site) for s, site in self.project.load_sites()
-                if wanted(site) and (s.inference_script or not self._trains(s))]
+        return [(m, site) for m, site in self.project.load_sites()
+                if wanted(site) and (m.inference_script or not self._trains(m))]
 
-    def _trains(self, summary: ModuleSummary) -> bool:
+    def _trains(self, module: LoadingModule) -> bool:
         """The module trains: its own code back-propagates or steps, or it calls a
         function of another module of the project that does (``train.py`` running
         ``utils.fit_one_epoch(...)`` every epoch)."""
-        if summary.trains:
+        if module.trains:
             return True
-        known = getattr(summary, "_delegates_training", None)
+        known = module.delegates_training
         if known is None:
             known = False
-            for site in self.project.call_sites(summary):
+            summary = self.project.summary(Path(module.path))
+            for site in self.project.call_sites(summary) if summary is not None else ():
                 found = self._resolve(summary, site.callee, MAX_FOLLOW)
                 if found is not None and found[0] is not summary and found[1].trains:
                     known = True
                     break
-            summary._delegates_training = known  # type: ignore[attr-defined]
+            module.delegates_training = known
         return known
 
 
