@@ -45,6 +45,8 @@ from mllint.project.summaries import (
 MAX_SUMMARY_BYTES = 2_000_000
 #: How many module summaries a project keeps: memory stays flat however large the tree.
 MAX_SUMMARIES = 256
+#: How many modules' outlines, and (module, name) call lists, ``callers_elsewhere`` keeps.
+MAX_OUTLINES = 4096
 #: And how much source those summaries may stand for: a summary keeps its module's tree,
 #: some 30 to 50 times the size of the source (256 large modules would be gigabytes).
 MAX_SUMMARY_SOURCE = 3_000_000
@@ -102,6 +104,20 @@ class LoadingModule:
         self.trains = summary.trains
         #: It calls a function of another module that does (made when first asked).
         self.delegates_training: bool | None = None
+
+
+class _Outline:
+    """What resolving a name in a module reads of it (``ProjectView._definition``): its
+    path, imports and the names it defines, without its tree."""
+
+    __slots__ = ("classes", "digest", "functions", "imports", "path")
+
+    def __init__(self, summary: ModuleSummary) -> None:
+        self.path = summary.path
+        self.digest = summary.digest
+        self.imports = summary.imports
+        self.functions = frozenset(summary.functions)
+        self.classes = frozenset(summary.classes)
 
 
 class _TextIndex:
@@ -318,6 +334,10 @@ class Project:
             Path, tuple[tuple[int, int], ModuleSummary | None, bool]] = OrderedDict()
         self._held = 0  # bytes of source behind the kept summaries
         self._load_sites: list[tuple[LoadingModule, LoadSite]] | None = None
+        #: What callers_elsewhere reads of a module, kept without the tree (``sites_named``).
+        self._outlines: OrderedDict[Path, _Outline] = OrderedDict()
+        self._named: OrderedDict[tuple[Path, str], tuple[
+            tuple[int, int], tuple[_Outline, tuple[CallSite, ...]] | None]] = OrderedDict()
         self._text: _TextIndex | None = None
         #: target path -> the files that may reach it through imports (``_reaching``).
         self._reach: OrderedDict[Path, set[Path] | None] = OrderedDict()
@@ -389,6 +409,41 @@ class Project:
         if known is None or known[0] != stamp:
             digest = digest_of(text.encode("utf-8", "surrogateescape"))
             self._remember(path, stamp, summarize(str(path), tree, digest), False)
+
+    def sites_named(self, path: Path, method: str,
+                    ) -> tuple[_Outline, tuple[CallSite, ...]] | None:
+        """The module at ``path`` (what name resolution reads of it) and its calls of
+        something named ``method`` (``x.method(...)``, ``method(...)``, or a name an import
+        binds to a ``method``: ``from engine import evaluate as ev``), in their order; made
+        from its summary once and kept without its tree (``None``: it cannot be read)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        stamp = (st.st_size, st.st_mtime_ns)
+        key = (path, method)
+        known = self._named.get(key)
+        if known is not None and known[0] == stamp:
+            self._named.move_to_end(key)
+            return known[1]
+        summary = self.summary(path)
+        found = None
+        if summary is not None:
+            outline = self._outlines.get(path)
+            if outline is None or outline.digest != summary.digest:
+                outline = self._outlines[path] = _Outline(summary)
+            self._outlines.move_to_end(path)
+            while len(self._outlines) > MAX_OUTLINES:
+                self._outlines.popitem(last=False)
+            aliases = {alias for alias, names in summary.imports.items()
+                       if any(n.rsplit(".", 1)[-1] == method for n in names)}
+            found = outline, tuple(
+                site for site in self.call_sites(summary)
+                if site.callee.rsplit(".", 1)[-1] == method or site.callee in aliases)
+        self._named[key] = (stamp, found)
+        while len(self._named) > MAX_OUTLINES:
+            self._named.popitem(last=False)
+        return found
 
     def _text_index(self) -> _TextIndex:
         """The text of every file, read once (on the first whole-project question)."""
@@ -636,23 +691,23 @@ class ProjectView:
                 if digest is not None:
                     self.read[str(path)] = digest
                 continue
-            summary = self._summary(path)
-            if summary is None:
+            found_sites = self.project.sites_named(path, method)
+            if found_sites is None:
                 continue
-            # ``from engine import evaluate as ev``: ``ev(...)`` calls it too.
-            aliases = set() if owner else {
-                alias for alias, names in summary.imports.items()
-                if any(n.rsplit(".", 1)[-1] == qualname for n in names)}
-            for site in self.project.call_sites(summary):
-                if site.callee.rsplit(".", 1)[-1] != method and site.callee not in aliases:
-                    continue
+            outline, sites = found_sites
+            self.read[str(path)] = outline.digest
+            for site in sites:
                 if owner:
-                    if self._instance_of(summary, site, owner):
-                        out.append((summary, site))
-                    continue
-                found = self._definition(summary, site.callee, MAX_FOLLOW)
-                if found is not None and Path(found[0].path) == self.path and found[1] == qualname:
-                    out.append((summary, site))
+                    calls = site.callee.rsplit(".", 1)[-1] == method and \
+                        self._instance_of(outline, site, owner)
+                else:
+                    found = self._definition(outline, site.callee, MAX_FOLLOW)
+                    calls = found is not None and Path(found[0].path) == self.path \
+                        and found[1] == qualname
+                # The whole summary (read again if it was let go) for what callers ask.
+                caller = self.project.summary(path) if calls else None
+                if caller is not None:
+                    out.append((caller, site))
         return out
 
     def _instance_of(self, summary: ModuleSummary, site: CallSite, owner: str) -> bool:
