@@ -86,6 +86,31 @@ class NoGradMissing(ValidationRule):
     PROBE = "mllint.rules.ml003_no_grad_missing:NoGradProbe"
 
     INVALID = [
+        Invalid(  # a helper shared with training, handed the test split by an untrained loop
+            """
+            import torch
+
+            def step(net, idx, split):
+                xs, ys = split.batch(idx)
+                return ys, net(xs)
+
+            def run(net, opt, train_split, test_split):
+                net.train()
+                for idx in train_split.chunks():
+                    opt.zero_grad()
+                    ys, out = step(net, idx, train_split)
+                    torch.nn.functional.cross_entropy(out, ys).backward()
+                    opt.step()
+                net.eval()
+                hits = []
+                slices = test_split.chunks()
+                for idx in slices:
+                    ys, out = step(net, idx, test_split)
+                    hits.append((out.argmax(1) == ys).float().mean().item())
+                return sum(hits) / len(hits)
+            """,
+            lines=(5,),
+        ),
         Invalid(  # a loop over a progress bar made first: `pbar = tqdm(val_loader)`
             """
             import torch
@@ -312,6 +337,28 @@ class NoGradMissing(ValidationRule):
         ),
     ]
     VALID = [
+        Valid(  # the same helper, its test loop under no_grad
+            """
+            import torch
+
+            def step(net, idx, split):
+                xs, ys = split.batch(idx)
+                return ys, net(xs)
+
+            def run(net, opt, train_split, test_split):
+                net.train()
+                for idx in train_split.chunks():
+                    opt.zero_grad()
+                    ys, out = step(net, idx, train_split)
+                    torch.nn.functional.cross_entropy(out, ys).backward()
+                    opt.step()
+                net.eval()
+                slices = test_split.chunks()
+                with torch.no_grad():
+                    for idx in slices:
+                        ys, out = step(net, idx, test_split)
+            """
+        ),
         Valid(  # one full-graph forward, once after training: a one-off, not a pass per epoch
             """
             import torch

@@ -300,6 +300,29 @@ class ValidationOnTrainData(ValidationRule):
         ),
     ]
     VALID = [
+        Valid(  # the name the training loop iterated is rebound to the test split first
+            """
+            import torch
+
+            def step(net, idx, split):
+                xs, ys = split.batch(idx)
+                return ys, net(xs)
+
+            def run(net, opt, train_split, test_split):
+                net.train()
+                chunks = train_split.chunks()
+                for idx in chunks:
+                    opt.zero_grad()
+                    ys, out = step(net, idx, train_split)
+                    torch.nn.functional.cross_entropy(out, ys).backward()
+                    opt.step()
+                net.eval()
+                chunks = test_split.chunks()
+                with torch.no_grad():
+                    for idx in chunks:
+                        ys, out = step(net, idx, test_split)
+            """
+        ),
         Valid(  # placeholders passed for both loaders are not one loader
             """
             import torch

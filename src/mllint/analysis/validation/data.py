@@ -185,7 +185,13 @@ class DataAnalysis:
             built = self._built(s, f, name, depth)
             if built is not None:
                 return built
-        if self._key(scope, name) in keys or any(id(f) in flows for _, f in origins):
+        # The assignment that reaches here decides when there is one: a name rebound to
+        # the test split after the training loop (``slices = test.batches()``) is no
+        # longer what that loop iterated. Without one (a parameter, an attribute set
+        # elsewhere), the name's own identity does.
+        trained = any(id(f) in flows for _, f in origins) if origins else \
+            self._key(scope, name) in keys
+        if trained:
             if self._per_instance(scope, name):
                 return Source(Kind.UNKNOWN, name, per_instance=True)
             return Source(Kind.TRAIN, name, name, None, None,

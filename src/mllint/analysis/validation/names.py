@@ -97,6 +97,9 @@ DEF_VAL = rf"{_kw('def')}\s+{EVAL_FUNCTION}\s*\("
 #: ``model(X_test)``: a forward whose first argument is held-out data. (The lookahead is
 #: implied by the rest; it only skips the many ``(`` not followed by one dotted name.)
 ARG_VAL = rf"\((?=[ \t]*\**[\w.]*[ \t]*[,)])[ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
+#: ``score(model, i, test_data)``: a later argument that is held-out data (a loop handing
+#: it to the helper that runs the model).
+ARGS_VAL = rf",(?=[ \t]*\**[\w.]*[ \t]*[,)])[ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
 #: ``model.eval()``, ``model.train(False)``.
 _MODE_CALL_REST = r"\s*(?:eval|train)\s*\("
 MODE_CALL = r"\." + _MODE_CALL_REST
@@ -165,6 +168,7 @@ EVAL_SIGNS = (
     as_written(WHILE_VAL),
     any_layout(rf"{_kw('def')}(?:\s|\\)+{EVAL_FUNCTION}(?!\w)"),
     as_written(ARG_VAL),
+    as_written(ARGS_VAL),
 )
 EVAL_SIGN = "|".join(EVAL_SIGNS)
 #: ``with torch.no_grad():`` and, somewhere, a loop over batches (both read off their
@@ -202,6 +206,7 @@ MODE_SIGNS = (MODE_SIGN, MODE_WRAPPED_SIGN)
 FOR_VAL_RE = re.compile(FOR_VAL)
 WHILE_VAL_RE = re.compile(WHILE_VAL)
 ARG_VAL_RE = re.compile(ARG_VAL)
+ARGS_VAL_RE = re.compile(ARGS_VAL)
 TRAIN_RE = re.compile(TRAIN_WORD)
 
 _MODEL_WORDS = (

@@ -65,6 +65,7 @@ from mllint.analysis.validation.flags import EvalCall, Flags, flag_test
 from mllint.analysis.validation.names import (
     _FRAMEWORK_HOOKS,
     ARG_VAL_RE,
+    ARGS_VAL_RE,
     AUTOGRAD_CALLS,
     FOR_DATA_RE,
     FOR_VAL_RE,
@@ -786,6 +787,8 @@ class ValidationAnalysis:
             if self.held_out_loop(cur):
                 evidence.add(Evidence.DATA_NAME)
             cur = cur.parent
+        if self._val_call_args(call):
+            evidence.add(Evidence.DATA_NAME)
         scope = call.scope
         loop = call.loops[-1]
         if not scope.is_module and is_eval_function(scope.name) and not self.trains(scope):
@@ -820,6 +823,17 @@ class ValidationAnalysis:
         if first is None or not is_val_name(first) or is_train_name(first):
             return False
         return self.facts.line_matches(call.pos, ARG_VAL_RE)
+
+    def _val_call_args(self, call: CallRec) -> bool:
+        """``score(model, i, test_data)`` in a loop: the call hands the helper held-out
+        data, as a plain argument on the call's line, and no training data."""
+        names = [dotted_name(a.value) for a in call.args if a.keyword is None]
+        if any(n is not None and is_train_name(n) for n in names):
+            return False
+        if not any(n is not None and is_val_name(n) for n in names):
+            return False
+        return self.facts.line_matches(call.pos, ARG_VAL_RE) or \
+            self.facts.line_matches(call.pos, ARGS_VAL_RE)
 
     def _backpropagated(self, call: CallRec) -> bool:
         """The forward's output reaches a ``backward()``/``autograd.grad`` in its scope."""
