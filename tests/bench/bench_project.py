@@ -5,7 +5,7 @@ the whole-project questions rules ask (who calls my functions, who loads checkpo
 Usage: python tests/bench/bench_project.py TREE [--files N] [--cli MLLINT ...]
 
 In-process (default): ``Project(TREE)`` directly, for up to N files spread over the tree
-(all by default): each file's top-level functions and methods go to
+(50 by default): each file's top-level functions (``--methods``: and methods) go to
 ``callers_elsewhere`` and every file asks ``resuming_loads``. Prints wall seconds, peak
 RSS and what the model holds at the end. ``--cli``: also run each given ``mllint`` on a
 copy of TREE made one project (``pyproject.toml`` at its top, nested markers removed),
@@ -28,13 +28,13 @@ from pathlib import Path
 MARKERS = ("pyproject.toml", "setup.cfg", "setup.py", ".git")
 
 
-def in_process(tree: Path, files: int | None) -> None:
+def in_process(tree: Path, files: int | None, methods: bool) -> None:
     from mllint.project import model
     from mllint.project.layout import python_files
 
     project = model.Project(tree)
     paths = list(python_files(tree))
-    if files is not None and files < len(paths):
+    if files and files < len(paths):
         step = len(paths) / files
         paths = [paths[int(i * step)] for i in range(files)]
     parses = 0
@@ -49,12 +49,14 @@ def in_process(tree: Path, files: int | None) -> None:
     questions = 0
     start = time.perf_counter()
     try:
-        for path in paths:
+        for done, path in enumerate(paths):
+            if done and done % 500 == 0:
+                print(f"  {done} files, {time.perf_counter() - start:.1f} s", flush=True)
             view = model.ProjectView(project, path)
             summary = project.summary(path)
             if summary is None:
                 continue
-            names = [q for q in summary.functions if q.count(".") <= 1]
+            names = [q for q in summary.functions if q.count(".") <= (1 if methods else 0)]
             for qualname in names:
                 view.callers_elsewhere(qualname)
             view.resuming_loads()
@@ -101,7 +103,11 @@ def cli(mllint: str, tree: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tree", type=Path)
-    parser.add_argument("--files", type=int, default=None, help="files asking (default all)")
+    parser.add_argument("--files", type=int, default=50,
+                        help="files asking, spread over the tree (0: all; each question about a "
+                             "common name parses the candidates that may import the asker)")
+    parser.add_argument("--methods", action="store_true",
+                        help="also ask about methods (Class.method), as ML001 may")
     parser.add_argument("--cli", action="append", default=[], help="an mllint executable")
     args = parser.parse_args()
     tree = args.tree.resolve()
@@ -110,7 +116,7 @@ def main() -> int:
             copy = one_project(tree, Path(tmp))
             for mllint in args.cli:
                 cli(mllint, copy)
-    in_process(tree, args.files)
+    in_process(tree, args.files, args.methods)
     return 0
 
 
