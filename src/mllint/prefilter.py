@@ -437,7 +437,12 @@ def _stage1(rules: Sequence[T], text: str) -> list[T]:
         return found
 
     def proven_absent(entry: Requirement) -> bool:
-        return all(proof(p) for p in ((entry,) if isinstance(entry, str) else entry))
+        if isinstance(entry, str):
+            return proof(entry)
+        for p in entry:
+            if not proof(p):
+                return False
+        return True
 
     def found(entry: Requirement) -> bool:
         if _matches((entry,), texts, memos[0]):
@@ -471,11 +476,12 @@ class _Texts:
     that form has the text's positions, and any case-insensitive match of ASCII letters
     in the text is those letters, lower-cased, at the same place in it."""
 
-    __slots__ = ("text", "_lower", "_reversed", "_has")
+    __slots__ = ("text", "_lower", "_reversed", "_has", "_has_folded")
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._has: dict[tuple[str, bool], bool] = {}
+        self._has: dict[str, bool] = {}
+        self._has_folded: dict[str, bool] = {}
         self._lower: str | None | bool = False
         self._reversed: str | None = None
 
@@ -499,15 +505,15 @@ class _Texts:
 
     def has(self, word: str, ignore_case: bool) -> bool:
         # Asked again and again: many patterns need the same words (the data names).
-        key = (word, ignore_case)
-        found = self._has.get(key)
+        known = self._has_folded if ignore_case else self._has
+        found = known.get(word)
         if found is None:
             if not ignore_case:
                 found = word in self.text
             else:
                 lower = self.lower
                 found = lower is None or word in lower
-            self._has[key] = found
+            known[word] = found
         return found
 
 
@@ -516,7 +522,14 @@ def _layout_proof(pattern: str, texts: _Texts) -> bool:
     piece of literal text every match must contain is missing. (``token_variants`` only
     removes comments, line continuations and blanks, so a literal run of word
     characters, which no layout can split, is missing from them as well.)"""
-    return any(not any(texts.has(w, ci) for w, ci in clause) for clause in _needed(pattern))
+    has = texts.has
+    for clause in _needed(pattern):  # loops, not generators: asked ~50 times per file
+        for word, ignore_case in clause:
+            if has(word, ignore_case):
+                break
+        else:
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=None)

@@ -53,34 +53,31 @@ def children(node: ast.AST) -> list[ast.AST]:
 
 def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
     """Every node under ``tree`` (itself included), by type; computed once per tree, in
-    the same walk as each node's parent (``parents``) and the returns of each function."""
+    the same walk as each node's parent (``parents``). A child's parent is recorded as it
+    is pushed, so the walk makes no pair per node."""
     cached = getattr(tree, "_mllint_nodes", None)
     if cached is not None:
         return cached
     by_type: dict[type, list[ast.AST]] = defaultdict(list)
-    returns: dict[ast.AST, list[ast.Return]] = defaultdict(list)
     parent_of: dict[ast.AST, ast.AST] = {}
-    # Each entry: a node, the function whose body it is in (for ``returns_of``), and its
-    # parent.
-    stack: list[tuple[ast.AST, ast.AST | None, ast.AST | None]] = [(tree, None, None)]
-    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    stack: list[ast.AST] = [tree]
+    pop, push = stack.pop, stack.append
+    node_type = ast.AST
     while stack:
-        node, func, parent = stack.pop()
-        if parent is not None:
-            parent_of[node] = parent
+        node = pop()
         kind = type(node)
         by_type[kind].append(node)
-        if kind is ast.Return and func is not None:
-            returns[func].append(node)  # type: ignore[arg-type]
-        inner = node if kind in functions else func
         for name in child_fields(kind):
             value = getattr(node, name)
             if type(value) is list:
-                stack.extend((v, inner, node) for v in value if isinstance(v, ast.AST))
-            elif isinstance(value, ast.AST):
-                stack.append((value, inner, node))
+                for v in value:
+                    if isinstance(v, node_type):
+                        parent_of[v] = node
+                        push(v)
+            elif isinstance(value, node_type):
+                parent_of[value] = node
+                push(value)
     tree._mllint_nodes = by_type  # type: ignore[attr-defined]
-    tree._mllint_returns = returns  # type: ignore[attr-defined]
     tree._mllint_parents = parent_of  # type: ignore[attr-defined]
     return by_type
 
@@ -107,9 +104,21 @@ def enclosing(node: ast.AST, tree: ast.AST) -> list[ast.AST]:
 
 
 def returns_of(tree: ast.AST, func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Return]:
-    """The ``return`` statements of ``func`` itself (not of functions nested in it)."""
-    nodes(tree)
-    return tree._mllint_returns.get(func, [])  # type: ignore[attr-defined]
+    """The ``return`` statements of ``func`` itself (not of functions nested in it), in
+    the order of the walk; grouped by function when first asked."""
+    returns = getattr(tree, "_mllint_returns", None)
+    if returns is None:
+        up = parents(tree)
+        returns = defaultdict(list)
+        functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+        for ret in nodes(tree).get(ast.Return, ()):
+            owner = up.get(ret)
+            while owner is not None and not isinstance(owner, functions):
+                owner = up.get(owner)
+            if owner is not None:
+                returns[owner].append(ret)
+        tree._mllint_returns = returns  # type: ignore[attr-defined]
+    return returns.get(func, [])
 
 
 def of_type(tree: ast.AST, *types: type[N]) -> list[N]:

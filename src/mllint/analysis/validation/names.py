@@ -97,9 +97,9 @@ DEF_VAL = rf"{_kw('def')}\s+{EVAL_FUNCTION}\s*\("
 #: ``model(X_test)``: a forward whose first argument is held-out data. (The lookahead is
 #: implied by the rest; it only skips the many ``(`` not followed by one dotted name.)
 ARG_VAL = rf"\((?=[ \t]*\**[\w.]*[ \t]*[,)])[ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
-#: ``score(model, i, test_data)``: a later argument that is held-out data (a loop handing
-#: it to the helper that runs the model).
-ARGS_VAL = rf",(?=[ \t]*\**[\w.]*[ \t]*[,)])[ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
+#: ``score(model, i, test_data)``: an argument in any place that is held-out data (a loop
+#: handing it to the helper that runs the model). As a sign it stands for ``ARG_VAL`` too.
+ARGS_VAL = rf"[(,](?=[ \t]*\**[\w.]*[ \t]*[,)])[ \t]*\**[\w.]*?{VAL_WORD}[\w.]*[ \t]*[,)]"
 #: ``model.eval()``, ``model.train(False)``.
 _MODE_CALL_REST = r"\s*(?:eval|train)\s*\("
 MODE_CALL = r"\." + _MODE_CALL_REST
@@ -167,8 +167,7 @@ EVAL_SIGNS = (
     as_written(WRAPPED_VAL),
     as_written(WHILE_VAL),
     any_layout(rf"{_kw('def')}(?:\s|\\)+{EVAL_FUNCTION}(?!\w)"),
-    as_written(ARG_VAL),
-    as_written(ARGS_VAL),
+    as_written(ARGS_VAL),  # ``ARG_VAL``, the first argument, is one of its matches
 )
 EVAL_SIGN = "|".join(EVAL_SIGNS)
 #: ``with torch.no_grad():`` and, somewhere, a loop over batches (both read off their

@@ -832,8 +832,7 @@ class ValidationAnalysis:
             return False
         if not any(n is not None and is_val_name(n) for n in names):
             return False
-        return self.facts.line_matches(call.pos, ARG_VAL_RE) or \
-            self.facts.line_matches(call.pos, ARGS_VAL_RE)
+        return self.facts.line_matches(call.pos, ARGS_VAL_RE)
 
     def _backpropagated(self, call: CallRec) -> bool:
         """The forward's output reaches a ``backward()``/``autograd.grad`` in its scope."""
