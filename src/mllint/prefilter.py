@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 from typing import Callable, Protocol, Sequence, Tuple, TypeVar, Union
 
 from mllint.collector import collector_paused
+from mllint.gates.resolve import drop_caches
 from mllint.source import STRING_OR_COMMENT
 
 Gate = Callable[[ast.Module], bool]
@@ -353,6 +354,15 @@ def _python_parse(text: str) -> object:
 #: (``engine.lint.on_deep_stack``), under which Python's parser accepts code nested more
 #: deeply than ``python`` itself can compile: such a file is judged at Python's own limit.
 PYTHON_RECURSION_LIMIT = 1000
+
+
+def forget_last() -> None:
+    """Let go of the last tree parsed, once its file is done (``engine.lint_text``): the
+    next file's tree replaces it anyway, and dropped with its caches it is freed at once."""
+    tree = _LAST[1]
+    _LAST[0] = _LAST[1] = None
+    if isinstance(tree, ast.AST):
+        drop_caches(tree)
 
 
 def _parse_as_python_would(text: str) -> ast.Module:

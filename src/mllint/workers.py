@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterator
 
+from mllint.collector import batch_thresholds
 from mllint.types import ErrorKind, FileError, FileResult
 
 Check = Callable[[str, Any], FileResult]
@@ -44,6 +45,7 @@ def _serve(conn: Connection, check: Check, opts: Any,
     _conn = conn
     # Ctrl-C reaches the whole process group: the parent alone decides, and stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    batch_thresholds()
     if warm_up is not None:
         try:
             warm_up()

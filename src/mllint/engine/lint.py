@@ -21,7 +21,7 @@ from mllint.collector import collector_paused
 from mllint.engine.libcst_support import fast_paths_enabled, parse_module
 from mllint.engine.reachability import in_spans, unreachable_spans
 from mllint.notebook import is_notebook, map_result, read_notebook
-from mllint.prefilter import admitted, python_syntax_error, python_tree
+from mllint.prefilter import admitted, forget_last, python_syntax_error, python_tree
 from mllint.rule import AstRule, FileContext, Rule
 from mllint.source import DEFAULT_MAX_BYTES, decode, read_bytes
 from mllint.types import ErrorKind, FileError, FileResult, Position
@@ -151,7 +151,10 @@ def lint_text(
     every rule of the run, to report ``# noqa`` directives that suppress none of them
     (empty: no such report)."""
     with collector_paused():
-        return on_deep_stack(lambda: _lint_text(path, text, rules, prefilter, file, unused_noqa))
+        try:
+            return on_deep_stack(lambda: _lint_text(path, text, rules, prefilter, file, unused_noqa))
+        finally:
+            forget_last()  # the file's tree goes now, not at the next full collection
 
 
 def _lint_text(path: str, text: str, rules: Sequence[type[Rule]], prefilter: bool,

@@ -82,6 +82,17 @@ def nodes(tree: ast.AST) -> dict[type, list[ast.AST]]:
     return by_type
 
 
+def drop_caches(tree: ast.AST) -> None:
+    """Forget what the walks above (and the analyses, ``_mllint_scopes``...) keep on
+    ``tree``. Those caches hold the tree itself, a cycle: dropped, the tree goes as soon
+    as nothing refers to it, instead of waiting for a full pass of the cycle collector
+    that also walks every object still alive (on a large run, most of its time)."""
+    kept = getattr(tree, "__dict__", None)
+    if kept:
+        for name in [n for n in kept if n.startswith("_mllint_")]:
+            del kept[name]
+
+
 def parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
     """Each node's parent under ``tree`` (what ``children`` skips left out)."""
     nodes(tree)

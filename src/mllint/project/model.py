@@ -27,6 +27,7 @@ from mllint.project.layout import (
     python_files,
     resolve_module,
 )
+from mllint.gates.resolve import drop_caches
 from mllint.project.roles import Role
 from mllint.project.summaries import (
     RESUME_WORDS,
@@ -386,9 +387,7 @@ class Project:
             # The tree's node caches (``gates.resolve.nodes``) hold the tree itself: drop
             # them, so that the tree goes with its summary instead of waiting for the
             # cycle collector (hundreds of megabytes of trees, on a large project).
-            tree = summary.tree.__dict__
-            for name in ("_mllint_nodes", "_mllint_returns", "_mllint_parents"):
-                tree.pop(name, None)
+            drop_caches(summary.tree)
 
     def call_sites(self, summary: ModuleSummary) -> tuple[CallSite, ...]:
         """The calls of ``summary``'s module (``summaries.call_sites``), read once."""

@@ -1,14 +1,20 @@
-"""``engine.lint.lint_text`` and the prefilter's gates pause the cyclic garbage collector
-for one file only."""
+"""The cycle collector in a lint run: ``engine.lint.lint_text`` and the prefilter's gates
+pause it for one file only; a file's tree is let go with its caches once the file is
+done; only lint workers change the collector's thresholds."""
 
 from __future__ import annotations
 
+import ast
 import gc
+import subprocess
+import sys
 
 import pytest
 
 from mllint import prefilter
-from mllint.engine import lint
+from mllint.collector import BATCH_THRESHOLDS, batch_thresholds
+from mllint.engine import lint, lint_text
+from mllint.gates.resolve import drop_caches, nodes, parents, returns_of
 from mllint.registry import all_rules
 
 ML001 = next(r for r in all_rules() if r.code == "ML001")
@@ -82,3 +88,55 @@ def test_resumed_when_a_gate_raises_past_its_guard(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prefilter.admitted(all_rules(), GATED)
     assert gc.isenabled()
+
+
+TRAIN = """\
+import torch
+
+def train(model, loader, optimizer):
+    for x, y in loader:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+    return loss
+"""
+
+
+def test_a_linted_file_leaves_no_tree_behind():
+    lint_text("train.py", TRAIN, all_rules())
+    assert prefilter._LAST == [None, None]
+
+
+def test_forgetting_the_last_tree_drops_its_caches():
+    tree = prefilter.python_tree(TRAIN)
+    nodes(tree)
+    func = tree.body[1]
+    assert returns_of(tree, func) and parents(tree)
+    assert any(name.startswith("_mllint_") for name in vars(tree))
+    prefilter.forget_last()
+    assert not any(name.startswith("_mllint_") for name in vars(tree))
+    assert prefilter._LAST == [None, None]
+    # What was cached is made again when asked.
+    assert [type(r) for r in returns_of(tree, func)] == [ast.Return]
+
+
+def test_drop_caches_leaves_other_attributes():
+    tree = ast.parse("x = 1\n")
+    tree.note = "kept"
+    nodes(tree)
+    drop_caches(tree)
+    assert vars(tree) == {"body": tree.body, "type_ignores": [], "note": "kept"}
+
+
+def test_batch_thresholds_are_set_only_when_asked():
+    before = gc.get_threshold()
+    try:
+        batch_thresholds()
+        assert gc.get_threshold() == BATCH_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)
+    # Importing mllint (a notebook, an editor) leaves the host's collector alone.
+    out = subprocess.run(
+        [sys.executable, "-c", "import gc, mllint.cli, mllint.engine, mllint.runner; "
+         "print(gc.get_threshold())"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(gc.get_threshold())
