@@ -634,8 +634,9 @@ def _drawn_from(node: ast.Call, func: str | None) -> str | None:
     return None
 
 
-def _words(expr: ast.AST, text: SourceText) -> Iterator[str]:
-    """Names and string constants (as written, quotes included) in an expression."""
+def _words(expr: ast.AST, text: SourceText | None) -> Iterator[str]:
+    """Names and string constants (as written, quotes included) in an expression; with
+    no ``text``, the names alone."""
     stack: list[ast.AST] = [expr]
     while stack:
         node = stack.pop()
@@ -648,7 +649,8 @@ def _words(expr: ast.AST, text: SourceText) -> Iterator[str]:
         if name is not None:
             yield name
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
-            yield from _string_parts(text.code(node))
+            if text is not None:
+                yield from _string_parts(text.code(node))
             continue
         if isinstance(node, ast.JoinedStr):
             # An f-string's text is no string of its own: only its fields are read.
@@ -674,8 +676,8 @@ def _string_parts(code: str) -> Iterator[str]:
 
 def _held_name(node: ast.AST) -> str | None:
     """A name the node holds that the analyses read as a word (libcst, which they were
-    first written on, keeps it as a ``Name`` node): an attribute of something not dotted (``f(x).attr``), a
-    keyword argument's name, a lambda's parameter."""
+    first written on, keeps it as a ``Name`` node): an attribute of something not dotted
+    (``f(x).attr``), a keyword argument's name, a lambda's parameter."""
     if isinstance(node, ast.Attribute):
         return node.attr
     if isinstance(node, ast.keyword):
@@ -688,19 +690,9 @@ def _held_name(node: ast.AST) -> str | None:
 def names_in(expr: ast.AST) -> set[str]:
     """Dotted names (and their roots) an expression reads."""
     out: set[str] = set()
-    stack: list[ast.AST] = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.Name, ast.Attribute)):
-            d = dotted(node)
-            if d:
-                out.add(d)
-                out.add(d.split(".", 1)[0])
-                continue
-        name = _held_name(node)
-        if name is not None:
-            out.add(name)
-        stack.extend(children(node))
+    for word in _words(expr, None):
+        out.add(word)
+        out.add(word.split(".", 1)[0])
     return out
 
 
