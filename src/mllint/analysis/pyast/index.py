@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from mllint.analysis.pyast.scopes import Scopes, default_of
+from mllint.analysis.pyast.syntax import FUNCTIONS, SourceText
 from mllint.gates.resolve import dotted, nodes, parents, returns_of
 
-FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 LOOPS = (ast.For, ast.AsyncFor, ast.While)
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 Loop = ast.For | ast.AsyncFor | ast.While
@@ -36,8 +36,6 @@ MAX_CALLER_DEPTH = 4
 MAX_CHAINS = 8
 
 _BUILTINS = frozenset(dir(builtins))
-#: The line breaks ``ast`` counts lines by (not ``str.splitlines``', which has more).
-_LINE_BREAKS = re.compile(r"(\r\n|\r|\n)")
 
 #: What turns autograd off, on, or either way around a block (``with``, decorators).
 NO_GRAD = frozenset({
@@ -170,8 +168,8 @@ class ModuleIndex(Tree):
                  star_imports: bool = False) -> None:
         super().__init__(tree)
         self.text = text
-        self._lines: list[str] | None = None
-        self._ascii: dict[int, bool] = {}
+        #: The text, cut into lines once (exact code of nodes, columns in characters).
+        self.code = SourceText(text)
         #: The project model's view (``project.model.ProjectView``), if any.
         self.project = project
         self.star_imports = star_imports
@@ -199,35 +197,10 @@ class ModuleIndex(Tree):
     # -- text ----------------------------------------------------------------------------
 
     def source(self, node: ast.AST) -> str:
-        """The code of ``node`` on one line, for messages (``ast.get_source_segment``,
-        whitespace runs made one blank, without splitting the text on every call)."""
-        if self._lines is None:
-            self._lines = _LINE_BREAKS.split(self.text)
-            # ``split`` with a group keeps the breaks apart: join each line to its break.
-            self._lines = [a + b for a, b in zip(self._lines[::2], [*self._lines[1::2], ""])]
-        lines = self._lines
-        if getattr(node, "end_lineno", None) is None:  # made here, not parsed
-            return " ".join(ast.unparse(node).split())
-        first, last = node.lineno - 1, node.end_lineno - 1  # type: ignore[attr-defined]
-        if not (0 <= first <= last < len(lines)):
-            return " ".join(ast.unparse(node).split())
-        begin = self._column(first, node.col_offset)  # type: ignore[attr-defined]
-        end = self._column(last, node.end_col_offset)  # type: ignore[attr-defined]
-        if first == last:
-            code = lines[first][begin:end]
-        else:
-            code = lines[first][begin:] + "".join(lines[first + 1:last]) + lines[last][:end]
-        return " ".join(code.split())
-
-    def _column(self, line: int, byte_offset: int) -> int:
-        """A column in characters, from ``ast``'s column in UTF-8 bytes."""
-        text = self._lines[line]  # type: ignore[index]
-        plain = self._ascii.get(line)
-        if plain is None:
-            plain = self._ascii[line] = text.isascii()
-        if plain:
-            return byte_offset
-        return len(text.encode("utf-8")[:byte_offset].decode("utf-8", "replace"))
+        """The code of ``node`` on one line, for messages (``SourceText.one_line``: the
+        text is split into lines once, not on every call as ``ast.get_source_segment``
+        does)."""
+        return self.code.one_line(node)
 
     # -- where a node sits ---------------------------------------------------------------
 

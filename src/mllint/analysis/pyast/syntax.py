@@ -81,9 +81,9 @@ def is_string(expr: ast.AST | None) -> bool:
     return isinstance(expr, ast.Constant) and isinstance(expr.value, (str, bytes))
 
 
-#: One string literal, without a prefix, as a whole text.
-_ONE_PLAIN_STRING = re.compile(
-    r"""(?s)\A(?:'''(?:[^\\]|\\.)*?'''|\"\"\"(?:[^\\]|\\.)*?\"\"\"|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")\Z""")
+#: One string literal as written: prefix, quotes and all.
+STRING_TOKEN = re.compile(
+    r"""(?is)[rbu]{0,2}(?:'''(?:[^\\]|\\.)*?'''|\"\"\"(?:[^\\]|\\.)*?\"\"\"|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
 
 
 class SourceText:
@@ -92,6 +92,7 @@ class SourceText:
     def __init__(self, text: str) -> None:
         self.text = text
         self._lines: list[str] | None = None
+        self._ascii: dict[int, bool] = {}
 
     @property
     def lines(self) -> list[str]:
@@ -103,9 +104,12 @@ class SourceText:
 
     def column(self, line: int, byte_offset: int) -> int:
         """A column in characters of 1-based ``line``, from ``ast``'s UTF-8 byte offset."""
+        plain = self._ascii.get(line)
         lines = self.lines
         text = lines[line - 1] if 0 < line <= len(lines) else ""
-        if text.isascii():
+        if plain is None:
+            plain = self._ascii[line] = text.isascii()
+        if plain:
             return byte_offset
         return len(text.encode("utf-8")[:byte_offset].decode("utf-8", "replace"))
 
@@ -133,14 +137,20 @@ class SourceText:
         """The code of ``node`` on one line, whitespace runs made one blank (messages)."""
         return " ".join(self.code(node).split())
 
+    def string_literal(self, node: ast.AST) -> str | bytes | None:
+        """The value of a string or bytes literal written as one literal (a prefix
+        allowed; not ``"a" "b"``, not an f-string), else None."""
+        if not is_string(node) or not STRING_TOKEN.fullmatch(self.code(node)):
+            return None
+        return node.value  # type: ignore[attr-defined]
+
     def plain_string(self, node: ast.AST) -> str | None:
         """The value of a string literal written as one plain string (no prefix, no
         implicit joining, no parentheses of its own), else None."""
-        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        value = self.string_literal(node)
+        if not isinstance(value, str) or self.code(node)[:1] not in "'\"" or self.parenthesized(node):
             return None
-        if not _ONE_PLAIN_STRING.match(self.code(node)) or self.parenthesized(node):
-            return None
-        return node.value
+        return value
 
     def parenthesized(self, node: ast.AST) -> bool:
         """``node`` stands in parentheses of its own (``(train)``), not a call's or a
@@ -181,7 +191,7 @@ def source_children(node: ast.AST) -> list[ast.AST]:
     order differs from it (decorators before a ``def``, keywords among arguments,
     dictionary keys with their values, a conditional expression's body before its
     test)."""
-    reorder = _REORDER.get(type(node))
+    reorder = SOURCE_ORDER.get(type(node))
     return children(node) if reorder is None else reorder(node)
 
 
@@ -210,7 +220,9 @@ def _dict_children(node: ast.Dict) -> list[ast.AST]:
     return out
 
 
-_REORDER = {
+#: Node kinds whose children ``ast`` lists in another order than the code has them, with
+#: the function that lists them in the code's order (the rest: ``children``).
+SOURCE_ORDER = {
     ast.FunctionDef: _function_children,
     ast.AsyncFunctionDef: _function_children,
     ast.ClassDef: lambda n: [*n.decorator_list, *n.bases, *n.keywords, *n.body],
@@ -251,22 +263,3 @@ def nodes_under(root: ast.AST, kind: type | tuple[type, ...]) -> list:
             found.append(node)
         stack.extend(children(node))
     return found
-
-
-def own_returns(func: ast.AST) -> list[ast.Return]:
-    """The ``return`` statements of a function's own body (nested definitions and
-    lambdas excluded), in the order written."""
-    found: list[ast.Return] = []
-    if not isinstance(func, FUNCTIONS):
-        return found
-    stack: list[ast.AST] = list(reversed(func.body))
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Return):
-            found.append(node)
-        elif isinstance(node, ast.stmt) and not isinstance(node, (*FUNCTIONS, ast.ClassDef)):
-            stack.extend(reversed(children(node)))
-        elif isinstance(node, (ast.ExceptHandler, ast.match_case)):
-            stack.extend(reversed(children(node)))
-    return found
-

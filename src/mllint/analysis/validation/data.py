@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import ast
 
-from mllint.analysis.pyast.syntax import FUNCTIONS, args_of, first_positional, own_returns
+from mllint.analysis.pyast.syntax import FUNCTIONS, args_of, first_positional
 from mllint.analysis.validation.facts import (
-    _STRING_TOKEN,
     CallRec,
     Evidence,
     FlowRec,
@@ -363,7 +362,7 @@ class DataAnalysis:
         found: Source | None = None
         key = id(helper.node)
         if key not in self._returns:
-            self._returns[key] = [r for r in own_returns(helper.node) if r.value is not None]
+            self._returns[key] = [r for r in self.va.own_returns(helper) if r.value is not None]
         for ret in self._returns[key]:
             expr = ret.value
             if index is not None:
@@ -420,7 +419,8 @@ class DataAnalysis:
                     return Source(Kind.TRAIN, name, name, call, None,
                                   f"`{name}` is built with `train=True` on line {call.line}")
                 return Source(Kind.HELDOUT, name)
-            text = self._string(arg.value)
+            text = self.va.facts.text.string_literal(arg.value)
+            text = text if isinstance(text, str) else None
             if text is None or (kw is not None and kw not in _SPLIT_KEYWORDS):
                 continue
             # ``"train[90%:]"`` is a slice of the training split, often the held-out one.
@@ -429,13 +429,6 @@ class DataAnalysis:
                               f"`{name}` is built from the \"{text}\" split on line {call.line}")
             if is_val_name(text) or "[" in text:
                 return Source(Kind.HELDOUT, name)
-        return None
-
-    def _string(self, expr: ast.expr) -> str | None:
-        """The value of one string literal as written (a prefix allowed, not ``"a" "b"``)."""
-        if isinstance(expr, ast.Constant) and isinstance(expr.value, str) and \
-                _STRING_TOKEN.fullmatch(self.va.facts.text.code(expr)):
-            return expr.value
         return None
 
     # -- evaluation helpers outside the module -------------------------------------------------

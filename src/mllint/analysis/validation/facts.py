@@ -19,7 +19,8 @@ from functools import cached_property
 
 from mllint.analysis.pyast.index import ModuleIndex
 from mllint.analysis.pyast.syntax import (
-    _REORDER,
+    SOURCE_ORDER,
+    STRING_TOKEN,
     Arg,
     SourceText,
     args_of,
@@ -312,7 +313,7 @@ class _Collector:
         # Iterative: generated code nests deeper than Python recurses. A tuple on the
         # stack means "leave this node"; only the kinds in ``_ENTER`` are recorded.
         enter = _ENTER.get
-        reorder = _REORDER.get
+        reorder = SOURCE_ORDER.get
         stack: list[object] = list(reversed(source_children(tree)))
         while stack:
             node = stack.pop()
@@ -609,7 +610,7 @@ def _iterables(expr: ast.expr, text: SourceText) -> Iterator[str]:
             key = expr.slice
             if isinstance(key, ast.Constant) and isinstance(key.value, (str, bytes)):
                 code = text.code(key)
-                if _STRING_TOKEN.fullmatch(code):  # one string as written, not joined
+                if STRING_TOKEN.fullmatch(code):  # one string as written, not joined
                     yield f"{name}[{code}]"
                     return
             yield name
@@ -659,15 +660,10 @@ def _words(expr: ast.AST, text: SourceText | None) -> Iterator[str]:
         stack.extend(children(node))
 
 
-#: One string literal as written: prefix, quotes and all.
-_STRING_TOKEN = re.compile(
-    r"""(?is)[rbu]{0,2}(?:'''(?:[^\\]|\\.)*?'''|\"\"\"(?:[^\\]|\\.)*?\"\"\"|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
-
-
 def _string_parts(code: str) -> Iterator[str]:
     """The string literals an implicitly joined string is written as (``"a" "b"``)."""
     found = False
-    for m in _STRING_TOKEN.finditer(code):
+    for m in STRING_TOKEN.finditer(code):
         found = True
         yield m.group(0)
     if not found:

@@ -40,11 +40,9 @@ from mllint.analysis.pyast.syntax import (
     is_number,
     is_string,
     nodes_under,
-    own_returns,
 )
 from mllint.analysis.pyast.syntax import literal_flag as _is_false_literal
 from mllint.analysis.validation.facts import (
-    _STRING_TOKEN,
     CallRec,
     ClassInfo,
     Evidence,
@@ -89,7 +87,7 @@ from mllint.analysis.validation.names import (
     is_train_name,
     is_val_name,
 )
-from mllint.gates.resolve import dotted as dotted_name
+from mllint.gates.resolve import dotted as dotted_name, returns_of
 from mllint.project.model import ProjectView
 from mllint.project.roles import NESTING_LAYERS, UNKNOWN, mode_dependent_layer
 from mllint.rule import AstRule, FileContext
@@ -221,9 +219,13 @@ class ValidationAnalysis:
         base = os.path.basename(facts.path)
         self.is_test_file = base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py"
 
-    def _simple_string(self, node: ast.AST) -> bool:
-        """One string literal as written (``"x"``, ``r"x"``; not ``"a" "b"``)."""
-        return is_string(node) and _STRING_TOKEN.fullmatch(self.facts.text.code(node)) is not None
+    def own_returns(self, scope: Scope) -> list[ast.Return]:
+        """The ``return`` statements of the function ``scope`` itself, in source order
+        (from the walk the module index shares)."""
+        if scope.is_module:
+            return []
+        found = returns_of(self.facts.index.tree, scope.node)  # type: ignore[arg-type]
+        return sorted(found, key=lambda r: (r.lineno, r.col_offset))
 
     # -- loops ----------------------------------------------------------------------------
 
@@ -482,7 +484,7 @@ class ValidationAnalysis:
             if f.targets and self.is_model_value(helper, f, depth):
                 return True
         # ``return nn.Sequential(...)``.
-        for ret in own_returns(helper.node):
+        for ret in self.own_returns(helper):
             sub = self._call_rec(helper, _strip_passthrough(ret.value)) if ret.value else None
             if sub is not None and depth < _MAX_DEPTH and self.call_builds_model(sub, depth + 1):
                 return True
@@ -864,7 +866,7 @@ class ValidationAnalysis:
 
     def _returns_output(self, call: CallRec) -> bool:
         tainted = self._tainted(call) if call.flow is not None and call.flow.targets else set()
-        for ret in own_returns(call.scope.node):
+        for ret in self.own_returns(call.scope):
             if ret.value is None:
                 continue
             if names_in(ret.value) & tainted or self.facts.index.within(call.node, ret.value):
@@ -1232,7 +1234,7 @@ class ValidationAnalysis:
                 return False
             built_elsewhere = any(  # ``GINConv(mlp)``: a module built elsewhere
                 not (isinstance(a.value, ast.Call) or _int_or_float(a.value)
-                     or self._simple_string(a.value))
+                     or self.facts.text.string_literal(a.value) is not None)
                 for a in call.args)
             found = self._argument_layers(call, depth)
             return None if found is False and built_elsewhere else found
@@ -1255,7 +1257,7 @@ class ValidationAnalysis:
         """Whether what a same-module function returns holds mode-dependent layers
         (``def get_net(n): net = nn.Linear(n, 1); ...; return net``): False only when
         every ``return`` gives a model whose construction is in sight and has none."""
-        returns = [r for r in own_returns(helper.node) if r.value is not None]
+        returns = [r for r in self.own_returns(helper) if r.value is not None]
         if not returns or depth > _MAX_DEPTH:
             return None
         found: bool | None = False
